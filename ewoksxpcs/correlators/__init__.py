@@ -1,0 +1,89 @@
+"""Correlation backends behind one registry of names, and the public :func:`correlate`.
+
+Backends: ``reference`` (NumPy oracle), ``matmul`` (BLAS), ``fft`` (numpy / pyFFTW),
+``opencl-dense`` and ``opencl-events`` (OpenCL), chosen by name or by ``auto``
+(:mod:`ewoksxpcs.correlators.auto`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Optional
+
+from ..qmask import DEFAULT_GROUPS, as_binning
+from ..result import CorrelationResult
+from .registry import METHODS, available_methods, get_correlator_class, register
+
+__all__ = [
+    "correlate",
+    "create_correlator",
+    "available_methods",
+    "get_correlator_class",
+    "register",
+    "METHODS",
+]
+
+logger = logging.getLogger(__name__)
+
+# Importing a backend module registers it; the order is the listing order.
+_BACKEND_MODULES = ("reference", "matmul", "fft", "opencl_dense", "opencl_events")
+for _name in _BACKEND_MODULES:
+    try:
+        importlib.import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as e:  # a backend still being written
+        if e.name != f"{__name__}.{_name}":
+            raise
+
+
+def create_correlator(qmask, method: str = "auto", device: Optional[str] = None, data=None,
+                      **options):
+    """Build a correlator object by registry name (``auto`` needs ``data`` to decide).
+
+    Returns
+    -------
+    Correlator
+        Call ``.correlate(data)`` on it, as often as needed.
+    """
+    from .auto import choose_method
+
+    n_groups = options.pop("n_groups", DEFAULT_GROUPS)
+    bad_pixels = options.pop("bad_pixels", None)
+    binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
+    reason = ""
+    if method == "auto":
+        method, device, reason = choose_method(data, binning, device)
+        logger.info("auto chose %r: %s", method, reason)
+    cls = get_correlator_class(method)
+    correlator = cls(binning, device=device, **options)
+    correlator.auto_reason = reason
+    return correlator
+
+
+def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
+              **options) -> CorrelationResult:
+    """Correlate a frame stack (or an EventStack): g2(q, τ) for every bin of ``qmask``.
+
+    Parameters
+    ----------
+    frames : ndarray (Nt, Ny, Nx), iterable of chunks (n, Ny, Nx), FrameSource or EventStack
+        Pixel values (counts); int8/uint8/int16/uint16/int32/uint32/float32.
+    qmask : ndarray (Ny, Nx) of int, or Binning
+        Label image: 0 = unused, positive values = bins (result rows follow the sorted values).
+    method : str
+        A registry name (see :func:`available_methods`) or ``"auto"``.
+    device : str, optional
+        OpenCL device for OpenCL methods: "cpu", "gpu" or "platform:device" (indices).
+    **options
+        ``n_groups`` (pixel groups per bin for the error bars), ``bad_pixels`` (bool image),
+        and backend options (e.g. ``chunk_frames``).
+
+    Returns
+    -------
+    CorrelationResult
+        ``.g2`` and ``.g2_err`` (n_bins, Nt) float64, ``.lags`` (Nt,) frames, ``.labels``,
+        ``.n2``, ``.s2``, ``.n_pixels``, ``.method``, ``.device``.
+    """
+    correlator = create_correlator(qmask, method=method, device=device, data=frames, **options)
+    info = {"auto_reason": correlator.auto_reason} if correlator.auto_reason else {}
+    return correlator.correlate(frames, **info)
