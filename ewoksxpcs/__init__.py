@@ -14,6 +14,8 @@ from .events import EventStack, compact, load_events  # noqa: E402
 from .frames import as_frame_source  # noqa: E402
 from .qmask import Binning  # noqa: E402
 from .result import CorrelationResult, CorrelationSums  # noqa: E402
+from .multitau import MultiTauResult, multitau  # noqa: E402
+from .twotime import TwoTimeResult, twotime  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -27,4 +29,8 @@ __all__ = [
     "Binning",
     "CorrelationResult",
     "CorrelationSums",
+    "multitau",
+    "MultiTauResult",
+    "twotime",
+    "TwoTimeResult",
 ]

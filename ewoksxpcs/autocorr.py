@@ -13,6 +13,28 @@ import math
 
 import numpy
 
+try:  # multi-threaded and any 5-smooth length; numpy.fft otherwise
+    import scipy.fft as _fft
+
+    def _rfft(a, n):
+        return _fft.rfft(a, n, axis=-1, workers=-1)
+
+    def _irfft(f, n):
+        return _fft.irfft(f, n, axis=-1, workers=-1)
+
+    def _nfft(n):
+        return _fft.next_fast_len(2 * n - 1, real=True)
+
+except ImportError:  # pragma: no cover
+    def _rfft(a, n):
+        return numpy.fft.rfft(a, n, axis=-1)
+
+    def _irfft(f, n):
+        return numpy.fft.irfft(f, n, axis=-1)
+
+    def _nfft(n):
+        return 1 << (2 * n - 1).bit_length()
+
 __all__ = ["autocorrelate"]
 
 #: FFT results below 2**PRECISION_BITS are rounded to exact integers. float64 has 53 bits; the
@@ -20,7 +42,7 @@ __all__ = ["autocorrelate"]
 PRECISION_BITS = 40
 
 #: Series up to this many samples use direct dot products (O(Nt²), exact in any case).
-DIRECT_MAX_FRAMES = 1024
+DIRECT_MAX_FRAMES = 64
 
 
 def _direct(a: numpy.ndarray) -> numpy.ndarray:
@@ -33,9 +55,14 @@ def _direct(a: numpy.ndarray) -> numpy.ndarray:
 
 def _fft_real(a: numpy.ndarray) -> numpy.ndarray:
     n = a.shape[-1]
-    nfft = 1 << (2 * n - 1).bit_length()
-    f = numpy.fft.rfft(a, nfft, axis=-1)
-    return numpy.fft.irfft(f * f.conj(), nfft, axis=-1)[..., :n]
+    nfft = _nfft(n)
+    f = _rfft(a, nfft)
+    c = _irfft((f * f.conj()).real, nfft)[..., :n]
+    # Values below the FFT's rounding error are zero (e.g. lags with no non-zero product):
+    # keep them exactly 0, as direct sums give, so that 0/0 stays NaN downstream.
+    tol = 16 * numpy.finfo(numpy.float64).eps * numpy.log2(nfft) * c[..., :1]
+    c[numpy.abs(c) <= tol] = 0.0
+    return c
 
 
 def _fft_exact_int(a: numpy.ndarray) -> numpy.ndarray:
@@ -53,8 +80,8 @@ def _fft_exact_int(a: numpy.ndarray) -> numpy.ndarray:
     pieces = numpy.stack(
         [sign * ((mag >> (bits * i)) & mask) for i in range(n_pieces)], axis=0
     ).astype(numpy.float64)
-    nfft = 1 << (2 * n - 1).bit_length()
-    f = numpy.fft.rfft(pieces, nfft, axis=-1)
+    nfft = _nfft(n)
+    f = _rfft(pieces, nfft)
     out = numpy.zeros(a.shape, dtype=numpy.int64)
     for i in range(n_pieces):
         for j in range(i, n_pieces):
@@ -62,7 +89,7 @@ def _fft_exact_int(a: numpy.ndarray) -> numpy.ndarray:
             if i != j:
                 # corr(a_i, a_j) + corr(a_j, a_i): both shifted by B·(i+j).
                 prod = prod + prod.conj()
-            c = numpy.fft.irfft(prod, nfft, axis=-1)[..., :n]
+            c = _irfft(prod, nfft)[..., :n]
             out += numpy.rint(c).astype(numpy.int64) << (bits * (i + j))
     return out
 

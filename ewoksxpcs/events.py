@@ -126,8 +126,17 @@ class EventStack:
     def frame_sums_for(self, binning: Binning) -> numpy.ndarray:
         """Per-frame sums S(t, k) over each sub-bin k, (n_frames, n_sub).
 
-        int64 for integer events (exact), float64 otherwise.
+        int64 for integer events (exact), float64 otherwise. Raises ValueError on a negative
+        value (every event consumer calls this, so hand-made stacks are checked too).
         """
+        if self.values.size and self.values.dtype.kind in "if" and self.values.min() < 0:
+            e = int(numpy.argmax(self.values < 0))
+            p = int(self.pixel_index[numpy.searchsorted(self.offsets, e, side="right") - 1])
+            raise ValueError(
+                f"event methods need non-negative counts; the EventStack has a negative value "
+                f"at frame {int(self.times[e])}, pixel (y={p // self.frame_shape[1]}, "
+                f"x={p % self.frame_shape[1]})"
+            )
         sub = self.pixel_sub_bins(binning)
         ev_sub = numpy.repeat(sub, self.events_per_pixel)
         keep = ev_sub >= 0

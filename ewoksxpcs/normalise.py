@@ -29,7 +29,7 @@ from .autocorr import autocorrelate
 from .qmask import Binning
 from .result import CorrelationResult, CorrelationSums
 
-__all__ = ["normalise", "bin_sums"]
+__all__ = ["normalise", "bin_sums", "jackknife_error"]
 
 _INT64_SAFE = 2**62
 
@@ -49,6 +49,24 @@ def _s2(series: numpy.ndarray, lags: numpy.ndarray, method: str) -> numpy.ndarra
     return autocorrelate(series, method=method)[..., lags]
 
 
+def jackknife_error(g2_loo: numpy.ndarray) -> numpy.ndarray:
+    """Delete-one-group jackknife standard error.
+
+    Parameters
+    ----------
+    g2_loo : ndarray, (G, ...) float64
+        The estimate recomputed without each of the G >= 2 groups.
+
+    Returns
+    -------
+    ndarray, (...) float64
+        σ = sqrt((G−1)/G · Σ_g (g2₋g − mean_g g2₋g)²).
+    """
+    n_groups = g2_loo.shape[0]
+    dev = g2_loo - g2_loo.mean(axis=0)
+    return numpy.sqrt((n_groups - 1) / n_groups * (dev * dev).sum(axis=0))
+
+
 def bin_sums(sums: CorrelationSums, binning: Binning):
     """Add sub-bin sums into bin sums.
 
@@ -57,13 +75,15 @@ def bin_sums(sums: CorrelationSums, binning: Binning):
     n2 : ndarray, (n_bins, n_lags)
     frame_sums : ndarray, (n_frames, n_bins)
     """
+    # Sub-bins of a bin are contiguous: one reduceat per array (empty bins stay zero).
     nb = binning.n_bins
     n2 = numpy.zeros((nb,) + sums.n2.shape[1:], dtype=sums.n2.dtype)
     fs = numpy.zeros((sums.frame_sums.shape[0], nb), dtype=sums.frame_sums.dtype)
-    numpy.add.at(n2, binning.sub_bin, sums.n2)
-    for i in range(nb):
-        s0, s1 = binning.bin_sub_offsets[i], binning.bin_sub_offsets[i + 1]
-        fs[:, i] = sums.frame_sums[:, s0:s1].sum(axis=1)
+    full = binning.n_groups_per_bin > 0
+    if full.any():
+        starts = binning.bin_sub_offsets[:-1][full]
+        n2[full] = numpy.add.reduceat(sums.n2, starts, axis=0)
+        fs[:, full] = numpy.add.reduceat(sums.frame_sums, starts, axis=1)
     return n2, fs
 
 
@@ -115,8 +135,7 @@ def normalise(
                 n_g = binning.sub_n_pixels[s0:s1].astype(numpy.float64)
                 n2_loo = n2[i][None, :].astype(numpy.float64) - sums.n2[s0:s1].astype(numpy.float64)
                 g2_loo = (npix - n_g)[:, None] * n2_loo / c[1:].astype(numpy.float64)
-                dev = g2_loo - g2_loo.mean(axis=0)
-                g2_err[i] = numpy.sqrt((n_groups - 1) / n_groups * (dev * dev).sum(axis=0))
+                g2_err[i] = jackknife_error(g2_loo)
     # Empty bins keep zero sums (exact dtypes stay), their g2 rows are NaN.
     if all(numpy.asarray(c).dtype.kind in "iu" for c in s2_list):
         s2 = numpy.stack(s2_list).astype(numpy.int64)

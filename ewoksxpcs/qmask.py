@@ -72,6 +72,7 @@ class Binning:
         self.shape = tuple(int(n) for n in qmask.shape)
         self.n_groups = int(n_groups)
         flat = qmask.astype(numpy.int64, copy=False).ravel()
+        any_binned = bool((flat > 0).any())
         if bad_pixels is not None:
             bad_pixels = numpy.asarray(bad_pixels, dtype=bool)
             if bad_pixels.shape != self.shape:
@@ -83,7 +84,11 @@ class Binning:
         if labels is None:
             labels = present
         labels = numpy.unique(numpy.asarray(labels, dtype=numpy.int64))
-        if labels.size == 0 or (labels <= 0).any():
+        if labels.size and (labels <= 0).any():
+            raise ValueError(f"bin labels must be positive; got {labels[labels <= 0].tolist()}")
+        if labels.size == 0:
+            if any_binned:  # the image has bins, but the bad-pixel mask covers all their pixels
+                raise ValueError("no pixel in any bin: every binned pixel is masked as bad")
             raise ValueError("qmask has no bin: bins are the positive labels of the label image")
         self.labels = labels
         # Row of each pixel's bin (-1: not binned).
@@ -176,7 +181,12 @@ class Binning:
         acc = numpy.int64 if values.dtype.kind in "iub" else numpy.float64
         if self.n_sub == 0:
             return numpy.zeros(values.shape[:-1] + (0,), dtype=acc)
-        return numpy.add.reduceat(values, self.sub_offsets[:-1], axis=-1, dtype=acc)
+        # One sum per sub-bin: reduceat(dtype=int64) would first copy the whole block to int64.
+        out = numpy.empty(values.shape[:-1] + (self.n_sub,), dtype=acc)
+        for k in range(self.n_sub):
+            out[..., k] = values[..., self.sub_offsets[k] : self.sub_offsets[k + 1]].sum(
+                axis=-1, dtype=acc)
+        return out
 
     def __repr__(self) -> str:
         return (

@@ -60,8 +60,12 @@ def create_correlator(qmask, method: str = "auto", device: Optional[str] = None,
     return correlator
 
 
+#: Values of ``correlate(mode=...)``.
+MODES = ("linear", "multitau", "twotime")
+
+
 def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
-              **options) -> CorrelationResult:
+              mode: str = "linear", **options) -> CorrelationResult:
     """Correlate a frame stack (or an EventStack): g2(q, τ) for every bin of ``qmask``.
 
     Parameters
@@ -74,6 +78,14 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         A registry name (see :func:`available_methods`) or ``"auto"``.
     device : str, optional
         OpenCL device for OpenCL methods: "cpu", "gpu" or "platform:device" (indices).
+    mode : {"linear", "multitau", "twotime"}
+        ``linear``: every lag 0 … Nt−1 (a :class:`CorrelationResult`). ``multitau``: log-spaced
+        lags (:func:`ewoksxpcs.multitau.multitau`, a MultiTauResult; options
+        ``lags_per_level``, ``normalisation`` "standard"|"symmetric", ``max_levels``).
+        ``twotime``: two-time maps (:func:`ewoksxpcs.twotime.twotime`, a TwoTimeResult;
+        options ``twotime_bins`` (labels), ``time_bin`` (frames), ``max_frames``,
+        ``n_segments``). For these two modes ``method`` is "auto", "numpy" or "opencl"
+        (linear-lag names map to them), and OpenCL takes ``max_device_memory`` (bytes).
     **options
         ``n_groups`` (pixel groups per bin for the error bars), ``bad_pixels`` (bool image),
         and backend options (e.g. ``chunk_frames``).
@@ -84,6 +96,17 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         ``.g2`` and ``.g2_err`` (n_bins, Nt) float64, ``.lags`` (Nt,) frames, ``.labels``,
         ``.n2``, ``.s2``, ``.n_pixels``, ``.method``, ``.device``.
     """
+    if mode == "multitau":
+        from ..multitau import multitau
+
+        return multitau(frames, qmask, method=method, device=device, **options)
+    if mode == "twotime":
+        from ..twotime import twotime
+
+        bins = options.pop("twotime_bins", None)
+        return twotime(frames, qmask, bins=bins, method=method, device=device, **options)
+    if mode != "linear":
+        raise ValueError(f"unknown correlation mode {mode!r}; valid: {', '.join(MODES)}")
     correlator = create_correlator(qmask, method=method, device=device, data=frames, **options)
     info = {"auto_reason": correlator.auto_reason} if correlator.auto_reason else {}
     return correlator.correlate(frames, **info)

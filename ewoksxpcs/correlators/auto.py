@@ -26,7 +26,7 @@ __all__ = ["choose_method", "estimate_occupancy"]
 logger = logging.getLogger(__name__)
 
 SPARSE_OCCUPANCY = 0.05
-MATMUL_MAX_FRAMES = 4096
+MATMUL_MAX_FRAMES = 500
 
 
 def estimate_occupancy(data, n_sample: int = 16) -> Optional[float]:
@@ -74,10 +74,11 @@ def choose_method(data, binning, device: Optional[str] = None) -> Tuple[str, Opt
     if sparse:
         if opencl_ok and "opencl-events" in METHODS:
             return "opencl-events", device, f"sparse data (occupancy {occ}) and an OpenCL {device_kind} device"
-        reason = f"sparse data (occupancy {occ}), no OpenCL device ({why_not or 'not built'}): CPU fft"
+        cpu = "fft" if "fft" in METHODS else "reference"
+        reason = f"sparse data (occupancy {occ}), no OpenCL device ({why_not or 'not built'}): CPU {cpu}"
         if why_not:
             warnings.warn(f"auto: {reason}", RuntimeWarning, stacklevel=3)
-        return "fft", None, reason
+        return cpu, None, reason
     if opencl_ok and device_kind == "gpu" and "opencl-dense" in METHODS:
         return "opencl-dense", device, f"dense data (occupancy {occ}) and an OpenCL GPU"
     if n_frames is not None and n_frames <= MATMUL_MAX_FRAMES and "matmul" in METHODS:

@@ -118,6 +118,13 @@ class DenseCorrelator(Correlator):
         return ("chunk_frames",)
 
     def compute_sums(self, frames) -> CorrelationSums:
+        from ..events import EventStack
+
+        if isinstance(frames, EventStack):  # else a confusing "not an iterable" error
+            raise TypeError(
+                f"method {self.name!r} takes dense frames, not an EventStack: use an event "
+                "method, or 'fft', or EventStack.to_dense()"
+            )
         source: FrameSource = as_frame_source(frames)
         self.binning.check_frame_shape(source.frame_shape)
         self._validate_source(source)
@@ -165,10 +172,11 @@ class EventCorrelator(Correlator):
 
         events = data if isinstance(data, EventStack) else compact(data)
         self.binning.check_frame_shape(events.frame_shape)
+        frame_sums = events.frame_sums_for(self.binning)  # first: it validates the events
         n2 = self._n2(events)
         return CorrelationSums(
             n2=n2,
-            frame_sums=events.frame_sums_for(self.binning),
+            frame_sums=frame_sums,
             lags=numpy.arange(events.n_frames, dtype=numpy.int64),
         )
 

@@ -1,0 +1,316 @@
+"""``opencl-events``: n2 of sparse data (an :class:`~ewoksxpcs.events.EventStack`) on OpenCL.
+
+n2[k, τ] = Σ_{pixels p of sub-bin k} Σ_{events i ≤ j of p, t_j − t_i = τ} v_i·v_j, exact in 64-bit
+integers for integer events (double for float32 events). Frames given instead of events are
+compacted first, on the same OpenCL device (:func:`ewoksxpcs.compact_opencl.compact_opencl`).
+
+Kernel (``kernels/events.cl``): the lag axis is cut into tiles held as local-memory histograms;
+a work-group takes a *task* (a run of pixel segments of one sub-bin, of bounded pair count) and
+one lag tile, walks from every event over its pixel's later events inside the tile, and adds its
+histogram to n2. Pixels with many events are split into several segments, so there is no limit
+on events per pixel (unlike dynamix's ``max_events_count``) and the work stays balanced.
+On GPUs a work-group of ``WG`` work-items shares the histogram through local atomics; on CPUs a
+work-group is one work-item and adds without atomics. The per-frame sub-bin sums are taken with
+the same tasks (integer events; float32 ones are summed on the host in a fixed order).
+
+Nothing is kept between calls: each call allocates and zeroes its own output.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy
+
+from ..compact_opencl import compact_opencl
+from ..opencl import get_device, get_kernel
+from ..result import CorrelationSums
+from .base import EventCorrelator
+from .registry import register
+
+__all__ = ["OpenCLEventCorrelator", "compact_opencl", "plan_tasks"]
+
+logger = logging.getLogger(__name__)
+
+_CTYPES = {
+    "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
+    "int32": "int", "uint32": "uint", "float32": "float",
+}
+
+
+def _pairs(n):
+    """Event pairs i <= j of a pixel with n events."""
+    n = numpy.asarray(n, dtype=numpy.int64)
+    return n * (n + 1) // 2
+
+
+def plan_tasks(offsets, pix_sub, task_pairs: int | None, split: bool = True):
+    """Cut the events of the binned pixels into segments and tasks (see ``kernels/events.cl``).
+
+    Parameters
+    ----------
+    offsets : ndarray (n_pix + 1,) int64
+        Event offsets of the EventStack's pixels.
+    pix_sub : ndarray (n_pix,) int64
+        Sub-bin of each pixel, -1 outside the bins.
+    task_pairs : int or None
+        Target number of event pairs per task (None: one task per sub-bin).
+    split : bool
+        Whether a pixel with more than ``task_pairs`` pairs may be split into segments.
+
+    Returns
+    -------
+    seg_i0, seg_end, seg_cum : ndarray int64
+        First event of each segment, end of its pixel, running count of first events (n_seg+1).
+    task_seg : ndarray int32 (n_tasks + 1,)
+    task_sub : ndarray int32 (n_tasks,)
+    """
+    offsets = numpy.asarray(offsets, dtype=numpy.int64)
+    counts = numpy.diff(offsets)
+    pixels = numpy.flatnonzero((pix_sub >= 0) & (counts > 0))
+    pixels = pixels[numpy.argsort(pix_sub[pixels], kind="stable")]
+    i0 = offsets[pixels]
+    end = offsets[pixels + 1]
+    n = counts[pixels]
+    sub = pix_sub[pixels]
+    cost = _pairs(n)
+    if task_pairs is not None and split and n.size and cost.max() > task_pairs:
+        # Split heavy pixels: first event u of a pixel of n events has n - u partners, so the
+        # cut points u solve u*n - u*(u-1)/2 = m*task_pairs.
+        parts_i0, parts_end, parts_sub, parts_n, parts_cost = [], [], [], [], []
+        heavy = numpy.flatnonzero(cost > task_pairs)
+        keep = numpy.ones(n.size, dtype=bool)
+        keep[heavy] = False
+        for h in heavy:
+            nh = int(n[h])
+            u = numpy.arange(nh + 1, dtype=numpy.int64)
+            cum = u * nh - u * (u - 1) // 2
+            cuts = numpy.searchsorted(cum, numpy.arange(1, int(cum[-1] // task_pairs) + 1)
+                                      * task_pairs)
+            cuts = numpy.unique(numpy.concatenate([[0], cuts[(cuts > 0) & (cuts < nh)], [nh]]))
+            parts_i0.append(i0[h] + cuts[:-1])
+            parts_n.append(numpy.diff(cuts))
+            parts_end.append(numpy.full(cuts.size - 1, end[h]))
+            parts_sub.append(numpy.full(cuts.size - 1, sub[h]))
+            parts_cost.append(numpy.diff(cum[cuts]))
+        i0 = numpy.concatenate([i0[keep]] + parts_i0)
+        end = numpy.concatenate([end[keep]] + parts_end)
+        n = numpy.concatenate([n[keep]] + parts_n)
+        sub = numpy.concatenate([sub[keep]] + parts_sub)
+        cost = numpy.concatenate([cost[keep]] + parts_cost)
+        order = numpy.argsort(sub, kind="stable")
+        i0, end, n, sub, cost = i0[order], end[order], n[order], sub[order], cost[order]
+    seg_cum = numpy.concatenate([[0], numpy.cumsum(n)]).astype(numpy.int64)
+    if n.size == 0:
+        return (numpy.zeros(0, numpy.int64), numpy.zeros(0, numpy.int64), seg_cum,
+                numpy.zeros(1, numpy.int32), numpy.zeros(0, numpy.int32))
+    # Tasks: runs of segments of one sub-bin, cut every task_pairs pairs.
+    new_sub = numpy.concatenate([[True], sub[1:] != sub[:-1]])
+    if task_pairs is None:
+        starts = numpy.flatnonzero(new_sub)
+    else:
+        cum = numpy.cumsum(cost) - cost  # pairs before each segment
+        sub_start = numpy.maximum.accumulate(numpy.where(new_sub, cum, 0))
+        idx = (cum - sub_start) // max(1, int(task_pairs))
+        starts = numpy.flatnonzero(new_sub | numpy.concatenate([[True], idx[1:] != idx[:-1]]))
+    task_seg = numpy.concatenate([starts, [n.size]]).astype(numpy.int32)
+    task_sub = sub[starts].astype(numpy.int32)
+    return i0, end, seg_cum, task_seg, task_sub
+
+
+@register
+class OpenCLEventCorrelator(EventCorrelator):
+    """Sparse events on an OpenCL device (GPU or CPU); see the module docstring.
+
+    Options
+    -------
+    strategy : {"local", "global"}
+        "local" (default): lag tiles accumulated in local-memory histograms; "global": every
+        product added to n2 with a global 64-bit atomic, one lag tile (2× slower on an H200).
+        float32 events always use "local" with one work-item per group.
+    lag_tile : int
+        Lags per local-memory histogram (default: 4096 on GPUs, 16384 on CPUs; bounded by the
+        device's local memory).
+    work_group : int
+        Work-items per work-group (default 256 on GPUs, 1 on CPUs; float32 events use 1).
+    task_pairs : int
+        Event pairs per task (default: from the total, for about 8 tasks per compute unit on
+        CPUs, 32 on GPUs).
+    chunk_frames : int
+        Frames per chunk when frames are compacted first.
+    """
+
+    name = "opencl-events"
+    description = "OpenCL sparse event correlator (lag-tiled local histograms, exact int64)"
+    uses_opencl = True
+
+    @classmethod
+    def option_names(cls):
+        return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames")
+
+    def __init__(self, qmask, device: str | None = None, **kwargs):
+        super().__init__(qmask, device=device, **kwargs)
+        self.dev = get_device(device)
+        #: When True, wait for the device after each step and record times in last_profile.
+        self.profile = False
+        self.last_profile = {}
+        strategy = self.options.get("strategy")
+        if strategy not in (None, "local", "global"):
+            raise ValueError(f"option strategy must be 'local' or 'global', got {strategy!r}")
+        for opt in ("lag_tile", "work_group", "task_pairs", "chunk_frames"):
+            value = self.options.get(opt)
+            if value is not None and (not isinstance(value, (int, numpy.integer)) or value < 1):
+                raise ValueError(f"option {opt} must be a positive integer, got {value!r}")
+
+    @property
+    def device_name(self) -> str:
+        return self.dev.name
+
+    def compute_sums(self, data) -> CorrelationSums:
+        from ..events import EventStack
+
+        if not isinstance(data, EventStack):
+            data = compact_opencl(data, chunk_frames=self.options.get("chunk_frames"),
+                                  device=self.dev)
+        self._check_events(data)
+        self.binning.check_frame_shape(data.frame_shape)
+        n2, frame_sums = self._run(data)
+        return CorrelationSums(n2=n2, frame_sums=frame_sums,
+                               lags=numpy.arange(data.n_frames, dtype=numpy.int64))
+
+    @staticmethod
+    def _check_events(events):
+        values = events.values
+        if values.dtype.name not in _CTYPES:
+            raise TypeError(f"unsupported event dtype {values.dtype}: supported are "
+                            f"{', '.join(_CTYPES)}")
+        if values.dtype.kind in "if" and values.size and values.min() < 0:
+            e = int(numpy.argmax(values < 0))
+            raise ValueError(f"event methods need non-negative counts; event {e} has value "
+                             f"{values[e]} (frame {int(events.times[e])})")
+        if values.dtype.kind == "f" and values.size and not numpy.isfinite(values).all():
+            raise ValueError("events contain NaN or infinite values")
+
+    # ------------------------------------------------------------------ kernel
+    def _geometry(self, is_float: bool):
+        """(strategy, work-group size, lags per tile) for this device and value type."""
+        dev = self.dev
+        strategy = self.options.get("strategy") or "local"
+        if is_float:
+            return "local", 1, self._lag_tile()  # one writer per n2 element: reproducible
+        if strategy == "global" and not dev.has_int64_atomics:
+            strategy = "local"  # 64-bit global atomics would be emulated
+        wg = self.options.get("work_group") or (1 if dev.kind == "cpu" else 256)
+        wg = int(min(wg, dev.max_work_group_size))
+        return strategy, wg, self._lag_tile()
+
+    def _lag_tile(self) -> int:
+        dev = self.dev
+        lag_tile = self.options.get("lag_tile") or (16384 if dev.kind == "cpu" else 4096)
+        lag_tile = int(min(lag_tile, (dev.local_mem - 1024) // 8))
+        if lag_tile < 1:
+            raise ValueError(f"{dev.name} has too little local memory ({dev.local_mem} bytes)")
+        return lag_tile
+
+    def _n2(self, events) -> numpy.ndarray:
+        return self._run(events)[0]
+
+    def _step(self, name, t0):
+        """Profiling: wait for the device, add the time since t0 to last_profile[name]."""
+        import time
+
+        if self.profile:
+            self.dev.queue.finish()
+            now = time.perf_counter()
+            self.last_profile[name] = self.last_profile.get(name, 0.0) + now - t0
+            return now
+        return t0
+
+    def _run(self, events):
+        """n2 (n_sub, n_frames) and frame sums (n_frames, n_sub) of ``events``."""
+        import time
+
+        import pyopencl
+
+        dev = self.dev
+        self.last_profile = {}
+        t = time.perf_counter()
+        n_sub = self.binning.n_sub
+        n_frames = events.n_frames
+        is_float = events.values.dtype.kind == "f"
+        acc = numpy.float64 if is_float else numpy.int64
+        out = numpy.zeros((n_sub, n_frames), dtype=acc)
+        if is_float and not dev.has_fp64:
+            raise ValueError(f"float32 events need double precision; {dev.name} has no cl_khr_fp64")
+        pix_sub = events.pixel_sub_bins(self.binning)
+        frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
+                      else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
+        if n_frames == 0 or events.n_events == 0:
+            return out, frame_sums
+        if n_frames >= 2**31 or events.n_pixels >= 2**31:
+            raise ValueError(f"too many frames or pixels for the OpenCL event kernel: "
+                             f"{n_frames} frames, {events.n_pixels} pixels")
+        ctx, queue = dev.context, dev.queue
+        mf = pyopencl.mem_flags
+
+        def upload(a):
+            # Non-blocking: the transfer overlaps the host's planning below.
+            a = numpy.ascontiguousarray(a)
+            buf = pyopencl.Buffer(ctx, mf.READ_ONLY, max(a.nbytes, 1))
+            if a.nbytes:
+                pyopencl.enqueue_copy(queue, buf, a, is_blocking=False)
+            return buf
+
+        d_values = upload(events.values)
+        d_times = upload(events.times)
+        strategy, wg, lag_tile = self._geometry(is_float)
+        n_tiles = 1 if strategy == "global" else -(-n_frames // lag_tile)
+        task_pairs = self.options.get("task_pairs")
+        if is_float:
+            task_pairs = None  # one task per sub-bin
+        elif task_pairs is None:
+            total = int(_pairs(numpy.diff(events.offsets)[pix_sub >= 0]).sum())
+            target = 8 * dev.compute_units * (1 if dev.kind == "cpu" else 4)
+            task_pairs = max(total // max(1, target), 1)
+            if strategy == "local":  # amortise zeroing and flushing the histograms
+                task_pairs = max(task_pairs, 16 * lag_tile * n_tiles)
+        seg_i0, seg_end, seg_cum, task_seg, task_sub = plan_tasks(
+            events.offsets, pix_sub, task_pairs, split=not is_float)
+        n_tasks = task_sub.size
+        self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
+                                 n_tasks=int(n_tasks), n_tiles=n_tiles)
+        if n_tasks == 0:
+            return out, frame_sums
+        t = self._step("plan_s", t)
+        zero = numpy.zeros(1, numpy.int64)
+        d_seg_i0, d_seg_end, d_seg_cum, d_task_seg, d_task_sub = (
+            upload(a) for a in (seg_i0, seg_end, seg_cum, task_seg, task_sub))
+        d_n2 = pyopencl.Buffer(ctx, mf.READ_WRITE, out.nbytes)
+        pyopencl.enqueue_fill_buffer(queue, d_n2, zero, 0, out.nbytes)
+        if not is_float:
+            d_sums = pyopencl.Buffer(ctx, mf.READ_WRITE, frame_sums.nbytes)
+            pyopencl.enqueue_fill_buffer(queue, d_sums, zero, 0, frame_sums.nbytes)
+        t = self._step("upload_s", t)
+        defines = {"VAL_T": _CTYPES[events.values.dtype.name], "L": lag_tile, "WG": wg}
+        if is_float:
+            defines["ACC_FLOAT"] = 1
+        if strategy == "global":
+            defines["DIRECT"] = 1
+        corr = get_kernel(dev, "events.cl", "event_corr", defines)
+        sums = None if is_float else get_kernel(dev, "events.cl", "frame_sums", defines)
+        # Launches of bounded size (GPU watchdogs, responsiveness).
+        tiles_per_launch = max(1, min(n_tiles, (1 << 16) // max(1, n_tasks)))
+        for t0 in range(0, n_tiles, tiles_per_launch):
+            nt = min(tiles_per_launch, n_tiles - t0)
+            corr(queue, (n_tasks * wg, nt), (wg, 1), d_values, d_times, d_seg_i0, d_seg_end,
+                 d_seg_cum, d_task_seg, d_task_sub, numpy.int32(t0), numpy.int32(n_frames), d_n2)
+            if sums is not None:
+                sums(queue, (n_tasks * wg, nt), (wg, 1), d_values, d_times, d_seg_i0, d_seg_cum,
+                     d_task_seg, d_task_sub, numpy.int32(t0), numpy.int32(n_frames),
+                     numpy.int32(n_sub), d_sums)
+        t = self._step("kernels_s", t)
+        pyopencl.enqueue_copy(queue, out, d_n2)
+        if sums is not None:
+            pyopencl.enqueue_copy(queue, frame_sums, d_sums)
+        self._step("download_s", t)
+        return out, frame_sums

@@ -1,0 +1,489 @@
+"""Multi-tau g2 on an OpenCL device, streaming frames through page-locked buffers.
+
+Dense frames
+------------
+Chunks of whole frames go host → device from two page-locked (pinned) staging buffers on a
+transfer queue while the compute queue works on the previous chunk (event dependencies order a
+copy after the kernels that last read its device buffer, and a refill of a staging buffer after
+its copy): the transfer of chunk k+1 overlaps the compute of chunk k. The binned pixels are
+gathered on the device (no host-side gather). Per chunk and level one launch of ``mt_level``
+(``kernels/multitau.cl``): one work-item per binned pixel walks the level's frames keeping the
+last m−1 values in registers, accumulates Σ X_L(t)·X_L(t−k) per pixel, and writes the pair sums
+of the next level, which the next launch consumes. Per-frame sub-bin sums come from
+``mt_frame_sums``; the per-pixel sums are reduced to sub-bins once at the end (``mt_reduce``).
+
+Device memory is bounded by ``max_device_memory`` (default: min(8 GiB, half the device memory)):
+fixed state of levels × (m−1) + n_lags values per pixel, plus the chunk buffers sized to fit.
+Host memory: the two staging buffers (``chunk_frames`` frames each, by default ~128 MB) and the
+per-frame sums.
+
+EventStacks
+-----------
+``mt_events`` walks each pixel's events once per level (events of a level time summed), pairing
+each level value with the previous ones within m−1 level frames; rows of events are uploaded in
+blocks bounded by the memory budget.
+
+Sums are exact int64 for integer frames (64-bit accumulators, 32-bit products where a bound on
+the level values proves they fit) and float64 for float32 frames (the device needs cl_khr_fp64).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+import numpy
+
+from ..frames import as_frame_source
+from ..multitau import (
+    DEFAULT_LAGS_PER_LEVEL,
+    MultiTauResult,
+    MultiTauSums,
+    _check_max_levels,
+    check_int64_range,
+    check_lags_per_level,
+    check_normalisation,
+    multitau_lags,
+    n2_bound,
+    normalise_multitau,
+)
+from ..opencl import get_device, get_kernel, pinned_empty
+from ..qmask import DEFAULT_GROUPS, as_binning
+
+__all__ = ["OpenCLMultiTau", "default_device_memory", "CTYPES"]
+
+logger = logging.getLogger(__name__)
+
+CTYPES = {
+    "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
+    "int32": "int", "uint32": "uint", "float32": "float",
+}
+_GiB = 1024**3
+#: Default cap of the device memory budget.
+MAX_DEFAULT_DEVICE_MEMORY = 8 * _GiB
+#: Default size of one staging buffer (bytes of frames per chunk).
+DEFAULT_CHUNK_BYTES = 128 * 1024**2
+#: Levels allocated when the number of frames is not known in advance (2^24·m frames).
+UNKNOWN_LENGTH_LEVELS = 24
+#: Work-group size of the reductions.
+WG = 128
+#: Work-group size of the per-pixel kernels.
+LOCAL = 64
+
+
+#: Largest zero fill done with clEnqueueFillBuffer; larger ones use the ``zero_words`` kernel
+#: (NVIDIA's fill hangs or fails from 2^31 bytes: pyopencl issue #395).
+FILL_MAX_BYTES = 2**31 - 1
+_ZERO_DEFINES = {"IN_T": "uchar", "VAL_T": "int", "ACC_T": "long", "M": 2, "KMIN": 0, "WG": 128}
+
+
+def device_buffer(dev, queue, nbytes: int, zero: bool = False):
+    """A READ_WRITE buffer of at least ``nbytes`` (rounded up to 8 bytes), zeroed if asked."""
+    import pyopencl
+
+    size = max(8, -(-int(nbytes) // 8) * 8)
+    buf = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, size)
+    if zero:
+        zero_buffer(dev, queue, buf)
+    return buf
+
+
+def zero_buffer(dev, queue, buf) -> None:
+    """Set a buffer (size a multiple of 8 bytes) to zero, on any size and driver."""
+    import pyopencl
+
+    size = int(buf.size)
+    if size <= FILL_MAX_BYTES:
+        pyopencl.enqueue_fill_buffer(queue, buf, numpy.zeros(1, numpy.uint64), 0, size)
+    else:
+        kern = get_kernel(dev, "multitau.cl", "zero_words", _ZERO_DEFINES)
+        kern.set_args(buf, numpy.int64(size // 8))
+        pyopencl.enqueue_nd_range_kernel(queue, kern, (1 << 20,), (256,))
+
+
+def default_device_memory(dev) -> int:
+    """Default device memory budget: min(8 GiB, half the device's global memory), bytes."""
+    return int(min(MAX_DEFAULT_DEVICE_MEMORY, dev.global_mem // 2))
+
+
+def check_memory_option(value, name="max_device_memory"):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (bytes), got {value!r}")
+    return int(value)
+
+
+def _abs_max(dtype) -> int:
+    info = numpy.iinfo(dtype)
+    return max(abs(int(info.min)), int(info.max))
+
+
+class OpenCLMultiTau:
+    """Multi-tau correlator on an OpenCL device (GPU or CPU); see the module docstring.
+
+    Parameters
+    ----------
+    qmask : array_like (Ny, Nx) of int, or Binning
+    device : str, optional
+        OpenCL device spec ("gpu", "cpu", "P:D"; default: the best device).
+    lags_per_level : int
+        m (even >= 2).
+    normalisation : {"standard", "symmetric"}
+    max_levels : int, optional
+    n_groups : int
+    bad_pixels : array_like of bool, optional
+    chunk_frames : int, optional
+        Frames per device chunk (default: ~128 MB of frames, within the memory budget).
+    max_device_memory : int, optional
+        Device memory budget, bytes.
+    """
+
+    name = "opencl"
+
+    def __init__(self, qmask, device=None, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
+                 normalisation: str = "standard", max_levels: Optional[int] = None,
+                 n_groups: int = DEFAULT_GROUPS, bad_pixels=None,
+                 chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None):
+        self.binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
+        self.m = check_lags_per_level(lags_per_level)
+        self.normalisation = check_normalisation(normalisation)
+        self.max_levels = _check_max_levels(max_levels)
+        self.chunk_frames = check_memory_option(chunk_frames, "chunk_frames")
+        self.max_device_memory = check_memory_option(max_device_memory)
+        self.dev = get_device(device)
+        self.budget = self.max_device_memory or default_device_memory(self.dev)
+
+    @property
+    def device_name(self) -> str:
+        return self.dev.name
+
+    # ------------------------------------------------------------------ common
+    def _types(self, dtype, n_levels):
+        """(VAL_T, ACC_T, value itemsize, acc numpy dtype, defines per level) for frames of dtype."""
+        dtype = numpy.dtype(dtype)
+        if dtype.kind == "f":
+            if not self.dev.has_fp64:
+                raise ValueError(
+                    f"float32 frames need double precision; {self.dev.name} has no cl_khr_fp64")
+            return "double", "double", 8, numpy.dtype(numpy.float64), lambda L: {"FLOAT_FRAMES": 1}
+        vmax = _abs_max(dtype)
+        top = vmax << max(n_levels - 1, 0)
+        val_t, vsize = ("int", 4) if top < 2**31 else ("long", 8)
+
+        def level_defines(L):
+            bound = vmax << L
+            return {"PROD32": 1} if val_t == "int" and bound * bound < 2**31 else {}
+
+        return val_t, "long", vsize, numpy.dtype(numpy.int64), level_defines
+
+    def _kernel(self, name, in_t, val_t, acc_t, kmin, extra=None):
+        defines = {"IN_T": in_t, "VAL_T": val_t, "ACC_T": acc_t, "M": self.m, "KMIN": kmin,
+                   "WG": WG}
+        defines.update(extra or {})
+        return get_kernel(self.dev, "multitau.cl", name, defines)
+
+    @staticmethod
+    def _slot_bases(m, n_levels):
+        bases = [0]
+        for L in range(1, n_levels + 1):
+            bases.append(bases[-1] + (m if L == 1 else m // 2))
+        return bases  # bases[L]: first slot of level L; bases[n_levels]: total
+
+    def _reduce(self, queue, acc_buf, n_cols, P_acc, pos=None):
+        """Sub-bin sums of per-pixel accumulators (n_cols, P_acc) → (n_sub, n_cols)."""
+        import pyopencl
+
+        b = self.binning
+        ctx = self.dev.context
+        mf = pyopencl.mem_flags
+        acc_np = self._acc_dtype
+        n2_buf = pyopencl.Buffer(ctx, mf.WRITE_ONLY, max(1, b.n_sub * n_cols * 8))
+        sub_off = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                  hostbuf=numpy.ascontiguousarray(b.sub_offsets, numpy.int64))
+        pos_arr = numpy.zeros(1, numpy.int32) if pos is None else numpy.ascontiguousarray(pos, numpy.int32)
+        pos_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pos_arr)
+        k = self._kernel("mt_reduce", "uchar", self._val_t, self._acc_t, 0)
+        k.set_args(acc_buf, numpy.int32(P_acc), sub_off, numpy.int32(b.n_sub), pos_buf,
+                   numpy.int32(pos is not None), n2_buf)
+        out = numpy.empty((b.n_sub, n_cols), dtype=acc_np)
+        if n_cols:
+            pyopencl.enqueue_nd_range_kernel(queue, k, (b.n_sub * WG, n_cols), (WG, 1))
+            pyopencl.enqueue_copy(queue, out, n2_buf)
+        return out
+
+    def _levels_for(self, n_frames):
+        if n_frames is not None:
+            level, _ = multitau_lags(self.m, n_frames, self.max_levels)
+            return max(1, int(level.max()) + 1 if level.size else 1)
+        return self.max_levels or UNKNOWN_LENGTH_LEVELS
+
+    def _assemble(self, slots, n_frames, n_levels):
+        level, k = multitau_lags(self.m, n_frames, min(n_levels, self.max_levels or n_levels))
+        bases = self._slot_bases(self.m, n_levels)
+        cols = numpy.array([bases[L] + kk - (0 if L == 0 else self.m // 2)
+                            for L, kk in zip(level.tolist(), k.tolist())], dtype=numpy.int64)
+        return slots[:, cols], level, k
+
+    # ------------------------------------------------------------------ dense frames
+    def _dense_sums(self, data) -> MultiTauSums:
+        import pyopencl
+
+        t_begin = time.perf_counter()
+        dev, b = self.dev, self.binning
+        source = as_frame_source(data)
+        b.check_frame_shape(source.frame_shape)
+        dtype = numpy.dtype(source.dtype)
+        in_t = CTYPES[str(dtype)]
+        P = int(b.n_binned_pixels)
+        frame_pixels = int(b.shape[0] * b.shape[1])
+        if frame_pixels >= 2**31:
+            raise ValueError(f"frames of {frame_pixels} pixels: the OpenCL kernels index pixels in int32")
+        n_levels = self._levels_for(source.n_frames)
+        m = self.m
+        val_t, acc_t, vsize, acc_np, level_defines = self._types(dtype, n_levels)
+        self._val_t, self._acc_t, self._acc_dtype = val_t, acc_t, acc_np
+        bases = self._slot_bases(m, n_levels)
+        n_slots = bases[n_levels]
+        # Memory: fixed state, then chunk buffers sized to the rest of the budget.
+        fixed = (n_levels * (m - 1) * P * vsize + n_slots * P * 8 + P * 8
+                 + (b.n_sub + 1) * 8)
+        per_frame = 2 * frame_pixels * dtype.itemsize + P * vsize + b.n_sub * 8
+        room = self.budget - fixed
+        if room < per_frame * 2:
+            raise ValueError(
+                f"multi-tau state for {P} pixels and {n_levels} levels needs "
+                f"{fixed + 2 * per_frame} bytes of device memory, more than max_device_memory="
+                f"{self.budget}: raise max_device_memory, lower lags_per_level or max_levels, "
+                "or bin fewer pixels"
+            )
+        chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_pixels * dtype.itemsize))
+        chunk = int(max(2, min(chunk, room // per_frame,
+                               dev.max_mem_alloc // max(1, frame_pixels * dtype.itemsize))))
+        if source.n_frames:
+            chunk = min(chunk, max(2, int(source.n_frames)))
+        self.plan = dict(chunk_frames=chunk, levels=n_levels,
+                         device_bytes=int(fixed + chunk * per_frame), budget=self.budget)
+        ctx = dev.context
+        mf = pyopencl.mem_flags
+        copy_q = pyopencl.CommandQueue(ctx)
+        comp_q = pyopencl.CommandQueue(ctx)
+
+        def zeros(nbytes):
+            return device_buffer(dev, comp_q, nbytes, zero=True)
+
+        pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                              hostbuf=numpy.ascontiguousarray(b.pixel_index, numpy.int32))
+        sub_off = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                  hostbuf=numpy.ascontiguousarray(b.sub_offsets, numpy.int64))
+        rings = [zeros((m - 1) * P * vsize) for _ in range(n_levels)]
+        acc = zeros(n_slots * P * 8)
+        vmax_buf = zeros(P * 4)
+        half = chunk // 2 + 1
+        pingpong = [pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, half * P * vsize)) for _ in range(2)]
+        fs_buf = pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, chunk * b.n_sub * 8))
+        frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_pixels * dtype.itemsize))
+                      for _ in range(2)]
+        staging = [pinned_empty(dev, (chunk, frame_pixels), dtype) for _ in range(2)]
+        copy_evt = [None, None]
+        done_evt = [None, None]
+
+        k_fs = self._kernel("mt_frame_sums", in_t, val_t, acc_t, 0, level_defines(0))
+        k_level = [self._kernel("mt_level", in_t if L == 0 else val_t, val_t, acc_t,
+                                0 if L == 0 else m // 2,
+                                dict(level_defines(L), **({"GATHER": 1} if L == 0 else {})))
+                   for L in range(n_levels)]
+        counts = [0] * n_levels  # level frames processed so far
+        fs_parts = []
+        slot = 0
+        comp_q.finish()
+        t_setup = time.perf_counter()
+        wait_s = copy_s = 0.0
+
+        def pieces():
+            for c in source.iter_chunks(chunk):
+                for i in range(0, c.shape[0], chunk):
+                    yield c[i: i + chunk]
+
+        for piece in pieces():
+            n = piece.shape[0]
+            s = slot % 2
+            slot += 1
+            if copy_evt[s] is not None:
+                tw = time.perf_counter()
+                copy_evt[s].wait()  # the staging buffer's previous copy is done
+                wait_s += time.perf_counter() - tw
+            host = staging[s]
+            tc = time.perf_counter()
+            copy_into(host[:n], piece.reshape(n, frame_pixels))
+            copy_s += time.perf_counter() - tc
+            copy_evt[s] = pyopencl.enqueue_copy(
+                copy_q, frames_dev[s], host[:n], is_blocking=False,
+                wait_for=[done_evt[s]] if done_evt[s] is not None else None)
+            copy_q.flush()
+            fs_host = numpy.empty((n, b.n_sub), dtype=acc_np)
+            k_fs.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, sub_off,
+                          numpy.int32(b.n_sub), fs_buf)
+            pyopencl.enqueue_nd_range_kernel(comp_q, k_fs, (b.n_sub * WG, n), (WG, 1),
+                                             wait_for=[copy_evt[s]])
+            fs_parts.append((fs_host, pyopencl.enqueue_copy(comp_q, fs_host, fs_buf, is_blocking=False)))
+            # Level 0 reads the frames; each further level reads the pair sums of the previous.
+            n_l, src = n, frames_dev[s]
+            last_reader = None
+            for L in range(n_levels):
+                if n_l <= 0:
+                    break
+                t0 = counts[L]
+                write_out = L + 1 < n_levels
+                out = pingpong[L % 2]
+                kern = k_level[L]
+                kern.set_args(src, numpy.int64(frame_pixels), pix, numpy.int32(P), numpy.int32(n_l),
+                              numpy.int64(t0), rings[L], acc, numpy.int64(bases[L]), out,
+                              numpy.int32(write_out), vmax_buf)
+                evt = pyopencl.enqueue_nd_range_kernel(comp_q, kern, (_round_up(P, LOCAL),), (LOCAL,))
+                if L == 0:
+                    last_reader = evt
+                counts[L] += n_l
+                n_next = ((t0 + n_l) >> 1) - (t0 >> 1)
+                n_l, src = n_next, out
+            done_evt[s] = last_reader
+            comp_q.flush()
+        t_stream = time.perf_counter()
+        comp_q.finish()
+        copy_q.finish()
+        t_drain = time.perf_counter()
+        n_frames = counts[0]
+        slots = self._reduce(comp_q, acc, n_slots, P)
+        fs = (numpy.concatenate([f for f, _ in fs_parts]) if fs_parts
+              else numpy.zeros((0, b.n_sub), dtype=acc_np))
+        n2, level, k = self._assemble(slots, n_frames, n_levels)
+        if acc_np.kind == "i":
+            vm = numpy.empty(P, numpy.uint32)
+            pyopencl.enqueue_copy(comp_q, vm, vmax_buf)
+            check_int64_range(n2_bound(level, int(vm.max()) if P else 0, numpy.abs(fs).sum(axis=0)))
+        self.plan.update(setup_s=t_setup - t_begin, stream_s=t_stream - t_setup,
+                         wait_staging_s=wait_s, copy_s=copy_s, drain_s=t_drain - t_stream,
+                         finish_s=time.perf_counter() - t_drain)
+        return MultiTauSums(n2, fs, level, k, m)
+
+    # ------------------------------------------------------------------ events
+    def _event_sums(self, events) -> MultiTauSums:
+        import pyopencl
+
+        dev, b = self.dev, self.binning
+        sub = events.pixel_sub_bins(b)  # also checks the binned pixels are held
+        m = self.m
+        n_frames = int(events.n_frames)
+        n_levels = self._levels_for(n_frames)
+        dtype = numpy.dtype(events.values.dtype)
+        val_t, acc_t, vsize, acc_np, level_defines = self._types(dtype, n_levels)
+        self._val_t, self._acc_t, self._acc_dtype = val_t, acc_t, acc_np
+        bases = self._slot_bases(m, n_levels)
+        n_slots = bases[n_levels]
+        P = int(b.n_binned_pixels)
+        # Accumulator column of each event row: its position in Binning order (-1: unbinned).
+        position = numpy.full(b.shape[0] * b.shape[1], -1, dtype=numpy.int32)
+        position[b.pixel_index] = numpy.arange(P, dtype=numpy.int32)
+        pos = position[events.pixel_index]
+        pos[sub < 0] = -1
+        fixed = n_slots * P * 8 + (b.n_sub + 1) * 8
+        per_event = dtype.itemsize + 4
+        room = self.budget - fixed - 16 * (events.n_pixels + 1)
+        if room < per_event * 1024:
+            raise ValueError(
+                f"multi-tau sums of {P} pixels and {n_levels} levels need {fixed} bytes of device "
+                f"memory, more than max_device_memory={self.budget}")
+        max_events = int(min(room // per_event, dev.max_mem_alloc // max(per_event, 1)))
+        self.plan = dict(max_events_per_block=max_events, levels=n_levels, budget=self.budget)
+        ctx = dev.context
+        mf = pyopencl.mem_flags
+        queue = pyopencl.CommandQueue(ctx)
+        acc = device_buffer(dev, queue, n_slots * P * 8, zero=True)
+        kern = self._kernel("mt_events", CTYPES[str(dtype)], val_t, acc_t, 0, level_defines(n_levels - 1))
+        offsets = events.offsets
+        # Row blocks with at most max_events events (a row larger than that gets a block alone).
+        r0 = 0
+        n_rows_total = events.n_pixels
+        while r0 < n_rows_total:
+            limit = offsets[r0] + max_events
+            r1 = int(numpy.searchsorted(offsets, limit, side="right")) - 1
+            r1 = min(max(r1, r0 + 1), n_rows_total)
+            e0, e1 = int(offsets[r0]), int(offsets[r1])
+            if e1 - e0 > max_events:
+                raise ValueError(
+                    f"pixel row {r0} holds {e1 - e0} events, more than fit max_device_memory="
+                    f"{self.budget}")
+            vals = numpy.ascontiguousarray(events.values[e0:e1]) if e1 > e0 else numpy.zeros(1, dtype)
+            tims = numpy.ascontiguousarray(events.times[e0:e1]) if e1 > e0 else numpy.zeros(1, numpy.uint32)
+            v_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=vals)
+            t_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=tims)
+            o_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                    hostbuf=numpy.ascontiguousarray(offsets[r0: r1 + 1]))
+            p_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                    hostbuf=numpy.ascontiguousarray(pos[r0:r1]))
+            kern.set_args(v_buf, t_buf, o_buf, numpy.int64(e0), p_buf, numpy.int32(r1 - r0),
+                          numpy.int64(n_frames), numpy.int32(n_levels), numpy.int32(P), acc)
+            pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(r1 - r0, LOCAL),), (LOCAL,))
+            queue.finish()  # the block's buffers are released next iteration
+            r0 = r1
+        slots = self._reduce(queue, acc, n_slots, P)
+        n2, level, k = self._assemble(slots, n_frames, n_levels)
+        fs = events.frame_sums_for(b)
+        if acc_np.kind == "i":
+            vm = int(numpy.abs(events.values).max()) if events.n_events else 0
+            check_int64_range(n2_bound(level, vm, numpy.abs(fs).sum(axis=0)))
+        return MultiTauSums(n2, fs, level, k, m)
+
+    # ------------------------------------------------------------------ public
+    def compute_sums(self, data) -> MultiTauSums:
+        from ..events import EventStack
+
+        if isinstance(data, EventStack):
+            return self._event_sums(data)
+        return self._dense_sums(data)
+
+    def correlate(self, data, frame_period: Optional[float] = None, **info) -> MultiTauResult:
+        """Multi-tau g2 of ``data`` (frames or an EventStack) on the device."""
+        t0 = time.perf_counter()
+        self.plan = {}
+        sums = self.compute_sums(data)
+        t1 = time.perf_counter()
+        if frame_period is None:
+            frame_period = getattr(data, "frame_period", None)
+        info = dict(info, plan=dict(self.plan))
+        result = normalise_multitau(sums, self.binning, self.normalisation, method=self.name,
+                                    device=self.device_name, frame_period=frame_period, info=info)
+        result.info.setdefault("timings", {}).update(
+            correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
+        return result
+
+
+_COPY_POOL = None
+#: Copies larger than this are split over threads (NumPy releases the GIL while copying).
+THREADED_COPY_BYTES = 16 * 1024**2
+
+
+def copy_into(dst: numpy.ndarray, src: numpy.ndarray) -> None:
+    """dst[...] = src, split over a few threads for large arrays (pinned staging is the
+    host-side bottleneck of streaming: one memcpy per byte that goes to the device)."""
+    global _COPY_POOL
+    if dst.nbytes < THREADED_COPY_BYTES or dst.shape[0] < 2:
+        dst[...] = src
+        return
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_threads = max(1, min(8, (os.cpu_count() or 1)))
+    if _COPY_POOL is None:
+        _COPY_POOL = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="ewoksxpcs-copy")
+    edges = numpy.linspace(0, dst.shape[0], min(n_threads, dst.shape[0]) + 1).astype(int)
+
+    def part(i):
+        dst[edges[i]: edges[i + 1]] = src[edges[i]: edges[i + 1]]
+
+    list(_COPY_POOL.map(part, range(edges.size - 1)))
+
+
+def _round_up(n: int, m: int) -> int:
+    return max(m, -(-int(n) // m) * m)

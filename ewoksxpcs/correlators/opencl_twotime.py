@@ -1,0 +1,360 @@
+"""Two-time correlation on an OpenCL device: tiled C = N_q·X·Xᵀ / (S·Sᵀ) per selected bin.
+
+Frames stream host → device through two page-locked staging buffers (transfer of chunk k+1 on
+its own queue, overlapped with the compute of chunk k, as in
+:mod:`ewoksxpcs.correlators.opencl_multitau`); ``tt_bin`` gathers the selected pixels on the
+device and sums them into time bins of ``time_bin`` frames, X (nT, n_sel_pixels), kept on the
+device (native dtype when ``time_bin`` = 1: one byte per pixel-frame for uint8). EventStacks are
+scattered into X by ``tt_events`` instead. Then ``tt_rowsums`` gives S(T) of each bin and
+``tt_gram`` computes the upper triangle of C for all bins of a group in one launch (128×128
+tiles on GPUs, 64×64 on CPUs; float sums over the bin's pixels, normalised in the epilogue).
+When a whole map fits the budget the kernel also writes the lower triangle and the maps are
+read straight into the result; otherwise C is computed in bands of rows that the host mirrors.
+
+Memory: X, one band of the map, and the two chunk buffers must fit ``max_device_memory``
+(default: min(8 GiB, half the device memory)); when X of all selected bins does not fit, bins
+are processed in groups, one pass over the frames per group (the source must be re-readable).
+The result itself, n_sel·nT² float32, is on the host: bound it with ``time_bin`` or
+``max_frames``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+import numpy
+
+from ..frames import as_frame_source
+from ..opencl import get_device, get_kernel, pinned_empty
+from ..qmask import DEFAULT_GROUPS, as_binning
+from ..twotime import (
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_SEGMENTS,
+    TwoTimeResult,
+    choose_time_bin,
+    make_result,
+    select_bins,
+)
+from .opencl_multitau import (
+    CTYPES,
+    LOCAL,
+    DEFAULT_CHUNK_BYTES,
+    _abs_max,
+    _round_up,
+    check_memory_option,
+    copy_into,
+    default_device_memory,
+    device_buffer,
+)
+
+__all__ = ["OpenCLTwoTime"]
+
+logger = logging.getLogger(__name__)
+
+WG = 128
+#: tt_gram: TS x TS work-items; each owns WPT x WPT outputs (GPUs: 8, a 128-wide tile); TK
+#: pixels per local-memory step. Bands of the map are multiples of the largest tile.
+TS, TK = 16, 16
+WPT_GPU, WPT_CPU = 8, 4
+TILE = TS * WPT_GPU
+
+
+class OpenCLTwoTime:
+    """Two-time correlator on an OpenCL device; see the module docstring.
+
+    Parameters
+    ----------
+    qmask : array_like (Ny, Nx) of int, or Binning
+    device : str, optional
+    bins : sequence of int, optional
+        qmask labels of the maps (default: all).
+    time_bin : int, optional
+    max_frames : int
+        Largest nT when ``time_bin`` is automatic.
+    n_segments : int
+        Age segments of the partial g2.
+    n_groups, bad_pixels, chunk_frames
+    max_device_memory : int, optional
+        Device memory budget, bytes.
+    """
+
+    name = "opencl"
+
+    def __init__(self, qmask, device=None, bins=None, time_bin: Optional[int] = None,
+                 max_frames: int = DEFAULT_MAX_FRAMES, n_segments: int = DEFAULT_SEGMENTS,
+                 n_groups: int = DEFAULT_GROUPS, bad_pixels=None,
+                 chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None):
+        self.binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
+        self.rows, self.col_offsets, self.pixel_index = select_bins(self.binning, bins)
+        choose_time_bin(None, time_bin, max_frames)
+        self.time_bin = time_bin
+        self.max_frames = max_frames
+        if isinstance(n_segments, bool) or not isinstance(n_segments, (int, numpy.integer)) or n_segments < 1:
+            raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
+        self.n_segments = int(n_segments)
+        self.chunk_frames = check_memory_option(chunk_frames, "chunk_frames")
+        self.dev = get_device(device)
+        self.budget = check_memory_option(max_device_memory) or default_device_memory(self.dev)
+        self.wpt = WPT_GPU if self.dev.kind == "gpu" else WPT_CPU
+
+    @property
+    def device_name(self) -> str:
+        return self.dev.name
+
+    # ------------------------------------------------------------------ helpers
+    def _x_type(self, dtype, b):
+        """(C type, numpy dtype) of X for frames of ``dtype`` summed ``b`` at a time."""
+        dtype = numpy.dtype(dtype)
+        if b == 1:
+            return CTYPES[str(dtype)], dtype
+        if dtype.kind == "f":
+            return "float", numpy.dtype(numpy.float32)
+        return ("int", numpy.dtype(numpy.int32)) if _abs_max(dtype) * b < 2**31 else (
+            "long", numpy.dtype(numpy.int64))
+
+    def _kernel(self, name, in_t, x_t, float_data):
+        acc_t = "double" if (float_data and self.dev.has_fp64) else ("float" if float_data else "long")
+        defines = {"IN_T": in_t, "X_T": x_t, "ACC_T": acc_t, "WG": WG, "TS": TS, "WPT": self.wpt,
+                   "TK": TK}
+        return get_kernel(self.dev, "twotime.cl", name, defines)
+
+    def _groups(self, n_t, x_size, fixed):
+        """Split the selected bins into groups that fit the budget: per bin its columns of X, a
+        band of TILE map rows and its sums; ``fixed`` for the chunk buffers."""
+        room = self.budget - fixed - n_t * 8
+        groups, current, used = [], [], 0
+        for j in range(self.rows.size):
+            w = int(self.col_offsets[j + 1] - self.col_offsets[j])
+            cost = n_t * w * x_size + TILE * n_t * 4 + n_t * 4
+            if cost > room:
+                raise ValueError(
+                    f"two-time of bin {int(self.binning.labels[self.rows[j]])} needs "
+                    f"{cost + self.budget - room} bytes of device memory ({n_t} time bins x {w} "
+                    f"pixels x {x_size} bytes, a band of {TILE} map rows and the chunk buffers), "
+                    f"more than max_device_memory={self.budget}: raise it or use a larger time_bin"
+                )
+            if current and used + cost > room:
+                groups.append(current)
+                current, used = [], 0
+            current.append(j)
+            used += cost
+        if current:
+            groups.append(current)
+        return groups
+
+    # ------------------------------------------------------------------ X on the device
+    def _x_from_frames(self, source, group, b, n_t, x_t, x_np, queue):
+        """Stream the frames once; return (X buffer, pixels of the group, frames read)."""
+        import pyopencl
+
+        dev = self.dev
+        ctx = dev.context
+        mf = pyopencl.mem_flags
+        cols = numpy.concatenate([numpy.arange(self.col_offsets[j], self.col_offsets[j + 1])
+                                  for j in group]).astype(numpy.int64)
+        pix_np = self.pixel_index[cols].astype(numpy.int32)
+        P = pix_np.size
+        dtype = numpy.dtype(source.dtype)
+        frame_pixels = int(self.binning.shape[0] * self.binning.shape[1])
+        frame_bytes = frame_pixels * dtype.itemsize
+        x_bytes = max(8, n_t * P * x_np.itemsize)
+        X = device_buffer(self.dev, queue, x_bytes, zero=True)
+        pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pix_np)
+        room = self.budget - x_bytes - TILE * n_t * 4
+        chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_bytes))
+        chunk = int(max(1, min(chunk, room // (2 * frame_bytes), dev.max_mem_alloc // frame_bytes)))
+        copy_q = pyopencl.CommandQueue(ctx)
+        frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_bytes)) for _ in range(2)]
+        staging = [pinned_empty(dev, (chunk, frame_pixels), dtype) for _ in range(2)]
+        copy_evt, done_evt = [None, None], [None, None]
+        kern = self._kernel("tt_bin", CTYPES[str(dtype)], x_t, dtype.kind == "f")
+        t = 0
+        slot = 0
+        queue.finish()
+        for c in source.iter_chunks(chunk):
+            for i in range(0, c.shape[0], chunk):
+                piece = c[i: i + chunk]
+                n = piece.shape[0]
+                s = slot % 2
+                slot += 1
+                if copy_evt[s] is not None:
+                    copy_evt[s].wait()
+                copy_into(staging[s][:n], piece.reshape(n, frame_pixels))
+                copy_evt[s] = pyopencl.enqueue_copy(
+                    copy_q, frames_dev[s], staging[s][:n], is_blocking=False,
+                    wait_for=[done_evt[s]] if done_evt[s] is not None else None)
+                copy_q.flush()
+                kern.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, numpy.int32(P),
+                              numpy.int32(n), numpy.int64(t), numpy.int64(b), numpy.int64(n_t), X)
+                done_evt[s] = pyopencl.enqueue_nd_range_kernel(
+                    queue, kern, (_round_up(P, LOCAL),), (LOCAL,), wait_for=[copy_evt[s]])
+                queue.flush()
+                t += n
+        queue.finish()
+        copy_q.finish()
+        return X, P, t
+
+    def _x_from_events(self, events, group, b, n_t, x_t, x_np, queue):
+        import pyopencl
+
+        ctx = self.dev.context
+        mf = pyopencl.mem_flags
+        cols = numpy.concatenate([numpy.arange(self.col_offsets[j], self.col_offsets[j + 1])
+                                  for j in group]).astype(numpy.int64)
+        pix = self.pixel_index[cols]
+        P = pix.size
+        rows = numpy.searchsorted(events.pixel_index, pix)
+        rows_c = numpy.minimum(rows, max(events.n_pixels - 1, 0))
+        if events.n_pixels == 0 or (events.pixel_index[rows_c] != pix).any():
+            raise ValueError("twotime bins use pixels that this EventStack does not hold (masked as bad)")
+        starts, ends = events.offsets[rows_c], events.offsets[rows_c + 1]
+        counts = ends - starts
+        offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+        idx = numpy.repeat(starts - offsets[:-1], counts) + numpy.arange(int(offsets[-1]))
+        values = numpy.ascontiguousarray(events.values[idx]) if idx.size else numpy.zeros(1, events.values.dtype)
+        times = numpy.ascontiguousarray(events.times[idx]) if idx.size else numpy.zeros(1, numpy.uint32)
+        need = values.nbytes + times.nbytes + offsets.nbytes + n_t * P * x_np.itemsize
+        if need > self.budget:
+            raise ValueError(
+                f"two-time from events: {need} bytes of device memory needed, more than "
+                f"max_device_memory={self.budget}")
+        x_bytes = max(8, n_t * P * x_np.itemsize)
+        X = device_buffer(self.dev, queue, x_bytes, zero=True)
+        bufs = [pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
+                for a in (values, times, offsets)]
+        kern = self._kernel("tt_events", CTYPES[str(events.values.dtype)], x_t,
+                            events.values.dtype.kind == "f")
+        kern.set_args(*bufs, numpy.int32(P), numpy.int64(b), numpy.int64(n_t), X)
+        pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(P, LOCAL),), (LOCAL,))
+        queue.finish()
+        return X, P, events.n_frames
+
+    # ------------------------------------------------------------------ maps
+    def _maps(self, X, P, group, n_t, x_t, float_data, C, S_out, queue):
+        """Fill C[j] and S_out[:, j] for the bins ``group`` whose columns X holds."""
+        import pyopencl
+
+        ctx = self.dev.context
+        mf = pyopencl.mem_flags
+        acc_np = numpy.float64 if float_data else numpy.int64
+        if float_data and not self.dev.has_fp64:
+            acc_np = numpy.float32
+        k_rows = self._kernel("tt_rowsums", "uchar", x_t, float_data)
+        k_gram = self._kernel("tt_gram", "uchar", x_t, float_data)
+        n_b = len(group)
+        widths = [int(self.col_offsets[j + 1] - self.col_offsets[j]) for j in group]
+        col_off = numpy.concatenate([[0], numpy.cumsum(widths)]).astype(numpy.int32)
+        S_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, n_t * 8))
+        S_host = numpy.empty((n_b, n_t), dtype=numpy.float32)
+        for z, j in enumerate(group):
+            k_rows.set_args(X, numpy.int32(P), numpy.int32(col_off[z]), numpy.int32(col_off[z + 1]),
+                            S_dev)
+            pyopencl.enqueue_nd_range_kernel(queue, k_rows, (WG, n_t), (WG, 1))
+            S = numpy.empty(n_t, dtype=acc_np)
+            pyopencl.enqueue_copy(queue, S, S_dev)
+            S_out[:, j] = S
+            S_host[z] = S
+        S_f = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=S_host)
+        col_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=col_off)
+        room = self.budget - X.size - n_b * n_t * 4 - n_t * 8
+        R = int(max(TILE, min(_round_up(n_t, TILE), (room // max(1, n_b * n_t * 4)) // TILE * TILE)))
+        band_dev = pyopencl.Buffer(ctx, mf.WRITE_ONLY, max(4, n_b * R * n_t * 4))
+        tile = TS * self.wpt
+        t_kernel = t_host = 0.0
+        whole = R >= n_t  # one band: the kernel writes both halves, straight into C
+        j0 = group[0]
+        for r0 in range(0, n_t, R):
+            t0 = time.perf_counter()
+            rows = min(R, n_t - r0)
+            width = n_t - r0
+            k_gram.set_args(X, numpy.int32(P), col_buf, numpy.int64(n_t), numpy.int64(r0),
+                            numpy.int32(rows), numpy.int32(width), S_f, numpy.int32(whole),
+                            band_dev)
+            gx = -(-width // tile) * TS
+            gy = -(-rows // tile) * TS
+            pyopencl.enqueue_nd_range_kernel(queue, k_gram, (gx, gy, n_b), (TS, TS, 1))
+            if whole:  # groups are consecutive bins: C[j0 : j0 + n_b] is one contiguous block
+                pyopencl.enqueue_copy(queue, C[j0: j0 + n_b], band_dev)
+                t_kernel += time.perf_counter() - t0
+                continue
+            band = numpy.empty((n_b, rows, width), dtype=numpy.float32)
+            pyopencl.enqueue_copy(queue, band, band_dev)
+            t1 = time.perf_counter()
+            r1 = r0 + rows
+            for z, j in enumerate(group):
+                sq = band[z, :, :rows]
+                C[j, r0:r1, r0:r1] = numpy.triu(sq) + numpy.triu(sq, 1).T
+                C[j, r0:r1, r1:] = band[z, :, rows:]
+                C[j, r1:, r0:r1] = band[z, :, rows:].T
+            t_kernel += t1 - t0
+            t_host += time.perf_counter() - t1
+        self._timing["gram_s"] += t_kernel
+        self._timing["mirror_s"] += t_host
+
+    # ------------------------------------------------------------------ public
+    def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
+        import pyopencl
+
+        from ..events import EventStack
+
+        t_start = time.perf_counter()
+        is_events = isinstance(data, EventStack)
+        if is_events:
+            self.binning.check_frame_shape(data.frame_shape)
+            dtype, n_frames = numpy.dtype(data.values.dtype), data.n_frames
+            source = None
+        else:
+            source = as_frame_source(data)
+            self.binning.check_frame_shape(source.frame_shape)
+            dtype, n_frames = numpy.dtype(source.dtype), source.n_frames
+            if n_frames is None:
+                raise ValueError(
+                    "the OpenCL two-time needs the number of frames in advance (give n_frames "
+                    "to the frame source, or use method='numpy')")
+        float_data = dtype.kind == "f"
+        if self.binning.shape[0] * self.binning.shape[1] >= 2**31:
+            raise ValueError("frames of 2^31 pixels or more: the OpenCL kernels index pixels in int32")
+        b = choose_time_bin(n_frames, self.time_bin, self.max_frames)
+        n_t = int(n_frames) // b
+        x_t, x_np = self._x_type(dtype, b)
+        frame_bytes = int(self.binning.shape[0] * self.binning.shape[1]) * dtype.itemsize
+        fixed = 0 if is_events else 2 * frame_bytes
+        groups = self._groups(n_t, x_np.itemsize, fixed)
+        if len(groups) > 1 and source is not None and not source.reiterable:
+            raise ValueError(
+                f"the selected bins need {len(groups)} passes over the frames to fit "
+                f"max_device_memory={self.budget}, but the frame source can be read only once: "
+                "select fewer bins, use a larger time_bin or raise max_device_memory")
+        n_sel = self.rows.size
+        C = numpy.empty((n_sel, n_t, n_t), dtype=numpy.float32)
+        S_all = numpy.zeros((n_t, n_sel), dtype=numpy.float64 if float_data else numpy.int64)
+        queue = pyopencl.CommandQueue(self.dev.context)
+        frames_read = n_frames
+        timing = {"fill_s": 0.0, "maps_s": 0.0}
+        self._timing = timing = dict(timing, gram_s=0.0, mirror_s=0.0)
+        for group in groups:
+            tg = time.perf_counter()
+            if is_events:
+                X, P, frames_read = self._x_from_events(data, group, b, n_t, x_t, x_np, queue)
+            else:
+                X, P, frames_read = self._x_from_frames(source, group, b, n_t, x_t, x_np, queue)
+            if frames_read != n_frames:
+                raise ValueError(f"frames: expected {n_frames} frames, read {frames_read}")
+            tm = time.perf_counter()
+            timing["fill_s"] += tm - tg
+            if n_t:
+                self._maps(X, P, group, n_t, x_t, float_data, C, S_all, queue)
+            timing["maps_s"] += time.perf_counter() - tm
+            X.release()
+        t1 = time.perf_counter()
+        if frame_period is None:
+            frame_period = getattr(data, "frame_period", None)
+        result = make_result(C, S_all, self.rows, self.binning, b, n_frames, self.n_segments,
+                             frame_period, self.name, self.device_name, info)
+        result.info.setdefault("timings", {}).update(
+            correlate_s=t1 - t_start, g2_s=time.perf_counter() - t1)
+        result.info["passes"] = len(groups)
+        result.info["timings"].update(timing)
+        return result

@@ -1,0 +1,303 @@
+"""OpenCL devices and kernel programs, through silx's OpenCL helpers.
+
+A device is named by a *spec*:
+
+- ``None`` (or ``"auto"``): the best GPU if there is one, else the best CPU device, else any;
+- ``"gpu"``, ``"cpu"``, ``"accelerator"`` (or ``"acc"``): the best device of that kind;
+- ``"P:D"``: device ``D`` of platform ``P`` (indices as listed by :func:`list_devices`).
+
+:func:`get_device` returns an :class:`OpenCLDevice` (context, in-order queue and the device's
+limits), cached per spec, so every correlator on a device shares one context and the programs
+compiled in it. :func:`build_program` compiles an OpenCL C file of ``ewoksxpcs.kernels``, with
+``kernels/common.cl`` (64-bit atomic helpers) prepended, once per (device, file, defines).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from importlib import resources
+
+import numpy
+
+# Compiler logs of a successful build are noise to users; errors are still raised in full.
+os.environ.setdefault("PYOPENCL_COMPILER_OUTPUT", "0")
+
+__all__ = [
+    "OpenCLDevice",
+    "OpenCLUnavailableError",
+    "build_program",
+    "get_device",
+    "get_kernel",
+    "list_devices",
+    "pinned_empty",
+]
+
+logger = logging.getLogger(__name__)
+
+_KINDS = {"gpu": "GPU", "cpu": "CPU", "accelerator": "ACC", "acc": "ACC"}
+
+
+class OpenCLUnavailableError(RuntimeError):
+    """No OpenCL platform, or no device matching the spec asked for."""
+
+
+def _ocl():
+    """silx's OpenCL inventory (``silx.opencl.common.ocl``), or raise OpenCLUnavailableError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from silx.opencl.common import ocl
+    except ImportError as e:  # pyopencl missing or its ICD loader broken
+        raise OpenCLUnavailableError(
+            f"OpenCL is not usable ({e}); install pyopencl and an OpenCL platform "
+            "(e.g. the 'pocl' extra: pip install ewoksxpcs[pocl])"
+        ) from None
+    if ocl is None or not ocl.platforms:
+        raise OpenCLUnavailableError(
+            "no OpenCL platform found; install the 'pocl' extra: pip install ewoksxpcs[pocl]"
+        )
+    return ocl
+
+
+def _available() -> str:
+    ocl = _ocl()
+    return "; ".join(
+        f"{p}:{d} {dev.type} '{plat.name}: {dev.name}'"
+        for p, plat in enumerate(ocl.platforms)
+        for d, dev in enumerate(plat.devices)
+    )
+
+
+class OpenCLDevice:
+    """One OpenCL device with its context and in-order command queue.
+
+    Attributes
+    ----------
+    context : pyopencl.Context
+    queue : pyopencl.CommandQueue
+        In-order queue; every ewoksxpcs kernel on this device is enqueued on it.
+    device : pyopencl.Device
+    platform_id, device_id : int
+        Indices in the platform list (the ``"P:D"`` spec).
+    kind : str
+        "gpu", "cpu" or "accelerator".
+    name : str
+        "platform name: device name", as recorded in results.
+    max_mem_alloc, global_mem, local_mem : int
+        Largest single buffer, global memory and local memory per work-group, bytes.
+    max_work_group_size, compute_units : int
+    has_int64_atomics, has_fp64 : bool
+        Whether cl_khr_int64_base_atomics / cl_khr_fp64 are supported.
+    """
+
+    def __init__(self, platform_id: int, device_id: int):
+        import pyopencl
+
+        ocl = _ocl()
+        self.platform_id = int(platform_id)
+        self.device_id = int(device_id)
+        self.context = ocl.create_context(platformid=self.platform_id, deviceid=self.device_id)
+        self.device = self.context.devices[0]
+        self.queue = pyopencl.CommandQueue(self.context)
+        dev = self.device
+        t = dev.type
+        self.kind = (
+            "gpu" if t & pyopencl.device_type.GPU
+            else "cpu" if t & pyopencl.device_type.CPU
+            else "accelerator"
+        )
+        self.name = f"{dev.platform.name.strip()}: {dev.name.strip()}"
+        self.max_mem_alloc = int(dev.max_mem_alloc_size)
+        self.global_mem = int(dev.global_mem_size)
+        self.local_mem = int(dev.local_mem_size)
+        self.max_work_group_size = int(dev.max_work_group_size)
+        self.compute_units = int(dev.max_compute_units)
+        ext = dev.extensions.split()
+        self.has_int64_atomics = "cl_khr_int64_base_atomics" in ext
+        self.has_fp64 = "cl_khr_fp64" in ext or bool(getattr(dev, "double_fp_config", 0))
+        self._programs: dict[tuple, object] = {}
+        self._kernels: dict[int, dict] = {}
+
+    @property
+    def spec(self) -> str:
+        return f"{self.platform_id}:{self.device_id}"
+
+    def __repr__(self) -> str:
+        return f"OpenCLDevice({self.spec} {self.kind} {self.name!r})"
+
+
+_DEVICES: dict[tuple[int, int], OpenCLDevice] = {}
+_SPECS: dict[str | None, tuple[int, int]] = {}
+
+
+def _parse_spec(device) -> tuple[str, tuple[int, int] | None]:
+    """Return ("kind", None) or ("ids", (P, D)) for a device spec; ValueError if malformed."""
+    if device is None:
+        return "best", None
+    if isinstance(device, OpenCLDevice):
+        return "ids", (device.platform_id, device.device_id)
+    if isinstance(device, (tuple, list)) and len(device) == 2:
+        return "ids", (int(device[0]), int(device[1]))
+    if not isinstance(device, str):
+        raise TypeError(f"device must be None, 'cpu', 'gpu' or 'P:D', not {type(device).__name__}")
+    spec = device.strip().lower()
+    if spec in ("", "auto", "any", "all"):
+        return "best", None
+    if spec in _KINDS:
+        return spec, None
+    parts = spec.split(":")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        return "ids", (int(parts[0]), int(parts[1]))
+    raise ValueError(
+        f"invalid OpenCL device {device!r}: use None, 'cpu', 'gpu', 'accelerator' or "
+        "'platform:device' indices such as '0:1'"
+    )
+
+
+def _select(kind: str) -> tuple[int, int] | None:
+    ocl = _ocl()
+    ids = ocl.select_device(type=_KINDS[kind], best=True)
+    return tuple(ids) if ids else None
+
+
+def get_device(device=None) -> OpenCLDevice:
+    """Return the OpenCL device for ``device`` (see the module docstring), cached.
+
+    Raises
+    ------
+    OpenCLUnavailableError
+        No OpenCL platform, no device of the kind asked for, or no device at those indices.
+    ValueError, TypeError
+        Malformed spec.
+    """
+    cacheable = device is None or isinstance(device, str)
+    if cacheable and device in _SPECS:
+        return _DEVICES[_SPECS[device]]
+    how, ids = _parse_spec(device)
+    ocl = _ocl()
+    if how == "ids":
+        p, d = ids
+        if not (0 <= p < len(ocl.platforms) and 0 <= d < len(ocl.platforms[p].devices)):
+            raise OpenCLUnavailableError(
+                f"OpenCL device '{p}:{d}' does not exist; available: {_available()}"
+            )
+    elif how == "best":
+        ids = _select("gpu") or _select("cpu") or _select("accelerator")
+        if ids is None:
+            raise OpenCLUnavailableError(f"no usable OpenCL device; present: {_available()}")
+    else:
+        ids = _select(how)
+        if ids is None:
+            raise OpenCLUnavailableError(
+                f"no OpenCL {how.upper() if how == 'gpu' else how} device; available: {_available()}"
+            )
+    ids = (int(ids[0]), int(ids[1]))
+    if ids not in _DEVICES:
+        try:
+            _DEVICES[ids] = OpenCLDevice(*ids)
+        except Exception as e:  # driver refuses the context
+            raise OpenCLUnavailableError(f"cannot open OpenCL device '{ids[0]}:{ids[1]}': {e}") from e
+        logger.info("OpenCL device %s: %s", _DEVICES[ids].spec, _DEVICES[ids].name)
+    if cacheable:
+        _SPECS[device] = ids
+    return _DEVICES[ids]
+
+
+def list_devices() -> list[dict]:
+    """Every OpenCL device present: dicts with spec "P:D", kind, name, global_mem, compute_units.
+
+    Returns an empty list when there is no OpenCL platform.
+    """
+    try:
+        ocl = _ocl()
+    except OpenCLUnavailableError:
+        return []
+    out = []
+    for p, plat in enumerate(ocl.platforms):
+        for d, dev in enumerate(plat.devices):
+            kind = {"GPU": "gpu", "CPU": "cpu"}.get(dev.type, "accelerator")
+            out.append({"spec": f"{p}:{d}", "kind": kind, "name": f"{plat.name}: {dev.name}",
+                            "global_mem": int(dev.memory), "compute_units": int(dev.cores)})
+    return out
+
+
+def kernel_source(filename: str) -> str:
+    """Text of an OpenCL C file shipped in ``ewoksxpcs.kernels``."""
+    try:
+        return resources.files("ewoksxpcs.kernels").joinpath(filename).read_text()
+    except FileNotFoundError:
+        raise ValueError(f"no OpenCL kernel file {filename!r} in ewoksxpcs.kernels") from None
+
+
+def build_program(dev: OpenCLDevice, filename: str, defines: dict | None = None):
+    """Compile ``kernels/<filename>`` (after ``kernels/common.cl``) for ``dev``, cached.
+
+    Parameters
+    ----------
+    dev : OpenCLDevice
+    filename : str
+        A file of ``ewoksxpcs.kernels``, e.g. ``"dense.cl"``.
+    defines : dict, optional
+        Compile-time constants passed as ``-D NAME=value`` (``value`` None: ``-D NAME``).
+        ``HAS_INT64_ATOMICS`` and ``HAS_FP64`` are added from the device's extensions.
+
+    Returns
+    -------
+    pyopencl.Program
+    """
+    import pyopencl
+
+    defines = dict(defines or {})
+    if dev.has_int64_atomics:
+        defines.setdefault("HAS_INT64_ATOMICS", 1)
+    if dev.has_fp64:
+        defines.setdefault("HAS_FP64", 1)
+    key = (filename, tuple(sorted((str(k), str(v)) for k, v in defines.items())))
+    program = dev._programs.get(key)
+    if program is None:
+        source = kernel_source("common.cl") + "\n" + kernel_source(filename)
+        options = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in key[1]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pyopencl.CompilerWarning)
+            program = pyopencl.Program(dev.context, source).build(options=options)
+        dev._programs[key] = program
+    return program
+
+
+def get_kernel(dev: OpenCLDevice, filename: str, name: str, defines: dict | None = None):
+    """Kernel ``name`` of :func:`build_program` (dev, filename, defines), cached per program.
+
+    A kernel object keeps its arguments between calls: set all of them at each launch.
+    """
+    import pyopencl
+
+    program = build_program(dev, filename, defines)
+    kernels = dev._kernels.setdefault(id(program), {})
+    kernel = kernels.get(name)
+    if kernel is None:
+        kernel = kernels[name] = pyopencl.Kernel(program, name)
+    return kernel
+
+
+def pinned_empty(dev: OpenCLDevice, shape, dtype) -> numpy.ndarray:
+    """A host array in page-locked memory (fast transfers), or a plain array if refused.
+
+    The returned array keeps its OpenCL buffer alive (attribute ``base`` chain).
+    """
+    import pyopencl
+
+    dtype = numpy.dtype(dtype)
+    nbytes = int(numpy.prod(shape)) * dtype.itemsize
+    if nbytes == 0:
+        return numpy.empty(shape, dtype)
+    try:
+        mf = pyopencl.mem_flags
+        buf = pyopencl.Buffer(dev.context, mf.READ_WRITE | mf.ALLOC_HOST_PTR, nbytes)
+        array, _ = pyopencl.enqueue_map_buffer(
+            dev.queue, buf, pyopencl.map_flags.READ | pyopencl.map_flags.WRITE, 0, shape, dtype
+        )
+        return array
+    except (pyopencl.Error, MemoryError):  # pinned memory exhausted: pageable memory works
+        return numpy.empty(shape, dtype)

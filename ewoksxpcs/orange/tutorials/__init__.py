@@ -1,0 +1,1 @@
+"""Tutorial workflows shown in the Orange canvas (Help → Tutorials)."""

@@ -1,0 +1,384 @@
+"""The steps of the XPCS pipeline as plain functions: what the Ewoks tasks call.
+
+Each function works without Ewoks, takes an optional :class:`~ewoksxpcs.cancel.CancelToken`
+and an optional ``progress(fraction)`` callback (fraction in [0, 1]), and returns plain data.
+
+Correlation *modes*: ``linear`` (every lag 0 … Nt−1; :func:`correlate_sums` and
+:func:`normalise_sums`). Further modes (multi-tau, two-time) register an entry in :data:`MODES`
+with their own ``correlate`` and ``normalise`` functions; the tasks dispatch on the name.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import numpy
+
+from .cancel import CancelToken, MonitoredFrameSource
+from .qmask import DEFAULT_GROUPS, Binning
+
+__all__ = [
+    "MODES",
+    "register_mode",
+    "check_mode",
+    "make_binning",
+    "correlate_sums",
+    "normalise_sums",
+    "compact_frames",
+    "save_events",
+    "mean_image_from_events",
+    "tau_axis",
+    "map_bins",
+    "describe",
+]
+
+Progress = Optional[Callable[[float], None]]
+
+
+def describe(value, max_elements: int = 64):
+    """A short, HDF5/JSON-friendly description of a parameter value (arrays summarised)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, numpy.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): describe(v, max_elements) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and len(value) <= max_elements:
+        return [describe(v, max_elements) for v in value]
+    if isinstance(value, numpy.ndarray):
+        if value.size <= max_elements:
+            return value.tolist()
+        return f"array of shape {value.shape}, dtype {value.dtype}"
+    url = getattr(value, "url", None)
+    if isinstance(url, str):
+        return url
+    return repr(value)[:200]
+
+
+# ------------------------------------------------------------------------------ binning
+def make_binning(qmask, labels=None, bad_pixels=None, n_groups: int = DEFAULT_GROUPS) -> Binning:
+    """A :class:`Binning` from a label image (kept as is when it already is one)."""
+    if isinstance(qmask, Binning):
+        if labels is not None and not numpy.array_equal(numpy.unique(labels), qmask.labels):
+            raise ValueError("labels differ from those of the given Binning")
+        return qmask
+    if qmask is None:
+        raise ValueError("no q-mask given")
+    return Binning(qmask, labels=labels, bad_pixels=bad_pixels, n_groups=int(n_groups))
+
+
+def map_bins(values, from_labels, to_labels, fill=numpy.nan) -> Optional[numpy.ndarray]:
+    """Reorder per-bin ``values`` given for ``from_labels`` onto ``to_labels`` (missing: fill)."""
+    if values is None:
+        return None
+    values = numpy.asarray(values)
+    if from_labels is None:
+        if values.shape[0] != len(to_labels):
+            raise ValueError(f"{values.shape[0]} per-bin values for {len(to_labels)} bins")
+        return values
+    from_labels = numpy.asarray(from_labels, dtype=numpy.int64)
+    if values.shape[0] != from_labels.size:
+        raise ValueError(f"{values.shape[0]} per-bin values for {from_labels.size} labels")
+    order = numpy.argsort(from_labels)
+    pos = numpy.searchsorted(from_labels[order], to_labels)
+    pos = numpy.clip(pos, 0, max(from_labels.size - 1, 0))
+    found = from_labels[order][pos] == numpy.asarray(to_labels)
+    out = numpy.full(
+        (len(to_labels),) + values.shape[1:], fill, dtype=numpy.result_type(values, type(fill))
+    )
+    out[found] = values[order][pos[found]]
+    return out
+
+
+# ------------------------------------------------------------------------------ modes
+def _linear_create(binning, method, device, data, **options):
+    from .correlators import create_correlator
+
+    return create_correlator(binning, method=method, device=device, data=data, **options)
+
+
+def _linear_correlate(correlator, data):
+    return correlator.compute_sums(data)
+
+
+def _linear_normalise(sums, binning, method, device, s2_method, info):
+    from .normalise import normalise
+
+    return normalise(sums, binning, method=method, device=device, s2_method=s2_method, info=info)
+
+
+#: mode name -> functions of the mode:
+#:
+#: - ``create(binning, method, device, data, **options)`` -> a correlator (``.name``,
+#:   ``.device_name``, ``.input_kind`` "dense"/"events", optional ``.auto_reason``);
+#: - ``correlate(correlator, data)`` -> additive sums (``.n_frames``);
+#: - ``normalise(sums, binning, method, device, s2_method, info)`` -> a result (``.lags``,
+#:   ``.labels``, ``.g2``, ``.g2_err``, ``.n_pixels``).
+MODES: Dict[str, dict] = {}
+
+
+def register_mode(name: str, create: Callable, correlate: Callable, normalise: Callable) -> None:
+    """Make a correlation mode selectable in :func:`correlate_sums` / :func:`normalise_sums`
+    (and so in the Correlate and Normalise tasks)."""
+    MODES[name] = {"create": create, "correlate": correlate, "normalise": normalise}
+
+
+register_mode("linear", _linear_create, _linear_correlate, _linear_normalise)
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if it is a known correlation mode, else raise ValueError naming them."""
+    if mode not in MODES:
+        raise ValueError(f"unknown correlation mode {mode!r}; available modes: {', '.join(MODES)}")
+    return mode
+
+
+# ------------------------------------------------------------------------------ correlate
+def mean_image_from_events(events) -> numpy.ndarray:
+    """Mean counts per pixel per frame (Ny, Nx) float64 of an EventStack."""
+    ny, nx = events.frame_shape
+    owner = numpy.repeat(numpy.arange(events.n_pixels), events.events_per_pixel)
+    total = numpy.zeros(ny * nx)
+    total[events.pixel_index] = numpy.bincount(
+        owner, weights=events.values.astype(numpy.float64), minlength=events.n_pixels
+    )
+    return (total / max(events.n_frames, 1)).reshape(ny, nx)
+
+
+def correlate_sums(
+    frames,
+    qmask,
+    method: str = "auto",
+    device: Optional[str] = None,
+    mode: str = "linear",
+    options: Optional[dict] = None,
+    labels=None,
+    bad_pixels=None,
+    n_groups: int = DEFAULT_GROUPS,
+    token: Optional[CancelToken] = None,
+    progress: Progress = None,
+) -> dict:
+    """Correlate frames (or events) into the additive sums, with progress and cancellation.
+
+    Parameters
+    ----------
+    frames : FrameSource, ndarray (Nt, Ny, Nx) or EventStack
+    qmask : ndarray (Ny, Nx) of int, or Binning
+    method : str
+        Registry name or ``auto``.
+    device : str, optional
+        OpenCL device ("cpu", "gpu", "platform:device").
+    mode : str
+        Correlation mode (see :data:`MODES`).
+    options : dict, optional
+        Backend options (e.g. ``chunk_frames``).
+    labels : sequence of int, optional
+        Bins to keep (a label without pixel gives a NaN row), default: those present.
+    bad_pixels : ndarray of bool (Ny, Nx), optional
+    n_groups : int
+        Pixel groups per bin for the error bars.
+
+    Returns
+    -------
+    dict
+        ``sums`` (CorrelationSums), ``binning``, ``method`` and ``device`` used, ``auto_reason``,
+        ``mode``, ``mean_image`` (Ny, Nx) float64 counts per pixel per frame, ``n_frames``,
+        ``timings`` (s).
+    """
+    from .events import EventStack
+    from .frames import as_frame_source
+    from .load import EventFrameSource
+
+    check_mode(mode)
+    options = dict(options or {})
+    t_start = time.perf_counter()
+    binning = make_binning(qmask, labels=labels, bad_pixels=bad_pixels, n_groups=n_groups)
+    is_events = isinstance(frames, EventStack)
+    if not is_events:
+        frames = as_frame_source(frames)
+    binning.check_frame_shape(frames.frame_shape)
+    correlator = MODES[mode]["create"](binning, method, device, frames, **options)
+    if token is not None:
+        token.check("correlation")
+    n_frames = frames.n_frames
+    mean_image = None
+    data = frames
+    monitor = None
+    if is_events and getattr(correlator, "input_kind", "dense") == "dense":
+        data = EventFrameSource(frames, getattr(frames, "frame_period", None))
+    if not isinstance(data, EventStack):
+
+        def report(done, total):
+            if progress is not None and total:
+                progress(0.95 * done / total)
+
+        monitor = MonitoredFrameSource(
+            data, token=token, progress=report, sum_image=not is_events, what="correlation"
+        )
+        data = monitor
+    t0 = time.perf_counter()
+    sums = MODES[mode]["correlate"](correlator, data)
+    t1 = time.perf_counter()
+    if token is not None:
+        token.check("correlation")
+    n_frames = sums.n_frames
+    if is_events:
+        mean_image = mean_image_from_events(frames)
+    elif monitor is not None and monitor.sum_image is not None:
+        mean_image = monitor.sum_image / max(n_frames, 1)
+    if progress is not None:
+        progress(1.0)
+    return {
+        "sums": sums,
+        "binning": binning,
+        "method": getattr(correlator, "name", str(method)),
+        "device": str(getattr(correlator, "device_name", device or "cpu")),
+        "auto_reason": getattr(correlator, "auto_reason", "") or "",
+        "mode": mode,
+        "mean_image": mean_image,
+        "n_frames": int(n_frames),
+        "timings": {"setup_s": t0 - t_start, "correlate_s": t1 - t0},
+    }
+
+
+def tau_axis(lags, frame_period: Optional[float]):
+    """Delays (τ, unit): lags × frame period in seconds, or lags in frames when unknown."""
+    lags = numpy.asarray(lags)
+    if frame_period is None:
+        return lags.astype(numpy.float64), "frame"
+    frame_period = float(frame_period)
+    if not frame_period > 0:
+        raise ValueError(f"frame_period must be > 0 seconds, got {frame_period}")
+    return lags * frame_period, "s"
+
+
+def normalise_sums(
+    sums,
+    binning: Binning,
+    frame_period: Optional[float] = None,
+    q=None,
+    q_labels=None,
+    chi=None,
+    method: str = "",
+    device: str = "cpu",
+    mode: str = "linear",
+    info: Optional[dict] = None,
+    s2_method: str = "auto",
+) -> dict:
+    """g2 with error bars, τ in seconds and q per bin from the sums.
+
+    Parameters
+    ----------
+    sums : CorrelationSums
+    binning : Binning
+    frame_period : float, optional
+        s; without it τ is in frames.
+    q : ndarray (n,), optional
+        q per bin, for the labels ``q_labels`` (default: the binning's labels).
+    chi : ndarray (n,), optional
+        Sector centre per bin (degrees), same labels as ``q``.
+
+    Returns
+    -------
+    dict
+        ``result`` (CorrelationResult), ``g2``, ``g2_err`` (n_bins, n_τ), ``tau``,
+        ``tau_unit``, ``q``, ``chi``, ``labels``, ``n_pixels``.
+    """
+    check_mode(mode)
+    info = dict(info or {})
+    info["mode"] = mode
+    result = MODES[mode]["normalise"](sums, binning, method, device, s2_method, info)
+    tau, tau_unit = tau_axis(result.lags, frame_period)
+    labels = result.labels
+    if q is None:
+        q_rows = labels.astype(numpy.float64)
+    else:
+        q_rows = map_bins(numpy.asarray(q, dtype=numpy.float64), q_labels, labels)
+    chi_rows = (
+        None if chi is None else map_bins(numpy.asarray(chi, dtype=numpy.float64), q_labels, labels)
+    )
+    return {
+        "result": result,
+        "g2": result.g2,
+        "g2_err": result.g2_err,
+        "tau": tau,
+        "tau_unit": tau_unit,
+        "q": q_rows,
+        "chi": chi_rows,
+        "labels": labels,
+        "n_pixels": result.n_pixels,
+    }
+
+
+# ------------------------------------------------------------------------------ events
+def compact_frames(
+    frames,
+    bad_pixels=None,
+    qmask=None,
+    device: Optional[str] = None,
+    chunk_frames: Optional[int] = None,
+    token: Optional[CancelToken] = None,
+    progress: Progress = None,
+):
+    """Compact frames into an :class:`~ewoksxpcs.events.EventStack`, streaming.
+
+    ``device`` None compacts with NumPy (:func:`ewoksxpcs.events.compact`); an OpenCL device
+    spec ("cpu", "gpu", "platform:device") compacts on that device
+    (:func:`ewoksxpcs.compact_opencl.compact_opencl`). Both give identical events.
+    """
+    from .events import compact
+    from .frames import as_frame_source
+
+    source = as_frame_source(frames)
+
+    def report(done, total):
+        if progress is not None and total:
+            progress(done / total)
+
+    monitor = MonitoredFrameSource(source, token=token, progress=report, what="compaction")
+    if device is not None:
+        from .compact_opencl import compact_opencl
+
+        events = compact_opencl(
+            monitor, bad_pixels=bad_pixels, qmask=qmask, chunk_frames=chunk_frames, device=device
+        )
+    else:
+        events = compact(monitor, bad_pixels=bad_pixels, qmask=qmask, chunk_frames=chunk_frames)
+    if token is not None:
+        token.check("compaction")
+    events.frame_period = getattr(source, "frame_period", None)
+    return events
+
+
+def save_events(
+    events,
+    filename,
+    frame_period: Optional[float] = None,
+    overwrite: bool = False,
+    token: Optional[CancelToken] = None,
+    source: str = "",
+) -> str:
+    """Write an EventStack to an HDF5 events file atomically, with its frame period (s).
+
+    A later run reads it with :func:`ewoksxpcs.load.load_frames` and re-bins without the raw
+    frames.
+    """
+    import h5py
+
+    from .save import atomic_output
+
+    with atomic_output(filename, overwrite) as tmp:
+        events.save(tmp, overwrite=True)
+        with h5py.File(tmp, "a") as f:
+            g = f["events"]
+            if frame_period is not None:
+                g.attrs["frame_period"] = float(frame_period)
+            g.attrs["source"] = str(source)
+            f.attrs["creator"] = "ewoksxpcs"
+        if token is not None:
+            token.check("writing the events file")
+    return os.path.abspath(os.fspath(filename))

@@ -1,0 +1,126 @@
+"""Ewoks task :class:`SaveResults`: NeXus result file (+ PNG of the g2 curves)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Union
+
+from ewokscore.model import BaseInputModel, BaseOutputModel
+from pydantic import Field
+
+from ..fit import fit_g2
+from ..save import check_output, default_png, save_results
+from .base import XpcsTask
+
+__all__ = ["SaveResults"]
+
+
+class Inputs(BaseInputModel):
+    output: str = Field(..., description="Result file (NeXus HDF5).", examples=["result.h5"])
+    result: Any = Field(..., description="CorrelationResult from Normalise.")
+    tau: Any = Field(..., description="Delays (n_tau,), tau_unit.")
+    tau_unit: str = Field("s", description="Unit of tau.")
+    q: Any = Field(..., description="q per bin (n_bins,), q_unit.")
+    q_unit: str = Field("nm^-1", description="Unit of q.")
+    chi: Any = Field(None, description="Sector centre per bin, degrees (optional).")
+    qmask: Any = Field(None, description="Label image (Ny, Nx), saved with the results.")
+    mean_image: Any = Field(None, description="Mean counts per pixel per frame (Ny, Nx).")
+    frame_period: Optional[float] = Field(None, description="Seconds between frames (time axis).")
+    overwrite: bool = Field(False, description="Replace existing result files.")
+    plot: Union[bool, str, None] = Field(
+        True,
+        description="PNG of the g2 curves: True (next to the "
+        "result, '<name>_g2.png'), a file name, or False.",
+    )
+    fit: bool = Field(
+        True, description="Fit g2 = baseline + beta*exp(-2*gamma*tau) per bin and save it."
+    )
+    title: str = Field("XPCS g2", description="Title of the entry and the plot.")
+    parameters: Optional[dict] = Field(
+        None, description="Parameters recorded so far (saved in the file)."
+    )
+
+
+class Outputs(BaseOutputModel):
+    output: str = Field(..., description="Result file written (absolute path).")
+    png: Optional[str] = Field(None, description="PNG written (absolute path), or None.")
+    fit: Optional[dict] = Field(
+        None,
+        description="Fit per bin: q, gamma (1/tau_unit), beta, baseline "
+        "and their errors, as lists.",
+    )
+
+
+class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
+    """Write the NeXus result (default plot: g2 vs q and tau, with errors) and the PNG.
+
+    Never overwrites without ``overwrite``; writes to a temporary file renamed at the end.
+    """
+
+    def run(self):
+        self.start_progress()
+        i = self.inputs
+        check_output(i.output, i.overwrite)
+        png = None
+        if i.plot is True:
+            png = default_png(i.output)
+        elif isinstance(i.plot, str) and i.plot:
+            png = (
+                i.plot
+                if os.path.dirname(i.plot)
+                else os.path.join(os.path.dirname(os.path.abspath(i.output)), i.plot)
+            )
+        if png is not None:
+            check_output(png, i.overwrite)
+        result = i.result
+        fit = fit_g2(i.tau, result.g2, result.g2_err) if i.fit else None
+        self.report(0.3)
+        params = self.record(
+            "save",
+            {
+                "output": os.path.abspath(i.output),
+                "overwrite": i.overwrite,
+                "plot": png,
+                "fit": i.fit,
+            },
+        )
+        written = save_results(
+            i.output,
+            result,
+            i.q,
+            i.tau,
+            q_unit=i.q_unit,
+            tau_unit=i.tau_unit,
+            qmask=i.qmask,
+            mean_image=i.mean_image,
+            frame_period=i.frame_period,
+            parameters=params,
+            fit=fit,
+            chi=i.chi,
+            overwrite=i.overwrite,
+            png=png,
+            cancel_token=self.token,
+            title=i.title,
+        )
+        self.outputs.output = written["filename"]
+        self.outputs.png = written["png"]
+        self.outputs.fit = (
+            None
+            if fit is None
+            else {
+                "q": [float(v) for v in i.q],
+                **{
+                    k: [float(v) for v in getattr(fit, k)]
+                    for k in (
+                        "gamma",
+                        "gamma_err",
+                        "beta",
+                        "beta_err",
+                        "baseline",
+                        "baseline_err",
+                        "chi2_red",
+                    )
+                },
+            }
+        )
+        self.report(1.0)

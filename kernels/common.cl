@@ -1,0 +1,47 @@
+// Shared helpers of the ewoksxpcs kernels (prepended to every program by ewoksxpcs.opencl).
+//
+// Integer sums are accumulated in ulong: unsigned overflow wraps (defined behaviour), so the
+// result read back as int64 equals NumPy's int64 arithmetic bit for bit.
+
+#ifdef HAS_FP64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+
+#ifdef HAS_INT64_ATOMICS
+#pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
+
+inline void atomic_add_u64_global(volatile __global ulong *p, ulong v)
+{
+    atom_add(p, v);
+}
+
+inline void atomic_add_u64_local(volatile __local ulong *p, ulong v)
+{
+    atom_add(p, v);
+}
+
+#else
+// Without 64-bit atomics: add the low word atomically and carry into the high word. Only the
+// final value is exact (after all additions), which is all an accumulation needs.
+// Little-endian devices (every GPU and CPU OpenCL targets).
+
+inline void atomic_add_u64_global(volatile __global ulong *p, ulong v)
+{
+    volatile __global uint *w = (volatile __global uint *)p;
+    uint lo = (uint)v;
+    uint hi = (uint)(v >> 32);
+    uint old = atomic_add(w, lo);
+    if (old + lo < old) hi += 1u;
+    if (hi) atomic_add(w + 1, hi);
+}
+
+inline void atomic_add_u64_local(volatile __local ulong *p, ulong v)
+{
+    volatile __local uint *w = (volatile __local uint *)p;
+    uint lo = (uint)v;
+    uint hi = (uint)(v >> 32);
+    uint old = atomic_add(w, lo);
+    if (old + lo < old) hi += 1u;
+    if (hi) atomic_add(w + 1, hi);
+}
+#endif

@@ -1,0 +1,176 @@
+// Event (sparse) correlation numerator n2 on OpenCL (host side: ewoksxpcs/correlators/opencl_events.py).
+//
+// Events are pixel-major: the events of one pixel are consecutive, their frame indices
+// ("times") ascending. For every pair of events i <= j of one pixel, v_i * v_j is added to
+// n2[k][t_j - t_i], k being the pixel's sub-bin.
+//
+// Work decomposition: a *segment* is a range [i0, i0 + n) of first events i of one pixel, whose
+// partner events j run up to the pixel's end (a pixel with many events is split into several
+// segments, so no work-item or work-group ever handles an unbounded number of events). A *task*
+// is a run of segments of one sub-bin. The lag axis is cut into tiles of L lags. A work-group
+// handles one (task, lag tile): it accumulates into a local-memory histogram of L lags, walking
+// from each event i over the later events of its pixel while their lag is inside the tile
+// (found by binary search for the tiles beyond the first), then adds the histogram into n2 in
+// global memory. Integer products and sums are exact 64-bit (wrapping like NumPy's int64).
+//
+// Compile-time constants:
+//   VAL_T        C type of the values
+//   L            lags per tile (local histogram length)
+//   WG           work-items per work-group
+//   ACC_FLOAT    float values: double products and sums. The host then makes one task per
+//                sub-bin and WG == 1, so that each n2 element has one writer and a fixed
+//                summation order (reproducible results).
+//   DIRECT       integer values only: no local histogram and a single lag tile; every product
+//                is added to n2 in global memory with a 64-bit atomic (GPUs, whose atomics in
+//                their L2 cache are fast, may prefer it).
+
+#ifdef ACC_FLOAT
+typedef double acc_t;
+#define CONV(x) ((double)(x))
+#else
+typedef ulong acc_t;
+#define CONV(x) ((ulong)(long)(x))
+#endif
+
+#if defined(DIRECT)
+#define HIST_ADD(p, v) atomic_add_u64_global((volatile __global ulong *)(p), v)
+#elif WG > 1
+#define HIST_ADD(p, v) atomic_add_u64_local((volatile __local ulong *)(p), v)
+#else
+#define HIST_ADD(p, v) (*(p) += (v))
+#endif
+
+// Launch: global (n_tasks * WG, n_tiles), local (WG, 1).
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void event_corr(__global const VAL_T *values,
+                __global const uint *times,
+                __global const long *seg_i0,    // (n_seg,) first event of the segment
+                __global const long *seg_end,   // (n_seg,) end of the segment's pixel
+                __global const long *seg_cum,   // (n_seg + 1,) running count of first events
+                __global const int *task_seg,   // (n_tasks + 1,) segments of each task
+                __global const int *task_sub,   // (n_tasks,) sub-bin of each task
+                const int tile0,
+                const int n_frames,
+                __global acc_t *n2)             // (n_sub, n_frames)
+{
+    const int task = get_group_id(0);
+    const int lid = get_local_id(0);
+    const int k = task_sub[task];
+#ifdef DIRECT
+    const uint tau0 = 0;
+    const uint tau1 = (uint)n_frames;
+    __global acc_t *hist = n2 + (long)k * n_frames;
+#else
+    const uint tau0 = (uint)(tile0 + get_group_id(1)) * (uint)L;
+    const uint tau1 = min(tau0 + (uint)L, (uint)n_frames);
+    __local acc_t hist[L];
+    for (int x = lid; x < L; x += WG) hist[x] = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+
+    int s = task_seg[task];
+    const int s_last = task_seg[task + 1] - 1;
+    const long f1 = seg_cum[s_last + 1];
+    for (long f = seg_cum[s] + lid; f < f1; f += WG) {
+        if (f >= seg_cum[s + 1]) {
+            // Next segment holding first event f: binary search (segments may hold one event).
+            int lo = s + 1, hi = s_last;
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) >> 1;
+                if (seg_cum[mid] <= f) lo = mid; else hi = mid - 1;
+            }
+            s = lo;
+        }
+        const long i = seg_i0[s] + (f - seg_cum[s]);
+        const long pe = seg_end[s];
+        const uint ti = times[i];
+        if (times[pe - 1] - ti < tau0) continue;  // no partner that far
+        long j = i;
+        if (tau0 > 0) {
+            // First j with t_j - t_i >= tau0 (it exists: checked above).
+            long lo = i + 1, hi = pe - 1;
+            while (lo < hi) {
+                const long mid = (lo + hi) >> 1;
+                if (times[mid] - ti >= tau0) hi = mid; else lo = mid + 1;
+            }
+            j = lo;
+        }
+        const acc_t vi = CONV(values[i]);
+        for (; j < pe; j++) {
+            const uint lag = times[j] - ti;
+            if (lag >= tau1) break;
+            HIST_ADD(&hist[lag - tau0], vi * CONV(values[j]));
+        }
+    }
+#ifndef DIRECT
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __global acc_t *out = n2 + (long)k * n_frames + tau0;
+    for (uint x = lid; x < tau1 - tau0; x += WG) {
+        const acc_t v = hist[x];
+#ifdef ACC_FLOAT
+        out[x] = v;  // sole writer of this (sub-bin, tile)
+#else
+        if (v != 0) atomic_add_u64_global((volatile __global ulong *)(out + x), v);
+#endif
+    }
+#endif
+}
+
+// Per-frame sums S[t][k] of integer events, with the tasks of event_corr: a work-group sums the
+// values of its task's events whose frame falls in its tile of L frames into a local histogram,
+// then adds the histogram to S. Launch: global (n_tasks * WG, n_tiles), local (WG, 1).
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void frame_sums(__global const VAL_T *values,
+                __global const uint *times,
+                __global const long *seg_i0,
+                __global const long *seg_cum,
+                __global const int *task_seg,
+                __global const int *task_sub,
+                const int tile0,
+                const int n_frames,
+                const int n_sub,
+                __global ulong *sums)           // (n_frames, n_sub)
+{
+    const int task = get_group_id(0);
+    const int lid = get_local_id(0);
+    const int k = task_sub[task];
+#ifdef DIRECT
+    const uint t0 = 0;
+    const uint t1 = (uint)n_frames;
+#else
+    const uint t0 = (uint)(tile0 + get_group_id(1)) * (uint)L;
+    const uint t1 = min(t0 + (uint)L, (uint)n_frames);
+    __local ulong hist[L];
+    for (int x = lid; x < L; x += WG) hist[x] = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+    int s = task_seg[task];
+    const int s_last = task_seg[task + 1] - 1;
+    const long f1 = seg_cum[s_last + 1];
+    for (long f = seg_cum[s] + lid; f < f1; f += WG) {
+        if (f >= seg_cum[s + 1]) {
+            int lo = s + 1, hi = s_last;
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) >> 1;
+                if (seg_cum[mid] <= f) lo = mid; else hi = mid - 1;
+            }
+            s = lo;
+        }
+        const long i = seg_i0[s] + (f - seg_cum[s]);
+        const uint t = times[i];
+#ifdef DIRECT
+        atomic_add_u64_global((volatile __global ulong *)(sums + (long)t * n_sub + k),
+                              (ulong)(long)values[i]);
+#else
+        if (t >= t0 && t < t1) HIST_ADD(&hist[t - t0], (ulong)(long)values[i]);
+#endif
+    }
+#ifndef DIRECT
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint x = lid; x < t1 - t0; x += WG) {
+        const ulong v = hist[x];
+        if (v != 0)
+            atomic_add_u64_global((volatile __global ulong *)(sums + (long)(t0 + x) * n_sub + k), v);
+    }
+#endif
+}

@@ -1,0 +1,328 @@
+"""The ``ewoksxpcs`` command end to end: simulate, run, demo, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy
+import pytest
+
+from ewoksxpcs import correlate
+from ewoksxpcs.cli import demo_distance, main
+from ewoksxpcs.synthetic import SyntheticXPCS
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A scan written by ``ewoksxpcs simulate``, its frames and label image."""
+    directory = tmp_path_factory.mktemp("cli")
+    filename = str(directory / "scan.h5")
+    argv = [
+        "simulate",
+        filename,
+        "--shape",
+        "24",
+        "24",
+        "--frames",
+        "60",
+        "--bins",
+        "3",
+        "--mean-counts",
+        "0.5",
+        "--seed",
+        "4",
+    ]
+    assert main(argv) == 0
+    with h5py.File(filename, "r") as f:
+        frames = f["1.1/measurement/eiger"][()]
+        labels = f["1.1/simulation/labels"][()]
+    return filename, frames, labels
+
+
+def listing(path):
+    return sorted(os.listdir(path))
+
+
+def test_simulate(scan, capsys):
+    filename, frames, labels = scan
+    assert frames.shape == (60, 24, 24) and frames.dtype == numpy.uint8
+    assert labels.max() == 3
+    # The same simulation from the library.
+    sim = SyntheticXPCS(
+        shape=(24, 24),
+        n_frames=60,
+        n_bins=3,
+        mean_counts=0.5,
+        seed=4,
+        contrast=0.2,
+        diffusion=1e5,
+        q_per_pixel=1e-3,
+    )
+    numpy.testing.assert_array_equal(frames, sim.frames())
+    assert main(["simulate", filename]) == 1  # exists
+    assert "exists" in capsys.readouterr().err
+
+
+def test_run_qmask(scan, tmp_path, capsys):
+    filename, frames, labels = scan
+    out = str(tmp_path / "r.h5")
+    argv = [
+        "run",
+        f"{filename}::/1.1",
+        "--qmask",
+        f"{filename}::/1.1/simulation/labels",
+        "--output",
+        out,
+        "--method",
+        "reference",
+        "--start",
+        "5",
+        "--stop",
+        "55",
+        "--step",
+        "2",
+    ]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "Correlate" in captured.err and "100%" in captured.err  # progress bar
+    assert f"result: {out}" in captured.out
+    expected = correlate(frames[5:55:2], labels, method="reference")
+    with h5py.File(out, "r") as f:
+        numpy.testing.assert_array_equal(f["entry/xpcs/sums/n2"][()], expected.n2)
+        numpy.testing.assert_allclose(f["entry/xpcs/g2/tau"][()], expected.lags * 2e-3)
+    assert listing(tmp_path) == ["r.h5", "r_g2.png"]
+
+
+def test_run_geometry_events_and_rebin(scan, tmp_path):
+    filename, frames, labels = scan
+    poni = tmp_path / "det.poni"
+    # Beam at the detector centre: PONI = (centre + 0.5 pixel) × pixel size.
+    poni.write_text(
+        f"poni_version: 2.1\nDetector: Detector\nDetector_config: "
+        f'{{"pixel1": 7.5e-05, "pixel2": 7.5e-05, "orientation": 3}}\n'
+        f"Distance: {demo_distance(1e-3)}\nPoni1: {12 * 75e-6}\nPoni2: {12 * 75e-6}\n"
+        f"Rot1: 0\nRot2: 0\nRot3: 0\nWavelength: 1e-10\n"
+    )
+    out = str(tmp_path / "geo.h5")
+    events = str(tmp_path / "events.h5")
+    argv = [
+        "run",
+        f"{filename}::/1.1",
+        "--poni",
+        str(poni),
+        "--bins",
+        "3",
+        "--q-range",
+        "0.002",
+        "0.012",
+        "--output",
+        out,
+        "--events-file",
+        events,
+        "--no-plot",
+        "-q",
+    ]
+    assert main(argv) == 0
+    with h5py.File(out, "r") as f:
+        qmask = f["entry/xpcs/qmask/labels"][()]
+        q = f["entry/xpcs/g2/q"][()]
+        n2 = f["entry/xpcs/sums/n2"][()]
+    assert qmask.max() == 3 and numpy.all((q > 0.002) & (q < 0.012))
+    numpy.testing.assert_array_equal(n2, correlate(frames, qmask, method="reference").n2)
+    # Re-bin from the events file: another label image, no raw frames.
+    numpy.save(
+        tmp_path / "half.npy", (numpy.arange(24)[:, None] // 12 + 1) * numpy.ones((1, 24), int)
+    )
+    out2 = str(tmp_path / "rebin.h5")
+    assert (
+        main(
+            [
+                "run",
+                events,
+                "--qmask",
+                str(tmp_path / "half.npy"),
+                "--output",
+                out2,
+                "-q",
+                "--no-plot",
+                "--no-fit",
+            ]
+        )
+        == 0
+    )
+    half = numpy.load(tmp_path / "half.npy")
+    with h5py.File(out2, "r") as f:
+        numpy.testing.assert_array_equal(
+            f["entry/xpcs/sums/n2"][()], correlate(frames, half, method="reference").n2
+        )
+        assert f["entry/xpcs/parameters/load/events"][()]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing file",
+        "wrong dataset path",
+        "2-D dataset",
+        "frame range beyond the data",
+        "qmask shape mismatch",
+        "missing PONI file",
+        "output directory not writable",
+        "existing output without overwrite",
+        "no q-mask",
+        "unknown method",
+    ],
+)
+def test_bad_input_one_line_nothing_written(scan, tmp_path, capsys, case):
+    filename, frames, labels = scan
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = str(out_dir / "r.h5")
+    qmask = ["--qmask", f"{filename}::/1.1/simulation/labels"]
+    argv, expect = {
+        "missing file": (
+            ["run", str(tmp_path / "nope.h5") + "::/1.1", *qmask, "-o", out],
+            "input file .*nope.h5.* does not exist",
+        ),
+        "wrong dataset path": (
+            ["run", f"{filename}::/7.1", *qmask, "-o", out],
+            "has no dataset or group '/7.1'",
+        ),
+        "2-D dataset": (
+            ["run", f"{filename}::/1.1/simulation/labels", *qmask, "-o", out],
+            "2-D dataset .* must be a 3-D dataset",
+        ),
+        "frame range beyond the data": (
+            ["run", f"{filename}::/1.1", *qmask, "--stop", "99", "-o", out],
+            r"frame range \[0:99\] is beyond the data: it has 60 frames",
+        ),
+        "qmask shape mismatch": (
+            [
+                "run",
+                f"{filename}::/1.1",
+                "--qmask",
+                f"{filename}::/1.1/simulation/q_map",
+                "--output",
+                out,
+            ],
+            r"qmask must hold integer labels|differs from the frame shape",
+        ),
+        "missing PONI file": (
+            ["run", f"{filename}::/1.1", "--poni", str(tmp_path / "x.poni"), "-o", out],
+            "PONI file .*x.poni.* does not exist",
+        ),
+        "output directory not writable": (
+            ["run", f"{filename}::/1.1", *qmask, "-o", "/proc/r.h5"],
+            "output directory '/proc' is not writable",
+        ),
+        "existing output without overwrite": (
+            ["run", f"{filename}::/1.1", *qmask, "-o", out],
+            "exists .*use overwrite",
+        ),
+        "no q-mask": (["run", f"{filename}::/1.1", "-o", out], "give a q-mask"),
+        "unknown method": (
+            ["run", f"{filename}::/1.1", *qmask, "--method", "magic", "-o", out],
+            "unknown correlation method 'magic'",
+        ),
+    }[case]
+    if case == "existing output without overwrite":
+        with open(out, "wb") as fh:
+            fh.write(b"old")
+    if case == "qmask shape mismatch":
+        wrong = tmp_path / "wrong.npy"
+        numpy.save(wrong, numpy.ones((5, 5), dtype=numpy.int32))
+        argv[argv.index("--qmask") + 1] = str(wrong)
+        expect = r"qmask shape \(5, 5\) differs from the frame shape \(24, 24\)"
+    before = listing(out_dir)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("ewoksxpcs: error:")]
+    assert len(lines) == 1, err
+    import re
+
+    assert re.search(expect, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert listing(out_dir) == before  # nothing written (an existing file untouched)
+    if case == "existing output without overwrite":
+        with open(out, "rb") as fh:
+            assert fh.read() == b"old"
+
+
+@pytest.mark.parametrize("engine", ["ppf", "dask"])
+def test_run_engines(scan, tmp_path, engine):
+    filename, frames, labels = scan
+    out = str(tmp_path / "r.h5")
+    argv = [
+        "run",
+        f"{filename}::/1.1",
+        "--qmask",
+        f"{filename}::/1.1/simulation/labels",
+        "--output",
+        out,
+        "--method",
+        "reference",
+        "--engine",
+        engine,
+        "--no-plot",
+        "--no-fit",
+        "-q",
+    ]
+    assert main(argv) == 0
+    with h5py.File(out, "r") as f:
+        numpy.testing.assert_array_equal(
+            f["entry/xpcs/sums/n2"][()], correlate(frames, labels, method="reference").n2
+        )
+
+
+def test_benchmark_subcommand(capsys):
+    try:
+        import ewoksxpcs.benchmark  # noqa: F401
+    except ImportError:
+        assert main(["benchmark"]) == 1
+        assert "benchmark is not available" in capsys.readouterr().err
+        return
+    assert main(["benchmark", "--help"]) == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_usage_errors(capsys):
+    assert main([]) == 2
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: input, --output/-o (see --help)" in err
+    assert main(["run", "x.h5", "-o", "r.h5", "--bins", "many"]) == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--dir", str(tmp_path), "--frames", "400", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"writing into {tmp_path}" in out
+    assert "Gamma fit" in out and "beta fit" in out and "median |Gamma fit / Gamma true - 1|" in out
+    assert listing(tmp_path) == ["g2.png", "result.h5", "scan.h5"]
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("0.0")]
+    assert len(rows) == 8
+    # Columns: q, q true, Γ fit, ±, Γ err, Γ true, β fit, ±, β err, β true.
+    q, q_true = numpy.array([[float(r[0]), float(r[1])] for r in rows]).T
+    numpy.testing.assert_allclose(q, q_true, rtol=2e-3)
+    gamma_fit, gamma_true = numpy.array([[float(r[2]), float(r[5])] for r in rows]).T
+    assert numpy.median(numpy.abs(gamma_fit / gamma_true - 1)) < 0.25
+    with h5py.File(tmp_path / "result.h5", "r") as f:
+        assert f["entry/xpcs/parameters/correlate/method_requested"][()] == b"auto"
+    # Rerunning into the same directory refuses to overwrite.
+    assert main(["demo", "--dir", str(tmp_path), "--frames", "100", "-q"]) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    exe = os.path.join(os.path.dirname(sys.executable), "ewoksxpcs")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "ewoksxpcs.cli"]
+    proc = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for word in ("demo", "simulate", "run", "benchmark"):
+        assert word in proc.stdout
+    proc = subprocess.run(cmd + ["run", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--poni" in proc.stdout and "--events-file" in proc.stdout

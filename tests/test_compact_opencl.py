@@ -1,0 +1,99 @@
+"""OpenCL compaction gives the same EventStack as the NumPy one, array for array."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy
+import pytest
+from conftest import require_opencl
+
+from ewoksxpcs import Binning, compact
+from ewoksxpcs.compact_opencl import compact_opencl
+from ewoksxpcs.frames import IterableFrameSource
+
+DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request):
+    require_opencl(request.param)
+    return request.param
+
+
+def frames_of(rng, dtype, shape, rate=0.3):
+    dtype = numpy.dtype(dtype)
+    data = rng.poisson(rate, shape)
+    if dtype.kind == "f":
+        data = data * rng.gamma(2.0, 0.7, shape)
+    else:
+        data.reshape(-1)[::37] *= min(int(numpy.iinfo(dtype).max), 2**20) // 4
+    return data.astype(dtype)
+
+
+def assert_same(a, b):
+    assert a == b  # EventStack equality: every array, shape, dtype, frame sums and labels
+    assert a.values.dtype == b.values.dtype and a.times.dtype == b.times.dtype
+    if a.frame_sums is not None:
+        assert a.frame_sums.dtype == b.frame_sums.dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_as_numpy(device, rng, dtype):
+    frames = frames_of(rng, dtype, (53, 7, 13))
+    q = numpy.zeros((7, 13), dtype=numpy.int32)
+    q[:, :6] = 4
+    q[2:, 6:] = 1
+    bad = numpy.zeros((7, 13), dtype=bool)
+    bad[3, 2:5] = True
+    for kw in ({}, {"qmask": q}, {"qmask": q, "bad_pixels": bad, "chunk_frames": 10},
+               {"bad_pixels": bad, "chunk_frames": 1}):
+        assert_same(compact_opencl(frames, device=device, **kw), compact(frames, **kw))
+
+
+def test_float_frame_sums_bitwise(device, rng):
+    """float32 bin sums add in NumPy's order: identical doubles, not merely close."""
+    frames = (rng.random((40, 16, 16)) * 1000).astype(numpy.float32)
+    frames[rng.random(frames.shape) < 0.5] = 0
+    q = numpy.ones((16, 16), dtype=numpy.int32)
+    a = compact_opencl(frames, qmask=q, device=device)
+    b = compact(frames, qmask=q)
+    assert a.frame_sums.dtype == numpy.float64
+    assert numpy.array_equal(a.frame_sums, b.frame_sums)
+
+
+def test_iterable_chunks_and_progress(device, rng):
+    frames = frames_of(rng, "uint16", (47, 5, 6))
+    cuts = [0, 1, 20, 21, 47]
+    seen = []
+    source = IterableFrameSource(frames[a:b] for a, b in itertools.pairwise(cuts))
+    ev = compact_opencl(source, qmask=Binning(numpy.ones((5, 6), int)), device=device,
+                        progress=lambda done, total: seen.append(done))
+    assert seen == cuts[1:]
+    assert_same(ev, compact(frames, qmask=Binning(numpy.ones((5, 6), int))))
+    assert numpy.array_equal(ev.to_dense(), frames)
+
+
+def test_all_zero_and_single_frame(device):
+    zeros = numpy.zeros((6, 3, 4), dtype=numpy.uint8)
+    ev = compact_opencl(zeros, qmask=numpy.ones((3, 4), int), device=device)
+    assert ev.n_events == 0 and ev.n_frames == 6
+    assert_same(ev, compact(zeros, qmask=numpy.ones((3, 4), int)))
+    one = numpy.arange(12, dtype=numpy.int32).reshape(1, 3, 4)
+    assert_same(compact_opencl(one, device=device), compact(one))
+
+
+def test_negative_value_rejected(device, rng):
+    frames = frames_of(rng, "int8", (30, 4, 5))
+    frames[17, 1, 4] = -3
+    with pytest.raises(ValueError, match=r"non-negative counts; frame 17 .*\(y=1, x=4\)"):
+        compact_opencl(frames, chunk_frames=8, device=device)
+
+
+def test_mask_shape_errors(rng):
+    require_opencl("cpu")
+    frames = frames_of(rng, "uint8", (5, 4, 5))
+    with pytest.raises(ValueError, match="bad-pixel mask shape"):
+        compact_opencl(frames, bad_pixels=numpy.zeros((5, 4), bool), device="cpu")
+    with pytest.raises(ValueError, match="qmask shape"):
+        compact_opencl(frames, qmask=numpy.ones((5, 5), int), device="cpu")

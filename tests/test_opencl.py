@@ -1,0 +1,151 @@
+"""OpenCL device selection, program cache and the 64-bit atomic helpers (ewoksxpcs.opencl)."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from conftest import require_opencl
+
+from ewoksxpcs import opencl
+from ewoksxpcs.opencl import (
+    OpenCLUnavailableError,
+    build_program,
+    get_device,
+    list_devices,
+)
+
+
+@pytest.fixture
+def cpu():
+    require_opencl("cpu")
+    return get_device("cpu")
+
+
+def test_cpu_device_attributes(cpu):
+    assert cpu.kind == "cpu"
+    assert ": " in cpu.name  # "platform: device"
+    assert cpu.global_mem > 0 and cpu.max_mem_alloc > 0 and cpu.local_mem > 0
+    assert cpu.context.devices[0] == cpu.device
+    assert cpu.queue.device == cpu.device
+    assert isinstance(cpu.has_int64_atomics, bool) and isinstance(cpu.has_fp64, bool)
+    p, d = (int(x) for x in cpu.spec.split(":"))
+    assert get_device(f"{p}:{d}") is cpu  # same indices, same cached object
+    assert get_device("cpu") is cpu
+
+
+def test_default_device_prefers_gpu(cpu):
+    best = get_device(None)
+    kinds = {d["kind"] for d in list_devices()}
+    assert best.kind == ("gpu" if "gpu" in kinds else "cpu")
+    assert get_device("auto") is best
+
+
+def test_list_devices(cpu):
+    devices = list_devices()
+    assert any(d["kind"] == "cpu" for d in devices)
+    for d in devices:
+        p, i = d["spec"].split(":")
+        assert p.isdigit() and i.isdigit()
+        assert d["name"] and d["global_mem"] > 0
+
+
+def test_missing_device_is_a_clear_error(cpu):
+    with pytest.raises(OpenCLUnavailableError, match=r"'7:7' does not exist; available: .*0:0"):
+        get_device("7:7")
+    assert issubclass(OpenCLUnavailableError, RuntimeError)
+
+
+def test_malformed_specs():
+    with pytest.raises(ValueError, match="invalid OpenCL device 'fastest'"):
+        get_device("fastest")
+    with pytest.raises(ValueError, match="invalid OpenCL device"):
+        get_device("1:x")
+    with pytest.raises(TypeError, match="device must be"):
+        get_device(3.5)
+
+
+def test_no_gpu_message(cpu):
+    if "gpu" in {d["kind"] for d in list_devices()}:
+        pytest.skip("a GPU is present")
+    with pytest.raises(OpenCLUnavailableError, match="no OpenCL GPU device"):
+        get_device("gpu")
+
+
+def test_no_platform(monkeypatch):
+    import silx.opencl.common
+
+    monkeypatch.setattr(silx.opencl.common, "ocl", None)
+    monkeypatch.setattr(opencl, "_SPECS", {})
+    monkeypatch.setattr(opencl, "_DEVICES", {})
+    with pytest.raises(OpenCLUnavailableError, match=r"no OpenCL platform found; install the 'pocl' extra"):
+        get_device()
+    assert list_devices() == []
+
+
+def test_program_cache(cpu):
+    defines = {"VAL_T": "uchar", "TS": 4, "MT": 16, "PC": 4, "MODE_INT32": 1}
+    p1 = build_program(cpu, "dense.cl", defines)
+    assert build_program(cpu, "dense.cl", dict(defines)) is p1
+    p2 = build_program(cpu, "dense.cl", dict(defines, PC=16))
+    assert p2 is not p1
+    assert opencl.get_kernel(cpu, "dense.cl", "gram_diag", defines) is \
+        opencl.get_kernel(cpu, "dense.cl", "gram_diag", defines)
+    with pytest.raises(ValueError, match="no OpenCL kernel file 'nothing.cl'"):
+        build_program(cpu, "nothing.cl")
+
+
+_ATOMIC_TEST = """
+__kernel void add(__global const ulong *v, const int n, __global ulong *out_g)
+{
+    __local ulong acc;
+    const int i = get_global_id(0);
+    if (get_local_id(0) == 0) acc = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (i < n) {
+        atomic_add_u64_global((volatile __global ulong *)out_g, v[i]);
+        atomic_add_u64_local((volatile __local ulong *)&acc, v[i]);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (get_local_id(0) == 0) atomic_add_u64_global((volatile __global ulong *)(out_g + 1), acc);
+}
+"""
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["int64-atomics", "carry-fallback"])
+def test_atomic_add_u64(cpu, native, rng):
+    """Exact 64-bit atomic sums, with carries between the 32-bit halves in the fallback."""
+    import pyopencl
+
+    if native and not cpu.has_int64_atomics:
+        pytest.skip("no cl_khr_int64_base_atomics")
+    source = opencl.kernel_source("common.cl") + _ATOMIC_TEST
+    options = ["-DHAS_INT64_ATOMICS=1"] if native else []
+    prog = pyopencl.Program(cpu.context, source).build(options=options)
+    # Low words close to 2**32 so that many additions carry; wraps modulo 2**64 like int64.
+    v = (rng.integers(2**32 - 1000, 2**32, 4096, dtype=numpy.uint64)
+         + (rng.integers(0, 2**31, 4096, dtype=numpy.uint64) << numpy.uint64(32)))
+    out = numpy.zeros(2, numpy.uint64)
+    mf = pyopencl.mem_flags
+    d_v = pyopencl.Buffer(cpu.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=v)
+    d_out = pyopencl.Buffer(cpu.context, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=out)
+    prog.add(cpu.queue, (4096,), (64,), d_v, numpy.int32(4096), d_out)
+    pyopencl.enqueue_copy(cpu.queue, out, d_out)
+    expected = numpy.uint64(0)
+    with numpy.errstate(over="ignore"):
+        expected = numpy.add.reduce(v, dtype=numpy.uint64)
+    assert out[0] == expected and out[1] == expected
+
+
+def test_pinned_empty(cpu):
+    a = opencl.pinned_empty(cpu, (5, 7), numpy.uint16)
+    assert a.shape == (5, 7) and a.dtype == numpy.uint16
+    a[...] = 3
+    assert int(a.sum()) == 105
+
+
+@pytest.mark.gpu
+def test_gpu_device():
+    require_opencl("gpu")
+    dev = get_device("gpu")
+    assert dev.kind == "gpu"
+    assert get_device(None) is dev

@@ -1,0 +1,202 @@
+"""``opencl-events`` equals the reference, exactly for integer events, with any work split."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from conftest import require_opencl
+
+from ewoksxpcs import Binning, EventStack, compact, correlate, create_correlator
+from ewoksxpcs.autocorr import autocorrelate
+from ewoksxpcs.correlators.opencl_events import plan_tasks
+from ewoksxpcs.opencl import OpenCLUnavailableError
+
+DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
+
+#: Work splits: defaults; tiny lag tiles and tasks (many tiles, pixels split into segments);
+#: work-groups of 8 sharing a histogram through local atomics; direct global atomics.
+SPLITS = [
+    {},
+    {"strategy": "local", "lag_tile": 16, "task_pairs": 20},
+    {"strategy": "local", "lag_tile": 64, "task_pairs": 200, "work_group": 8},
+    {"strategy": "global", "task_pairs": 50, "work_group": 4},
+]
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request):
+    require_opencl(request.param)
+    return request.param
+
+
+def sparse_frames(rng, dtype, shape, rate=0.3):
+    dtype = numpy.dtype(dtype)
+    if dtype.kind == "f":
+        data = rng.gamma(0.5, 4.0, shape) * (rng.random(shape) < rate)
+    else:
+        hi = min(int(numpy.iinfo(dtype).max), 2**20)
+        data = rng.poisson(rate, shape)
+        data.reshape(-1)[::41] = hi  # the type's largest counts (above 2**16 for 32-bit types)
+    return data.astype(dtype)
+
+
+def qmask_of(shape):
+    q = numpy.zeros(shape, dtype=numpy.int32)
+    q[:, : shape[1] // 2] = 1
+    q[1:, shape[1] // 2 :] = 4
+    q[0, 0] = 9
+    return q
+
+
+def check_equal(result, ref, dtype):
+    assert result.method == "opencl-events"
+    numpy.testing.assert_array_equal(result.labels, ref.labels)
+    if numpy.dtype(dtype).kind == "f":
+        assert result.n2.dtype == numpy.float64
+        numpy.testing.assert_allclose(result.sums.n2, ref.sums.n2, rtol=1e-12, atol=1e-9)
+        numpy.testing.assert_allclose(result.sums.frame_sums, ref.sums.frame_sums, rtol=1e-12)
+        # g2 where s2 is clearly non-zero: the normaliser may take float s2 by FFT, whose
+        # +-1e-13 in place of an exact 0 turns the reference's NaN into -0.0 or inf.
+        scale = numpy.abs(ref.s2).max(axis=1, keepdims=True)
+        ok = numpy.abs(ref.s2) > 1e-9 * scale
+        numpy.testing.assert_allclose(result.g2[ok], ref.g2[ok], rtol=1e-6)
+        return
+    assert result.n2.dtype == numpy.int64
+    assert numpy.array_equal(result.n2, ref.n2)
+    assert numpy.array_equal(result.s2, ref.s2)
+    assert numpy.array_equal(result.frame_sums, ref.frame_sums)
+    numpy.testing.assert_allclose(result.g2, ref.g2, rtol=1e-6, equal_nan=True)
+    numpy.testing.assert_allclose(result.g2_err, ref.g2_err, rtol=1e-6, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_frames", [1, 2, 120])
+def test_equals_reference(device, rng, dtype, n_frames):
+    frames = sparse_frames(rng, dtype, (n_frames, 7, 13))
+    q = qmask_of((7, 13))
+    ref = correlate(frames, q, method="reference")
+    events = compact(frames)
+    for options in SPLITS:
+        c = create_correlator(q, method="opencl-events", device=device, **options)
+        check_equal(c.correlate(events), ref, dtype)
+    # Frames in: compacted on the device first.
+    check_equal(correlate(frames, q, method="opencl-events", device=device), ref, dtype)
+
+
+def test_heavy_pixel(device, rng):
+    """One pixel lit in every frame among sparse ones: its pairs are split over many tasks."""
+    nt = 3000
+    frames = (rng.random((nt, 4, 5)) < 0.02).astype(numpy.uint16)
+    frames[:, 1, 2] = rng.integers(1, 50, nt)
+    q = numpy.ones((4, 5), dtype=numpy.int32)
+    res = correlate(frames, q, method="opencl-events", device=device, task_pairs=10_000,
+                    lag_tile=512, n_groups=1)
+    expected = autocorrelate(frames.reshape(nt, -1).T.astype(numpy.int64), method="fft").sum(0)
+    assert numpy.array_equal(res.n2[0], expected)
+
+
+def test_large_counts_exact(device, rng):
+    """Counts up to 4095 over 70 000 frames of a thin detector: n2 above 2**32, exact."""
+    nt = 70_000
+    frames = rng.integers(1, 4096, (nt, 1, 3)) * (rng.random((nt, 1, 3)) < 0.08)
+    frames = frames.astype(numpy.uint16)
+    q = numpy.ones((1, 3), dtype=numpy.int32)
+    res = correlate(frames, q, method="opencl-events", device=device)
+    expected = autocorrelate(frames.reshape(nt, 3).T.astype(numpy.int64), method="fft").sum(0)
+    assert res.n2.max() > 2**32
+    assert numpy.array_equal(res.n2.sum(axis=0), expected)
+
+
+def test_all_zero_and_empty_pixels(device):
+    frames = numpy.zeros((30, 4, 5), dtype=numpy.uint8)
+    q = qmask_of((4, 5))
+    ref = correlate(frames, q, method="reference")
+    res = correlate(frames, q, method="opencl-events", device=device)
+    assert not res.n2.any()
+    check_equal(res, ref, "uint8")
+
+
+def test_one_pixel_bins(device, rng):
+    frames = sparse_frames(rng, "uint8", (200, 3, 4), rate=0.5)
+    q = numpy.arange(1, 13).reshape(3, 4)
+    ref = correlate(frames, q, method="reference")
+    check_equal(correlate(frames, q, method="opencl-events", device=device), ref, "uint8")
+
+
+def test_two_calls_identical(device, rng):
+    """Nothing left over from a previous call (dynamix keeps its numerator between calls)."""
+    q = qmask_of((7, 13))
+    c = create_correlator(q, method="opencl-events", device=device)
+    for dtype in ("uint16", "float32"):
+        events = compact(sparse_frames(rng, dtype, (150, 7, 13)))
+        a, b = c.correlate(events), c.correlate(events)
+        assert numpy.array_equal(a.n2, b.n2)  # bit for bit, float32 included
+        assert numpy.array_equal(a.frame_sums, b.frame_sums)
+    ref = correlate(events.to_dense(), q, method="reference")
+    check_equal(b, ref, "float32")
+
+
+def test_negative_values_rejected(device, rng):
+    frames = sparse_frames(rng, "int16", (20, 4, 5))
+    frames[7, 2, 3] = -2
+    q = numpy.ones((4, 5), dtype=numpy.int32)
+    with pytest.raises(ValueError, match=r"non-negative.*frame 7.*\(y=2, x=3\)"):
+        correlate(frames, q, method="opencl-events", device=device)
+    ok = compact(numpy.abs(frames))
+    bad = EventStack(-ok.values, ok.times, ok.offsets, ok.pixel_index, ok.frame_shape,
+                     ok.n_frames, ok.dtype)
+    with pytest.raises(ValueError, match="non-negative counts"):
+        correlate(bad, q, method="opencl-events", device=device)
+
+
+def test_rebinned_events_and_bad_pixels(device, rng):
+    """Events kept without a bin (re-binning) and pixels masked at compaction."""
+    frames = sparse_frames(rng, "uint16", (100, 6, 7))
+    bad = numpy.zeros((6, 7), dtype=bool)
+    bad[0, :2] = True
+    events = compact(frames, bad_pixels=bad)
+    b = Binning(qmask_of((6, 7)), bad_pixels=bad, n_groups=4)
+    ref = correlate(frames, b, method="reference")
+    check_equal(correlate(events, b, method="opencl-events", device=device), ref, "uint16")
+    with pytest.raises(ValueError, match="does not hold"):
+        correlate(events, qmask_of((6, 7)), method="opencl-events", device=device)
+
+
+def test_plan_tasks_covers_every_pair_once(rng):
+    counts = rng.integers(0, 40, 50)
+    counts[3] = 400  # a heavy pixel
+    offsets = numpy.concatenate([[0], numpy.cumsum(counts)])
+    pix_sub = rng.integers(-1, 5, 50)
+    seg_i0, seg_end, seg_cum, task_seg, task_sub = plan_tasks(offsets, pix_sub, 500)
+    # Every event of a binned pixel is a first event exactly once, with its pixel's end.
+    first = numpy.concatenate([numpy.arange(a, a + n) for a, n in zip(seg_i0, numpy.diff(seg_cum))])
+    binned = numpy.concatenate([numpy.arange(offsets[p], offsets[p + 1])
+                                for p in range(50) if pix_sub[p] >= 0])
+    assert numpy.array_equal(numpy.sort(first), binned)
+    pixel_of = numpy.searchsorted(offsets, seg_i0, side="right") - 1
+    assert numpy.array_equal(seg_end, offsets[pixel_of + 1])
+    # Tasks hold segments of one sub-bin, in sub-bin order, and never exceed the pair budget
+    # by more than one segment.
+    assert task_seg[0] == 0 and task_seg[-1] == seg_i0.size
+    for t in range(task_sub.size):
+        segs = numpy.arange(task_seg[t], task_seg[t + 1])
+        assert (pix_sub[pixel_of[segs]] == task_sub[t]).all()
+        n = numpy.diff(seg_cum)[segs]
+        partners = seg_end[segs] - seg_i0[segs]
+        pairs = (n * partners - n * (n - 1) // 2).sum()
+        assert pairs <= 500 + (partners * (partners + 1) // 2).max()
+    assert (numpy.diff(task_sub) >= 0).all()
+    # The heavy pixel (80 200 pairs) was split.
+    assert (pixel_of == 3).sum() > 100
+
+
+def test_errors(rng):
+    require_opencl("cpu")
+    q = numpy.ones((3, 4), dtype=numpy.int32)
+    frames = sparse_frames(rng, "uint8", (10, 3, 4))
+    with pytest.raises(OpenCLUnavailableError, match="'7:7' does not exist"):
+        correlate(frames, q, method="opencl-events", device="7:7")
+    with pytest.raises(ValueError, match="lag_tile must be a positive integer"):
+        create_correlator(q, method="opencl-events", device="cpu", lag_tile=0)
+    with pytest.raises(ValueError, match="strategy must be 'local' or 'global'"):
+        create_correlator(q, method="opencl-events", device="cpu", strategy="fast")
