@@ -699,22 +699,32 @@ def create_multitau(qmask, method: str = "auto", device=None, **options):
     ``auto`` uses OpenCL on a GPU (or on the device named by ``device``), NumPy otherwise. Names of
     the linear-lag registry are accepted too: ``opencl-*`` → "opencl", others → "numpy".
     """
+    method = resolve_method(method, device, "multi-tau")
+    if method == "numpy":
+        options.pop("max_device_memory", None)
+        return NumpyMultiTau(qmask, **options)
+    from .correlators.opencl_multitau import OpenCLMultiTau
+
+    return OpenCLMultiTau(qmask, device=device, **options)
+
+
+def resolve_method(method: str, device, what: str) -> str:
+    """Map a multi-tau/two-time ``method`` to "numpy" or "opencl".
+
+    ``auto`` uses OpenCL on a GPU (or on the device named by ``device``), NumPy otherwise.
+    Names of the linear-lag registry are accepted: ``opencl-*`` → "opencl", others → "numpy".
+    """
     if method == "auto":
         method = "opencl" if _opencl_gpu_available(device) else "numpy"
     elif isinstance(method, str) and method.startswith("opencl"):
         method = "opencl"
     elif method in ("reference", "matmul", "fft", "cpu"):
         method = "numpy"
-    if method == "numpy":
-        if device not in (None, "cpu", "auto"):
-            raise ValueError(f"multi-tau method 'numpy' runs on the CPU; device {device!r} is not allowed")
-        options.pop("max_device_memory", None)
-        return NumpyMultiTau(qmask, **options)
-    if method == "opencl":
-        from .correlators.opencl_multitau import OpenCLMultiTau
-
-        return OpenCLMultiTau(qmask, device=device, **options)
-    raise ValueError(f"unknown multi-tau method {method!r}; valid: auto, numpy, opencl")
+    if method not in ("numpy", "opencl"):
+        raise ValueError(f"unknown {what} method {method!r}; valid: auto, numpy, opencl")
+    if method == "numpy" and device not in (None, "cpu", "auto"):
+        raise ValueError(f"{what} method 'numpy' runs on the CPU; device {device!r} is not allowed")
+    return method
 
 
 def multitau(frames, qmask, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,

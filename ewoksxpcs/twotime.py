@@ -541,24 +541,15 @@ class NumpyTwoTime:
 
 def create_twotime(qmask, method: str = "auto", device=None, **options):
     """Build a two-time correlator: ``method`` "numpy", "opencl" or "auto" (as multi-tau)."""
-    from .multitau import _opencl_gpu_available
+    from .multitau import resolve_method
 
-    if method == "auto":
-        method = "opencl" if _opencl_gpu_available(device) else "numpy"
-    elif isinstance(method, str) and method.startswith("opencl"):
-        method = "opencl"
-    elif method in ("reference", "matmul", "fft", "cpu"):
-        method = "numpy"
+    method = resolve_method(method, device, "two-time")
     if method == "numpy":
-        if device not in (None, "cpu", "auto"):
-            raise ValueError(f"two-time method 'numpy' runs on the CPU; device {device!r} is not allowed")
         options.pop("max_device_memory", None)
         return NumpyTwoTime(qmask, **options)
-    if method == "opencl":
-        from .correlators.opencl_twotime import OpenCLTwoTime
+    from .correlators.opencl_twotime import OpenCLTwoTime
 
-        return OpenCLTwoTime(qmask, device=device, **options)
-    raise ValueError(f"unknown two-time method {method!r}; valid: auto, numpy, opencl")
+    return OpenCLTwoTime(qmask, device=device, **options)
 
 
 def twotime(frames, qmask, bins=None, time_bin: Optional[int] = None, method: str = "auto",

@@ -283,11 +283,20 @@ def test_event_stack_input(method_case, rng):
     assert_same_result(result, reference(frames, qmask2), exact=True)
 
 
+def refuses_event_stack(method_case, events, qmask) -> bool:
+    """For a dense-only method, check it refuses an EventStack clearly (and return True)."""
+    if event_capable(method_case):
+        return False
+    with pytest.raises(TypeError, match=f"method '{method_case.name}' takes dense frames, not an EventStack"):
+        correlate(events, qmask, **method_case.kwargs())
+    return True
+
+
 def test_event_stack_float(method_case, rng):
-    if not event_capable(method_case):
-        pytest.skip(f"{method_case.name} takes dense frames only")
     frames = make_frames(rng, "float32", (30, 7, 13), non_negative=True, density=0.2)
     qmask = make_qmask(rng, (7, 13))
+    if refuses_event_stack(method_case, compact(frames), qmask):
+        return
     result = correlate(compact(frames), qmask, **method_case.kwargs())
     assert_same_result(result, reference(frames, qmask), exact=False)
 
@@ -348,12 +357,10 @@ def large_counts(occupancy, n_frames=LARGE_FRAMES):
 
 #: Methods whose work grows as Nt² whatever the pixel count: on a CPU they get a 20 000-frame
 #: prefix of the series (still n2, s2 > 2^32) to stay within seconds; on a GPU the full series.
-QUADRATIC = {"matmul": 20_000, "opencl-dense": 20_000}
+QUADRATIC = {"matmul": 20_000, "opencl-dense": 20_000, "reference": 3_000}
 
 
 def test_large_counts(method_case):
-    if method_case.name == "reference":
-        pytest.skip("the O(Nt²) oracle is too slow on 70 000 frames")
     # Event methods work per pair of events of a pixel: they get sparse data (2 % occupancy).
     occupancy = 0.02 if method_case.events else 0.8
     n_frames = LARGE_FRAMES
@@ -439,19 +446,22 @@ def test_error_non_finite(method_case, bad, rng):
 
 @pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "float32"])
 def test_error_negative_events(method_case, dtype, rng):
-    if not method_case.events:
-        pytest.skip("dense methods accept signed data")
     frames = make_frames(rng, dtype, (10, 7, 13), non_negative=True)
     frames[3, 4, 2] = -1
+    if not method_case.events:  # dense methods take signed data, exactly
+        qmask = numpy.ones((7, 13), int)
+        assert_same_result(correlate(frames, qmask, **method_case.kwargs()),
+                           reference(frames, qmask), exact=dtype != "float32")
+        return
     with pytest.raises(ValueError, match=r"non-negative counts; frame 3 has a negative value at pixel \(y=4, x=2\)"):
         correlate(frames, numpy.ones((7, 13), int), **method_case.kwargs())
 
 
 def test_error_negative_event_stack(method_case, rng):
-    if not event_capable(method_case):
-        pytest.skip(f"{method_case.name} takes dense frames only")
     frames = make_frames(rng, "int16", (10, 7, 13), non_negative=True, density=0.5)
     events = compact(frames)
+    if refuses_event_stack(method_case, events, numpy.ones((7, 13), int)):
+        return
     events.values[5] = -3  # a hand-made EventStack with a negative count
     with pytest.raises(ValueError, match=rf"event methods need non-negative counts.*frame {int(events.times[5])}"):
         correlate(events, numpy.ones((7, 13), int), **method_case.kwargs())
@@ -493,8 +503,10 @@ def test_error_inconsistent_chunks(method_case, rng):
 
 
 def test_error_cpu_method_on_gpu(method_case):
-    if method_case.uses_opencl:
-        pytest.skip("OpenCL methods take devices")
+    if method_case.uses_opencl:  # they take devices, and name a missing one
+        with pytest.raises(RuntimeError, match="7:7"):
+            create_correlator(numpy.ones((7, 13), int), method=method_case.name, device="7:7")
+        return
     with pytest.raises(ValueError, match=f"method '{method_case.name}' runs on the CPU; device 'gpu' is not allowed"):
         create_correlator(numpy.ones((7, 13), int), method=method_case.name, device="gpu")
 
