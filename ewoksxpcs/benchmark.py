@@ -8,6 +8,9 @@ kind of input is timed (``reference`` only on small cases, OpenCL methods only w
 device), then dynamix's ``MatMulCorrelator`` (dense cases) or ``EventCorrelator`` (event cases,
 OpenCL, on the same device) on the same data, in the same run.
 
+``--suite gpu`` runs instead the GPU cases of issue 4 (multi-tau, events, two-time at full size,
+or ``--scale``-d down) against boost_corr, dynamix and PyTorch: :mod:`ewoksxpcs.benchmark_gpu`.
+
 Figures of a row
 ----------------
 time_s
@@ -282,27 +285,44 @@ def _dynamix_dense(case, frames, labels, repeat):
     return _timed(lambda: corr.correlate(frames), repeat), "MatMulCorrelator", "cpu (numpy BLAS)"
 
 
-def _dynamix_events(case, events, labels, repeat, device):
-    from dynamix.correlator.event import EventCorrelator
+def dynamix_event_inputs(events, labels, device=None):
+    """Arguments of dynamix 0.1.0's ``EventCorrelator`` for an EventStack, on ``device``.
 
+    Returns
+    -------
+    kwargs : dict
+        Constructor keywords (shape, nframes, max/total event counts, qmask, dtype, device ids).
+    args : tuple
+        ``correlate`` arguments: int32 times, values, uint32 per-pixel offsets over the frame.
+    device_name : str
+    """
     from .opencl import get_device
 
     dev = get_device(device)
+    shape = tuple(events.frame_shape)
     counts = numpy.diff(events.offsets)
     # dynamix wants per-pixel offsets over the whole frame, int32 times, uint32 offsets.
-    offsets = numpy.zeros(case.shape[0] * case.shape[1] + 1, dtype=numpy.int64)
-    full = numpy.zeros(case.shape[0] * case.shape[1], dtype=numpy.int64)
+    offsets = numpy.zeros(shape[0] * shape[1] + 1, dtype=numpy.int64)
+    full = numpy.zeros(shape[0] * shape[1], dtype=numpy.int64)
     full[events.pixel_index] = counts
     offsets[1:] = numpy.cumsum(full)
-    times = events.times.astype(numpy.int32)
-    offsets = offsets.astype(numpy.uint32)
-    corr = EventCorrelator(case.shape, events.n_frames, max_events_count=int(counts.max()),
-                           total_events_count=int(events.n_events), qmask=labels,
-                           dtype=events.values.dtype, platformid=dev.platform_id,
-                           deviceid=dev.device_id)
+    if offsets[-1] >= 2**32:
+        raise ValueError(f"dynamix's uint32 offsets cannot hold {int(offsets[-1])} events")
+    kwargs = dict(shape=shape, nframes=events.n_frames,
+                  max_events_count=int(counts.max()) if counts.size else 1,
+                  total_events_count=max(1, int(events.n_events)), qmask=labels,
+                  dtype=events.values.dtype, platformid=dev.platform_id, deviceid=dev.device_id)
+    args = (events.times.astype(numpy.int32), events.values, offsets.astype(numpy.uint32))
+    return kwargs, args, dev.name
+
+
+def _dynamix_events(case, events, labels, repeat, device):
+    from dynamix.correlator.event import EventCorrelator
+
+    kwargs, args, name = dynamix_event_inputs(events, labels, device)
+    corr = EventCorrelator(**kwargs)
     # Its integer accumulator is not cleared between calls: only the first result is valid.
-    return (_timed(lambda: corr.correlate(times, events.values, offsets), repeat),
-            "EventCorrelator", f"OpenCL {dev.name}")
+    return (_timed(lambda: corr.correlate(*args), repeat), "EventCorrelator", f"OpenCL {name}")
 
 
 def run_benchmark(methods: Optional[Sequence[str]] = None, sizes: Optional[Sequence] = None,
@@ -509,13 +529,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--repeat", type=int, default=3, help="timed calls per method (best kept)")
+    parser.add_argument("--suite", choices=("default", "gpu"), default="default",
+                        help="default: every method and dynamix on CPU-sized cases; gpu: our "
+                             "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
+                             "and PyTorch at the sizes of issue 4 (ewoksxpcs.benchmark_gpu)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="gpu suite: size factor in (0, 1] of frames and pixels (default 1)")
+    parser.add_argument("--torch-device", default="cuda",
+                        help="gpu suite: PyTorch device of the boost_corr/PyTorch peers (cuda)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed calls per method (best kept; default 3, gpu suite 1)")
     parser.add_argument("--no-peers", action="store_true", help="do not time dynamix")
     parser.add_argument("--quick", action="store_true",
                         help="small cases, one call each (smoke test, seconds)")
-    parser.add_argument("--device", help="OpenCL device: cpu, gpu or P:D")
+    parser.add_argument("--device", help="OpenCL device: cpu, gpu or P:D (gpu suite: default gpu)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine as JSON")
     args = parser.parse_args(argv)
+    if args.suite == "gpu":
+        return _main_gpu(args)
+    if args.repeat is None:
+        args.repeat = 3
     try:
         rows = run_benchmark(methods=args.methods, sizes=args.cases, repeat=args.repeat,
                              peers=not args.no_peers, quick=args.quick, device=args.device)
@@ -527,6 +560,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             json.dump({"machine": machine_description(args.device), "rows": rows}, f, indent=1,
                       default=float)
     errors = [r for r in rows if r["note"].startswith("error")]
+    return 1 if errors else 0
+
+
+def _main_gpu(args) -> int:
+    """``--suite gpu``: :func:`ewoksxpcs.benchmark_gpu.run_gpu_suite`."""
+    from .benchmark_gpu import run_gpu_suite
+    from .opencl import OpenCLUnavailableError
+
+    device = args.device or "gpu"
+    machine = None
+
+    def save(rows):  # after every case: a run cut short keeps the cases done
+        nonlocal machine
+        if args.json:
+            machine = machine or machine_description(device)
+            with open(args.json, "w") as f:
+                json.dump({"suite": "gpu", "scale": args.scale, "machine": machine,
+                           "rows": rows}, f, indent=1, default=float)
+
+    try:
+        rows = run_gpu_suite(scale=args.scale, device=device,
+                             repeat=1 if args.repeat is None else args.repeat,
+                             peers=not args.no_peers, cases=args.cases,
+                             torch_device=args.torch_device, on_row=save)
+    except (ValueError, OpenCLUnavailableError) as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    save(rows)
+    errors = [r for r in rows if "error" in r["note"]]
     return 1 if errors else 0
 
 

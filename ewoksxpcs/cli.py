@@ -6,6 +6,8 @@
     ewoksxpcs simulate scan.h5          # a synthetic Bliss-like scan file (bitshuffle-LZ4)
     ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --output result.h5
     ewoksxpcs run scan.h5::/1.1 --poni det.poni --bins 20 --output result.h5
+    ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode multitau --output result.h5
+    ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode twotime --time-bin 10 --output tt.h5
     ewoksxpcs benchmark ...             # ewoksxpcs.benchmark
 
 ``run`` only turns its options into workflow inputs and executes the workflow through Ewoks
@@ -162,6 +164,7 @@ def _run_parameters(args) -> dict:
         device=args.device,
         n_groups=args.groups,
         options=_options(args.option) or None,
+        **_mode_parameters(args),
         events_file=args.events_file,
         plot=False if args.no_plot else (args.png or True),
         fit=False if args.no_fit else None,
@@ -175,6 +178,23 @@ def _run_parameters(args) -> dict:
         params["n_bins"] = 10
     workflow = "xpcs_events" if events_input else ("xpcs_compact" if args.events_file else "xpcs")
     return {"workflow": workflow, "parameters": params}
+
+
+def _mode_parameters(args) -> dict:
+    """``mode`` and the options of that mode; an option of another mode is a usage error."""
+    from .pipeline import MODES
+
+    params = {"mode": args.mode}
+    for mode, entry in MODES.items():
+        for name in entry["options"]:
+            value = getattr(args, name)
+            if value is None:
+                continue
+            if mode != args.mode:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} applies to --mode {mode} only (mode is {args.mode})")
+            params[name] = value
+    return params
 
 
 def _options(items: Optional[List[str]]) -> dict:
@@ -483,7 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  ewoksxpcs run scan.h5::/1.1/measurement/eiger --poni eiger.poni --bins 20 "
         "--q-range 0.01 0.1 --output result.h5\n"
         "  ewoksxpcs run scan.h5::/1.1 --beam-center 511.5 520 --distance 5 --pixel-size 75e-6 "
-        "--energy 10 --bins 16 --sectors 4 --output result.h5",
+        "--energy 10 --bins 16 --sectors 4 --output result.h5\n"
+        "  ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode multitau --lags-per-level 8 "
+        "--output result.h5\n"
+        "  ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode twotime --twotime-bins 1 3 "
+        "--time-bin 10 --output twotime.h5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -531,6 +555,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--events-file", help="compact the frames into this events file first (for re-binning)"
+    )
+    g.add_argument(
+        "--mode",
+        default="linear",
+        choices=["linear", "multitau", "twotime"],
+        help="linear: every lag; multitau: log-spaced lags; twotime: two-time maps C(q, t1, t2) "
+        "and the g2 derived from them (default: linear)",
+    )
+    g.add_argument(
+        "--lags-per-level",
+        type=int,
+        metavar="M",
+        help="multitau: lags per level, even (default: 8)",
+    )
+    g.add_argument(
+        "--normalisation",
+        choices=["standard", "symmetric"],
+        help="multitau: g2 normalisation (default: standard)",
+    )
+    g.add_argument(
+        "--twotime-bins",
+        type=int,
+        nargs="+",
+        metavar="LABEL",
+        help="twotime: q-mask labels to map (default: every bin)",
+    )
+    g.add_argument(
+        "--time-bin",
+        type=int,
+        metavar="FRAMES",
+        help="twotime: frames summed per time bin (default: at most 10000 time bins)",
     )
     g = p.add_argument_group("output")
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")

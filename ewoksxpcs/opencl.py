@@ -10,6 +10,8 @@ A device is named by a *spec*:
 limits), cached per spec, so every correlator on a device shares one context and the programs
 compiled in it. :func:`build_program` compiles an OpenCL C file of ``ewoksxpcs.kernels``, with
 ``kernels/common.cl`` (64-bit atomic helpers) prepended, once per (device, file, defines).
+:func:`device_buffer` and :func:`zero_buffer` allocate and zero device buffers of any size
+(NVIDIA's ``clEnqueueFillBuffer`` hangs on fills of 2^31 bytes or more: a kernel does those).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ os.environ.setdefault("PYOPENCL_COMPILER_OUTPUT", "0")
 __all__ = [
     "OpenCLDevice",
     "OpenCLUnavailableError",
+    "FILL_MAX_BYTES",
     "build_program",
+    "device_buffer",
     "get_device",
     "get_kernel",
     "list_devices",
     "pinned_empty",
+    "zero_buffer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -301,3 +306,97 @@ def pinned_empty(dev: OpenCLDevice, shape, dtype) -> numpy.ndarray:
         return array
     except (pyopencl.Error, MemoryError):  # pinned memory exhausted: pageable memory works
         return numpy.empty(shape, dtype)
+
+
+#: Fills reaching past this byte (offset + size) are done by the ``kernels/fill.cl`` kernels
+#: instead of clEnqueueFillBuffer, which hangs or fails on NVIDIA's OpenCL from 2^31 bytes
+#: (pyopencl issue #395).
+FILL_MAX_BYTES = 2**31 - 1
+#: Largest launch of the zeroing kernels (grid-stride loops cover any size).
+_ZERO_GLOBAL = 1 << 20
+_ZERO_LOCAL = 256
+
+
+def device_buffer(dev: OpenCLDevice, queue, nbytes: int, zero: bool = False):
+    """A READ_WRITE device buffer of at least ``nbytes`` bytes (rounded up to a multiple of 8).
+
+    Parameters
+    ----------
+    dev : OpenCLDevice
+    queue : pyopencl.CommandQueue
+        Queue of the zeroing, if any (later work on another queue must wait for it).
+    nbytes : int
+        Bytes needed (>= 0; an empty request gives an 8-byte buffer).
+    zero : bool
+        Zero the whole buffer (with :func:`zero_buffer`).
+
+    Returns
+    -------
+    pyopencl.Buffer
+    """
+    import pyopencl
+
+    nbytes = int(nbytes)
+    if nbytes < 0:
+        raise ValueError(f"device_buffer: nbytes must be >= 0, got {nbytes}")
+    size = max(8, -(-nbytes // 8) * 8)
+    buf = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, size)
+    if zero:
+        zero_buffer(dev, queue, buf)
+    return buf
+
+
+def zero_buffer(dev: OpenCLDevice, queue, buf, offset: int = 0, nbytes: int | None = None,
+                wait_for=None):
+    """Enqueue the zeroing of bytes ``offset`` … ``offset + nbytes - 1`` of ``buf``, any size.
+
+    Ranges ending within the first :data:`FILL_MAX_BYTES` bytes use clEnqueueFillBuffer; larger
+    ones the ``zero_words``/``zero_bytes`` kernels of ``kernels/fill.cl`` (NVIDIA's fill hangs
+    on 2^31 bytes or more). Not blocking: the returned event (None for an empty range) marks
+    the end; work enqueued later on the same in-order ``queue`` sees zeros.
+
+    Parameters
+    ----------
+    dev : OpenCLDevice
+    queue : pyopencl.CommandQueue
+    buf : pyopencl.Buffer
+    offset : int
+        First byte.
+    nbytes : int, optional
+        Bytes to zero (default: to the end of the buffer).
+    wait_for : list of pyopencl.Event, optional
+        Events the zeroing waits for.
+    """
+    import pyopencl
+
+    size = int(buf.size)
+    offset = int(offset)
+    nbytes = size - offset if nbytes is None else int(nbytes)
+    if offset < 0 or nbytes < 0 or offset + nbytes > size:
+        raise ValueError(
+            f"zero_buffer: bytes {offset} … {offset + nbytes - 1} are outside the buffer of "
+            f"{size} bytes")
+    if nbytes == 0:
+        return None
+    if offset + nbytes <= FILL_MAX_BYTES:
+        aligned = offset % 8 == 0 and nbytes % 8 == 0
+        pattern = numpy.zeros(1, numpy.uint64 if aligned else numpy.uint8)
+        return pyopencl.enqueue_fill_buffer(queue, buf, pattern, offset, nbytes,
+                                            wait_for=wait_for)
+    # An unaligned head and tail byte by byte, the aligned middle as 64-bit words.
+    head = min(-offset % 8, nbytes)
+    words = (nbytes - head) // 8
+    tail = nbytes - head - 8 * words
+    parts = [("zero_bytes", offset, head), ("zero_words", (offset + head) // 8, words),
+             ("zero_bytes", offset + head + 8 * words, tail)]
+    event = None
+    for name, first, n in parts:
+        if n == 0:
+            continue
+        kernel = get_kernel(dev, "fill.cl", name)
+        kernel.set_args(buf, numpy.uint64(first), numpy.uint64(n))
+        local = min(_ZERO_LOCAL, dev.max_work_group_size)
+        glob = min(_ZERO_GLOBAL, -(-n // local) * local)
+        event = pyopencl.enqueue_nd_range_kernel(queue, kernel, (glob,), (local,),
+                                                 wait_for=wait_for if event is None else None)
+    return event

@@ -3,16 +3,25 @@
 Each function works without Ewoks, takes an optional :class:`~ewoksxpcs.cancel.CancelToken`
 and an optional ``progress(fraction)`` callback (fraction in [0, 1]), and returns plain data.
 
-Correlation *modes*: ``linear`` (every lag 0 … Nt−1; :func:`correlate_sums` and
-:func:`normalise_sums`). Further modes (multi-tau, two-time) register an entry in :data:`MODES`
-with their own ``correlate`` and ``normalise`` functions; the tasks dispatch on the name.
+Correlation *modes*, entries of :data:`MODES` with their own ``create``, ``correlate`` and
+``normalise`` functions (the tasks dispatch on the name):
+
+- ``linear``: every lag 0 … Nt−1 (:mod:`ewoksxpcs.correlators`, :mod:`ewoksxpcs.normalise`);
+- ``multitau``: log-spaced lags (:mod:`ewoksxpcs.multitau`); options ``lags_per_level`` and
+  ``normalisation``; the sums are :class:`~ewoksxpcs.multitau.MultiTauSums`, the result a
+  :class:`~ewoksxpcs.multitau.MultiTauResult`;
+- ``twotime``: two-time maps C(q, t1, t2) and the g2 derived from them
+  (:mod:`ewoksxpcs.twotime`); options ``twotime_bins`` (labels) and ``time_bin`` (frames); the
+  correlation step already yields the :class:`~ewoksxpcs.twotime.TwoTimeResult` (the maps are
+  not additive sums), which the normalisation step completes (τ axis, provenance).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy
 
@@ -23,6 +32,7 @@ __all__ = [
     "MODES",
     "register_mode",
     "check_mode",
+    "check_mode_options",
     "make_binning",
     "correlate_sums",
     "normalise_sums",
@@ -111,23 +121,118 @@ def _linear_normalise(sums, binning, method, device, s2_method, info):
     return normalise(sums, binning, method=method, device=device, s2_method=s2_method, info=info)
 
 
+def _multitau_create(binning, method, device, data, lags_per_level=None, normalisation=None,
+                     **options):
+    from .multitau import DEFAULT_LAGS_PER_LEVEL, create_multitau
+
+    correlator = create_multitau(
+        binning,
+        method=method,
+        device=device,
+        lags_per_level=DEFAULT_LAGS_PER_LEVEL if lags_per_level is None else lags_per_level,
+        normalisation=normalisation or "standard",
+        **options,
+    )
+    correlator.input_kind = "any"  # reads frames and EventStacks itself
+    return correlator
+
+
+def _multitau_correlate(correlator, data):
+    return correlator.compute_sums(data)
+
+
+def _multitau_normalise(sums, binning, method, device, s2_method, info, normalisation=None,
+                        lags_per_level=None):
+    from .multitau import normalise_multitau
+
+    if lags_per_level is not None and int(lags_per_level) != sums.lags_per_level:
+        raise ValueError(
+            f"lags_per_level={lags_per_level} differs from that of the sums ({sums.lags_per_level})"
+        )
+    return normalise_multitau(
+        sums, binning, normalisation or "standard", method=method, device=device, info=info
+    )
+
+
+def _twotime_create(binning, method, device, data, twotime_bins=None, time_bin=None, **options):
+    from .twotime import create_twotime
+
+    correlator = create_twotime(
+        binning, method=method, device=device, bins=twotime_bins, time_bin=time_bin, **options
+    )
+    correlator.input_kind = "any"  # reads frames and EventStacks itself
+    return correlator
+
+
+def _twotime_correlate(correlator, data):
+    # The maps are the product of this step (not additive): the result, completed later.
+    return correlator.correlate(data)
+
+
+def _twotime_normalise(result, binning, method, device, s2_method, info, twotime_bins=None,
+                       time_bin=None):
+    from .twotime import TwoTimeResult
+
+    if not isinstance(result, TwoTimeResult):
+        raise TypeError(
+            f"mode 'twotime' normalises a TwoTimeResult (Correlate mode 'twotime'), "
+            f"not a {type(result).__name__}"
+        )
+    if time_bin is not None and int(time_bin) != result.time_bin:
+        raise ValueError(f"time_bin={time_bin} differs from that of the maps ({result.time_bin})")
+    # A shallow copy (the maps are shared): the correlation step's output stays as it was.
+    return dataclasses.replace(
+        result,
+        method=method or result.method,
+        device=device or result.device,
+        info={**result.info, **info},
+    )
+
+
 #: mode name -> functions of the mode:
 #:
 #: - ``create(binning, method, device, data, **options)`` -> a correlator (``.name``,
-#:   ``.device_name``, ``.input_kind`` "dense"/"events", optional ``.auto_reason``);
+#:   ``.device_name``, ``.input_kind`` "dense"/"events"/"any", optional ``.auto_reason``);
 #: - ``correlate(correlator, data)`` -> additive sums (``.n_frames``);
-#: - ``normalise(sums, binning, method, device, s2_method, info)`` -> a result (``.lags``,
-#:   ``.labels``, ``.g2``, ``.g2_err``, ``.n_pixels``).
+#: - ``normalise(sums, binning, method, device, s2_method, info, **mode_options)`` -> a result
+#:   (``.lags`` frames, ``.labels``, ``.g2``, ``.g2_err``, ``.n_pixels``);
+#: - ``options``: names of the mode's options (keyword arguments of ``create`` and
+#:   ``normalise``).
 MODES: Dict[str, dict] = {}
 
 
-def register_mode(name: str, create: Callable, correlate: Callable, normalise: Callable) -> None:
+def register_mode(
+    name: str,
+    create: Callable,
+    correlate: Callable,
+    normalise: Callable,
+    options: Tuple[str, ...] = (),
+) -> None:
     """Make a correlation mode selectable in :func:`correlate_sums` / :func:`normalise_sums`
-    (and so in the Correlate and Normalise tasks)."""
-    MODES[name] = {"create": create, "correlate": correlate, "normalise": normalise}
+    (and so in the Correlate and Normalise tasks); ``options`` names its mode options."""
+    MODES[name] = {
+        "create": create,
+        "correlate": correlate,
+        "normalise": normalise,
+        "options": tuple(options),
+    }
 
 
 register_mode("linear", _linear_create, _linear_correlate, _linear_normalise)
+register_mode(
+    "multitau",
+    _multitau_create,
+    _multitau_correlate,
+    _multitau_normalise,
+    options=("lags_per_level", "normalisation"),
+)
+register_mode(
+    "twotime",
+    _twotime_create,
+    _twotime_correlate,
+    _twotime_normalise,
+    options=("twotime_bins", "time_bin"),
+)
 
 
 def check_mode(mode: str) -> str:
@@ -135,6 +240,54 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown correlation mode {mode!r}; available modes: {', '.join(MODES)}")
     return mode
+
+
+def check_mode_options(mode: str, mode_options: Optional[dict]) -> dict:
+    """The options of ``mode`` that are set (None values dropped), validated.
+
+    Raises
+    ------
+    ValueError
+        An option that the mode does not take (e.g. ``time_bin`` with mode ``multitau``), or a
+        bad value (``lags_per_level`` not an even integer >= 2, unknown ``normalisation``,
+        ``time_bin`` < 1, ``twotime_bins`` not a list of integer labels).
+    """
+    check_mode(mode)
+    given = {k: v for k, v in (mode_options or {}).items() if v is not None}
+    allowed = MODES[mode]["options"]
+    wrong = sorted(set(given) - set(allowed))
+    if wrong:
+        messages = []
+        for k in wrong:
+            owners = ", ".join(repr(m) for m, entry in MODES.items() if k in entry["options"])
+            messages.append(
+                f"option {k!r} does not apply to mode {mode!r}"
+                + (f" (it is an option of mode {owners})" if owners else "")
+            )
+        raise ValueError("; ".join(messages))
+    if "lags_per_level" in given:
+        from .multitau import check_lags_per_level
+
+        given["lags_per_level"] = check_lags_per_level(given["lags_per_level"])
+    if "normalisation" in given:
+        from .multitau import check_normalisation
+
+        check_normalisation(given["normalisation"])
+    if "time_bin" in given:
+        from .twotime import choose_time_bin
+
+        given["time_bin"] = choose_time_bin(None, given["time_bin"])
+    if "twotime_bins" in given:
+        bins = given["twotime_bins"]
+        if numpy.isscalar(bins):
+            bins = [bins]
+        arr = numpy.asarray(bins)
+        if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+            raise ValueError(
+                f"twotime_bins must be a non-empty list of integer labels, got {bins!r}"
+            )
+        given["twotime_bins"] = [int(v) for v in arr]
+    return given
 
 
 # ------------------------------------------------------------------------------ correlate
@@ -161,6 +314,7 @@ def correlate_sums(
     n_groups: int = DEFAULT_GROUPS,
     token: Optional[CancelToken] = None,
     progress: Progress = None,
+    mode_options: Optional[dict] = None,
 ) -> dict:
     """Correlate frames (or events) into the additive sums, with progress and cancellation.
 
@@ -176,6 +330,11 @@ def correlate_sums(
         Correlation mode (see :data:`MODES`).
     options : dict, optional
         Backend options (e.g. ``chunk_frames``).
+    mode_options : dict, optional
+        Options of the mode (None values ignored): ``multitau``: ``lags_per_level`` (even
+        int >= 2, default 8), ``normalisation`` ("standard" default, or "symmetric");
+        ``twotime``: ``twotime_bins`` (labels, default all), ``time_bin`` (frames per time bin,
+        default: the smallest giving at most 10 000 time bins).
     labels : sequence of int, optional
         Bins to keep (a label without pixel gives a NaN row), default: those present.
     bad_pixels : ndarray of bool (Ny, Nx), optional
@@ -185,23 +344,27 @@ def correlate_sums(
     Returns
     -------
     dict
-        ``sums`` (CorrelationSums), ``binning``, ``method`` and ``device`` used, ``auto_reason``,
-        ``mode``, ``mean_image`` (Ny, Nx) float64 counts per pixel per frame, ``n_frames``,
-        ``timings`` (s).
+        ``sums`` (CorrelationSums; MultiTauSums; TwoTimeResult), ``binning``, ``method`` and
+        ``device`` used, ``auto_reason``, ``mode``, ``mode_options`` (those set, validated: pass
+        them to :func:`normalise_sums`), ``mean_image`` (Ny, Nx) float64 counts per pixel per
+        frame, ``n_frames``, ``timings`` (s).
     """
     from .events import EventStack
     from .frames import as_frame_source
     from .load import EventFrameSource
 
-    check_mode(mode)
+    mode_options = check_mode_options(mode, mode_options)
     options = dict(options or {})
+    clash = sorted(set(options) & set(MODES[mode]["options"]))
+    if clash:
+        raise ValueError(f"give {', '.join(clash)} as mode options, not as engine options")
     t_start = time.perf_counter()
     binning = make_binning(qmask, labels=labels, bad_pixels=bad_pixels, n_groups=n_groups)
     is_events = isinstance(frames, EventStack)
     if not is_events:
         frames = as_frame_source(frames)
     binning.check_frame_shape(frames.frame_shape)
-    correlator = MODES[mode]["create"](binning, method, device, frames, **options)
+    correlator = MODES[mode]["create"](binning, method, device, frames, **mode_options, **options)
     if token is not None:
         token.check("correlation")
     n_frames = frames.n_frames
@@ -239,6 +402,7 @@ def correlate_sums(
         "device": str(getattr(correlator, "device_name", device or "cpu")),
         "auto_reason": getattr(correlator, "auto_reason", "") or "",
         "mode": mode,
+        "mode_options": mode_options,
         "mean_image": mean_image,
         "n_frames": int(n_frames),
         "timings": {"setup_s": t0 - t_start, "correlate_s": t1 - t0},
@@ -268,6 +432,7 @@ def normalise_sums(
     mode: str = "linear",
     info: Optional[dict] = None,
     s2_method: str = "auto",
+    mode_options: Optional[dict] = None,
 ) -> dict:
     """g2 with error bars, τ in seconds and q per bin from the sums.
 
@@ -281,19 +446,30 @@ def normalise_sums(
         q per bin, for the labels ``q_labels`` (default: the binning's labels).
     chi : ndarray (n,), optional
         Sector centre per bin (degrees), same labels as ``q``.
+    mode, mode_options
+        Correlation mode of the sums and its options (``mode_options`` of
+        :func:`correlate_sums`; multi-tau: ``normalisation``).
 
     Returns
     -------
     dict
-        ``result`` (CorrelationResult), ``g2``, ``g2_err`` (n_bins, n_τ), ``tau``,
-        ``tau_unit``, ``q``, ``chi``, ``labels``, ``n_pixels``.
+        ``result`` (CorrelationResult, MultiTauResult or TwoTimeResult), ``g2``, ``g2_err``
+        (n_bins, n_τ), ``tau``, ``tau_unit``, ``q``, ``chi``, ``labels``, ``n_pixels``. The
+        rows are the result's bins (two-time: the selected ones).
     """
-    check_mode(mode)
+    mode_options = check_mode_options(mode, mode_options)
     info = dict(info or {})
     info["mode"] = mode
-    result = MODES[mode]["normalise"](sums, binning, method, device, s2_method, info)
+    if mode_options:
+        info["mode_options"] = dict(mode_options)
+    normalise = MODES[mode]["normalise"]
+    result = normalise(sums, binning, method, device, s2_method, info, **mode_options)
     tau, tau_unit = tau_axis(result.lags, frame_period)
+    if hasattr(result, "frame_period"):  # multi-tau, two-time: τ of their own NeXus groups
+        result.frame_period = None if frame_period is None else float(frame_period)
     labels = result.labels
+    if q_labels is None and not numpy.array_equal(labels, binning.labels):
+        q_labels = binning.labels  # q given per bin of the binning; the rows are a selection
     if q is None:
         q_rows = labels.astype(numpy.float64)
     else:

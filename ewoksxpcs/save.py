@@ -19,6 +19,19 @@ Layout of the result file (``n_q`` bins, ``n_τ`` delays, Nt frames, (Ny, Nx) de
         sums                 NXcollection: n2, s2 (n_q, n_τ), frame_sums (Nt, n_q): the exact
                                      sums g2 was computed from (int64 for integer frames)
 
+Mode ``multitau``: ``g2`` is the multi-tau g2 (log-spaced τ), with ``level`` and ``n_pairs``
+per delay, ``normalisation`` and ``lags_per_level``; ``sums`` holds n2 and d2 (the
+denominator: s2 of each level for the standard normalisation). Mode ``twotime``: ``g2`` is the
+g2 derived from the two-time maps (diagonal means, standard error of the mean) of the selected
+bins, ``intensity`` is per time bin, and::
+
+        twotime              NXcollection  time_bin, n_frames
+            maps             NXdata  signal C (n_sel, nT, nT) float32, @interpretation image
+                                     (one map per bin: an image stack in ``silx view``), axes
+                                     labels, t1, t2 (s); q, frame_sums, n_pixels
+            g2               NXdata  derived g2 vs labels and tau (s)
+            partial_g2       NXdata  g2 of successive age segments
+
 Writing is atomic: everything goes to a temporary file in the output directory, renamed at
 the end, so a failure or a cancellation leaves no partial file; an existing file is replaced
 only with ``overwrite``.
@@ -195,6 +208,27 @@ def _dataset(
     return d
 
 
+_SUMS_DESCRIPTION = {
+    "linear": "g2 = n_pixels * n2 / s2; n2 = sum_t sum_p I(t,p) I(t+tau,p); "
+    "s2 = sum_t S(t) S(t+tau), S = frame_sums",
+    "multitau": "g2 = n_pixels * n2 / d2 per level L of frames summed 2^L at a time; "
+    "n2 = sum_t sum_p X_L(t,p) X_L(t+k,p); d2 = s2 of the level (standard normalisation) or "
+    "past sum * future sum / pairs (symmetric); frame_sums of the unsummed frames",
+    "twotime": "frame_sums: counts per time bin and bin; the maps are under twotime/maps",
+}
+
+
+_PLOT_TITLES = {"multitau": "{} (multi-tau)", "twotime": "{} (from the two-time maps)"}
+
+
+def _g2_title(result, mode: str) -> str:
+    if mode == "multitau":
+        return f"multi-tau g2(q, tau), {result.normalisation} normalisation"
+    if mode == "twotime":
+        return "g2(q, tau) from the two-time maps"
+    return "g2(q, tau)"
+
+
 def save_results(
     filename,
     result,
@@ -219,7 +253,8 @@ def save_results(
     ----------
     filename : str
         Result file (.h5).
-    result : CorrelationResult
+    result : CorrelationResult, MultiTauResult or TwoTimeResult
+        Its ``info["mode"]`` ("linear" by default) selects the layout.
     q : ndarray (n_q,)
         q of each row of ``result`` (``q_unit``).
     tau : ndarray (n_τ,)
@@ -262,7 +297,7 @@ def save_results(
         check_output(png, overwrite)
     now = datetime.datetime.now().astimezone().isoformat()
     info = dict(getattr(result, "info", {}) or {})
-    mode = info.get("mode", "linear")
+    mode = info.get("mode", getattr(result, "mode", "linear"))
     with atomic_output(filename, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["NX_class"] = "NXroot"
@@ -294,7 +329,7 @@ def save_results(
 
             q_label = f"q ({q_unit})" if q_unit else "bin"
             tau_label = f"tau ({tau_unit})"
-            g = _nxdata(proc, "g2", "g2", ["q", "tau"], title="g2(q, tau)")
+            g = _nxdata(proc, "g2", "g2", ["q", "tau"], title=_g2_title(result, mode))
             g.attrs["SILX_style"] = json.dumps({"axes_scale_types": ["linear", "log"]})
             _dataset(g, "g2", g2, long_name="g2", interpretation="spectrum")
             _dataset(g, "g2_errors", numpy.asarray(result.g2_err, dtype=numpy.float64))
@@ -305,6 +340,19 @@ def save_results(
             _dataset(g, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
             if chi is not None:
                 _dataset(g, "chi", numpy.asarray(chi, dtype=numpy.float64), units="deg")
+            if mode == "multitau":
+                _dataset(g, "level", numpy.asarray(result.level, dtype=numpy.int64))
+                _dataset(g, "n_pairs", numpy.asarray(result.n_pairs, dtype=numpy.int64))
+                g["normalisation"] = str(result.normalisation)
+                g["lags_per_level"] = int(result.lags_per_level)
+            if mode == "twotime":
+                g["description"] = (
+                    "g2 = mean over t of C(q, t, t + tau) of the two-time maps; errors: "
+                    "standard error of that mean"
+                )
+                tt = result.write_nexus(proc, "twotime")
+                for name in ("maps", "g2"):
+                    _dataset(tt[name], "q", q, units=q_unit or None, long_name=q_label)
 
             if fit is not None:
                 fg = _nxdata(
@@ -348,11 +396,13 @@ def save_results(
                 d.attrs["units"] = "counts/frame"
 
             fs = getattr(result, "frame_sums", None)
+            # Two-time frame sums are per time bin of time_bin frames.
+            time_bin = int(getattr(result, "time_bin", 1) or 1)
             if fs is not None:
                 fs = numpy.asarray(fs)
                 n_pix = numpy.asarray(result.n_pixels, dtype=numpy.float64)
                 with numpy.errstate(invalid="ignore", divide="ignore"):
-                    mean_t = (fs / n_pix[None, :]).T  # (n_q, Nt)
+                    mean_t = (fs / (n_pix[None, :] * time_bin)).T  # (n_q, Nt)
                 tg = _nxdata(
                     proc,
                     "intensity",
@@ -362,22 +412,20 @@ def save_results(
                 )
                 _dataset(tg, "intensity", mean_t, units="counts/frame", interpretation="spectrum")
                 _dataset(tg, "q", q, units=q_unit or None, long_name=q_label)
+                # Time of each row: frame index, or centre of the time bin (two-time).
+                t_frames = numpy.asarray(
+                    getattr(result, "times", numpy.arange(fs.shape[0])), dtype=numpy.float64
+                )
                 if frame_period is not None:
                     _dataset(
                         tg,
                         "time",
-                        numpy.arange(fs.shape[0]) * float(frame_period),
+                        t_frames * float(frame_period),
                         units="s",
                         long_name="time (s)",
                     )
                 else:
-                    _dataset(
-                        tg,
-                        "time",
-                        numpy.arange(fs.shape[0], dtype=numpy.float64),
-                        units="frame",
-                        long_name="time (frame)",
-                    )
+                    _dataset(tg, "time", t_frames, units="frame", long_name="time (frame)")
 
             pg = _nxdata(proc, "pixels_per_bin", "n_pixels", ["q"], title="pixels per bin")
             _dataset(pg, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
@@ -386,11 +434,8 @@ def save_results(
             # The exact sums g2 was computed from (those the result carries).
             sums = proc.create_group("sums")
             sums.attrs["NX_class"] = "NXcollection"
-            sums["description"] = (
-                "g2 = n_pixels * n2 / s2; n2 = sum_t sum_p I(t,p) I(t+tau,p); "
-                "s2 = sum_t S(t) S(t+tau), S = frame_sums"
-            )
-            for name in ("n2", "s2"):
+            sums["description"] = _SUMS_DESCRIPTION.get(mode, _SUMS_DESCRIPTION["linear"])
+            for name in ("n2", "s2", "d2"):
                 value = getattr(result, name, None)
                 if value is not None:
                     _dataset(sums, name, numpy.asarray(value), units="counts^2")
@@ -412,7 +457,7 @@ def save_results(
                 fit=fit,
                 chi=chi,
                 overwrite=overwrite,
-                title=title,
+                title=_PLOT_TITLES.get(mode, "{}").format(title),
             )
         except BaseException:
             _remove(os.path.abspath(filename))  # all or nothing

@@ -7,25 +7,10 @@
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 #endif
 
-#ifdef HAS_INT64_ATOMICS
-#pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
-
-inline void atomic_add_u64_global(volatile __global ulong *p, ulong v)
-{
-    atom_add(p, v);
-}
-
-inline void atomic_add_u64_local(volatile __local ulong *p, ulong v)
-{
-    atom_add(p, v);
-}
-
-#else
-// Without 64-bit atomics: add the low word atomically and carry into the high word. Only the
-// final value is exact (after all additions), which is all an accumulation needs.
+// 64-bit additions from 32-bit atomics: add the low word atomically and carry into the high
+// word. Only the final value is exact (after all additions), which is all an accumulation needs.
 // Little-endian devices (every GPU and CPU OpenCL targets).
-
-inline void atomic_add_u64_global(volatile __global ulong *p, ulong v)
+inline void atomic_add_u64_global_w32(volatile __global ulong *p, ulong v)
 {
     volatile __global uint *w = (volatile __global uint *)p;
     uint lo = (uint)v;
@@ -35,7 +20,7 @@ inline void atomic_add_u64_global(volatile __global ulong *p, ulong v)
     if (hi) atomic_add(w + 1, hi);
 }
 
-inline void atomic_add_u64_local(volatile __local ulong *p, ulong v)
+inline void atomic_add_u64_local_w32(volatile __local ulong *p, ulong v)
 {
     volatile __local uint *w = (volatile __local uint *)p;
     uint lo = (uint)v;
@@ -44,4 +29,26 @@ inline void atomic_add_u64_local(volatile __local ulong *p, ulong v)
     if (old + lo < old) hi += 1u;
     if (hi) atomic_add(w + 1, hi);
 }
+
+#ifdef HAS_INT64_ATOMICS
+#pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
+
+inline void atomic_add_u64_global(volatile __global ulong *p, ulong v)
+{
+    atom_add(p, v);
+}
+
+#else
+#define atomic_add_u64_global atomic_add_u64_global_w32
+#endif
+
+// LOCAL_ATOMICS_32: native 32-bit local atomics with a carry word are faster than 64-bit local
+// atomics on GPUs whose 64-bit shared-memory atomics are slow (NVIDIA).
+#if defined(HAS_INT64_ATOMICS) && !defined(LOCAL_ATOMICS_32)
+inline void atomic_add_u64_local(volatile __local ulong *p, ulong v)
+{
+    atom_add(p, v);
+}
+#else
+#define atomic_add_u64_local atomic_add_u64_local_w32
 #endif

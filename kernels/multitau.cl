@@ -232,11 +232,3 @@ __kernel void mt_events(__global const IN_T *values,
         slot += M - kmin;
     }
 }
-
-// Zero n 64-bit words (grid-stride loop, 64-bit index): clEnqueueFillBuffer hangs or fails on
-// NVIDIA's OpenCL for fills of 2^31 bytes or more (pyopencl issue #395).
-__kernel void zero_words(__global ulong *buf, const long n)
-{
-    for (long i = get_global_id(0); i < n; i += get_global_size(0))
-        buf[i] = 0;
-}

@@ -131,3 +131,139 @@ def test_photon_pairs_counted_over_binned_pixels():
 def test_bad_arguments(argv, message, capsys):
     assert main(argv + ["--no-peers"]) == 2
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- --suite gpu
+from ewoksxpcs import benchmark_gpu  # noqa: E402
+
+GPU_CASES = ["multitau", "twotime-10bins", "twotime-1bin-100k", "events-0.01", "events-0.1"]
+
+
+@pytest.fixture(scope="module")
+def gpu_smoke(tmp_path_factory):
+    """``--suite gpu`` at a tiny scale on the OpenCL CPU device (PoCL): status, table, JSON."""
+    from conftest import require_opencl
+
+    require_opencl("cpu")
+    path = tmp_path_factory.mktemp("bench_gpu") / "gpu.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["--suite", "gpu", "--scale", "0.003", "--device", "cpu",
+                       "--json", str(path)])
+    with open(path) as f:
+        doc = json.load(f)
+    return status, out.getvalue(), doc
+
+
+def test_gpu_suite_table_rows_and_figures(gpu_smoke):
+    status, text, doc = gpu_smoke
+    assert status == 0, text
+    assert doc["suite"] == "gpu" and doc["scale"] == 0.003 and doc["machine"]["cpu"]
+    rows = doc["rows"]
+    assert [r["case"] for r in rows] == GPU_CASES
+    header = next(line for line in text.splitlines() if line.startswith("case "))
+    for column in ("ours_s", "peer_s", "ratio", "target", "ours_MiB", "peer_MiB"):
+        assert column in header
+    for r in rows:
+        assert r["ours_s"] > 0 and r["ours_throughput"] > 0, r
+        assert r["ours_mem_mib"] > 0 and "error" not in r["note"], r
+        assert "Portable Computing Language" in r["ours_device"]
+        line = next(l for l in text.splitlines() if l.startswith(r["case"] + " "))
+        assert f"{r['ours_s']:.3f}" in line
+        if r["peer_s"] is None:  # peers missing (no torch/CUDA here) is reported, not an error
+            assert "peer not" in r["note"], r
+        else:
+            assert r["ratio"] == pytest.approx(r["peer_s"] / r["ours_s"])
+            assert r["meets_target"] == (r["ratio"] >= r["target"])
+    assert [r["target"] for r in rows] == [2.0, 1.0, 1.0, 10.0, 10.0]
+    assert "time_bin 10" in rows[2]["data"] and "1 bin(s)" in rows[2]["data"]
+
+
+def test_gpu_suite_events_exact_against_dynamix(gpu_smoke):
+    pytest.importorskip("dynamix")
+    _, _, doc = gpu_smoke
+    for r in doc["rows"][3:]:
+        assert r["peer"] == "dynamix EventCorrelator" and r["peer_s"] > 0
+        assert r["exact"] is True, r  # our int64 n2 equals dynamix's integer sums
+        assert r["g2_rel_diff"] < 1e-5  # dynamix normalises in float32
+        assert r["agreement"].startswith("n2 == dynamix int32 sums")
+        assert r["unit"] == "pairs/s"
+
+
+def test_gpu_suite_torch_peers_agree_on_cpu():
+    """boost_corr and the PyTorch two-time on torch's CPU device (no CUDA needed)."""
+    from conftest import require_opencl
+
+    require_opencl("cpu")
+    pytest.importorskip("torch")
+    pytest.importorskip("boost_corr")
+    rows = benchmark_gpu.run_gpu_suite(scale=0.003, device="cpu", torch_device="cpu",
+                                       cases=["multitau", "twotime-1bin-100k"], file=False)
+    for r in rows:
+        assert r["peer_s"] > 0 and r["g2_rel_diff"] < 1e-4, r
+
+
+def test_dense_poisson_counts():
+    frames = benchmark_gpu.dense_poisson((20, 30), 500, 0.3, seed=5)
+    assert frames.shape == (500, 20, 30) and frames.dtype == numpy.uint8
+    assert abs(frames.mean() - 0.3) < 0.01 and abs(frames.var() - 0.3) < 0.015  # Poisson
+    assert (frames >= 2).any()  # multiplicities add up
+    again = benchmark_gpu.dense_poisson((20, 30), 500, 0.3, seed=5)
+    assert numpy.array_equal(frames, again)
+
+
+def test_poisson_events_counts():
+    ev = benchmark_gpu.poisson_events((12, 10), 400, 0.2, seed=4, chunk_pixels=50)
+    dense = ev.to_dense()
+    assert dense.shape == (400, 12, 10) and ev.n_pixels == 120
+    assert abs(dense.mean() - 0.2) < 0.01 and abs(dense.var() - 0.2) < 0.015
+    assert (ev.values >= 1).all() and (ev.values >= 2).any()
+    for p in range(ev.n_pixels):  # times strictly ascending within a pixel
+        t = ev.times[ev.offsets[p]: ev.offsets[p + 1]].astype(numpy.int64)
+        assert (numpy.diff(t) > 0).all() and (t < 400).all()
+
+
+def test_opencl_memory_tracker():
+    from conftest import require_opencl
+
+    require_opencl("cpu")
+    import pyopencl
+
+    from ewoksxpcs.opencl import get_device
+
+    ctx = get_device("cpu").context
+    mf = pyopencl.mem_flags
+    original = pyopencl.Buffer
+    with benchmark_gpu.opencl_memory() as mem:
+        a = pyopencl.Buffer(ctx, mf.READ_WRITE, 1000)
+        b = pyopencl.Buffer(ctx, mf.READ_WRITE, 3000)
+        b.release()
+        c = pyopencl.Buffer(ctx, mf.READ_WRITE, 500)
+        pinned = pyopencl.Buffer(ctx, mf.READ_WRITE | mf.ALLOC_HOST_PTR, 10**6)
+    assert mem.peak == 4000  # a + b alive together; c after b's release; pinned not counted
+    assert pyopencl.Buffer is original
+    del a, c, pinned
+
+
+def test_boost_bin_g2_is_symmetric_normalisation():
+    # Two bins (columns 0-1 and 2-4), one lag: g2 = N·ΣG2 / (ΣIP·ΣIF).
+    G2 = numpy.zeros((1, 3, 5), numpy.float32)
+    G2[0, 0] = [1, 2, 3, 4, 5]
+    G2[0, 1] = [1, 1, 2, 2, 2]
+    G2[0, 2] = [2, 2, 1, 1, 1]
+    g2 = benchmark_gpu.boost_bin_g2(G2, numpy.array([0, 2, 5]))
+    numpy.testing.assert_allclose(g2, [[2 * 3 / (2 * 4)], [3 * 12 / (6 * 3)]])
+
+
+def test_gpu_cases_sizes_and_bad_arguments(capsys):
+    full = {c.name: c for c in benchmark_gpu.gpu_cases(1.0)}
+    assert full["multitau"].shape == (512, 1024) and full["multitau"].n_frames == 100_000
+    assert full["events-0.1"].shape == (1024, 1024) and full["events-0.1"].n_frames == 10_000
+    assert full["twotime-10bins"].n_frames == 10_000 and full["twotime-10bins"].n_bins == 10
+    assert full["twotime-1bin-100k"].max_frames == 10_000
+    with pytest.raises(ValueError, match="scale"):
+        benchmark_gpu.gpu_cases(0)
+    assert main(["--suite", "gpu", "--scale", "2", "--device", "cpu"]) == 2
+    assert "scale must be in (0, 1]" in capsys.readouterr().err
+    assert main(["--suite", "gpu", "--cases", "nope", "--device", "cpu"]) == 2
+    assert "unknown GPU benchmark case" in capsys.readouterr().err

@@ -251,6 +251,49 @@ def test_bad_input_one_line_nothing_written(scan, tmp_path, capsys, case):
             assert fh.read() == b"old"
 
 
+def test_run_modes(scan, tmp_path, capsys):
+    """``--mode multitau|twotime`` with their options: the result file holds their NXdata."""
+    from silx.io.nxdata import NXdata, get_default
+
+    from ewoksxpcs.multitau import multitau
+    from ewoksxpcs.twotime import twotime
+
+    filename, frames, labels = scan
+    common = [f"{filename}::/1.1", "--qmask", f"{filename}::/1.1/simulation/labels", "-q"]
+    mt = str(tmp_path / "mt.h5")
+    argv = ["run", *common, "-o", mt, "--mode", "multitau", "--lags-per-level", "4"]
+    assert main(argv + ["--normalisation", "standard"]) == 0
+    linear = correlate(frames, labels, method="reference")
+    expected = multitau(frames, labels, lags_per_level=4, method="numpy")
+    with h5py.File(mt, "r") as f:
+        nxdata = get_default(f)
+        assert "multi-tau" in nxdata.title and nxdata.axes_dataset_names[1] == "tau"
+        numpy.testing.assert_array_equal(nxdata.signal[()], expected.g2)
+        numpy.testing.assert_array_equal(nxdata.signal[:, :4], linear.g2[:, :4])  # level 0
+        numpy.testing.assert_allclose(nxdata.axes[1][()], expected.lags * 1e-3)
+    tt = str(tmp_path / "tt.h5")
+    argv = ["run", *common, "-o", tt, "--mode", "twotime", "--twotime-bins", "1", "3"]
+    assert main(argv + ["--time-bin", "3", "--no-plot"]) == 0
+    expected = twotime(frames, labels, bins=[1, 3], time_bin=3, method="numpy")
+    with h5py.File(tt, "r") as f:
+        assert get_default(f).signal.shape == (2, 20)
+        maps = NXdata(f["entry/xpcs/twotime/maps"])
+        assert maps.signal.shape == (2, 20, 20) and maps.interpretation == "image"
+        numpy.testing.assert_array_equal(maps.signal[()], expected.C)
+        assert f["entry/xpcs/parameters/correlate/mode_options/time_bin"][()] == 3
+    assert listing(tmp_path) == ["mt.h5", "mt_g2.png", "tt.h5"]
+    # An option of another mode, a bad value: one line, nothing written.
+    bad = str(tmp_path / "bad.h5")
+    assert main(["run", *common, "-o", bad, "--mode", "twotime", "--lags-per-level", "4"]) == 1
+    assert "--lags-per-level applies to --mode multitau only" in capsys.readouterr().err
+    assert main(["run", *common, "-o", bad, "--mode", "multitau", "--lags-per-level", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "lags_per_level must be an even integer >= 2, got 5" in err and err.count("\n") == 1
+    assert main(["run", *common, "-o", bad, "--mode", "circular"]) == 2
+    assert "invalid choice: 'circular'" in capsys.readouterr().err
+    assert listing(tmp_path) == ["mt.h5", "mt_g2.png", "tt.h5"]
+
+
 @pytest.mark.parametrize("engine", ["ppf", "dask"])
 def test_run_engines(scan, tmp_path, engine):
     filename, frames, labels = scan

@@ -120,16 +120,16 @@ def test_gpu_equals_numpy(rng, normalisation):
 def test_zero_kernel_path(rng, cpu, monkeypatch):
     """Buffers of 2^31 bytes or more are zeroed by a kernel (NVIDIA's fill hangs on them):
     force that path on small buffers."""
-    from ewoksxpcs.correlators import opencl_multitau
+    from ewoksxpcs import opencl
 
     import pyopencl
 
-    monkeypatch.setattr(opencl_multitau, "FILL_MAX_BYTES", 0)
-    dev = opencl_multitau.get_device(cpu)
+    monkeypatch.setattr(opencl, "FILL_MAX_BYTES", 0)
+    dev = opencl.get_device(cpu)
     queue = pyopencl.CommandQueue(dev.context)
-    buf = opencl_multitau.device_buffer(dev, queue, 8 * 1000)
+    buf = opencl.device_buffer(dev, queue, 8 * 1000)
     pyopencl.enqueue_copy(queue, buf, numpy.full(1000, -1, numpy.int64))
-    opencl_multitau.zero_buffer(dev, queue, buf)
+    opencl.zero_buffer(dev, queue, buf)
     back = numpy.ones(1000, numpy.int64)
     pyopencl.enqueue_copy(queue, back, buf)
     assert not back.any()

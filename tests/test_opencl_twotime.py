@@ -88,9 +88,9 @@ def test_gpu_equals_numpy(rng):
 
 def test_zero_kernel_path(rng, cpu, monkeypatch):
     """X of 2^31 bytes or more is zeroed by a kernel (NVIDIA's fill hangs on it): force it."""
-    from ewoksxpcs.correlators import opencl_multitau
+    from ewoksxpcs import opencl
 
-    monkeypatch.setattr(opencl_multitau, "FILL_MAX_BYTES", 0)
+    monkeypatch.setattr(opencl, "FILL_MAX_BYTES", 0)
     frames = rng.poisson(1.0, (90, 12, 13)).astype(numpy.uint8)
     q = _qmask()
     ref = twotime(frames, q, time_bin=3, method="numpy")

@@ -110,14 +110,14 @@ def test_tutorial_is_the_xpcs_workflow():
     assert defaults(ows) == defaults(ref)
 
 
-def _run(canvas, url, qmask, output, method="matmul"):
+def _run(canvas, url, qmask, output, method="matmul", **correlate_inputs):
     canvas.load_ows(TUTORIAL)
     canvas.set_input_values([
         {"label": "LoadFrames", "name": "url", "value": url},
         {"label": "BuildQMask", "name": "qmask", "value": qmask},
         {"label": "Correlate", "name": "method", "value": method},
         {"label": "SaveResults", "name": "output", "value": output},
-    ])
+    ] + [{"label": "Correlate", "name": k, "value": v} for k, v in correlate_inputs.items()])
     canvas.start_workflow()
     canvas.wait_widgets(timeout=60)
     return dict(canvas.iter_widgets_with_name())
@@ -164,6 +164,29 @@ def test_widget_chain_on_small_data(canvas, tmp_path):
     image = norm._twotime.getImage("ttcf")
     assert numpy.allclose(image.getData(), tt.C[1], equal_nan=True)
     assert "two-time maps of 2 bins" in norm._status.text()
+
+
+def test_twotime_run_through_the_widgets(canvas, tmp_path):
+    """Correlate mode 'twotime' in the tutorial: the Normalise widget shows the real maps."""
+    import h5py
+
+    from ewoksxpcs.twotime import twotime
+
+    urls, qmask, labels = make_scans(tmp_path, 1, n_frames=60)
+    output = str(tmp_path / "tt.h5")
+    widgets = _run(canvas, urls[0], qmask, output, method="numpy", mode="twotime",
+                   twotime_bins=[1, 3], time_bin=2)
+    expected = twotime(frames_of(urls[0]), labels, bins=[1, 3], time_bin=2, method="numpy")
+    norm = widgets["Normalise"]
+    assert norm.get_task_output_values()["result"].C.shape == (2, 30, 30)
+    assert "two-time maps of 2 bins, 30² time bins of 2 frame(s)" in norm._status.text()
+    norm._bin.setCurrentIndex(1)
+    image = norm._twotime.getImage("ttcf")
+    numpy.testing.assert_array_equal(image.getData(), expected.C[1])
+    assert len(norm._g2.getAllCurves()) == 2
+    assert "mode twotime" in widgets["Correlate"]._status.text()
+    with h5py.File(output, "r") as f:
+        numpy.testing.assert_array_equal(f["entry/xpcs/twotime/maps/C"][()], expected.C)
 
 
 def test_widget_failure_is_reported(canvas, tmp_path):

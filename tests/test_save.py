@@ -157,3 +157,42 @@ def test_plot_without_fit(tmp_path):
     assert os.path.getsize(name) > 1000
     with pytest.raises(FileExistsError):
         plot_g2(str(tmp_path / "p.png"), tau, g2, g2, [1.0, 2.0])
+
+
+def test_multitau_and_twotime_results(result, tmp_path):
+    """Results of the other modes, saved straight from the library: their NXdata layout."""
+    from silx.io.nxdata import NXdata
+
+    from ewoksxpcs.multitau import multitau
+    from ewoksxpcs.twotime import twotime
+
+    res, labels, frames = result
+    mt = multitau(frames, labels, lags_per_level=4, method="numpy", frame_period=1e-3)
+    tau, unit = tau_axis(mt.lags, 1e-3)
+    written = save_results(
+        str(tmp_path / "mt.h5"), mt, [0.01, 0.02], tau, png=str(tmp_path / "mt.png")
+    )
+    assert written["png"] == str(tmp_path / "mt.png")
+    with h5py.File(tmp_path / "mt.h5", "r") as f:
+        nxdata = get_default(f)
+        assert "multi-tau" in nxdata.title and nxdata.axes_dataset_names == ["q", "tau"]
+        numpy.testing.assert_array_equal(nxdata.signal[()], mt.g2)
+        numpy.testing.assert_allclose(
+            nxdata.axes[1][()], numpy.array([0, 1, 2, 3, 4, 6, 8, 12, 16, 24]) * 1e-3
+        )
+        # Level 0 of the standard normalisation: the linear g2.
+        numpy.testing.assert_array_equal(nxdata.signal[:, :4], res.g2[:, :4])
+        assert f["entry/xpcs/mode"][()] == b"multitau"
+        numpy.testing.assert_array_equal(f["entry/xpcs/g2/n_pairs"][()], mt.n_pairs)
+
+    tt = twotime(frames, labels, time_bin=4, method="numpy", frame_period=1e-3)
+    tau, unit = tau_axis(tt.lags, 1e-3)
+    save_results(str(tmp_path / "tt.h5"), tt, [0.01, 0.02], tau, frame_period=1e-3)
+    with h5py.File(tmp_path / "tt.h5", "r") as f:
+        assert get_default(f).group.name == "/entry/xpcs/g2"
+        maps = NXdata(f["entry/xpcs/twotime/maps"])
+        assert maps.signal.shape == (2, 10, 10) and maps.interpretation == "image"
+        numpy.testing.assert_array_equal(maps.signal[()], tt.C)
+        partial = NXdata(f["entry/xpcs/twotime/partial_g2"])
+        assert partial.is_valid and partial.signal.shape == tt.partial_g2.shape
+        numpy.testing.assert_allclose(f["entry/xpcs/intensity/time"][()], tt.times * 1e-3)

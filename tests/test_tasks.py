@@ -291,3 +291,141 @@ def test_save_results(scan, tmp_path):
     assert os.path.getmtime(tmp_path / "r.h5") == before
     out = run(SaveResults, **{**inputs, "overwrite": True, "plot": False, "fit": False})
     assert out["png"] is None and out["fit"] is None
+
+
+def _correlate_normalise(frames, sim, **correlate_inputs):
+    """Correlate → Normalise as the workflow links them (mode and mode options passed on)."""
+    out = run(Correlate, frames=frames, qmask=sim.labels, **correlate_inputs)
+    norm = run(
+        Normalise,
+        sums=out["sums"],
+        binning=out["binning"],
+        frame_period=1e-3,
+        q=sim.q,
+        method=out["method"],
+        device=out["device"],
+        mode=out["mode"],
+        mode_options=out["mode_options"],
+        parameters=out["parameters"],
+    )
+    return out, norm
+
+
+def test_multitau_through_the_tasks(scan, tmp_path):
+    from silx.io.nxdata import get_default
+
+    from ewoksxpcs.multitau import multitau
+
+    filename, frames, sim = scan
+    source = HDF5FrameSource(filename, "/1.1/measurement/eiger")
+    out, norm = _correlate_normalise(
+        source, sim, mode="multitau", lags_per_level=8, method="numpy", options={"chunk_frames": 25}
+    )
+    assert out["mode"] == "multitau" and out["mode_options"] == {"lags_per_level": 8}
+    assert out["parameters"]["correlate"]["mode_options"] == {"lags_per_level": 8}
+    numpy.testing.assert_allclose(out["mean_image"], frames.mean(axis=0))
+    # Level 0 (lags 0..7) is exactly the linear g2 of the same frames.
+    linear = correlate(frames, sim.labels, method="reference")
+    lags = numpy.round(norm["tau"] / 1e-3).astype(int)
+    assert lags[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14]
+    numpy.testing.assert_array_equal(norm["g2"][:, :8], linear.g2[:, :8])
+    numpy.testing.assert_allclose(norm["g2_err"][:, :8], linear.g2_err[:, :8], rtol=1e-12)
+    numpy.testing.assert_array_equal(norm["result"].n2[:, :8], linear.n2[:, :8])
+    lib = multitau(frames, sim.labels, lags_per_level=8, method="numpy")
+    numpy.testing.assert_array_equal(norm["g2"], lib.g2)
+    assert norm["result"].frame_period == 1e-3
+
+    saved = run(
+        SaveResults,
+        output=str(tmp_path / "mt.h5"),
+        result=norm["result"],
+        tau=norm["tau"],
+        q=norm["q"],
+        qmask=sim.labels,
+        mean_image=out["mean_image"],
+        frame_period=1e-3,
+        parameters=norm["parameters"],
+    )
+    assert os.path.exists(saved["png"]) and len(saved["fit"]["gamma"]) == 4
+    with h5py.File(saved["output"], "r") as f:
+        nxdata = get_default(f)  # the multi-tau g2, with errors, against q and tau
+        assert nxdata.group.name == "/entry/xpcs/g2" and "multi-tau" in nxdata.title
+        assert nxdata.axes_dataset_names == ["q", "tau"]
+        numpy.testing.assert_array_equal(nxdata.signal[()], norm["g2"])
+        numpy.testing.assert_array_equal(nxdata.errors[()], norm["g2_err"])
+        numpy.testing.assert_allclose(nxdata.axes[0][()], sim.q)
+        numpy.testing.assert_allclose(nxdata.axes[1][()], lib.lags * 1e-3)
+        proc = f["entry/xpcs"]
+        assert proc["mode"][()] == b"multitau"
+        assert proc["g2/normalisation"][()] == b"standard"
+        numpy.testing.assert_array_equal(proc["g2/level"][()], lib.level)
+        numpy.testing.assert_array_equal(proc["sums/n2"][()], lib.n2)
+        assert proc["sums/n2"].dtype == numpy.int64
+        numpy.testing.assert_array_equal(proc["sums/d2"][()], lib.d2)
+        assert proc["parameters/normalise/mode_options/lags_per_level"][()] == 8
+
+
+def test_twotime_through_the_tasks(scan, tmp_path):
+    from silx.io.nxdata import NXdata, get_default
+
+    from ewoksxpcs.twotime import twotime
+
+    filename, frames, sim = scan
+    source = HDF5FrameSource(filename, "/1.1/measurement/eiger")
+    out, norm = _correlate_normalise(
+        source, sim, mode="twotime", twotime_bins=[3, 1], time_bin=2, method="numpy"
+    )
+    assert out["mode_options"] == {"twotime_bins": [3, 1], "time_bin": 2}
+    assert out["parameters"]["correlate"]["time_bin_used"] == 2
+    expected = twotime(frames, sim.labels, bins=[1, 3], time_bin=2, method="numpy")
+    result = norm["result"]
+    assert result.C.shape == (2, 60, 60) and result.labels.tolist() == [1, 3]
+    numpy.testing.assert_array_equal(result.C, expected.C)
+    numpy.testing.assert_array_equal(norm["g2"], expected.g2)
+    numpy.testing.assert_allclose(norm["tau"], numpy.arange(60) * 2e-3)
+    numpy.testing.assert_array_equal(norm["q"], sim.q[[0, 2]])  # rows of the mapped bins
+
+    saved = run(
+        SaveResults,
+        output=str(tmp_path / "tt.h5"),
+        result=result,
+        tau=norm["tau"],
+        q=norm["q"],
+        qmask=sim.labels,
+        frame_period=1e-3,
+        parameters=norm["parameters"],
+    )
+    with h5py.File(saved["output"], "r") as f:
+        default = get_default(f)  # the g2 derived from the maps stays the default plot
+        assert default.group.name == "/entry/xpcs/g2" and default.signal.shape == (2, 60)
+        numpy.testing.assert_array_equal(default.signal[()], expected.g2)
+        maps = NXdata(f["entry/xpcs/twotime/maps"])
+        assert maps.is_valid and maps.signal.ndim == 3 and maps.interpretation == "image"
+        assert maps.signal_is_3d and maps.axes_dataset_names == ["labels", "t1", "t2"]
+        numpy.testing.assert_array_equal(maps.signal[()], expected.C)
+        numpy.testing.assert_allclose(maps.axes[1][()], (numpy.arange(60) * 2 + 0.5) * 1e-3)
+        numpy.testing.assert_allclose(f["entry/xpcs/twotime/maps/q"][()], sim.q[[0, 2]])
+        # Intensity per time bin: counts per pixel per frame.
+        intensity = f["entry/xpcs/intensity/intensity"][()]
+        assert intensity.shape == (2, 60)
+        numpy.testing.assert_allclose(
+            intensity[0], frames[:, sim.labels == 1].reshape(60, 2, -1).mean(axis=(1, 2))
+        )
+        assert f["entry/xpcs/mode"][()] == b"twotime"
+
+
+def test_mode_option_errors(scan):
+    filename, frames, sim = scan
+    with pytest.raises(Exception, match="option 'time_bin' does not apply to mode 'multitau'"):
+        run(Correlate, frames=frames, qmask=sim.labels, mode="multitau", time_bin=2)
+    with pytest.raises(Exception, match="option 'lags_per_level' does not apply to mode 'linear'"):
+        run(Correlate, frames=frames, qmask=sim.labels, lags_per_level=4)
+    with pytest.raises(Exception, match="lags_per_level must be an even integer >= 2, got 3"):
+        run(Correlate, frames=frames, qmask=sim.labels, mode="multitau", lags_per_level=3)
+    with pytest.raises(Exception, match="unknown multi-tau normalisation 'odd'"):
+        run(Correlate, frames=frames, qmask=sim.labels, mode="multitau", normalisation="odd")
+    with pytest.raises(Exception, match=r"twotime bins \[9\] are not qmask labels"):
+        run(Correlate, frames=frames, qmask=sim.labels, mode="twotime", twotime_bins=[9])
+    linear = run(Correlate, frames=frames, qmask=sim.labels, method="reference")
+    with pytest.raises(Exception, match="mode 'twotime' normalises a TwoTimeResult"):
+        run(Normalise, sums=linear["sums"], binning=linear["binning"], mode="twotime")

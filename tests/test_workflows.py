@@ -125,6 +125,59 @@ def test_xpcs_workflow(scan, tmp_path, engine):
         assert params["load/frame_period"][()] == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize(
+    "mode, options, engine",
+    [
+        ("multitau", {"lags_per_level": 4, "normalisation": "symmetric"}, "dask"),
+        ("twotime", {"twotime_bins": [2], "time_bin": 4}, "core"),
+    ],
+)
+def test_xpcs_workflow_modes(scan, tmp_path, mode, options, engine):
+    """The mode and its options are inputs of the correlate node of workflows/xpcs.json."""
+    from silx.io.nxdata import NXdata, get_default
+
+    from ewoksxpcs.multitau import multitau
+    from ewoksxpcs.twotime import twotime
+
+    filename, frames, sim = scan
+    out = str(tmp_path / "result.h5")
+    result = execute_graph(
+        workflow_path("xpcs"),
+        engine=engine,
+        **ENGINE_OPTIONS[engine],
+        inputs=inputs(
+            load={"url": f"{filename}::/1.1"},
+            qmask={
+                "qmask": f"{filename}::/1.1/simulation/labels",
+                "q_values": f"{filename}::/1.1/simulation/q",
+            },
+            correlate={"method": "numpy", "mode": mode, **options},
+            save={"output": out},
+        ),
+    )
+    assert result["png"] == str(tmp_path / "result_g2.png")
+    with h5py.File(out, "r") as f:
+        proc = f["entry/xpcs"]
+        assert proc["mode"][()] == mode.encode() and proc["method"][()] == b"numpy"
+        default = get_default(f)
+        assert default.group.name == "/entry/xpcs/g2"
+        assert default.axes_dataset_names == ["q", "tau"] and default.errors is not None
+        if mode == "multitau":
+            expected = multitau(frames, sim.labels, method="numpy", **options)
+            assert proc["g2/normalisation"][()] == b"symmetric"
+            numpy.testing.assert_array_equal(default.signal[()], expected.g2)
+            numpy.testing.assert_allclose(default.axes[1][()], expected.lags * 1e-3)
+            numpy.testing.assert_array_equal(default.axes[0][()], sim.q)
+        else:
+            expected = twotime(frames, sim.labels, bins=[2], time_bin=4, method="numpy")
+            numpy.testing.assert_array_equal(default.signal[()], expected.g2)
+            numpy.testing.assert_array_equal(default.axes[0][()], sim.q[[1]])
+            maps = NXdata(proc["twotime/maps"])
+            assert maps.signal.ndim == 3 and maps.interpretation == "image"
+            numpy.testing.assert_array_equal(maps.signal[()], expected.C)
+        assert proc["parameters/correlate/mode"][()] == mode.encode()
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_events_workflows(scan, tmp_path, engine):
     """Frames → events file + result; then events file → result with another q-mask."""

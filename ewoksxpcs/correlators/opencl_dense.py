@@ -31,7 +31,7 @@ import time
 import numpy
 
 from ..frames import FrameSource, as_frame_source
-from ..opencl import get_device, get_kernel, pinned_empty
+from ..opencl import get_device, get_kernel, pinned_empty, zero_buffer
 from ..result import CorrelationSums
 from .base import DenseCorrelator, accumulator_dtype
 from .registry import register
@@ -91,8 +91,7 @@ class _Growable:
                     f"largest buffer ({dev.max_mem_alloc} bytes)"
                 )
         new = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, cap * self.item_bytes)
-        pyopencl.enqueue_fill_buffer(dev.queue, new, numpy.zeros(1, numpy.uint32), 0,
-                                     cap * self.item_bytes)
+        zero_buffer(dev, dev.queue, new)
         if self.buffer is not None:
             pyopencl.enqueue_copy(dev.queue, new, self.buffer,
                                   byte_count=self.capacity * self.item_bytes)
@@ -335,8 +334,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
         self._cur, self._n_cur = None, 0
         rows = -(-n // T) * T
         if rows > n:  # zero the last block's missing frames
-            pyopencl.enqueue_fill_buffer(queue, buf, numpy.zeros(1, numpy.uint8),
-                                         n * self._row_bytes, (rows - n) * self._row_bytes)
+            zero_buffer(dev, queue, buf, n * self._row_bytes, (rows - n) * self._row_bytes)
         first = self._windows[-1].first_block + self._windows[-1].n_blocks if self._windows else 0
         m = rows // T
         self._D.ensure(first + m)

@@ -23,7 +23,7 @@ import logging
 import numpy
 
 from ..compact_opencl import compact_opencl
-from ..opencl import get_device, get_kernel
+from ..opencl import device_buffer, get_device, get_kernel
 from ..result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
@@ -146,7 +146,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     @classmethod
     def option_names(cls):
-        return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames")
+        return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames", "local_atomics")
 
     def __init__(self, qmask, device: str | None = None, **kwargs):
         super().__init__(qmask, device=device, **kwargs)
@@ -203,6 +203,13 @@ class OpenCLEventCorrelator(EventCorrelator):
         wg = self.options.get("work_group") or (1 if dev.kind == "cpu" else 256)
         wg = int(min(wg, dev.max_work_group_size))
         return strategy, wg, self._lag_tile()
+
+    def _local_atomics(self) -> int:
+        """Width of the local atomic adds: 32 (with a carry word) on GPUs, else 64."""
+        bits = self.options.get("local_atomics") or (32 if self.dev.kind == "gpu" else 64)
+        if bits not in (32, 64):
+            raise ValueError(f"local_atomics must be 32 or 64, got {bits!r}")
+        return int(bits)
 
     def _lag_tile(self) -> int:
         dev = self.dev
@@ -282,20 +289,19 @@ class OpenCLEventCorrelator(EventCorrelator):
         if n_tasks == 0:
             return out, frame_sums
         t = self._step("plan_s", t)
-        zero = numpy.zeros(1, numpy.int64)
         d_seg_i0, d_seg_end, d_seg_cum, d_task_seg, d_task_sub = (
             upload(a) for a in (seg_i0, seg_end, seg_cum, task_seg, task_sub))
-        d_n2 = pyopencl.Buffer(ctx, mf.READ_WRITE, out.nbytes)
-        pyopencl.enqueue_fill_buffer(queue, d_n2, zero, 0, out.nbytes)
+        d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
         if not is_float:
-            d_sums = pyopencl.Buffer(ctx, mf.READ_WRITE, frame_sums.nbytes)
-            pyopencl.enqueue_fill_buffer(queue, d_sums, zero, 0, frame_sums.nbytes)
+            d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
         t = self._step("upload_s", t)
         defines = {"VAL_T": _CTYPES[events.values.dtype.name], "L": lag_tile, "WG": wg}
         if is_float:
             defines["ACC_FLOAT"] = 1
         if strategy == "global":
             defines["DIRECT"] = 1
+        if self._local_atomics() == 32:
+            defines["LOCAL_ATOMICS_32"] = 1
         corr = get_kernel(dev, "events.cl", "event_corr", defines)
         sums = None if is_float else get_kernel(dev, "events.cl", "frame_sums", defines)
         # Launches of bounded size (GPU watchdogs, responsiveness).

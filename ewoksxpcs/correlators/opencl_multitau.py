@@ -48,7 +48,7 @@ from ..multitau import (
     n2_bound,
     normalise_multitau,
 )
-from ..opencl import get_device, get_kernel, pinned_empty
+from ..opencl import device_buffer, get_device, get_kernel, pinned_empty
 from ..qmask import DEFAULT_GROUPS, as_binning
 
 __all__ = ["OpenCLMultiTau", "default_device_memory", "CTYPES"]
@@ -70,36 +70,6 @@ UNKNOWN_LENGTH_LEVELS = 24
 WG = 128
 #: Work-group size of the per-pixel kernels.
 LOCAL = 64
-
-
-#: Largest zero fill done with clEnqueueFillBuffer; larger ones use the ``zero_words`` kernel
-#: (NVIDIA's fill hangs or fails from 2^31 bytes: pyopencl issue #395).
-FILL_MAX_BYTES = 2**31 - 1
-_ZERO_DEFINES = {"IN_T": "uchar", "VAL_T": "int", "ACC_T": "long", "M": 2, "KMIN": 0, "WG": 128}
-
-
-def device_buffer(dev, queue, nbytes: int, zero: bool = False):
-    """A READ_WRITE buffer of at least ``nbytes`` (rounded up to 8 bytes), zeroed if asked."""
-    import pyopencl
-
-    size = max(8, -(-int(nbytes) // 8) * 8)
-    buf = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, size)
-    if zero:
-        zero_buffer(dev, queue, buf)
-    return buf
-
-
-def zero_buffer(dev, queue, buf) -> None:
-    """Set a buffer (size a multiple of 8 bytes) to zero, on any size and driver."""
-    import pyopencl
-
-    size = int(buf.size)
-    if size <= FILL_MAX_BYTES:
-        pyopencl.enqueue_fill_buffer(queue, buf, numpy.zeros(1, numpy.uint64), 0, size)
-    else:
-        kern = get_kernel(dev, "multitau.cl", "zero_words", _ZERO_DEFINES)
-        kern.set_args(buf, numpy.int64(size // 8))
-        pyopencl.enqueue_nd_range_kernel(queue, kern, (1 << 20,), (256,))
 
 
 def default_device_memory(dev) -> int:

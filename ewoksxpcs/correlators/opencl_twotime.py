@@ -27,7 +27,7 @@ from typing import Optional
 import numpy
 
 from ..frames import as_frame_source
-from ..opencl import get_device, get_kernel, pinned_empty
+from ..opencl import device_buffer, get_device, get_kernel, pinned_empty
 from ..qmask import DEFAULT_GROUPS, as_binning
 from ..twotime import (
     DEFAULT_MAX_FRAMES,
@@ -46,7 +46,6 @@ from .opencl_multitau import (
     check_memory_option,
     copy_into,
     default_device_memory,
-    device_buffer,
 )
 
 __all__ = ["OpenCLTwoTime"]
@@ -164,7 +163,8 @@ class OpenCLTwoTime:
         pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pix_np)
         room = self.budget - x_bytes - TILE * n_t * 4
         chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_bytes))
-        chunk = int(max(1, min(chunk, room // (2 * frame_bytes), dev.max_mem_alloc // frame_bytes)))
+        chunk = int(max(1, min(chunk, room // (2 * frame_bytes), dev.max_mem_alloc // frame_bytes,
+                               source.n_frames or chunk)))  # no larger buffers than the stack
         copy_q = pyopencl.CommandQueue(ctx)
         frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_bytes)) for _ in range(2)]
         staging = [pinned_empty(dev, (chunk, frame_pixels), dtype) for _ in range(2)]

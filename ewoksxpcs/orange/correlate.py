@@ -4,7 +4,7 @@ import numpy
 
 from ..correlators import available_methods
 from ..tasks.correlate import Correlate
-from ._base import XpcsWidget, choice, integer, optional_text
+from ._base import XpcsWidget, choice, integer, optional_int, optional_text
 from .plots import LabelOverMeanPlot
 
 __all__ = ["OWCorrelate"]
@@ -34,6 +34,9 @@ class OWCorrelate(XpcsWidget, ewokstaskclass=Correlate):
         "method": choice(_methods(), "method"),
         "device": optional_text("OpenCL device"),
         "mode": choice(_modes(), "mode"),
+        "lags_per_level": optional_int("multi-tau: lags per level"),
+        "normalisation": optional_text("multi-tau: normalisation"),
+        "time_bin": optional_int("two-time: frames per time bin"),
         "n_groups": integer("pixel groups (errors)"),
     }
 

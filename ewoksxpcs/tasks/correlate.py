@@ -36,7 +36,31 @@ class Inputs(BaseInputModel):
     device: Optional[str] = Field(
         None, description="OpenCL device for OpenCL methods: 'cpu', 'gpu' or 'platform:device'."
     )
-    mode: str = Field("linear", description="Correlation mode: 'linear' (every lag).")
+    mode: str = Field(
+        "linear",
+        description="Correlation mode: 'linear' (every lag), 'multitau' (log-spaced lags) or "
+        "'twotime' (two-time maps C(q, t1, t2) and the g2 derived from them).",
+        examples=["linear", "multitau", "twotime"],
+    )
+    lags_per_level: Optional[int] = Field(
+        None,
+        description="Mode 'multitau': lags per level m (even, >= 2; default 8): lags "
+        "0..m-1 frames, then m/2 lags per level of frames summed pairwise.",
+    )
+    normalisation: Optional[str] = Field(
+        None,
+        description="Mode 'multitau': 'standard' (default: the linear g2 at level 0) or "
+        "'symmetric' (past/future mean intensities, as scikit-beam).",
+        examples=["standard", "symmetric"],
+    )
+    twotime_bins: Any = Field(
+        None, description="Mode 'twotime': q-mask labels to map (default: every bin)."
+    )
+    time_bin: Optional[int] = Field(
+        None,
+        description="Mode 'twotime': frames summed per time bin (default: the smallest "
+        "giving at most 10000 time bins).",
+    )
     options: Optional[dict] = Field(None, description="Engine options (e.g. chunk_frames).")
     n_groups: int = Field(
         DEFAULT_GROUPS, description="Pixel groups per bin for the jackknife errors.", ge=1
@@ -47,17 +71,30 @@ class Inputs(BaseInputModel):
 class Outputs(BaseOutputModel):
     sums: Any = Field(
         ...,
-        description="CorrelationSums: n2 (n_sub, n_lags), frame sums (Nt, n_sub), "
-        "lags (frames); counts, exact int64 for integer frames.",
+        description="CorrelationSums (linear): n2 (n_sub, n_lags), frame sums (Nt, n_sub), "
+        "lags (frames); counts, exact int64 for integer frames. MultiTauSums (multitau); "
+        "TwoTimeResult (twotime: the maps).",
     )
     binning: Any = Field(..., description="Binning the sums refer to (bins, pixel groups).")
     method: str = Field(..., description="Method used.")
     device: str = Field(..., description="Where it ran ('cpu' or the OpenCL device).")
     auto_reason: str = Field("", description="Why 'auto' chose the method.")
     mode: str = Field(..., description="Correlation mode.")
+    mode_options: dict = Field(
+        ..., description="Options of the mode that were set (for Normalise), e.g. normalisation."
+    )
     mean_image: Any = Field(None, description="Mean counts per pixel per frame (Ny, Nx) float64.")
     n_frames: int = Field(..., description="Frames correlated.")
     parameters: dict = Field(..., description="Parameters recorded so far (provenance).")
+
+
+def _mode_details(sums) -> dict:
+    """What a mode chose by itself (two-time: time bin and mapped bins), for the record."""
+    details = {}
+    if hasattr(sums, "time_bin"):
+        details["time_bin_used"] = int(sums.time_bin)
+        details["twotime_bins_used"] = [int(v) for v in sums.labels]
+    return details
 
 
 class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
@@ -78,6 +115,12 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
             n_groups=i.n_groups,
             token=self.token,
             progress=self.report,
+            mode_options={
+                "lags_per_level": i.lags_per_level,
+                "normalisation": i.normalisation,
+                "twotime_bins": i.twotime_bins,
+                "time_bin": i.time_bin,
+            },
         )
         for name in (
             "sums",
@@ -86,6 +129,7 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
             "device",
             "auto_reason",
             "mode",
+            "mode_options",
             "mean_image",
             "n_frames",
         ):
@@ -99,11 +143,13 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
                 "device": out["device"],
                 "auto_reason": out["auto_reason"],
                 "mode": i.mode,
+                "mode_options": out["mode_options"],
                 "options": i.options or {},
                 "n_groups": i.n_groups,
                 "n_frames": out["n_frames"],
                 "n_bins": int(out["binning"].n_bins),
                 "timings_s": out["timings"],
+                **_mode_details(out["sums"]),
             },
         )
         self.report(1.0)

@@ -29,12 +29,19 @@ class Inputs(BaseInputModel):
     device: str = Field("cpu", description="Device used (recorded).")
     auto_reason: str = Field("", description="Why 'auto' chose the method (recorded).")
     mode: str = Field("linear", description="Correlation mode of the sums.")
+    mode_options: Optional[dict] = Field(
+        None,
+        description="Options of the mode from Correlate (multitau: normalisation, "
+        "lags_per_level; twotime: twotime_bins, time_bin).",
+    )
     parameters: Optional[dict] = Field(None, description="Parameters recorded so far (provenance).")
 
 
 class Outputs(BaseOutputModel):
     result: Any = Field(
-        ..., description="CorrelationResult (g2, g2_err, n2, s2, lags, labels, n_pixels, ...)."
+        ...,
+        description="CorrelationResult (g2, g2_err, n2, s2, lags, labels, n_pixels, ...); "
+        "MultiTauResult (multitau); TwoTimeResult (twotime: maps C, derived g2).",
     )
     g2: Any = Field(..., description="g2 (n_bins, n_tau) float64.")
     g2_err: Any = Field(
@@ -67,6 +74,7 @@ class Normalise(XpcsTask, input_model=Inputs, output_model=Outputs):
             device=i.device,
             mode=i.mode,
             info=info,
+            mode_options=i.mode_options,
         )
         for name in ("result", "g2", "g2_err", "tau", "tau_unit", "q", "chi", "labels"):
             setattr(self.outputs, name, out[name])
@@ -78,6 +86,7 @@ class Normalise(XpcsTask, input_model=Inputs, output_model=Outputs):
                 "tau_unit": out["tau_unit"],
                 "q_unit": i.q_unit,
                 "mode": i.mode,
+                "mode_options": i.mode_options or {},
             },
         )
         self.report(1.0)
