@@ -1,6 +1,6 @@
 """The ``auto`` method: pick a backend from the data and the devices present.
 
-Rule (measurements behind it: README, "Choosing a method"):
+Rule (measurements behind it: README, "Benchmarks"):
 
 1. An EventStack, or sparse data (occupancy below ``SPARSE_OCCUPANCY``) → ``opencl-events`` when an
    OpenCL device is there; otherwise ``fft`` (a CPU method that reads events pixel block by block).
