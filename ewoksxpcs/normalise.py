@@ -29,7 +29,7 @@ from .autocorr import autocorrelate
 from .qmask import Binning
 from .result import CorrelationResult, CorrelationSums
 
-__all__ = ["normalise", "bin_sums", "jackknife_error"]
+__all__ = ["normalise", "bin_sums", "jackknife_error", "s2_rows"]
 
 _INT64_SAFE = 2**62
 
@@ -47,6 +47,67 @@ def _s2(series: numpy.ndarray, lags: numpy.ndarray, method: str) -> numpy.ndarra
             )
             series = series.astype(numpy.float64)
     return autocorrelate(series, method=method)[..., lags]
+
+
+def _s2_safe(series: numpy.ndarray) -> bool:
+    """Whether the exact int64 autocorrelation of integer ``series`` cannot overflow."""
+    if series.dtype.kind not in "iu" or not series.size:
+        return True
+    peak = int(numpy.abs(series).max())
+    return not (peak and peak * peak * series.shape[-1] >= _INT64_SAFE)
+
+
+def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = "auto") -> list:
+    """The autocorrelations :func:`normalise` needs, from the per-sub-bin frame sums.
+
+    Parameters
+    ----------
+    frame_sums : ndarray, (Nt, n_sub)
+        Per-frame sub-bin sums (int64 exact, or float64).
+    binning : Binning
+    lags : array_like of int
+        Lags wanted (frames).
+    s2_method : str
+        See :func:`ewoksxpcs.autocorr.autocorrelate`.
+
+    Returns
+    -------
+    list of (ndarray or None), one per bin
+        None for an empty bin; else (1 + G, n_lags) when the bin has G > 1 groups, (1, n_lags)
+        otherwise: row 0 is s2 of the bin sum S, row 1 + g of S − S_g (jackknife). int64 when
+        exact and within range, float64 otherwise.
+    """
+    lags = numpy.asarray(lags, dtype=numpy.int64)
+    frame_sums = numpy.asarray(frame_sums)
+    nb = binning.n_bins
+    n_frames = frame_sums.shape[0]
+    series, spans = [], []
+    for i in range(nb):
+        s0, s1 = int(binning.bin_sub_offsets[i]), int(binning.bin_sub_offsets[i + 1])
+        if s1 == s0:
+            spans.append(None)
+            continue
+        S_groups = frame_sums[:, s0:s1].T  # (G, Nt)
+        S_bin = S_groups.sum(axis=0)
+        rows = [S_bin[None, :]]
+        if s1 - s0 > 1:
+            rows.append(S_bin[None, :] - S_groups)
+        series.append(numpy.concatenate(rows, axis=0) if len(rows) > 1 else rows[0])
+        spans.append(len(series) - 1)
+    # One batched FFT for every bin whose exact sums fit int64 (the FFT's threads need work);
+    # the others each fall back to float64 with a warning.
+    out = [None] * len(series)
+    safe = [j for j, x in enumerate(series) if _s2_safe(x)]
+    if safe:
+        stacked = numpy.concatenate([series[j] for j in safe], axis=0)
+        c = autocorrelate(stacked, method=s2_method)[..., lags] if n_frames else stacked[..., lags]
+        edges = numpy.cumsum([0] + [series[j].shape[0] for j in safe])
+        for a, j in enumerate(safe):
+            out[j] = c[edges[a]: edges[a + 1]]
+    for j, x in enumerate(series):
+        if out[j] is None:
+            out[j] = _s2(x, lags, s2_method)
+    return [None if k is None else out[k] for k in spans]
 
 
 def jackknife_error(g2_loo: numpy.ndarray) -> numpy.ndarray:
@@ -94,6 +155,7 @@ def normalise(
     device: str = "cpu",
     s2_method: str = "auto",
     info: Optional[dict] = None,
+    s2: Optional[list] = None,
 ) -> CorrelationResult:
     """Compute g2, its jackknife error, n2 and s2 per bin from per-sub-bin sums.
 
@@ -108,10 +170,16 @@ def normalise(
     s2_method : {"auto", "direct", "fft"}
         How the autocorrelations of the frame sums are computed (see
         :func:`ewoksxpcs.autocorr.autocorrelate`); all are exact for integer data.
+    s2 : list, optional
+        ``s2_rows(sums.frame_sums, binning, sums.lags, s2_method)``, when already computed
+        (a backend may compute it while its device works on n2).
     """
     lags = numpy.asarray(sums.lags, dtype=numpy.int64)
     nb, nl = binning.n_bins, lags.size
     n2, frame_sums = bin_sums(sums, binning)
+    rows = s2_rows(sums.frame_sums, binning, lags, s2_method) if s2 is None else s2
+    if len(rows) != nb:
+        raise ValueError(f"s2 has {len(rows)} entries, the binning has {nb} bins")
     s2_list = []
     g2 = numpy.full((nb, nl), numpy.nan)
     g2_err = numpy.full((nb, nl), numpy.nan)
@@ -121,12 +189,7 @@ def normalise(
         if n_groups == 0:  # empty bin
             s2_list.append(numpy.zeros(nl, dtype=sums.frame_sums.dtype))
             continue
-        S_groups = sums.frame_sums[:, s0:s1].T  # (G, Nt)
-        S_bin = frame_sums[:, i]
-        series = [S_bin[None, :]]
-        if n_groups > 1:
-            series.append(S_bin[None, :] - S_groups)
-        c = _s2(numpy.concatenate(series, axis=0), lags, s2_method)
+        c = rows[i]
         s2_list.append(c[0])
         npix = int(binning.n_pixels[i])
         with numpy.errstate(invalid="ignore", divide="ignore"):

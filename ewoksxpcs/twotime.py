@@ -54,6 +54,8 @@ __all__ = [
     "diagonal_means",
     "g2_from_twotime",
     "partial_g2",
+    "segment_edges",
+    "moments_mean_err",
     "NumpyTwoTime",
     "twotime",
 ]
@@ -355,13 +357,30 @@ def diagonal_means(C: numpy.ndarray):
     mean = numpy.full((flat.shape[0], n), numpy.nan)
     err = numpy.full((flat.shape[0], n), numpy.nan)
     for i in range(flat.shape[0]):
-        s1, s2, cnt = _diagonal_sums(flat[i])
-        with numpy.errstate(invalid="ignore", divide="ignore"):
-            m = s1 / cnt
-            var = (s2 - cnt * m * m) / (cnt - 1)
-            mean[i] = numpy.where(cnt > 0, m, numpy.nan)
-            err[i] = numpy.where(cnt > 1, numpy.sqrt(numpy.maximum(var, 0) / cnt), numpy.nan)
+        mean[i], err[i] = moments_mean_err(*_diagonal_sums(flat[i]))
     return mean.reshape(C.shape[:-2] + (n,)), err.reshape(C.shape[:-2] + (n,))
+
+
+def moments_mean_err(s1, s2, cnt):
+    """Mean and standard error from sums ``s1``, sums of squares ``s2`` and counts ``cnt``
+    (arrays of one shape; float64, float64, int64); NaN where cnt < 1 (err: cnt < 2)."""
+    s1 = numpy.asarray(s1, dtype=numpy.float64)
+    s2 = numpy.asarray(s2, dtype=numpy.float64)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        m = s1 / cnt
+        var = (s2 - cnt * m * m) / (cnt - 1)
+        mean = numpy.where(cnt > 0, m, numpy.nan)
+        err = numpy.where(cnt > 1, numpy.sqrt(numpy.maximum(var, 0) / cnt), numpy.nan)
+    return mean, err
+
+
+def segment_edges(n_t: int, n_segments: int) -> numpy.ndarray:
+    """Boundaries (time bins, int64, n_segments' + 1) of the age segments of :func:`partial_g2`
+    (n_segments' = min(n_segments, max(nT, 1)))."""
+    if isinstance(n_segments, bool) or not isinstance(n_segments, (int, numpy.integer)) or n_segments < 1:
+        raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
+    n_segments = int(min(n_segments, max(n_t, 1)))
+    return (numpy.arange(n_segments + 1, dtype=numpy.int64) * n_t) // n_segments
 
 
 def g2_from_twotime(C: numpy.ndarray, time_bin: int = 1):
@@ -403,10 +422,8 @@ def partial_g2(C: numpy.ndarray, n_segments: int = DEFAULT_SEGMENTS, time_bin: i
         Segment boundaries in frames.
     """
     n_t = C.shape[-1]
-    if isinstance(n_segments, bool) or not isinstance(n_segments, (int, numpy.integer)) or n_segments < 1:
-        raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
-    n_segments = int(min(n_segments, max(n_t, 1)))
-    edges = (numpy.arange(n_segments + 1) * n_t) // n_segments
+    edges = segment_edges(n_t, n_segments)
+    n_segments = edges.size - 1
     length = int(numpy.diff(edges).max()) if n_t else 0
     g2 = numpy.full((C.shape[0], n_segments, length), numpy.nan)
     err = numpy.full_like(g2, numpy.nan)
@@ -419,11 +436,31 @@ def partial_g2(C: numpy.ndarray, n_segments: int = DEFAULT_SEGMENTS, time_bin: i
 
 
 def make_result(C, S, rows, binning, time_bin, n_frames, n_segments, frame_period,
-                method, device, info) -> TwoTimeResult:
-    """Assemble a :class:`TwoTimeResult` from maps and sums (shared by the backends)."""
-    g2, g2_err, lags = g2_from_twotime(C, time_bin)
-    pg2, pg2_err, plags, edges = partial_g2(C, n_segments, time_bin)
+                method, device, info, diag=None) -> TwoTimeResult:
+    """Assemble a :class:`TwoTimeResult` from maps and sums (shared by the backends).
+
+    ``diag``: optional (s1, s2, cnt), each (n_sel, 1 + n_segments', nT), the moments of the
+    upper diagonals of each whole map (index 0) and of its age segments (indices 1 …, row
+    ranges of :func:`segment_edges`), computed by the backend (e.g. on the device) in place of
+    :func:`g2_from_twotime` and :func:`partial_g2`.
+    """
     n_t = C.shape[-1]
+    if diag is None:
+        g2, g2_err, lags = g2_from_twotime(C, time_bin)
+        pg2, pg2_err, plags, edges = partial_g2(C, n_segments, time_bin)
+    else:
+        e = segment_edges(n_t, n_segments)
+        mean, err = moments_mean_err(*diag)
+        g2, g2_err = mean[:, 0], err[:, 0]
+        lags = numpy.arange(n_t, dtype=numpy.float64) * time_bin
+        length = int(numpy.diff(e).max()) if n_t else 0
+        pg2 = numpy.full((C.shape[0], e.size - 1, length), numpy.nan)
+        pg2_err = numpy.full_like(pg2, numpy.nan)
+        for k in range(e.size - 1):
+            w = int(e[k + 1] - e[k])
+            pg2[:, k, :w], pg2_err[:, k, :w] = mean[:, 1 + k, :w], err[:, 1 + k, :w]
+        plags = numpy.arange(length, dtype=numpy.float64) * time_bin
+        edges = (e * time_bin).astype(numpy.int64)
     return TwoTimeResult(
         C=C,
         labels=binning.labels[rows].copy(),

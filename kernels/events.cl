@@ -40,7 +40,7 @@ typedef ulong acc_t;
 #define HIST_ADD(p, v) (*(p) += (v))
 #endif
 
-// Launch: global (n_tasks * WG, n_tiles), local (WG, 1).
+// Launch: global (n * WG, n_tiles), local (WG, 1) for tasks task0 … task0 + n − 1.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void event_corr(__global const VAL_T *values,
                 __global const uint *times,
@@ -49,11 +49,12 @@ void event_corr(__global const VAL_T *values,
                 __global const long *seg_cum,   // (n_seg + 1,) running count of first events
                 __global const int *task_seg,   // (n_tasks + 1,) segments of each task
                 __global const int *task_sub,   // (n_tasks,) sub-bin of each task
+                const int task0,                // first task of this launch
                 const int tile0,
                 const int n_frames,
                 __global acc_t *n2)             // (n_sub, n_frames)
 {
-    const int task = get_group_id(0);
+    const int task = task0 + get_group_id(0);
     const int lid = get_local_id(0);
     const int k = task_sub[task];
 #ifdef DIRECT
@@ -126,12 +127,13 @@ void frame_sums(__global const VAL_T *values,
                 __global const long *seg_cum,
                 __global const int *task_seg,
                 __global const int *task_sub,
+                const int task0,
                 const int tile0,
                 const int n_frames,
                 const int n_sub,
                 __global ulong *sums)           // (n_frames, n_sub)
 {
-    const int task = get_group_id(0);
+    const int task = task0 + get_group_id(0);
     const int lid = get_local_id(0);
     const int k = task_sub[task];
 #ifdef DIRECT
@@ -173,4 +175,61 @@ void frame_sums(__global const VAL_T *values,
             atomic_add_u64_global((volatile __global ulong *)(sums + (long)(t0 + x) * n_sub + k), v);
     }
 #endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// The denominator's autocorrelations on the device (integer events; host side: _s2_device in
+// opencl_events.py). Row r of the series is a bin's frame sum minus, for the jackknife, one of
+// its groups: X[r][t] = Σ_{k0_r <= k < k1_r} S[t][k] − (ex_r >= 0 ? S[t][ex_r] : 0).
+// Launch: global (n_frames, n_rows), any local size.
+__kernel void s2_series(__global const long *S,          // (n_frames, n_sub) frame sums
+                        const int n_frames,
+                        const int n_sub,
+                        __global const int *row_k0,      // (n_rows,) first sub-bin of the bin
+                        __global const int *row_k1,      // (n_rows,) end sub-bin of the bin
+                        __global const int *row_ex,      // (n_rows,) group left out, or -1
+                        __global long *X)                // (n_rows, n_frames)
+{
+    const int t = get_global_id(0);
+    const int r = get_global_id(1);
+    if (t >= n_frames) return;
+    __global const long *st = S + (long)t * n_sub;
+    long v = 0;
+    for (int k = row_k0[r]; k < row_k1[r]; k++) v += st[k];
+    if (row_ex[r] >= 0) v -= st[row_ex[r]];
+    X[(long)r * n_frames + t] = v;
+}
+
+#ifndef SL
+#define SL 128
+#endif
+
+// Direct autocorrelation of each row, all lags: C[r][τ] = Σ_t X[r][t]·X[r][t+τ], exact int64
+// (the host checks that no sum can overflow). A work-group takes SL consecutive lags of one row;
+// the row passes through local memory in tiles of SL frames, with its shifted copy (2·SL).
+// Launch: global (ceil(n_frames / SL) * SL, n_rows), local (SL, 1).
+__kernel __attribute__((reqd_work_group_size(SL, 1, 1)))
+void s2_autocorr(__global const long *X, const int n_frames, __global long *C)
+{
+    const int r = get_group_id(1);
+    const int lid = get_local_id(0);
+    const int tau0 = get_group_id(0) * SL;
+    __global const long *x = X + (long)r * n_frames;
+    __local long a[SL];
+    __local long b[2 * SL];
+    long acc = 0;
+    for (int t0 = 0; t0 < n_frames - tau0; t0 += SL) {
+        // a[s] = x[t0 + s], b[u] = x[t0 + tau0 + u], zero past the end: the work-item of lag
+        // tau0 + lid adds a[s]·b[s + lid] = x[t]·x[t + τ] for t = t0 + s.
+        int u = t0 + lid;
+        a[lid] = u < n_frames ? x[u] : 0;
+        u = t0 + tau0 + lid;
+        b[lid] = u < n_frames ? x[u] : 0;
+        u += SL;
+        b[lid + SL] = u < n_frames ? x[u] : 0;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int s = 0; s < SL; s++) acc += a[s] * b[s + lid];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (tau0 + lid < n_frames) C[(long)r * n_frames + tau0 + lid] = acc;
 }

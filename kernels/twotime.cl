@@ -13,6 +13,9 @@
 //   TK      pixels per local-memory step of tt_gram
 
 // Time-bin frames into X: X[(t / b) - T_base, p] += in[i, pix[p]] for frames t = t0 + i.
+// With X_MAX defined (unsigned input, X narrower than any sum of b inputs, chosen to save
+// memory), a partial sum above X_MAX sets *ovf and the host redoes the pass with a wider X:
+// partial sums of unsigned values only grow, so no overflow goes unseen.
 // One work-item per pixel (no write conflicts). Launch: global (>= P).
 __kernel void tt_bin(__global const IN_T *in,
                      const long frame_pixels,
@@ -22,18 +25,32 @@ __kernel void tt_bin(__global const IN_T *in,
                      const long t0,
                      const long b,
                      const long nT,
-                     __global X_T *X)
+                     __global X_T *X,
+                     __global int *ovf)
 {
     const int p = get_global_id(0);
     if (p >= P)
         return;
     const long src = pix[p];
+#ifdef X_MAX
+    int over = 0;
+#endif
     for (int i = 0; i < n; i++) {
         const long T = (t0 + i) / b;
         if (T >= nT)
             break;
+#ifdef X_MAX
+        const ulong v = (ulong)X[T * P + p] + (ulong)in[(long)i * frame_pixels + src];
+        over |= v > X_MAX;
+        X[T * P + p] = (X_T)v;
+#else
         X[T * P + p] += (X_T)in[(long)i * frame_pixels + src];
+#endif
     }
+#ifdef X_MAX
+    if (over)
+        *ovf = 1;
+#endif
 }
 
 // Scatter events of the selected pixels into X: X[times / b, p] += value.
@@ -83,13 +100,16 @@ void tt_rowsums(__global const X_T *X,
 }
 
 #define TILE (TS * WPT)
+#define V4 (WPT / 4)  // float4 vectors of a work-item's rows (and columns); WPT % 4 == 0
 
 // Band of the two-time maps of several bins: rows T1 = r0 + i (i < R), columns T2 = r0 + j
 // (j < W), of C_z = N_z · X Xᵀ / (S_z S_zᵀ) over the columns col_off[z] .. col_off[z+1]-1 of X,
 // z = get_group_id(2) (one launch for all bins of a group keeps the device busy for short
 // series). Tiles entirely below the diagonal are skipped; with ``mirror`` (the whole map in one
-// band) each value is also written at its transposed place, otherwise the host mirrors. Work-item (tx, ty) of a group owns rows ty + TS*i and columns tx + TS*j of the
-// group's tile (conflict-free local reads).
+// band) each value is also written at its transposed place, otherwise the host mirrors.
+// Work-item (tx, ty) owns rows 4·ty + 4·TS·v + u and columns 4·tx + 4·TS·v + u (v < WPT/4,
+// u < 4) of the group's tile: its operands are read from local memory as float4 (a quarter of
+// the local loads of scalar reads; consecutive tx, consecutive 16-byte words: no conflicts).
 // Launch: global (ceil(W/TILE)*TS, ceil(R/TILE)*TS, n_bins), local (TS, TS, 1);
 // r0 a multiple of TILE. S (n_bins, nT), band (n_bins, R, W).
 __kernel __attribute__((reqd_work_group_size(TS, TS, 1)))
@@ -118,8 +138,9 @@ void tt_gram(__global const X_T *X,
     band += (long)z * R * W;
     const long row0 = r0 + (long)gy * TILE;
     const long col0 = r0 + (long)gx * TILE;
-    __local float As[TK][TILE + 1];
-    __local float Bs[TK][TILE + 1];
+    // Rows of TILE floats padded by one float4: 16-byte aligned, fewer bank conflicts on stores.
+    __local float4 As[TK][TILE / 4 + 1];
+    __local float4 Bs[TK][TILE / 4 + 1];
     float acc[WPT][WPT];
 #pragma unroll
     for (int i = 0; i < WPT; i++)
@@ -135,19 +156,20 @@ void tt_gram(__global const X_T *X,
             const int p = p0 + kk;
             const long ra = row0 + r;
             const long rb = col0 + r;
-            As[kk][r] = (p < c1 && ra < nT) ? (float)X[ra * P + p] : 0.0f;
-            Bs[kk][r] = (p < c1 && rb < nT) ? (float)X[rb * P + p] : 0.0f;
+            ((__local float *)As[kk])[r] = (p < c1 && ra < nT) ? (float)X[ra * P + p] : 0.0f;
+            ((__local float *)Bs[kk])[r] = (p < c1 && rb < nT) ? (float)X[rb * P + p] : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         // The micro-tile loops are unrolled so that a, bb and acc stay in registers.
         for (int kk = 0; kk < TK; kk++) {
             float a[WPT], bb[WPT];
 #pragma unroll
-            for (int i = 0; i < WPT; i++)
-                a[i] = As[kk][ty + TS * i];
-#pragma unroll
-            for (int j = 0; j < WPT; j++)
-                bb[j] = Bs[kk][tx + TS * j];
+            for (int v = 0; v < V4; v++) {
+                const float4 fa = As[kk][ty + TS * v];
+                const float4 fb = Bs[kk][tx + TS * v];
+                a[4 * v] = fa.x; a[4 * v + 1] = fa.y; a[4 * v + 2] = fa.z; a[4 * v + 3] = fa.w;
+                bb[4 * v] = fb.x; bb[4 * v + 1] = fb.y; bb[4 * v + 2] = fb.z; bb[4 * v + 3] = fb.w;
+            }
 #pragma unroll
             for (int i = 0; i < WPT; i++)
 #pragma unroll
@@ -158,13 +180,13 @@ void tt_gram(__global const X_T *X,
     }
 #pragma unroll
     for (int i = 0; i < WPT; i++) {
-        const long T1 = row0 + ty + TS * i;
+        const long T1 = row0 + 4 * ty + 4 * TS * (i / 4) + (i % 4);
         if (T1 >= nT || T1 - r0 >= R)
             continue;
         const float s1 = S[T1];
 #pragma unroll
         for (int j = 0; j < WPT; j++) {
-            const long T2 = col0 + tx + TS * j;
+            const long T2 = col0 + 4 * tx + 4 * TS * (j / 4) + (j % 4);
             if (T2 >= nT || T2 - r0 >= W)
                 continue;
             const float den = s1 * S[T2];
@@ -175,3 +197,43 @@ void tt_gram(__global const X_T *X,
         }
     }
 }
+
+#ifdef HAS_FP64
+// Moments of the upper diagonals of whole maps (the g2 of a two-time map and of its age
+// segments, without reading the maps back for it): for row range s, [bounds[2s], bounds[2s+1]),
+// and lag tau, over T in the range with T + tau in it and C[T, T+tau] finite:
+//   s1 = Σ C,  s2 = Σ C²,  cnt = number of terms   (double: as the host's float64 sums).
+// Consecutive work-items take consecutive lags: consecutive addresses of a row.
+// Launch: global (>= nT, n_ranges, n_maps). maps (n_maps, nT, nT); out (n_maps, n_ranges, nT).
+__kernel void tt_diag(__global const float *maps,
+                      const long nT,
+                      __global const long *bounds,
+                      __global double *s1,
+                      __global double *s2,
+                      __global long *cnt)
+{
+    const long tau = get_global_id(0);
+    const int s = get_global_id(1);
+    const int z = get_global_id(2);
+    if (tau >= nT)
+        return;
+    const long a = bounds[2 * s];
+    const long b = bounds[2 * s + 1];
+    __global const float *C = maps + (long)z * nT * nT;
+    double m1 = 0.0, m2 = 0.0;
+    long c = 0;
+    for (long T = a; T + tau < b; T++) {
+        const float v = C[T * nT + T + tau];
+        if (isfinite(v)) {
+            const double d = (double)v;
+            m1 += d;
+            m2 += d * d;
+            c++;
+        }
+    }
+    const long o = ((long)z * get_global_size(1) + s) * nT + tau;
+    s1[o] = m1;
+    s2[o] = m2;
+    cnt[o] = c;
+}
+#endif

@@ -15,11 +15,13 @@ DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
 
 #: Work splits: defaults; tiny lag tiles and tasks (many tiles, pixels split into segments);
 #: work-groups of 8 sharing a histogram through local atomics; direct global atomics.
+#: s2 on the device (direct int64 sums) and on the host (exact FFTs) on either device kind.
 SPLITS = [
     {},
-    {"strategy": "local", "lag_tile": 16, "task_pairs": 20},
-    {"strategy": "local", "lag_tile": 64, "task_pairs": 200, "work_group": 8},
-    {"strategy": "global", "task_pairs": 50, "work_group": 4},
+    {"strategy": "local", "lag_tile": 16, "task_pairs": 20, "s2_device": True},
+    {"strategy": "local", "lag_tile": 64, "task_pairs": 200, "work_group": 8, "s2_device": False},
+    {"strategy": "global", "task_pairs": 50, "work_group": 4, "s2_device": True},
+    {"upload_chunks": 3, "task_pairs": 30},  # kernels of each pixel chunk start on its upload
 ]
 
 
@@ -200,3 +202,51 @@ def test_errors(rng):
         create_correlator(q, method="opencl-events", device="cpu", lag_tile=0)
     with pytest.raises(ValueError, match="strategy must be 'local' or 'global'"):
         create_correlator(q, method="opencl-events", device="cpu", strategy="fast")
+
+
+def test_upload_through_small_staging_pieces(device, rng, monkeypatch):
+    """values/times cross the pinned staging ring in many pieces, copied by several threads."""
+    import pyopencl
+
+    from ewoksxpcs import opencl
+
+    monkeypatch.setattr(opencl, "STAGING_BYTES", 40)  # odd pieces: not multiples of 4 bytes
+    monkeypatch.setattr(opencl, "THREADED_COPY_BYTES", 8)
+    dev = opencl.get_device(device)
+    arrays = [rng.integers(0, 2**31, 1001).astype(numpy.uint32), rng.random(77),
+              numpy.zeros(0, numpy.uint8)]
+    bufs = [pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, max(a.nbytes, 1))
+            for a in arrays]
+    # The first array in two parts at byte offsets, as the event chunks are.
+    items = [(bufs[0], arrays[0][:333], 0), (bufs[0], arrays[0][333:], 333 * 4),
+             (bufs[1], arrays[1]), (bufs[2], arrays[2])]
+    seen = []
+    opencl.upload_pinned(dev, pyopencl.CommandQueue(dev.context), items,
+                         on_item=lambda i, e: seen.append((i, e is None)))
+    assert seen == [(0, False), (1, False), (2, False), (3, True)]
+    for buf, a in zip(bufs[:2], arrays[:2]):
+        back = numpy.empty_like(a)
+        pyopencl.enqueue_copy(dev.queue, back, buf)
+        assert numpy.array_equal(back, a)
+    frames = sparse_frames(rng, "uint16", (90, 6, 11))
+    q = qmask_of((6, 11))
+    q[:, 4:7] = 0  # pixel chunks without binned pixels: no tasks
+    ref = correlate(frames, q, method="reference")
+    for chunks in (1, 4, 200):
+        c = create_correlator(q, method="opencl-events", device=device, upload_chunks=chunks)
+        check_equal(c.correlate(compact(frames)), ref, "uint16")
+
+
+def test_s2_on_device_many_frames(device, rng):
+    """Device s2 over several lag work-groups and frame tiles equals the exact host FFT's."""
+    frames = sparse_frames(rng, "uint8", (300, 5, 9), rate=0.5)
+    q = qmask_of((5, 9))
+    events = compact(frames)
+    on = create_correlator(q, method="opencl-events", device=device, s2_device=True)
+    off = create_correlator(q, method="opencl-events", device=device, s2_device=False)
+    r_on, r_off = on.correlate(events), off.correlate(events)
+    assert r_on.info["timings"]["s2_s"] is not None
+    ref = correlate(frames, q, method="reference")
+    check_equal(r_on, ref, "uint8")
+    check_equal(r_off, ref, "uint8")
+    assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)

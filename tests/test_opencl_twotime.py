@@ -39,6 +39,11 @@ def test_dense_equals_numpy(rng, cpu, dtype, b):
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
     numpy.testing.assert_allclose(r.g2, ref.g2, rtol=2e-6)
+    numpy.testing.assert_allclose(r.g2_err, ref.g2_err, rtol=1e-5)
+    # g2 and the partial g2 from diagonal moments computed on the device (fp64 devices)
+    numpy.testing.assert_allclose(r.partial_g2, ref.partial_g2, rtol=2e-6)
+    numpy.testing.assert_allclose(r.partial_g2_err, ref.partial_g2_err, rtol=1e-5)
+    numpy.testing.assert_array_equal(r.segment_edges, ref.segment_edges)
     assert r.time_bin == b and r.method == "opencl"
 
 
@@ -58,6 +63,7 @@ def test_budget_bands_and_passes(rng, cpu):
     r = twotime(frames, q, method="opencl", device=cpu, max_device_memory=195_000)
     assert r.info["passes"] > 1  # bins in groups, one pass over the frames each
     _close(r.C, ref.C)
+    numpy.testing.assert_allclose(r.partial_g2, ref.partial_g2, rtol=2e-6)  # host moments
     with pytest.raises(ValueError, match="max_device_memory"):
         twotime(frames, q, method="opencl", device=cpu, max_device_memory=20_000)
     # a source read once cannot be read in several passes
@@ -98,3 +104,21 @@ def test_zero_kernel_path(rng, cpu, monkeypatch):
     _close(r.C, ref.C)
     r = twotime(compact(frames), q, time_bin=3, method="opencl", device=cpu)
     _close(r.C, ref.C)
+
+
+@pytest.mark.parametrize("bright", [False, True])
+def test_narrow_binned_x(rng, cpu, bright):
+    """Time-binned uint16 sums tried in uint8 (fewer passes) when the budget is tight; a sum
+    above 255 is flagged and the frames are read again with uint32: exact either way."""
+    frames = rng.poisson(1.0, (400, 12, 13)).astype(numpy.uint16)
+    if bright:
+        frames[7, 3, 4] = 200  # frames 4..7 of a pixel of bin 1 sum to > 255
+        frames[5, 3, 4] = 100
+    q = _qmask()
+    ref = twotime(frames, q, time_bin=4, method="numpy")
+    budget = 110_000  # X in uint32 needs 2 passes, in uint8 one
+    r = twotime(frames, q, time_bin=4, method="opencl", device=cpu, max_device_memory=budget)
+    _close(r.C, ref.C)
+    numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+    assert r.info["x_dtype"] == ("uint32" if bright else "uint8")
+    assert r.info["passes"] == (2 if bright else 1)

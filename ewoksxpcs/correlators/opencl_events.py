@@ -13,17 +13,28 @@ On GPUs a work-group of ``WG`` work-items shares the histogram through local ato
 work-group is one work-item and adds without atomics. The per-frame sub-bin sums are taken with
 the same tasks (integer events; float32 ones are summed on the host in a fixed order).
 
-Nothing is kept between calls: each call allocates and zeroes its own output.
+Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to the device in
+pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.upload_pinned`, in a thread
+of their own); each chunk's tasks are planned and launched as soon as its events are there, so
+the upload, the planning and the kernels overlap. The denominator's autocorrelations s2 are then
+summed directly on a GPU (exact int64, milliseconds) or, on CPU devices, by the host's exact FFTs
+while the device computes n2; normalisation gets them ready-made.
+
+Nothing is kept between calls but the device's pinned staging buffers: each call allocates and
+zeroes its own output.
 """
 
 from __future__ import annotations
 
 import logging
+import queue as queue_module
+import threading
 
 import numpy
 
 from ..compact_opencl import compact_opencl
-from ..opencl import device_buffer, get_device, get_kernel
+from ..normalise import _s2_safe, normalise, s2_rows
+from ..opencl import device_buffer, get_device, get_kernel, upload_pinned
 from ..result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
@@ -66,9 +77,13 @@ def plan_tasks(offsets, pix_sub, task_pairs: int | None, split: bool = True):
     task_sub : ndarray int32 (n_tasks,)
     """
     offsets = numpy.asarray(offsets, dtype=numpy.int64)
+    pix_sub = numpy.asarray(pix_sub)
     counts = numpy.diff(offsets)
     pixels = numpy.flatnonzero((pix_sub >= 0) & (counts > 0))
-    pixels = pixels[numpy.argsort(pix_sub[pixels], kind="stable")]
+    key = pix_sub[pixels]
+    if key.size and int(key.max()) < 2**15:
+        key = key.astype(numpy.int16)  # NumPy's stable sort of 16-bit keys is a radix sort
+    pixels = pixels[numpy.argsort(key, kind="stable")]
     i0 = offsets[pixels]
     end = offsets[pixels + 1]
     n = counts[pixels]
@@ -138,6 +153,14 @@ class OpenCLEventCorrelator(EventCorrelator):
         CPUs, 32 on GPUs).
     chunk_frames : int
         Frames per chunk when frames are compacted first.
+    upload_chunks : int
+        Pixel chunks of the events, each uploaded through pinned buffers and correlated as soon
+        as it is on the device (default: one per 256 MiB of events, at most 8; float32 events
+        use one).
+    s2_device : bool
+        Whether :meth:`correlate` computes the denominator s2 of integer events on the device
+        (direct exact int64 sums, after n2) instead of on the host (exact FFTs, while the device
+        computes n2). Default: on GPUs.
     """
 
     name = "opencl-events"
@@ -146,7 +169,8 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     @classmethod
     def option_names(cls):
-        return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames", "local_atomics")
+        return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames", "local_atomics",
+                "s2_device", "upload_chunks")
 
     def __init__(self, qmask, device: str | None = None, **kwargs):
         super().__init__(qmask, device=device, **kwargs)
@@ -157,7 +181,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         strategy = self.options.get("strategy")
         if strategy not in (None, "local", "global"):
             raise ValueError(f"option strategy must be 'local' or 'global', got {strategy!r}")
-        for opt in ("lag_tile", "work_group", "task_pairs", "chunk_frames"):
+        for opt in ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks"):
             value = self.options.get(opt)
             if value is not None and (not isinstance(value, (int, numpy.integer)) or value < 1):
                 raise ValueError(f"option {opt} must be a positive integer, got {value!r}")
@@ -219,6 +243,92 @@ class OpenCLEventCorrelator(EventCorrelator):
             raise ValueError(f"{dev.name} has too little local memory ({dev.local_mem} bytes)")
         return lag_tile
 
+    #: Set by correlate(): compute s2 on the host while the device computes n2 (_run sets _s2).
+    _s2_wanted = False
+    _s2 = None
+
+    def correlate(self, data, **info):
+        """As :meth:`Correlator.correlate`; s2 is computed while the device works on n2."""
+        import time
+
+        t0 = time.perf_counter()
+        self._s2_wanted, self._s2 = True, None
+        try:
+            sums = self.compute_sums(data)
+        finally:
+            self._s2_wanted = False
+        s2, self._s2 = self._s2, None
+        t1 = time.perf_counter()
+        result = normalise(sums, self.binning, method=self.name, device=self.device_name,
+                           s2_method=self.s2_method, info=info, s2=s2)
+        result.info.setdefault("timings", {}).update(
+            correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
+        if s2 is not None:
+            result.info["timings"]["s2_s"] = self.last_profile.get("s2_s")
+        return result
+
+    def _n_chunks(self, events, is_float: bool) -> int:
+        """Pixel chunks whose kernels start as soon as their events are uploaded (option
+        upload_chunks; default one per ~256 MiB of events, at most 8). float32 events: one
+        (a single writer per n2 element)."""
+        if is_float:
+            return 1
+        n = self.options.get("upload_chunks")
+        if n is None:
+            nbytes = events.values.nbytes + events.times.nbytes
+            n = min(8, -(-nbytes // (256 * 1024**2)))
+        return int(max(1, min(n, events.n_pixels)))
+
+    def _s2_lags(self) -> int:
+        """Lags per work-group of the device s2 kernel."""
+        return int(min(128, self.dev.max_work_group_size))
+
+    def _s2_on_device(self) -> bool:
+        """Whether correlate() takes s2 on the device (option s2_device; default: on GPUs)."""
+        choice = self.options.get("s2_device")
+        return self.dev.kind == "gpu" if choice is None else bool(choice)
+
+    def _s2_device(self, frame_sums, d_sums, n_frames, defines):
+        """s2 rows as :func:`ewoksxpcs.normalise.s2_rows` gives them, by direct exact int64
+        sums on the device (O(rows·Nt²): ~1e10 multiply-adds take milliseconds on a GPU, less
+        than the host's FFTs); None when a sum could leave the int64 range (the host then
+        falls back to float64 with a warning)."""
+        import pyopencl
+
+        b, dev, queue = self.binning, self.dev, self.dev.queue
+        k0, k1, ex, spans = [], [], [], []
+        for i in range(b.n_bins):
+            s0, s1 = int(b.bin_sub_offsets[i]), int(b.bin_sub_offsets[i + 1])
+            if s1 == s0:
+                spans.append(None)
+                continue
+            groups = [-1] + (list(range(s0, s1)) if s1 - s0 > 1 else [])
+            spans.append((len(k0), len(groups)))
+            k0 += [s0] * len(groups)
+            k1 += [s1] * len(groups)
+            ex += groups
+        if not k0:
+            return None
+        full = b.n_groups_per_bin > 0
+        bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
+        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
+            return None
+        n_rows = len(k0)
+        mf = pyopencl.mem_flags
+        rows = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                hostbuf=numpy.asarray(a, dtype=numpy.int32)) for a in (k0, k1, ex)]
+        d_x = device_buffer(dev, queue, n_rows * n_frames * 8)
+        d_c = device_buffer(dev, queue, n_rows * n_frames * 8)
+        sl = defines["SL"]
+        series = get_kernel(dev, "events.cl", "s2_series", defines)
+        auto = get_kernel(dev, "events.cl", "s2_autocorr", defines)
+        series(queue, (n_frames, n_rows), None, d_sums, numpy.int32(n_frames),
+               numpy.int32(b.n_sub), *rows, d_x)
+        auto(queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
+        c = numpy.empty((n_rows, n_frames), dtype=numpy.int64)
+        pyopencl.enqueue_copy(queue, c, d_c)
+        return [None if sp is None else c[sp[0]: sp[0] + sp[1]] for sp in spans]
+
     def _n2(self, events) -> numpy.ndarray:
         return self._run(events)[0]
 
@@ -232,6 +342,22 @@ class OpenCLEventCorrelator(EventCorrelator):
             self.last_profile[name] = self.last_profile.get(name, 0.0) + now - t0
             return now
         return t0
+
+    def _plan(self, events, pix_sub, is_float, n_frames):
+        """Kernel geometry and task size: (strategy, wg, lag_tile, n_tiles, task_pairs)."""
+        dev = self.dev
+        strategy, wg, lag_tile = self._geometry(is_float)
+        n_tiles = 1 if strategy == "global" else -(-n_frames // lag_tile)
+        task_pairs = self.options.get("task_pairs")
+        if is_float:
+            task_pairs = None  # one task per sub-bin
+        elif task_pairs is None:
+            total = int(_pairs(numpy.diff(events.offsets)[pix_sub >= 0]).sum())
+            target = 8 * dev.compute_units * (1 if dev.kind == "cpu" else 4)
+            task_pairs = max(total // max(1, target), 1)
+            if strategy == "local":  # amortise zeroing and flushing the histograms
+                task_pairs = max(task_pairs, 16 * lag_tile * n_tiles)
+        return strategy, wg, lag_tile, n_tiles, task_pairs
 
     def _run(self, events):
         """n2 (n_sub, n_frames) and frame sums (n_frames, n_sub) of ``events``."""
@@ -249,11 +375,10 @@ class OpenCLEventCorrelator(EventCorrelator):
         out = numpy.zeros((n_sub, n_frames), dtype=acc)
         if is_float and not dev.has_fp64:
             raise ValueError(f"float32 events need double precision; {dev.name} has no cl_khr_fp64")
-        pix_sub = events.pixel_sub_bins(self.binning)
-        frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
-                      else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
         if n_frames == 0 or events.n_events == 0:
-            return out, frame_sums
+            events.pixel_sub_bins(self.binning)  # validates the binning against the stack
+            return out, (events.frame_sums_for(self.binning) if is_float else
+                         numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
         if n_frames >= 2**31 or events.n_pixels >= 2**31:
             raise ValueError(f"too many frames or pixels for the OpenCL event kernel: "
                              f"{n_frames} frames, {events.n_pixels} pixels")
@@ -261,41 +386,67 @@ class OpenCLEventCorrelator(EventCorrelator):
         mf = pyopencl.mem_flags
 
         def upload(a):
-            # Non-blocking: the transfer overlaps the host's planning below.
+            # Small arrays: non-blocking pageable copies on the kernels' queue.
             a = numpy.ascontiguousarray(a)
             buf = pyopencl.Buffer(ctx, mf.READ_ONLY, max(a.nbytes, 1))
             if a.nbytes:
                 pyopencl.enqueue_copy(queue, buf, a, is_blocking=False)
             return buf
 
-        d_values = upload(events.values)
-        d_times = upload(events.times)
-        strategy, wg, lag_tile = self._geometry(is_float)
-        n_tiles = 1 if strategy == "global" else -(-n_frames // lag_tile)
-        task_pairs = self.options.get("task_pairs")
-        if is_float:
-            task_pairs = None  # one task per sub-bin
-        elif task_pairs is None:
-            total = int(_pairs(numpy.diff(events.offsets)[pix_sub >= 0]).sum())
-            target = 8 * dev.compute_units * (1 if dev.kind == "cpu" else 4)
-            task_pairs = max(total // max(1, target), 1)
-            if strategy == "local":  # amortise zeroing and flushing the histograms
-                task_pairs = max(task_pairs, 16 * lag_tile * n_tiles)
-        seg_i0, seg_end, seg_cum, task_seg, task_sub = plan_tasks(
-            events.offsets, pix_sub, task_pairs, split=not is_float)
-        n_tasks = task_sub.size
+        # values and times (5 B per event for uint8: GBs) go through pinned staging buffers in a
+        # thread of their own, in chunks of whole pixels: while this thread plans the tasks, and
+        # then launches each chunk's tasks as soon as its events are on the device.
+        n_chunks = self._n_chunks(events, is_float)
+        offsets = events.offsets
+        pix_edges = numpy.searchsorted(
+            offsets, numpy.linspace(0, events.n_events, n_chunks + 1).astype(numpy.int64))
+        pix_edges[0], pix_edges[-1] = 0, events.n_pixels
+        ev_edges = offsets[pix_edges]
+        d_values = pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.values.nbytes, 1))
+        d_times = pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.times.nbytes, 1))
+        items = []
+        for c in range(n_chunks):
+            e0, e1 = int(ev_edges[c]), int(ev_edges[c + 1])
+            items += [(d_values, events.values[e0:e1], e0 * events.values.itemsize),
+                      (d_times, events.times[e0:e1], e0 * events.times.itemsize)]
+        ready = queue_module.Queue()  # (item, event) as the uploads are enqueued
+
+        def upload_big():
+            try:
+                upload_pinned(dev, pyopencl.CommandQueue(ctx), items,
+                              on_item=lambda i, e: ready.put((i, e)))
+            except BaseException as e:  # re-raised in the caller's thread
+                ready.put((None, e))
+
+        uploader = threading.Thread(target=upload_big, name="ewoksxpcs-events-upload")
+        uploader.start()
+        try:
+            return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
+                                         d_values, d_times, out, upload, t)
+        finally:
+            uploader.join()
+
+    def _plan_and_launch(self, events, is_float, n_frames, n_chunks, pix_edges, ready,
+                         d_values, d_times, out, upload, t):
+        """The rest of :meth:`_run`, while the events are uploaded."""
+        import time
+
+        import pyopencl
+
+        dev, queue = self.dev, self.dev.queue
+        n_sub = self.binning.n_sub
+        pix_sub = events.pixel_sub_bins(self.binning)
+        frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
+                      else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
+        strategy, wg, lag_tile, n_tiles, task_pairs = self._plan(events, pix_sub, is_float,
+                                                                 n_frames)
         self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
-                                 n_tasks=int(n_tasks), n_tiles=n_tiles)
-        if n_tasks == 0:
-            return out, frame_sums
-        t = self._step("plan_s", t)
-        d_seg_i0, d_seg_end, d_seg_cum, d_task_seg, d_task_sub = (
-            upload(a) for a in (seg_i0, seg_end, seg_cum, task_seg, task_sub))
+                                 n_tiles=n_tiles, n_chunks=n_chunks, n_tasks=0)
         d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
         if not is_float:
             d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
-        t = self._step("upload_s", t)
-        defines = {"VAL_T": _CTYPES[events.values.dtype.name], "L": lag_tile, "WG": wg}
+        defines = {"VAL_T": _CTYPES[events.values.dtype.name], "L": lag_tile, "WG": wg,
+                   "SL": self._s2_lags()}
         if is_float:
             defines["ACC_FLOAT"] = 1
         if strategy == "global":
@@ -304,19 +455,62 @@ class OpenCLEventCorrelator(EventCorrelator):
             defines["LOCAL_ATOMICS_32"] = 1
         corr = get_kernel(dev, "events.cl", "event_corr", defines)
         sums = None if is_float else get_kernel(dev, "events.cl", "frame_sums", defines)
-        # Launches of bounded size (GPU watchdogs, responsiveness).
-        tiles_per_launch = max(1, min(n_tiles, (1 << 16) // max(1, n_tasks)))
-        for t0 in range(0, n_tiles, tiles_per_launch):
-            nt = min(tiles_per_launch, n_tiles - t0)
-            corr(queue, (n_tasks * wg, nt), (wg, 1), d_values, d_times, d_seg_i0, d_seg_end,
-                 d_seg_cum, d_task_seg, d_task_sub, numpy.int32(t0), numpy.int32(n_frames), d_n2)
-            if sums is not None:
-                sums(queue, (n_tasks * wg, nt), (wg, 1), d_values, d_times, d_seg_i0, d_seg_cum,
-                     d_task_seg, d_task_sub, numpy.int32(t0), numpy.int32(n_frames),
-                     numpy.int32(n_sub), d_sums)
-        t = self._step("kernels_s", t)
+        sums_copied = None
+        for c in range(n_chunks):
+            # Tasks of this chunk's pixels (event indices stay global), planned while the
+            # device works on the previous chunks and the next ones are uploaded.
+            p0, p1 = int(pix_edges[c]), int(pix_edges[c + 1])
+            seg_i0, seg_end, seg_cum, task_seg, task_sub = plan_tasks(
+                events.offsets[p0: p1 + 1], pix_sub[p0:p1], task_pairs, split=not is_float)
+            n_c = int(task_sub.size)
+            self.last_profile["n_tasks"] += n_c
+            # This chunk's events are on the device once its two copies are done.
+            waits = []
+            for _ in range(2):
+                i, e = ready.get()
+                if i is None:
+                    raise e
+                if e is not None:
+                    waits.append(e)
+            if n_c:
+                d_seg_i0, d_seg_end, d_seg_cum, d_task_seg, d_task_sub = (
+                    upload(a) for a in (seg_i0, seg_end, seg_cum, task_seg, task_sub))
+                # Launches of bounded size (GPU watchdogs, responsiveness). The frame sums come
+                # first (in-order queue), so that s2 can be computed from them while n2 is.
+                tiles_per_launch = max(1, min(n_tiles, (1 << 16) // n_c))
+                launches = [(t0, min(tiles_per_launch, n_tiles - t0))
+                            for t0 in range(0, n_tiles, tiles_per_launch)]
+                if sums is not None:
+                    for t0, nt in launches:
+                        sums(queue, (n_c * wg, nt), (wg, 1), d_values, d_times, d_seg_i0,
+                             d_seg_cum, d_task_seg, d_task_sub, numpy.int32(0), numpy.int32(t0),
+                             numpy.int32(n_frames), numpy.int32(n_sub), d_sums,
+                             wait_for=waits or None)
+                        waits = None  # in-order queue: later launches follow this one
+            if sums is not None and c == n_chunks - 1:
+                sums_copied = pyopencl.enqueue_copy(queue, frame_sums, d_sums, is_blocking=False)
+            if n_c:
+                for t0, nt in launches:
+                    corr(queue, (n_c * wg, nt), (wg, 1), d_values, d_times, d_seg_i0, d_seg_end,
+                         d_seg_cum, d_task_seg, d_task_sub, numpy.int32(0), numpy.int32(t0),
+                         numpy.int32(n_frames), d_n2, wait_for=waits or None)
+                    waits = None
+            queue.flush()
+        t = self._step("plan_kernels_s", t)
+        if self._s2_wanted:
+            if sums_copied is not None:
+                sums_copied.wait()
+            ts = time.perf_counter()
+            s2 = None
+            if sums is not None and self._s2_on_device():
+                s2 = self._s2_device(frame_sums, d_sums, n_frames, defines)  # queued after n2
+            if s2 is None:  # on the host, while the device works on n2
+                s2 = s2_rows(frame_sums, self.binning, numpy.arange(n_frames), self.s2_method)
+            self._s2 = s2
+            self.last_profile["s2_s"] = time.perf_counter() - ts
+        t = self._step("s2_wait_s", t)
         pyopencl.enqueue_copy(queue, out, d_n2)
-        if sums is not None:
-            pyopencl.enqueue_copy(queue, frame_sums, d_sums)
+        if sums_copied is not None:
+            sums_copied.wait()
         self._step("download_s", t)
         return out, frame_sums

@@ -48,7 +48,7 @@ from ..multitau import (
     n2_bound,
     normalise_multitau,
 )
-from ..opencl import device_buffer, get_device, get_kernel, pinned_empty
+from ..opencl import copy_into, device_buffer, get_device, get_kernel, pinned_empty
 from ..qmask import DEFAULT_GROUPS, as_binning
 
 __all__ = ["OpenCLMultiTau", "default_device_memory", "CTYPES"]
@@ -427,32 +427,6 @@ class OpenCLMultiTau:
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
         return result
-
-
-_COPY_POOL = None
-#: Copies larger than this are split over threads (NumPy releases the GIL while copying).
-THREADED_COPY_BYTES = 16 * 1024**2
-
-
-def copy_into(dst: numpy.ndarray, src: numpy.ndarray) -> None:
-    """dst[...] = src, split over a few threads for large arrays (pinned staging is the
-    host-side bottleneck of streaming: one memcpy per byte that goes to the device)."""
-    global _COPY_POOL
-    if dst.nbytes < THREADED_COPY_BYTES or dst.shape[0] < 2:
-        dst[...] = src
-        return
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    n_threads = max(1, min(8, (os.cpu_count() or 1)))
-    if _COPY_POOL is None:
-        _COPY_POOL = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="ewoksxpcs-copy")
-    edges = numpy.linspace(0, dst.shape[0], min(n_threads, dst.shape[0]) + 1).astype(int)
-
-    def part(i):
-        dst[edges[i]: edges[i + 1]] = src[edges[i]: edges[i + 1]]
-
-    list(_COPY_POOL.map(part, range(edges.size - 1)))
 
 
 def _round_up(n: int, m: int) -> int:

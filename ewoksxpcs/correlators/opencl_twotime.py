@@ -4,14 +4,21 @@ Frames stream host → device through two page-locked staging buffers (transfer 
 its own queue, overlapped with the compute of chunk k, as in
 :mod:`ewoksxpcs.correlators.opencl_multitau`); ``tt_bin`` gathers the selected pixels on the
 device and sums them into time bins of ``time_bin`` frames, X (nT, n_sel_pixels), kept on the
-device (native dtype when ``time_bin`` = 1: one byte per pixel-frame for uint8). EventStacks are
-scattered into X by ``tt_events`` instead. Then ``tt_rowsums`` gives S(T) of each bin and
-``tt_gram`` computes the upper triangle of C for all bins of a group in one launch (128×128
-tiles on GPUs, 64×64 on CPUs; float sums over the bin's pixels, normalised in the epilogue).
-When a whole map fits the budget the kernel also writes the lower triangle and the maps are
-read straight into the result; otherwise C is computed in bands of rows that the host mirrors.
+device (native dtype when ``time_bin`` = 1: one byte per pixel-frame for uint8; otherwise the
+smallest integer type that holds any sum of ``time_bin`` values, and, when that would take more
+passes or not fit, uint8 first: the kernel flags a sum above 255 and the frames are read again
+with the safe type). EventStacks are scattered into X by ``tt_events`` instead. Then
+``tt_rowsums`` gives S(T) of each bin and ``tt_gram`` computes the upper triangle of C (128×128
+tiles on GPUs, 64×64 on CPUs, the next pixels prefetched into registers during the products;
+float sums over the bin's pixels, normalised in the epilogue).
 
-Memory: X, one band of the map, and the two chunk buffers must fit ``max_device_memory``
+Whole maps: device memory for one map (nT² float32) is kept when it fits half the budget; the
+kernel then also writes the lower triangle, ``tt_diag`` sums the diagonals of the map and of its
+age segments (fp64 devices: g2 and partial g2 without a host pass over the maps) and the map is
+read straight into the result, one or more bins per launch. Otherwise C is computed in bands of
+rows that the host mirrors, and the g2 is computed on the host.
+
+Memory: X, the map (or a band), and the two chunk buffers must fit ``max_device_memory``
 (default: min(8 GiB, half the device memory)); when X of all selected bins does not fit, bins
 are processed in groups, one pass over the frames per group (the source must be re-readable).
 The result itself, n_sel·nT² float32, is on the host: bound it with ``time_bin`` or
@@ -35,13 +42,13 @@ from ..twotime import (
     TwoTimeResult,
     choose_time_bin,
     make_result,
+    segment_edges,
     select_bins,
 )
 from .opencl_multitau import (
     CTYPES,
     LOCAL,
     DEFAULT_CHUNK_BYTES,
-    _abs_max,
     _round_up,
     check_memory_option,
     copy_into,
@@ -58,6 +65,10 @@ WG = 128
 TS, TK = 16, 16
 WPT_GPU, WPT_CPU = 8, 4
 TILE = TS * WPT_GPU
+
+
+class _Overflow(Exception):
+    """A time-binned sum did not fit the narrow X type tried first."""
 
 
 class OpenCLTwoTime:
@@ -104,29 +115,46 @@ class OpenCLTwoTime:
 
     # ------------------------------------------------------------------ helpers
     def _x_type(self, dtype, b):
-        """(C type, numpy dtype) of X for frames of ``dtype`` summed ``b`` at a time."""
+        """(C type, numpy dtype) of X for frames of ``dtype`` summed ``b`` at a time: the
+        smallest integer type that holds any sum of ``b`` values (X is the largest buffer)."""
         dtype = numpy.dtype(dtype)
         if b == 1:
             return CTYPES[str(dtype)], dtype
         if dtype.kind == "f":
             return "float", numpy.dtype(numpy.float32)
-        return ("int", numpy.dtype(numpy.int32)) if _abs_max(dtype) * b < 2**31 else (
-            "long", numpy.dtype(numpy.int64))
+        info = numpy.iinfo(dtype)
+        lo, hi = int(info.min) * b, int(info.max) * b
+        kinds = (("uchar", numpy.uint8), ("ushort", numpy.uint16), ("uint", numpy.uint32)) \
+            if lo == 0 else (("char", numpy.int8), ("short", numpy.int16), ("int", numpy.int32))
+        for c_type, np_type in kinds:
+            t = numpy.iinfo(np_type)
+            if t.min <= lo and hi <= t.max:
+                return c_type, numpy.dtype(np_type)
+        return "long", numpy.dtype(numpy.int64)
 
-    def _kernel(self, name, in_t, x_t, float_data):
+    def _map_reserve(self, n_t):
+        """Device bytes kept for the maps: one whole map (written in both halves by the kernel,
+        read straight into the result) when it fits half the budget, else one band of rows."""
+        whole = n_t * n_t * 4 + 3 * n_t * 8 * (1 + self.n_segments)  # map, diagonal moments
+        return whole if whole <= self.budget // 2 else 0
+
+    def _kernel(self, name, in_t, x_t, float_data, x_max=None):
         acc_t = "double" if (float_data and self.dev.has_fp64) else ("float" if float_data else "long")
         defines = {"IN_T": in_t, "X_T": x_t, "ACC_T": acc_t, "WG": WG, "TS": TS, "WPT": self.wpt,
                    "TK": TK}
+        if x_max is not None:
+            defines["X_MAX"] = f"{int(x_max)}UL"
         return get_kernel(self.dev, "twotime.cl", name, defines)
 
     def _groups(self, n_t, x_size, fixed):
         """Split the selected bins into groups that fit the budget: per bin its columns of X, a
         band of TILE map rows and its sums; ``fixed`` for the chunk buffers."""
-        room = self.budget - fixed - n_t * 8
+        reserve = self._map_reserve(n_t)
+        room = self.budget - fixed - n_t * 8 - reserve
         groups, current, used = [], [], 0
         for j in range(self.rows.size):
             w = int(self.col_offsets[j + 1] - self.col_offsets[j])
-            cost = n_t * w * x_size + TILE * n_t * 4 + n_t * 4
+            cost = n_t * w * x_size + (0 if reserve else TILE * n_t * 4) + n_t * 4
             if cost > room:
                 raise ValueError(
                     f"two-time of bin {int(self.binning.labels[self.rows[j]])} needs "
@@ -142,6 +170,12 @@ class OpenCLTwoTime:
         if current:
             groups.append(current)
         return groups
+
+    def _groups_or_none(self, n_t, x_size, fixed):
+        try:
+            return self._groups(n_t, x_size, fixed)
+        except ValueError:
+            return None
 
     # ------------------------------------------------------------------ X on the device
     def _x_from_frames(self, source, group, b, n_t, x_t, x_np, queue):
@@ -161,7 +195,7 @@ class OpenCLTwoTime:
         x_bytes = max(8, n_t * P * x_np.itemsize)
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
         pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pix_np)
-        room = self.budget - x_bytes - TILE * n_t * 4
+        room = self.budget - x_bytes - (self._map_reserve(n_t) or TILE * n_t * 4)
         chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_bytes))
         chunk = int(max(1, min(chunk, room // (2 * frame_bytes), dev.max_mem_alloc // frame_bytes,
                                source.n_frames or chunk)))  # no larger buffers than the stack
@@ -169,7 +203,11 @@ class OpenCLTwoTime:
         frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_bytes)) for _ in range(2)]
         staging = [pinned_empty(dev, (chunk, frame_pixels), dtype) for _ in range(2)]
         copy_evt, done_evt = [None, None], [None, None]
-        kern = self._kernel("tt_bin", CTYPES[str(dtype)], x_t, dtype.kind == "f")
+        narrow = x_np.kind == "u" and self._x_type(dtype, b)[1].itemsize > x_np.itemsize
+        kern = self._kernel("tt_bin", CTYPES[str(dtype)], x_t, dtype.kind == "f",
+                            int(numpy.iinfo(x_np).max) if narrow else None)
+        ovf = pyopencl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR,
+                              hostbuf=numpy.zeros(1, numpy.int32))
         t = 0
         slot = 0
         queue.finish()
@@ -187,13 +225,19 @@ class OpenCLTwoTime:
                     wait_for=[done_evt[s]] if done_evt[s] is not None else None)
                 copy_q.flush()
                 kern.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, numpy.int32(P),
-                              numpy.int32(n), numpy.int64(t), numpy.int64(b), numpy.int64(n_t), X)
+                              numpy.int32(n), numpy.int64(t), numpy.int64(b), numpy.int64(n_t), X, ovf)
                 done_evt[s] = pyopencl.enqueue_nd_range_kernel(
                     queue, kern, (_round_up(P, LOCAL),), (LOCAL,), wait_for=[copy_evt[s]])
                 queue.flush()
                 t += n
         queue.finish()
         copy_q.finish()
+        if narrow:
+            flag = numpy.zeros(1, numpy.int32)
+            pyopencl.enqueue_copy(queue, flag, ovf)
+            if flag[0]:
+                X.release()
+                raise _Overflow()
         return X, P, t
 
     def _x_from_events(self, events, group, b, n_t, x_t, x_np, queue):
@@ -256,9 +300,16 @@ class OpenCLTwoTime:
             pyopencl.enqueue_copy(queue, S, S_dev)
             S_out[:, j] = S
             S_host[z] = S
+        room = self.budget - X.size - n_b * n_t * 4 - n_t * 8
+        map_bytes = n_t * n_t * 4
+        if self._map_reserve(n_t) and room - 3 * n_t * 8 * (1 + self.n_segments) >= map_bytes:
+            room -= 3 * n_t * 8 * (1 + self.n_segments)  # the moments of the diagonals
+            self._whole_maps(k_gram, X, P, group, n_t, col_off, S_host, C, room // map_bytes,
+                             queue)
+            return
+        self._diag = None  # bands: the g2 moments come from the host
         S_f = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=S_host)
         col_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=col_off)
-        room = self.budget - X.size - n_b * n_t * 4 - n_t * 8
         R = int(max(TILE, min(_round_up(n_t, TILE), (room // max(1, n_b * n_t * 4)) // TILE * TILE)))
         band_dev = pyopencl.Buffer(ctx, mf.WRITE_ONLY, max(4, n_b * R * n_t * 4))
         tile = TS * self.wpt
@@ -293,6 +344,47 @@ class OpenCLTwoTime:
         self._timing["gram_s"] += t_kernel
         self._timing["mirror_s"] += t_host
 
+    def _whole_maps(self, k_gram, X, P, group, n_t, col_off, S_host, C, n_fit, queue):
+        """Whole maps of ``n_fit`` bins of ``group`` per launch: the kernel computes the upper
+        triangle and writes both halves, the maps are read straight into C (no host mirror)."""
+        import pyopencl
+
+        ctx = self.dev.context
+        mf = pyopencl.mem_flags
+        n_b = len(group)
+        k = int(max(1, min(n_b, n_fit)))
+        maps_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, max(4, k * n_t * n_t * 4))
+        if self._diag is not None:
+            n_r = self._bounds_np.size // 2
+            self._diag_dev = [pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, k * n_r * n_t * 8))
+                              for _ in range(3)]
+        tile = TS * self.wpt
+        g = -(-n_t // tile) * TS
+        t0 = time.perf_counter()
+        for z0 in range(0, n_b, k):
+            z1 = min(n_b, z0 + k)
+            S_f = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                  hostbuf=numpy.ascontiguousarray(S_host[z0:z1]))
+            col_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                      hostbuf=numpy.ascontiguousarray(col_off[z0: z1 + 1]))
+            k_gram.set_args(X, numpy.int32(P), col_buf, numpy.int64(n_t), numpy.int64(0),
+                            numpy.int32(n_t), numpy.int32(n_t), S_f, numpy.int32(1), maps_dev)
+            pyopencl.enqueue_nd_range_kernel(queue, k_gram, (g, g, z1 - z0), (TS, TS, 1))
+            # groups are consecutive bins: C[group[z0] : group[z1 - 1] + 1] is one block
+            j0, j1 = group[z0], group[z0] + (z1 - z0)
+            if self._diag is not None:  # g2 moments while the maps are on the device
+                n_r = self._bounds_np.size // 2
+                self._k_diag.set_args(maps_dev, numpy.int64(n_t), self._bounds, *self._diag_dev)
+                pyopencl.enqueue_nd_range_kernel(queue, self._k_diag,
+                                                 (_round_up(n_t, LOCAL), n_r, z1 - z0),
+                                                 (LOCAL, 1, 1))
+                for host, dev_buf in zip(self._diag, self._diag_dev):
+                    pyopencl.enqueue_copy(queue, host[j0:j1], dev_buf)
+            # (the copy's size is that of the host block: the first z1 - z0 maps)
+            pyopencl.enqueue_copy(queue, C[j0:j1], maps_dev)
+        queue.finish()
+        self._timing["gram_s"] += time.perf_counter() - t0
+
     # ------------------------------------------------------------------ public
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         import pyopencl
@@ -321,7 +413,17 @@ class OpenCLTwoTime:
         x_t, x_np = self._x_type(dtype, b)
         frame_bytes = int(self.binning.shape[0] * self.binning.shape[1]) * dtype.itemsize
         fixed = 0 if is_events else 2 * frame_bytes
-        groups = self._groups(n_t, x_np.itemsize, fixed)
+        groups = self._groups_or_none(n_t, x_np.itemsize, fixed)
+        safe = (x_t, x_np)
+        if (not is_events and b > 1 and x_np.kind == "u" and x_np.itemsize > 1
+                and source.reiterable and (groups is None or len(groups) > 1)):
+            # Binned counts are usually small: try X in uint8 (a flag tells when a sum does not
+            # fit and the frames are read again with the safe type), for fewer passes.
+            narrow = self._groups_or_none(n_t, 1, fixed)
+            if narrow is not None and (groups is None or len(narrow) < len(groups)):
+                groups, x_t, x_np = narrow, "uchar", numpy.dtype(numpy.uint8)
+        if groups is None:
+            groups = self._groups(n_t, safe[1].itemsize, fixed)  # raises the budget error
         if len(groups) > 1 and source is not None and not source.reiterable:
             raise ValueError(
                 f"the selected bins need {len(groups)} passes over the frames to fit "
@@ -332,14 +434,41 @@ class OpenCLTwoTime:
         S_all = numpy.zeros((n_t, n_sel), dtype=numpy.float64 if float_data else numpy.int64)
         queue = pyopencl.CommandQueue(self.dev.context)
         frames_read = n_frames
+        self._diag = None
+        if self.dev.has_fp64 and n_t:
+            # Moments of the diagonals (whole map, then each age segment) computed on the
+            # device from each whole map: the host g2 pass over n_sel·nT² values is the cost.
+            e = segment_edges(n_t, self.n_segments)
+            self._bounds_np = numpy.concatenate(
+                [[0, n_t], numpy.stack([e[:-1], e[1:]], axis=1).ravel()]).astype(numpy.int64)
+            self._bounds = pyopencl.Buffer(self.dev.context, pyopencl.mem_flags.READ_ONLY
+                                           | pyopencl.mem_flags.COPY_HOST_PTR,
+                                           hostbuf=self._bounds_np)
+            n_r = self._bounds_np.size // 2
+            self._diag = [numpy.empty((n_sel, n_r, n_t), numpy.float64),
+                          numpy.empty((n_sel, n_r, n_t), numpy.float64),
+                          numpy.empty((n_sel, n_r, n_t), numpy.int64)]
+            self._k_diag = self._kernel("tt_diag", "uchar", "uchar", False)
         timing = {"fill_s": 0.0, "maps_s": 0.0}
         self._timing = timing = dict(timing, gram_s=0.0, mirror_s=0.0)
-        for group in groups:
+        gi = 0
+        while gi < len(groups):
+            group = groups[gi]
+            gi += 1
             tg = time.perf_counter()
             if is_events:
                 X, P, frames_read = self._x_from_events(data, group, b, n_t, x_t, x_np, queue)
             else:
-                X, P, frames_read = self._x_from_frames(source, group, b, n_t, x_t, x_np, queue)
+                try:
+                    X, P, frames_read = self._x_from_frames(source, group, b, n_t, x_t, x_np,
+                                                            queue)
+                except _Overflow:  # start again with the type that holds any sum
+                    logger.info("two-time: time-binned sums exceed uint8, redoing with %s",
+                                safe[1])
+                    x_t, x_np = safe
+                    groups, gi = self._groups(n_t, x_np.itemsize, fixed), 0
+                    timing["fill_s"] += time.perf_counter() - tg
+                    continue
             if frames_read != n_frames:
                 raise ValueError(f"frames: expected {n_frames} frames, read {frames_read}")
             tm = time.perf_counter()
@@ -352,9 +481,11 @@ class OpenCLTwoTime:
         if frame_period is None:
             frame_period = getattr(data, "frame_period", None)
         result = make_result(C, S_all, self.rows, self.binning, b, n_frames, self.n_segments,
-                             frame_period, self.name, self.device_name, info)
+                             frame_period, self.name, self.device_name, info, diag=self._diag)
+        self._diag = self._diag_dev = None
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t_start, g2_s=time.perf_counter() - t1)
         result.info["passes"] = len(groups)
+        result.info["x_dtype"] = str(x_np)
         result.info["timings"].update(timing)
         return result
