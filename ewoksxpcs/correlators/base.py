@@ -66,6 +66,13 @@ class Correlator:
                 f"valid options: {sorted(self.option_names())}"
             )
 
+    def check_positive_int_options(self, names) -> None:
+        """Raise ValueError if one of the options ``names`` is given but not an integer ≥ 1."""
+        for opt in names:
+            value = self.options.get(opt)
+            if value is not None and (not isinstance(value, (int, numpy.integer)) or value < 1):
+                raise ValueError(f"option {opt} must be a positive integer, got {value!r}")
+
     # ------------------------------------------------------------------ to override
     @classmethod
     def option_names(cls) -> tuple:
@@ -117,7 +124,8 @@ class DenseCorrelator(Correlator):
     def option_names(cls):
         return ("chunk_frames",)
 
-    def compute_sums(self, frames) -> CorrelationSums:
+    def _open_source(self, frames) -> FrameSource:
+        """Check ``frames`` against the binning; set :attr:`acc_dtype`; return the source."""
         from ..events import EventStack
 
         if isinstance(frames, EventStack):  # else a confusing "not an iterable" error
@@ -129,6 +137,10 @@ class DenseCorrelator(Correlator):
         self.binning.check_frame_shape(source.frame_shape)
         self._validate_source(source)
         self.acc_dtype = accumulator_dtype(source.dtype)
+        return source
+
+    def compute_sums(self, frames) -> CorrelationSums:
+        source = self._open_source(frames)
         self._start(source)
         idx = self.binning.pixel_index
         frame_sums = []

@@ -30,10 +30,9 @@ import time
 
 import numpy
 
-from ..frames import FrameSource, as_frame_source
 from ..opencl import get_device, get_kernel, pinned_empty, zero_buffer
 from ..result import CorrelationSums
-from .base import DenseCorrelator, accumulator_dtype
+from .base import DenseCorrelator
 from .registry import register
 
 __all__ = ["OpenCLDenseCorrelator"]
@@ -131,10 +130,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
         #: When True, wait for the device after each step and record times in last_profile.
         self.profile = False
         self.last_profile = {}
-        for opt in ("max_device_memory", "window_frames", "chunk_frames"):
-            value = self.options.get(opt)
-            if value is not None and (not isinstance(value, (int, numpy.integer)) or value < 1):
-                raise ValueError(f"option {opt} must be a positive integer, got {value!r}")
+        self.check_positive_int_options(("max_device_memory", "window_frames", "chunk_frames"))
 
     @property
     def device_name(self) -> str:
@@ -143,17 +139,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
     # ------------------------------------------------------------------ driver
     def compute_sums(self, frames) -> CorrelationSums:
         """n2 and frame sums of ``frames``; gathering and sums run on the device."""
-        from ..events import EventStack
-
-        if isinstance(frames, EventStack):
-            raise TypeError(
-                f"method {self.name!r} takes dense frames, not an EventStack: use an event "
-                "method, or 'fft', or EventStack.to_dense()"
-            )
-        source: FrameSource = as_frame_source(frames)
-        self.binning.check_frame_shape(source.frame_shape)
-        self._validate_source(source)
-        self.acc_dtype = accumulator_dtype(source.dtype)
+        source = self._open_source(frames)
         self._start(source)
         try:
             t0 = 0

@@ -181,10 +181,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         strategy = self.options.get("strategy")
         if strategy not in (None, "local", "global"):
             raise ValueError(f"option strategy must be 'local' or 'global', got {strategy!r}")
-        for opt in ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks"):
-            value = self.options.get(opt)
-            if value is not None and (not isinstance(value, (int, numpy.integer)) or value < 1):
-                raise ValueError(f"option {opt} must be a positive integer, got {value!r}")
+        self.check_positive_int_options(
+            ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks"))
 
     @property
     def device_name(self) -> str:
