@@ -59,6 +59,8 @@ REFERENCE_MAX_WORK = 2e10
 #: ``matmul`` (O(Nt²·N)) and dynamix's MatMulCorrelator (an Nt × Nt float32 matrix per bin) are
 #: skipped on longer series.
 MATMUL_MAX_FRAMES = 20_000
+#: Largest Nt²·N for opencl-dense on a CPU OpenCL device (PoCL took ~8 min on 10 000² × 13 070).
+OPENCL_DENSE_CPU_MAX_WORK = 2e10
 DYNAMIX_MATMUL_MAX_FRAMES = 10_000
 
 
@@ -253,7 +255,8 @@ def _work(case: Case, data, binning) -> tuple:
     return float(binning.n_binned_pixels) * case.n_frames, "px-frames/s"
 
 
-def _methods_for(case: Case, methods: Optional[Sequence[str]], opencl_ok: bool, binning):
+def _methods_for(case: Case, methods: Optional[Sequence[str]], opencl_ok: bool, binning,
+                 opencl_kind: Optional[str] = None):
     """[(method, reason to skip or None)] for a case."""
     from .correlators import METHODS
 
@@ -272,6 +275,10 @@ def _methods_for(case: Case, methods: Optional[Sequence[str]], opencl_ok: bool, 
             skip = "no OpenCL device"
         elif name == "reference" and binning.n_binned_pixels * case.n_frames**2 > REFERENCE_MAX_WORK:
             skip = "reference: too large (O(Nt²·N) Python loops)"
+        elif (name == "opencl-dense" and opencl_kind == "cpu"
+              and binning.n_binned_pixels * case.n_frames**2 > OPENCL_DENSE_CPU_MAX_WORK):
+            # Gram tiles without BLAS on CPU cores: minutes where matmul/fft take seconds.
+            skip = "opencl-dense on a CPU device: too large (auto uses fft/matmul on CPUs)"
         elif name == "matmul" and case.n_frames > MATMUL_MAX_FRAMES:
             skip = f"matmul: Nt > {MATMUL_MAX_FRAMES} (O(Nt²·N))"
         out.append((name, skip))
@@ -378,11 +385,11 @@ def run_benchmark(methods: Optional[Sequence[str]] = None, sizes: Optional[Seque
             cases.append(catalogue[s])
         else:
             raise ValueError(f"unknown benchmark case {s!r}; known: {', '.join(catalogue)}")
-    opencl_ok, opencl_why = True, ""
+    opencl_ok, opencl_why, opencl_kind = True, "", None
     try:
         from .opencl import get_device
 
-        get_device(device)
+        opencl_kind = get_device(device).kind
     except Exception as e:
         opencl_ok, opencl_why = False, str(e)
     machine = machine_description(device)
@@ -400,7 +407,7 @@ def run_benchmark(methods: Optional[Sequence[str]] = None, sizes: Optional[Seque
             _print_header(case, gen_s, auto, reason, binning, out)
         case_rows = []
         base_g2 = None
-        for name, skip in _methods_for(case, methods, opencl_ok, binning):
+        for name, skip in _methods_for(case, methods, opencl_ok, binning, opencl_kind):
             row = dict(case=case.name, data=case.describe(), method=name, peer=False,
                        device="", time_s=None, first_s=None, throughput=None, unit=unit,
                        peak_mib=None, speed_vs_dynamix=None, g2_rel_diff=None, agrees=None,
