@@ -52,3 +52,15 @@ inline void atomic_add_u64_local(volatile __local ulong *p, ulong v)
 #else
 #define atomic_add_u64_local atomic_add_u64_local_w32
 #endif
+
+// Tree sum of part[0 .. WG-1] in local memory (WG a power of two): the total ends in part[0].
+// Every work-item of the group must reach it.
+#define WORK_GROUP_SUM(part, lid)                                   \
+    do {                                                            \
+        barrier(CLK_LOCAL_MEM_FENCE);                               \
+        for (int w_ = WG / 2; w_ > 0; w_ >>= 1) {                   \
+            if ((lid) < w_)                                         \
+                (part)[lid] += (part)[(lid) + w_];                  \
+            barrier(CLK_LOCAL_MEM_FENCE);                           \
+        }                                                           \
+    } while (0)

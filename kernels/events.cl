@@ -40,6 +40,17 @@ typedef ulong acc_t;
 #define HIST_ADD(p, v) (*(p) += (v))
 #endif
 
+// Segment in s_lo .. s_hi holding first event f: the last s with seg_cum[s] <= f (binary
+// search: segments may hold a single event).
+inline int segment_of(__global const long *seg_cum, int s_lo, int s_hi, const long f)
+{
+    while (s_lo < s_hi) {
+        const int mid = (s_lo + s_hi + 1) >> 1;
+        if (seg_cum[mid] <= f) s_lo = mid; else s_hi = mid - 1;
+    }
+    return s_lo;
+}
+
 // Launch: global (n * WG, n_tiles), local (WG, 1) for tasks task0 … task0 + n − 1.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void event_corr(__global const VAL_T *values,
@@ -73,15 +84,7 @@ void event_corr(__global const VAL_T *values,
     const int s_last = task_seg[task + 1] - 1;
     const long f1 = seg_cum[s_last + 1];
     for (long f = seg_cum[s] + lid; f < f1; f += WG) {
-        if (f >= seg_cum[s + 1]) {
-            // Next segment holding first event f: binary search (segments may hold one event).
-            int lo = s + 1, hi = s_last;
-            while (lo < hi) {
-                const int mid = (lo + hi + 1) >> 1;
-                if (seg_cum[mid] <= f) lo = mid; else hi = mid - 1;
-            }
-            s = lo;
-        }
+        if (f >= seg_cum[s + 1]) s = segment_of(seg_cum, s + 1, s_last, f);
         const long i = seg_i0[s] + (f - seg_cum[s]);
         const long pe = seg_end[s];
         const uint ti = times[i];
@@ -150,14 +153,7 @@ void frame_sums(__global const VAL_T *values,
     const int s_last = task_seg[task + 1] - 1;
     const long f1 = seg_cum[s_last + 1];
     for (long f = seg_cum[s] + lid; f < f1; f += WG) {
-        if (f >= seg_cum[s + 1]) {
-            int lo = s + 1, hi = s_last;
-            while (lo < hi) {
-                const int mid = (lo + hi + 1) >> 1;
-                if (seg_cum[mid] <= f) lo = mid; else hi = mid - 1;
-            }
-            s = lo;
-        }
+        if (f >= seg_cum[s + 1]) s = segment_of(seg_cum, s + 1, s_last, f);
         const long i = seg_i0[s] + (f - seg_cum[s]);
         const uint t = times[i];
 #ifdef DIRECT

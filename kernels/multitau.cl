@@ -117,12 +117,7 @@ void mt_frame_sums(__global const IN_T *in,
     for (long q = sub_off[s] + lid; q < sub_off[s + 1]; q += WG)
         sum += (ACC_T)in[row + pix[q]];
     part[lid] = sum;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int w = WG / 2; w > 0; w >>= 1) {
-        if (lid < w)
-            part[lid] += part[lid + w];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    WORK_GROUP_SUM(part, lid);
     if (lid == 0)
         out[t * n_sub + s] = part[0];
 }
@@ -147,12 +142,7 @@ void mt_reduce(__global const ACC_T *acc,
     for (long q = sub_off[s] + lid; q < sub_off[s + 1]; q += WG)
         sum += acc[c * P + (use_pos ? pos[q] : q)];
     part[lid] = sum;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int w = WG / 2; w > 0; w >>= 1) {
-        if (lid < w)
-            part[lid] += part[lid + w];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    WORK_GROUP_SUM(part, lid);
     if (lid == 0)
         n2[(long)s * get_global_size(1) + c] = part[0];
 }

@@ -89,12 +89,7 @@ void tt_rowsums(__global const X_T *X,
     for (long q = c0 + lid; q < c1; q += WG)
         sum += (ACC_T)X[T * P + q];
     part[lid] = sum;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int w = WG / 2; w > 0; w >>= 1) {
-        if (lid < w)
-            part[lid] += part[lid + w];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    WORK_GROUP_SUM(part, lid);
     if (lid == 0)
         S[T] = part[0];
 }
