@@ -536,12 +536,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--suite", choices=("default", "gpu"), default="default",
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e"), default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
-                             "and PyTorch at the sizes of issue 4 (ewoksxpcs.benchmark_gpu)")
+                             "and PyTorch at the sizes of issue 4 (ewoksxpcs.benchmark_gpu); "
+                             "e2e: an Eiger 4M bitshuffle-LZ4 scan file to a NeXus g2 file "
+                             "through 'ewoksxpcs run' (ewoksxpcs.benchmark_e2e)")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="gpu suite: size factor in (0, 1] of frames and pixels (default 1)")
+                        help="gpu and e2e suites: size factor in (0, 1] of frames and pixels "
+                             "(default 1)")
+    parser.add_argument("--counts", type=float, default=0.01,
+                        help="e2e suite: photons per pixel per frame (default 0.01)")
+    parser.add_argument("--workdir", help="e2e suite: directory of the scan and results "
+                                          "(default: a temporary one, removed)")
     parser.add_argument("--torch-device", default="cuda",
                         help="gpu suite: PyTorch device of the boost_corr/PyTorch peers (cuda)")
     parser.add_argument("--repeat", type=int, default=None,
@@ -554,6 +561,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.suite == "gpu":
         return _main_gpu(args)
+    if args.suite == "e2e":
+        return _main_e2e(args)
     if args.repeat is None:
         args.repeat = 3
     try:
@@ -568,6 +577,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       default=float)
     errors = [r for r in rows if r["note"].startswith("error")]
     return 1 if errors else 0
+
+
+def _main_e2e(args) -> int:
+    """``--suite e2e``: :func:`ewoksxpcs.benchmark_e2e.run_e2e`."""
+    from .benchmark_e2e import run_e2e
+
+    device = args.device or "gpu"
+    try:
+        row = run_e2e(workdir=args.workdir, scale=args.scale, counts=args.counts, device=device)
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "e2e", "machine": machine_description(device), "row": row}, f,
+                      indent=1, default=float)
+    return 0
 
 
 def _main_gpu(args) -> int:

@@ -142,6 +142,25 @@ class MonitoredFrameSource(FrameSource):
             if self.token is not None:
                 self.token.check(self.what)
 
+    # Readers that bypass iter_chunks (raw HDF5 chunks decompressed on a device).
+    def chunk_layout(self):
+        """The wrapped source's raw chunk layout (see :mod:`ewoksxpcs.hdf5chunks`), or
+        ``(None, reason)``: also when the frames must be summed here."""
+        get = getattr(self.source, "chunk_layout", None)
+        if get is None:
+            return None, f"{type(self.source).__name__} has no raw chunks"
+        if self.want_sum:
+            return None, "the frames are summed on the host"
+        return get()
+
+    def advance(self, n_frames: int) -> None:
+        """Report ``n_frames`` more frames done by such a reader; honour cancellation."""
+        if self.token is not None:
+            self.token.check(self.what)
+        self.frames_done += int(n_frames)
+        if self.progress is not None:
+            self.progress(self.frames_done, self.n_frames)
+
     # Sampling (used by the ``auto`` method to estimate the occupancy).
     def __len__(self):
         return self.n_frames

@@ -24,7 +24,7 @@ import numpy
 from .frames import as_frame_source
 from .qmask import Binning
 
-__all__ = ["EventStack", "compact", "load_events"]
+__all__ = ["EventStack", "DeviceEvents", "compact", "load_events"]
 
 FORMAT_VERSION = 1
 
@@ -46,25 +46,72 @@ class EventStack:
     """
 
     def __init__(self, values, times, offsets, pixel_index, frame_shape, n_frames, dtype=None,
-                 frame_sums=None, labels=None):
-        self.values = numpy.asarray(values)
-        self.times = numpy.asarray(times, dtype=numpy.uint32)
+                 frame_sums=None, labels=None, resident=None):
         self.offsets = numpy.asarray(offsets, dtype=numpy.int64)
         self.pixel_index = numpy.asarray(pixel_index, dtype=numpy.int64)
         self.frame_shape = tuple(int(n) for n in frame_shape)
         self.n_frames = int(n_frames)
-        self.dtype = numpy.dtype(dtype if dtype is not None else self.values.dtype)
         self.frame_sums = None if frame_sums is None else numpy.asarray(frame_sums)
         self.labels = None if labels is None else numpy.asarray(labels, dtype=numpy.int64)
+        #: DeviceEvents: the values and times in OpenCL buffers (see :class:`DeviceEvents`);
+        #: the host arrays are then downloaded on first access.
+        self.resident = resident
+        if resident is not None:
+            self._values = self._times = None
+            self.dtype = numpy.dtype(dtype if dtype is not None else resident.dtype)
+            n = resident.n_events
+        else:
+            self._values = numpy.asarray(values)
+            self._times = numpy.asarray(times, dtype=numpy.uint32)
+            self.dtype = numpy.dtype(dtype if dtype is not None else self._values.dtype)
+            if self._values.size != self._times.size:
+                raise ValueError("EventStack: values, times and offsets[-1] disagree on the "
+                                 "event count")
+            n = self._values.size
         if self.offsets.size != self.pixel_index.size + 1:
             raise ValueError("EventStack: offsets must have one more element than pixel_index")
-        if self.values.size != self.times.size or int(self.offsets[-1]) != self.values.size:
+        if int(self.offsets[-1]) != n:
             raise ValueError("EventStack: values, times and offsets[-1] disagree on the event count")
+
+    # ------------------------------------------------------------------ event arrays
+    @property
+    def values(self) -> numpy.ndarray:
+        """(n_events,) event values (downloaded from the device on first access if resident)."""
+        if self._values is None:
+            self._values, self._times = self.resident.download()
+        return self._values
+
+    @values.setter
+    def values(self, array):
+        self._values = numpy.asarray(array)
+
+    @property
+    def times(self) -> numpy.ndarray:
+        """(n_events,) uint32 frame index of each event."""
+        if self._times is None:
+            self._values, self._times = self.resident.download()
+        return self._times
+
+    @times.setter
+    def times(self, array):
+        self._times = numpy.asarray(array, dtype=numpy.uint32)
+
+    @property
+    def values_dtype(self) -> numpy.dtype:
+        """dtype of :attr:`values`, without downloading them."""
+        return self.resident.dtype if self._values is None else self._values.dtype
+
+    def __getstate__(self):
+        # Pickles (processes, dask) carry host arrays, never device buffers.
+        state = dict(self.__dict__)
+        state["_values"], state["_times"] = self.values, self.times
+        state["resident"] = None
+        return state
 
     # ------------------------------------------------------------------ properties
     @property
     def n_events(self) -> int:
-        return int(self.values.size)
+        return int(self.offsets[-1])
 
     @property
     def n_pixels(self) -> int:
@@ -243,6 +290,39 @@ def check_non_negative(chunk: numpy.ndarray, t0: int) -> None:
             f"event methods need non-negative counts; frame {t0 + int(bad[0])} has a negative "
             f"value at pixel (y={int(bad[1])}, x={int(bad[2])})"
         )
+
+
+class DeviceEvents:
+    """Values and times of an :class:`EventStack` kept in OpenCL buffers after compaction on
+    a device, so that a correlator on the same device reads them without a round trip.
+
+    Parameters
+    ----------
+    dev : ewoksxpcs.opencl.OpenCLDevice
+    d_values, d_times : pyopencl.Buffer
+        (n_events,) values of ``dtype`` and uint32 times, from byte 0.
+    n_events : int
+    dtype : numpy.dtype
+    pixel_totals : ndarray (n_pix,) int64, optional
+        Sum of each kept pixel's values (integer events).
+    """
+
+    def __init__(self, dev, d_values, d_times, n_events: int, dtype, pixel_totals=None):
+        self.dev, self.d_values, self.d_times = dev, d_values, d_times
+        self.n_events, self.dtype = int(n_events), numpy.dtype(dtype)
+        self.pixel_totals = pixel_totals
+
+    def download(self):
+        """(values, times) as host arrays."""
+        import pyopencl
+
+        values = numpy.empty(self.n_events, dtype=self.dtype)
+        times = numpy.empty(self.n_events, dtype=numpy.uint32)
+        if self.n_events:
+            queue = self.dev.queue
+            pyopencl.enqueue_copy(queue, values, self.d_values, is_blocking=False)
+            pyopencl.enqueue_copy(queue, times, self.d_times)
+        return values, times
 
 
 def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = None,

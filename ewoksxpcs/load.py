@@ -381,6 +381,10 @@ class HDF5FrameSource(_IndexableSource):
     frame_period : float, optional
         Seconds between the *loaded* frames; default: read from the file (module docstring)
         times ``step``.
+    decode_threads : int
+        Threads that read and decompress the stored chunks in :meth:`iter_chunks`, bypassing
+        h5py, when the storage allows it (:meth:`chunk_layout`): 0 = one per CPU (at most 32),
+        1 = read through h5py. The frames are identical either way.
 
     Attributes
     ----------
@@ -388,6 +392,8 @@ class HDF5FrameSource(_IndexableSource):
         Where the frame period came from ("given", a dataset path, or "" if unknown).
     hdf5_chunks : tuple or None
         The dataset's chunk shape; reads are aligned to it.
+    decode_threads : int
+        As the parameter; may be changed.
     """
 
     def __init__(
@@ -398,8 +404,13 @@ class HDF5FrameSource(_IndexableSource):
         stop: Optional[int] = None,
         step: int = 1,
         frame_period: Optional[float] = None,
+        decode_threads: int = 0,
     ):
         h5py = _import_hdf5()
+        self.decode_threads = int(decode_threads)
+        if self.decode_threads < 0:
+            raise ValueError(f"decode_threads must be >= 0, got {decode_threads}")
+        self._chunk_layout = None
         self.filename = os.path.abspath(os.fspath(filename))
         _check_file(self.filename)
         with h5py.File(self.filename, "r") as f:
@@ -482,14 +493,84 @@ class HDF5FrameSource(_IndexableSource):
             for i in range(0, len(r), chunk_frames):
                 yield r[i : i + chunk_frames]
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_chunk_layout"] = None  # rebuilt on demand: keeps pickles small
+        return state
+
+    def chunk_layout(self):
+        """Where the stored chunks of the selected frames lie (cached).
+
+        Returns
+        -------
+        (ChunkLayout or None, str)
+            See :func:`ewoksxpcs.hdf5chunks.chunk_layout`: None and the reason when the frames
+            cannot be read around h5py.
+        """
+        cached = getattr(self, "_chunk_layout", None)
+        if cached is None or cached[2] != self._file_stamps(cached[0]):
+            from .hdf5chunks import chunk_layout
+
+            layout, reason = chunk_layout(
+                self.filename, self.path, self.start, self.stop, self.step
+            )
+            self._chunk_layout = (layout, reason, self._file_stamps(layout))
+        return self._chunk_layout[:2]
+
+    def _file_stamps(self, layout) -> tuple:
+        """Identity of the files a layout depends on: it is rebuilt when one changes."""
+        stamps = []
+        for name in (self.filename,) + (layout.files if layout is not None else ()):
+            try:
+                st = os.stat(name)
+                stamps.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
+
     def iter_chunks(self, chunk_frames: Optional[int] = None):
-        h5py = _import_hdf5()
         chunk_frames = int(chunk_frames or self.default_chunk_frames())
+        layout = None
+        if getattr(self, "decode_threads", 0) != 1:
+            layout, _ = self.chunk_layout()
+        if layout is not None:
+            yield from self._iter_decoded(layout, chunk_frames)
+            return
+        h5py = _import_hdf5()
         t0 = 0
         with h5py.File(self.filename, "r") as f:
             dset = f[self.path]
             for sub in self._blocks(chunk_frames):
                 chunk = self._read_from(dset, sub)
+                yield validate_chunk(chunk, self.frame_shape, self.dtype, t0)
+                t0 += chunk.shape[0]
+
+    def _iter_decoded(self, layout, chunk_frames: int):
+        """:meth:`iter_chunks` through raw chunk reads and threaded decompression; the next
+        block is read and decoded while the current one is consumed."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .hdf5chunks import decode_chunks_cpu, read_chunks
+
+        threads = getattr(self, "decode_threads", 0)
+        step, start = self.step, self.start
+
+        def load(sub: range) -> numpy.ndarray:
+            i0 = (sub.start - start) // step  # selection indices [i0, i1)
+            i1 = i0 + len(sub)
+            c0, c1 = layout.chunk_range(i0, i1)
+            buf, offsets = read_chunks(layout, c0, c1 - c0, threads=threads)
+            frames = decode_chunks_cpu(layout, buf, offsets, threads=threads, first=c0)
+            skip = i0 - int(layout.first_frame[c0])
+            return frames[skip : skip + len(sub)]
+
+        blocks = list(self._blocks(chunk_frames))
+        t0 = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="ewoksxpcs-prefetch") as ahead:
+            future = ahead.submit(load, blocks[0]) if blocks else None
+            for j in range(len(blocks)):
+                chunk = future.result()
+                future = ahead.submit(load, blocks[j + 1]) if j + 1 < len(blocks) else None
                 yield validate_chunk(chunk, self.frame_shape, self.dtype, t0)
                 t0 += chunk.shape[0]
 

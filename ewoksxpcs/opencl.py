@@ -311,6 +311,19 @@ def pinned_empty(dev: OpenCLDevice, shape, dtype) -> numpy.ndarray:
         return numpy.empty(shape, dtype)
 
 
+def is_pinned(array) -> bool:
+    """Whether ``array`` is a view of page-locked memory from :func:`pinned_empty` (copies to
+    and from the device then need no staging)."""
+    import pyopencl
+
+    base = array
+    while base is not None:
+        if isinstance(base, pyopencl.MemoryMap):
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
 #: Fills reaching past this byte (offset + size) are done by the ``kernels/fill.cl`` kernels
 #: instead of clEnqueueFillBuffer, which hangs or fails on NVIDIA's OpenCL from 2^31 bytes
 #: (pyopencl issue #395).
@@ -484,6 +497,14 @@ def upload_pinned(dev: OpenCLDevice, queue, items, on_item=None) -> None:
             offset = int(item[2]) if len(item) > 2 else 0
             flat = numpy.ascontiguousarray(src).reshape(-1).view(numpy.uint8)
             last = None
+            if is_pinned(flat):  # already page-locked: straight to the device
+                if flat.size:
+                    last = pyopencl.enqueue_copy(queue, dst, flat, dst_offset=offset,
+                                                 is_blocking=False)
+                    queue.flush()
+                if on_item is not None:
+                    on_item(i, last)
+                continue
             for a in range(0, flat.size, piece):
                 b = min(a + piece, flat.size)
                 s = slot % len(bufs)

@@ -19,6 +19,7 @@ Correlation *modes*, entries of :data:`MODES` with their own ``create``, ``corre
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 Progress = Optional[Callable[[float], None]]
+
+logger = logging.getLogger(__name__)
 
 
 def describe(value, max_elements: int = 64):
@@ -294,12 +297,28 @@ def check_mode_options(mode: str, mode_options: Optional[dict]) -> dict:
 def mean_image_from_events(events) -> numpy.ndarray:
     """Mean counts per pixel per frame (Ny, Nx) float64 of an EventStack."""
     ny, nx = events.frame_shape
-    owner = numpy.repeat(numpy.arange(events.n_pixels), events.events_per_pixel)
     total = numpy.zeros(ny * nx)
-    total[events.pixel_index] = numpy.bincount(
-        owner, weights=events.values.astype(numpy.float64), minlength=events.n_pixels
-    )
+    total[events.pixel_index] = pixel_totals(events)
     return (total / max(events.n_frames, 1)).reshape(ny, nx)
+
+
+def pixel_totals(events) -> numpy.ndarray:
+    """Sum of the events of each kept pixel, (n_pix,) int64 (float64 for float events).
+
+    Segment sums (``reduceat``) in one pass over the values: no per-event temporary, which
+    matters at 10^9 events.
+    """
+    resident = getattr(events, "resident", None)
+    if resident is not None and resident.pixel_totals is not None:
+        return resident.pixel_totals  # summed on the device during the compaction
+    acc = numpy.float64 if numpy.dtype(events.values.dtype).kind == "f" else numpy.int64
+    counts = numpy.diff(events.offsets)
+    out = numpy.zeros(events.n_pixels, dtype=acc)
+    has = counts > 0
+    if events.n_events:
+        # reduceat of an empty segment returns one value instead of 0: only non-empty ones.
+        out[has] = numpy.add.reduceat(events.values, events.offsets[:-1][has], dtype=acc)
+    return out
 
 
 def correlate_sums(
@@ -371,8 +390,27 @@ def correlate_sums(
     mean_image = None
     data = frames
     monitor = None
+    compaction_s = 0.0
     if is_events and getattr(correlator, "input_kind", "dense") == "dense":
         data = EventFrameSource(frames, getattr(frames, "frame_period", None))
+    elif (not is_events and getattr(correlator, "input_kind", "dense") == "events"
+          and getattr(correlator, "uses_opencl", False)):
+        # An OpenCL event correlator given frames: compact them on its device first (raw
+        # compressed chunks are then decompressed there), the mean image comes from the events.
+        t_c = time.perf_counter()
+        frames = compact_frames(
+            frames,
+            bad_pixels=bad_pixels,
+            device=getattr(correlator, "dev", device),
+            chunk_frames=options.get("chunk_frames"),
+            max_device_memory=options.get("max_device_memory"),
+            token=token,
+            progress=None if progress is None else (lambda f: progress(0.5 * f)),
+        )
+        compaction_s = time.perf_counter() - t_c
+        logger.info("compacted %d frames into %d events in %.2f s (%s)", frames.n_frames,
+                    frames.n_events, compaction_s, getattr(frames, "compaction", ""))
+        data, is_events = frames, True
     if not isinstance(data, EventStack):
 
         def report(done, total):
@@ -405,7 +443,8 @@ def correlate_sums(
         "mode_options": mode_options,
         "mean_image": mean_image,
         "n_frames": int(n_frames),
-        "timings": {"setup_s": t0 - t_start, "correlate_s": t1 - t0},
+        "timings": {"setup_s": t0 - t_start - compaction_s, "compact_s": compaction_s,
+                    "correlate_s": t1 - t0},
     }
 
 
@@ -499,6 +538,7 @@ def compact_frames(
     chunk_frames: Optional[int] = None,
     token: Optional[CancelToken] = None,
     progress: Progress = None,
+    max_device_memory: Optional[int] = None,
 ):
     """Compact frames into an :class:`~ewoksxpcs.events.EventStack`, streaming.
 
@@ -520,7 +560,8 @@ def compact_frames(
         from .compact_opencl import compact_opencl
 
         events = compact_opencl(
-            monitor, bad_pixels=bad_pixels, qmask=qmask, chunk_frames=chunk_frames, device=device
+            monitor, bad_pixels=bad_pixels, qmask=qmask, chunk_frames=chunk_frames, device=device,
+            max_device_memory=max_device_memory,
         )
     else:
         events = compact(monitor, bad_pixels=bad_pixels, qmask=qmask, chunk_frames=chunk_frames)

@@ -132,6 +132,14 @@ _TWO_POW_M32 = 2.0**-32
 ArrayLike = Union[float, Sequence[float], np.ndarray]
 
 
+def write_quantities(grp, items) -> None:
+    """Write ``(name, value, units)`` items as datasets of ``grp`` (units attribute if any)."""
+    for name, value, units in items:
+        grp[name] = value
+        if units:
+            grp[name].attrs["units"] = units
+
+
 def _now_iso() -> str:
     return datetime.now().astimezone().isoformat()
 
@@ -381,6 +389,67 @@ class _Engine:
             for _ in self.pool.map(work, self.blocks):
                 pass
         self.next_frame += n
+
+
+def write_bliss_scan_header(
+    f,
+    scan: str,
+    detector: str,
+    title: str,
+    n_frames: int,
+    exposure_time: float,
+    frame_period: float,
+    creator: str,
+):
+    """Create a Bliss-like scan entry and its detector group with the acquisition metadata.
+
+    Writes the root attributes, ``/<scan>`` (NXentry: title, start_time), ``instrument/<det>``
+    (NXdetector) with ``acquisition`` (count_time, exposure_time, frame_period, latency_time
+    in s, nb_frames) and Lima-style ``acq_parameters`` (see :meth:`SyntheticXPCS.write_bliss_h5`),
+    where :func:`ewoksxpcs.load.read_frame_period` finds the frame period. The caller adds
+    the detector ``data`` and ``measurement``.
+
+    Parameters
+    ----------
+    f : h5py.File
+        Open for writing.
+    exposure_time, frame_period : float
+        Seconds.
+
+    Returns
+    -------
+    (entry, det) : h5py.Group
+    """
+    f.attrs["NX_class"] = "NXroot"
+    f.attrs["creator"] = creator
+    entry = f.create_group(scan)
+    entry.attrs["NX_class"] = "NXentry"
+    entry["title"] = title
+    entry["start_time"] = _now_iso()
+    instrument = entry.create_group("instrument")
+    instrument.attrs["NX_class"] = "NXinstrument"
+    det = instrument.create_group(detector)
+    det.attrs["NX_class"] = "NXdetector"
+    acq = det.create_group("acquisition")
+    acq.attrs["NX_class"] = "NXcollection"
+    latency = max(frame_period - exposure_time, 0.0)
+    for name, value in (
+        ("count_time", exposure_time),
+        ("exposure_time", exposure_time),
+        ("frame_period", frame_period),
+        ("latency_time", latency),
+    ):
+        acq[name] = float(value)
+        acq[name].attrs["units"] = "s"
+    acq["nb_frames"] = np.int64(n_frames)
+    lima = det.create_group("acq_parameters")
+    lima.attrs["NX_class"] = "NXcollection"
+    lima["acq_expo_time"] = float(exposure_time)
+    lima["acq_latency_time"] = float(latency)
+    lima["acq_nb_frames"] = np.int64(n_frames)
+    lima["acq_mode"] = "SINGLE"
+    lima["acq_trigger_mode"] = "INTERNAL_TRIGGER"
+    return entry, det
 
 
 class SyntheticXPCS:
@@ -706,19 +775,17 @@ class SyntheticXPCS:
         ny, nx = self.shape
         try:
             with h5py.File(tmpname, "x") as f:
-                f.attrs["NX_class"] = "NXroot"
-                f.attrs["creator"] = "ewoksxpcs.synthetic"
-                entry = f.create_group(scan)
-                entry.attrs["NX_class"] = "NXentry"
-                entry["title"] = (
+                entry, det = write_bliss_scan_header(
+                    f,
+                    scan,
+                    detector,
                     f"synthetic_xpcs {detector} {self.n_frames} frames "
-                    f"{spec.frame_period:g} s"
+                    f"{spec.frame_period:g} s",
+                    self.n_frames,
+                    spec.exposure_time,
+                    spec.frame_period,
+                    creator="ewoksxpcs.synthetic",
                 )
-                entry["start_time"] = _now_iso()
-                instrument = entry.create_group("instrument")
-                instrument.attrs["NX_class"] = "NXinstrument"
-                det = instrument.create_group(detector)
-                det.attrs["NX_class"] = "NXdetector"
                 dset = det.create_dataset(
                     "data",
                     shape=(self.n_frames, ny, nx),
@@ -727,25 +794,6 @@ class SyntheticXPCS:
                     **hdf5plugin.Bitshuffle(cname="lz4"),
                 )
                 dset.attrs["interpretation"] = "image"
-                acq = det.create_group("acquisition")
-                acq.attrs["NX_class"] = "NXcollection"
-                latency = max(spec.frame_period - spec.exposure_time, 0.0)
-                for name, value in (
-                    ("count_time", spec.exposure_time),
-                    ("exposure_time", spec.exposure_time),
-                    ("frame_period", spec.frame_period),
-                    ("latency_time", latency),
-                ):
-                    acq[name] = float(value)
-                    acq[name].attrs["units"] = "s"
-                acq["nb_frames"] = np.int64(self.n_frames)
-                lima = det.create_group("acq_parameters")
-                lima.attrs["NX_class"] = "NXcollection"
-                lima["acq_expo_time"] = float(spec.exposure_time)
-                lima["acq_latency_time"] = float(latency)
-                lima["acq_nb_frames"] = np.int64(self.n_frames)
-                lima["acq_mode"] = "SINGLE"
-                lima["acq_trigger_mode"] = "INTERNAL_TRIGGER"
                 meas = entry.create_group("measurement")
                 meas.attrs["NX_class"] = "NXcollection"
                 meas[detector] = dset  # hard link
@@ -784,7 +832,7 @@ class SyntheticXPCS:
         )
         grp.create_dataset("labels", data=self.labels, compression="gzip")
         grp.create_dataset("q_map", data=self.q_map, compression="gzip")
-        for name, value, units in (
+        write_quantities(grp, (
             ("q", self.q, "nm^-1"),
             ("q_edges", self.q_edges, "nm^-1"),
             ("gamma", self.gamma, "s^-1"),
@@ -797,10 +845,7 @@ class SyntheticXPCS:
             ("beam_center", np.asarray(spec.beam_center), "pixel"),
             ("seed", np.int64(spec.seed), None),
             ("block_pixels", np.int64(spec.block_pixels), None),
-        ):
-            grp[name] = value
-            if units:
-                grp[name].attrs["units"] = units
+        ))
 
 
 class SyntheticData(NamedTuple):

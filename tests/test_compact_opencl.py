@@ -97,3 +97,79 @@ def test_mask_shape_errors(rng):
         compact_opencl(frames, bad_pixels=numpy.zeros((5, 4), bool), device="cpu")
     with pytest.raises(ValueError, match="qmask shape"):
         compact_opencl(frames, qmask=numpy.ones((5, 5), int), device="cpu")
+
+
+@pytest.mark.parametrize("budget", [1, "mid"])
+def test_events_spill_to_host_beyond_the_budget(device, rng, budget):
+    """A device memory budget too small for the events: the arena spills to the host (from the
+    first batch, or after some batches) and the host merge gives the same stack."""
+    frames = frames_of(rng, "uint16", (60, 9, 11), rate=1.5)
+    q = numpy.ones((9, 11), dtype=numpy.int32)
+    expected = compact(frames, qmask=q)
+    if budget == "mid":
+        # Fixed buffers, one 10-frame batch, and room for about 2 batches' events (x2: merge).
+        n_kept = 99
+        fixed = 16 * n_kept + 16 * (n_kept + 1) + 10 * 99 * 2
+        budget = fixed + 2 * 6 * (expected.n_events // 3)
+    got = compact_opencl(frames, qmask=q, device=device, chunk_frames=10,
+                         max_device_memory=budget)
+    assert_same(got, expected)
+
+
+def test_bad_decode_option(rng):
+    with pytest.raises(ValueError, match="decode"):
+        compact_opencl(numpy.zeros((2, 3, 3), numpy.uint8), device="cpu", decode="gpu")
+
+
+def test_decode_device_needs_raw_chunks(device):
+    with pytest.raises(ValueError, match="cannot decompress"):
+        compact_opencl(numpy.zeros((2, 3, 3), numpy.uint16), device=device, decode="device")
+
+
+def _bslz4_file(tmp_path, frames, chunk_frames=1):
+    import h5py
+    import hdf5plugin
+
+    filename = str(tmp_path / "scan.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("data", data=frames, chunks=(chunk_frames,) + frames.shape[1:],
+                         **hdf5plugin.Bitshuffle(cname="lz4"))
+    return filename
+
+
+@pytest.mark.parametrize("chunk_frames,selection", [
+    (1, {}), (1, {"start": 7, "stop": 119, "step": 3}), (2, {"start": 3, "stop": 100})])
+def test_raw_chunks_decompressed_on_the_device(device, rng, tmp_path, chunk_frames, selection):
+    """bitshuffle-LZ4 chunks read raw and decompressed on the device: the same stack as NumPy
+    compaction of the frames h5py reads (bad pixels, bin sums, selections, batches)."""
+    from ewoksxpcs.load import load_frames
+
+    frames = rng.poisson(0.2, (131, 23, 37)).astype(numpy.uint16)
+    frames[:, 4, :] = 65535  # a detector gap
+    frames.reshape(-1)[::101] = 40000
+    source = load_frames(_bslz4_file(tmp_path, frames, chunk_frames) + "::/data", **selection)
+    bad = numpy.zeros((23, 37), dtype=bool)
+    bad[4] = True
+    q = (numpy.arange(23 * 37).reshape(23, 37) % 4).astype(numpy.int32)
+    profile = {}
+    got = compact_opencl(source, bad_pixels=bad, qmask=q, device=device, decode="device",
+                         chunk_frames=20, profile=profile)
+    assert profile["path"].startswith("raw chunks") and profile["decode_s"] > 0
+    assert_same(got, compact(source, bad_pixels=bad, qmask=q))
+
+
+def test_corrupted_chunk_names_the_file(device, rng, tmp_path):
+    import h5py
+
+    from ewoksxpcs.load import load_frames
+
+    frames = rng.poisson(0.3, (12, 16, 16)).astype(numpy.uint16)
+    filename = _bslz4_file(tmp_path, frames)
+    with h5py.File(filename, "r") as f:
+        offset = f["data"].id.get_chunk_info(5).byte_offset
+    with open(filename, "r+b") as f:
+        f.seek(offset + 12)
+        f.write(b"\xff\xff\xff\x7f")  # block size far beyond the chunk
+    source = load_frames(filename + "::/data")
+    with pytest.raises(ValueError, match="scan.h5.*frame 5 "):
+        compact_opencl(source, device=device, decode="device", chunk_frames=4)

@@ -269,3 +269,22 @@ def test_load_errors(tmp_path):
         load_events(filename)
     with pytest.raises(ValueError, match="has no events group 'nope'"):
         load_events(filename, path="nope")
+
+
+def test_pixel_totals_and_mean_image_with_empty_pixels(rng):
+    """Per-pixel sums of the events (segment sums), empty pixels anywhere included."""
+    from ewoksxpcs.pipeline import mean_image_from_events, pixel_totals
+
+    frames = rng.poisson(0.004, (200, 17, 19)).astype(numpy.uint16)
+    frames[:, :, -1] = 0  # the last kept pixels have no event at all
+    frames[:, 0, 0] = 0
+    bad = numpy.zeros((17, 19), dtype=bool)
+    bad[3, 3] = True
+    events = compact(frames, bad_pixels=bad)
+    assert (numpy.diff(events.offsets) == 0).sum() > 20
+    expected = frames.reshape(200, -1).sum(axis=0, dtype=numpy.int64)
+    numpy.testing.assert_array_equal(pixel_totals(events), expected[events.pixel_index])
+    mean = mean_image_from_events(events)
+    expected_mean = frames.mean(axis=0)
+    expected_mean[bad] = 0
+    numpy.testing.assert_allclose(mean, expected_mean, rtol=1e-12)

@@ -143,6 +143,25 @@ def test_pinned_empty(cpu):
     assert int(a.sum()) == 105
 
 
+
+def test_upload_pinned_from_pinned_and_pageable_arrays(cpu, rng):
+    """Pinned sources go straight to the device, pageable ones through staging: same bytes."""
+    import pyopencl
+
+    pinned = opencl.pinned_empty(cpu, (3000,), numpy.uint32)
+    pinned[:] = rng.integers(0, 2**32, 3000, dtype=numpy.uint32)
+    pageable = rng.integers(0, 255, 5000).astype(numpy.uint8)
+    assert opencl.is_pinned(pinned[10:20]) and not opencl.is_pinned(pageable)
+    buf = opencl.device_buffer(cpu, cpu.queue, 4 * 3000 + 5000 + 8)
+    seen = []
+    opencl.upload_pinned(cpu, cpu.queue, [(buf, pinned[100:], 0), (buf, pageable, 4 * 3000)],
+                         on_item=lambda i, e: seen.append(i))
+    out = numpy.empty(4 * 3000 + 5000, numpy.uint8)
+    pyopencl.enqueue_copy(cpu.queue, out, buf)
+    assert seen == [0, 1]
+    numpy.testing.assert_array_equal(out[: 4 * 2900].view(numpy.uint32), pinned[100:])
+    numpy.testing.assert_array_equal(out[4 * 3000:], pageable)
+
 @pytest.mark.gpu
 def test_gpu_device():
     require_opencl("gpu")

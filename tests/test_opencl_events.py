@@ -227,3 +227,27 @@ def test_s2_on_device_many_frames(device, rng):
     check_equal(r_on, ref, "uint8")
     check_equal(r_off, ref, "uint8")
     assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int32", "float32"])
+def test_events_resident_on_the_device(device, rng, dtype):
+    """Events compacted on the device stay there: the correlator reads them in place (same
+    sums as from host arrays, every split), the host arrays are downloaded on first access,
+    and pickles carry host arrays."""
+    import pickle
+
+    from ewoksxpcs.compact_opencl import compact_opencl
+
+    frames = sparse_frames(rng, dtype, (90, 7, 13))
+    host = compact(frames)
+    resident = compact_opencl(frames, device=device, chunk_frames=25)
+    assert resident.resident is not None and resident._values is None
+    q = qmask_of((7, 13))
+    for options in SPLITS:
+        c = create_correlator(q, method="opencl-events", device=device, **options)
+        a, b = c.correlate(resident), c.correlate(host)
+        assert numpy.array_equal(a.n2, b.n2) and numpy.array_equal(a.frame_sums, b.frame_sums)
+    assert resident._values is None or dtype == "float32"  # not downloaded for integers
+    copy = pickle.loads(pickle.dumps(resident))
+    assert copy.resident is None and copy == host
+    assert resident == host  # downloads

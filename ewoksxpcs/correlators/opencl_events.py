@@ -152,7 +152,10 @@ class OpenCLEventCorrelator(EventCorrelator):
         Event pairs per task (default: from the total, for about 8 tasks per compute unit on
         CPUs, 32 on GPUs).
     chunk_frames : int
-        Frames per chunk when frames are compacted first.
+        Frames per batch when frames are compacted first.
+    max_device_memory : int
+        Device memory budget (bytes) of that compaction (default: min(8 GiB, half the
+        device memory)).
     upload_chunks : int
         Pixel chunks of the events, each uploaded through pinned buffers and correlated as soon
         as it is on the device (default: one per 256 MiB of events, at most 8; float32 events
@@ -170,7 +173,7 @@ class OpenCLEventCorrelator(EventCorrelator):
     @classmethod
     def option_names(cls):
         return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames", "local_atomics",
-                "s2_device", "upload_chunks")
+                "s2_device", "upload_chunks", "max_device_memory")
 
     def __init__(self, qmask, device: str | None = None, **kwargs):
         super().__init__(qmask, device=device, **kwargs)
@@ -182,7 +185,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         if strategy not in (None, "local", "global"):
             raise ValueError(f"option strategy must be 'local' or 'global', got {strategy!r}")
         self.check_positive_int_options(
-            ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks"))
+            ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks",
+             "max_device_memory"))
 
     @property
     def device_name(self) -> str:
@@ -193,7 +197,8 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         if not isinstance(data, EventStack):
             data = compact_opencl(data, chunk_frames=self.options.get("chunk_frames"),
-                                  device=self.dev)
+                                  device=self.dev,
+                                  max_device_memory=self.options.get("max_device_memory"))
         self._check_events(data)
         self.binning.check_frame_shape(data.frame_shape)
         n2, frame_sums = self._run(data)
@@ -202,16 +207,27 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     @staticmethod
     def _check_events(events):
-        values = events.values
-        if values.dtype.name not in _CTYPES:
-            raise TypeError(f"unsupported event dtype {values.dtype}: supported are "
+        dtype = events.values_dtype
+        if dtype.name not in _CTYPES:
+            raise TypeError(f"unsupported event dtype {dtype}: supported are "
                             f"{', '.join(_CTYPES)}")
+        if getattr(events, "resident", None) is not None and dtype.kind != "f":
+            return  # compacted on the device, which rejected negative values
+        values = events.values
         if values.dtype.kind in "if" and values.size and values.min() < 0:
             e = int(numpy.argmax(values < 0))
             raise ValueError(f"event methods need non-negative counts; event {e} has value "
                              f"{values[e]} (frame {int(events.times[e])})")
         if values.dtype.kind == "f" and values.size and not numpy.isfinite(values).all():
             raise ValueError("events contain NaN or infinite values")
+
+    def _resident(self, events):
+        """The events' device buffers when they live in this correlator's context (see
+        :class:`ewoksxpcs.events.DeviceEvents`), else None."""
+        resident = getattr(events, "resident", None)
+        if resident is None or resident.dev.context != self.dev.context:
+            return None
+        return resident
 
     # ------------------------------------------------------------------ kernel
     def _geometry(self, is_float: bool):
@@ -273,7 +289,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             return 1
         n = self.options.get("upload_chunks")
         if n is None:
-            nbytes = events.values.nbytes + events.times.nbytes
+            nbytes = events.n_events * (events.values_dtype.itemsize + 4)
             n = min(8, -(-nbytes // (256 * 1024**2)))
         return int(max(1, min(n, events.n_pixels)))
 
@@ -368,7 +384,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         t = time.perf_counter()
         n_sub = self.binning.n_sub
         n_frames = events.n_frames
-        is_float = events.values.dtype.kind == "f"
+        is_float = events.values_dtype.kind == "f"
         acc = numpy.float64 if is_float else numpy.int64
         out = numpy.zeros((n_sub, n_frames), dtype=acc)
         if is_float and not dev.has_fp64:
@@ -400,6 +416,14 @@ class OpenCLEventCorrelator(EventCorrelator):
             offsets, numpy.linspace(0, events.n_events, n_chunks + 1).astype(numpy.int64))
         pix_edges[0], pix_edges[-1] = 0, events.n_pixels
         ev_edges = offsets[pix_edges]
+        ready = queue_module.Queue()  # (item, event) as the uploads are enqueued
+        resident = self._resident(events)
+        if resident is not None:  # compacted on this device: the events are already there
+            d_values, d_times = resident.d_values, resident.d_times
+            for i in range(2 * n_chunks):
+                ready.put((i, None))
+            return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
+                                         d_values, d_times, out, upload, t)
         d_values = pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.values.nbytes, 1))
         d_times = pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.times.nbytes, 1))
         items = []
@@ -407,7 +431,6 @@ class OpenCLEventCorrelator(EventCorrelator):
             e0, e1 = int(ev_edges[c]), int(ev_edges[c + 1])
             items += [(d_values, events.values[e0:e1], e0 * events.values.itemsize),
                       (d_times, events.times[e0:e1], e0 * events.times.itemsize)]
-        ready = queue_module.Queue()  # (item, event) as the uploads are enqueued
 
         def upload_big():
             try:
@@ -443,7 +466,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
         if not is_float:
             d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
-        defines = {"VAL_T": _CTYPES[events.values.dtype.name], "L": lag_tile, "WG": wg,
+        defines = {"VAL_T": _CTYPES[events.values_dtype.name], "L": lag_tile, "WG": wg,
                    "SL": self._s2_lags()}
         if is_float:
             defines["ACC_FLOAT"] = 1

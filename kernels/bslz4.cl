@@ -1,0 +1,310 @@
+// Bitshuffle-LZ4 decompression of HDF5 chunks (filter 32008, host side: ewoksxpcs/bslz4_opencl.py).
+//
+// Chunk layout (bitshuffle's bshuf_h5filter.c / bitshuffle.c):
+//   uint64 big-endian  uncompressed bytes of the chunk
+//   uint32 big-endian  block size in bytes (block elements * ES)
+//   per block: int32 big-endian compressed size, then a raw LZ4 block (no frame)
+//   the last (n % 8) elements, uncompressed
+// Full blocks hold BLOCK_BYTES / ES elements; the last block holds (n % block) elements rounded
+// down to a multiple of 8. A decompressed block of m elements is bit-shuffled: 8 * ES bit planes of
+// m / 8 bytes; bit p of element i is bit (i % 8) of byte i / 8 of plane p (p = 8 * byte + bit,
+// little-endian element bytes).
+//
+// Three launches over a pre-zeroed output (decompressed and unshuffled blocks occupy the same
+// byte range, so everything happens in place):
+//   bslz4_blocks     one work-item per chunk: validate the header, walk the block sizes into the
+//                    block table, copy the trailing raw elements;
+//   bslz4_decode     one work-item per LZ4 block: decode into the block's bytes of the output,
+//                    writing only non-zero bytes and skipping matches that copy zeros;
+//   bslz4_unshuffle  one work-group per block: bit planes into local memory, elements back out.
+//
+// Compile-time constants:
+//   ES            element size in bytes (1, 2, 4 or 8)
+//   CHUNK_BYTES   uncompressed bytes of a chunk (chunk elements * ES)
+//   BLOCK_BYTES   bytes of a full block;  NB_FULL  full blocks per chunk
+//   LAST_BYTES    bytes of the last, partial block (0: none);  NB  blocks per chunk
+//   REM_BYTES     trailing uncompressed bytes ((n % 8) * ES)
+//   WG            work-items per work-group of bslz4_unshuffle
+//   VEC_ALIGNED   every chunk starts at a multiple of 8 * ES bytes of the output buffer
+//   GLOBAL_SRC    bslz4_unshuffle reads the planes from a copy (blocks too big for local memory)
+
+// Error word: min over errors of (chunk << 4) | code, so the host learns the first bad chunk;
+// status[chunk] holds each chunk's code (0: fine), read by the host only after an error.
+#define ERR_TRUNCATED 1u   // stream ends inside the header, a block size or a block
+#define ERR_SIZE      2u   // header's uncompressed size is not CHUNK_BYTES
+#define ERR_BLOCKSIZE 3u   // header's block size is not BLOCK_BYTES
+#define ERR_BLOCK     4u   // negative compressed block size
+#define ERR_LZ4       5u   // malformed LZ4 block (bad offset, overrun, wrong decoded size)
+#define ERR_TRAILING  6u   // bytes left after the last block and the raw elements
+
+// Block table entry of a chunk that must not be decoded (bad or raw): its blocks are skipped.
+#define NO_BLOCK 0xFFFFFFFFu
+
+#if ES == 1
+typedef uchar elem_t;
+typedef uchar8 elem8_t;
+#elif ES == 2
+typedef ushort elem_t;
+typedef ushort8 elem8_t;
+#elif ES == 4
+typedef uint elem_t;
+typedef uint8 elem8_t;
+#elif ES == 8
+typedef ulong elem_t;
+typedef ulong8 elem8_t;
+#else
+#error "ES must be 1, 2, 4 or 8"
+#endif
+
+#define BLOCK_OF(c, b) ((ulong)(c) * NB + (b))
+
+inline void set_error(volatile __global uint *err, const uint chunk, const uint code)
+{
+    atomic_min(err, (chunk << 4) | code);
+}
+
+inline uint read_be32(__global const uchar *p)
+{
+    return ((uint)p[0] << 24) | ((uint)p[1] << 16) | ((uint)p[2] << 8) | (uint)p[3];
+}
+
+// Launch: global >= n_chunks (1-D). raw[c] != 0 (when has_raw): chunk c is stored unfiltered and
+// copied by the host; its blocks are marked NO_BLOCK here.
+__kernel void bslz4_blocks(__global const uchar *src,
+                           __global const ulong *chunk_offsets,  // (n_chunks + 1,) bytes in src
+                           __global const uchar *raw,
+                           const int has_raw,
+                           const uint n_chunks,
+                           __global uint *table,                 // (n_chunks, NB) block offsets
+                           __global uint *lnz,                   // (n_chunks, NB) zeroed here
+                           __global uchar *out,
+                           const ulong out_offset,
+                           __global uint *status,                // (n_chunks,) error code or 0
+                           volatile __global uint *err)
+{
+    const uint c = get_global_id(0);
+    if (c >= n_chunks) return;
+    const ulong start = chunk_offsets[c];
+    const ulong size = chunk_offsets[c + 1] - start;   // host checked: < 2^32, offsets ascending
+    __global const uchar *s = src + start;
+    uint code = 0;
+    if (has_raw && raw[c]) {
+        code = NO_BLOCK;  // not an error: skip the blocks
+    } else if (size < 12) {
+        code = ERR_TRUNCATED;
+    } else {
+        const ulong nbytes = ((ulong)read_be32(s) << 32) | read_be32(s + 4);
+        const uint bbytes = read_be32(s + 8);
+        if (nbytes != (ulong)CHUNK_BYTES) code = ERR_SIZE;
+        else if (bbytes != BLOCK_BYTES) code = ERR_BLOCKSIZE;
+    }
+    ulong pos = 12;
+    for (uint b = 0; b < NB && code == 0; b++) {
+        if (pos + 4 > size) { code = ERR_TRUNCATED; break; }
+        const uint cs = read_be32(s + pos);
+        if (cs & 0x80000000u) { code = ERR_BLOCK; break; }
+        table[BLOCK_OF(c, b)] = (uint)pos;
+        pos += 4 + (ulong)cs;
+        if (pos > size) { code = ERR_TRUNCATED; break; }
+    }
+    if (code == 0) {
+        if (pos + REM_BYTES > size) code = ERR_TRUNCATED;
+        else if (pos + REM_BYTES != size) code = ERR_TRAILING;
+    }
+    if (code != 0) {
+        for (uint b = 0; b < NB; b++) {
+            table[BLOCK_OF(c, b)] = NO_BLOCK;
+            lnz[BLOCK_OF(c, b)] = 0;
+        }
+        status[c] = (code != NO_BLOCK) ? code : 0u;
+        if (code != NO_BLOCK) set_error(err, c, code);
+        return;
+    }
+    status[c] = 0;
+#if REM_BYTES > 0
+    __global uchar *o = out + out_offset + (ulong)c * CHUNK_BYTES + (CHUNK_BYTES - REM_BYTES);
+    for (uint i = 0; i < REM_BYTES; i++) o[i] = s[pos + i];
+#endif
+}
+
+// Read an LZ4 length extension (bytes while 255) onto *len; false when the input ends first or
+// the length exceeds limit (which also keeps *len from overflowing).
+inline bool lz4_length(__global const uchar *in, uint *ip, const uint in_size, uint *len,
+                       const uint limit)
+{
+    uint v;
+    do {
+        if (*ip >= in_size) return false;
+        v = in[(*ip)++];
+        *len += v;
+        if (*len > limit) return false;
+    } while (v == 255);
+    return true;
+}
+
+// Launch: global >= n_chunks * NB (1-D), any local size. Decodes block b of chunk c into its byte
+// range of out (zeros already there); lnz[block] receives the end of its last non-zero byte.
+__kernel void bslz4_decode(__global const uchar *src,
+                           __global const ulong *chunk_offsets,
+                           const uint n_chunks,
+                           __global const uint *table,
+                           __global uint *lnz,
+                           __global uchar *out,
+                           const ulong out_offset,
+                           __global uint *status,
+                           volatile __global uint *err)
+{
+    const ulong gid = get_global_id(0);
+    if (gid >= (ulong)n_chunks * NB) return;
+    const uint c = (uint)(gid / NB);
+    const uint b = (uint)(gid - (ulong)c * NB);
+    const uint pos = table[gid];
+    if (pos == NO_BLOCK) return;  // bad or raw chunk: lnz already 0
+
+    __global const uchar *blk = src + chunk_offsets[c] + pos;
+    const uint in_size = read_be32(blk);  // block table checked it fits the chunk
+    __global const uchar *in = blk + 4;
+    const uint out_size = (b < NB_FULL) ? BLOCK_BYTES : LAST_BYTES;
+    __global uchar *dst = out + out_offset + (ulong)c * CHUNK_BYTES + (ulong)b * BLOCK_BYTES;
+
+    uint ip = 0, op = 0;
+    uint last = 0;  // end of the last non-zero byte written: bytes from here on are zero
+    bool ok = false;
+    while (ip < in_size) {
+        const uint token = in[ip++];
+        uint len = token >> 4;
+        if (len == 15 && !lz4_length(in, &ip, in_size, &len, out_size)) break;
+        if (len > in_size - ip || len > out_size - op) break;
+        for (uint i = 0; i < len; i++) {
+            const uchar v = in[ip + i];
+            if (v) { dst[op + i] = v; last = op + i + 1; }
+        }
+        ip += len;
+        op += len;
+        if (ip == in_size) { ok = (op == out_size); break; }  // last sequence: literals only
+        if (in_size - ip < 2) break;
+        const uint offset = (uint)in[ip] | ((uint)in[ip + 1] << 8);
+        ip += 2;
+        if (offset == 0 || offset > op) break;
+        len = token & 15;
+        if (len == 15 && !lz4_length(in, &ip, in_size, &len, out_size)) break;
+        len += 4;
+        if (len > out_size - op) break;
+        const uint from = op - offset;
+        if (from < last) {
+            // Non-zero source. Without overlap only [from, last) can be non-zero; with overlap
+            // (offset < len) the period repeats, byte by byte as LZ4 defines it.
+            const uint n = (offset >= len) ? min(len, last - from) : len;
+            for (uint i = 0; i < n; i++) {
+                const uchar v = dst[from + i];
+                if (v) { dst[op + i] = v; last = op + i + 1; }
+            }
+        }
+        op += len;
+    }
+    if (!ok) {
+        for (uint i = 0; i < last; i++) dst[i] = 0;  // leave zeros, not half a block
+        last = 0;
+        status[c] = ERR_LZ4;  // the host zeroes the whole chunk
+        set_error(err, c, ERR_LZ4);
+    }
+    lnz[gid] = last;
+}
+
+// Transpose the 8x8 bit matrix packed in x (bitshuffle's TRANS_BIT_8X8, little-endian):
+// bit j of byte i goes to bit i of byte j.
+inline ulong trans_bit_8x8(ulong x)
+{
+    ulong t;
+    t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAUL;
+    x = x ^ t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCUL;
+    x = x ^ t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0UL;
+    x = x ^ t ^ (t << 28);
+    return x;
+}
+
+#define MAX_WORDS ((BLOCK_BYTES + 3) / 4)
+
+// Launch: global (n_chunks * NB * WG), local (WG). Work-group = one block. Without GLOBAL_SRC the
+// planes are read from out itself (in place, through local memory); with it from planes, a copy
+// of out's bytes out_offset ... out_offset + n_chunks * CHUNK_BYTES - 1.
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void bslz4_unshuffle(__global uchar *out,
+                     const ulong out_offset,
+                     __global const uint *lnz,
+                     __global const uchar *planes)
+{
+    const ulong blk = get_group_id(0);
+    const uint lid = get_local_id(0);
+    const uint nz = lnz[blk];
+    if (nz == 0) return;  // all zero: the output is already zeros
+    const uint c = (uint)(blk / NB);
+    const uint b = (uint)(blk - (ulong)c * NB);
+    const uint bytes = (b < NB_FULL) ? BLOCK_BYTES : LAST_BYTES;
+    const uint G = bytes / (8 * ES);            // groups of 8 elements = bytes per bit plane
+    const ulong base = out_offset + (ulong)c * CHUNK_BYTES + (ulong)b * BLOCK_BYTES;
+    // Byte rows (element bytes) whose planes hold non-zero bits; the others are all zero.
+    const uint nz_planes = (nz + G - 1) / G;
+    const uint rows = min((uint)ES, (nz_planes + 7) / 8);
+
+#ifdef GLOBAL_SRC
+    __global const uchar *lb = planes + (base - out_offset);
+#else
+    __local uint words[MAX_WORDS];
+    __local uchar *lb = (__local uchar *)words;
+    const uint used = (rows * 8 * G + 3) / 4;   // words of the planes read below
+#ifdef VEC_ALIGNED
+    {
+        __global const uint *gw = (__global const uint *)(out + base);
+        const uint nzw = (nz + 3) / 4;          // bytes past nz are zero, inside the block
+        for (uint i = lid; i < used; i += WG) words[i] = (i < nzw) ? gw[i] : 0u;
+    }
+#else
+    {
+        __global const uchar *gb = out + base;
+        for (uint i = lid; i < used; i += WG) words[i] = 0u;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint i = lid; i < nz; i += WG) lb[i] = gb[i];
+    }
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+
+    for (uint g = lid; g < G; g += WG) {
+        ulong t[ES];
+        ulong any = 0;
+#pragma unroll
+        for (uint r = 0; r < ES; r++) {
+            ulong x = 0;
+            if (r < rows) {
+#pragma unroll
+                for (uint k = 0; k < 8; k++)
+                    x |= (ulong)lb[(8 * r + k) * G + g] << (8 * k);
+            }
+            any |= x;
+            t[r] = x;
+        }
+        elem8_t v = (elem8_t)(0);
+        if (any) {
+            elem_t e[8];
+#pragma unroll
+            for (uint k = 0; k < 8; k++) e[k] = 0;
+#pragma unroll
+            for (uint r = 0; r < ES; r++) {
+                const ulong x = trans_bit_8x8(t[r]);  // byte k: byte r of element k
+#pragma unroll
+                for (uint k = 0; k < 8; k++)
+                    e[k] |= (elem_t)(((x >> (8 * k)) & 0xFF)) << (8 * r);
+            }
+            v = (elem8_t)(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]);
+        }
+        __global uchar *o = out + base + (ulong)g * (8 * ES);
+#ifdef VEC_ALIGNED
+        *(__global elem8_t *)o = v;
+#else
+        vstore8(v, 0, (__global elem_t *)o);
+#endif
+    }
+}

@@ -1,0 +1,49 @@
+// Exclusive prefix sums of int counts into long offsets (host side: ewoksxpcs/scan_opencl.py).
+//
+// Two launches over groups of SPAN = WG * ITEMS consecutive elements:
+//   scan_partials: each group's total (the host turns the few totals into group prefixes),
+//   scan_apply:    each group scans its elements, ITEMS rounds of a WG-wide scan in local memory
+//                  (coalesced reads), starting from the group's prefix.
+// Compile-time constants: WG (power of two), ITEMS.
+
+// Launch: global (n_groups * WG,), local (WG,).
+__kernel void scan_partials(__global const int *x, const long n, __global long *partial)
+{
+    __local long part[WG];
+    const int lid = get_local_id(0);
+    const long g0 = (long)get_group_id(0) * WG * ITEMS;
+    long s = 0;
+    for (int i = 0; i < ITEMS; i++) {
+        const long k = g0 + (long)i * WG + lid;
+        if (k < n) s += x[k];
+    }
+    part[lid] = s;
+    WORK_GROUP_SUM(part, lid);
+    if (lid == 0) partial[get_group_id(0)] = part[0];
+}
+
+// Launch: global (n_groups * WG,), local (WG,). out[k] = prefix[group] + sum of the group's
+// x before k.
+__kernel void scan_apply(__global const int *x, const long n, __global const long *prefix,
+                         __global long *out)
+{
+    __local long buf[WG];
+    const int lid = get_local_id(0);
+    const long g0 = (long)get_group_id(0) * WG * ITEMS;
+    long carry = prefix[get_group_id(0)];
+    for (int i = 0; i < ITEMS; i++) {
+        const long k = g0 + (long)i * WG + lid;
+        const long v = (k < n) ? x[k] : 0;
+        buf[lid] = v;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int d = 1; d < WG; d <<= 1) {  // Hillis-Steele inclusive scan
+            const long a = (lid >= d) ? buf[lid - d] : 0;
+            barrier(CLK_LOCAL_MEM_FENCE);
+            buf[lid] += a;
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (k < n) out[k] = carry + buf[lid] - v;
+        carry += buf[WG - 1];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}

@@ -1,0 +1,51 @@
+"""The device exclusive scan equals NumPy's cumulative sum."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from conftest import require_opencl
+
+from ewoksxpcs.opencl import device_buffer, get_device
+from ewoksxpcs.scan_opencl import DeviceScan
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request):
+    require_opencl(request.param)
+    return get_device(request.param)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 255, 4097, 70001])
+def test_scan_equals_cumsum(device, rng, n):
+    import pyopencl
+
+    counts = rng.integers(0, 2**31 - 1, n).astype(numpy.int32)  # totals beyond 2^32
+    scan = DeviceScan(device)
+    q = device.queue
+    d_counts = device_buffer(device, q, 4 * n)
+    if n:
+        pyopencl.enqueue_copy(q, d_counts, counts)
+    d_off = device_buffer(device, q, 8 * (n + 1))
+    total = scan(q, d_counts, n, d_off)
+    off = numpy.empty(n + 1, numpy.int64)
+    pyopencl.enqueue_copy(q, off, d_off)
+    expected = numpy.concatenate([[0], numpy.cumsum(counts, dtype=numpy.int64)])
+    assert total == int(expected[-1])
+    numpy.testing.assert_array_equal(off, expected)
+
+
+def test_scan_reuses_scratch_for_smaller_and_larger_inputs(device, rng):
+    import pyopencl
+
+    scan = DeviceScan(device)
+    q = device.queue
+    for n in (5000, 10, 20000):
+        counts = rng.integers(0, 100, n).astype(numpy.int32)
+        d_counts = device_buffer(device, q, 4 * n)
+        pyopencl.enqueue_copy(q, d_counts, counts)
+        d_off = device_buffer(device, q, 8 * (n + 1))
+        scan(q, d_counts, n, d_off)
+        off = numpy.empty(n + 1, numpy.int64)
+        pyopencl.enqueue_copy(q, off, d_off)
+        assert off[-1] == counts.sum() and (numpy.diff(off) == counts).all()
