@@ -549,6 +549,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="e2e suite: photons per pixel per frame (default 0.01)")
     parser.add_argument("--workdir", help="e2e suite: directory of the scan and results "
                                           "(default: a temporary one, removed)")
+    parser.add_argument("--max-device-memory", type=float, default=None, metavar="BYTES",
+                        help="e2e suite: device memory budget of the compaction (default: "
+                             "min(8 GiB, half the device memory)); raise it for dense scans")
     parser.add_argument("--torch-device", default="cuda",
                         help="gpu suite: PyTorch device of the boost_corr/PyTorch peers (cuda)")
     parser.add_argument("--repeat", type=int, default=None,
@@ -585,7 +588,9 @@ def _main_e2e(args) -> int:
 
     device = args.device or "gpu"
     try:
-        row = run_e2e(workdir=args.workdir, scale=args.scale, counts=args.counts, device=device)
+        row = run_e2e(workdir=args.workdir, scale=args.scale, counts=args.counts, device=device,
+                      max_device_memory=(int(args.max_device_memory)
+                                         if args.max_device_memory else None))
     except ValueError as e:
         print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
         return 2

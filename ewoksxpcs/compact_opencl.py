@@ -15,8 +15,11 @@ batch of frames (``kernels/compact.cl``):
    on the same device reads them in place, the host arrays are downloaded on first access.
 
 Device memory: one batch of frames, the arena (the events themselves) and a staging copy for the
-merge, bounded by ``max_device_memory``; when the events outgrow it, the arena spills to the host
-and the merge is done there (same result, slower).
+merge, bounded by ``max_device_memory``. When the events outgrow it, a source that can be read
+again (a file, an array) is compacted again in ranges of pixels: one pass counts every pixel's
+events, then one pass per range of pixels whose events fit writes them on the device and
+downloads them into the final host arrays (more passes over the data, all on the device); a
+one-shot iterable spills its events to the host, where they are merged (same result, slower).
 """
 
 from __future__ import annotations
@@ -130,12 +133,19 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     prof = _Profile(profile, dev.queue)
-    if layout is not None:
-        batches = _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof)
-    else:
-        batches = _uploaded_batches(dev, source, chunk_frames)
+
+    def make_batches():
+        if layout is not None:
+            return _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof)
+        return _uploaded_batches(dev, source, chunk_frames)
+
     prof.set("path", "raw chunks decompressed on the device" if layout is not None
              else "frames uploaded")
+    # Events beyond the budget: sources that can be read again are compacted again in pixel
+    # ranges (device work); others spill to the host.
+    compactor.restartable = layout is not None or bool(getattr(source, "reiterable", False))
+    batches = make_batches()
+    overflow = False
     t0 = 0
     try:
         for d_frames, base, n, host_chunk in batches:
@@ -149,16 +159,25 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
                 source.advance(n)  # progress and cancellation of monitored sources
             if progress is not None:
                 progress(t0, source.n_frames)
+    except _Overflow:
+        overflow = True
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
             close()
     tick = prof.start()
-    values, times, offsets, frame_sums, resident = compactor.finish(prof)
+    if overflow:
+        del compactor  # its arena
+        compactor = _DeviceCompactor(dev, shape, dtype, kept, binning, budget)
+        values, times, offsets, frame_sums, t0 = _compact_in_ranges(compactor, make_batches, prof)
+        resident = None
+    else:
+        values, times, offsets, frame_sums, resident = compactor.finish(prof)
     prof.stop("finish_s", tick)
     labels = binning.labels if binning is not None else None
     events = EventStack(values, times, offsets, kept, shape, t0, dtype, frame_sums=frame_sums,
                         labels=labels, resident=resident)
+    events.pixel_sums = compactor.pixel_sums()
     events.compaction = f"OpenCL on {dev.name}: " + (
         "raw chunks decompressed on the device" if layout is not None else "frames uploaded")
     return events
@@ -336,6 +355,10 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
 
 
 # ------------------------------------------------------------------------------ compactor
+class _Overflow(Exception):
+    """The events outgrow the device budget (internal)."""
+
+
 class _DeviceCompactor:
     """Per-call state: kernels, per-pixel totals, the arena of the batches' events."""
 
@@ -354,6 +377,7 @@ class _DeviceCompactor:
         self.k_count = get_kernel(dev, "compact.cl", "count_events", defines)
         self.k_scatter = get_kernel(dev, "compact.cl", "scatter_events", defines)
         self.k_merge = get_kernel(dev, "compact.cl", "merge_part", defines)
+        self.k_range = get_kernel(dev, "compact.cl", "scatter_range", defines)
         self.k_sums = None
         if binning is not None:
             name = "bin_sums" if dtype.kind == "f" else "bin_sums_wg"
@@ -384,6 +408,9 @@ class _DeviceCompactor:
         self.fill = 0
         self.parts = []  # per batch: dict(base, n, d_off) on the device, or host arrays
         self.spilled = False
+        #: When the events outgrow the budget: raise _Overflow (the caller starts again in
+        #: pixel ranges) rather than spill to the host.
+        self.restartable = False
         self.sum_parts = []
 
     # -------------------------------------------------------------- per batch
@@ -409,7 +436,9 @@ class _DeviceCompactor:
             self.d_values = self.d_times = None
             self.capacity = 0
 
-    def add_batch(self, d_frames, base: int, n: int, t0: int, host_chunk=None):
+    def count_batch(self, d_frames, base: int, n: int, t0: int, host_chunk=None):
+        """Count the batch's events per pixel (running totals and sums), check signs, sum
+        the bins; returns the element offset of its first frame."""
         import pyopencl
 
         dev, queue = self.dev, self.dev.queue
@@ -429,11 +458,25 @@ class _DeviceCompactor:
                 pyopencl.enqueue_copy(queue, host_chunk, d_frames,
                                       src_offset=int(base_el) * self.dtype.itemsize)
             check_non_negative(host_chunk, t0)  # raises with the frame and pixel
+        if self.binning is not None:
+            self.sum_parts.append(self._bin_sums(d_frames, base_el, n))
+        return base_el
+
+    def add_batch(self, d_frames, base: int, n: int, t0: int, host_chunk=None):
+        """Count the batch's events and write them to the arena (or to the host after a
+        spill). Raises :class:`_Overflow` instead of spilling when ``restartable``."""
+        import pyopencl
+
+        dev, queue = self.dev, self.dev.queue
+        npix, n_kept = self.npix, self.n_kept
+        base_el = self.count_batch(d_frames, base, n, t0, host_chunk)
         d_off = device_buffer(dev, queue, 8 * (n_kept + 1))
         total = self.scan(queue, self.d_counts, n_kept, d_off)
         if total and not self.spilled:
             self._arena(total)
             if self.d_values is None or self.fill + total > self.capacity:
+                if self.restartable:
+                    raise _Overflow()
                 self._spill()
         if self.spilled:
             values = numpy.empty(total, dtype=self.dtype)
@@ -458,8 +501,17 @@ class _DeviceCompactor:
                                self.d_times)
             self.parts.append({"base": self.fill, "n": total, "d_off": d_off})
             self.fill += total
-        if self.binning is not None:
-            self.sum_parts.append(self._bin_sums(d_frames, base_el, n))
+
+    def pixel_sums(self):
+        """(n_kept,) int64 sums of the pixels' values (integer frames), else None."""
+        import pyopencl
+
+        if self.dtype.kind == "f":
+            return None
+        sums = numpy.empty(self.n_kept, dtype=numpy.int64)
+        if self.n_kept:
+            pyopencl.enqueue_copy(self.dev.queue, sums, self.d_pixel_sums)
+        return sums
 
     def _bin_sums(self, d_frames, base_el, n):
         import pyopencl
@@ -514,11 +566,7 @@ class _DeviceCompactor:
             offsets = numpy.empty(n_kept + 1, dtype=numpy.int64)
             pyopencl.enqueue_copy(queue, offsets, d_final)
             d_values, d_times = self._merge_device(d_final, n_events, prof)
-            totals = None
-            if self.dtype.kind != "f":
-                totals = numpy.empty(n_kept, dtype=numpy.int64)
-                pyopencl.enqueue_copy(queue, totals, self.d_pixel_sums)
-            resident = DeviceEvents(dev, d_values, d_times, n_events, self.dtype, totals)
+            resident = DeviceEvents(dev, d_values, d_times, n_events, self.dtype)
         frame_sums = None
         if self.binning is not None:
             frame_sums = (numpy.concatenate(self.sum_parts, axis=0) if self.sum_parts else
@@ -558,6 +606,59 @@ class _DeviceCompactor:
         self.d_values = self.d_times = None  # the arena is freed when the call returns
         self.parts = []
         return d_sv, d_st
+
+
+def _compact_in_ranges(compactor: "_DeviceCompactor", make_batches, prof):
+    """Events that outgrow the device budget, from a source that can be read again: one pass
+    counts every pixel's events, then each further pass writes the events of a range of
+    pixels that fits the budget into a device buffer and downloads it into the final host
+    arrays. Returns (values, times, offsets, frame_sums, n_frames)."""
+    import pyopencl
+
+    c = compactor
+    dev, queue, n_kept, npix = c.dev, c.dev.queue, c.n_kept, c.npix
+    t0 = 0
+    for d_frames, base, n, host_chunk in make_batches():
+        c.count_batch(d_frames, base, n, t0, host_chunk)
+        t0 += n
+    d_final = device_buffer(dev, queue, 8 * (n_kept + 1))
+    n_events = c.scan(queue, c.d_total, n_kept, d_final)
+    offsets = numpy.empty(n_kept + 1, dtype=numpy.int64)
+    pyopencl.enqueue_copy(queue, offsets, d_final)
+    values = numpy.empty(n_events, dtype=c.dtype)
+    times = numpy.empty(n_events, dtype=numpy.uint32)
+    free = max(0, c.budget - 16 * n_kept - 16 * (n_kept + 1) - getattr(c, "batch_bytes", 0))
+    most = int(numpy.diff(offsets).max()) if n_kept else 0
+    cap = max(1, most, free // c.event_bytes)  # at least one pixel per range
+    d_rv = device_buffer(dev, queue, cap * c.dtype.itemsize)
+    d_rt = device_buffer(dev, queue, cap * 4)
+    d_before = device_buffer(dev, queue, 8 * max(1, n_kept))
+    q0, passes = 0, 0
+    while q0 < n_kept:
+        q1 = int(numpy.searchsorted(offsets, offsets[q0] + cap, side="right")) - 1
+        q1 = min(n_kept, max(q1, q0 + 1))
+        e0, e1 = int(offsets[q0]), int(offsets[q1])
+        if e1 > e0:
+            from .opencl import zero_buffer
+
+            zero_buffer(dev, queue, d_before)
+            t = 0
+            for d_frames, base, n, _ in make_batches():
+                c.k_range(queue, (q1 - q0,), None, d_frames, numpy.int64(int(base) * npix),
+                          numpy.int32(n), numpy.int64(npix), c.d_kept, numpy.int32(q0),
+                          numpy.int32(q1), d_final, numpy.int64(e0), d_before, numpy.uint32(t),
+                          d_rv, d_rt)
+                t += n
+            pyopencl.enqueue_copy(queue, values[e0:e1], d_rv)
+            pyopencl.enqueue_copy(queue, times[e0:e1], d_rt)
+            passes += 1
+        q0 = q1
+    prof.set("range_passes", passes)
+    frame_sums = None
+    if c.binning is not None:
+        frame_sums = numpy.concatenate(c.sum_parts, axis=0) if c.sum_parts else numpy.zeros(
+            (0, c.binning.n_bins), dtype=numpy.float64 if c.dtype.kind == "f" else numpy.int64)
+    return values, times, offsets, frame_sums, t0
 
 
 def _merge_host(parts, n_kept, dtype):

@@ -56,6 +56,9 @@ class EventStack:
         #: DeviceEvents: the values and times in OpenCL buffers (see :class:`DeviceEvents`);
         #: the host arrays are then downloaded on first access.
         self.resident = resident
+        #: (n_pix,) int64 sum of each kept pixel's values when the compaction took it (integer
+        #: frames on a device), else None.
+        self.pixel_sums = None
         if resident is not None:
             self._values = self._times = None
             self.dtype = numpy.dtype(dtype if dtype is not None else resident.dtype)
@@ -303,14 +306,11 @@ class DeviceEvents:
         (n_events,) values of ``dtype`` and uint32 times, from byte 0.
     n_events : int
     dtype : numpy.dtype
-    pixel_totals : ndarray (n_pix,) int64, optional
-        Sum of each kept pixel's values (integer events).
     """
 
-    def __init__(self, dev, d_values, d_times, n_events: int, dtype, pixel_totals=None):
+    def __init__(self, dev, d_values, d_times, n_events: int, dtype):
         self.dev, self.d_values, self.d_times = dev, d_values, d_times
         self.n_events, self.dtype = int(n_events), numpy.dtype(dtype)
-        self.pixel_totals = pixel_totals
 
     def download(self):
         """(values, times) as host arrays."""

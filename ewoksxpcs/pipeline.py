@@ -308,9 +308,8 @@ def pixel_totals(events) -> numpy.ndarray:
     Segment sums (``reduceat``) in one pass over the values: no per-event temporary, which
     matters at 10^9 events.
     """
-    resident = getattr(events, "resident", None)
-    if resident is not None and resident.pixel_totals is not None:
-        return resident.pixel_totals  # summed on the device during the compaction
+    if getattr(events, "pixel_sums", None) is not None:
+        return events.pixel_sums  # summed on the device during the compaction
     acc = numpy.float64 if numpy.dtype(events.values.dtype).kind == "f" else numpy.int64
     counts = numpy.diff(events.offsets)
     out = numpy.zeros(events.n_pixels, dtype=acc)

@@ -10,6 +10,8 @@
 //   bin_sums:       one work-item per (frame, bin) adds the bin's pixels in raster order
 //                   (doubles in the same order as NumPy's bincount: float32 frames),
 //   bin_sums_wg:    one work-group per (bin, frame), 64-bit integer sums (coalesced reads),
+//   scatter_range:  the same for a range of pixels, at their final places (events beyond the
+//                   device budget: one pass over the frames per range),
 //   merge_part:     after the last batch, copies one batch's events of a pixel range to their
 //                   final place (the batches' events of a pixel follow each other in time).
 //
@@ -82,6 +84,40 @@ __kernel void scatter_events(__global const VAL_T *frames,
             pos++;
         }
     }
+}
+
+// Launch: global (q1 - q0,). Events of pixels q0 … q1-1 only, written at their final place
+// relative to the range (final_off[q] - range_base), after the pixel's events of the earlier
+// batches (before[q], updated): compaction in pixel ranges when the events outgrow the device.
+__kernel void scatter_range(__global const VAL_T *frames,
+                            const long base,
+                            const int n,
+                            const long npix,
+                            __global const long *kept,
+                            const int q0,
+                            const int q1,
+                            __global const long *final_off,  // (n_kept + 1,)
+                            const long range_base,
+                            __global long *before,           // (n_kept,)
+                            const uint t0,
+                            __global VAL_T *values,
+                            __global uint *times)
+{
+    const int q = q0 + get_global_id(0);
+    if (q >= q1) return;
+    __global const VAL_T *chunk = frames + base;
+    const long p = kept[q];
+    const long start = final_off[q] - range_base + before[q];
+    long pos = start;
+    for (int t = 0; t < n; t++) {
+        const VAL_T v = chunk[t * npix + p];
+        if (v != 0) {
+            values[pos] = v;
+            times[pos] = t0 + (uint)t;
+            pos++;
+        }
+    }
+    before[q] += pos - start;
 }
 
 // Launch: global (n, n_bins).

@@ -100,9 +100,11 @@ def test_mask_shape_errors(rng):
 
 
 @pytest.mark.parametrize("budget", [1, "mid"])
-def test_events_spill_to_host_beyond_the_budget(device, rng, budget):
-    """A device memory budget too small for the events: the arena spills to the host (from the
-    first batch, or after some batches) and the host merge gives the same stack."""
+@pytest.mark.parametrize("reiterable", [True, False])
+def test_events_beyond_the_budget(device, rng, budget, reiterable):
+    """A device memory budget too small for the events (from the first batch, or after some):
+    a source that can be read again is compacted again in pixel ranges on the device; a
+    one-shot iterable spills to the host. Both give the same stack."""
     frames = frames_of(rng, "uint16", (60, 9, 11), rate=1.5)
     q = numpy.ones((9, 11), dtype=numpy.int32)
     expected = compact(frames, qmask=q)
@@ -111,9 +113,31 @@ def test_events_spill_to_host_beyond_the_budget(device, rng, budget):
         n_kept = 99
         fixed = 16 * n_kept + 16 * (n_kept + 1) + 10 * 99 * 2
         budget = fixed + 2 * 6 * (expected.n_events // 3)
-    got = compact_opencl(frames, qmask=q, device=device, chunk_frames=10,
-                         max_device_memory=budget)
+    source = frames if reiterable else IterableFrameSource(iter(numpy.array_split(frames, 6)))
+    profile = {}
+    got = compact_opencl(source, qmask=q, device=device, chunk_frames=10,
+                         max_device_memory=budget, profile=profile)
     assert_same(got, expected)
+    assert got.resident is None
+    numpy.testing.assert_array_equal(
+        got.pixel_sums, frames.reshape(60, -1).sum(axis=0, dtype=numpy.int64))
+    if reiterable:
+        assert profile["range_passes"] >= 2
+    else:
+        assert "range_passes" not in profile
+
+
+def test_raw_chunks_in_pixel_ranges(device, rng, tmp_path):
+    """Compressed chunks, events beyond the budget: decompressed again for every range."""
+    from ewoksxpcs.load import load_frames
+
+    frames = rng.poisson(0.8, (70, 12, 10)).astype(numpy.uint16)
+    source = load_frames(_bslz4_file(tmp_path, frames) + "::/data")
+    profile = {}
+    got = compact_opencl(source, device=device, decode="device", chunk_frames=16,
+                         max_device_memory=4000, profile=profile)
+    assert profile["range_passes"] >= 3
+    assert_same(got, compact(frames))
 
 
 def test_bad_decode_option(rng):
