@@ -112,7 +112,7 @@ void event_corr(__global const VAL_T *values,
     for (uint x = lid; x < tau1 - tau0; x += WG) {
         const acc_t v = hist[x];
 #ifdef ACC_FLOAT
-        out[x] = v;  // sole writer of this (sub-bin, tile)
+        out[x] += v;  // sole writer of this (sub-bin, tile) in the launch; launches in turn
 #else
         if (v != 0) atomic_add_u64_global((volatile __global ulong *)(out + x), v);
 #endif

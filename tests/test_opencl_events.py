@@ -254,3 +254,38 @@ def test_events_resident_on_the_device(device, rng, dtype):
     copy = pickle.loads(pickle.dumps(resident))
     assert copy.resident is None and copy == host
     assert resident == host  # downloads
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int32", "float32"])
+def test_events_beyond_the_memory_budget(device, rng, dtype):
+    """More events than max_device_memory leaves for them: runs of pixels uploaded into two
+    slots in turn (upload of one while the other is correlated); same sums as in one piece
+    (float32: same to rounding, the additions of a bin are split between runs)."""
+    frames = sparse_frames(rng, dtype, (300, 9, 13), rate=0.8)
+    events = compact(frames)
+    q = qmask_of((9, 13))
+    n_sub = Binning(q).n_sub
+    n2_bytes = n_sub * 300 * 8
+    ev_bytes = events.values.itemsize + 4
+    budget = 4 * n2_bytes + 2**20 + 2 * ev_bytes * (events.n_events // 5)  # ~5 runs
+    bounded = create_correlator(q, method="opencl-events", device=device,
+                                max_device_memory=budget, task_pairs=50)
+    whole = create_correlator(q, method="opencl-events", device=device)
+    a, b = bounded.correlate(events), whole.correlate(events)
+    assert bounded.last_profile["n_chunks"] >= 5
+    if dtype == "float32":
+        numpy.testing.assert_allclose(a.n2, b.n2, rtol=1e-12)
+    else:
+        assert numpy.array_equal(a.n2, b.n2)
+    assert numpy.array_equal(a.frame_sums, b.frame_sums)
+    check_equal(a, correlate(frames, q, method="reference"), dtype)
+
+
+def test_pixel_beyond_the_memory_budget_is_a_clear_error(device, rng):
+    events = compact(sparse_frames(rng, "uint16", (400, 4, 4), rate=2.0))
+    q = qmask_of((4, 4))
+    n2_bytes = Binning(q).n_sub * 400 * 8
+    c = create_correlator(q, method="opencl-events", device=device,
+                          max_device_memory=4 * n2_bytes + 2**20 + 100)
+    with pytest.raises(ValueError, match="raise max_device_memory"):
+        c.correlate(events)

@@ -20,6 +20,10 @@ the upload, the planning and the kernels overlap. The denominator's autocorrelat
 summed directly on a GPU (exact int64, milliseconds) or, on CPU devices, by the host's exact FFTs
 while the device computes n2; normalisation gets them ready-made.
 
+Device memory: the events (all at once, or in runs of whole pixels through two slots when they
+need more than ``max_device_memory`` leaves), n2, the frame sums and s2's rows. Events compacted
+on the same device (``EventStack.resident``) are read where they are.
+
 Nothing is kept between calls but the device's pinned staging buffers: each call allocates and
 zeroes its own output.
 """
@@ -154,8 +158,10 @@ class OpenCLEventCorrelator(EventCorrelator):
     chunk_frames : int
         Frames per batch when frames are compacted first.
     max_device_memory : int
-        Device memory budget (bytes) of that compaction (default: min(8 GiB, half the
-        device memory)).
+        Device memory budget in bytes (default: min(8 GiB, half the device memory)), of that
+        compaction and of the correlation: events that need more than the budget leaves after
+        n2 and the sums go to the device in runs of whole pixels through two slots, one
+        uploaded while the other is correlated (a pixel's events must fit half of it).
     upload_chunks : int
         Pixel chunks of the events, each uploaded through pinned buffers and correlated as soon
         as it is on the device (default: one per 256 MiB of events, at most 8; float32 events
@@ -410,32 +416,71 @@ class OpenCLEventCorrelator(EventCorrelator):
         # values and times (5 B per event for uint8: GBs) go through pinned staging buffers in a
         # thread of their own, in chunks of whole pixels: while this thread plans the tasks, and
         # then launches each chunk's tasks as soon as its events are on the device.
-        n_chunks = self._n_chunks(events, is_float)
         offsets = events.offsets
-        pix_edges = numpy.searchsorted(
-            offsets, numpy.linspace(0, events.n_events, n_chunks + 1).astype(numpy.int64))
-        pix_edges[0], pix_edges[-1] = 0, events.n_pixels
-        ev_edges = offsets[pix_edges]
         ready = queue_module.Queue()  # (item, event) as the uploads are enqueued
         resident = self._resident(events)
+        ev_bytes = events.values_dtype.itemsize + 4
+        room = self._event_room(out.nbytes)
+        bounded = resident is None and events.n_events * ev_bytes > room
+        if bounded:
+            # More events than the memory budget: two slots, each a run of whole pixels whose
+            # events fit half the room, uploaded and correlated in turn.
+            slot = room // (2 * ev_bytes)
+            most = int(numpy.diff(offsets).max())
+            if most > slot:
+                raise ValueError(
+                    f"a pixel has {most} events ({most * ev_bytes} bytes): more than half the "
+                    f"device memory left for events by max_device_memory={self._budget()} "
+                    f"bytes; raise max_device_memory")
+            edges = [0]
+            while edges[-1] < events.n_pixels:
+                q = int(numpy.searchsorted(offsets, offsets[edges[-1]] + slot, side="right")) - 1
+                edges.append(min(events.n_pixels, max(q, edges[-1] + 1)))
+            pix_edges = numpy.asarray(edges, dtype=numpy.int64)
+        else:
+            n_chunks = self._n_chunks(events, is_float)
+            pix_edges = numpy.searchsorted(
+                offsets, numpy.linspace(0, events.n_events, n_chunks + 1).astype(numpy.int64))
+            pix_edges[0], pix_edges[-1] = 0, events.n_pixels
+        n_chunks = int(pix_edges.size - 1)
+        ev_edges = offsets[pix_edges]
         if resident is not None:  # compacted on this device: the events are already there
-            d_values, d_times = resident.d_values, resident.d_times
             for i in range(2 * n_chunks):
                 ready.put((i, None))
             return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
-                                         d_values, d_times, out, upload, t)
-        d_values = pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.values.nbytes, 1))
-        d_times = pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.times.nbytes, 1))
-        items = []
-        for c in range(n_chunks):
-            e0, e1 = int(ev_edges[c]), int(ev_edges[c + 1])
-            items += [(d_values, events.values[e0:e1], e0 * events.values.itemsize),
-                      (d_times, events.times[e0:e1], e0 * events.times.itemsize)]
+                                         [(resident.d_values, resident.d_times)],
+                                         numpy.zeros(n_chunks, numpy.int64), out, upload, t)
+        if bounded:
+            slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * (ev_bytes - 4), 1)),
+                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * 4, 1))) for _ in range(2)]
+            ev_base = ev_edges[:-1].copy()
+        else:
+            slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.values.nbytes, 1)),
+                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.times.nbytes, 1)))]
+            ev_base = numpy.zeros(n_chunks, numpy.int64)
+        launched = [threading.Event() for _ in range(n_chunks)]
+        markers = [None] * n_chunks
+        failed = threading.Event()
+
+        def on_launched(c, marker):
+            markers[c] = marker
+            launched[c].set()
 
         def upload_big():
             try:
-                upload_pinned(dev, pyopencl.CommandQueue(ctx), items,
-                              on_item=lambda i, e: ready.put((i, e)))
+                uq = pyopencl.CommandQueue(ctx)
+                for c in range(n_chunks):
+                    if bounded and c >= len(slots):  # the slot's last chunk must be done
+                        while not launched[c - len(slots)].wait(0.1):
+                            if failed.is_set():
+                                return
+                        markers[c - len(slots)].wait()
+                    e0, e1 = int(ev_edges[c]), int(ev_edges[c + 1])
+                    base = e0 - int(ev_base[c])
+                    dv, dt = slots[c % len(slots)]
+                    upload_pinned(dev, uq, [(dv, events.values[e0:e1], base * (ev_bytes - 4)),
+                                            (dt, events.times[e0:e1], base * 4)],
+                                  on_item=lambda i, e, c=c: ready.put((2 * c + i, e)))
             except BaseException as e:  # re-raised in the caller's thread
                 ready.put((None, e))
 
@@ -443,13 +488,28 @@ class OpenCLEventCorrelator(EventCorrelator):
         uploader.start()
         try:
             return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
-                                         d_values, d_times, out, upload, t)
+                                         slots, ev_base, out, upload, t,
+                                         on_launched=on_launched if bounded else None)
         finally:
+            failed.set()
             uploader.join()
 
+    def _budget(self) -> int:
+        """Device memory budget (option max_device_memory; default min(8 GiB, half))."""
+        from .opencl_multitau import default_device_memory
+
+        return int(self.options.get("max_device_memory") or default_device_memory(self.dev))
+
+    def _event_room(self, n2_bytes: int) -> int:
+        """Bytes of the budget left for events: n2, the frame sums and s2's two series of
+        rows (each at most the size of n2) and 1 MiB of small buffers taken out."""
+        return max(0, self._budget() - 4 * n2_bytes - 2**20)
+
     def _plan_and_launch(self, events, is_float, n_frames, n_chunks, pix_edges, ready,
-                         d_values, d_times, out, upload, t):
-        """The rest of :meth:`_run`, while the events are uploaded."""
+                         slots, ev_base, out, upload, t, on_launched=None):
+        """The rest of :meth:`_run`, while the events are uploaded: chunk ``c``'s events are in
+        ``slots[c % len(slots)]`` (values, times buffers) from event ``ev_base[c]`` on;
+        ``on_launched(c, marker)`` once its kernels are enqueued (marker: their end)."""
         import time
 
         import pyopencl
@@ -483,6 +543,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             p0, p1 = int(pix_edges[c]), int(pix_edges[c + 1])
             seg_i0, seg_end, seg_cum, task_seg, task_sub = plan_tasks(
                 events.offsets[p0: p1 + 1], pix_sub[p0:p1], task_pairs, split=not is_float)
+            d_values, d_times = slots[c % len(slots)]
+            if ev_base[c]:  # events indexed from the start of the chunk's slot
+                seg_i0, seg_end = seg_i0 - ev_base[c], seg_end - ev_base[c]
             n_c = int(task_sub.size)
             self.last_profile["n_tasks"] += n_c
             # This chunk's events are on the device once its two copies are done.
@@ -516,6 +579,8 @@ class OpenCLEventCorrelator(EventCorrelator):
                          d_seg_cum, d_task_seg, d_task_sub, numpy.int32(0), numpy.int32(t0),
                          numpy.int32(n_frames), d_n2, wait_for=waits or None)
                     waits = None
+            if on_launched is not None:
+                on_launched(c, pyopencl.enqueue_marker(queue, wait_for=waits or None))
             queue.flush()
         t = self._step("plan_kernels_s", t)
         if self._s2_wanted:
