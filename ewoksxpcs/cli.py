@@ -160,6 +160,7 @@ def _run_parameters(args) -> dict:
         n_sectors=args.sectors,
         mask=args.mask or None,
         auto_mask=args.auto_mask or None,
+        file_mask=False if args.no_file_mask else None,
         method=args.method,
         device=args.device,
         n_groups=args.groups,
@@ -544,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--auto-mask", action="store_true", help="also mask hot/dead pixels found in the data"
     )
+    g.add_argument(
+        "--no-file-mask", action="store_true",
+        help="ignore the detector's pixel mask stored in the data file (NXdetector pixel_mask, "
+        "Eiger detectorSpecific/pixel_mask), used by default")
     g = p.add_argument_group("correlation")
     g.add_argument("--method", default="auto", help="correlation method (default: auto)")
     g.add_argument("--device", help="OpenCL device: cpu, gpu or P:D")

@@ -478,6 +478,9 @@ def write_eiger_scan(
                 t0 += k
             dset = det.create_virtual_dataset("data", layout, fillvalue=0)
             dset.attrs["interpretation"] = "image"
+            if geo.gap.any():  # the detector's own mask, as NXdetector has it (non-zero = bad)
+                det.create_dataset("pixel_mask", data=geo.gap.astype(numpy.uint32),
+                                   compression="gzip")
             meas = entry.create_group("measurement")
             meas.attrs["NX_class"] = "NXcollection"
             meas[detector] = dset  # hard link

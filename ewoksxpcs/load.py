@@ -242,6 +242,29 @@ def _detector_groups(dataset) -> List:
     return groups
 
 
+#: Where detector files keep their pixel mask, relative to a detector group: NeXus NXdetector,
+#: DECTRIS Eiger master files.
+PIXEL_MASK_PATHS = ("pixel_mask", "detectorSpecific/pixel_mask")
+
+
+def read_pixel_mask(dataset) -> Tuple[Optional[numpy.ndarray], str]:
+    """The detector's own pixel mask stored next to a frames dataset (non-zero = bad).
+
+    Returns
+    -------
+    (ndarray of bool (Ny, Nx) or None, str)
+        The bad pixels (None if no 2-D mask of the frame shape is found) and the dataset path.
+    """
+    h5py = _import_hdf5()
+    shape = tuple(dataset.shape[1:])
+    for group in _detector_groups(dataset):
+        for path in PIXEL_MASK_PATHS:
+            node = group.get(path)
+            if isinstance(node, h5py.Dataset) and tuple(node.shape) == shape:
+                return numpy.asarray(node[()]) != 0, node.name
+    return None, ""
+
+
 def read_frame_period(dataset) -> Tuple[Optional[float], str]:
     """Frame period in seconds stored next to a frames dataset (module docstring rules).
 
@@ -497,6 +520,13 @@ class HDF5FrameSource(_IndexableSource):
         state = dict(self.__dict__)
         state["_chunk_layout"] = None  # rebuilt on demand: keeps pickles small
         return state
+
+    def pixel_mask(self) -> Tuple[Optional[numpy.ndarray], str]:
+        """The detector's pixel mask from the file (:func:`read_pixel_mask`)."""
+        h5py = _import_hdf5()
+        with h5py.File(self.filename, "r") as f:
+            mask, where = read_pixel_mask(f[self.path])
+        return mask, (f"{self.filename}::{where}" if where else "")
 
     def chunk_layout(self):
         """Where the stored chunks of the selected frames lie (cached).

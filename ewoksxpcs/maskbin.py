@@ -656,6 +656,7 @@ def build_qmask(
     frames=None,
     auto_mask: bool = False,
     auto_mask_options: Optional[dict] = None,
+    file_mask: bool = True,
 ) -> QBinning:
     """Build the q-mask: from a label image or from geometry, with masks.
 
@@ -684,6 +685,9 @@ def build_qmask(
         Apply :func:`auto_bad_pixels` (needs ``frames``).
     auto_mask_options : dict, optional
         Keyword arguments of :func:`auto_bad_pixels`.
+    file_mask : bool
+        Also mask the pixels of the detector's own mask stored with ``frames`` (NXdetector
+        ``pixel_mask``, Eiger ``detectorSpecific/pixel_mask``; non-zero = bad), when present.
     """
     from .load import read_image
 
@@ -719,12 +723,20 @@ def build_qmask(
     bad = combine_masks(shape, mask)
     from .events import EventStack
 
+    info: dict = {}
+    if file_mask and frames is not None and hasattr(frames, "pixel_mask"):
+        # The detector's own mask (module gaps, dead pixels) stored with the frames.
+        own, where = frames.pixel_mask()
+        if own is not None and own.shape == shape:
+            bad |= own
+            info["file_mask"] = {"source": where, "n_masked": int(own.sum())}
+
     if isinstance(frames, EventStack):
         # Pixels dropped at compaction have no events: they cannot be binned.
         kept = numpy.zeros(shape[0] * shape[1], dtype=bool)
         kept[frames.pixel_index] = True
         bad |= ~kept.reshape(shape)
-    info: dict = {"geometry": geometry.as_dict() if geometry else None}
+    info["geometry"] = geometry.as_dict() if geometry else None
     edges = sector_array = None
     if qmask is not None:
         labels_img = read_image(qmask, name="qmask")

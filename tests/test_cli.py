@@ -369,3 +369,36 @@ def test_console_script_help():
         assert word in proc.stdout
     proc = subprocess.run(cmd + ["run", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--poni" in proc.stdout and "--events-file" in proc.stdout
+
+
+@pytest.mark.parametrize("file_mask", [True, False])
+def test_run_eiger_scan_uses_the_detector_mask(tmp_path, file_mask):
+    """An Eiger scan (bitshuffle-LZ4 files behind a virtual dataset, gaps at 65535): its
+    pixel_mask is applied without --mask (the gaps' constant 65535 would otherwise be binned),
+    and the events are compacted from the raw chunks on the OpenCL device."""
+    from ewoksxpcs.eiger import eiger_gap_mask, write_eiger_scan
+
+    master = write_eiger_scan(tmp_path / "scan", n_frames=40, shape=(48, 64), frames_per_file=20,
+                              processes=1, counts=0.2)
+    labels = numpy.ones((48, 64), dtype=numpy.int32)
+    numpy.save(tmp_path / "labels.npy", labels)
+    out = str(tmp_path / "r.h5")
+    argv = ["run", master, "--qmask", str(tmp_path / "labels.npy"), "--method", "opencl-events",
+            "--device", "cpu", "-o", out, "--no-plot", "--no-fit", "-q"]
+    if not file_mask:
+        argv.append("--no-file-mask")
+    assert main(argv) == 0
+    gaps = eiger_gap_mask((48, 64))
+    with h5py.File(out, "r") as f:
+        n_pixels = int(f["entry/xpcs/g2/n_pixels"][0])
+        mean_gap = f["entry/xpcs/mean_image/mean_image"][()][gaps]
+        params = f["entry/xpcs/parameters/qmask"]
+        assert bool(params["use_file_mask"][()]) is file_mask
+        recorded = params["file_mask/source"][()] if "file_mask" in params else b""
+    assert n_pixels == (48 * 64 - int(gaps.sum()) if file_mask else 48 * 64)
+    if file_mask:
+        assert recorded.decode().endswith("pixel_mask")
+        assert not mean_gap.any()  # gap pixels dropped at compaction
+    else:
+        assert not recorded
+        assert (mean_gap == 65535).all()  # the gaps' constant value

@@ -155,3 +155,25 @@ def test_bad_arguments(tmp_path):
     write_eiger_scan(tmp_path, n_frames=2, shape=(32, 32), processes=1)
     with pytest.raises(FileExistsError):
         write_eiger_scan(tmp_path, n_frames=2, shape=(32, 32), processes=1)
+
+
+def test_detector_pixel_mask_is_used_by_default(tmp_path):
+    """The master file carries the gaps as the NXdetector pixel_mask: the q-mask leaves them
+    out without --mask (and keeps them with file_mask=False)."""
+    from ewoksxpcs.eiger import eiger_gap_mask, read_eiger_truth, write_eiger_scan
+    from ewoksxpcs.load import load_frames
+    from ewoksxpcs.maskbin import build_qmask
+
+    master = write_eiger_scan(tmp_path / "scan", n_frames=12, shape=(64, 80), frames_per_file=6,
+                              processes=1)
+    frames = load_frames(master)
+    mask, where = frames.pixel_mask()
+    gaps = eiger_gap_mask((64, 80))
+    assert gaps.any() and numpy.array_equal(mask, gaps) and where.endswith("pixel_mask")
+    labels = numpy.ones((64, 80), dtype=numpy.int32)
+    qb = build_qmask((64, 80), qmask=labels, frames=frames)
+    assert numpy.array_equal(qb.bad_pixels, gaps) and not qb.qmask[gaps].any()
+    assert qb.info["file_mask"]["n_masked"] == int(gaps.sum())
+    qb = build_qmask((64, 80), qmask=labels, frames=frames, file_mask=False)
+    assert not qb.bad_pixels.any()
+    assert read_eiger_truth(master)["gap_mask"].sum() == gaps.sum()

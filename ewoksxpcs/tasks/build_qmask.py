@@ -68,6 +68,11 @@ class Inputs(BaseInputModel):
         None,
         description="n_sample, hot_factor, hot_min_counts, dead_min_counts of the automatic mask.",
     )
+    file_mask: bool = Field(
+        True,
+        description="Also mask the detector's own pixel mask stored with the frames "
+        "(NXdetector pixel_mask, Eiger detectorSpecific/pixel_mask), when present.",
+    )
     parameters: Optional[dict] = Field(None, description="Parameters recorded so far (provenance).")
 
 
@@ -129,6 +134,7 @@ class BuildQMask(XpcsTask, input_model=Inputs, output_model=Outputs):
             frames=frames,
             auto_mask=i.auto_mask,
             auto_mask_options=i.auto_mask_options,
+            file_mask=i.file_mask,
         )
         self.outputs.qmask = qb.qmask
         self.outputs.labels = qb.labels
@@ -158,6 +164,7 @@ class BuildQMask(XpcsTask, input_model=Inputs, output_model=Outputs):
                 "mask": i.mask,
                 "auto_mask": i.auto_mask,
                 "auto_mask_options": i.auto_mask_options,
+                "use_file_mask": i.file_mask,
                 "n_bins_built": int(qb.labels.size),
                 "n_pixels_binned": int(qb.n_pixels.sum()),
                 **{k: v for k, v in qb.info.items()},
