@@ -1,14 +1,8 @@
 """Bitshuffle-LZ4 decompression of HDF5 chunks on an OpenCL device (``kernels/bslz4.cl``).
 
 HDF5 datasets written with the bitshuffle filter (id 32008) and LZ4 compression -- Eiger and Lima
-files, ``hdf5plugin.Bitshuffle(cname="lz4")`` -- store each chunk as::
-
-    uint64 BE   uncompressed bytes        uint32 BE   block size in bytes
-    per block:  int32 BE compressed size, raw LZ4 block of the bit-shuffled elements
-    the last (n % 8) elements, uncompressed
-
-Blocks hold ``block_elems`` elements (bitshuffle's default: 8192 bytes' worth), the last one the
-rest rounded down to a multiple of 8. :class:`BSLZ4Decoder` decodes a batch of such chunks, read
+files, ``hdf5plugin.Bitshuffle(cname="lz4")`` -- store chunks in the format of
+:mod:`ewoksxpcs.bslz4`. :class:`BSLZ4Decoder` decodes a batch of such chunks, read
 raw from the file (bypassing HDF5) and uploaded back to back into one device buffer, straight into
 a dense device buffer of chunks: a block table (one work-item per chunk), LZ4 decoding (one
 work-item per block, in place in the zero-filled output, skipping zeros) and the bit unshuffle
@@ -24,6 +18,7 @@ from __future__ import annotations
 
 import numpy
 
+from .bslz4 import HEADER_BYTES, default_block_elems, parse_header
 from .opencl import OpenCLDevice, get_device, get_kernel, zero_buffer
 
 __all__ = ["BSLZ4Decoder", "PendingDecode", "decode_chunks", "default_block_elems",
@@ -47,27 +42,6 @@ _MESSAGES = {
     5: "corrupted LZ4 block (bad match offset, overrun or wrong decoded size)",
     6: "{extra} bytes left after the last block and the trailing elements",
 }
-
-
-def default_block_elems(itemsize: int) -> int:
-    """Bitshuffle's automatic block size (``nelems=0``): elements of 8192 bytes, a multiple of 8,
-    at least 128 (``bshuf_default_block_size``)."""
-    itemsize = int(itemsize)
-    return max(128, (8192 // itemsize) // 8 * 8)
-
-
-def parse_header(chunk) -> tuple[int, int]:
-    """(uncompressed bytes, block size in bytes) of a bitshuffle-LZ4 chunk's 12-byte header.
-
-    Parameters
-    ----------
-    chunk : bytes-like
-        At least the first 12 bytes of the chunk.
-    """
-    head = bytes(memoryview(chunk)[:12])
-    if len(head) < 12:
-        raise ValueError(f"bitshuffle-LZ4 chunk of {len(head)} bytes: shorter than its header")
-    return int.from_bytes(head[:8], "big"), int.from_bytes(head[8:12], "big")
 
 
 def _check_dtype(dtype) -> numpy.dtype:
@@ -282,8 +256,8 @@ class BSLZ4Decoder:
 
         def header_of(i):
             """12 header bytes of chunk i of this batch (error messages only)."""
-            head = numpy.zeros(12, numpy.uint8)
-            k = int(min(12, sizes[i]))
+            head = numpy.zeros(HEADER_BYTES, numpy.uint8)
+            k = int(min(HEADER_BYTES, sizes[i]))
             if k:
                 pyopencl.enqueue_copy(queue, head[:k], d_compressed, src_offset=int(offsets[i]),
                                       is_blocking=True)
@@ -355,7 +329,7 @@ class BSLZ4Decoder:
             if is_raw is not None and is_raw[i]:
                 continue
             head = header_of(i)
-            if len(head) == 12:
+            if len(head) == HEADER_BYTES:
                 block_bytes = parse_header(head)[1]
                 if block_bytes and block_bytes % (8 * es) == 0:
                     self._set_block_elems(block_bytes // es)
@@ -373,7 +347,7 @@ class BSLZ4Decoder:
                 "nbytes": "?", "block_bytes": "?", "hint": "", "extra": "some"}
         if code in (2, 3):
             head = header_of(i)
-            if len(head) == 12:
+            if len(head) == HEADER_BYTES:
                 info["nbytes"], info["block_bytes"] = parse_header(head)
             bb = info["block_bytes"]
             info["hint"] = (f"every chunk must use one block size; pass "
@@ -432,7 +406,7 @@ def decode_chunks(chunks, dtype, chunk_shape, device=None, raw=None,
     if block_elems is None:
         flags = numpy.zeros(n, bool) if raw is None else numpy.asarray(raw, bool).reshape(-1)
         first = next((v for v, r in zip(views, flags) if not r), None)
-        if first is not None and first.size >= 12:
+        if first is not None and first.size >= HEADER_BYTES:
             block_bytes = parse_header(first)[1]
             if block_bytes and block_bytes % (8 * dtype.itemsize) == 0:
                 block_elems = block_bytes // dtype.itemsize

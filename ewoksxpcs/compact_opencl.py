@@ -31,25 +31,16 @@ import numpy
 
 from .events import DeviceEvents, EventStack, _kept_pixels, check_non_negative
 from .frames import as_frame_source
-from .opencl import OpenCLDevice, device_buffer, get_device, get_kernel, pinned_empty
+from .opencl import (CTYPES, OpenCLDevice, default_device_memory, device_buffer, get_device,
+                     get_kernel, pinned_empty, power_of_two_work_group)
 from .qmask import Binning
 from .scan_opencl import DeviceScan
 
 __all__ = ["compact_opencl", "DEFAULT_BATCH_BYTES"]
 
-_CTYPES = {
-    "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
-    "int32": "int", "uint32": "uint", "float32": "float",
-}
 
 #: Frames per batch on the device: about this many bytes of decompressed frames.
 DEFAULT_BATCH_BYTES = 2 * 1024**3
-
-
-def _default_device_memory(dev) -> int:
-    from .correlators.opencl_multitau import default_device_memory
-
-    return default_device_memory(dev)
 
 
 def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None = None,
@@ -114,7 +105,7 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
         binning = qmask if isinstance(qmask, Binning) else Binning(qmask, bad_pixels=bad_pixels,
                                                                     n_groups=1)
         binning.check_frame_shape(shape)
-    budget = int(max_device_memory or _default_device_memory(dev))
+    budget = int(max_device_memory or default_device_memory(dev))
     layout = None
     if decode != "host":
         get_layout = getattr(source, "chunk_layout", None)
@@ -139,8 +130,8 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
             return _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof)
         return _uploaded_batches(dev, source, chunk_frames)
 
-    prof.set("path", "raw chunks decompressed on the device" if layout is not None
-             else "frames uploaded")
+    path = "raw chunks decompressed on the device" if layout is not None else "frames uploaded"
+    prof.set("path", path)
     # Events beyond the budget: sources that can be read again are compacted again in pixel
     # ranges (device work); others spill to the host.
     compactor.restartable = layout is not None or bool(getattr(source, "reiterable", False))
@@ -178,8 +169,7 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
     events = EventStack(values, times, offsets, kept, shape, t0, dtype, frame_sums=frame_sums,
                         labels=labels, resident=resident)
     events.pixel_sums = compactor.pixel_sums()
-    events.compaction = f"OpenCL on {dev.name}: " + (
-        "raw chunks decompressed on the device" if layout is not None else "frames uploaded")
+    events.compaction = f"OpenCL on {dev.name}: {path}"
     return events
 
 
@@ -281,7 +271,7 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
     npix = layout.frame_shape[0] * layout.frame_shape[1]
     itemsize = numpy.dtype(layout.dtype).itemsize
     tick = prof.start()
-    decoder = BSLZ4Decoder(dev, layout.dtype, k * npix)
+    decoder = BSLZ4Decoder(dev, layout.dtype, k * npix, block_elems=layout.block_size)
     prof.stop("decoder_init_s", tick)
     staging = [pinned_empty(dev, (max(1, batch_bytes),), numpy.uint8) for _ in range(2)]
     d_comp = [pyopencl.Buffer(ctx, pyopencl.mem_flags.READ_ONLY, max(8, batch_bytes))
@@ -369,9 +359,8 @@ class _DeviceCompactor:
         self.shape = tuple(shape)
         self.npix = shape[0] * shape[1]
         self.n_kept = n_kept = int(kept.size)
-        self.wg = int(min(256 if dev.kind == "gpu" else 16, dev.max_work_group_size))
-        self.wg = 1 << (self.wg.bit_length() - 1)
-        defines = {"VAL_T": _CTYPES[dtype.name], "WG": self.wg}
+        self.wg = power_of_two_work_group(dev, gpu=256, cpu=16)
+        defines = {"VAL_T": CTYPES[dtype.name], "WG": self.wg}
         if dtype.kind == "f":
             defines["IS_FLOAT"] = 1
         self.k_count = get_kernel(dev, "compact.cl", "count_events", defines)
@@ -402,6 +391,7 @@ class _DeviceCompactor:
             self.d_pixel_index = upload(binning.pixel_index)
             self.d_bin_offsets = upload(binning.bin_offsets)
         self.event_bytes = dtype.itemsize + 4
+        self.batch_bytes = 0  # largest batch of frames on the device so far
         # Arena: the batches' events, back to back; allocated at the first batch.
         self.d_values = self.d_times = None
         self.capacity = 0
@@ -420,10 +410,8 @@ class _DeviceCompactor:
 
         if self.d_values is not None:
             return
-        used = 4 * self.n_kept * 4 + 8 * (self.n_kept + 1) * 2
-        free = max(0, self.budget - used - getattr(self, "batch_bytes", 0))
         # The merge needs a staging copy as large as the events: half of the rest each.
-        cap = free // (2 * self.event_bytes)
+        cap = self.free_bytes() // (2 * self.event_bytes)
         if cap < need:
             return
         try:
@@ -436,14 +424,20 @@ class _DeviceCompactor:
             self.d_values = self.d_times = None
             self.capacity = 0
 
+    def free_bytes(self) -> int:
+        """Bytes of the budget left for events: after the per-pixel buffers (counted as 16 B
+        of kept indices and counts, 16 B of offsets) and the largest batch of frames."""
+        fixed = 16 * self.n_kept + 16 * (self.n_kept + 1)
+        return max(0, self.budget - fixed - self.batch_bytes)
+
     def count_batch(self, d_frames, base: int, n: int, t0: int, host_chunk=None):
         """Count the batch's events per pixel (running totals and sums), check signs, sum
         the bins; returns the element offset of its first frame."""
         import pyopencl
 
-        dev, queue = self.dev, self.dev.queue
+        queue = self.dev.queue
         npix, n_kept = self.npix, self.n_kept
-        self.batch_bytes = max(getattr(self, "batch_bytes", 0), n * npix * self.dtype.itemsize)
+        self.batch_bytes = max(self.batch_bytes, n * npix * self.dtype.itemsize)
         base_el = numpy.int64(int(base) * npix)
         neg = numpy.zeros(1, dtype=numpy.int32)
         pyopencl.enqueue_copy(queue, self.d_neg, neg, is_blocking=False)
@@ -627,9 +621,8 @@ def _compact_in_ranges(compactor: "_DeviceCompactor", make_batches, prof):
     pyopencl.enqueue_copy(queue, offsets, d_final)
     values = numpy.empty(n_events, dtype=c.dtype)
     times = numpy.empty(n_events, dtype=numpy.uint32)
-    free = max(0, c.budget - 16 * n_kept - 16 * (n_kept + 1) - getattr(c, "batch_bytes", 0))
     most = int(numpy.diff(offsets).max()) if n_kept else 0
-    cap = max(1, most, free // c.event_bytes)  # at least one pixel per range
+    cap = max(1, most, c.free_bytes() // c.event_bytes)  # at least one pixel per range
     d_rv = device_buffer(dev, queue, cap * c.dtype.itemsize)
     d_rt = device_buffer(dev, queue, cap * 4)
     d_before = device_buffer(dev, queue, 8 * max(1, n_kept))

@@ -42,6 +42,8 @@ from typing import List, Optional, Tuple
 
 import numpy
 
+from .bslz4 import FILTER_ID, HEADER_BYTES, default_block_elems, parse_header
+
 __all__ = [
     "ChunkLayout",
     "chunk_layout",
@@ -52,11 +54,10 @@ __all__ = [
 ]
 
 #: HDF5 filter id of bitshuffle.
-BSHUF_FILTER_ID = 32008
+BSHUF_FILTER_ID = FILTER_ID
 #: bitshuffle ``cd_values[4]`` meaning LZ4 compression.
 _BSHUF_LZ4 = 2
 #: Bytes of the header of a bitshuffle+LZ4 chunk.
-_HEADER_BYTES = 12
 _MAX_THREADS = 32
 
 _BE32 = struct.Struct(">I")
@@ -147,11 +148,6 @@ def default_threads(threads: int = 0) -> int:
     if threads == 0:
         threads = min(os.cpu_count() or 1, _MAX_THREADS)
     return threads
-
-
-def _bshuf_default_block_size(itemsize: int) -> int:
-    # bitshuffle's bshuf_default_block_size: 8 KiB, a multiple of 8 elements, at least 128.
-    return max((8192 // itemsize) // 8 * 8, 128)
 
 
 # ---------------------------------------------------------------------------------- discovery
@@ -474,11 +470,11 @@ def _assemble(parts, sel: range, dtype, where: str) -> ChunkLayout:
         first_frame = g0 - sel.start
     block_size = 0
     if first.codec == "bslz4":
-        block_size = _bshuf_default_block_size(dtype.itemsize)
+        block_size = default_block_elems(dtype.itemsize)
         if arr.shape[0]:
-            header = _pread_exact(files[int(arr[0, 1])], int(arr[0, 2]), _HEADER_BYTES)
-            if len(header) == _HEADER_BYTES:
-                bs = _BE32.unpack_from(header, 8)[0] // dtype.itemsize
+            header = _pread_exact(files[int(arr[0, 1])], int(arr[0, 2]), HEADER_BYTES)
+            if len(header) == HEADER_BYTES:
+                bs = parse_header(header)[1] // dtype.itemsize
                 if bs > 0 and bs % 8 == 0:
                     block_size = bs
     return ChunkLayout(
@@ -690,17 +686,16 @@ def _check_bslz4(mv: memoryview, n_elem: int, itemsize: int) -> Tuple[int, str]:
     Returns (block_size, "") or (0, what is wrong).
     """
     end = len(mv)
-    if end < _HEADER_BYTES:
+    if end < HEADER_BYTES:
         return 0, f"{end} bytes, shorter than the 12-byte header"
-    nbytes = int.from_bytes(mv[:8], "big")
+    nbytes, block_bytes = parse_header(mv)
     if nbytes != n_elem * itemsize:
         return 0, f"header says {nbytes} uncompressed bytes, expected {n_elem * itemsize}"
-    block_bytes = _BE32.unpack_from(mv, 8)[0]
     bs = block_bytes // itemsize
     if block_bytes % itemsize or bs <= 0 or bs % 8:
         return 0, f"invalid block size {block_bytes} bytes in the header"
     unpack = _BE32.unpack_from
-    pos = _HEADER_BYTES
+    pos = HEADER_BYTES
     sizes = [(n_elem // bs, bs)]
     last = (n_elem % bs) // 8 * 8
     if last:
@@ -811,9 +806,9 @@ def decode_chunks_cpu(
             bs, why = _check_bslz4(mv[a:b], n_elem, itemsize)
             if why:
                 raise ValueError(f"corrupted chunk: {layout.where(first + i)}: {why}")
-            got = fn(base_in + a + _HEADER_BYTES, base_out + i * chunk_bytes, n_elem,
+            got = fn(base_in + a + HEADER_BYTES, base_out + i * chunk_bytes, n_elem,
                      itemsize, bs)
-            if got != b - a - _HEADER_BYTES:
+            if got != b - a - HEADER_BYTES:
                 raise ValueError(
                     f"corrupted chunk: {layout.where(first + i)}: bitshuffle/LZ4 decoding "
                     f"failed (code {got})"

@@ -289,6 +289,27 @@ def get_kernel(dev: OpenCLDevice, filename: str, name: str, defines: dict | None
     return kernel
 
 
+#: OpenCL C type of each supported pixel type (the kernels' VAL_T).
+CTYPES = {
+    "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
+    "int32": "int", "uint32": "uint", "float32": "float",
+}
+#: Default cap of a device memory budget (``max_device_memory`` options), bytes.
+MAX_DEFAULT_DEVICE_MEMORY = 8 * 1024**3
+
+
+def default_device_memory(dev: OpenCLDevice) -> int:
+    """Default device memory budget: min(8 GiB, half the device's global memory), bytes."""
+    return int(min(MAX_DEFAULT_DEVICE_MEMORY, dev.global_mem // 2))
+
+
+def power_of_two_work_group(dev: OpenCLDevice, gpu: int, cpu: int) -> int:
+    """Work-items per group for tree reductions: ``gpu`` or ``cpu`` by device kind, capped by
+    the device and rounded down to a power of two."""
+    wg = int(min(gpu if dev.kind == "gpu" else cpu, dev.max_work_group_size))
+    return 1 << (max(1, wg).bit_length() - 1)
+
+
 def pinned_empty(dev: OpenCLDevice, shape, dtype) -> numpy.ndarray:
     """A host array in page-locked memory (fast transfers), or a plain array if refused.
 

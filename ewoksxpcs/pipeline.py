@@ -392,17 +392,14 @@ def correlate_sums(
     compaction_s = 0.0
     if is_events and getattr(correlator, "input_kind", "dense") == "dense":
         data = EventFrameSource(frames, getattr(frames, "frame_period", None))
-    elif (not is_events and getattr(correlator, "input_kind", "dense") == "events"
-          and getattr(correlator, "uses_opencl", False)):
+    elif not is_events and hasattr(correlator, "compaction_options"):
         # An OpenCL event correlator given frames: compact them on its device first (raw
         # compressed chunks are then decompressed there), the mean image comes from the events.
         t_c = time.perf_counter()
         frames = compact_frames(
             frames,
+            **correlator.compaction_options(),
             bad_pixels=bad_pixels,
-            device=getattr(correlator, "dev", device),
-            chunk_frames=options.get("chunk_frames"),
-            max_device_memory=options.get("max_device_memory"),
             token=token,
             progress=None if progress is None else (lambda f: progress(0.5 * f)),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy
 
-from .opencl import OpenCLDevice, get_kernel
+from .opencl import OpenCLDevice, get_kernel, power_of_two_work_group
 
 __all__ = ["DeviceScan"]
 
@@ -24,9 +24,7 @@ class DeviceScan:
 
     def __init__(self, dev: OpenCLDevice):
         self.dev = dev
-        wg = 256 if dev.kind == "gpu" else 16
-        self.wg = int(min(wg, dev.max_work_group_size))
-        self.wg = 1 << (self.wg.bit_length() - 1)  # a power of two
+        self.wg = power_of_two_work_group(dev, gpu=256, cpu=16)
         self.items = 16
         defines = {"WG": self.wg, "ITEMS": self.items}
         self._partials = get_kernel(dev, "scan.cl", "scan_partials", defines)

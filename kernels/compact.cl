@@ -23,6 +23,23 @@ typedef double sum_t;
 typedef long sum_t;
 #endif
 
+// Writes the non-zero values of pixel p over n frames (frame t at chunk[t * npix + p]) and
+// their frame numbers t0 + t from position pos on; returns the position after the last.
+inline long write_pixel_events(__global const VAL_T *chunk, const int n, const long npix,
+                               const long p, long pos, const uint t0,
+                               __global VAL_T *values, __global uint *times)
+{
+    for (int t = 0; t < n; t++) {
+        const VAL_T v = chunk[t * npix + p];
+        if (v != 0) {
+            values[pos] = v;
+            times[pos] = t0 + (uint)t;
+            pos++;
+        }
+    }
+    return pos;
+}
+
 // Launch: global (n_kept,).
 __kernel void count_events(__global const VAL_T *frames,
                            const long base,
@@ -73,17 +90,7 @@ __kernel void scatter_events(__global const VAL_T *frames,
 {
     const int q = get_global_id(0);
     if (q >= n_kept) return;
-    __global const VAL_T *chunk = frames + base;
-    const long p = kept[q];
-    long pos = out_base + offsets[q];
-    for (int t = 0; t < n; t++) {
-        const VAL_T v = chunk[t * npix + p];
-        if (v != 0) {
-            values[pos] = v;
-            times[pos] = t0 + (uint)t;
-            pos++;
-        }
-    }
+    write_pixel_events(frames + base, n, npix, kept[q], out_base + offsets[q], t0, values, times);
 }
 
 // Launch: global (q1 - q0,). Events of pixels q0 … q1-1 only, written at their final place
@@ -105,19 +112,9 @@ __kernel void scatter_range(__global const VAL_T *frames,
 {
     const int q = q0 + get_global_id(0);
     if (q >= q1) return;
-    __global const VAL_T *chunk = frames + base;
-    const long p = kept[q];
     const long start = final_off[q] - range_base + before[q];
-    long pos = start;
-    for (int t = 0; t < n; t++) {
-        const VAL_T v = chunk[t * npix + p];
-        if (v != 0) {
-            values[pos] = v;
-            times[pos] = t0 + (uint)t;
-            pos++;
-        }
-    }
-    before[q] += pos - start;
+    before[q] += write_pixel_events(frames + base, n, npix, kept[q], start, t0, values, times)
+                 - start;
 }
 
 // Launch: global (n, n_bins).

@@ -8,10 +8,10 @@ import hdf5plugin
 import numpy
 import pytest
 
+from ewoksxpcs.bslz4 import default_block_elems
 from ewoksxpcs.hdf5chunks import (
     ChunkLayout,
     _bshuf,
-    _bshuf_default_block_size,
     chunk_layout,
     decode_chunks_cpu,
     read_chunks,
@@ -67,7 +67,7 @@ def test_plain_bslz4_bit_identical(tmp_path, shape, dtype):
     layout, got = read_raw(name, "data")
     assert layout.codec == "bslz4" and layout.frames_per_chunk == 1
     assert layout.files == (os.path.abspath(name),)
-    assert layout.block_size == _bshuf_default_block_size(numpy.dtype(dtype).itemsize)
+    assert layout.block_size == default_block_elems(numpy.dtype(dtype).itemsize)
     assert numpy.array_equal(layout.first_frame, numpy.arange(7))
     assert got.dtype == data.dtype and numpy.array_equal(got, h5read(name, "data"))
 
@@ -79,7 +79,7 @@ def test_default_block_size_matches_library():
 
     fn.restype, fn.argtypes = ctypes.c_size_t, [ctypes.c_size_t]
     for itemsize in (1, 2, 4, 8):
-        assert _bshuf_default_block_size(itemsize) == fn(itemsize)
+        assert default_block_elems(itemsize) == fn(itemsize)
 
 
 def test_unfiltered_chunked_and_step(tmp_path):

@@ -30,7 +30,7 @@ import time
 
 import numpy
 
-from ..opencl import get_device, get_kernel, pinned_empty, zero_buffer
+from ..opencl import CTYPES, get_device, get_kernel, pinned_empty, zero_buffer
 from ..result import CorrelationSums
 from .base import DenseCorrelator
 from .registry import register
@@ -39,10 +39,6 @@ __all__ = ["OpenCLDenseCorrelator"]
 
 logger = logging.getLogger(__name__)
 
-_CTYPES = {
-    "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
-    "int32": "int", "uint32": "uint", "float32": "float",
-}
 #: (work-group side TS, micro-tile side MT) per device kind: a work-group of TS×TS work-items
 #: computes a T×T Gram tile, T = TS·MT frames per time block. Wide micro-tiles suit CPUs (few
 #: work-items between barriers); GPUs need many work-items.
@@ -234,7 +230,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
 
     # ------------------------------------------------------------------ internals
     def _kernel(self, name: str, int32: bool = True):
-        defines = {"VAL_T": _CTYPES[self._dtype.name], "TS": self._ts, "MT": self._mt, "PC": self._pc}
+        defines = {"VAL_T": CTYPES[self._dtype.name], "TS": self._ts, "MT": self._mt, "PC": self._pc}
         if self._float:
             defines["MODE_FLOAT"] = 1
         elif int32:

@@ -38,7 +38,8 @@ import numpy
 
 from ..compact_opencl import compact_opencl
 from ..normalise import _s2_safe, normalise, s2_rows
-from ..opencl import device_buffer, get_device, get_kernel, upload_pinned
+from ..opencl import CTYPES, default_device_memory, device_buffer, get_device, get_kernel, \
+    upload_pinned
 from ..result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
@@ -47,10 +48,6 @@ __all__ = ["OpenCLEventCorrelator", "compact_opencl", "plan_tasks"]
 
 logger = logging.getLogger(__name__)
 
-_CTYPES = {
-    "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
-    "int32": "int", "uint32": "uint", "float32": "float",
-}
 
 
 def _pairs(n):
@@ -202,21 +199,26 @@ class OpenCLEventCorrelator(EventCorrelator):
         from ..events import EventStack
 
         if not isinstance(data, EventStack):
-            data = compact_opencl(data, chunk_frames=self.options.get("chunk_frames"),
-                                  device=self.dev,
-                                  max_device_memory=self.options.get("max_device_memory"))
+            data = compact_opencl(data, **self.compaction_options())
         self._check_events(data)
         self.binning.check_frame_shape(data.frame_shape)
         n2, frame_sums = self._run(data)
         return CorrelationSums(n2=n2, frame_sums=frame_sums,
                                lags=numpy.arange(data.n_frames, dtype=numpy.int64))
 
+    def compaction_options(self) -> dict:
+        """Keyword arguments of the compaction of frames given to this correlator (device and
+        the options chunk_frames, max_device_memory), for :func:`compact_opencl` and
+        :func:`ewoksxpcs.pipeline.compact_frames`."""
+        return {"device": self.dev, "chunk_frames": self.options.get("chunk_frames"),
+                "max_device_memory": self.options.get("max_device_memory")}
+
     @staticmethod
     def _check_events(events):
         dtype = events.values_dtype
-        if dtype.name not in _CTYPES:
+        if dtype.name not in CTYPES:
             raise TypeError(f"unsupported event dtype {dtype}: supported are "
-                            f"{', '.join(_CTYPES)}")
+                            f"{', '.join(CTYPES)}")
         if getattr(events, "resident", None) is not None and dtype.kind != "f":
             return  # compacted on the device, which rejected negative values
         values = events.values
@@ -496,8 +498,6 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _budget(self) -> int:
         """Device memory budget (option max_device_memory; default min(8 GiB, half))."""
-        from .opencl_multitau import default_device_memory
-
         return int(self.options.get("max_device_memory") or default_device_memory(self.dev))
 
     def _event_room(self, n2_bytes: int) -> int:
@@ -526,7 +526,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
         if not is_float:
             d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
-        defines = {"VAL_T": _CTYPES[events.values_dtype.name], "L": lag_tile, "WG": wg,
+        defines = {"VAL_T": CTYPES[events.values_dtype.name], "L": lag_tile, "WG": wg,
                    "SL": self._s2_lags()}
         if is_float:
             defines["ACC_FLOAT"] = 1

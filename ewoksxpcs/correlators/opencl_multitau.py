@@ -48,20 +48,14 @@ from ..multitau import (
     n2_bound,
     normalise_multitau,
 )
-from ..opencl import copy_into, device_buffer, get_device, get_kernel, pinned_empty
+from ..opencl import (CTYPES, copy_into, default_device_memory, device_buffer, get_device,
+                      get_kernel, pinned_empty)
 from ..qmask import DEFAULT_GROUPS, as_binning
 
-__all__ = ["OpenCLMultiTau", "default_device_memory", "CTYPES"]
+__all__ = ["OpenCLMultiTau"]
 
 logger = logging.getLogger(__name__)
 
-CTYPES = {
-    "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
-    "int32": "int", "uint32": "uint", "float32": "float",
-}
-_GiB = 1024**3
-#: Default cap of the device memory budget.
-MAX_DEFAULT_DEVICE_MEMORY = 8 * _GiB
 #: Default size of one staging buffer (bytes of frames per chunk).
 DEFAULT_CHUNK_BYTES = 128 * 1024**2
 #: Levels allocated when the number of frames is not known in advance (2^24·m frames).
@@ -70,11 +64,6 @@ UNKNOWN_LENGTH_LEVELS = 24
 WG = 128
 #: Work-group size of the per-pixel kernels.
 LOCAL = 64
-
-
-def default_device_memory(dev) -> int:
-    """Default device memory budget: min(8 GiB, half the device's global memory), bytes."""
-    return int(min(MAX_DEFAULT_DEVICE_MEMORY, dev.global_mem // 2))
 
 
 def check_memory_option(value, name="max_device_memory"):

@@ -34,7 +34,8 @@ from typing import Optional
 import numpy
 
 from ..frames import as_frame_source
-from ..opencl import device_buffer, get_device, get_kernel, pinned_empty
+from ..opencl import (CTYPES, copy_into, default_device_memory, device_buffer, get_device,
+                      get_kernel, pinned_empty)
 from ..qmask import DEFAULT_GROUPS, as_binning
 from ..twotime import (
     DEFAULT_MAX_FRAMES,
@@ -45,15 +46,7 @@ from ..twotime import (
     segment_edges,
     select_bins,
 )
-from .opencl_multitau import (
-    CTYPES,
-    LOCAL,
-    DEFAULT_CHUNK_BYTES,
-    _round_up,
-    check_memory_option,
-    copy_into,
-    default_device_memory,
-)
+from .opencl_multitau import LOCAL, DEFAULT_CHUNK_BYTES, _round_up, check_memory_option
 
 __all__ = ["OpenCLTwoTime"]
 
