@@ -53,6 +53,9 @@ class OpenCLUnavailableError(RuntimeError):
 
 def _ocl():
     """silx's OpenCL inventory (``silx.opencl.common.ocl``), or raise OpenCLUnavailableError."""
+    from .pocl_cpu import prepare_pocl
+
+    prepare_pocl()  # before the first platform query: PoCL on CPUs newer than its LLVM
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
