@@ -519,7 +519,9 @@ def torch_batches(torch, pool, n_frames: int, batch: int, device, feed: str = "p
 
 def torch_pool(torch, pool: numpy.ndarray, feed: str):
     """The pool as the peer's feed wants it: a page-locked tensor (pinned) or the NumPy array."""
-    return torch.from_numpy(pool).pin_memory() if feed == "pinned" else pool
+    if feed == "pinned" and torch.cuda.is_available():
+        return torch.from_numpy(pool).pin_memory()
+    return pool
 
 
 def boost_multitau(pool: numpy.ndarray, n_frames: int, pixel_index: numpy.ndarray,
@@ -1075,7 +1077,7 @@ def _print_bandwidth(bw, out):
 
 
 def _print_header(out):
-    print(f"\n{'case':<18} {'feed':<15} {'ours_s':>8} {'ours_thr':>10} {'peer_s':>8} "
+    print(f"\n{'case':<18} {'feed':<21} {'ours_s':>8} {'ours_thr':>10} {'peer_s':>8} "
           f"{'peer_thr':>10} {'ratio':>7} {'target':>6} {'floor_s':>8} {'x_floor':>7} "
           f"{'ours_MiB':>9} {'peer_MiB':>9} {'mem':>6}  agreement / note", file=out)
     out.flush()
@@ -1087,7 +1089,7 @@ def _print_row(r, out):
     xf = "-" if r["x_floor"] is None else f"{r['x_floor']:.1f}x"
     feed = r["feed"] if r["feed"] == r["peer_feed"] else f"{r['feed']}/{r['peer_feed']}"
     text = "; ".join(t for t in (r["agreement"], r["note"]) if t)
-    print(f"{r['case']:<18} {feed:<15} {_f(r['ours_s'], '.3f', 8)} "
+    print(f"{r['case']:<18} {feed:<21} {_f(r['ours_s'], '.3f', 8)} "
           f"{_f(r['ours_throughput'], '.3g', 10)} {_f(r['peer_s'], '.3f', 8)} "
           f"{_f(r['peer_throughput'], '.3g', 10)} {ratio:>7} {r['target']:>5g}x "
           f"{_f(r['floor_s'], '.3f', 8)} {xf:>7} "

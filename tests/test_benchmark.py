@@ -160,29 +160,40 @@ def test_gpu_suite_table_rows_and_figures(gpu_smoke):
     assert status == 0, text
     assert doc["suite"] == "gpu" and doc["scale"] == 0.003 and doc["machine"]["cpu"]
     rows = doc["rows"]
-    assert [r["case"] for r in rows] == GPU_CASES
+    assert [r["case"] for r in rows] == [c for c in GPU_CASES for _ in range(2)]
+    # Each side fed both ways (dense), ours from host and device memory (events).
+    assert [r["feed"] for r in rows] == ["pinned", "pageable"] * 3 + ["host", "device-resident"] * 2
+    assert all(r["peer_feed"] == (r["feed"] if r["case"][0] != "e" else "host") for r in rows)
     header = next(line for line in text.splitlines() if line.startswith("case "))
-    for column in ("ours_s", "peer_s", "ratio", "target", "ours_MiB", "peer_MiB"):
+    for column in ("feed", "ours_s", "peer_s", "ratio", "target", "floor_s", "x_floor",
+                   "ours_MiB", "peer_MiB"):
         assert column in header
+    assert "host->device pinned" in text and "device copy" in text
     for r in rows:
         assert r["ours_s"] > 0 and r["ours_throughput"] > 0, r
-        assert r["ours_mem_mib"] > 0 and "error" not in r["note"], r
+        assert "error" not in r["note"], r
+        assert r["ours_mem_mib"] > 0 or r["feed"] == "device-resident", r
         assert "Portable Computing Language" in r["ours_device"]
-        line = next(l for l in text.splitlines() if l.startswith(r["case"] + " "))
+        # The floor: the bytes that must move at the measured rate, and ours as a multiple of it.
+        assert r["floor_bytes"] > 0 and r["floor_s"] == pytest.approx(
+            r["floor_bytes"] / r["floor_rate"])
+        assert r["x_floor"] == pytest.approx(r["ours_s"] / r["floor_s"])
+        line = next(l for l in text.splitlines()
+                    if l.startswith(r["case"] + " ") and f" {r['feed']}" in l)
         assert f"{r['ours_s']:.3f}" in line
         if r["peer_s"] is None:  # peers missing (no torch/CUDA here) is reported, not an error
             assert "peer not" in r["note"], r
         else:
             assert r["ratio"] == pytest.approx(r["peer_s"] / r["ours_s"])
             assert r["meets_target"] == (r["ratio"] >= r["target"])
-    assert [r["target"] for r in rows] == [2.0, 1.0, 1.0, 10.0, 10.0]
-    assert "time_bin 10" in rows[2]["data"] and "1 bin(s)" in rows[2]["data"]
+    assert [r["target"] for r in rows[::2]] == [2.0, 1.0, 1.0, 10.0, 10.0]
+    assert "time_bin 10" in rows[4]["data"] and "1 bin(s)" in rows[4]["data"]
 
 
 def test_gpu_suite_events_exact_against_dynamix(gpu_smoke):
     pytest.importorskip("dynamix")
     _, _, doc = gpu_smoke
-    for r in doc["rows"][3:]:
+    for r in doc["rows"][6:]:  # host and device-resident rows
         assert r["peer"] == "dynamix EventCorrelator" and r["peer_s"] > 0
         assert r["exact"] is True, r  # our int64 n2 equals dynamix's integer sums
         assert r["g2_rel_diff"] < 1e-5  # dynamix normalises in float32
@@ -198,8 +209,22 @@ def test_gpu_suite_torch_peers_agree():
 
     rows = benchmark_gpu.run_gpu_suite(scale=0.003, device="gpu", torch_device="cuda",
                                        cases=["multitau", "twotime-1bin-100k"], file=False)
-    for r in rows:
+    assert [r["feed"] for r in rows] == ["pinned", "pageable"] * 2
+    for r in rows:  # both feeds of both sides give the same numbers
         assert r["peer_s"] > 0 and r["g2_rel_diff"] < 1e-4, r
+
+
+def test_pool_frames_cycle_through_the_pool():
+    pool = numpy.arange(5 * 2 * 3, dtype=numpy.uint8).reshape(5, 2, 3)
+    source = benchmark_gpu.pool_frames(pool, 12)
+    assert source.n_frames == 12 and source.frame_shape == (2, 3)
+    for chunk_frames in (None, 2, 4, 7):
+        chunks = list(source.iter_chunks(chunk_frames))
+        assert all(numpy.shares_memory(c, pool) for c in chunks)  # views: pinned stays pinned
+        numpy.testing.assert_array_equal(numpy.concatenate(chunks), pool[numpy.arange(12) % 5])
+    assert numpy.array_equal(benchmark_gpu.pool_slice(pool, 6, 3), pool[1:4])
+    with pytest.raises(ValueError, match="crosses the end"):
+        benchmark_gpu.pool_slice(pool, 3, 3)
 
 
 def test_dense_poisson_counts():
