@@ -1009,7 +1009,6 @@ def run_gpu_suite(scale: float = 1.0, device: Optional[str] = "gpu", repeat: int
         _print_machine(machine, out)
         print(f"GPU suite, scale {scale:g}, OpenCL device {dev.name}, peers "
               f"{'on' if peers else 'off'}, {repeat} timed call(s) after a warm-up", file=out)
-        _print_header(out)
     rows = []
     runners = {"multitau": _run_multitau, "events": _run_events, "twotime": _run_twotime}
     t_suite = time.perf_counter()
