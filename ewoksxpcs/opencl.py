@@ -473,6 +473,34 @@ def copy_into(dst: numpy.ndarray, src: numpy.ndarray) -> None:
     list(_COPY_POOL.map(part, range(edges.size - 1)))
 
 
+def upload_chunk(queue, dst, piece: numpy.ndarray, staging: numpy.ndarray, wait_for=None):
+    """Enqueue the copy of ``piece`` (n, ...) to the device buffer ``dst``, without blocking.
+
+    A page-locked ``piece`` (:func:`is_pinned`, e.g. frames the caller keeps in
+    :func:`pinned_empty` memory) is copied from where it lies; anything else is first copied
+    into ``staging`` (page-locked, at least ``piece.size`` elements), whose previous copy the
+    caller must have waited for.
+
+    Returns
+    -------
+    event : pyopencl.Event
+        The copy.
+    direct : bool
+        True when ``piece`` itself is being read: the caller must wait for ``event`` before the
+        producer of ``piece`` may reuse its memory.
+    """
+    import pyopencl
+
+    direct = is_pinned(piece) and piece.flags.c_contiguous
+    if direct:
+        host = piece
+    else:
+        host = staging.reshape(-1)[: piece.size].reshape(piece.shape)
+        copy_into(host, piece)
+    event = pyopencl.enqueue_copy(queue, dst, host, is_blocking=False, wait_for=wait_for)
+    return event, direct
+
+
 #: Size and number of the pinned staging buffers of :func:`upload_pinned` (kept per device).
 STAGING_BYTES = 32 * 1024**2
 STAGING_COUNT = 4

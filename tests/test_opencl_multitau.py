@@ -140,3 +140,19 @@ def test_zero_kernel_path(rng, cpu, monkeypatch):
     numpy.testing.assert_array_equal(r.n2, ref.n2)
     ev = multitau(compact(frames), q, lags_per_level=4, method="opencl", device=cpu)
     numpy.testing.assert_array_equal(ev.n2, ref.n2)
+
+
+def test_frames_in_pinned_memory_are_read_in_place(rng, cpu):
+    """Frames already in page-locked memory go to the device without a staging copy, same n2."""
+    from ewoksxpcs.opencl import get_device, pinned_empty
+
+    frames = rng.poisson(1.1, (90, 9, 11)).astype(numpy.uint8)
+    pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)
+    pinned[...] = frames
+    q = _qmask()
+    ref = multitau(frames, q, lags_per_level=4, method="numpy")
+    chunks = [pinned[:20], pinned[20:21], pinned[21:]]  # views of the pinned stack
+    r = multitau(IterableFrameSource(iter(chunks)), q, lags_per_level=4, method="opencl",
+                 device=cpu, chunk_frames=8)
+    numpy.testing.assert_array_equal(r.n2, ref.n2)
+    numpy.testing.assert_array_equal(r.sums.frame_sums, ref.sums.frame_sums)

@@ -122,3 +122,16 @@ def test_narrow_binned_x(rng, cpu, bright):
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
     assert r.info["x_dtype"] == ("uint32" if bright else "uint8")
     assert r.info["passes"] == (2 if bright else 1)
+
+
+def test_frames_in_pinned_memory_are_read_in_place(rng, cpu):
+    from ewoksxpcs.opencl import get_device, pinned_empty
+
+    frames = rng.poisson(1.1, (77, 12, 13)).astype(numpy.uint8)
+    pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)
+    pinned[...] = frames
+    q = _qmask()
+    ref = twotime(frames, q, bins=[1, 6], time_bin=3, method="numpy")
+    r = twotime(pinned, q, bins=[1, 6], time_bin=3, method="opencl", device=cpu, chunk_frames=10)
+    _close(r.C, ref.C)
+    numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)

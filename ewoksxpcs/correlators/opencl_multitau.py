@@ -2,7 +2,9 @@
 
 Dense frames
 ------------
-Chunks of whole frames go host → device from two page-locked (pinned) staging buffers on a
+Chunks of whole frames go host → device from two page-locked (pinned) staging buffers — or
+straight from the caller's frames when these already lie in page-locked memory
+(:func:`~ewoksxpcs.opencl.upload_chunk`: no host copy then) — on a
 transfer queue while the compute queue works on the previous chunk (event dependencies order a
 copy after the kernels that last read its device buffer, and a refill of a staging buffer after
 its copy): the transfer of chunk k+1 overlaps the compute of chunk k. The binned pixels are
@@ -48,8 +50,8 @@ from ..multitau import (
     n2_bound,
     normalise_multitau,
 )
-from ..opencl import (CTYPES, copy_into, default_device_memory, device_buffer, get_device,
-                      get_kernel, pinned_empty)
+from ..opencl import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
+                      pinned_empty, upload_chunk)
 from ..qmask import DEFAULT_GROUPS, as_binning
 
 __all__ = ["OpenCLMultiTau"]
@@ -273,13 +275,11 @@ class OpenCLMultiTau:
                 tw = time.perf_counter()
                 copy_evt[s].wait()  # the staging buffer's previous copy is done
                 wait_s += time.perf_counter() - tw
-            host = staging[s]
             tc = time.perf_counter()
-            copy_into(host[:n], piece.reshape(n, frame_pixels))
-            copy_s += time.perf_counter() - tc
-            copy_evt[s] = pyopencl.enqueue_copy(
-                copy_q, frames_dev[s], host[:n], is_blocking=False,
+            copy_evt[s], direct = upload_chunk(
+                copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging[s],
                 wait_for=[done_evt[s]] if done_evt[s] is not None else None)
+            copy_s += time.perf_counter() - tc
             copy_q.flush()
             fs_host = numpy.empty((n, b.n_sub), dtype=acc_np)
             k_fs.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, sub_off,
@@ -308,6 +308,10 @@ class OpenCLMultiTau:
                 n_l, src = n_next, out
             done_evt[s] = last_reader
             comp_q.flush()
+            if direct:  # read in place: the source may reuse the piece's memory once we go on
+                tw = time.perf_counter()
+                copy_evt[s].wait()
+                wait_s += time.perf_counter() - tw
         t_stream = time.perf_counter()
         comp_q.finish()
         copy_q.finish()

@@ -34,8 +34,8 @@ from typing import Optional
 import numpy
 
 from ..frames import as_frame_source
-from ..opencl import (CTYPES, copy_into, default_device_memory, device_buffer, get_device,
-                      get_kernel, pinned_empty)
+from ..opencl import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
+                      pinned_empty, upload_chunk)
 from ..qmask import DEFAULT_GROUPS, as_binning
 from ..twotime import (
     DEFAULT_MAX_FRAMES,
@@ -212,9 +212,8 @@ class OpenCLTwoTime:
                 slot += 1
                 if copy_evt[s] is not None:
                     copy_evt[s].wait()
-                copy_into(staging[s][:n], piece.reshape(n, frame_pixels))
-                copy_evt[s] = pyopencl.enqueue_copy(
-                    copy_q, frames_dev[s], staging[s][:n], is_blocking=False,
+                copy_evt[s], direct = upload_chunk(
+                    copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging[s],
                     wait_for=[done_evt[s]] if done_evt[s] is not None else None)
                 copy_q.flush()
                 kern.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, numpy.int32(P),
@@ -222,6 +221,8 @@ class OpenCLTwoTime:
                 done_evt[s] = pyopencl.enqueue_nd_range_kernel(
                     queue, kern, (_round_up(P, LOCAL),), (LOCAL,), wait_for=[copy_evt[s]])
                 queue.flush()
+                if direct:  # read in place: the source may reuse the piece once we go on
+                    copy_evt[s].wait()
                 t += n
         queue.finish()
         copy_q.finish()
