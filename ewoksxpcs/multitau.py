@@ -352,11 +352,11 @@ def _level_normalise(n2, S, k, binning, normalisation):
     """
     nb = binning.n_bins
     n_l = S.shape[0]
-    B = _bin_rows(binning, S, axis=1)
-    D = B[:, binning.sub_bin] - S  # each bin's sums without one of its groups
     n2_bin = _bin_rows(binning, n2)
     n2_loo = n2_bin[binning.sub_bin] - n2
     if normalisation == "standard":
+        B = _bin_rows(binning, S, axis=1)
+        D = B[:, binning.sub_bin] - S  # each bin's sums without one of its groups
         if S.dtype.kind in "iu":
             peak = int(numpy.abs(B).max()) if B.size else 0
             if peak and peak * peak * n_l >= 2**62:
@@ -367,20 +367,29 @@ def _level_normalise(n2, S, k, binning, normalisation):
         d2_loo = _lag_products(D, k).T  # (n_sub, n_k)
     else:
         P = (n_l - k).astype(numpy.float64)
+        # SP(k) = total − (last k rows), SF(k) = total − (first k rows): k < m, so only the
+        # first and last m rows and the totals are needed — of the sub-bins, of the bins (their
+        # sums) and of the bins without one group (bin − sub-bin): no (n_l, n_sub) temporaries.
+        kmax = min(int(k.max()) + 1 if k.size else 0, n_l)
+        first, last, total = S[:kmax], S[n_l - kmax:], S.sum(axis=0)
 
-        def past_future(a):
-            # SP(k) = total − (last k rows), SF(k) = total − (first k rows): k < m, so only the
-            # first and last m rows are summed beyond the total.
-            kmax = int(k.max()) + 1
-            zero = numpy.zeros((1, a.shape[1]), dtype=a.dtype)
-            head = numpy.concatenate([zero, numpy.cumsum(a[:kmax], axis=0)])
-            tail = numpy.concatenate([zero, numpy.cumsum(a[::-1][:kmax], axis=0)])
-            total = a.sum(axis=0)
-            return ((total - tail[k]).T.astype(numpy.float64),
-                    (total - head[k]).T.astype(numpy.float64))  # SP, SF: (n_cols, n_k)
+        def past_future(first, last, total):
+            zero = numpy.zeros((1, first.shape[1]), dtype=first.dtype)
+            head = numpy.concatenate([zero, numpy.cumsum(first, axis=0)])
+            tail = numpy.concatenate([zero, numpy.cumsum(last[::-1], axis=0)])
+            kk = numpy.minimum(k, kmax)
+            return ((total - tail[kk]).T.astype(numpy.float64),
+                    (total - head[kk]).T.astype(numpy.float64))  # SP, SF: (n_cols, n_k)
 
-        sp, sf = past_future(B)
-        sp_loo, sf_loo = past_future(D)
+        def bins(a):
+            return _bin_rows(binning, a, axis=a.ndim - 1)
+
+        def without_group(a):
+            return bins(a)[..., binning.sub_bin] - a
+
+        sp, sf = past_future(bins(first), bins(last), bins(total))
+        sp_loo, sf_loo = past_future(without_group(first), without_group(last),
+                                     without_group(total))
         d2 = sp * sf / P
         d2_loo = sp_loo * sf_loo / P
     npix = binning.n_pixels.astype(numpy.float64)[:, None]

@@ -473,13 +473,30 @@ def copy_into(dst: numpy.ndarray, src: numpy.ndarray) -> None:
     list(_COPY_POOL.map(part, range(edges.size - 1)))
 
 
-def upload_chunk(queue, dst, piece: numpy.ndarray, staging: numpy.ndarray, wait_for=None):
+class StagingSlots:
+    """Page-locked staging buffers of (frames, frame_pixels), allocated on first use.
+
+    Frames that already lie in page-locked memory need none (:func:`upload_chunk`), and a
+    page-locked allocation of a few hundred MB costs tens of milliseconds.
+    """
+
+    def __init__(self, dev: OpenCLDevice, shape, dtype, n: int = 2):
+        self.dev, self.shape, self.dtype = dev, tuple(shape), numpy.dtype(dtype)
+        self._slots = [None] * n
+
+    def __getitem__(self, s: int) -> numpy.ndarray:
+        if self._slots[s] is None:
+            self._slots[s] = pinned_empty(self.dev, self.shape, self.dtype)
+        return self._slots[s]
+
+
+def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: int,
+                 wait_for=None):
     """Enqueue the copy of ``piece`` (n, ...) to the device buffer ``dst``, without blocking.
 
     A page-locked ``piece`` (:func:`is_pinned`, e.g. frames the caller keeps in
     :func:`pinned_empty` memory) is copied from where it lies; anything else is first copied
-    into ``staging`` (page-locked, at least ``piece.size`` elements), whose previous copy the
-    caller must have waited for.
+    into ``staging[slot]``, whose previous copy the caller must have waited for.
 
     Returns
     -------
@@ -495,7 +512,7 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: numpy.ndarray, wait_
     if direct:
         host = piece
     else:
-        host = staging.reshape(-1)[: piece.size].reshape(piece.shape)
+        host = staging[slot].reshape(-1)[: piece.size].reshape(piece.shape)
         copy_into(host, piece)
     event = pyopencl.enqueue_copy(queue, dst, host, is_blocking=False, wait_for=wait_for)
     return event, direct

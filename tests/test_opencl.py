@@ -173,18 +173,18 @@ def test_gpu_device():
 def test_upload_chunk_reads_pinned_memory_in_place(cpu):
     import pyopencl
 
-    from ewoksxpcs.opencl import pinned_empty, upload_chunk
+    from ewoksxpcs.opencl import StagingSlots, pinned_empty, upload_chunk
 
-    staging = pinned_empty(cpu, (4, 6), numpy.uint16)
+    staging = StagingSlots(cpu, (4, 6), numpy.uint16)
     pinned = pinned_empty(cpu, (3, 6), numpy.uint16)
     pinned[...] = numpy.arange(18).reshape(3, 6)
     plain = numpy.arange(100, 118, dtype=numpy.uint16).reshape(3, 6)
     for piece, expect_direct in ((pinned, True), (plain, False), (pinned[1:], True)):
         dst = pyopencl.Buffer(cpu.context, pyopencl.mem_flags.READ_WRITE, piece.nbytes)
-        event, direct = upload_chunk(cpu.queue, dst, piece, staging)
+        event, direct = upload_chunk(cpu.queue, dst, piece, staging, 1)
         event.wait()
         assert direct is expect_direct
         back = numpy.empty_like(piece)
         pyopencl.enqueue_copy(cpu.queue, back, dst)
         assert numpy.array_equal(back, piece)
-    assert numpy.array_equal(staging[:3], plain)  # the plain piece went through the staging buffer
+    assert numpy.array_equal(staging[1][:3], plain)  # the plain piece went through slot 1

@@ -51,7 +51,7 @@ from ..multitau import (
     normalise_multitau,
 )
 from ..opencl import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
-                      pinned_empty, upload_chunk)
+                      StagingSlots, upload_chunk)
 from ..qmask import DEFAULT_GROUPS, as_binning
 
 __all__ = ["OpenCLMultiTau"]
@@ -246,7 +246,7 @@ class OpenCLMultiTau:
         fs_buf = pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, chunk * b.n_sub * 8))
         frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_pixels * dtype.itemsize))
                       for _ in range(2)]
-        staging = [pinned_empty(dev, (chunk, frame_pixels), dtype) for _ in range(2)]
+        staging = StagingSlots(dev, (chunk, frame_pixels), dtype)
         copy_evt = [None, None]
         done_evt = [None, None]
 
@@ -277,7 +277,7 @@ class OpenCLMultiTau:
                 wait_s += time.perf_counter() - tw
             tc = time.perf_counter()
             copy_evt[s], direct = upload_chunk(
-                copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging[s],
+                copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging, s,
                 wait_for=[done_evt[s]] if done_evt[s] is not None else None)
             copy_s += time.perf_counter() - tc
             copy_q.flush()

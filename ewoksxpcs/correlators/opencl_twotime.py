@@ -35,7 +35,7 @@ import numpy
 
 from ..frames import as_frame_source
 from ..opencl import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
-                      pinned_empty, upload_chunk)
+                      StagingSlots, upload_chunk)
 from ..qmask import DEFAULT_GROUPS, as_binning
 from ..twotime import (
     DEFAULT_MAX_FRAMES,
@@ -194,7 +194,7 @@ class OpenCLTwoTime:
                                source.n_frames or chunk)))  # no larger buffers than the stack
         copy_q = pyopencl.CommandQueue(ctx)
         frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_bytes)) for _ in range(2)]
-        staging = [pinned_empty(dev, (chunk, frame_pixels), dtype) for _ in range(2)]
+        staging = StagingSlots(dev, (chunk, frame_pixels), dtype)
         copy_evt, done_evt = [None, None], [None, None]
         narrow = x_np.kind == "u" and self._x_type(dtype, b)[1].itemsize > x_np.itemsize
         kern = self._kernel("tt_bin", CTYPES[str(dtype)], x_t, dtype.kind == "f",
@@ -213,7 +213,7 @@ class OpenCLTwoTime:
                 if copy_evt[s] is not None:
                     copy_evt[s].wait()
                 copy_evt[s], direct = upload_chunk(
-                    copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging[s],
+                    copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging, s,
                     wait_for=[done_evt[s]] if done_evt[s] is not None else None)
                 copy_q.flush()
                 kern.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, numpy.int32(P),
