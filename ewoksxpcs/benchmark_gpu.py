@@ -928,7 +928,9 @@ def _run_twotime(case, pool, labels, binning, device, repeat, peers, gen_s, torc
             return correlate(pool_frames(mine, n), binning, **options, **extra)
 
         try:
-            ours(None, min(case.n_frames, 4 * b))  # warm-up
+            # warm-up with the case's time binning (the binned type is a compile-time constant)
+            correlate(pool_frames(mine, min(case.n_frames, 4 * b)), binning,
+                      **dict(options, time_bin=b))
             try:
                 res, row["ours_s"], mem = _best(ours, repeat)
             except ValueError as e:

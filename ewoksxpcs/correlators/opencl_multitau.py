@@ -257,6 +257,9 @@ class OpenCLMultiTau:
                    for L in range(n_levels)]
         counts = [0] * n_levels  # level frames processed so far
         fs_parts = []
+        # Known length: the per-frame sums are downloaded straight into one array.
+        fs_all = (numpy.empty((int(source.n_frames), b.n_sub), dtype=acc_np)
+                  if source.n_frames is not None else None)
         slot = 0
         comp_q.finish()
         t_setup = time.perf_counter()
@@ -281,7 +284,9 @@ class OpenCLMultiTau:
                 wait_for=[done_evt[s]] if done_evt[s] is not None else None)
             copy_s += time.perf_counter() - tc
             copy_q.flush()
-            fs_host = numpy.empty((n, b.n_sub), dtype=acc_np)
+            t_first = counts[0]
+            fits = fs_all is not None and t_first + n <= fs_all.shape[0]
+            fs_host = fs_all[t_first: t_first + n] if fits else numpy.empty((n, b.n_sub), acc_np)
             k_fs.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, sub_off,
                           numpy.int32(b.n_sub), fs_buf)
             pyopencl.enqueue_nd_range_kernel(comp_q, k_fs, (b.n_sub * WG, n), (WG, 1),
@@ -318,13 +323,16 @@ class OpenCLMultiTau:
         t_drain = time.perf_counter()
         n_frames = counts[0]
         slots = self._reduce(comp_q, acc, n_slots, P)
-        fs = (numpy.concatenate([f for f, _ in fs_parts]) if fs_parts
+        fs = (fs_all if fs_all is not None and n_frames == fs_all.shape[0]
+              and all(numpy.shares_memory(f, fs_all) for f, _ in fs_parts)
+              else numpy.concatenate([f for f, _ in fs_parts]) if fs_parts
               else numpy.zeros((0, b.n_sub), dtype=acc_np))
         n2, level, k = self._assemble(slots, n_frames, n_levels)
         if acc_np.kind == "i":
             vm = numpy.empty(P, numpy.uint32)
             pyopencl.enqueue_copy(comp_q, vm, vmax_buf)
-            check_int64_range(n2_bound(level, int(vm.max()) if P else 0, numpy.abs(fs).sum(axis=0)))
+            totals = fs.sum(axis=0) if dtype.kind == "u" else numpy.abs(fs).sum(axis=0)
+            check_int64_range(n2_bound(level, int(vm.max()) if P else 0, totals))
         self.plan.update(setup_s=t_setup - t_begin, stream_s=t_stream - t_setup,
                          wait_staging_s=wait_s, copy_s=copy_s, drain_s=t_drain - t_stream,
                          finish_s=time.perf_counter() - t_drain)
