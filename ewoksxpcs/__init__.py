@@ -10,12 +10,13 @@ The library works without Ewoks::
 __version__ = "0.1.0"
 
 from .correlators import available_methods, correlate, create_correlator  # noqa: E402
-from .events import EventStack, compact, load_events  # noqa: E402
-from .frames import as_frame_source  # noqa: E402
-from .qmask import Binning  # noqa: E402
-from .result import CorrelationResult, CorrelationSums  # noqa: E402
-from .multitau import MultiTauResult, multitau  # noqa: E402
-from .twotime import TwoTimeResult, twotime  # noqa: E402
+from .engine.events import EventStack, compact, load_events  # noqa: E402
+from .engine.frames import as_frame_source  # noqa: E402
+from .engine.qmask import Binning  # noqa: E402
+from .engine.result import CorrelationResult, CorrelationSums  # noqa: E402
+from .engine.multitau import MultiTauResult  # noqa: E402
+from .engine.twotime import TwoTimeResult  # noqa: E402
+from .correlators import multitau, twotime  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -57,8 +57,8 @@ def screenshot(png):
     from ewoksorange.gui.canvas.handler import OrangeCanvasHandler
     from ewoksorange.gui.qt_utils.app import qtapp_context
 
-    from ewoksxpcs.synthetic import SyntheticXPCS
-    from ewoksxpcs.twotime import twotime
+    from ewoksxpcs.tools.synthetic import SyntheticXPCS
+    from ewoksxpcs.engine.twotime import twotime
 
     tmp = tempfile.mkdtemp(prefix="ewoksxpcs_orange_")
     sim = SyntheticXPCS(shape=(96, 96), n_frames=400, mean_counts=0.2, contrast=0.3, n_bins=6,
@@ -71,7 +71,7 @@ def screenshot(png):
             widgets = run_tutorial(handler, url, os.path.join(tmp, "qmask.npy"),
                                    os.path.join(tmp, "result.h5"))
             norm = widgets["Normalise"]
-            # The two-time tab: the map of the same scan (ewoksxpcs.twotime), shown by the widget.
+            # The two-time tab: the map of the same scan (ewoksxpcs.engine.twotime), shown by the widget.
             tt = twotime(sim.frames(), sim.labels, bins=[2, 5], frame_period=sim.frame_period)
             norm.set_twotime(tt)
             canvas = handler.canvas

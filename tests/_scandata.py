@@ -6,7 +6,7 @@ import os
 
 import numpy
 
-from ewoksxpcs.synthetic import SyntheticXPCS
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
 
 SHAPE = (24, 24)
 

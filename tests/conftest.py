@@ -19,7 +19,7 @@ import numpy
 import pytest
 
 from ewoksxpcs.correlators import METHODS
-from ewoksxpcs.pocl_cpu import prepare_pocl
+from ewoksxpcs.opencl.pocl_cpu import prepare_pocl
 
 prepare_pocl()  # before any test queries OpenCL platforms (PoCL on CPUs newer than its LLVM)
 

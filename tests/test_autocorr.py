@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from ewoksxpcs.autocorr import DIRECT_MAX_FRAMES, autocorrelate
+from ewoksxpcs.engine.autocorr import DIRECT_MAX_FRAMES, autocorrelate
 
 
 def direct_python(a):

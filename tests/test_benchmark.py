@@ -15,8 +15,9 @@ import re
 import numpy
 import pytest
 
-from ewoksxpcs import benchmark
-from ewoksxpcs.benchmark import Case, main, make_events, run_benchmark
+from ewoksxpcs.tools import benchmark
+from ewoksxpcs.tools.benchmark import Case, make_events, run_benchmark
+from ewoksxpcs.tools.benchmark_cli import main
 from ewoksxpcs.correlators import METHODS
 
 
@@ -134,7 +135,7 @@ def test_bad_arguments(argv, message, capsys):
 
 
 # ---------------------------------------------------------------------- --suite gpu
-from ewoksxpcs import benchmark_gpu  # noqa: E402
+from ewoksxpcs.tools import benchmark_gpu  # noqa: E402
 
 GPU_CASES = ["multitau", "twotime-10bins", "twotime-1bin-100k", "events-0.01", "events-0.1"]
 
@@ -253,7 +254,7 @@ def test_opencl_memory_tracker():
     require_opencl("cpu")
     import pyopencl
 
-    from ewoksxpcs.opencl import get_device
+    from ewoksxpcs.opencl.device import get_device
 
     ctx = get_device("cpu").context
     mf = pyopencl.mem_flags

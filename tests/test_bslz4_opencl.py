@@ -1,12 +1,12 @@
-"""``ewoksxpcs.bslz4_opencl``: bitshuffle-LZ4 chunks decoded on OpenCL, bit-identical to h5py with
+"""``ewoksxpcs.opencl.bslz4_decoder``: bitshuffle-LZ4 chunks decoded on OpenCL, bit-identical to h5py with
 hdf5plugin; malformed chunks raise ValueError naming the chunk and write nothing out of bounds."""
 
 import numpy
 import pytest
 from conftest import require_opencl
 
-from ewoksxpcs import bslz4_opencl
-from ewoksxpcs.bslz4_opencl import (
+from ewoksxpcs.opencl.device import bslz4_decoder as bslz4_opencl
+from ewoksxpcs.opencl.bslz4_decoder import (
     BSLZ4Decoder,
     decode_chunks,
     default_block_elems,
@@ -23,7 +23,7 @@ GUARD = 0xAB
 def dev(request):
     """PoCL in CI; with ``-m gpu`` on a GPU machine, the GPU."""
     require_opencl(request.param)
-    from ewoksxpcs import opencl
+    from ewoksxpcs.opencl.device import device as opencl
 
     return opencl.get_device(request.param)
 

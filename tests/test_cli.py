@@ -11,8 +11,8 @@ import numpy
 import pytest
 
 from ewoksxpcs import correlate
-from ewoksxpcs.cli import demo_distance, main
-from ewoksxpcs.synthetic import SyntheticXPCS
+from ewoksxpcs.app.cli import demo_distance, main
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +255,8 @@ def test_run_modes(scan, tmp_path, capsys):
     """``--mode multitau|twotime`` with their options: the result file holds their NXdata."""
     from silx.io.nxdata import NXdata, get_default
 
-    from ewoksxpcs.multitau import multitau
-    from ewoksxpcs.twotime import twotime
+    from ewoksxpcs.correlators import multitau
+    from ewoksxpcs.correlators import twotime
 
     filename, frames, labels = scan
     common = [f"{filename}::/1.1", "--qmask", f"{filename}::/1.1/simulation/labels", "-q"]
@@ -322,7 +322,7 @@ def test_run_engines(scan, tmp_path, engine):
 
 def test_benchmark_subcommand(capsys):
     try:
-        import ewoksxpcs.benchmark  # noqa: F401
+        import ewoksxpcs.tools.benchmark  # noqa: F401
     except ImportError:
         assert main(["benchmark"]) == 1
         assert "benchmark is not available" in capsys.readouterr().err
@@ -362,7 +362,7 @@ def test_demo(tmp_path, capsys):
 
 def test_console_script_help():
     exe = os.path.join(os.path.dirname(sys.executable), "ewoksxpcs")
-    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "ewoksxpcs.cli"]
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "ewoksxpcs.app.cli"]
     proc = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     for word in ("demo", "simulate", "run", "benchmark"):
@@ -376,7 +376,7 @@ def test_run_eiger_scan_uses_the_detector_mask(tmp_path, file_mask):
     """An Eiger scan (bitshuffle-LZ4 files behind a virtual dataset, gaps at 65535): its
     pixel_mask is applied without --mask (the gaps' constant 65535 would otherwise be binned),
     and the events are compacted from the raw chunks on the OpenCL device."""
-    from ewoksxpcs.eiger import eiger_gap_mask, write_eiger_scan
+    from ewoksxpcs.tools.synthetic_eiger import eiger_gap_mask, write_eiger_scan
 
     master = write_eiger_scan(tmp_path / "scan", n_frames=40, shape=(48, 64), frames_per_file=20,
                               processes=1, counts=0.2)

@@ -9,8 +9,8 @@ import pytest
 from conftest import require_opencl
 
 from ewoksxpcs import Binning, compact
-from ewoksxpcs.compact_opencl import compact_opencl
-from ewoksxpcs.frames import IterableFrameSource
+from ewoksxpcs.opencl.compact import compact_opencl
+from ewoksxpcs.engine.frames import IterableFrameSource
 
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
 
@@ -129,7 +129,7 @@ def test_events_beyond_the_budget(device, rng, budget, reiterable):
 
 def test_raw_chunks_in_pixel_ranges(device, rng, tmp_path):
     """Compressed chunks, events beyond the budget: decompressed again for every range."""
-    from ewoksxpcs.load import load_frames
+    from ewoksxpcs.io.load import load_frames
 
     frames = rng.poisson(0.8, (70, 12, 10)).astype(numpy.uint16)
     source = load_frames(_bslz4_file(tmp_path, frames) + "::/data")
@@ -166,7 +166,7 @@ def _bslz4_file(tmp_path, frames, chunk_frames=1):
 def test_raw_chunks_decompressed_on_the_device(device, rng, tmp_path, chunk_frames, selection):
     """bitshuffle-LZ4 chunks read raw and decompressed on the device: the same stack as NumPy
     compaction of the frames h5py reads (bad pixels, bin sums, selections, batches)."""
-    from ewoksxpcs.load import load_frames
+    from ewoksxpcs.io.load import load_frames
 
     frames = rng.poisson(0.2, (131, 23, 37)).astype(numpy.uint16)
     frames[:, 4, :] = 65535  # a detector gap
@@ -185,7 +185,7 @@ def test_raw_chunks_decompressed_on_the_device(device, rng, tmp_path, chunk_fram
 def test_corrupted_chunk_names_the_file(device, rng, tmp_path):
     import h5py
 
-    from ewoksxpcs.load import load_frames
+    from ewoksxpcs.io.load import load_frames
 
     frames = rng.poisson(0.3, (12, 16, 16)).astype(numpy.uint16)
     filename = _bslz4_file(tmp_path, frames)

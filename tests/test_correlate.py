@@ -215,7 +215,7 @@ def test_iterable_of_chunks(method_case, dtype, rng):
 
 
 def test_frame_source_range(method_case, rng):
-    from ewoksxpcs.frames import ArrayFrameSource
+    from ewoksxpcs.engine.frames import ArrayFrameSource
 
     frames = data_for(method_case, rng, "uint8", shape=(60, 7, 13))
     qmask = make_qmask(rng, (7, 13))

@@ -8,7 +8,7 @@ import pytest
 
 from ewoksxpcs import Binning, correlate
 from ewoksxpcs.correlators import METHODS
-from ewoksxpcs.distributed import (
+from ewoksxpcs.app.distributed import (
     ArrayFrames,
     Hdf5Frames,
     block_sums,
@@ -113,7 +113,7 @@ def test_dask_local_cluster_bit_for_bit(data, tmp_path):
                                      chunk_frames=10)
             _assert_same(split, single)
             assert split.method == method
-            # The same through a URL resolved by ewoksxpcs.load (a scan entry, a frame range).
+            # The same through a URL resolved by ewoksxpcs.io.load (a scan entry, a frame range).
             by_url = correlate_blocks(f"{filename}::/1.1/measurement/det", qmask, executor=client,
                                       n_blocks=3, method=method, n_groups=4)
             _assert_same(by_url, single)

@@ -7,7 +7,7 @@ import numpy
 import pytest
 
 from ewoksxpcs.correlators import correlate
-from ewoksxpcs.eiger import (
+from ewoksxpcs.tools.synthetic_eiger import (
     _field_frames,
     _Geometry,
     eiger_g2,
@@ -16,7 +16,7 @@ from ewoksxpcs.eiger import (
     read_eiger_truth,
     write_eiger_scan,
 )
-from ewoksxpcs.load import load_frames
+from ewoksxpcs.io.load import load_frames
 
 SMALL = dict(n_frames=200, shape=(64, 80), frames_per_file=100, speckle_px=2, beta=0.3, rho=0.9)
 
@@ -160,9 +160,9 @@ def test_bad_arguments(tmp_path):
 def test_detector_pixel_mask_is_used_by_default(tmp_path):
     """The master file carries the gaps as the NXdetector pixel_mask: the q-mask leaves them
     out without --mask (and keeps them with file_mask=False)."""
-    from ewoksxpcs.eiger import eiger_gap_mask, read_eiger_truth, write_eiger_scan
-    from ewoksxpcs.load import load_frames
-    from ewoksxpcs.maskbin import build_qmask
+    from ewoksxpcs.tools.synthetic_eiger import eiger_gap_mask, read_eiger_truth, write_eiger_scan
+    from ewoksxpcs.io.load import load_frames
+    from ewoksxpcs.workflow.maskbin import build_qmask
 
     master = write_eiger_scan(tmp_path / "scan", n_frames=12, shape=(64, 80), frames_per_file=6,
                               processes=1)

@@ -273,7 +273,7 @@ def test_load_errors(tmp_path):
 
 def test_pixel_totals_and_mean_image_with_empty_pixels(rng):
     """Per-pixel sums of the events (segment sums), empty pixels anywhere included."""
-    from ewoksxpcs.pipeline import mean_image_from_events, pixel_totals
+    from ewoksxpcs.workflow.pipeline import mean_image_from_events, pixel_totals
 
     frames = rng.poisson(0.004, (200, 17, 19)).astype(numpy.uint16)
     frames[:, :, -1] = 0  # the last kept pixels have no event at all

@@ -15,7 +15,7 @@ import pytest
 from ewoksxpcs import Binning, compact, correlate, create_correlator
 from ewoksxpcs.correlators import fft as fft_module
 from ewoksxpcs.correlators.fft import FFTCorrelator, fft_size
-from ewoksxpcs.gathered import GatheredStack
+from ewoksxpcs.engine.pixel_series import GatheredStack
 
 ALL_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
 LIBRARIES = ("pyfftw", "numpy")

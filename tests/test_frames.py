@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from ewoksxpcs.frames import (
+from ewoksxpcs.engine.frames import (
     SUPPORTED_DTYPES,
     ArrayFrameSource,
     FrameSource,

@@ -8,15 +8,15 @@ import hdf5plugin
 import numpy
 import pytest
 
-from ewoksxpcs.bslz4 import default_block_elems
-from ewoksxpcs.hdf5chunks import (
+from ewoksxpcs.io.bslz4 import default_block_elems
+from ewoksxpcs.io.hdf5chunks import (
     ChunkLayout,
     _bshuf,
     chunk_layout,
     decode_chunks_cpu,
     read_chunks,
 )
-from ewoksxpcs.load import HDF5FrameSource
+from ewoksxpcs.io.load import HDF5FrameSource
 
 BSLZ4 = hdf5plugin.Bitshuffle(cname="lz4")
 

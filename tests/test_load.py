@@ -11,9 +11,9 @@ import numpy
 import pytest
 
 from ewoksxpcs import correlate
-from ewoksxpcs.events import EventStack, compact
-from ewoksxpcs.frames import ArrayFrameSource
-from ewoksxpcs.load import (
+from ewoksxpcs.engine.events import EventStack, compact
+from ewoksxpcs.engine.frames import ArrayFrameSource
+from ewoksxpcs.io.load import (
     EventFrameSource,
     FabioFrameSource,
     HDF5FrameSource,
@@ -22,8 +22,8 @@ from ewoksxpcs.load import (
     parse_url,
     read_image,
 )
-from ewoksxpcs.pipeline import save_events
-from ewoksxpcs.synthetic import SyntheticXPCS
+from ewoksxpcs.workflow.pipeline import save_events
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import math
 import numpy
 import pytest
 
-from ewoksxpcs.events import compact
-from ewoksxpcs.maskbin import (
+from ewoksxpcs.engine.events import compact
+from ewoksxpcs.workflow.maskbin import (
     HC_KEV_M,
     Geometry,
     auto_bad_pixels,
@@ -188,7 +188,7 @@ def test_auto_bad_pixels_dense():
     frames[7, 20, 21] = 65535  # detector-flagged value
     labels = numpy.ones((32, 32), dtype=numpy.int32)
     labels[16:] = 2
-    from ewoksxpcs.load import load_frames
+    from ewoksxpcs.io.load import load_frames
 
     bad, stats = auto_bad_pixels(load_frames(frames), labels=labels, n_sample=60)
     assert sorted(map(tuple, numpy.argwhere(bad))) == [(3, 4), (10, 11), (20, 21)]
@@ -206,7 +206,7 @@ def test_auto_bad_pixels_sparse_flags_no_dead():
     # 0.02 counts per pixel per frame: silent pixels are normal, none may be called dead.
     rng = numpy.random.default_rng(6)
     frames = rng.poisson(0.02, (100, 40, 40)).astype(numpy.uint8)
-    from ewoksxpcs.load import load_frames
+    from ewoksxpcs.io.load import load_frames
 
     bad, stats = auto_bad_pixels(load_frames(frames))
     assert stats["n_dead"] == 0 and stats["n_hot"] == 0 and not bad.any()

@@ -16,7 +16,7 @@ import pytest
 from ewoksxpcs import Binning, correlate, create_correlator
 from ewoksxpcs.correlators import matmul as matmul_module
 from ewoksxpcs.correlators.matmul import MatMulCorrelator, diagonal_sums
-from ewoksxpcs.gathered import GatheredStack
+from ewoksxpcs.engine.pixel_series import GatheredStack
 
 ALL_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
 

@@ -5,15 +5,15 @@ import numpy
 import pytest
 
 import ewoksxpcs
-from ewoksxpcs.events import compact
-from ewoksxpcs.frames import IterableFrameSource
-from ewoksxpcs.multitau import (
+from ewoksxpcs.engine.events import compact
+from ewoksxpcs.engine.frames import IterableFrameSource
+from ewoksxpcs.engine.multitau import (
     MultiTauResult,
     level_frame_sums,
-    multitau,
     multitau_lags,
 )
-from ewoksxpcs.qmask import Binning
+from ewoksxpcs.correlators import multitau
+from ewoksxpcs.engine.qmask import Binning
 
 
 def _qmask(shape=(6, 7)):
@@ -254,7 +254,7 @@ def test_physics_window_averaged_g2():
     For sums of w = 2^L frames at lag k (k >= 1, no overlap, no shot noise):
     g2 = 1 + β·(1/w²)·Σ_{i,j<w} exp(−2Γ·dt·|k·w + j − i|).
     """
-    synthetic = pytest.importorskip("ewoksxpcs.synthetic")
+    synthetic = pytest.importorskip("ewoksxpcs.tools.synthetic")
     sim = synthetic.SyntheticXPCS(shape=(48, 48), n_frames=2048, mean_counts=0.5,
                                   contrast=0.3, diffusion=2.0e7, frame_period=1e-3,
                                   n_bins=3, q_per_pixel=2e-4, seed=3)

@@ -6,7 +6,7 @@ import numpy
 import pytest
 
 from ewoksxpcs import Binning, CorrelationResult, CorrelationSums, correlate
-from ewoksxpcs.normalise import bin_sums, normalise
+from ewoksxpcs.engine.normalise import bin_sums, normalise
 
 
 def frames_and_qmask(seed=0, shape=(30, 6, 8), labels=(1, 2)):

@@ -1,4 +1,4 @@
-"""OpenCL device selection, program cache and the 64-bit atomic helpers (ewoksxpcs.opencl)."""
+"""OpenCL device selection, program cache and the 64-bit atomic helpers (ewoksxpcs.opencl.device)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy
 import pytest
 from conftest import require_opencl
 
-from ewoksxpcs import opencl
-from ewoksxpcs.opencl import (
+from ewoksxpcs.opencl.device import device as opencl
+from ewoksxpcs.opencl.device import (
     OpenCLUnavailableError,
     build_program,
     get_device,
@@ -173,7 +173,7 @@ def test_gpu_device():
 def test_upload_chunk_reads_pinned_memory_in_place(cpu):
     import pyopencl
 
-    from ewoksxpcs.opencl import StagingSlots, pinned_empty, upload_chunk
+    from ewoksxpcs.opencl.device import StagingSlots, pinned_empty, upload_chunk
 
     staging = StagingSlots(cpu, (4, 6), numpy.uint16)
     pinned = pinned_empty(cpu, (3, 6), numpy.uint16)

@@ -12,8 +12,8 @@ from conftest import require_opencl
 
 import ewoksxpcs
 from ewoksxpcs import Binning, correlate, create_correlator
-from ewoksxpcs.autocorr import autocorrelate
-from ewoksxpcs.opencl import OpenCLUnavailableError
+from ewoksxpcs.engine.autocorr import autocorrelate
+from ewoksxpcs.opencl.device import OpenCLUnavailableError
 
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
 
@@ -125,7 +125,7 @@ def test_device_name_and_errors(rng):
     frames = frames_of(rng, "uint8", (10, 3, 4))
     q = numpy.ones((3, 4), dtype=numpy.int32)
     res = correlate(frames, q, method="opencl-dense", device="cpu")
-    assert res.device == ewoksxpcs.opencl.get_device("cpu").name
+    assert res.device == ewoksxpcs.opencl.device.get_device("cpu").name
     with pytest.raises(OpenCLUnavailableError, match="'7:7' does not exist"):
         correlate(frames, q, method="opencl-dense", device="7:7")
     with pytest.raises(ValueError, match="window_frames must be a positive integer"):

@@ -9,9 +9,9 @@ from _opencl_checks import qmask_of
 from conftest import require_opencl
 
 from ewoksxpcs import Binning, EventStack, compact, correlate, create_correlator
-from ewoksxpcs.autocorr import autocorrelate
+from ewoksxpcs.engine.autocorr import autocorrelate
 from ewoksxpcs.correlators.opencl_events import plan_tasks
-from ewoksxpcs.opencl import OpenCLUnavailableError
+from ewoksxpcs.opencl.device import OpenCLUnavailableError
 
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
 
@@ -185,7 +185,7 @@ def test_upload_through_small_staging_pieces(device, rng, monkeypatch):
     """values/times cross the pinned staging ring in many pieces, copied by several threads."""
     import pyopencl
 
-    from ewoksxpcs import opencl
+    from ewoksxpcs.opencl.device import device as opencl
 
     monkeypatch.setattr(opencl, "STAGING_BYTES", 40)  # odd pieces: not multiples of 4 bytes
     monkeypatch.setattr(opencl, "THREADED_COPY_BYTES", 8)
@@ -236,7 +236,7 @@ def test_events_resident_on_the_device(device, rng, dtype):
     and pickles carry host arrays."""
     import pickle
 
-    from ewoksxpcs.compact_opencl import compact_opencl
+    from ewoksxpcs.opencl.compact import compact_opencl
 
     frames = sparse_frames(rng, dtype, (90, 7, 13))
     host = compact(frames)

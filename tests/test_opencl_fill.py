@@ -1,4 +1,4 @@
-"""``ewoksxpcs.opencl.device_buffer`` / ``zero_buffer``: exact zeroing of any byte range, by
+"""``ewoksxpcs.opencl.device.device_buffer`` / ``zero_buffer``: exact zeroing of any byte range, by
 clEnqueueFillBuffer and by the ``kernels/fill.cl`` kernels (the path taken for fills of 2^31
 bytes or more, which hang on NVIDIA: forced here on small buffers)."""
 
@@ -6,7 +6,7 @@ import numpy
 import pytest
 
 from conftest import require_opencl
-from ewoksxpcs import opencl
+from ewoksxpcs.opencl.device import device as opencl
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import numpy
 import pytest
 
 from conftest import require_opencl
-from ewoksxpcs.events import compact
-from ewoksxpcs.frames import IterableFrameSource
-from ewoksxpcs.multitau import multitau
+from ewoksxpcs.engine.events import compact
+from ewoksxpcs.engine.frames import IterableFrameSource
+from ewoksxpcs.correlators import multitau
 
 
 def _qmask(shape=(9, 11)):
@@ -120,7 +120,7 @@ def test_gpu_equals_numpy(rng, normalisation):
 def test_zero_kernel_path(rng, cpu, monkeypatch):
     """Buffers of 2^31 bytes or more are zeroed by a kernel (NVIDIA's fill hangs on them):
     force that path on small buffers."""
-    from ewoksxpcs import opencl
+    from ewoksxpcs.opencl.device import device as opencl
 
     import pyopencl
 
@@ -144,7 +144,7 @@ def test_zero_kernel_path(rng, cpu, monkeypatch):
 
 def test_frames_in_pinned_memory_are_read_in_place(rng, cpu):
     """Frames already in page-locked memory go to the device without a staging copy, same n2."""
-    from ewoksxpcs.opencl import get_device, pinned_empty
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
 
     frames = rng.poisson(1.1, (90, 9, 11)).astype(numpy.uint8)
     pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)

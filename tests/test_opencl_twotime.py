@@ -4,9 +4,9 @@ import numpy
 import pytest
 
 from conftest import require_opencl
-from ewoksxpcs.events import compact
-from ewoksxpcs.frames import IterableFrameSource
-from ewoksxpcs.twotime import twotime
+from ewoksxpcs.engine.events import compact
+from ewoksxpcs.engine.frames import IterableFrameSource
+from ewoksxpcs.correlators import twotime
 
 
 def _qmask(shape=(12, 13)):
@@ -94,7 +94,7 @@ def test_gpu_equals_numpy(rng):
 
 def test_zero_kernel_path(rng, cpu, monkeypatch):
     """X of 2^31 bytes or more is zeroed by a kernel (NVIDIA's fill hangs on it): force it."""
-    from ewoksxpcs import opencl
+    from ewoksxpcs.opencl.device import device as opencl
 
     monkeypatch.setattr(opencl, "FILL_MAX_BYTES", 0)
     frames = rng.poisson(1.0, (90, 12, 13)).astype(numpy.uint8)
@@ -125,7 +125,7 @@ def test_narrow_binned_x(rng, cpu, bright):
 
 
 def test_frames_in_pinned_memory_are_read_in_place(rng, cpu):
-    from ewoksxpcs.opencl import get_device, pinned_empty
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
 
     frames = rng.poisson(1.1, (77, 12, 13)).astype(numpy.uint8)
     pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)

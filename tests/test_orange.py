@@ -125,7 +125,7 @@ def _run(canvas, url, qmask, output, method="matmul", **correlate_inputs):
 
 def test_widget_chain_on_small_data(canvas, tmp_path):
     from ewoksxpcs import correlate
-    from ewoksxpcs.twotime import twotime
+    from ewoksxpcs.correlators import twotime
 
     urls, qmask, labels = make_scans(tmp_path, 1, n_frames=80)
     output = str(tmp_path / "result.h5")
@@ -170,7 +170,7 @@ def test_twotime_run_through_the_widgets(canvas, tmp_path):
     """Correlate mode 'twotime' in the tutorial: the Normalise widget shows the real maps."""
     import h5py
 
-    from ewoksxpcs.twotime import twotime
+    from ewoksxpcs.correlators import twotime
 
     urls, qmask, labels = make_scans(tmp_path, 1, n_frames=60)
     output = str(tmp_path / "tt.h5")

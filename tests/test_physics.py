@@ -1,6 +1,6 @@
 """Physics: g2 of simulated Brownian motion, and calibration of the error bars.
 
-Data: :class:`ewoksxpcs.synthetic.SyntheticXPCS`, two annular q bins (≈ 530 and ≈ 920 pixels),
+Data: :class:`ewoksxpcs.tools.synthetic.SyntheticXPCS`, two annular q bins (≈ 530 and ≈ 920 pixels),
 800 frames, mean 1 count per pixel per frame, contrast β = 0.3, relaxation rates Γ = 62.5 and
 ≈ 161 s⁻¹ at a 1 ms frame period, so the slow bin's g2 decays over 1/(2Γ) = 8 frames and the
 series covers 100 of its correlation times. Known truth: g2(τ) = 1 + β·exp(−2Γτ) for τ ≥ 1 frame,
@@ -15,7 +15,7 @@ import pytest
 from ewoksxpcs import correlate
 from ewoksxpcs.correlators import METHODS
 
-synthetic = pytest.importorskip("ewoksxpcs.synthetic")
+synthetic = pytest.importorskip("ewoksxpcs.tools.synthetic")
 curve_fit = pytest.importorskip("scipy.optimize").curve_fit
 
 FRAME_PERIOD = 1e-3  # s

@@ -1,9 +1,9 @@
-"""The PoCL CPU device builds kernels on this machine, whatever its CPU (ewoksxpcs.pocl_cpu)."""
+"""The PoCL CPU device builds kernels on this machine, whatever its CPU (ewoksxpcs.opencl.pocl_cpu)."""
 
 import numpy
 import pytest
 
-from ewoksxpcs.pocl_cpu import host_cpu_level
+from ewoksxpcs.opencl.pocl_cpu import host_cpu_level
 
 
 def test_host_cpu_level_from_flags():
@@ -21,7 +21,7 @@ def test_pocl_builds_and_runs_a_kernel():
     require_opencl("cpu")
     import pyopencl
 
-    from ewoksxpcs.opencl import get_device
+    from ewoksxpcs.opencl.device import get_device
 
     dev = get_device("cpu")
     program = pyopencl.Program(

@@ -7,7 +7,7 @@ import warnings
 import numpy
 import pytest
 
-from ewoksxpcs.qmask import DEFAULT_GROUPS, Binning, as_binning
+from ewoksxpcs.engine.qmask import DEFAULT_GROUPS, Binning, as_binning
 
 
 def test_labels_sorted_and_non_contiguous():

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from _scandata import check_result, make_scans
-from ewoksxpcs.reprocess import main, read_scans, reprocess
-from ewoksxpcs.scanjobs import ScanJob, load_workflow, read_record, workflow_inputs
+from ewoksxpcs.app.reprocess import main, read_scans, reprocess
+from ewoksxpcs.app.scan_job import ScanJob, load_workflow, read_record, workflow_inputs
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_cli_local_pool(scans, tmp_path, capsys):
         record = json.load(open(output + ".params.json"))
         assert record["parameters"]["stop"] == 30
     # Again, through the console command's entry point: nothing to do.
-    from ewoksxpcs.cli import main as cli_main
+    from ewoksxpcs.app.cli import main as cli_main
 
     assert cli_main(["reprocess"] + argv) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 scans: 0 done, 0 redone, 2 skipped, 0 failed"

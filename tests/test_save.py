@@ -10,10 +10,10 @@ import pytest
 from silx.io.nxdata import get_default
 
 from ewoksxpcs import correlate
-from ewoksxpcs.cancel import CancelToken, Cancelled
-from ewoksxpcs.fit import fit_g2
-from ewoksxpcs.pipeline import tau_axis
-from ewoksxpcs.save import check_output, default_png, plot_g2, save_results
+from ewoksxpcs.workflow.cancellation import CancelToken, Cancelled
+from ewoksxpcs.engine.fit import fit_g2
+from ewoksxpcs.workflow.pipeline import tau_axis
+from ewoksxpcs.io.save import check_output, default_png, plot_g2, save_results
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_never_overwrites(result, tmp_path):
 
 
 def test_failure_or_cancel_leaves_nothing(result, tmp_path, monkeypatch):
-    import ewoksxpcs.save as save
+    import ewoksxpcs.io.save as save
 
     def boom(*args, **kw):
         raise RuntimeError("disk full")
@@ -163,8 +163,8 @@ def test_multitau_and_twotime_results(result, tmp_path):
     """Results of the other modes, saved straight from the library: their NXdata layout."""
     from silx.io.nxdata import NXdata
 
-    from ewoksxpcs.multitau import multitau
-    from ewoksxpcs.twotime import twotime
+    from ewoksxpcs.correlators import multitau
+    from ewoksxpcs.correlators import twotime
 
     res, labels, frames = result
     mt = multitau(frames, labels, lags_per_level=4, method="numpy", frame_period=1e-3)

@@ -6,8 +6,8 @@ import numpy
 import pytest
 from conftest import require_opencl
 
-from ewoksxpcs.opencl import device_buffer, get_device
-from ewoksxpcs.scan_opencl import DeviceScan
+from ewoksxpcs.opencl.device import device_buffer, get_device
+from ewoksxpcs.opencl.prefix_sum import DeviceScan
 
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])

@@ -11,8 +11,8 @@ import numpy
 import pytest
 
 from _scandata import check_result, make_scans
-from ewoksxpcs.synthetic import SyntheticXPCS
-from ewoksxpcs.submit import celery_app, job_state, main, submit_scan, wait_job
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
+from ewoksxpcs.app.submit import celery_app, job_state, main, submit_scan, wait_job
 
 
 WAIT_S = 120  # upper bound of any wait: a stuck queue fails the test instead of hanging it
@@ -135,7 +135,7 @@ def test_cli_submit(queue, tmp_path, capsys):
 
 
 def test_reprocess_on_ewoksjob_workers(queue, tmp_path):
-    from ewoksxpcs.reprocess import read_scans, reprocess
+    from ewoksxpcs.app.reprocess import read_scans, reprocess
 
     config, worker = queue
     urls, qmask, labels = make_scans(tmp_path / "raw", 2)

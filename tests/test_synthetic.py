@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ewoksxpcs.synthetic import (
+from ewoksxpcs.tools.synthetic import (
     ALLOWED_DTYPES,
     SyntheticData,
     SyntheticSpec,

@@ -10,10 +10,10 @@ import pytest
 from ewokscore.progress import BasePercentageProgress
 
 from ewoksxpcs import correlate
-from ewoksxpcs.cancel import Cancelled
-from ewoksxpcs.events import compact
-from ewoksxpcs.load import HDF5FrameSource
-from ewoksxpcs.synthetic import SyntheticXPCS
+from ewoksxpcs.workflow.cancellation import Cancelled
+from ewoksxpcs.engine.events import compact
+from ewoksxpcs.io.load import HDF5FrameSource
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
 from ewoksxpcs.tasks import BuildQMask, CompactEvents, Correlate, LoadFrames, Normalise, SaveResults
 
 
@@ -314,7 +314,7 @@ def _correlate_normalise(frames, sim, **correlate_inputs):
 def test_multitau_through_the_tasks(scan, tmp_path):
     from silx.io.nxdata import get_default
 
-    from ewoksxpcs.multitau import multitau
+    from ewoksxpcs.correlators import multitau
 
     filename, frames, sim = scan
     source = HDF5FrameSource(filename, "/1.1/measurement/eiger")
@@ -368,7 +368,7 @@ def test_multitau_through_the_tasks(scan, tmp_path):
 def test_twotime_through_the_tasks(scan, tmp_path):
     from silx.io.nxdata import NXdata, get_default
 
-    from ewoksxpcs.twotime import twotime
+    from ewoksxpcs.correlators import twotime
 
     filename, frames, sim = scan
     source = HDF5FrameSource(filename, "/1.1/measurement/eiger")

@@ -5,15 +5,15 @@ import numpy
 import pytest
 
 import ewoksxpcs
-from ewoksxpcs.events import compact
-from ewoksxpcs.frames import IterableFrameSource
-from ewoksxpcs.twotime import (
+from ewoksxpcs.engine.events import compact
+from ewoksxpcs.engine.frames import IterableFrameSource
+from ewoksxpcs.engine.twotime import (
     TwoTimeResult,
     choose_time_bin,
     diagonal_means,
     partial_g2,
-    twotime,
 )
+from ewoksxpcs.correlators import twotime
 
 
 def _qmask(shape=(8, 9)):

@@ -14,7 +14,7 @@ from ewokscore import load_graph
 from ewokscore.task_discovery import discover_tasks_from_modules
 
 from ewoksxpcs import correlate
-from ewoksxpcs.synthetic import SyntheticXPCS
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
 from ewoksxpcs.workflows import WORKFLOWS, workflow_path
 
 ENGINES = ["core", "ppf", "dask"]
@@ -136,8 +136,8 @@ def test_xpcs_workflow_modes(scan, tmp_path, mode, options, engine):
     """The mode and its options are inputs of the correlate node of workflows/xpcs.json."""
     from silx.io.nxdata import NXdata, get_default
 
-    from ewoksxpcs.multitau import multitau
-    from ewoksxpcs.twotime import twotime
+    from ewoksxpcs.correlators import multitau
+    from ewoksxpcs.correlators import twotime
 
     filename, frames, sim = scan
     out = str(tmp_path / "result.h5")

@@ -1,8 +1,9 @@
-"""Correlation backends behind one registry of names, and the public :func:`correlate`.
+"""Correlation backends behind one registry keyed by (mode, backend), and the public :func:`correlate`.
 
-Backends: ``reference`` (NumPy oracle), ``matmul`` (BLAS), ``fft`` (numpy / pyFFTW),
+Linear mode: ``reference`` (NumPy oracle), ``matmul`` (BLAS), ``fft`` (numpy / pyFFTW),
 ``opencl-dense`` and ``opencl-events`` (OpenCL), chosen by name or by ``auto``
-(:mod:`ewoksxpcs.correlators.auto`).
+(:mod:`ewoksxpcs.correlators.auto`). Multi-tau and two-time modes: ``numpy`` and ``opencl``
+(:mod:`ewoksxpcs.correlators.modes`).
 """
 
 from __future__ import annotations
@@ -10,23 +11,33 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from ..qmask import DEFAULT_GROUPS, as_binning
-from ..result import CorrelationResult
-from .registry import METHODS, available_methods, get_correlator_class, register
+from ..engine.qmask import DEFAULT_GROUPS, as_binning
+from ..engine.result import CorrelationResult
+from .registry import (BACKENDS, METHODS, MODES, available_backends, available_methods,
+                       get_backend, get_correlator_class, register)
 
 __all__ = [
     "correlate",
     "create_correlator",
     "available_methods",
+    "available_backends",
     "get_correlator_class",
+    "get_backend",
     "register",
     "METHODS",
+    "BACKENDS",
+    "MODES",
+    "multitau",
+    "create_multitau",
+    "twotime",
+    "create_twotime",
 ]
 
 logger = logging.getLogger(__name__)
 
 # Importing a backend module registers it; the order is the listing order.
 from . import reference, matmul, fft, opencl_dense, opencl_events  # noqa: E402,F401
+from .modes import create_multitau, create_twotime, multitau, twotime  # noqa: E402
 
 
 def create_correlator(qmask, method: str = "auto", device: Optional[str] = None, data=None,
@@ -53,10 +64,6 @@ def create_correlator(qmask, method: str = "auto", device: Optional[str] = None,
     return correlator
 
 
-#: Values of ``correlate(mode=...)``.
-MODES = ("linear", "multitau", "twotime")
-
-
 def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
               mode: str = "linear", **options) -> CorrelationResult:
     """Correlate a frame stack (or an EventStack): g2(q, τ) for every bin of ``qmask``.
@@ -73,9 +80,9 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         OpenCL device for OpenCL methods: "cpu", "gpu" or "platform:device" (indices).
     mode : {"linear", "multitau", "twotime"}
         ``linear``: every lag 0 … Nt−1 (a :class:`CorrelationResult`). ``multitau``: log-spaced
-        lags (:func:`ewoksxpcs.multitau.multitau`, a MultiTauResult; options
+        lags (:func:`ewoksxpcs.correlators.modes.multitau`, a MultiTauResult; options
         ``lags_per_level``, ``normalisation`` "standard"|"symmetric", ``max_levels``).
-        ``twotime``: two-time maps (:func:`ewoksxpcs.twotime.twotime`, a TwoTimeResult;
+        ``twotime``: two-time maps (:func:`ewoksxpcs.correlators.modes.twotime`, a TwoTimeResult;
         options ``twotime_bins`` (labels), ``time_bin`` (frames), ``max_frames``,
         ``n_segments``). For these two modes ``method`` is "auto", "numpy" or "opencl"
         (linear-lag names map to them), and OpenCL takes ``max_device_memory`` (bytes).
@@ -90,11 +97,11 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         ``.n2``, ``.s2``, ``.n_pixels``, ``.method``, ``.device``.
     """
     if mode == "multitau":
-        from ..multitau import multitau
+        from ..engine.multitau import multitau
 
         return multitau(frames, qmask, method=method, device=device, **options)
     if mode == "twotime":
-        from ..twotime import twotime
+        from ..engine.twotime import twotime
 
         bins = options.pop("twotime_bins", None)
         return twotime(frames, qmask, bins=bins, method=method, device=device, **options)

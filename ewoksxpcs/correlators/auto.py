@@ -31,8 +31,8 @@ MATMUL_MAX_FRAMES = 500
 
 def estimate_occupancy(data, n_sample: int = 16) -> Optional[float]:
     """Fraction of non-zero pixel-frames, from up to ``n_sample`` frames; None if unknown."""
-    from ..events import EventStack
-    from ..frames import ArrayFrameSource
+    from ..engine.events import EventStack
+    from ..engine.frames import ArrayFrameSource
 
     if isinstance(data, EventStack):
         return data.occupancy
@@ -53,12 +53,12 @@ def _n_frames(data) -> Optional[int]:
 
 def choose_method(data, binning, device: Optional[str] = None) -> Tuple[str, Optional[str], str]:
     """Return (method name, device, reason) for ``data``."""
-    from ..events import EventStack
+    from ..engine.events import EventStack
 
     opencl_ok, device_kind, why_not = False, None, ""
     if "opencl-dense" in METHODS or "opencl-events" in METHODS:
         try:
-            from ..opencl import get_device
+            from ..opencl.device import get_device
 
             dev = get_device(device)
             opencl_ok, device_kind = True, dev.kind

@@ -1,7 +1,7 @@
 """Base classes of the correlators: one interface, two kinds of input (dense frames, events).
 
-A correlator computes the additive sums of :class:`~ewoksxpcs.result.CorrelationSums` (n2 and
-the per-frame sums, per sub-bin); :func:`~ewoksxpcs.normalise.normalise` turns them into g2 and
+A correlator computes the additive sums of :class:`~ewoksxpcs.engine.result.CorrelationSums` (n2 and
+the per-frame sums, per sub-bin); :func:`~ewoksxpcs.engine.normalise.normalise` turns them into g2 and
 error bars the same way for every backend. Backends only implement the numerator n2.
 """
 
@@ -13,10 +13,10 @@ from typing import ClassVar, Optional
 
 import numpy
 
-from ..frames import FrameSource, as_frame_source
-from ..normalise import normalise
-from ..qmask import DEFAULT_GROUPS, Binning, as_binning
-from ..result import CorrelationResult, CorrelationSums
+from ..engine.frames import FrameSource, as_frame_source
+from ..engine.normalise import normalise
+from ..engine.qmask import DEFAULT_GROUPS, Binning, as_binning
+from ..engine.result import CorrelationResult, CorrelationSums
 
 __all__ = ["Correlator", "DenseCorrelator", "EventCorrelator", "accumulator_dtype"]
 
@@ -34,7 +34,7 @@ class Correlator:
     Parameters
     ----------
     qmask : array_like (Ny, Nx) of int, or Binning
-        Label image (0 = unused) or a prepared :class:`~ewoksxpcs.qmask.Binning`.
+        Label image (0 = unused) or a prepared :class:`~ewoksxpcs.engine.qmask.Binning`.
     device : str, optional
         Where to run: None, "cpu", "gpu" or "platform:device" (OpenCL backends only).
     n_groups : int
@@ -126,7 +126,7 @@ class DenseCorrelator(Correlator):
 
     def _open_source(self, frames) -> FrameSource:
         """Check ``frames`` against the binning; set :attr:`acc_dtype`; return the source."""
-        from ..events import EventStack
+        from ..engine.events import EventStack
 
         if isinstance(frames, EventStack):  # else a confusing "not an iterable" error
             raise TypeError(
@@ -172,7 +172,7 @@ class DenseCorrelator(Correlator):
 
 
 class EventCorrelator(Correlator):
-    """Backend on sparse events (:class:`~ewoksxpcs.events.EventStack`).
+    """Backend on sparse events (:class:`~ewoksxpcs.engine.events.EventStack`).
 
     Frames given instead of an EventStack are compacted first (on the CPU).
     """
@@ -180,7 +180,7 @@ class EventCorrelator(Correlator):
     input_kind = "events"
 
     def compute_sums(self, data) -> CorrelationSums:
-        from ..events import EventStack, compact
+        from ..engine.events import EventStack, compact
 
         events = data if isinstance(data, EventStack) else compact(data)
         self.binning.check_frame_shape(events.frame_shape)

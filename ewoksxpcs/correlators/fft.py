@@ -8,13 +8,13 @@ few inverse ones. Pixels are processed in blocks (``pixel_block``), so the seed'
 of spectra are never held at once. Transforms use pyFFTW (threaded plans) or ``numpy.fft``.
 
 Dense frames arrive frame-major; their binned pixels are kept in a
-:class:`~ewoksxpcs.gathered.GatheredStack` (native dtype, RAM or a temporary memmap) and read back
-pixel block by pixel block. An :class:`~ewoksxpcs.events.EventStack` is read pixel block by pixel
+:class:`~ewoksxpcs.engine.pixel_series.GatheredStack` (native dtype, RAM or a temporary memmap) and read back
+pixel block by pixel block. An :class:`~ewoksxpcs.engine.events.EventStack` is read pixel block by pixel
 block too, each block's dense series built from its events (the stack is never densified whole).
 
 Exactness for integers: the float64 FFT correlation of series with Σ_t a² = c0 has an error of
 order ε·log2(n)·c0 (ε = 2⁻⁵³), far below ½ while c0 < 2^PRECISION_BITS (2⁴⁰, as in
-:mod:`ewoksxpcs.autocorr`). Pixels are grouped (within a sub-bin) so that the c0 of a group adds
+:mod:`ewoksxpcs.engine.autocorr`). Pixels are grouped (within a sub-bin) so that the c0 of a group adds
 up to less than 2⁴⁰; each group's summed spectrum is inverted and rounded to int64 exactly. A
 pixel whose own c0 reaches 2⁴⁰ is split into pieces of B bits, a = Σ_i 2^(B·i)·a_i, with
 Nt·(2^B)² ≤ 2⁴⁰; the cross-correlations of the pieces are each exact and combine in int64.
@@ -31,9 +31,9 @@ from typing import Optional
 
 import numpy
 
-from ..autocorr import PRECISION_BITS
-from ..gathered import GatheredStack
-from ..result import CorrelationSums
+from ..engine.autocorr import PRECISION_BITS
+from ..engine.pixel_series import GatheredStack
+from ..engine.result import CorrelationSums
 from .base import DenseCorrelator, accumulator_dtype
 from .registry import register
 
@@ -155,8 +155,8 @@ def _power_sums(fi: numpy.ndarray, fj: numpy.ndarray, starts, ends) -> numpy.nda
 class FFTCorrelator(DenseCorrelator):
     """Dense (or event) correlator by FFT of each pixel's time series (see the module docstring).
 
-    Accepts frames (any :func:`~ewoksxpcs.frames.as_frame_source` input) and
-    :class:`~ewoksxpcs.events.EventStack` objects.
+    Accepts frames (any :func:`~ewoksxpcs.engine.frames.as_frame_source` input) and
+    :class:`~ewoksxpcs.engine.events.EventStack` objects.
 
     Options
     -------
@@ -209,7 +209,7 @@ class FFTCorrelator(DenseCorrelator):
 
     # ------------------------------------------------------------------ entry points
     def compute_sums(self, data) -> CorrelationSums:
-        from ..events import EventStack
+        from ..engine.events import EventStack
 
         if isinstance(data, EventStack):
             self.binning.check_frame_shape(data.frame_shape)

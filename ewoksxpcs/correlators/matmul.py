@@ -8,7 +8,7 @@ multiplied with every block i ≤ j kept so far,
 
 and C_ij[a, b] belongs to lag τ = (t_j0 + b) − (t_i0 + a): the diagonals of the tile add to
 n2[k, t_j0 − t_i0 + d], d = b − a. Memory is one T × T tile at a time (never Nt × Nt) plus the
-gathered stack (native dtype; RAM or a temporary memmap, :class:`~ewoksxpcs.gathered.GatheredStack`).
+gathered stack (native dtype; RAM or a temporary memmap, :class:`~ewoksxpcs.engine.pixel_series.GatheredStack`).
 
 Exactness for integer frames: with P_i, P_j the largest |value| of the sub-bin in the two blocks,
 every entry (and every partial sum BLAS forms) of C_ij is an integer of magnitude at most
@@ -42,7 +42,7 @@ try:
 except ImportError:  # pragma: no cover - without it BLAS keeps its own threads
     threadpool_limits = None
 
-from ..gathered import GatheredStack
+from ..engine.pixel_series import GatheredStack
 from .base import DenseCorrelator
 from .registry import register
 

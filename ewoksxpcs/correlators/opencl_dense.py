@@ -30,8 +30,8 @@ import time
 
 import numpy
 
-from ..opencl import CTYPES, get_device, get_kernel, pinned_empty, zero_buffer
-from ..result import CorrelationSums
+from ..opencl.device import CTYPES, get_device, get_kernel, pinned_empty, zero_buffer
+from ..engine.result import CorrelationSums
 from .base import DenseCorrelator
 from .registry import register
 

@@ -1,8 +1,8 @@
-"""``opencl-events``: n2 of sparse data (an :class:`~ewoksxpcs.events.EventStack`) on OpenCL.
+"""``opencl-events``: n2 of sparse data (an :class:`~ewoksxpcs.engine.events.EventStack`) on OpenCL.
 
 n2[k, τ] = Σ_{pixels p of sub-bin k} Σ_{events i ≤ j of p, t_j − t_i = τ} v_i·v_j, exact in 64-bit
 integers for integer events (double for float32 events). Frames given instead of events are
-compacted first, on the same OpenCL device (:func:`ewoksxpcs.compact_opencl.compact_opencl`).
+compacted first, on the same OpenCL device (:func:`ewoksxpcs.opencl.compact.compact_opencl`).
 
 Kernel (``kernels/events.cl``): the lag axis is cut into tiles held as local-memory histograms;
 a work-group takes a *task* (a run of pixel segments of one sub-bin, of bounded pair count) and
@@ -14,7 +14,7 @@ work-group is one work-item and adds without atomics. The per-frame sub-bin sums
 the same tasks (integer events; float32 ones are summed on the host in a fixed order).
 
 Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to the device in
-pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.upload_pinned`, in a thread
+pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
 of their own); each chunk's tasks are planned and launched as soon as its events are there, so
 the upload, the planning and the kernels overlap. The denominator's autocorrelations s2 are then
 summed directly on a GPU (exact int64, milliseconds) or, on CPU devices, by the host's exact FFTs
@@ -36,11 +36,11 @@ import threading
 
 import numpy
 
-from ..compact_opencl import compact_opencl
-from ..normalise import _s2_safe, normalise, s2_rows
-from ..opencl import CTYPES, default_device_memory, device_buffer, get_device, get_kernel, \
+from ..opencl.compact import compact_opencl
+from ..engine.normalise import _s2_safe, normalise, s2_rows
+from ..opencl.device import CTYPES, default_device_memory, device_buffer, get_device, get_kernel, \
     upload_pinned
-from ..result import CorrelationSums
+from ..engine.result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
 
@@ -196,7 +196,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         return self.dev.name
 
     def compute_sums(self, data) -> CorrelationSums:
-        from ..events import EventStack
+        from ..engine.events import EventStack
 
         if not isinstance(data, EventStack):
             data = compact_opencl(data, **self.compaction_options())
@@ -209,7 +209,7 @@ class OpenCLEventCorrelator(EventCorrelator):
     def compaction_options(self) -> dict:
         """Keyword arguments of the compaction of frames given to this correlator (device and
         the options chunk_frames, max_device_memory), for :func:`compact_opencl` and
-        :func:`ewoksxpcs.pipeline.compact_frames`."""
+        :func:`ewoksxpcs.workflow.pipeline.compact_frames`."""
         return {"device": self.dev, "chunk_frames": self.options.get("chunk_frames"),
                 "max_device_memory": self.options.get("max_device_memory")}
 
@@ -231,7 +231,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _resident(self, events):
         """The events' device buffers when they live in this correlator's context (see
-        :class:`ewoksxpcs.events.DeviceEvents`), else None."""
+        :class:`ewoksxpcs.engine.events.DeviceEvents`), else None."""
         resident = getattr(events, "resident", None)
         if resident is None or resident.dev.context != self.dev.context:
             return None
@@ -311,7 +311,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         return self.dev.kind == "gpu" if choice is None else bool(choice)
 
     def _s2_device(self, frame_sums, d_sums, n_frames, defines):
-        """s2 rows as :func:`ewoksxpcs.normalise.s2_rows` gives them, by direct exact int64
+        """s2 rows as :func:`ewoksxpcs.engine.normalise.s2_rows` gives them, by direct exact int64
         sums on the device (O(rows·Nt²): ~1e10 multiply-adds take milliseconds on a GPU, less
         than the host's FFTs); None when a sum could leave the int64 range (the host then
         falls back to float64 with a warning)."""

@@ -4,7 +4,7 @@ Dense frames
 ------------
 Chunks of whole frames go host → device from two page-locked (pinned) staging buffers — or
 straight from the caller's frames when these already lie in page-locked memory
-(:func:`~ewoksxpcs.opencl.upload_chunk`: no host copy then) — on a
+(:func:`~ewoksxpcs.opencl.device.upload_chunk`: no host copy then) — on a
 transfer queue while the compute queue works on the previous chunk (event dependencies order a
 copy after the kernels that last read its device buffer, and a refill of a staging buffer after
 its copy): the transfer of chunk k+1 overlaps the compute of chunk k. The binned pixels are
@@ -37,8 +37,8 @@ from typing import Optional
 
 import numpy
 
-from ..frames import as_frame_source
-from ..multitau import (
+from ..engine.frames import as_frame_source
+from ..engine.multitau import (
     DEFAULT_LAGS_PER_LEVEL,
     MultiTauResult,
     MultiTauSums,
@@ -50,9 +50,9 @@ from ..multitau import (
     n2_bound,
     normalise_multitau,
 )
-from ..opencl import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
+from ..opencl.device import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
                       StagingSlots, upload_chunk)
-from ..qmask import DEFAULT_GROUPS, as_binning
+from ..engine.qmask import DEFAULT_GROUPS, as_binning
 
 __all__ = ["OpenCLMultiTau"]
 
@@ -408,7 +408,7 @@ class OpenCLMultiTau:
 
     # ------------------------------------------------------------------ public
     def compute_sums(self, data) -> MultiTauSums:
-        from ..events import EventStack
+        from ..engine.events import EventStack
 
         if isinstance(data, EventStack):
             return self._event_sums(data)

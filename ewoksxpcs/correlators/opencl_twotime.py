@@ -33,11 +33,11 @@ from typing import Optional
 
 import numpy
 
-from ..frames import as_frame_source
-from ..opencl import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
+from ..engine.frames import as_frame_source
+from ..opencl.device import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
                       StagingSlots, upload_chunk)
-from ..qmask import DEFAULT_GROUPS, as_binning
-from ..twotime import (
+from ..engine.qmask import DEFAULT_GROUPS, as_binning
+from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_SEGMENTS,
     TwoTimeResult,
@@ -383,7 +383,7 @@ class OpenCLTwoTime:
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         import pyopencl
 
-        from ..events import EventStack
+        from ..engine.events import EventStack
 
         t_start = time.perf_counter()
         is_events = isinstance(data, EventStack)

@@ -18,7 +18,7 @@ def _methods():
 
 
 def _modes():
-    from ..pipeline import MODES
+    from ..workflow.pipeline import MODES
 
     return list(MODES)
 

@@ -52,7 +52,7 @@ class OWNormalise(XpcsWidget, ewokstaskclass=Normalise):
         self.set_twotime(result if getattr(result, "C", None) is not None else None)
 
     def set_twotime(self, result):
-        """Show the two-time maps of ``result`` (a :class:`~ewoksxpcs.twotime.TwoTimeResult`)."""
+        """Show the two-time maps of ``result`` (a :class:`~ewoksxpcs.engine.twotime.TwoTimeResult`)."""
         self._result = result
         self._bin.blockSignals(True)
         self._bin.clear()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ewokscore.taskwithprogress import TaskWithProgress
 
-from ..cancel import CancelToken
-from ..pipeline import describe
+from ..workflow.cancellation import CancelToken
+from ..workflow.pipeline import describe
 
 __all__ = ["XpcsTask"]
 
@@ -14,7 +14,7 @@ class XpcsTask(TaskWithProgress, register=False):
     """A task that reports progress (ewokscore ``TaskWithProgress``) and can be cancelled.
 
     ``cancel()`` may be called from any thread: the running library loop notices it at its next
-    chunk (well within a second) and the task fails with :class:`~ewoksxpcs.cancel.Cancelled`,
+    chunk (well within a second) and the task fails with :class:`~ewoksxpcs.workflow.cancellation.Cancelled`,
     leaving no partial output file.
     """
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..maskbin import build_qmask
+from ..workflow.maskbin import build_qmask
 from .base import XpcsTask
 
 __all__ = ["BuildQMask"]
@@ -62,7 +62,7 @@ class Inputs(BaseInputModel):
     auto_mask: bool = Field(
         False,
         description="Add hot, dead and detector-flagged pixels found in the "
-        "data (rule: ewoksxpcs.maskbin.auto_bad_pixels).",
+        "data (rule: ewoksxpcs.workflow.maskbin.auto_bad_pixels).",
     )
     auto_mask_options: Optional[dict] = Field(
         None,
@@ -111,7 +111,7 @@ class BuildQMask(XpcsTask, input_model=Inputs, output_model=Outputs):
         if shape is None:
             shape = getattr(frames, "shape", (None, None, None))[1:]
         if i.auto_mask and not hasattr(frames, "frame_shape"):
-            from ..load import load_frames
+            from ..io.load import load_frames
 
             frames = load_frames(frames)
         qb = build_qmask(

@@ -7,8 +7,8 @@ from typing import Any, Optional
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..pipeline import compact_frames, save_events
-from ..save import check_output
+from ..workflow.pipeline import compact_frames, save_events
+from ..io.save import check_output
 from .base import XpcsTask
 
 __all__ = ["CompactEvents"]

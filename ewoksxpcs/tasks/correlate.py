@@ -7,8 +7,8 @@ from typing import Any, Optional
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..pipeline import correlate_sums
-from ..qmask import DEFAULT_GROUPS
+from ..workflow.pipeline import correlate_sums
+from ..engine.qmask import DEFAULT_GROUPS
 from .base import XpcsTask
 
 __all__ = ["Correlate"]

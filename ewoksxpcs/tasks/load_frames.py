@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..load import load_frames
+from ..io.load import load_frames
 from .base import XpcsTask
 
 __all__ = ["LoadFrames"]
@@ -71,7 +71,7 @@ class LoadFrames(XpcsTask, input_model=Inputs, output_model=Outputs):
             frame_period=inputs.frame_period,
             detector=inputs.detector,
         )
-        from ..events import EventStack
+        from ..engine.events import EventStack
 
         is_events = isinstance(frames, EventStack)
         period = getattr(frames, "frame_period", None)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..pipeline import normalise_sums
+from ..workflow.pipeline import normalise_sums
 from .base import XpcsTask
 
 __all__ = ["Normalise"]

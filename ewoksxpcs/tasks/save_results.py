@@ -8,8 +8,8 @@ from typing import Any, Optional, Union
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..fit import fit_g2
-from ..save import check_output, default_png, save_results
+from ..engine.fit import fit_g2
+from ..io.save import check_output, default_png, save_results
 from .base import XpcsTask
 
 __all__ = ["SaveResults"]

@@ -1,0 +1,671 @@
+"""The ``ewoksxpcs`` command: a thin front over the Ewoks workflows of ``workflows/``.
+
+::
+
+    ewoksxpcs demo                      # simulate a scan, run workflows/xpcs.json, print the fit
+    ewoksxpcs simulate scan.h5          # a synthetic Bliss-like scan file (bitshuffle-LZ4)
+    ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --output result.h5
+    ewoksxpcs run scan.h5::/1.1 --poni det.poni --bins 20 --output result.h5
+    ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode multitau --output result.h5
+    ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode twotime --time-bin 10 --output tt.h5
+    ewoksxpcs benchmark ...             # ewoksxpcs.tools.benchmark
+
+``run`` only turns its options into workflow inputs and executes the workflow through Ewoks
+(``xpcs``; ``xpcs_compact`` with ``--events-file``; ``xpcs_events`` when the input is an events
+file). On bad input it exits with status 1 (2 for bad usage) and a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import List, Optional
+
+__all__ = ["main"]
+
+PROG = "ewoksxpcs"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class UsageError(Exception):
+    """Bad input found before running the workflow."""
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the message of the innermost cause (Ewoks wraps task errors)."""
+    inner = exc
+    seen = set()
+    while id(inner) not in seen:
+        seen.add(id(inner))
+        nxt = inner.__cause__ or (inner.__context__ if not inner.__suppress_context__ else None)
+        if nxt is None:
+            break
+        inner = nxt
+    message = str(inner) or type(inner).__name__
+    prefix = "Execution failed for ewoks task"
+    if message.startswith(prefix) and "): " in message:
+        message = message.split("): ", 1)[1]
+    if (
+        isinstance(inner, (FileNotFoundError, FileExistsError, PermissionError))
+        and inner.filename
+        and str(inner.filename) not in message
+    ):
+        message = f"{message}: {inner.filename}"
+    return " ".join(message.split())
+
+
+# ------------------------------------------------------------------------------ execution
+def run_workflow(
+    workflow: str,
+    parameters: dict,
+    engine: str = "core",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Execute a shipped workflow with flat parameters (task input names); return its outputs."""
+    from ewoks import execute_graph
+
+    from .scan_job import load_workflow, workflow_inputs
+
+    graph = load_workflow(workflow)
+    inputs = workflow_inputs(graph, parameters, overwrite=overwrite)
+    options = {}
+    if progress and engine != "dask":  # dask sends task options as JSON: no progress object
+        from ..workflow.progress import TerminalProgress
+
+        options["task_options"] = {"progress": TerminalProgress()}
+    if engine not in ("core", None):
+        options["engine"] = engine
+    if engine == "ppf":
+        # Spawned, not forked, workers: a fork after OpenCL was initialised hangs in the
+        # driver; one worker reused by every task (spawning is slow).
+        options.update(pool_options={"context": "spawn"}, scaling_workers=False, max_workers=1)
+    return execute_graph(graph, inputs=inputs, **options)
+
+
+def _check_input_file(url: str, what: str = "input") -> str:
+    from ..io.load import parse_url
+
+    if not isinstance(url, str):
+        return url
+    filename, _, _ = parse_url(url)
+    import glob
+
+    if glob.has_magic(filename):
+        if not glob.glob(filename):
+            raise UsageError(f"no {what} file matches {filename!r}")
+    elif not os.path.exists(filename):
+        raise UsageError(f"{what} file {filename!r} does not exist")
+    return filename
+
+
+def _run_parameters(args) -> dict:
+    """Workflow parameters from the ``run`` options (checked for what can be checked early)."""
+    from ..io.load import is_events_file
+    from ..io.save import check_output, default_png
+
+    filename = _check_input_file(args.input)
+    params = {"url": args.input, "output": os.path.abspath(args.output)}
+    for path, what in ((args.qmask, "qmask"), (args.poni, "PONI"), (args.q_values, "q values")):
+        if path:
+            _check_input_file(path, what)
+    for m in args.mask or []:
+        _check_input_file(m, "mask")
+    try:
+        check_output(args.output, args.overwrite)
+        if args.png:
+            check_output(
+                args.png
+                if os.path.dirname(args.png)
+                else os.path.join(os.path.dirname(os.path.abspath(args.output)), args.png),
+                args.overwrite,
+            )
+        elif not args.no_plot:
+            check_output(default_png(args.output), args.overwrite)
+        if args.events_file:
+            check_output(args.events_file, args.overwrite)
+    except (OSError, ValueError) as e:
+        raise UsageError(_reason(e)) from None
+    events_input = is_events_file(filename)
+    if events_input and (args.start or args.stop is not None or args.step != 1):
+        raise UsageError(f"{filename!r} is an events file: a frame range cannot be applied")
+    if events_input and args.events_file:
+        raise UsageError(f"{filename!r} is already an events file: --events-file does not apply")
+    params.update(
+        start=args.start or None,
+        stop=args.stop,
+        step=args.step if args.step != 1 else None,
+        frame_period=args.frame_period,
+        detector=args.detector,
+        qmask=args.qmask,
+        q_values=args.q_values,
+        poni=args.poni,
+        beam_center=args.beam_center,
+        distance=args.distance,
+        pixel_size=args.pixel_size,
+        wavelength=args.wavelength,
+        energy=args.energy,
+        n_bins=args.bins,
+        q_edges=args.q_edges,
+        q_range=args.q_range,
+        log_bins=args.log_bins or None,
+        n_sectors=args.sectors,
+        mask=args.mask or None,
+        auto_mask=args.auto_mask or None,
+        file_mask=False if args.no_file_mask else None,
+        method=args.method,
+        device=args.device,
+        n_groups=args.groups,
+        options=_options(args.option) or None,
+        **_mode_parameters(args),
+        events_file=args.events_file,
+        plot=False if args.no_plot else (args.png or True),
+        fit=False if args.no_fit else None,
+    )
+    if args.poni is None and args.qmask is None and args.beam_center is None:
+        raise UsageError(
+            "give a q-mask: --qmask LABELS, --poni FILE, or --beam-center with "
+            "--distance, --pixel-size and --wavelength/--energy"
+        )
+    if args.qmask is None and args.bins is None and args.q_edges is None:
+        params["n_bins"] = 10
+    workflow = "xpcs_events" if events_input else ("xpcs_compact" if args.events_file else "xpcs")
+    return {"workflow": workflow, "parameters": params}
+
+
+def _mode_parameters(args) -> dict:
+    """``mode`` and the options of that mode; an option of another mode is a usage error."""
+    from ..workflow.pipeline import MODES
+
+    params = {"mode": args.mode}
+    for mode, entry in MODES.items():
+        for name in entry["options"]:
+            value = getattr(args, name)
+            if value is None:
+                continue
+            if mode != args.mode:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} applies to --mode {mode} only (mode is {args.mode})")
+            params[name] = value
+    return params
+
+
+def _options(items: Optional[List[str]]) -> dict:
+    import json
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"engine option {item!r} must be KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_run(args) -> int:
+    plan = _run_parameters(args)
+    t0 = time.perf_counter()
+    outputs = run_workflow(
+        plan["workflow"],
+        plan["parameters"],
+        engine=args.engine,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    elapsed = time.perf_counter() - t0
+    if not args.quiet:
+        print(f"workflow {plan['workflow']} ({args.engine} engine) finished in {elapsed:.1f} s")
+        print(f"result: {outputs.get('output')}")
+        if outputs.get("png"):
+            print(f"plot:   {outputs['png']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ simulate
+def _simulation(args):
+    from ..tools.synthetic import SyntheticXPCS
+
+    return SyntheticXPCS(
+        shape=tuple(args.shape),
+        n_frames=args.frames,
+        mean_counts=args.mean_counts,
+        contrast=args.contrast,
+        diffusion=args.diffusion,
+        frame_period=args.frame_period,
+        n_bins=args.bins,
+        q_per_pixel=args.q_per_pixel,
+        q_range=tuple(args.q_range) if args.q_range else None,
+        seed=args.seed,
+        dtype=args.dtype,
+    )
+
+
+def cmd_simulate(args) -> int:
+    from ..io.save import check_output
+
+    try:
+        check_output(args.output, args.overwrite)
+    except (OSError, ValueError) as e:
+        raise UsageError(_reason(e)) from None
+    sim = _simulation(args)
+    t0 = time.perf_counter()
+    filename = sim.write_bliss_h5(args.output, detector=args.detector, overwrite=args.overwrite)
+    print(
+        f"wrote {filename} in {time.perf_counter() - t0:.1f} s: {sim.n_frames} frames of "
+        f"{sim.shape[0]}x{sim.shape[1]} {sim.dtype} at {sim.frame_period:g} s; frames at "
+        f"{filename}::/1.1/measurement/{args.detector}, labels at "
+        f"{filename}::/1.1/simulation/labels"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ demo
+#: The demo's acquisition: 128×128 pixels, 2000 frames of 1 ms, 8 q bins (0.008–0.048 nm⁻¹),
+#: Brownian motion D = 8e4 nm²/s (Γ = D·q² from 5 to 190 s⁻¹), contrast 0.2, 0.1 counts/pixel/frame.
+DEMO = dict(
+    shape=(128, 128),
+    n_frames=2000,
+    mean_counts=0.1,
+    contrast=0.2,
+    diffusion=8e4,
+    frame_period=1e-3,
+    n_bins=8,
+    q_range=(0.008, 0.048),
+    q_per_pixel=1e-3,
+    seed=2024,
+)
+#: A geometry giving the demo's q per pixel at small angles: q = 4π/λ·sin(atan(r·p/d)/2).
+DEMO_WAVELENGTH = 1e-10  # m (12.4 keV)
+DEMO_PIXEL = 75e-6  # m
+
+
+def demo_distance(q_per_pixel: float) -> float:
+    """Sample–detector distance (m) giving ``q_per_pixel`` (nm⁻¹) near the beam."""
+    import math
+
+    lam_nm = DEMO_WAVELENGTH * 1e9
+    # q(r=1 pixel) = 4π/λ·sin(atan(p/d)/2) = q_per_pixel
+    theta = 2 * math.asin(q_per_pixel * lam_nm / (4 * math.pi))
+    return DEMO_PIXEL / math.tan(theta)
+
+
+def cmd_demo(args) -> int:
+    import tempfile
+
+    import h5py
+    import numpy
+
+    from ..tools.synthetic import SyntheticXPCS
+
+    t_start = time.perf_counter()
+    if args.dir:
+        directory = os.path.abspath(args.dir)
+        os.makedirs(directory, exist_ok=True)
+    else:
+        directory = tempfile.mkdtemp(prefix="ewoksxpcs-demo-")
+    print(f"ewoksxpcs demo: writing into {directory}")
+    spec = dict(DEMO)
+    if args.frames:
+        spec["n_frames"] = args.frames
+    sim = SyntheticXPCS(**spec)
+    scan = os.path.join(directory, "scan.h5")
+    output = os.path.join(directory, "result.h5")
+    png = os.path.join(directory, "g2.png")
+    for name in (output, png):
+        if os.path.exists(name) and not args.overwrite:
+            raise UsageError(f"{name!r} exists (use --overwrite or another --dir)")
+    t0 = time.perf_counter()
+    sim.write_bliss_h5(scan, detector="eiger", overwrite=True)
+    print(
+        f"simulated {sim.n_frames} frames of {sim.shape[0]}x{sim.shape[1]} pixels "
+        f"({sim.frame_period * 1e3:g} ms each, Brownian motion D = {sim.spec.diffusion:g} nm^2/s, "
+        f"bitshuffle-LZ4) in {time.perf_counter() - t0:.1f} s: {scan}"
+    )
+    y0, x0 = sim.spec.beam_center
+    params = {
+        "url": f"{scan}::/1.1",
+        "output": output,
+        "plot": png,
+        "beam_center": [y0, x0],
+        "distance": demo_distance(sim.spec.q_per_pixel),
+        "pixel_size": DEMO_PIXEL,
+        "wavelength": DEMO_WAVELENGTH,
+        "n_bins": sim.n_bins,
+        "q_range": list(sim.spec.q_range),
+        "method": args.method,
+        "device": args.device,
+        "title": "ewoksxpcs demo",
+    }
+    t0 = time.perf_counter()
+    outputs = run_workflow(
+        "xpcs", params, engine=args.engine, progress=not args.quiet, overwrite=args.overwrite
+    )
+    t_wf = time.perf_counter() - t0
+    with h5py.File(output, "r") as f:
+        proc = f["entry/xpcs"]
+        method = proc["method"][()].decode()
+        device = proc["device"][()].decode()
+        q = proc["fit/q"][()]
+        fit = {k: proc[f"fit/{k}"][()] for k in ("gamma", "gamma_errors", "beta", "beta_errors")}
+    print(
+        f"workflows/xpcs.json ran through Ewoks ({args.engine} engine) in {t_wf:.1f} s, "
+        f"method {method!r} on {device}"
+    )
+    print("fit of g2 = baseline + beta*exp(-2*Gamma*tau) per q bin (true: Gamma = D*q^2, beta):")
+    print(
+        f"  {'q (nm^-1)':>10s} {'q true':>8s} {'Gamma fit (1/s)':>18s} {'Gamma true':>10s} "
+        f"{'beta fit':>14s} {'beta true':>9s}"
+    )
+    for i in range(q.size):
+        print(
+            f"  {q[i]:10.4f} {sim.q[i]:8.4f} {fit['gamma'][i]:9.1f} ± {fit['gamma_errors'][i]:6.1f} "
+            f"{sim.gamma[i]:10.1f} {fit['beta'][i]:7.3f} ± {fit['beta_errors'][i]:.3f} "
+            f"{sim.contrast[i]:9.3f}"
+        )
+    rel = numpy.abs(fit["gamma"] / sim.gamma - 1)
+    print(f"median |Gamma fit / Gamma true - 1| = {numpy.median(rel):.1%}")
+    print(f"result: {outputs['output']}  (silx view {outputs['output']})")
+    print(f"plot:   {outputs['png']}")
+    print(f"total {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------ benchmark
+def cmd_benchmark(argv: List[str]) -> int:
+    try:
+        from ..tools.benchmark_cli import main as benchmark_main
+    except ImportError as e:
+        raise UsageError(f"the benchmark is not available in this installation ({e})") from None
+    try:
+        return int(benchmark_main(argv) or 0)
+    except SystemExit as e:  # its argparse (--help, usage errors)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+# ------------------------------------------------------------------------------ parser
+def _add_simulation_options(p, frames: int = 1000):
+    g = p.add_argument_group("simulation")
+    g.add_argument(
+        "--shape",
+        type=int,
+        nargs=2,
+        default=[256, 256],
+        metavar=("NY", "NX"),
+        help="detector shape, pixels (default: 256 256)",
+    )
+    g.add_argument(
+        "--frames", type=int, default=frames, help=f"number of frames (default: {frames})"
+    )
+    g.add_argument(
+        "--mean-counts",
+        type=float,
+        default=0.05,
+        help="mean counts per pixel per frame (default: 0.05)",
+    )
+    g.add_argument(
+        "--contrast", type=float, default=0.2, help="speckle contrast beta (default: 0.2)"
+    )
+    g.add_argument(
+        "--diffusion",
+        type=float,
+        default=1e5,
+        help="diffusion coefficient D, nm^2/s (Gamma = D q^2; default: 1e5)",
+    )
+    g.add_argument(
+        "--frame-period", type=float, default=1e-3, help="seconds per frame (default: 1e-3)"
+    )
+    g.add_argument("--bins", type=int, default=10, help="number of q bins (default: 10)")
+    g.add_argument(
+        "--q-per-pixel",
+        type=float,
+        default=1e-3,
+        help="q per pixel of distance to the beam, nm^-1 (default: 1e-3)",
+    )
+    g.add_argument(
+        "--q-range",
+        type=float,
+        nargs=2,
+        metavar=("QMIN", "QMAX"),
+        help="q range of the bins, nm^-1 (default: whole detector)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument(
+        "--dtype",
+        default="uint8",
+        choices=["uint8", "uint16", "uint32", "int32", "float32"],
+        help="pixel type (default: uint8)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog=PROG, description="XPCS correlation g2(q, tau) as Ewoks workflows.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the Ewoks log and the traceback of errors",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "demo",
+        help="simulate a scan, correlate it through Ewoks, print the fit",
+        description="Simulate a Bliss-like scan (Brownian motion, bitshuffle-LZ4), run "
+        "workflows/xpcs.json through Ewoks, write result.h5 and g2.png into a directory, "
+        "and print per q bin the fitted relaxation rate and contrast next to the true ones.",
+    )
+    p.add_argument("--dir", help="output directory (default: a new temporary directory)")
+    p.add_argument("--frames", type=int, help=f"number of frames (default: {DEMO['n_frames']})")
+    p.add_argument("--method", default="auto", help="correlation method (default: auto)")
+    p.add_argument("--device", help="OpenCL device for OpenCL methods (cpu, gpu, P:D)")
+    p.add_argument(
+        "--engine",
+        default="core",
+        choices=["core", "ppf", "dask"],
+        help="Ewoks engine (default: core)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing results in --dir")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "simulate",
+        help="write a synthetic Bliss-like scan file",
+        description="Write synthetic photon-counting XPCS frames with a known g2 to a "
+        "Bliss-like HDF5 scan file (/1.1/measurement/<det>, bitshuffle-LZ4), with the "
+        "truth (labels, q, Gamma, contrast) under /1.1/simulation.",
+    )
+    p.add_argument("output", help="HDF5 file to write")
+    p.add_argument("--detector", default="eiger", help="detector name (default: eiger)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    _add_simulation_options(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "run",
+        help="correlate a scan: frames (or events file) -> NeXus result + PNG",
+        description="Run the XPCS workflow (workflows/xpcs.json; xpcs_compact.json with --events-file; "
+        "xpcs_events.json when INPUT is an events file) through Ewoks.",
+        epilog="examples:\n  ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --output result.h5\n"
+        "  ewoksxpcs run scan.h5::/1.1/measurement/eiger --poni eiger.poni --bins 20 "
+        "--q-range 0.01 0.1 --output result.h5\n"
+        "  ewoksxpcs run scan.h5::/1.1 --beam-center 511.5 520 --distance 5 --pixel-size 75e-6 "
+        "--energy 10 --bins 16 --sectors 4 --output result.h5\n"
+        "  ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode multitau --lags-per-level 8 "
+        "--output result.h5\n"
+        "  ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode twotime --twotime-bins 1 3 "
+        "--time-bin 10 --output twotime.h5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "input",
+        help="frames: 'file.h5::/path' (Bliss scan /1.1, a detector dataset, NeXus), "
+        "an EDF/CBF file or glob pattern, or an ewoksxpcs events file",
+    )
+    p.add_argument("--output", "-o", required=True, help="result file (NeXus HDF5)")
+    g = p.add_argument_group("frames")
+    g.add_argument("--start", type=int, default=0, help="first frame (default: 0)")
+    g.add_argument("--stop", type=int, help="end of the frame range, excluded (default: all)")
+    g.add_argument("--step", type=int, default=1, help="frame stride (default: 1)")
+    g.add_argument("--frame-period", type=float, help="seconds per frame (default: from the file)")
+    g.add_argument("--detector", help="detector name in a Bliss scan with several")
+    g = p.add_argument_group("q-mask (one of --qmask, --poni, --beam-center ...)")
+    g.add_argument("--qmask", help="label image: .npy/EDF file or 'file.h5::/path' (0 = unused)")
+    g.add_argument("--q-values", help="q per label of --qmask, nm^-1 (.npy or 'file.h5::/path')")
+    g.add_argument("--poni", help="pyFAI PONI file")
+    g.add_argument(
+        "--beam-center", type=float, nargs=2, metavar=("Y0", "X0"), help="beam centre, pixels"
+    )
+    g.add_argument("--distance", type=float, help="sample-detector distance, m")
+    g.add_argument("--pixel-size", type=float, help="pixel size, m")
+    g.add_argument("--wavelength", type=float, help="wavelength, m")
+    g.add_argument("--energy", type=float, help="X-ray energy, keV")
+    g.add_argument("--bins", type=int, help="number of q bins (default with a geometry: 10)")
+    g.add_argument("--q-edges", type=float, nargs="+", metavar="Q", help="q bin edges, nm^-1")
+    g.add_argument(
+        "--q-range", type=float, nargs=2, metavar=("QMIN", "QMAX"), help="q range, nm^-1"
+    )
+    g.add_argument("--log-bins", action="store_true", help="bins equal in log q")
+    g.add_argument("--sectors", type=int, help="number of azimuthal sectors")
+    g.add_argument("--mask", action="append", help="detector mask (non-zero = bad); repeatable")
+    g.add_argument(
+        "--auto-mask", action="store_true", help="also mask hot/dead pixels found in the data"
+    )
+    g.add_argument(
+        "--no-file-mask", action="store_true",
+        help="ignore the detector's pixel mask stored in the data file (NXdetector pixel_mask, "
+        "Eiger detectorSpecific/pixel_mask), used by default")
+    g = p.add_argument_group("correlation")
+    g.add_argument("--method", default="auto", help="correlation method (default: auto)")
+    g.add_argument("--device", help="OpenCL device: cpu, gpu or P:D")
+    g.add_argument(
+        "--groups", type=int, help="pixel groups per bin for the error bars (default: 16)"
+    )
+    g.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="engine option; repeatable"
+    )
+    g.add_argument(
+        "--events-file", help="compact the frames into this events file first (for re-binning)"
+    )
+    g.add_argument(
+        "--mode",
+        default="linear",
+        choices=["linear", "multitau", "twotime"],
+        help="linear: every lag; multitau: log-spaced lags; twotime: two-time maps C(q, t1, t2) "
+        "and the g2 derived from them (default: linear)",
+    )
+    g.add_argument(
+        "--lags-per-level",
+        type=int,
+        metavar="M",
+        help="multitau: lags per level, even (default: 8)",
+    )
+    g.add_argument(
+        "--normalisation",
+        choices=["standard", "symmetric"],
+        help="multitau: g2 normalisation (default: standard)",
+    )
+    g.add_argument(
+        "--twotime-bins",
+        type=int,
+        nargs="+",
+        metavar="LABEL",
+        help="twotime: q-mask labels to map (default: every bin)",
+    )
+    g.add_argument(
+        "--time-bin",
+        type=int,
+        metavar="FRAMES",
+        help="twotime: frames summed per time bin (default: at most 10000 time bins)",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument("--png", help="PNG of the g2 curves (default: <output>_g2.png)")
+    g.add_argument("--no-plot", action="store_true", help="no PNG")
+    g.add_argument("--no-fit", action="store_true", help="no exponential fit")
+    g.add_argument(
+        "--engine",
+        default="core",
+        choices=["core", "ppf", "dask"],
+        help="Ewoks engine (default: core)",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar nor summary")
+    p.set_defaults(func=cmd_run)
+
+    sub.add_parser(
+        "benchmark", help="time the correlation methods (ewoksxpcs.tools.benchmark)", add_help=False
+    )
+
+    # Job queue and reprocessing front-ends (ewoksxpcs.app.submit, ewoksxpcs.app.reprocess).
+    from . import reprocess as _reprocess, submit as _submit
+
+    p = sub.add_parser(
+        "submit",
+        help="send the workflow of one scan to an ewoksjob queue, print the job id",
+        description=_submit.__doc__.split("\n\n")[0],
+    )
+    _submit.add_arguments(p)
+    p.set_defaults(func=_submit.run_from_args)
+    p = sub.add_parser(
+        "reprocess",
+        help="run the workflow over many scans (process pool, dask, ewoksjob)",
+        description=_reprocess.__doc__.split("\n\n")[0],
+    )
+    _reprocess.add_arguments(p)
+    p.set_defaults(func=_reprocess.run_from_args)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point; returns the exit status (0 success, 1 failure, 2 bad usage)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "benchmark":
+        try:
+            return cmd_benchmark(argv[1:])
+        except UsageError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 1
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    import logging
+
+    if not args.verbose:
+        # Ewoks logs task failures; the command reports them as one line instead.
+        logging.getLogger("ewokscore").setLevel(logging.CRITICAL)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line, no traceback
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        bar_shown = args.command in ("run", "demo") and not args.quiet
+        print(f"{chr(10) if bar_shown else ''}{PROG}: error: {_reason(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Sparse "event" form of a frame stack, and its compaction from frames on the CPU.
+
+An :class:`EventStack` holds the non-zero pixel values of a stack of frames, pixel-major (as
+compressed sparse rows, one row per pixel):
+
+- ``pixel_index`` (n_pix,) int64: flat indices (y·Nx + x) of the pixels kept, ascending: every
+  pixel that is not masked as bad, whether or not it is in a q bin, so the stack can be re-binned
+  later without the raw frames;
+- ``offsets`` (n_pix + 1,) int64: events of kept pixel ``k`` are ``offsets[k]:offsets[k+1]``;
+- ``values`` (n_events,) the frames' dtype: the non-zero values, counts;
+- ``times`` (n_events,) uint32: frame index of each value, ascending within a pixel (no 65 535
+  frame limit);
+- optional ``frame_sums`` (n_frames, n_bins) and ``labels`` (n_bins,): per-frame intensity of the
+  bins of the qmask given at compaction time, counts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy
+
+from .frames import as_frame_source
+from .qmask import Binning
+
+__all__ = ["EventStack", "DeviceEvents", "compact", "load_events"]
+
+FORMAT_VERSION = 1
+
+
+class EventStack:
+    """Pixel-major sparse events of a frame stack (see the module docstring for the arrays).
+
+    Parameters
+    ----------
+    values, times, offsets, pixel_index : ndarray
+    frame_shape : (int, int)
+        (Ny, Nx).
+    n_frames : int
+        Nt.
+    dtype : numpy.dtype
+        dtype of the original frames.
+    frame_sums, labels : ndarray, optional
+        Per-frame bin sums (n_frames, n_bins) and the labels of their bins (n_bins,).
+    """
+
+    def __init__(self, values, times, offsets, pixel_index, frame_shape, n_frames, dtype=None,
+                 frame_sums=None, labels=None, resident=None):
+        self.offsets = numpy.asarray(offsets, dtype=numpy.int64)
+        self.pixel_index = numpy.asarray(pixel_index, dtype=numpy.int64)
+        self.frame_shape = tuple(int(n) for n in frame_shape)
+        self.n_frames = int(n_frames)
+        self.frame_sums = None if frame_sums is None else numpy.asarray(frame_sums)
+        self.labels = None if labels is None else numpy.asarray(labels, dtype=numpy.int64)
+        #: DeviceEvents: the values and times in OpenCL buffers (see :class:`DeviceEvents`);
+        #: the host arrays are then downloaded on first access.
+        self.resident = resident
+        #: (n_pix,) int64 sum of each kept pixel's values when the compaction took it (integer
+        #: frames on a device), else None.
+        self.pixel_sums = None
+        if resident is not None:
+            self._values = self._times = None
+            self.dtype = numpy.dtype(dtype if dtype is not None else resident.dtype)
+            n = resident.n_events
+        else:
+            self._values = numpy.asarray(values)
+            self._times = numpy.asarray(times, dtype=numpy.uint32)
+            self.dtype = numpy.dtype(dtype if dtype is not None else self._values.dtype)
+            if self._values.size != self._times.size:
+                raise ValueError("EventStack: values, times and offsets[-1] disagree on the "
+                                 "event count")
+            n = self._values.size
+        if self.offsets.size != self.pixel_index.size + 1:
+            raise ValueError("EventStack: offsets must have one more element than pixel_index")
+        if int(self.offsets[-1]) != n:
+            raise ValueError("EventStack: values, times and offsets[-1] disagree on the event count")
+
+    # ------------------------------------------------------------------ event arrays
+    @property
+    def values(self) -> numpy.ndarray:
+        """(n_events,) event values (downloaded from the device on first access if resident)."""
+        if self._values is None:
+            self._values, self._times = self.resident.download()
+        return self._values
+
+    @values.setter
+    def values(self, array):
+        self._values = numpy.asarray(array)
+
+    @property
+    def times(self) -> numpy.ndarray:
+        """(n_events,) uint32 frame index of each event."""
+        if self._times is None:
+            self._values, self._times = self.resident.download()
+        return self._times
+
+    @times.setter
+    def times(self, array):
+        self._times = numpy.asarray(array, dtype=numpy.uint32)
+
+    @property
+    def values_dtype(self) -> numpy.dtype:
+        """dtype of :attr:`values`, without downloading them."""
+        return self.resident.dtype if self._values is None else self._values.dtype
+
+    def __getstate__(self):
+        # Pickles (processes, dask) carry host arrays, never device buffers.
+        state = dict(self.__dict__)
+        state["_values"], state["_times"] = self.values, self.times
+        state["resident"] = None
+        return state
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_events(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.pixel_index.size)
+
+    @property
+    def occupancy(self) -> float:
+        """Fraction of kept pixel-frames that hold an event."""
+        return self.n_events / max(1, self.n_pixels * self.n_frames)
+
+    @property
+    def events_per_pixel(self) -> numpy.ndarray:
+        return numpy.diff(self.offsets)
+
+    def __repr__(self) -> str:
+        return (
+            f"EventStack(frame_shape={self.frame_shape}, n_frames={self.n_frames}, "
+            f"n_pixels={self.n_pixels}, n_events={self.n_events}, dtype={self.dtype})"
+        )
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, EventStack):
+            return NotImplemented
+        same = (
+            self.frame_shape == other.frame_shape
+            and self.n_frames == other.n_frames
+            and self.dtype == other.dtype
+            and all(
+                numpy.array_equal(getattr(self, a), getattr(other, a))
+                for a in ("values", "times", "offsets", "pixel_index")
+            )
+        )
+        for a in ("frame_sums", "labels"):
+            x, y = getattr(self, a), getattr(other, a)
+            same = same and ((x is None and y is None) or (
+                x is not None and y is not None and numpy.array_equal(x, y)))
+        return bool(same)
+
+    # ------------------------------------------------------------------ binning
+    def pixel_sub_bins(self, binning: Binning) -> numpy.ndarray:
+        """Sub-bin of each kept pixel, (n_pix,) int64, -1 outside every bin.
+
+        Raises ValueError if the binning uses a pixel this stack does not hold (masked as bad).
+        """
+        binning.check_frame_shape(self.frame_shape)
+        sub_image = binning.sub_image()
+        kept = numpy.zeros(sub_image.size, dtype=bool)
+        kept[self.pixel_index] = True
+        missing = numpy.flatnonzero(~kept[binning.pixel_index])
+        if missing.size:
+            p = int(binning.pixel_index[missing[0]])
+            raise ValueError(
+                f"qmask bins use {missing.size} pixel(s) that this EventStack does not hold "
+                f"(masked as bad at compaction), e.g. pixel (y={p // self.frame_shape[1]}, "
+                f"x={p % self.frame_shape[1]})"
+            )
+        return sub_image[self.pixel_index]
+
+    def frame_sums_for(self, binning: Binning) -> numpy.ndarray:
+        """Per-frame sums S(t, k) over each sub-bin k, (n_frames, n_sub).
+
+        int64 for integer events (exact), float64 otherwise. Raises ValueError on a negative
+        value (every event consumer calls this, so hand-made stacks are checked too).
+        """
+        if self.values.size and self.values.dtype.kind in "if" and self.values.min() < 0:
+            e = int(numpy.argmax(self.values < 0))
+            p = int(self.pixel_index[numpy.searchsorted(self.offsets, e, side="right") - 1])
+            raise ValueError(
+                f"event methods need non-negative counts; the EventStack has a negative value "
+                f"at frame {int(self.times[e])}, pixel (y={p // self.frame_shape[1]}, "
+                f"x={p % self.frame_shape[1]})"
+            )
+        sub = self.pixel_sub_bins(binning)
+        ev_sub = numpy.repeat(sub, self.events_per_pixel)
+        keep = ev_sub >= 0
+        key = self.times[keep].astype(numpy.int64) * binning.n_sub + ev_sub[keep]
+        size = self.n_frames * binning.n_sub
+        if self.values.dtype.kind in "iu":
+            # bincount sums in float64: exact while a sum stays below 2**53.
+            out = numpy.bincount(key, weights=self.values[keep], minlength=size)
+            out = numpy.rint(out).astype(numpy.int64)
+        else:
+            out = numpy.bincount(key, weights=self.values[keep].astype(numpy.float64),
+                                 minlength=size)
+        return out.reshape(self.n_frames, binning.n_sub)
+
+    def to_dense(self) -> numpy.ndarray:
+        """The frames back, (n_frames, Ny, Nx) of :attr:`dtype` (small data only)."""
+        out = numpy.zeros((self.n_frames, self.frame_shape[0] * self.frame_shape[1]),
+                          dtype=self.dtype)
+        pix = numpy.repeat(self.pixel_index, self.events_per_pixel)
+        out[self.times.astype(numpy.int64), pix] = self.values
+        return out.reshape((self.n_frames,) + self.frame_shape)
+
+    # ------------------------------------------------------------------ HDF5
+    def save(self, filename: str, path: str = "events", overwrite: bool = False) -> str:
+        """Write to an HDF5 file (group ``path``), through a temporary file renamed at the end.
+
+        Raises FileExistsError if ``filename`` exists and ``overwrite`` is False.
+        """
+        import h5py
+
+        filename = os.fspath(filename)
+        if os.path.exists(filename) and not overwrite:
+            raise FileExistsError(f"events file {filename!r} exists (use overwrite=True)")
+        tmp = filename + ".tmp"
+        try:
+            with h5py.File(tmp, "w") as f:
+                g = f.create_group(path)
+                g.attrs["NX_class"] = "NXcollection"
+                g.attrs["ewoksxpcs_events_format"] = FORMAT_VERSION
+                g.attrs["frame_shape"] = numpy.asarray(self.frame_shape, dtype=numpy.int64)
+                g.attrs["n_frames"] = self.n_frames
+                g.attrs["dtype"] = str(self.dtype)
+                for name in ("values", "times", "offsets", "pixel_index"):
+                    arr = getattr(self, name)
+                    g.create_dataset(name, data=arr, chunks=True if arr.size else None,
+                                     compression="gzip" if arr.size > 4096 else None,
+                                     compression_opts=1 if arr.size > 4096 else None)
+                if self.frame_sums is not None:
+                    g.create_dataset("frame_sums", data=self.frame_sums)
+                    g.create_dataset("labels", data=self.labels)
+            os.replace(tmp, filename)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return filename
+
+    @classmethod
+    def load(cls, filename: str, path: str = "events") -> "EventStack":
+        """Read an EventStack written by :meth:`save`."""
+        import h5py
+
+        with h5py.File(filename, "r") as f:
+            if path not in f:
+                raise ValueError(f"{filename!r} has no events group {path!r}")
+            g = f[path]
+            if "ewoksxpcs_events_format" not in g.attrs:
+                raise ValueError(f"{filename}::{path} is not an ewoksxpcs events group")
+            return cls(
+                values=g["values"][()],
+                times=g["times"][()],
+                offsets=g["offsets"][()],
+                pixel_index=g["pixel_index"][()],
+                frame_shape=tuple(int(n) for n in g.attrs["frame_shape"]),
+                n_frames=int(g.attrs["n_frames"]),
+                dtype=g.attrs["dtype"],
+                frame_sums=g["frame_sums"][()] if "frame_sums" in g else None,
+                labels=g["labels"][()] if "labels" in g else None,
+            )
+
+
+def load_events(filename: str, path: str = "events") -> EventStack:
+    """Read an EventStack from an HDF5 file (see :meth:`EventStack.save`)."""
+    return EventStack.load(filename, path)
+
+
+def _kept_pixels(frame_shape, bad_pixels) -> numpy.ndarray:
+    npix = frame_shape[0] * frame_shape[1]
+    if bad_pixels is None:
+        return numpy.arange(npix, dtype=numpy.int64)
+    bad_pixels = numpy.asarray(bad_pixels, dtype=bool)
+    if bad_pixels.shape != tuple(frame_shape):
+        raise ValueError(
+            f"bad-pixel mask shape {bad_pixels.shape} differs from the frame shape {tuple(frame_shape)}"
+        )
+    return numpy.flatnonzero(~bad_pixels.ravel()).astype(numpy.int64)
+
+
+def check_non_negative(chunk: numpy.ndarray, t0: int) -> None:
+    """Raise ValueError if a chunk of frames holds a negative value (events are counts)."""
+    if chunk.dtype.kind in "if" and chunk.size and chunk.min() < 0:
+        bad = numpy.argwhere(chunk < 0)[0]
+        raise ValueError(
+            f"event methods need non-negative counts; frame {t0 + int(bad[0])} has a negative "
+            f"value at pixel (y={int(bad[1])}, x={int(bad[2])})"
+        )
+
+
+class DeviceEvents:
+    """Values and times of an :class:`EventStack` kept in OpenCL buffers after compaction on
+    a device, so that a correlator on the same device reads them without a round trip.
+
+    Parameters
+    ----------
+    dev : ewoksxpcs.opencl.device.OpenCLDevice
+    d_values, d_times : pyopencl.Buffer
+        (n_events,) values of ``dtype`` and uint32 times, from byte 0.
+    n_events : int
+    dtype : numpy.dtype
+    """
+
+    def __init__(self, dev, d_values, d_times, n_events: int, dtype):
+        self.dev, self.d_values, self.d_times = dev, d_values, d_times
+        self.n_events, self.dtype = int(n_events), numpy.dtype(dtype)
+
+    def download(self):
+        """(values, times) as host arrays."""
+        import pyopencl
+
+        values = numpy.empty(self.n_events, dtype=self.dtype)
+        times = numpy.empty(self.n_events, dtype=numpy.uint32)
+        if self.n_events:
+            queue = self.dev.queue
+            pyopencl.enqueue_copy(queue, values, self.d_values, is_blocking=False)
+            pyopencl.enqueue_copy(queue, times, self.d_times)
+        return values, times
+
+
+def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = None,
+            progress=None) -> EventStack:
+    """Compact frames into an :class:`EventStack`, streaming over chunks (NumPy).
+
+    Parameters
+    ----------
+    frames : array (Nt, Ny, Nx), iterable of chunks, or FrameSource
+        Non-negative counts.
+    bad_pixels : array_like of bool (Ny, Nx), optional
+        Pixels to drop (True = bad). All other pixels are kept.
+    qmask : array_like of int (Ny, Nx) or Binning, optional
+        When given, the per-frame bin sums are stored with the events.
+    chunk_frames : int, optional
+        Frames per chunk.
+    progress : callable, optional
+        Called as ``progress(frames_done, n_frames_or_None)`` after each chunk.
+    """
+    source = as_frame_source(frames)
+    shape = tuple(source.frame_shape)
+    kept = _kept_pixels(shape, bad_pixels)
+    rank = numpy.full(shape[0] * shape[1], -1, dtype=numpy.int64)
+    rank[kept] = numpy.arange(kept.size)
+    binning = None
+    if qmask is not None:
+        binning = qmask if isinstance(qmask, Binning) else Binning(qmask, bad_pixels=bad_pixels, n_groups=1)
+        binning.check_frame_shape(shape)
+        bin_image = binning.bin_image()
+    pix_parts, t_parts, v_parts, fs_parts = [], [], [], []
+    t0 = 0
+    for chunk in source.iter_chunks(chunk_frames):
+        check_non_negative(chunk, t0)
+        n = chunk.shape[0]
+        flat = chunk.reshape(n, -1)
+        ti, pi = numpy.nonzero(flat)
+        r = rank[pi]
+        keep = r >= 0
+        v_parts.append(flat[ti[keep], pi[keep]])
+        t_parts.append((ti[keep] + t0).astype(numpy.uint32))
+        pix_parts.append(r[keep].astype(numpy.int32 if kept.size < 2**31 else numpy.int64))
+        if binning is not None:
+            b = bin_image[pi]
+            inb = b >= 0
+            key = ti[inb] * binning.n_bins + b[inb]
+            w = flat[ti[inb], pi[inb]]
+            fs = numpy.bincount(key, weights=w, minlength=n * binning.n_bins)
+            fs_parts.append(fs.reshape(n, binning.n_bins))
+        t0 += n
+        if progress is not None:
+            progress(t0, source.n_frames)
+    if t0 >= 2**32:
+        raise ValueError(f"too many frames for uint32 times: {t0}")
+    pix = numpy.concatenate(pix_parts) if pix_parts else numpy.zeros(0, numpy.int32)
+    times = numpy.concatenate(t_parts) if t_parts else numpy.zeros(0, numpy.uint32)
+    values = numpy.concatenate(v_parts) if v_parts else numpy.zeros(0, source.dtype)
+    # Events arrive frame-major; a stable sort by pixel keeps times ascending within a pixel.
+    order = numpy.argsort(pix, kind="stable")
+    counts = numpy.bincount(pix, minlength=kept.size)
+    offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+    frame_sums = labels = None
+    if binning is not None:
+        frame_sums = numpy.concatenate(fs_parts, axis=0)
+        frame_sums = (numpy.rint(frame_sums).astype(numpy.int64)
+                      if source.dtype.kind in "iu" else frame_sums)
+        labels = binning.labels
+    return EventStack(values[order], times[order], offsets, kept, shape, t0, source.dtype,
+                      frame_sums=frame_sums, labels=labels)

@@ -1,0 +1,221 @@
+"""Normalisation: from per-sub-bin sums to g2(q, τ) and its error bars.
+
+For a bin q of N_q pixels:
+
+    n2(q, τ) = Σ_{t=0}^{Nt-1-τ} Σ_{p∈q} I(t, p)·I(t+τ, p)
+    s2(q, τ) = Σ_{t=0}^{Nt-1-τ} S(t, q)·S(t+τ, q),     S(t, q) = Σ_{p∈q} I(t, p)
+    g2(q, τ) = N_q·n2(q, τ) / s2(q, τ)
+
+Error bars (identical for every backend, since every backend delivers the same sums): each bin
+is split into G fixed groups of pixels, contiguous in raster order (:class:`~ewoksxpcs.engine.qmask.Binning`).
+The delete-one-group jackknife recomputes g2 without group g,
+
+    g2₋g(τ) = (N_q − N_g)·(n2 − n2_g)(τ) / s2[S − S_g](τ),
+
+and the standard error is  σ(τ) = sqrt((G−1)/G · Σ_g (g2₋g(τ) − mean_g g2₋g(τ))²).
+The jackknife handles the ratio's non-linearity, needs no model of the speckle statistics and
+treats groups as independent samples of the same bin: it is sound when a speckle is much smaller
+than a group (groups hold N_q/G pixels, neighbours stay together). Bins of one pixel get NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy
+
+from .autocorr import autocorrelate
+from .qmask import Binning
+from .result import CorrelationResult, CorrelationSums
+
+__all__ = ["normalise", "bin_sums", "jackknife_error", "s2_rows"]
+
+_INT64_SAFE = 2**62
+
+
+def _s2(series: numpy.ndarray, lags: numpy.ndarray, method: str) -> numpy.ndarray:
+    """Autocorrelations of series (m, Nt) at ``lags``; int64 when exact and it fits."""
+    n = series.shape[-1]
+    if series.dtype.kind in "iu":
+        peak = int(numpy.abs(series).max()) if series.size else 0
+        if peak and peak * peak * n >= _INT64_SAFE:
+            warnings.warn(
+                "s2 may exceed the int64 range: computed in float64 (not exact)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            series = series.astype(numpy.float64)
+    return autocorrelate(series, method=method)[..., lags]
+
+
+def _s2_safe(series: numpy.ndarray) -> bool:
+    """Whether the exact int64 autocorrelation of integer ``series`` cannot overflow."""
+    if series.dtype.kind not in "iu" or not series.size:
+        return True
+    peak = int(numpy.abs(series).max())
+    return not (peak and peak * peak * series.shape[-1] >= _INT64_SAFE)
+
+
+def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = "auto") -> list:
+    """The autocorrelations :func:`normalise` needs, from the per-sub-bin frame sums.
+
+    Parameters
+    ----------
+    frame_sums : ndarray, (Nt, n_sub)
+        Per-frame sub-bin sums (int64 exact, or float64).
+    binning : Binning
+    lags : array_like of int
+        Lags wanted (frames).
+    s2_method : str
+        See :func:`ewoksxpcs.engine.autocorr.autocorrelate`.
+
+    Returns
+    -------
+    list of (ndarray or None), one per bin
+        None for an empty bin; else (1 + G, n_lags) when the bin has G > 1 groups, (1, n_lags)
+        otherwise: row 0 is s2 of the bin sum S, row 1 + g of S − S_g (jackknife). int64 when
+        exact and within range, float64 otherwise.
+    """
+    lags = numpy.asarray(lags, dtype=numpy.int64)
+    frame_sums = numpy.asarray(frame_sums)
+    nb = binning.n_bins
+    n_frames = frame_sums.shape[0]
+    series, spans = [], []
+    for i in range(nb):
+        s0, s1 = int(binning.bin_sub_offsets[i]), int(binning.bin_sub_offsets[i + 1])
+        if s1 == s0:
+            spans.append(None)
+            continue
+        S_groups = frame_sums[:, s0:s1].T  # (G, Nt)
+        S_bin = S_groups.sum(axis=0)
+        rows = [S_bin[None, :]]
+        if s1 - s0 > 1:
+            rows.append(S_bin[None, :] - S_groups)
+        series.append(numpy.concatenate(rows, axis=0) if len(rows) > 1 else rows[0])
+        spans.append(len(series) - 1)
+    # One batched FFT for every bin whose exact sums fit int64 (the FFT's threads need work);
+    # the others each fall back to float64 with a warning.
+    out = [None] * len(series)
+    safe = [j for j, x in enumerate(series) if _s2_safe(x)]
+    if safe:
+        stacked = numpy.concatenate([series[j] for j in safe], axis=0)
+        c = autocorrelate(stacked, method=s2_method)[..., lags] if n_frames else stacked[..., lags]
+        edges = numpy.cumsum([0] + [series[j].shape[0] for j in safe])
+        for a, j in enumerate(safe):
+            out[j] = c[edges[a]: edges[a + 1]]
+    for j, x in enumerate(series):
+        if out[j] is None:
+            out[j] = _s2(x, lags, s2_method)
+    return [None if k is None else out[k] for k in spans]
+
+
+def jackknife_error(g2_loo: numpy.ndarray) -> numpy.ndarray:
+    """Delete-one-group jackknife standard error.
+
+    Parameters
+    ----------
+    g2_loo : ndarray, (G, ...) float64
+        The estimate recomputed without each of the G >= 2 groups.
+
+    Returns
+    -------
+    ndarray, (...) float64
+        σ = sqrt((G−1)/G · Σ_g (g2₋g − mean_g g2₋g)²).
+    """
+    n_groups = g2_loo.shape[0]
+    dev = g2_loo - g2_loo.mean(axis=0)
+    return numpy.sqrt((n_groups - 1) / n_groups * (dev * dev).sum(axis=0))
+
+
+def bin_sums(sums: CorrelationSums, binning: Binning):
+    """Add sub-bin sums into bin sums.
+
+    Returns
+    -------
+    n2 : ndarray, (n_bins, n_lags)
+    frame_sums : ndarray, (n_frames, n_bins)
+    """
+    # Sub-bins of a bin are contiguous: one reduceat per array (empty bins stay zero).
+    nb = binning.n_bins
+    n2 = numpy.zeros((nb,) + sums.n2.shape[1:], dtype=sums.n2.dtype)
+    fs = numpy.zeros((sums.frame_sums.shape[0], nb), dtype=sums.frame_sums.dtype)
+    full = binning.n_groups_per_bin > 0
+    if full.any():
+        starts = binning.bin_sub_offsets[:-1][full]
+        n2[full] = numpy.add.reduceat(sums.n2, starts, axis=0)
+        fs[:, full] = numpy.add.reduceat(sums.frame_sums, starts, axis=1)
+    return n2, fs
+
+
+def normalise(
+    sums: CorrelationSums,
+    binning: Binning,
+    method: str = "",
+    device: str = "cpu",
+    s2_method: str = "auto",
+    info: Optional[dict] = None,
+    s2: Optional[list] = None,
+) -> CorrelationResult:
+    """Compute g2, its jackknife error, n2 and s2 per bin from per-sub-bin sums.
+
+    Parameters
+    ----------
+    sums : CorrelationSums
+        n2 (n_sub, n_lags) and frame sums (Nt, n_sub) from a correlator.
+    binning : Binning
+        The binning the sums were computed with.
+    method, device : str
+        Recorded in the result.
+    s2_method : {"auto", "direct", "fft"}
+        How the autocorrelations of the frame sums are computed (see
+        :func:`ewoksxpcs.engine.autocorr.autocorrelate`); all are exact for integer data.
+    s2 : list, optional
+        ``s2_rows(sums.frame_sums, binning, sums.lags, s2_method)``, when already computed
+        (a backend may compute it while its device works on n2).
+    """
+    lags = numpy.asarray(sums.lags, dtype=numpy.int64)
+    nb, nl = binning.n_bins, lags.size
+    n2, frame_sums = bin_sums(sums, binning)
+    rows = s2_rows(sums.frame_sums, binning, lags, s2_method) if s2 is None else s2
+    if len(rows) != nb:
+        raise ValueError(f"s2 has {len(rows)} entries, the binning has {nb} bins")
+    s2_list = []
+    g2 = numpy.full((nb, nl), numpy.nan)
+    g2_err = numpy.full((nb, nl), numpy.nan)
+    for i in range(nb):
+        s0, s1 = int(binning.bin_sub_offsets[i]), int(binning.bin_sub_offsets[i + 1])
+        n_groups = s1 - s0
+        if n_groups == 0:  # empty bin
+            s2_list.append(numpy.zeros(nl, dtype=sums.frame_sums.dtype))
+            continue
+        c = rows[i]
+        s2_list.append(c[0])
+        npix = int(binning.n_pixels[i])
+        with numpy.errstate(invalid="ignore", divide="ignore"):
+            g2[i] = npix * n2[i].astype(numpy.float64) / c[0].astype(numpy.float64)
+            if n_groups > 1:
+                n_g = binning.sub_n_pixels[s0:s1].astype(numpy.float64)
+                n2_loo = n2[i][None, :].astype(numpy.float64) - sums.n2[s0:s1].astype(numpy.float64)
+                g2_loo = (npix - n_g)[:, None] * n2_loo / c[1:].astype(numpy.float64)
+                g2_err[i] = jackknife_error(g2_loo)
+    # Empty bins keep zero sums (exact dtypes stay), their g2 rows are NaN.
+    if all(numpy.asarray(c).dtype.kind in "iu" for c in s2_list):
+        s2 = numpy.stack(s2_list).astype(numpy.int64)
+    else:
+        s2 = numpy.stack([numpy.asarray(c, dtype=numpy.float64) for c in s2_list])
+    return CorrelationResult(
+        g2=g2,
+        g2_err=g2_err,
+        n2=n2,
+        s2=s2,
+        lags=lags,
+        labels=binning.labels.copy(),
+        n_pixels=binning.n_pixels.copy(),
+        frame_sums=frame_sums,
+        n_frames=sums.n_frames,
+        method=method,
+        device=device,
+        sums=sums,
+        info=dict(info or {}),
+    )

@@ -1,0 +1,202 @@
+"""Pixel binning: the q-mask label image, and its split of each bin into pixel groups.
+
+A *qmask* is an integer label image (Ny, Nx): 0 (or negative) marks unused pixels, each positive
+value is a bin. Values need not be contiguous (1, 4, 9): result rows follow the sorted values,
+exposed as :attr:`Binning.labels`.
+
+For the error bars every bin is split into ``n_groups`` groups of pixels that are contiguous in
+raster order (so neighbouring pixels, which may share a speckle, mostly fall in the same group).
+A (bin, group) pair is a *sub-bin*. Correlators compute their additive sums (n2, frame sums) per
+sub-bin; bins and the jackknife error bars are derived from those (see :mod:`ewoksxpcs.engine.normalise`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
+
+import numpy
+
+__all__ = ["Binning", "DEFAULT_GROUPS"]
+
+#: Default number of pixel groups per bin for the jackknife error bars.
+DEFAULT_GROUPS = 16
+
+
+class Binning:
+    """Pixels of each q bin, in the order every correlator uses.
+
+    Parameters
+    ----------
+    qmask : array_like of int, shape (Ny, Nx)
+        Label image: 0 or negative = unused, positive values = bins.
+    labels : sequence of int, optional
+        Bin labels to use (sorted on input). Default: the positive values present in ``qmask``.
+        A label with no pixel gives an empty bin (a NaN row in the results, and a warning).
+    bad_pixels : array_like of bool, shape (Ny, Nx), optional
+        True where a pixel must be ignored (detector gaps, hot or dead pixels).
+    n_groups : int
+        Pixel groups per bin for the error bars (a bin of N pixels gets min(N, n_groups)).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        (Ny, Nx).
+    labels : ndarray, (n_bins,) int64
+        Sorted bin labels; row ``i`` of every result is bin ``labels[i]``.
+    pixel_index : ndarray, (n_pixels,) int64
+        Flat pixel indices (y·Nx + x) of the binned pixels, sorted by bin, then group, then
+        raster order.
+    bin_offsets : ndarray, (n_bins + 1,) int64
+        Pixels of bin ``i`` are ``pixel_index[bin_offsets[i]:bin_offsets[i + 1]]``.
+    sub_offsets : ndarray, (n_sub + 1,) int64
+        Pixels of sub-bin ``k`` are ``pixel_index[sub_offsets[k]:sub_offsets[k + 1]]``.
+    sub_bin : ndarray, (n_sub,) int64
+        Bin row of each sub-bin.
+    bin_sub_offsets : ndarray, (n_bins + 1,) int64
+        Sub-bins of bin ``i`` are ``bin_sub_offsets[i]:bin_sub_offsets[i + 1]``.
+    """
+
+    def __init__(self, qmask, labels: Optional[Sequence[int]] = None, bad_pixels=None,
+                 n_groups: int = DEFAULT_GROUPS):
+        qmask = numpy.asarray(qmask)
+        if qmask.ndim != 2:
+            raise ValueError(f"qmask must be a 2-D label image (Ny, Nx); got shape {qmask.shape}")
+        if qmask.dtype.kind == "b" or qmask.dtype.kind not in "iu":
+            if qmask.dtype.kind == "f" and numpy.all(numpy.mod(qmask, 1) == 0):
+                qmask = qmask.astype(numpy.int64)
+            else:
+                raise TypeError(f"qmask must hold integer labels; got dtype {qmask.dtype}")
+        if int(n_groups) < 1:
+            raise ValueError(f"n_groups must be >= 1, got {n_groups}")
+        self.shape = tuple(int(n) for n in qmask.shape)
+        self.n_groups = int(n_groups)
+        flat = qmask.astype(numpy.int64, copy=False).ravel()
+        any_binned = bool((flat > 0).any())
+        if bad_pixels is not None:
+            bad_pixels = numpy.asarray(bad_pixels, dtype=bool)
+            if bad_pixels.shape != self.shape:
+                raise ValueError(
+                    f"bad-pixel mask shape {bad_pixels.shape} differs from qmask shape {self.shape}"
+                )
+            flat = numpy.where(bad_pixels.ravel(), 0, flat)
+        present = numpy.unique(flat[flat > 0])
+        if labels is None:
+            labels = present
+        labels = numpy.unique(numpy.asarray(labels, dtype=numpy.int64))
+        if labels.size and (labels <= 0).any():
+            raise ValueError(f"bin labels must be positive; got {labels[labels <= 0].tolist()}")
+        if labels.size == 0:
+            if any_binned:  # the image has bins, but the bad-pixel mask covers all their pixels
+                raise ValueError("no pixel in any bin: every binned pixel is masked as bad")
+            raise ValueError("qmask has no bin: bins are the positive labels of the label image")
+        self.labels = labels
+        # Row of each pixel's bin (-1: not binned).
+        row = numpy.searchsorted(labels, flat)
+        row[row == labels.size] = 0
+        in_bin = (flat > 0) & (labels[row] == flat)
+        pixels = numpy.flatnonzero(in_bin)
+        if pixels.size == 0:
+            raise ValueError(
+                f"no pixel in any bin: none of the qmask labels {labels.tolist()[:10]} "
+                "has an unmasked pixel"
+            )
+        rows = row[pixels]
+        order = numpy.argsort(rows, kind="stable")  # raster order kept within a bin
+        self.pixel_index = pixels[order].astype(numpy.int64)
+        counts = numpy.bincount(rows, minlength=labels.size).astype(numpy.int64)
+        self.bin_offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+        self.n_pixels = counts
+        empty = labels[counts == 0]
+        if empty.size:
+            warnings.warn(
+                f"qmask bins {empty.tolist()} have no pixel: their results are NaN",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        # Split each bin into min(N, n_groups) groups of near-equal size, contiguous in raster order.
+        groups = numpy.minimum(counts, self.n_groups)
+        self.n_groups_per_bin = groups
+        self.bin_sub_offsets = numpy.concatenate([[0], numpy.cumsum(groups)]).astype(numpy.int64)
+        sub_offsets = [numpy.zeros(1, dtype=numpy.int64)]
+        for i in range(labels.size):
+            g = int(groups[i])
+            if g == 0:
+                continue
+            edges = self.bin_offsets[i] + (numpy.arange(1, g + 1) * counts[i]) // g
+            sub_offsets.append(edges.astype(numpy.int64))
+        self.sub_offsets = numpy.concatenate(sub_offsets)
+        self.sub_bin = numpy.repeat(numpy.arange(labels.size), groups).astype(numpy.int64)
+        self.sub_n_pixels = numpy.diff(self.sub_offsets)
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def n_bins(self) -> int:
+        return int(self.labels.size)
+
+    @property
+    def n_sub(self) -> int:
+        return int(self.sub_bin.size)
+
+    @property
+    def n_binned_pixels(self) -> int:
+        return int(self.pixel_index.size)
+
+    def sub_of_pixel(self) -> numpy.ndarray:
+        """Sub-bin of every binned pixel, aligned with :attr:`pixel_index`, (n_pixels,) int64."""
+        return numpy.repeat(numpy.arange(self.n_sub, dtype=numpy.int64), self.sub_n_pixels)
+
+    def sub_image(self) -> numpy.ndarray:
+        """Flat image (Ny·Nx,) int64 of sub-bin indices, -1 for pixels outside every bin."""
+        image = numpy.full(self.shape[0] * self.shape[1], -1, dtype=numpy.int64)
+        image[self.pixel_index] = self.sub_of_pixel()
+        return image
+
+    def bin_image(self) -> numpy.ndarray:
+        """Flat image (Ny·Nx,) int64 of bin rows, -1 for pixels outside every bin."""
+        image = numpy.full(self.shape[0] * self.shape[1], -1, dtype=numpy.int64)
+        image[self.pixel_index] = numpy.repeat(numpy.arange(self.n_bins), self.n_pixels)
+        return image
+
+    def check_frame_shape(self, frame_shape) -> None:
+        """Raise ValueError if frames of ``frame_shape`` (Ny, Nx) do not match the qmask."""
+        if tuple(frame_shape) != self.shape:
+            raise ValueError(
+                f"qmask shape {self.shape} differs from the frame shape {tuple(frame_shape)}"
+            )
+
+    def sum_sub_bins(self, values: numpy.ndarray) -> numpy.ndarray:
+        """Sum gathered pixel values over each sub-bin.
+
+        Parameters
+        ----------
+        values : ndarray, (..., n_pixels)
+            Values in :attr:`pixel_index` order.
+
+        Returns
+        -------
+        ndarray, (..., n_sub)
+            int64 for integer input, float64 otherwise.
+        """
+        acc = numpy.int64 if values.dtype.kind in "iub" else numpy.float64
+        if self.n_sub == 0:
+            return numpy.zeros(values.shape[:-1] + (0,), dtype=acc)
+        # One sum per sub-bin: reduceat(dtype=int64) would first copy the whole block to int64.
+        out = numpy.empty(values.shape[:-1] + (self.n_sub,), dtype=acc)
+        for k in range(self.n_sub):
+            out[..., k] = values[..., self.sub_offsets[k] : self.sub_offsets[k + 1]].sum(
+                axis=-1, dtype=acc)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Binning(shape={self.shape}, n_bins={self.n_bins}, "
+            f"n_pixels={self.n_binned_pixels}, n_groups={self.n_groups})"
+        )
+
+
+def as_binning(qmask, **kwargs) -> Binning:
+    """Return ``qmask`` if it already is a :class:`Binning`, else build one from the label image."""
+    if isinstance(qmask, Binning):
+        return qmask
+    return Binning(qmask, **kwargs)

@@ -1,0 +1,575 @@
+"""Two-time correlation C(q, t1, t2), optional time binning, and g2 from the two-time map.
+
+Definition
+----------
+For a bin q of N_q pixels, frames first summed over time bins of ``b`` frames (``time_bin``)::
+
+    X(T, p) = Σ_{j<b} I(b·T + j, p),   T = 0 … nT − 1,   nT = ⌊Nt / b⌋
+              (the trailing Nt − b·nT frames are dropped)
+    S(T, q) = Σ_{p∈q} X(T, p)
+    C(q, T1, T2) = ⟨X(T1)·X(T2)⟩_p / (⟨X(T1)⟩_p·⟨X(T2)⟩_p)
+                 = N_q·Σ_{p∈q} X(T1, p)·X(T2, p) / (S(T1, q)·S(T2, q))
+
+C is symmetric; NaN where S(T1)·S(T2) = 0. The diagonal T1 = T2 holds ⟨X²⟩/⟨X⟩², shot noise
+included. Time binning bounds the memory: C holds n_bins·nT² float32 values, so 100 000 frames
+binned by 10 give 10 000² values (400 MB) per bin. By default ``time_bin`` is the smallest b with
+nT <= ``max_frames``.
+
+g2 from the two-time map
+------------------------
+For a lag of τ time bins (τ·b frames), the mean over the diagonal (NaN entries skipped)::
+
+    g2_tt(q, τ) = mean_{T=0}^{nT−1−τ} C(q, T, T+τ)
+
+and its error the standard error of that mean (σ/√n over the diagonal: indicative, the entries
+are correlated). This is the mean of per-pair ratios, not the ratio of sums of the linear-lag g2:
+both agree for stationary data, and differences reveal non-stationarity.
+
+Partial g2 over age segments: the time-bin axis is cut into ``n_segments`` successive segments
+[e_s, e_{s+1}) (e_s = ⌊s·nT/n_segments⌋); the partial g2 of segment s is the diagonal mean of the
+block C(q, e_s:e_{s+1}, e_s:e_{s+1}) — pairs whose two times lie in the segment, so of age
+(t1 + t2)/2 within it. A drift from segment to segment shows ageing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy
+
+from .frames import as_frame_source
+from .qmask import DEFAULT_GROUPS, Binning, as_binning
+
+__all__ = [
+    "DEFAULT_MAX_FRAMES",
+    "DEFAULT_SEGMENTS",
+    "TwoTimeResult",
+    "TimeBinner",
+    "select_bins",
+    "choose_time_bin",
+    "twotime_from_binned",
+    "diagonal_means",
+    "g2_from_twotime",
+    "partial_g2",
+    "segment_edges",
+    "moments_mean_err",
+    "NumpyTwoTime",
+]
+
+#: Default largest number of time bins nT of a two-time map (nT² float32 per bin: 400 MB).
+DEFAULT_MAX_FRAMES = 10_000
+#: Default number of age segments of the partial g2.
+DEFAULT_SEGMENTS = 4
+
+
+@dataclass
+class TwoTimeResult:
+    """Two-time correlation of selected bins, and the g2 derived from it.
+
+    Attributes
+    ----------
+    C : ndarray, (n_sel, nT, nT) float32
+        C(q, T1, T2) (see the module docstring); NaN where undefined.
+    labels : ndarray, (n_sel,) int64
+        qmask label of each map.
+    n_pixels : ndarray, (n_sel,) int64
+    time_bin : int
+        Frames summed per time bin, b.
+    n_frames : int
+        Frames read, Nt (the last Nt − b·nT are not used).
+    frame_sums : ndarray, (nT, n_sel)
+        S(T, q), counts per time bin (int64 for integer frames).
+    times : ndarray, (nT,) float64
+        Centre of each time bin, frames: b·T + (b − 1)/2.
+    g2, g2_err : ndarray, (n_sel, nT) float64
+        g2 from the two-time map at lags ``g2_lags`` and its standard error.
+    g2_lags : ndarray, (nT,) float64
+        Lags in frames, τ·b.
+    partial_g2, partial_g2_err : ndarray, (n_sel, n_segments, n_lags_seg) float64
+        g2 of each age segment (NaN past the segment's length).
+    partial_lags : ndarray, (n_lags_seg,) float64
+        Lags of the partial g2, frames.
+    segment_edges : ndarray, (n_segments + 1,) int64
+        Segment boundaries, frames (b·e_s).
+    frame_period : float or None
+    method, device : str
+    info : dict
+    """
+
+    C: numpy.ndarray
+    labels: numpy.ndarray
+    n_pixels: numpy.ndarray
+    time_bin: int
+    n_frames: int
+    frame_sums: numpy.ndarray
+    times: numpy.ndarray
+    g2: numpy.ndarray
+    g2_err: numpy.ndarray
+    g2_lags: numpy.ndarray
+    partial_g2: numpy.ndarray
+    partial_g2_err: numpy.ndarray
+    partial_lags: numpy.ndarray
+    segment_edges: numpy.ndarray
+    frame_period: Optional[float] = None
+    method: str = ""
+    device: str = "cpu"
+    info: dict = field(default_factory=dict)
+
+    mode = "twotime"
+
+    @property
+    def n_time_bins(self) -> int:
+        return int(self.C.shape[-1])
+
+    @property
+    def lags(self) -> numpy.ndarray:
+        """Alias of :attr:`g2_lags` (frames)."""
+        return self.g2_lags
+
+    def write_nexus(self, parent, name: str = "twotime"):
+        """Write as NeXus into an open h5py group: an NXcollection ``name`` holding NXdata
+        ``maps`` (C, an image stack: one nT×nT image per bin in ``silx view``), ``g2`` and
+        ``partial_g2``; returned."""
+        from .multitau import _nx_group
+
+        unit = "frame" if self.frame_period is None else "s"
+        scale = 1.0 if self.frame_period is None else float(self.frame_period)
+        top = _nx_group(parent, name, "NXcollection")
+        top["time_bin"] = self.time_bin
+        top["n_frames"] = self.n_frames
+        m = _nx_group(top, "maps", "NXdata")
+        m.attrs.update(signal="C", axes=["labels", "t1", "t2"], labels_indices=0,
+                       t1_indices=1, t2_indices=2)
+        m["title"] = "two-time correlation C(q, t1, t2)"
+        m.create_dataset("C", data=self.C, chunks=(1,) + self.C.shape[1:] if self.C.size else None,
+                         compression="gzip" if self.C.size > 2**20 else None,
+                         ).attrs["interpretation"] = "image"
+        m.create_dataset("labels", data=self.labels)
+        for axis in ("t1", "t2"):
+            m.create_dataset(axis, data=self.times * scale).attrs["units"] = unit
+        m.create_dataset("frame_sums", data=self.frame_sums)
+        m.create_dataset("n_pixels", data=self.n_pixels)
+        g = _nx_group(top, "g2", "NXdata")
+        g.attrs.update(signal="g2", axes=["labels", "tau"], labels_indices=0, tau_indices=1)
+        g["title"] = "g2 from the two-time map (diagonal means)"
+        g.create_dataset("g2", data=self.g2).attrs["interpretation"] = "spectrum"
+        g.create_dataset("g2_errors", data=self.g2_err)
+        g.create_dataset("labels", data=self.labels)
+        g.create_dataset("tau", data=self.g2_lags * scale).attrs["units"] = unit
+        p = _nx_group(top, "partial_g2", "NXdata")
+        p.attrs.update(signal="g2", axes=["labels", "segment", "tau"], labels_indices=0,
+                       segment_indices=1, tau_indices=2)
+        p["title"] = "g2 of successive age segments"
+        p.create_dataset("g2", data=self.partial_g2).attrs["interpretation"] = "spectrum"
+        p.create_dataset("g2_errors", data=self.partial_g2_err)
+        p.create_dataset("labels", data=self.labels)
+        p.create_dataset("segment", data=numpy.arange(self.partial_g2.shape[1]))
+        p.create_dataset("segment_edges", data=self.segment_edges * scale).attrs["units"] = unit
+        p.create_dataset("tau", data=self.partial_lags * scale).attrs["units"] = unit
+        return top
+
+    def __repr__(self) -> str:
+        return (
+            f"TwoTimeResult(method={self.method!r}, device={self.device!r}, "
+            f"labels={self.labels.tolist()}, nT={self.n_time_bins}, time_bin={self.time_bin})"
+        )
+
+
+# ---------------------------------------------------------------------------------- helpers
+def select_bins(binning: Binning, bins: Optional[Sequence[int]] = None):
+    """Rows of the selected bins (labels), and the gathered-pixel columns of each.
+
+    Parameters
+    ----------
+    binning : Binning
+    bins : sequence of int, optional
+        qmask labels; default: every bin.
+
+    Returns
+    -------
+    rows : ndarray, (n_sel,) int64
+        Bin rows in ``binning``.
+    col_offsets : ndarray, (n_sel + 1,) int64
+        Selected pixels of bin j are columns col_offsets[j]:col_offsets[j+1] of the selection.
+    pixel_index : ndarray, (n_sel_pixels,) int64
+        Flat pixel indices of the selection, bin by bin (Binning order).
+    """
+    if bins is None:
+        rows = numpy.arange(binning.n_bins, dtype=numpy.int64)
+    else:
+        if numpy.isscalar(bins):
+            bins = [bins]
+        labels = numpy.asarray(bins)
+        if labels.dtype.kind not in "iu" or labels.ndim != 1 or labels.size == 0:
+            raise ValueError(f"twotime bins must be a non-empty list of integer labels, got {bins!r}")
+        rows = numpy.searchsorted(binning.labels, labels)
+        rows_c = numpy.minimum(rows, binning.n_bins - 1)
+        missing = labels[binning.labels[rows_c] != labels]
+        if missing.size:
+            raise ValueError(
+                f"twotime bins {missing.tolist()} are not qmask labels; labels are "
+                f"{binning.labels.tolist()[:20]}"
+            )
+        rows = numpy.unique(rows_c).astype(numpy.int64)
+    counts = binning.n_pixels[rows]
+    col_offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+    pix = [binning.pixel_index[binning.bin_offsets[r]: binning.bin_offsets[r + 1]] for r in rows]
+    pixel_index = numpy.concatenate(pix).astype(numpy.int64) if pix else numpy.zeros(0, numpy.int64)
+    return rows, col_offsets, pixel_index
+
+
+def choose_time_bin(n_frames: Optional[int], time_bin: Optional[int] = None,
+                    max_frames: int = DEFAULT_MAX_FRAMES) -> int:
+    """Frames per time bin: ``time_bin`` if given, else the smallest b with ⌊Nt/b⌋ <= max_frames."""
+    if time_bin is not None:
+        if isinstance(time_bin, bool) or not isinstance(time_bin, (int, numpy.integer)) or time_bin < 1:
+            raise ValueError(f"time_bin must be an integer >= 1 (frames), got {time_bin!r}")
+        return int(time_bin)
+    if isinstance(max_frames, bool) or not isinstance(max_frames, (int, numpy.integer)) or max_frames < 1:
+        raise ValueError(f"max_frames must be an integer >= 1, got {max_frames!r}")
+    if n_frames is None or n_frames <= max_frames:
+        return 1
+    b = max(1, math.ceil(n_frames / max_frames))
+    while n_frames // b > max_frames:
+        b += 1
+    return b
+
+
+def binned_dtype(dtype, time_bin: int) -> numpy.dtype:
+    """Exact storage type of sums of ``time_bin`` values of ``dtype`` (float64 for floats)."""
+    dtype = numpy.dtype(dtype)
+    if dtype.kind == "f":
+        return numpy.dtype(numpy.float64)
+    info = numpy.iinfo(dtype)
+    peak = max(abs(int(info.min)), int(info.max)) * int(time_bin)
+    return numpy.dtype(numpy.int32 if peak < 2**31 else numpy.int64)
+
+
+class TimeBinner:
+    """Sum consecutive groups of ``time_bin`` frames of gathered blocks, streaming.
+
+    Parameters
+    ----------
+    time_bin : int
+    dtype : numpy.dtype
+        Storage type of the binned rows (see :func:`binned_dtype`).
+    """
+
+    def __init__(self, time_bin: int, dtype):
+        self.time_bin = int(time_bin)
+        self.dtype = numpy.dtype(dtype)
+        self._carry = None
+        self._rows = []
+        self.n_frames = 0
+
+    def feed(self, block: numpy.ndarray) -> None:
+        """Take the next frames (n, n_pixels)."""
+        self.n_frames += block.shape[0]
+        x = block.astype(self.dtype, copy=False)
+        if self._carry is not None:
+            x = numpy.concatenate([self._carry, x])
+        b = self.time_bin
+        n = x.shape[0] // b
+        if n:
+            self._rows.append(x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
+        self._carry = x[n * b:].copy() if x.shape[0] > n * b else None
+
+    def finish(self, n_pixels: int) -> numpy.ndarray:
+        """Binned frames X (nT, n_pixels)."""
+        if not self._rows:
+            return numpy.zeros((0, n_pixels), dtype=self.dtype)
+        return numpy.concatenate(self._rows)
+
+
+def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
+                        pixel_block: int = 65536) -> (numpy.ndarray, numpy.ndarray):
+    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin (NumPy, float64 BLAS).
+
+    Returns
+    -------
+    C : ndarray, (n_sel, nT, nT) float32
+    S : ndarray, (nT, n_sel)
+        Sums per time bin (int64 for integer X, float64 otherwise).
+    """
+    n_sel = col_offsets.size - 1
+    n_t = x.shape[0]
+    C = numpy.empty((n_sel, n_t, n_t), dtype=numpy.float32)
+    S = numpy.zeros((n_t, n_sel), dtype=numpy.int64 if x.dtype.kind in "iu" else numpy.float64)
+    for j in range(n_sel):
+        c0, c1 = int(col_offsets[j]), int(col_offsets[j + 1])
+        G = numpy.zeros((n_t, n_t))
+        for p in range(c0, c1, pixel_block):
+            a = x[:, p: min(c1, p + pixel_block)]
+            S[:, j] += a.sum(axis=1, dtype=S.dtype)
+            a = a.astype(numpy.float64)
+            G += a @ a.T  # float64: exact for integer sums below 2**53
+        s = S[:, j].astype(numpy.float64)
+        with numpy.errstate(invalid="ignore", divide="ignore"):
+            C[j] = (c1 - c0) * G / numpy.outer(s, s)
+    return C, S
+
+
+def _diagonal_sums(C2: numpy.ndarray, block: int = 512):
+    """Sums, sums of squares and counts of the finite entries of each upper diagonal of C2 (n, n).
+
+    Rows are processed in blocks; in a block, rows are padded with NaN and viewed with a
+    stride of one row plus one element, so that column τ of the view is diagonal τ: one
+    vectorised pass per block, O(n²) in all.
+    """
+    n = C2.shape[-1]
+    s1 = numpy.zeros(n)
+    s2 = numpy.zeros(n)
+    cnt = numpy.zeros(n, dtype=numpy.int64)
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        rows = r1 - r0
+        width = n - r0
+        pad = numpy.full((rows, width + rows), numpy.nan)
+        pad[:, :width] = C2[r0:r1, r0:]
+        skew = numpy.lib.stride_tricks.as_strided(
+            pad, shape=(rows, width), strides=(pad.strides[0] + pad.strides[1], pad.strides[1]))
+        ok = numpy.isfinite(skew)
+        vals = numpy.where(ok, skew, 0.0)
+        s1[:width] += vals.sum(axis=0)
+        s2[:width] += (vals * vals).sum(axis=0)
+        cnt[:width] += ok.sum(axis=0)
+    return s1, s2, cnt
+
+
+def diagonal_means(C: numpy.ndarray):
+    """Mean and standard error of each upper diagonal of square maps (NaN skipped).
+
+    Parameters
+    ----------
+    C : ndarray, (..., n, n)
+
+    Returns
+    -------
+    mean, err : ndarray, (..., n) float64
+        Over C[..., T, T+τ], T = 0 … n−1−τ; NaN where no finite entry (err: fewer than two).
+    """
+    n = C.shape[-1]
+    flat = C.reshape((-1, n, n))
+    mean = numpy.full((flat.shape[0], n), numpy.nan)
+    err = numpy.full((flat.shape[0], n), numpy.nan)
+    for i in range(flat.shape[0]):
+        mean[i], err[i] = moments_mean_err(*_diagonal_sums(flat[i]))
+    return mean.reshape(C.shape[:-2] + (n,)), err.reshape(C.shape[:-2] + (n,))
+
+
+def moments_mean_err(s1, s2, cnt):
+    """Mean and standard error from sums ``s1``, sums of squares ``s2`` and counts ``cnt``
+    (arrays of one shape; float64, float64, int64); NaN where cnt < 1 (err: cnt < 2)."""
+    s1 = numpy.asarray(s1, dtype=numpy.float64)
+    s2 = numpy.asarray(s2, dtype=numpy.float64)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        m = s1 / cnt
+        var = (s2 - cnt * m * m) / (cnt - 1)
+        mean = numpy.where(cnt > 0, m, numpy.nan)
+        err = numpy.where(cnt > 1, numpy.sqrt(numpy.maximum(var, 0) / cnt), numpy.nan)
+    return mean, err
+
+
+def segment_edges(n_t: int, n_segments: int) -> numpy.ndarray:
+    """Boundaries (time bins, int64, n_segments' + 1) of the age segments of :func:`partial_g2`
+    (n_segments' = min(n_segments, max(nT, 1)))."""
+    if isinstance(n_segments, bool) or not isinstance(n_segments, (int, numpy.integer)) or n_segments < 1:
+        raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
+    n_segments = int(min(n_segments, max(n_t, 1)))
+    return (numpy.arange(n_segments + 1, dtype=numpy.int64) * n_t) // n_segments
+
+
+def g2_from_twotime(C: numpy.ndarray, time_bin: int = 1):
+    """g2 from two-time maps: diagonal means (see the module docstring).
+
+    Parameters
+    ----------
+    C : ndarray, (n_sel, nT, nT)
+    time_bin : int
+        Frames per time bin (for the lags).
+
+    Returns
+    -------
+    g2, g2_err : ndarray, (n_sel, nT) float64
+    lags : ndarray, (nT,) float64
+        Frames.
+    """
+    g2, err = diagonal_means(C)
+    return g2, err, numpy.arange(C.shape[-1], dtype=numpy.float64) * time_bin
+
+
+def partial_g2(C: numpy.ndarray, n_segments: int = DEFAULT_SEGMENTS, time_bin: int = 1):
+    """g2 of successive age segments of two-time maps.
+
+    Parameters
+    ----------
+    C : ndarray, (n_sel, nT, nT)
+    n_segments : int
+        1 <= n_segments <= nT.
+    time_bin : int
+
+    Returns
+    -------
+    g2, g2_err : ndarray, (n_sel, n_segments, L) float64
+        L = longest segment (time bins); NaN past a segment's length.
+    lags : ndarray, (L,) float64
+        Frames.
+    edges : ndarray, (n_segments + 1,) int64
+        Segment boundaries in frames.
+    """
+    n_t = C.shape[-1]
+    edges = segment_edges(n_t, n_segments)
+    n_segments = edges.size - 1
+    length = int(numpy.diff(edges).max()) if n_t else 0
+    g2 = numpy.full((C.shape[0], n_segments, length), numpy.nan)
+    err = numpy.full_like(g2, numpy.nan)
+    for s in range(n_segments):
+        a, b = int(edges[s]), int(edges[s + 1])
+        m, e = diagonal_means(C[:, a:b, a:b])
+        g2[:, s, : b - a], err[:, s, : b - a] = m, e
+    lags = numpy.arange(length, dtype=numpy.float64) * time_bin
+    return g2, err, lags, (edges * time_bin).astype(numpy.int64)
+
+
+def make_result(C, S, rows, binning, time_bin, n_frames, n_segments, frame_period,
+                method, device, info, diag=None) -> TwoTimeResult:
+    """Assemble a :class:`TwoTimeResult` from maps and sums (shared by the backends).
+
+    ``diag``: optional (s1, s2, cnt), each (n_sel, 1 + n_segments', nT), the moments of the
+    upper diagonals of each whole map (index 0) and of its age segments (indices 1 …, row
+    ranges of :func:`segment_edges`), computed by the backend (e.g. on the device) in place of
+    :func:`g2_from_twotime` and :func:`partial_g2`.
+    """
+    n_t = C.shape[-1]
+    if diag is None:
+        g2, g2_err, lags = g2_from_twotime(C, time_bin)
+        pg2, pg2_err, plags, edges = partial_g2(C, n_segments, time_bin)
+    else:
+        e = segment_edges(n_t, n_segments)
+        mean, err = moments_mean_err(*diag)
+        g2, g2_err = mean[:, 0], err[:, 0]
+        lags = numpy.arange(n_t, dtype=numpy.float64) * time_bin
+        length = int(numpy.diff(e).max()) if n_t else 0
+        pg2 = numpy.full((C.shape[0], e.size - 1, length), numpy.nan)
+        pg2_err = numpy.full_like(pg2, numpy.nan)
+        for k in range(e.size - 1):
+            w = int(e[k + 1] - e[k])
+            pg2[:, k, :w], pg2_err[:, k, :w] = mean[:, 1 + k, :w], err[:, 1 + k, :w]
+        plags = numpy.arange(length, dtype=numpy.float64) * time_bin
+        edges = (e * time_bin).astype(numpy.int64)
+    return TwoTimeResult(
+        C=C,
+        labels=binning.labels[rows].copy(),
+        n_pixels=binning.n_pixels[rows].copy(),
+        time_bin=int(time_bin),
+        n_frames=int(n_frames),
+        frame_sums=S,
+        times=numpy.arange(n_t) * float(time_bin) + (time_bin - 1) / 2.0,
+        g2=g2,
+        g2_err=g2_err,
+        g2_lags=lags,
+        partial_g2=pg2,
+        partial_g2_err=pg2_err,
+        partial_lags=plags,
+        segment_edges=edges,
+        frame_period=frame_period,
+        method=method,
+        device=device,
+        info=dict(info or {}),
+    )
+
+
+def events_selection_dense(events, pixel_index: numpy.ndarray, time_bin: int, dtype):
+    """Binned frames X (nT, n_sel_pixels) of the selected pixels of an EventStack (NumPy)."""
+    rows = numpy.searchsorted(events.pixel_index, pixel_index)
+    rows_c = numpy.minimum(rows, max(events.n_pixels - 1, 0))
+    if events.n_pixels == 0 or (events.pixel_index[rows_c] != pixel_index).any():
+        raise ValueError("twotime bins use pixels that this EventStack does not hold (masked as bad)")
+    n_t = events.n_frames // time_bin
+    x = numpy.zeros((n_t, pixel_index.size), dtype=dtype)
+    starts, ends = events.offsets[rows_c], events.offsets[rows_c + 1]
+    counts = ends - starts
+    col = numpy.repeat(numpy.arange(pixel_index.size), counts)
+    ev = numpy.repeat(starts - numpy.concatenate([[0], numpy.cumsum(counts)[:-1]]), counts)
+    ev = ev + numpy.arange(int(counts.sum()))
+    tb = events.times[ev].astype(numpy.int64) // time_bin
+    ok = tb < n_t
+    numpy.add.at(x, (tb[ok], col[ok]), events.values[ev][ok].astype(dtype))
+    return x
+
+
+# ---------------------------------------------------------------------------------- backend
+class NumpyTwoTime:
+    """Two-time correlator on the CPU (NumPy + float64 BLAS), frames or EventStack.
+
+    Parameters
+    ----------
+    qmask : array_like (Ny, Nx) of int, or Binning
+    bins : sequence of int, optional
+        qmask labels of the maps (default: all bins).
+    time_bin : int, optional
+        Frames per time bin (default: see :func:`choose_time_bin`).
+    max_frames : int
+        Largest nT when ``time_bin`` is automatic.
+    n_segments : int
+        Age segments of the partial g2.
+    n_groups, bad_pixels, chunk_frames
+        As for the other correlators (``n_groups`` only shapes the binning).
+    """
+
+    name = "numpy"
+    device_name = "cpu"
+
+    def __init__(self, qmask, bins=None, time_bin: Optional[int] = None,
+                 max_frames: int = DEFAULT_MAX_FRAMES, n_segments: int = DEFAULT_SEGMENTS,
+                 n_groups: int = DEFAULT_GROUPS, bad_pixels=None, chunk_frames: Optional[int] = None):
+        self.binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
+        self.rows, self.col_offsets, self.pixel_index = select_bins(self.binning, bins)
+        choose_time_bin(None, time_bin, max_frames)  # validates both
+        self.time_bin = time_bin
+        self.max_frames = max_frames
+        if isinstance(n_segments, bool) or not isinstance(n_segments, (int, numpy.integer)) or n_segments < 1:
+            raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
+        self.n_segments = int(n_segments)
+        self.chunk_frames = chunk_frames
+
+    def binned_frames(self, data):
+        """(X (nT, n_sel_pixels), time_bin, n_frames) of ``data``."""
+        from .events import EventStack
+
+        if isinstance(data, EventStack):
+            self.binning.check_frame_shape(data.frame_shape)
+            b = choose_time_bin(data.n_frames, self.time_bin, self.max_frames)
+            x = events_selection_dense(data, self.pixel_index, b, binned_dtype(data.dtype, b))
+            return x, b, data.n_frames
+        source = as_frame_source(data)
+        self.binning.check_frame_shape(source.frame_shape)
+        b = choose_time_bin(source.n_frames, self.time_bin, self.max_frames)
+        binner = TimeBinner(b, binned_dtype(source.dtype, b))
+        for chunk in source.iter_chunks(self.chunk_frames):
+            n = chunk.shape[0]
+            binner.feed(numpy.take(chunk.reshape(n, -1), self.pixel_index, axis=1))
+        x = binner.finish(self.pixel_index.size)
+        if self.time_bin is None and x.shape[0] > self.max_frames:
+            # Length unknown in advance: bin the stored rows further.
+            extra = choose_time_bin(x.shape[0], None, self.max_frames)
+            n = x.shape[0] // extra
+            x = x[: n * extra].reshape(n, extra, -1).sum(axis=1, dtype=x.dtype)
+            b *= extra
+        return x, b, binner.n_frames
+
+    def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
+        t0 = time.perf_counter()
+        x, b, n_frames = self.binned_frames(data)
+        C, S = twotime_from_binned(x, self.col_offsets)
+        t1 = time.perf_counter()
+        if frame_period is None:
+            frame_period = getattr(data, "frame_period", None)
+        result = make_result(C, S, self.rows, self.binning, b, n_frames, self.n_segments,
+                             frame_period, self.name, self.device_name, info)
+        result.info.setdefault("timings", {}).update(
+            correlate_s=t1 - t0, g2_s=time.perf_counter() - t1)
+        return result

@@ -1,0 +1,548 @@
+"""Results on disk: a NeXus HDF5 file (``silx view`` opens on g2) and a PNG of the g2 curves.
+
+Layout of the result file (``n_q`` bins, ``n_τ`` delays, Nt frames, (Ny, Nx) detector)::
+
+    /                        NXroot   @default=entry
+    /entry                   NXentry  @default=xpcs   title, start_time
+    /entry/xpcs              NXprocess @default=g2
+        program, version, date, mode, method, device, auto_reason
+        parameters           NXcollection: every workflow parameter, one group per step
+        g2                   NXdata  signal g2 (n_q, n_τ) float64 with g2_errors,
+                                     axes q (nm⁻¹) and tau (s); labels, n_pixels, lags (frames)
+        fit                  NXdata  gamma (s⁻¹) vs q with errors; beta, baseline, chi2_red
+                                     (g2 = baseline + beta·exp(−2·gamma·tau))
+        qmask                NXdata  label image (Ny, Nx) int32 (0 = unused)
+        mean_image           NXdata  mean counts per pixel per frame (Ny, Nx) float64
+        intensity            NXdata  mean counts per pixel per frame of each bin vs time
+                                     (n_q, Nt), axes q and time (s)
+        pixels_per_bin       NXdata  n_pixels vs q
+        sums                 NXcollection: n2, s2 (n_q, n_τ), frame_sums (Nt, n_q): the exact
+                                     sums g2 was computed from (int64 for integer frames)
+
+Mode ``multitau``: ``g2`` is the multi-tau g2 (log-spaced τ), with ``level`` and ``n_pairs``
+per delay, ``normalisation`` and ``lags_per_level``; ``sums`` holds n2 and d2 (the
+denominator: s2 of each level for the standard normalisation). Mode ``twotime``: ``g2`` is the
+g2 derived from the two-time maps (diagonal means, standard error of the mean) of the selected
+bins, ``intensity`` is per time bin, and::
+
+        twotime              NXcollection  time_bin, n_frames
+            maps             NXdata  signal C (n_sel, nT, nT) float32, @interpretation image
+                                     (one map per bin: an image stack in ``silx view``), axes
+                                     labels, t1, t2 (s); q, frame_sums, n_pixels
+            g2               NXdata  derived g2 vs labels and tau (s)
+            partial_g2       NXdata  g2 of successive age segments
+
+Writing is atomic: everything goes to a temporary file in the output directory, renamed at
+the end, so a failure or a cancellation leaves no partial file; an existing file is replaced
+only with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from typing import Optional
+
+import numpy
+
+__all__ = ["check_output", "save_results", "plot_g2", "atomic_output", "default_png"]
+
+MAX_PARAMETER_ELEMENTS = 4096
+
+
+def check_output(filename, overwrite: bool = False) -> str:
+    """Check that ``filename`` can be written; return its absolute path.
+
+    Raises
+    ------
+    FileExistsError
+        The file exists and ``overwrite`` is False.
+    ValueError
+        The directory does not exist, the name is a directory.
+    PermissionError
+        The directory is not writable (checked by creating a probe file).
+    """
+    if filename is None or not os.fspath(filename):
+        raise ValueError("no output file name given")
+    filename = os.path.abspath(os.fspath(filename))
+    directory = os.path.dirname(filename)
+    if not os.path.isdir(directory):
+        raise ValueError(f"output directory {directory!r} does not exist")
+    if os.path.isdir(filename):
+        raise ValueError(f"output {filename!r} is a directory")
+    if os.path.exists(filename) and not overwrite:
+        raise FileExistsError(f"output file {filename!r} exists (use overwrite to replace it)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".ewoksxpcs-probe-")
+    except OSError as e:
+        raise PermissionError(
+            f"output directory {directory!r} is not writable ({e.strerror})"
+        ) from None
+    os.close(fd)
+    os.remove(probe)
+    return filename
+
+
+class atomic_output:
+    """Context manager: a temporary file in the target's directory, renamed on success.
+
+    ``with atomic_output(filename, overwrite) as tmp: write(tmp)``. On an exception the
+    temporary file is removed and the target is untouched. Without ``overwrite`` the rename
+    refuses to replace a file that appeared meanwhile.
+    """
+
+    def __init__(self, filename, overwrite: bool = False):
+        self.filename = check_output(filename, overwrite)
+        self.overwrite = overwrite
+
+    def __enter__(self) -> str:
+        base = os.path.basename(self.filename)
+        fd, self.tmp = tempfile.mkstemp(
+            dir=os.path.dirname(self.filename), prefix=f".{base}.", suffix=".tmp"
+        )
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            _remove(self.tmp)
+            return False
+        try:
+            if self.overwrite:
+                os.replace(self.tmp, self.filename)
+            else:
+                try:
+                    os.link(self.tmp, self.filename)  # fails if the target exists
+                except FileExistsError:
+                    raise FileExistsError(
+                        f"output file {self.filename!r} exists (use overwrite to replace it)"
+                    ) from None
+                except OSError:  # no hard links on this file system
+                    if os.path.exists(self.filename):
+                        raise FileExistsError(
+                            f"output file {self.filename!r} exists (use overwrite to replace it)"
+                        ) from None
+                    os.replace(self.tmp, self.filename)
+        finally:
+            _remove(self.tmp)
+        return False
+
+
+def _remove(name):
+    try:
+        os.remove(name)
+    except FileNotFoundError:
+        pass
+
+
+def default_png(filename) -> str:
+    """PNG name next to a result file: ``result.h5`` → ``result_g2.png``."""
+    return os.path.splitext(os.fspath(filename))[0] + "_g2.png"
+
+
+# ------------------------------------------------------------------------------ HDF5 helpers
+def _write_value(group, name: str, value) -> None:
+    """Write a parameter: scalars, strings, small arrays, nested dicts (as groups)."""
+    name = str(name).replace("/", "_") or "_"
+    if isinstance(value, dict):
+        sub = group.create_group(name)
+        sub.attrs["NX_class"] = "NXcollection"
+        for k, v in value.items():
+            _write_value(sub, k, v)
+        return
+    if value is None:
+        group[name] = "None"
+        return
+    if isinstance(value, (bool, numpy.bool_)):
+        group[name] = bool(value)
+        return
+    if isinstance(value, (int, float, numpy.integer, numpy.floating)):
+        group[name] = value
+        return
+    if isinstance(value, (str, bytes, os.PathLike)):
+        group[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
+        return
+    if isinstance(value, (list, tuple, numpy.ndarray)):
+        try:
+            arr = numpy.asarray(value)
+        except ValueError:
+            arr = None
+        if arr is not None and arr.dtype.kind in "biuf" and arr.size <= MAX_PARAMETER_ELEMENTS:
+            group[name] = arr
+            return
+        if arr is not None and arr.dtype.kind in "biuf":
+            group[name] = f"array of shape {arr.shape}, dtype {arr.dtype}"
+            return
+        if all(isinstance(v, str) for v in value):
+            group[name] = json.dumps(list(value))
+            return
+    group[name] = repr(value)[:1000]
+
+
+def _nxdata(parent, name: str, signal: str, axes=None, title: str = ""):
+    g = parent.create_group(name)
+    g.attrs["NX_class"] = "NXdata"
+    g.attrs["signal"] = signal
+    if axes:
+        g.attrs["axes"] = list(axes)
+        for i, a in enumerate(axes):
+            if a != ".":
+                g.attrs[f"{a}_indices"] = i
+    if title:
+        g["title"] = title
+    return g
+
+
+def _dataset(
+    group, name, data, units: Optional[str] = None, long_name: Optional[str] = None, **attrs
+):
+    d = group.create_dataset(name, data=data)
+    if units:
+        d.attrs["units"] = units
+    if long_name:
+        d.attrs["long_name"] = long_name
+    for k, v in attrs.items():
+        d.attrs[k] = v
+    return d
+
+
+_SUMS_DESCRIPTION = {
+    "linear": "g2 = n_pixels * n2 / s2; n2 = sum_t sum_p I(t,p) I(t+tau,p); "
+    "s2 = sum_t S(t) S(t+tau), S = frame_sums",
+    "multitau": "g2 = n_pixels * n2 / d2 per level L of frames summed 2^L at a time; "
+    "n2 = sum_t sum_p X_L(t,p) X_L(t+k,p); d2 = s2 of the level (standard normalisation) or "
+    "past sum * future sum / pairs (symmetric); frame_sums of the unsummed frames",
+    "twotime": "frame_sums: counts per time bin and bin; the maps are under twotime/maps",
+}
+
+
+_PLOT_TITLES = {"multitau": "{} (multi-tau)", "twotime": "{} (from the two-time maps)"}
+
+
+def _g2_title(result, mode: str) -> str:
+    if mode == "multitau":
+        return f"multi-tau g2(q, tau), {result.normalisation} normalisation"
+    if mode == "twotime":
+        return "g2(q, tau) from the two-time maps"
+    return "g2(q, tau)"
+
+
+def save_results(
+    filename,
+    result,
+    q,
+    tau,
+    q_unit: str = "nm^-1",
+    tau_unit: str = "s",
+    qmask=None,
+    mean_image=None,
+    frame_period: Optional[float] = None,
+    parameters: Optional[dict] = None,
+    fit=None,
+    chi=None,
+    overwrite: bool = False,
+    png: Optional[str] = None,
+    cancel_token=None,
+    title: str = "XPCS g2",
+) -> dict:
+    """Write a :class:`~ewoksxpcs.engine.result.CorrelationResult` as NeXus (layout in the module doc).
+
+    Parameters
+    ----------
+    filename : str
+        Result file (.h5).
+    result : CorrelationResult, MultiTauResult or TwoTimeResult
+        Its ``info["mode"]`` ("linear" by default) selects the layout.
+    q : ndarray (n_q,)
+        q of each row of ``result`` (``q_unit``).
+    tau : ndarray (n_τ,)
+        Delays (``tau_unit``: s, or "frame" when the frame period is unknown).
+    qmask : ndarray (Ny, Nx), optional
+        Label image.
+    mean_image : ndarray (Ny, Nx), optional
+        Mean counts per pixel per frame.
+    frame_period : float, optional
+        s, for the time axis of the intensity.
+    parameters : dict, optional
+        Workflow parameters (nested dicts), recorded under ``xpcs/parameters``.
+    fit : ExponentialFit, optional
+        Written as ``xpcs/fit`` and drawn on the PNG.
+    chi : ndarray (n_q,), optional
+        Azimuthal sector centre of each row, degrees.
+    overwrite : bool
+        Replace existing files.
+    png : str, optional
+        Also draw the g2 curves into this PNG file.
+    cancel_token : CancelToken, optional
+        Checked before the files are renamed into place.
+
+    Returns
+    -------
+    dict
+        ``{"filename": ..., "png": ... or None}``.
+    """
+    import h5py
+
+    from .. import __version__
+
+    q = numpy.asarray(q, dtype=numpy.float64)
+    tau = numpy.asarray(tau, dtype=numpy.float64)
+    g2 = numpy.asarray(result.g2, dtype=numpy.float64)
+    if g2.shape != (q.size, tau.size):
+        raise ValueError(f"g2 has shape {g2.shape}, expected (n_q={q.size}, n_tau={tau.size})")
+    check_output(filename, overwrite)
+    if png is not None:
+        check_output(png, overwrite)
+    now = datetime.datetime.now().astimezone().isoformat()
+    info = dict(getattr(result, "info", {}) or {})
+    mode = info.get("mode", getattr(result, "mode", "linear"))
+    with atomic_output(filename, overwrite) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["NX_class"] = "NXroot"
+            f.attrs["creator"] = f"ewoksxpcs {__version__}"
+            f.attrs["file_time"] = now
+            f.attrs["default"] = "entry"
+            entry = f.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            entry.attrs["default"] = "xpcs"
+            entry["title"] = title
+            entry["start_time"] = now
+            proc = entry.create_group("xpcs")
+            proc.attrs["NX_class"] = "NXprocess"
+            proc.attrs["default"] = "g2"
+            proc["program"] = "ewoksxpcs"
+            proc["version"] = __version__
+            proc["date"] = now
+            proc["mode"] = mode
+            proc["method"] = result.method
+            proc["device"] = result.device
+            proc["auto_reason"] = str(info.get("auto_reason", ""))
+            proc["n_frames"] = int(getattr(result, "n_frames", 0) or 0)
+            if frame_period is not None:
+                _dataset(proc, "frame_period", float(frame_period), units="s")
+            params = proc.create_group("parameters")
+            params.attrs["NX_class"] = "NXcollection"
+            for k, v in (parameters or {}).items():
+                _write_value(params, k, v)
+
+            q_label = f"q ({q_unit})" if q_unit else "bin"
+            tau_label = f"tau ({tau_unit})"
+            g = _nxdata(proc, "g2", "g2", ["q", "tau"], title=_g2_title(result, mode))
+            g.attrs["SILX_style"] = json.dumps({"axes_scale_types": ["linear", "log"]})
+            _dataset(g, "g2", g2, long_name="g2", interpretation="spectrum")
+            _dataset(g, "g2_errors", numpy.asarray(result.g2_err, dtype=numpy.float64))
+            _dataset(g, "q", q, units=q_unit or None, long_name=q_label)
+            _dataset(g, "tau", tau, units=tau_unit, long_name=tau_label)
+            _dataset(g, "lags", numpy.asarray(result.lags, dtype=numpy.int64), units="frame")
+            _dataset(g, "labels", numpy.asarray(result.labels, dtype=numpy.int64))
+            _dataset(g, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
+            if chi is not None:
+                _dataset(g, "chi", numpy.asarray(chi, dtype=numpy.float64), units="deg")
+            if mode == "multitau":
+                _dataset(g, "level", numpy.asarray(result.level, dtype=numpy.int64))
+                _dataset(g, "n_pairs", numpy.asarray(result.n_pairs, dtype=numpy.int64))
+                g["normalisation"] = str(result.normalisation)
+                g["lags_per_level"] = int(result.lags_per_level)
+            if mode == "twotime":
+                g["description"] = (
+                    "g2 = mean over t of C(q, t, t + tau) of the two-time maps; errors: "
+                    "standard error of that mean"
+                )
+                tt = result.write_nexus(proc, "twotime")
+                for name in ("maps", "g2"):
+                    _dataset(tt[name], "q", q, units=q_unit or None, long_name=q_label)
+
+            if fit is not None:
+                fg = _nxdata(
+                    proc, "fit", "gamma", ["q"], title="g2 = baseline + beta*exp(-2*gamma*tau)"
+                )
+                _dataset(
+                    fg,
+                    "gamma",
+                    fit.gamma,
+                    units=f"{tau_unit}^-1",
+                    long_name=f"gamma ({tau_unit}^-1)",
+                )
+                _dataset(fg, "gamma_errors", fit.gamma_err)
+                _dataset(fg, "q", q, units=q_unit or None, long_name=q_label)
+                for name in ("beta", "baseline", "chi2_red"):
+                    _dataset(fg, name, getattr(fit, name))
+                for name in ("beta", "baseline"):
+                    _dataset(fg, f"{name}_errors", getattr(fit, f"{name}_err"))
+                fg.attrs["auxiliary_signals"] = ["beta", "baseline"]
+                fg["model"] = "g2(q, tau) = baseline + beta * exp(-2 * gamma * tau)"
+                fg["tau_range"] = numpy.asarray(
+                    [numpy.nan if v is None else v for v in fit.tau_range], dtype=numpy.float64
+                )
+
+            if qmask is not None:
+                mg = _nxdata(proc, "qmask", "labels", title="q-mask labels (0 = unused)")
+                d = mg.create_dataset(
+                    "labels", data=numpy.asarray(qmask, dtype=numpy.int32), compression="gzip"
+                )
+                d.attrs["interpretation"] = "image"
+            if mean_image is not None:
+                ig = _nxdata(
+                    proc, "mean_image", "mean_image", title="mean counts per pixel per frame"
+                )
+                d = ig.create_dataset(
+                    "mean_image",
+                    data=numpy.asarray(mean_image, dtype=numpy.float64),
+                    compression="gzip",
+                )
+                d.attrs["interpretation"] = "image"
+                d.attrs["units"] = "counts/frame"
+
+            fs = getattr(result, "frame_sums", None)
+            # Two-time frame sums are per time bin of time_bin frames.
+            time_bin = int(getattr(result, "time_bin", 1) or 1)
+            if fs is not None:
+                fs = numpy.asarray(fs)
+                n_pix = numpy.asarray(result.n_pixels, dtype=numpy.float64)
+                with numpy.errstate(invalid="ignore", divide="ignore"):
+                    mean_t = (fs / (n_pix[None, :] * time_bin)).T  # (n_q, Nt)
+                tg = _nxdata(
+                    proc,
+                    "intensity",
+                    "intensity",
+                    ["q", "time"],
+                    title="mean counts per pixel per frame vs time",
+                )
+                _dataset(tg, "intensity", mean_t, units="counts/frame", interpretation="spectrum")
+                _dataset(tg, "q", q, units=q_unit or None, long_name=q_label)
+                # Time of each row: frame index, or centre of the time bin (two-time).
+                t_frames = numpy.asarray(
+                    getattr(result, "times", numpy.arange(fs.shape[0])), dtype=numpy.float64
+                )
+                if frame_period is not None:
+                    _dataset(
+                        tg,
+                        "time",
+                        t_frames * float(frame_period),
+                        units="s",
+                        long_name="time (s)",
+                    )
+                else:
+                    _dataset(tg, "time", t_frames, units="frame", long_name="time (frame)")
+
+            pg = _nxdata(proc, "pixels_per_bin", "n_pixels", ["q"], title="pixels per bin")
+            _dataset(pg, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
+            _dataset(pg, "q", q, units=q_unit or None, long_name=q_label)
+
+            # The exact sums g2 was computed from (those the result carries).
+            sums = proc.create_group("sums")
+            sums.attrs["NX_class"] = "NXcollection"
+            sums["description"] = _SUMS_DESCRIPTION.get(mode, _SUMS_DESCRIPTION["linear"])
+            for name in ("n2", "s2", "d2"):
+                value = getattr(result, name, None)
+                if value is not None:
+                    _dataset(sums, name, numpy.asarray(value), units="counts^2")
+            if fs is not None:
+                _dataset(sums, "frame_sums", fs, units="counts")
+        if cancel_token is not None:
+            cancel_token.check("saving the results")
+    png_name = None
+    if png is not None:
+        try:
+            png_name = plot_g2(
+                png,
+                tau,
+                g2,
+                result.g2_err,
+                q,
+                q_unit=q_unit,
+                tau_unit=tau_unit,
+                fit=fit,
+                chi=chi,
+                overwrite=overwrite,
+                title=_PLOT_TITLES.get(mode, "{}").format(title),
+            )
+        except BaseException:
+            _remove(os.path.abspath(filename))  # all or nothing
+            raise
+    return {"filename": os.path.abspath(filename), "png": png_name}
+
+
+def plot_g2(
+    filename,
+    tau,
+    g2,
+    g2_err,
+    q,
+    q_unit: str = "nm^-1",
+    tau_unit: str = "s",
+    fit=None,
+    chi=None,
+    overwrite: bool = False,
+    title: str = "XPCS g2",
+) -> str:
+    """Draw g2 curves (log τ, error bars, fits if given) into a PNG file (matplotlib Agg).
+
+    Returns the absolute file name.
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tau = numpy.asarray(tau, dtype=numpy.float64)
+    g2 = numpy.atleast_2d(numpy.asarray(g2, dtype=numpy.float64))
+    err = numpy.atleast_2d(numpy.asarray(g2_err, dtype=numpy.float64))
+    # Log axis: τ = 0 (shot noise) is not drawn; about 150 log-spaced delays keep it legible.
+    positive = numpy.flatnonzero(tau > 0)
+    if positive.size > 150:
+        picks = numpy.unique(numpy.geomspace(1, positive.size, 150).astype(numpy.int64) - 1)
+        positive = positive[picks]
+    sel = positive
+    fig = Figure(figsize=(7.0, 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    n = g2.shape[0]
+    cmap = matplotlib.colormaps["viridis"]
+    for i in range(n):
+        colour = cmap(0.9 * i / max(n - 1, 1))
+        unit = q_unit.replace("^-1", "⁻¹")
+        label = f"q = {q[i]:.4g} {unit}" if q_unit else f"bin {q[i]:g}"
+        if chi is not None:
+            label += f", χ = {chi[i]:.0f}°"
+        e = numpy.where(numpy.isfinite(err[i][sel]), err[i][sel], 0.0)
+        ax.errorbar(
+            tau[sel],
+            g2[i][sel],
+            yerr=e,
+            fmt="o",
+            ms=2.5,
+            lw=0.6,
+            elinewidth=0.6,
+            color=colour,
+            label=label,
+        )
+        if fit is not None and numpy.isfinite(fit.gamma[i]) and sel.size:
+            tt = numpy.geomspace(tau[sel].min(), tau[sel].max(), 200)
+            ax.plot(tt, fit.model(tt)[i], "-", color=colour, lw=1.0)
+    # y range from the first half of the delays (the last ones average few frames).
+    first = sel[: max(1, numpy.searchsorted(tau[sel], 0.5 * tau.max()))]
+    vals = g2[:, first][numpy.isfinite(g2[:, first])]
+    if vals.size:
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = 0.1 * max(hi - lo, 1e-3)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xscale("log")
+    # Plain tick labels: the default 10^n ones go through mathtext, whose parser takes about
+    # a second to build on first use (a tenth of an end-to-end run).
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"τ ({tau_unit})")
+    ax.set_ylabel("g2(q, τ)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    if n <= 16:
+        ax.legend(fontsize=7, ncol=2 if n > 6 else 1, loc="lower left")
+    fig.tight_layout()
+    with atomic_output(filename, overwrite) as tmp:
+        with open(tmp, "wb") as fh:
+            fig.savefig(fh, format="png")
+    return os.path.abspath(filename)

@@ -1,0 +1,78 @@
+"""Exclusive prefix sums on an OpenCL device (``kernels/scan.cl``).
+
+Used where per-item counts computed on the device become offsets on the device (compaction of
+frames into events): two launches and one small host step on the group totals, whose sum the
+caller gets back (it needs the total to size the next buffers anyway).
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from .device import OpenCLDevice, get_kernel, power_of_two_work_group
+
+__all__ = ["DeviceScan"]
+
+
+class DeviceScan:
+    """Exclusive scan of int32 counts into int64 offsets, on one device.
+
+    Parameters
+    ----------
+    dev : OpenCLDevice
+    """
+
+    def __init__(self, dev: OpenCLDevice):
+        self.dev = dev
+        self.wg = power_of_two_work_group(dev, gpu=256, cpu=16)
+        self.items = 16
+        defines = {"WG": self.wg, "ITEMS": self.items}
+        self._partials = get_kernel(dev, "scan.cl", "scan_partials", defines)
+        self._apply = get_kernel(dev, "scan.cl", "scan_apply", defines)
+        self._cap = 0
+        self._d_partial = self._d_prefix = None
+
+    def __call__(self, queue, d_counts, n: int, d_offsets) -> int:
+        """Write offsets[0 … n] (offsets[n] = total) of counts[0 … n-1]; return the total.
+
+        Parameters
+        ----------
+        queue : pyopencl.CommandQueue
+            In-order queue; the call waits for the group totals (one small read).
+        d_counts : pyopencl.Buffer
+            (n,) int32, non-negative.
+        n : int
+        d_offsets : pyopencl.Buffer
+            (n + 1,) int64, written.
+
+        Returns
+        -------
+        int
+            Sum of the counts.
+        """
+        import pyopencl
+
+        span = self.wg * self.items
+        n_groups = max(1, -(-int(n) // span))
+        if n_groups > self._cap:
+            mf = pyopencl.mem_flags
+            self._cap = n_groups
+            self._d_partial = pyopencl.Buffer(self.dev.context, mf.READ_WRITE, 8 * n_groups)
+            self._d_prefix = pyopencl.Buffer(self.dev.context, mf.READ_WRITE, 8 * n_groups)
+        partial = numpy.empty(n_groups, dtype=numpy.int64)
+        if n:
+            self._partials(queue, (n_groups * self.wg,), (self.wg,), d_counts, numpy.int64(n),
+                           self._d_partial)
+            pyopencl.enqueue_copy(queue, partial, self._d_partial)
+        else:
+            partial[:] = 0
+        prefix = numpy.zeros(n_groups + 1, dtype=numpy.int64)
+        numpy.cumsum(partial, out=prefix[1:])
+        total = int(prefix[-1])
+        pyopencl.enqueue_copy(queue, self._d_prefix, prefix[:-1], is_blocking=False)
+        if n:
+            self._apply(queue, (n_groups * self.wg,), (self.wg,), d_counts, numpy.int64(n),
+                        self._d_prefix, d_offsets)
+        pyopencl.enqueue_copy(queue, d_offsets, prefix[-1:], dst_offset=8 * int(n),
+                              is_blocking=True)  # prefix must outlive the copies
+        return total

@@ -1,0 +1,123 @@
+"""``ewoksxpcs benchmark`` command line: the default suite (:mod:`.benchmark`), the GPU suite
+(:mod:`.benchmark_gpu`) and the end-to-end suite (:mod:`.benchmark_e2e`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from .benchmark import CASES, QUICK_CASES, machine_description, run_benchmark
+
+__all__ = ["main"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``ewoksxpcs benchmark`` command line; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="ewoksxpcs benchmark",
+        description="Time the correlation methods, and dynamix 0.1.0 on the same data.",
+    )
+    parser.add_argument("--methods", nargs="+", metavar="NAME",
+                        help="registry names (default: every registered method)")
+    parser.add_argument("--cases", nargs="+", metavar="CASE",
+                        help=f"cases (default: all): {', '.join(CASES)}; quick: "
+                             f"{', '.join(QUICK_CASES)}")
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e"), default="default",
+                        help="default: every method and dynamix on CPU-sized cases; gpu: our "
+                             "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
+                             "and PyTorch at the sizes of issue 4 (ewoksxpcs.tools.benchmark_gpu); "
+                             "e2e: an Eiger 4M bitshuffle-LZ4 scan file to a NeXus g2 file "
+                             "through 'ewoksxpcs run' (ewoksxpcs.tools.benchmark_e2e)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="gpu and e2e suites: size factor in (0, 1] of frames and pixels "
+                             "(default 1)")
+    parser.add_argument("--counts", type=float, default=0.01,
+                        help="e2e suite: photons per pixel per frame (default 0.01)")
+    parser.add_argument("--workdir", help="e2e suite: directory of the scan and results "
+                                          "(default: a temporary one, removed)")
+    parser.add_argument("--max-device-memory", type=float, default=None, metavar="BYTES",
+                        help="e2e suite: device memory budget of the compaction (default: "
+                             "min(8 GiB, half the device memory)); raise it for dense scans")
+    parser.add_argument("--torch-device", default="cuda",
+                        help="gpu suite: PyTorch device of the boost_corr/PyTorch peers (cuda)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed calls per method (best kept; default 3, gpu suite 1)")
+    parser.add_argument("--no-peers", action="store_true", help="do not time dynamix")
+    parser.add_argument("--quick", action="store_true",
+                        help="small cases, one call each (smoke test, seconds)")
+    parser.add_argument("--device", help="OpenCL device: cpu, gpu or P:D (gpu suite: default gpu)")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine as JSON")
+    args = parser.parse_args(argv)
+    if args.suite == "gpu":
+        return _main_gpu(args)
+    if args.suite == "e2e":
+        return _main_e2e(args)
+    if args.repeat is None:
+        args.repeat = 3
+    try:
+        rows = run_benchmark(methods=args.methods, sizes=args.cases, repeat=args.repeat,
+                             peers=not args.no_peers, quick=args.quick, device=args.device)
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_description(args.device), "rows": rows}, f, indent=1,
+                      default=float)
+    errors = [r for r in rows if r["note"].startswith("error")]
+    return 1 if errors else 0
+
+
+def _main_e2e(args) -> int:
+    """``--suite e2e``: :func:`ewoksxpcs.tools.benchmark_e2e.run_e2e`."""
+    from .benchmark_e2e import run_e2e
+
+    device = args.device or "gpu"
+    try:
+        row = run_e2e(workdir=args.workdir, scale=args.scale, counts=args.counts, device=device,
+                      max_device_memory=(int(args.max_device_memory)
+                                         if args.max_device_memory else None))
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "e2e", "machine": machine_description(device), "row": row}, f,
+                      indent=1, default=float)
+    return 0
+
+
+def _main_gpu(args) -> int:
+    """``--suite gpu``: :func:`ewoksxpcs.tools.benchmark_gpu.run_gpu_suite`."""
+    from .benchmark_gpu import run_gpu_suite
+    from ..opencl.device import OpenCLUnavailableError
+
+    device = args.device or "gpu"
+    machine = None
+
+    def save(rows):  # after every case: a run cut short keeps the cases done
+        nonlocal machine
+        if args.json:
+            machine = machine or machine_description(device)
+            with open(args.json, "w") as f:
+                json.dump({"suite": "gpu", "scale": args.scale, "machine": machine,
+                           "rows": rows}, f, indent=1, default=float)
+
+    try:
+        rows = run_gpu_suite(scale=args.scale, device=device,
+                             repeat=1 if args.repeat is None else args.repeat,
+                             peers=not args.no_peers, cases=args.cases,
+                             torch_device=args.torch_device, on_row=save)
+    except (ValueError, OpenCLUnavailableError) as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    save(rows)
+    errors = [r for r in rows if "error" in r["note"]]
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
