@@ -58,7 +58,7 @@ def screenshot(png):
     from ewoksorange.gui.qt_utils.app import qtapp_context
 
     from ewoksxpcs.tools.synthetic import SyntheticXPCS
-    from ewoksxpcs.engine.twotime import twotime
+    from ewoksxpcs import twotime
 
     tmp = tempfile.mkdtemp(prefix="ewoksxpcs_orange_")
     sim = SyntheticXPCS(shape=(96, 96), n_frames=400, mean_counts=0.2, contrast=0.3, n_bins=6,

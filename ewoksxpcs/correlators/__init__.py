@@ -97,12 +97,8 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         ``.n2``, ``.s2``, ``.n_pixels``, ``.method``, ``.device``.
     """
     if mode == "multitau":
-        from ..engine.multitau import multitau
-
         return multitau(frames, qmask, method=method, device=device, **options)
     if mode == "twotime":
-        from ..engine.twotime import twotime
-
         bins = options.pop("twotime_bins", None)
         return twotime(frames, qmask, bins=bins, method=method, device=device, **options)
     if mode != "linear":
