@@ -80,7 +80,7 @@ def multitau(frames, qmask, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
     lags_per_level : int
         m, even >= 2 (default 8).
     normalisation : {"standard", "symmetric"}
-        See the module docstring.
+        See :mod:`ewoksxpcs.engine.multitau`.
     method : {"auto", "numpy", "opencl"}
     device : str, optional
         OpenCL device ("gpu", "cpu", "P:D").
