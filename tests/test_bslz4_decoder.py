@@ -5,7 +5,7 @@ import numpy
 import pytest
 from conftest import require_opencl
 
-from ewoksxpcs.opencl.device import bslz4_decoder as bslz4_opencl
+from ewoksxpcs.opencl import bslz4_decoder as bslz4_opencl
 from ewoksxpcs.opencl.bslz4_decoder import (
     BSLZ4Decoder,
     decode_chunks,
@@ -23,7 +23,7 @@ GUARD = 0xAB
 def dev(request):
     """PoCL in CI; with ``-m gpu`` on a GPU machine, the GPU."""
     require_opencl(request.param)
-    from ewoksxpcs.opencl.device import device as opencl
+    from ewoksxpcs.opencl import device as opencl
 
     return opencl.get_device(request.param)
 

@@ -185,7 +185,7 @@ def test_upload_through_small_staging_pieces(device, rng, monkeypatch):
     """values/times cross the pinned staging ring in many pieces, copied by several threads."""
     import pyopencl
 
-    from ewoksxpcs.opencl.device import device as opencl
+    from ewoksxpcs.opencl import device as opencl
 
     monkeypatch.setattr(opencl, "STAGING_BYTES", 40)  # odd pieces: not multiples of 4 bytes
     monkeypatch.setattr(opencl, "THREADED_COPY_BYTES", 8)

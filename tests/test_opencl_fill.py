@@ -6,7 +6,7 @@ import numpy
 import pytest
 
 from conftest import require_opencl
-from ewoksxpcs.opencl.device import device as opencl
+from ewoksxpcs.opencl import device as opencl
 
 
 @pytest.fixture

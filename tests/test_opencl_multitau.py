@@ -120,7 +120,7 @@ def test_gpu_equals_numpy(rng, normalisation):
 def test_zero_kernel_path(rng, cpu, monkeypatch):
     """Buffers of 2^31 bytes or more are zeroed by a kernel (NVIDIA's fill hangs on them):
     force that path on small buffers."""
-    from ewoksxpcs.opencl.device import device as opencl
+    from ewoksxpcs.opencl import device as opencl
 
     import pyopencl
 

@@ -94,7 +94,7 @@ def test_gpu_equals_numpy(rng):
 
 def test_zero_kernel_path(rng, cpu, monkeypatch):
     """X of 2^31 bytes or more is zeroed by a kernel (NVIDIA's fill hangs on it): force it."""
-    from ewoksxpcs.opencl.device import device as opencl
+    from ewoksxpcs.opencl import device as opencl
 
     monkeypatch.setattr(opencl, "FILL_MAX_BYTES", 0)
     frames = rng.poisson(1.0, (90, 12, 13)).astype(numpy.uint8)
