@@ -194,15 +194,20 @@ def test_missing_chunks_and_sources(tmp_path):
     assert chunk_layout(name, "data", 4, 6)[0].n_chunks == 2
     scan, _ = make_vds(tmp_path)
     os.rename(tmp_path / "sub" / "b.h5", tmp_path / "sub" / "gone.h5")
-    why = chunk_layout(scan, "/1.1/measurement/det")[1]
-    assert "source file missing" in why and "frames 6 to 8" in why
-    assert chunk_layout(scan, "/1.1/measurement/det", 0, 6)[0] is not None
+    with pytest.raises(FileNotFoundError, match=r"source file 'sub/b.h5' .* does not exist"):
+        chunk_layout(scan, "/1.1/measurement/det")
+    with pytest.raises(FileNotFoundError, match=r"source file 'sub/b.h5'"):
+        HDF5FrameSource(scan, "/1.1/measurement/det")
+    assert chunk_layout(scan, "/1.1/measurement/det", 0, 6)[0] is not None  # b.h5 not selected
+    assert HDF5FrameSource(scan, "/1.1/measurement/det", 0, 6).n_frames == 6
     unmapped = str(tmp_path / "unmapped.h5")
     with h5py.File(unmapped, "w") as f:
         lay = h5py.VirtualLayout((8, 24, 30), "uint16")
         lay[0:6] = h5py.VirtualSource("sub/a.h5", "entry/data", shape=(6, 24, 30))
         f.create_virtual_dataset("v", lay)
-    assert "frames 6 to 7 are not mapped" in chunk_layout(unmapped, "v")[1]
+    with pytest.raises(ValueError, match="frames 6 to 7 are not mapped"):  # not zeros
+        chunk_layout(unmapped, "v")
+    assert chunk_layout(unmapped, "v", 0, 6)[0] is not None
 
 
 def test_read_chunks_buffers(tmp_path):

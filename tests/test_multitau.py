@@ -228,10 +228,10 @@ def test_float_frames(rng):
     numpy.testing.assert_allclose(r.g2, g2, rtol=1e-10)
 
 
-def test_int64_overflow_warning():
+def test_int64_overflow_refused():
     frames = numpy.full((8, 2, 2), 2**32 - 1, dtype=numpy.uint32)
     q = numpy.ones((2, 2), int)
-    with pytest.warns(RuntimeWarning, match="int64"):
+    with pytest.raises(ValueError, match="multi-tau n2 can reach .* int64 range"):
         multitau(frames, q, lags_per_level=2, method="numpy")
 
 

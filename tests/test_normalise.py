@@ -133,17 +133,19 @@ def test_s2_methods_agree(s2_method):
     numpy.testing.assert_array_equal(other.g2_err, direct.g2_err)
 
 
-def test_s2_beyond_int64_falls_back_to_float():
-    # Frame sums near 2^31 over 4 frames: Σ S² can exceed 2^62, so s2 is computed in float64.
+def test_s2_beyond_int64_is_refused():
+    # Frame sums of 2^31 over 4 frames: (max S)²·Nt = 2^64 ≥ 2^62, the exact range of s2.
     binning = Binning(numpy.ones((1, 2), int), n_groups=1)
     fs = numpy.full((4, 1), 2**31, numpy.int64)
     sums = CorrelationSums(n2=numpy.full((1, 4), 2**40, numpy.int64), frame_sums=fs,
                            lags=numpy.arange(4))
-    with pytest.warns(RuntimeWarning, match="s2 may exceed the int64 range"):
-        result = normalise(sums, binning)
-    assert result.s2.dtype == numpy.float64
-    numpy.testing.assert_allclose(result.s2[0], [(4 - t) * 2.0**62 for t in range(4)])
-    numpy.testing.assert_allclose(result.g2[0], 2 * 2.0**40 / (numpy.arange(4, 0, -1) * 2.0**62))
+    with pytest.raises(ValueError, match=r"s2 of q bin 1 can reach 1\.845e\+19 .*int64 range"):
+        normalise(sums, binning)
+    # Just below the bound: exact int64.
+    sums.frame_sums = numpy.full((4, 1), 2**29, numpy.int64)
+    result = normalise(sums, binning)
+    assert result.s2.dtype == numpy.int64
+    assert result.s2[0].tolist() == [(4 - t) * 2**58 for t in range(4)]
 
 
 def test_empty_and_single_pixel_bins():

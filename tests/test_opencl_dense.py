@@ -128,7 +128,7 @@ def test_device_name_and_errors(rng):
     assert res.device == ewoksxpcs.opencl.device.get_device("cpu").name
     with pytest.raises(OpenCLUnavailableError, match="'7:7' does not exist"):
         correlate(frames, q, method="opencl-dense", device="7:7")
-    with pytest.raises(ValueError, match="window_frames must be a positive integer"):
+    with pytest.raises(ValueError, match="window_frames must be an integer >= 1"):
         create_correlator(q, method="opencl-dense", device="cpu", window_frames=0)
     with pytest.raises(TypeError, match="unknown option"):
         create_correlator(q, method="opencl-dense", device="cpu", tile=3)

@@ -122,10 +122,9 @@ def test_negative_values_rejected(device, rng):
     with pytest.raises(ValueError, match=r"non-negative.*frame 7.*\(y=2, x=3\)"):
         correlate(frames, q, method="opencl-events", device=device)
     ok = compact(numpy.abs(frames))
-    bad = EventStack(-ok.values, ok.times, ok.offsets, ok.pixel_index, ok.frame_shape,
-                     ok.n_frames, ok.dtype)
-    with pytest.raises(ValueError, match="non-negative counts"):
-        correlate(bad, q, method="opencl-events", device=device)
+    with pytest.raises(ValueError, match="non-negative counts"):  # refused when built
+        EventStack(-ok.values, ok.times, ok.offsets, ok.pixel_index, ok.frame_shape,
+                   ok.n_frames, ok.dtype)
 
 
 def test_rebinned_events_and_bad_pixels(device, rng):
@@ -175,7 +174,7 @@ def test_errors(rng):
     frames = sparse_frames(rng, "uint8", (10, 3, 4))
     with pytest.raises(OpenCLUnavailableError, match="'7:7' does not exist"):
         correlate(frames, q, method="opencl-events", device="7:7")
-    with pytest.raises(ValueError, match="lag_tile must be a positive integer"):
+    with pytest.raises(ValueError, match="lag_tile must be an integer >= 1"):
         create_correlator(q, method="opencl-events", device="cpu", lag_tile=0)
     with pytest.raises(ValueError, match="strategy must be 'local' or 'global'"):
         create_correlator(q, method="opencl-events", device="cpu", strategy="fast")

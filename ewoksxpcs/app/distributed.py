@@ -35,8 +35,10 @@ import numpy
 from ..correlators import get_correlator_class
 from ..engine.frames import ArrayFrameSource, FrameSource, check_dtype, validate_chunk
 from ..engine.normalise import normalise
+from ..engine.options import positive_int
 from ..engine.qmask import DEFAULT_GROUPS, Binning, as_binning
 from ..engine.result import CorrelationResult, CorrelationSums
+from ..io.hdf5chunks import check_virtual_sources
 
 __all__ = [
     "PixelBlock",
@@ -66,7 +68,7 @@ class _RowBandSource(FrameSource):
         self._close = close
 
     def iter_chunks(self, chunk_frames=None):
-        chunk_frames = chunk_frames or self.default_chunk_frames()
+        chunk_frames = positive_int(chunk_frames, "chunk_frames") or self.default_chunk_frames()
         r, (y0, y1) = self._range, self.rows
         try:
             for i in range(0, len(r), chunk_frames):
@@ -128,6 +130,12 @@ class Hdf5Frames:
             raise ValueError(
                 f"{self.filename}::{self.dataset} must be 3-D (n_frames, Ny, Nx); got shape {ds.shape}"
             )
+        try:  # HDF5 would read the frames of a lost source file as zeros
+            check_virtual_sources(ds, int(self.start or 0),
+                                  None if self.stop is None else int(self.stop))
+        except BaseException:
+            f.close()
+            raise
         return f, ds
 
     def describe(self) -> Tuple[Tuple[int, int], numpy.dtype, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from ..engine.options import check_options
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.result import CorrelationResult
 from .registry import (BACKENDS, METHODS, MODES, available_backends, available_methods,
@@ -51,6 +52,7 @@ def create_correlator(qmask, method: str = "auto", device: Optional[str] = None,
     """
     from .auto import choose_method
 
+    check_options(options)
     n_groups = options.pop("n_groups", DEFAULT_GROUPS)
     bad_pixels = options.pop("bad_pixels", None)
     binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
@@ -96,6 +98,7 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         ``.g2`` and ``.g2_err`` (n_bins, Nt) float64, ``.lags`` (Nt,) frames, ``.labels``,
         ``.n2``, ``.s2``, ``.n_pixels``, ``.method``, ``.device``.
     """
+    check_options(options)  # before any mode: chunk_frames=-5 must not read nothing
     if mode == "multitau":
         return multitau(frames, qmask, method=method, device=device, **options)
     if mode == "twotime":

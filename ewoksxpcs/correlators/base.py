@@ -15,6 +15,7 @@ import numpy
 
 from ..engine.frames import FrameSource, as_frame_source
 from ..engine.normalise import normalise
+from ..engine.options import check_options, positive_int
 from ..engine.qmask import DEFAULT_GROUPS, Binning, as_binning
 from ..engine.result import CorrelationResult, CorrelationSums
 
@@ -58,7 +59,7 @@ class Correlator:
         if not self.uses_opencl and device not in (None, "cpu", "auto"):
             raise ValueError(f"method {self.name!r} runs on the CPU; device {device!r} is not allowed")
         self.device = device
-        self.options = options
+        self.options = check_options(options)
         unknown = set(options) - set(self.option_names())
         if unknown:
             raise TypeError(
@@ -69,9 +70,7 @@ class Correlator:
     def check_positive_int_options(self, names) -> None:
         """Raise ValueError if one of the options ``names`` is given but not an integer ≥ 1."""
         for opt in names:
-            value = self.options.get(opt)
-            if value is not None and (not isinstance(value, (int, numpy.integer)) or value < 1):
-                raise ValueError(f"option {opt} must be a positive integer, got {value!r}")
+            positive_int(self.options.get(opt), opt)
 
     # ------------------------------------------------------------------ to override
     @classmethod

@@ -32,6 +32,7 @@ from typing import Optional
 import numpy
 
 from ..engine.autocorr import PRECISION_BITS
+from ..engine.intrange import check_int64_bound
 from ..engine.pixel_series import GatheredStack
 from ..engine.result import CorrelationSums
 from .base import DenseCorrelator, accumulator_dtype
@@ -48,7 +49,6 @@ FFT_LIBRARIES = ("pyfftw", "numpy")
 #: Bytes of transform buffers of all worker threads together, when ``pixel_block`` is not given.
 DEFAULT_FFT_MEMORY = 256 * 1024**2
 _EXACT_LIMIT = 2.0**PRECISION_BITS
-_INT64_LIMIT = 2.0**63 * (1 - 1e-9)
 
 
 def fft_size(n_frames: int) -> int:
@@ -393,11 +393,4 @@ class FFTCorrelator(DenseCorrelator):
         of small values, an upper bound below 2**40 per block (bounds alone never get near the
         int64 range).
         """
-        if not (totals >= _INT64_LIMIT).any():
-            return
-        b = self.binning
-        k = int(numpy.argmax(totals))
-        raise ValueError(
-            f"n2 of q bin {int(b.labels[b.sub_bin[k]])} exceeds the int64 range "
-            "(pixel values too large for exact integer sums)"
-        )
+        check_int64_bound(totals, self.binning)

@@ -42,6 +42,7 @@ try:
 except ImportError:  # pragma: no cover - without it BLAS keeps its own threads
     threadpool_limits = None
 
+from ..engine.intrange import INT64_LIMIT, check_int64_bound, square_sums
 from ..engine.pixel_series import GatheredStack
 from .base import DenseCorrelator
 from .registry import register
@@ -59,7 +60,6 @@ MAX_BATCH = 16
 
 _F32_EXACT = 2**24
 _F64_EXACT = 2**53
-_INT64_LIMIT = 2.0**63 * (1 - 1e-9)
 
 
 class _Tiles:
@@ -391,11 +391,7 @@ class MatMulCorrelator(DenseCorrelator):
         sizes = self._stack.block_sizes().astype(numpy.float64)
         peaks = numpy.stack(self._peaks).astype(numpy.float64)  # (n_blocks, n_sub)
         bound = (sizes[:, None] * peaks**2).sum(axis=0) * b.sub_n_pixels
-        for k in numpy.flatnonzero(bound >= _INT64_LIMIT):
+        for k in numpy.flatnonzero(bound >= INT64_LIMIT):
             s0, s1 = int(b.sub_offsets[k]), int(b.sub_offsets[k + 1])
-            cols = self._stack.columns(s0, s1).astype(numpy.float64)
-            if numpy.einsum("tp,tp->", cols, cols) >= _INT64_LIMIT:
-                raise ValueError(
-                    f"n2 of q bin {int(b.labels[b.sub_bin[k]])} exceeds the int64 range "
-                    "(pixel values too large for exact integer sums)"
-                )
+            bound[k] = square_sums(self._stack.columns(s0, s1), [0, s1 - s0])[0]
+        check_int64_bound(bound, b)

@@ -20,7 +20,9 @@ window.
 Exactness: integer frames are multiplied and summed in 64-bit integers (wrapping like NumPy's
 int64), with 32-bit multiply-adds where the windows' largest value (measured on the device)
 proves that 32-bit partial sums cannot overflow; float32 frames use double products and sums,
-in an order that does not depend on scheduling (identical results from run to run).
+in an order that does not depend on scheduling (identical results from run to run). Integer
+frames whose n2 could reach 2⁶³ (bound: max I · Σ I per sub-bin, or (max |I|)²·Nt·N_k for
+signed frames) are refused after the run (:mod:`ewoksxpcs.engine.intrange`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 
 import numpy
 
+from ..engine.intrange import check_int64_bound, peak_bound
 from ..opencl.device import CTYPES, get_device, get_kernel, pinned_empty, zero_buffer
 from ..engine.result import CorrelationSums
 from .base import DenseCorrelator
@@ -145,6 +148,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
                     t0 += chunk.shape[0]
             n2 = self._finish(t0)
             frame_sums = self._collect_sums(t0)
+            self._check_range(t0, frame_sums)
         finally:
             self._release()
         return CorrelationSums(n2=n2, frame_sums=frame_sums,
@@ -384,6 +388,21 @@ class OpenCLDenseCorrelator(DenseCorrelator):
             numpy.int64(n_blocks), numpy.int64(n_frames), n2)
         pyopencl.enqueue_copy(dev.queue, out, n2)
         return out
+
+    def _check_range(self, n_frames: int, frame_sums: numpy.ndarray) -> None:
+        """Raise ValueError if an int64 n2 sum may have wrapped: |n2| ≤ Σ I² ≤ max I · Σ I
+        (unsigned frames; the windows' largest |value| measured on the device), else
+        ≤ (max |I|)²·Nt·N_k."""
+        import pyopencl
+
+        if self._float or not self._windows:
+            return
+        vmax = numpy.zeros(len(self._windows), dtype=numpy.uint32)
+        pyopencl.enqueue_copy(self.dev.queue, vmax, self._vmax.buffer)
+        b = self.binning
+        totals = frame_sums.sum(axis=0, dtype=numpy.float64)
+        check_int64_bound(peak_bound(vmax.max(), totals, n_frames, b.sub_n_pixels,
+                                     non_negative=self._dtype.kind == "u"), b)
 
     def _collect_sums(self, n_frames: int) -> numpy.ndarray:
         self.dev.queue.finish()

@@ -1,7 +1,8 @@
 """``opencl-events``: n2 of sparse data (an :class:`~ewoksxpcs.engine.events.EventStack`) on OpenCL.
 
 n2[k, τ] = Σ_{pixels p of sub-bin k} Σ_{events i ≤ j of p, t_j − t_i = τ} v_i·v_j, exact in 64-bit
-integers for integer events (double for float32 events). Frames given instead of events are
+integers for integer events (double for float32 events); integer events whose n2 could reach 2⁶³
+are refused after the run (:mod:`ewoksxpcs.engine.intrange`). Frames given instead of events are
 compacted first, on the same OpenCL device (:func:`ewoksxpcs.opencl.compact.compact_opencl`).
 
 Kernel (``kernels/events.cl``): the lag axis is cut into tiles held as local-memory histograms;
@@ -37,6 +38,7 @@ import threading
 import numpy
 
 from ..opencl.compact import compact_opencl
+from ..engine.intrange import INT64_LIMIT, check_int64_bound
 from ..engine.normalise import _s2_safe, normalise, s2_rows
 from ..opencl.device import CTYPES, default_device_memory, device_buffer, get_device, get_kernel, \
     upload_pinned
@@ -203,6 +205,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         self._check_events(data)
         self.binning.check_frame_shape(data.frame_shape)
         n2, frame_sums = self._run(data)
+        if n2.dtype.kind == "i":
+            self._check_range(data, frame_sums)
         return CorrelationSums(n2=n2, frame_sums=frame_sums,
                                lags=numpy.arange(data.n_frames, dtype=numpy.int64))
 
@@ -228,6 +232,31 @@ class OpenCLEventCorrelator(EventCorrelator):
                              f"{values[e]} (frame {int(events.times[e])})")
         if values.dtype.kind == "f" and values.size and not numpy.isfinite(values).all():
             raise ValueError("events contain NaN or infinite values")
+
+    def _check_range(self, events, frame_sums) -> None:
+        """Raise ValueError if an int64 n2 sum may have wrapped: |n2| ≤ Σ v² per sub-bin.
+
+        Events are non-negative, so Σ v² ≤ max v · Σ v, where max v is at most the dtype's
+        largest value and the largest frame sum S(t, k) (no download); then Σ_p (Σ v of pixel
+        p)² from the per-pixel sums the device compaction measured (resident events), or Σ v²
+        itself."""
+        b = self.binning
+        totals = frame_sums.sum(axis=0, dtype=numpy.float64)
+        peaks = frame_sums.max(axis=0).astype(numpy.float64) if frame_sums.size else totals
+        bound = numpy.minimum(float(numpy.iinfo(events.values_dtype).max), peaks) * totals
+        if (bound < INT64_LIMIT).all():
+            return
+        sub = events.pixel_sub_bins(b)
+        keep = sub >= 0
+        if events._values is None and events.pixel_sums is not None:  # resident
+            p = events.pixel_sums.astype(numpy.float64)
+            bound = numpy.bincount(sub[keep], weights=(p * p)[keep], minlength=b.n_sub)
+        else:
+            ev_sub = numpy.repeat(sub, events.events_per_pixel)
+            v = events.values.astype(numpy.float64)
+            bound = numpy.bincount(ev_sub[ev_sub >= 0], weights=(v * v)[ev_sub >= 0],
+                                   minlength=b.n_sub)
+        check_int64_bound(bound, b)
 
     def _resident(self, events):
         """The events' device buffers when they live in this correlator's context (see

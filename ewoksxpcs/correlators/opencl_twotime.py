@@ -40,6 +40,7 @@ from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_SEGMENTS,
+    binned_dtype,
     TwoTimeResult,
     choose_time_bin,
     make_result,
@@ -115,6 +116,7 @@ class OpenCLTwoTime:
             return CTYPES[str(dtype)], dtype
         if dtype.kind == "f":
             return "float", numpy.dtype(numpy.float32)
+        binned_dtype(dtype, b)  # refuses time bins whose sums could leave int64
         info = numpy.iinfo(dtype)
         lo, hi = int(info.min) * b, int(info.max) * b
         kinds = (("uchar", numpy.uint8), ("ushort", numpy.uint16), ("uint", numpy.uint32)) \

@@ -43,12 +43,23 @@ class EventStack:
         dtype of the original frames.
     frame_sums, labels : ndarray, optional
         Per-frame bin sums (n_frames, n_bins) and the labels of their bins (n_bins,).
+    resident : DeviceEvents, optional
+        Values and times on an OpenCL device (from :func:`ewoksxpcs.opencl.compact.compact_opencl`).
+    trusted : bool
+        True only for stacks made by this package's compactions, whose times and values are
+        right by construction: the O(n_events) checks of :func:`check_events` are skipped.
+
+    Raises
+    ------
+    ValueError
+        When the arrays break an invariant (:func:`check_layout` always, :func:`check_events`
+        unless ``trusted`` or ``resident``), naming the first violation.
     """
 
     def __init__(self, values, times, offsets, pixel_index, frame_shape, n_frames, dtype=None,
-                 frame_sums=None, labels=None, resident=None):
-        self.offsets = numpy.asarray(offsets, dtype=numpy.int64)
-        self.pixel_index = numpy.asarray(pixel_index, dtype=numpy.int64)
+                 frame_sums=None, labels=None, resident=None, trusted: bool = False):
+        self.offsets = _as_index_array(offsets, "offsets", numpy.int64)
+        self.pixel_index = _as_index_array(pixel_index, "pixel_index", numpy.int64)
         self.frame_shape = tuple(int(n) for n in frame_shape)
         self.n_frames = int(n_frames)
         self.frame_sums = None if frame_sums is None else numpy.asarray(frame_sums)
@@ -65,16 +76,19 @@ class EventStack:
             n = resident.n_events
         else:
             self._values = numpy.asarray(values)
-            self._times = numpy.asarray(times, dtype=numpy.uint32)
+            self._times = _as_index_array(times, "times", numpy.uint32)
             self.dtype = numpy.dtype(dtype if dtype is not None else self._values.dtype)
             if self._values.size != self._times.size:
                 raise ValueError("EventStack: values, times and offsets[-1] disagree on the "
                                  "event count")
             n = self._values.size
-        if self.offsets.size != self.pixel_index.size + 1:
+        if self.offsets.ndim != 1 or self.offsets.size != self.pixel_index.size + 1:
             raise ValueError("EventStack: offsets must have one more element than pixel_index")
         if int(self.offsets[-1]) != n:
             raise ValueError("EventStack: values, times and offsets[-1] disagree on the event count")
+        check_layout(self)
+        if not trusted and resident is None:
+            check_events(self)
 
     # ------------------------------------------------------------------ event arrays
     @property
@@ -246,26 +260,174 @@ class EventStack:
 
     @classmethod
     def load(cls, filename: str, path: str = "events") -> "EventStack":
-        """Read an EventStack written by :meth:`save`."""
+        """Read an EventStack written by :meth:`save`, checked as the constructor checks it.
+
+        Raises
+        ------
+        ValueError
+            One line naming the file and the first problem: not an events group, a format
+            version this package does not read, a missing array or attribute, or an invariant
+            broken (see :func:`check_layout`, :func:`check_events`).
+        """
         import h5py
 
+        where = f"{os.fspath(filename)}::{path}"
         with h5py.File(filename, "r") as f:
             if path not in f:
-                raise ValueError(f"{filename!r} has no events group {path!r}")
+                raise ValueError(f"{os.fspath(filename)!r} has no events group {path!r}")
             g = f[path]
-            if "ewoksxpcs_events_format" not in g.attrs:
-                raise ValueError(f"{filename}::{path} is not an ewoksxpcs events group")
-            return cls(
-                values=g["values"][()],
-                times=g["times"][()],
-                offsets=g["offsets"][()],
-                pixel_index=g["pixel_index"][()],
-                frame_shape=tuple(int(n) for n in g.attrs["frame_shape"]),
-                n_frames=int(g.attrs["n_frames"]),
-                dtype=g.attrs["dtype"],
-                frame_sums=g["frame_sums"][()] if "frame_sums" in g else None,
-                labels=g["labels"][()] if "labels" in g else None,
-            )
+            if not isinstance(g, h5py.Group) or "ewoksxpcs_events_format" not in g.attrs:
+                raise ValueError(f"{where} is not an ewoksxpcs events group")
+            version = g.attrs["ewoksxpcs_events_format"]
+            if numpy.ndim(version) != 0 or numpy.asarray(version).dtype.kind not in "iu" \
+                    or int(version) != FORMAT_VERSION:
+                raise ValueError(f"{where}: events format version {version!r} is not "
+                                 f"{FORMAT_VERSION}, the one this ewoksxpcs reads")
+            missing = [n for n in ("values", "times", "offsets", "pixel_index") if n not in g]
+            missing += [f"attribute {a}" for a in ("frame_shape", "n_frames", "dtype")
+                        if a not in g.attrs]
+            if "frame_sums" in g and "labels" not in g:
+                missing.append("labels")
+            if missing:
+                raise ValueError(f"{where}: events group lacks {', '.join(missing)}")
+            try:
+                frame_shape = tuple(int(n) for n in numpy.ravel(g.attrs["frame_shape"]))
+                return cls(
+                    values=g["values"][()],
+                    times=g["times"][()],
+                    offsets=g["offsets"][()],
+                    pixel_index=g["pixel_index"][()],
+                    frame_shape=frame_shape,
+                    n_frames=int(g.attrs["n_frames"]),
+                    dtype=numpy.dtype(str(g.attrs["dtype"])),
+                    frame_sums=g["frame_sums"][()] if "frame_sums" in g else None,
+                    labels=g["labels"][()] if "labels" in g else None,
+                )
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{where}: {exc}") from exc
+
+
+def _as_index_array(a, name: str, dtype) -> numpy.ndarray:
+    """``a`` as an integer array of ``dtype``; ValueError if its values do not fit (a cast
+    would wrap them) or are not integers."""
+    a = numpy.asarray(a)
+    if a.dtype == dtype:
+        return a
+    if a.size and a.dtype.kind not in "iub":
+        raise ValueError(f"invalid EventStack: {name} are {a.dtype}, not integers")
+    if a.size and a.dtype.kind != "b":
+        info = numpy.iinfo(dtype)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < info.min or hi > info.max:
+            k = int(numpy.argmax((a < info.min) | (a > info.max)))
+            raise ValueError(f"invalid EventStack: {name}[{k}] = {int(a.flat[k])} does not fit "
+                             f"{numpy.dtype(dtype).name}")
+    return a.astype(dtype)
+
+
+def _where(events, e: int) -> str:
+    """'event e (pixel (y=…, x=…))' of event index ``e``."""
+    k = int(numpy.searchsorted(events.offsets, e, side="right")) - 1
+    p = int(events.pixel_index[k])
+    nx = events.frame_shape[1]
+    return f"event {e} (pixel (y={p // nx}, x={p % nx}))"
+
+
+def check_layout(events: EventStack) -> None:
+    """Check the O(n_pixels) invariants of an EventStack; raise ValueError at the first violation.
+
+    frame shape of two positive integers; 0 ≤ n_frames < 2³² (uint32 times); offsets (n_pix + 1,)
+    starting at 0, non-decreasing, ending at n_events; pixel_index strictly ascending inside the
+    frame; frame_sums (n_frames, n_bins) with labels (n_bins,) when given.
+    """
+    shape = events.frame_shape
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"invalid EventStack: frame_shape {shape} is not two positive integers")
+    if not 0 <= events.n_frames < 2**32:
+        raise ValueError(f"invalid EventStack: n_frames {events.n_frames} is outside 0 … 2^32 − 1")
+    off, pix = events.offsets, events.pixel_index
+    if pix.ndim != 1:
+        raise ValueError("invalid EventStack: pixel_index is not one-dimensional")
+    if int(off[0]) != 0:
+        raise ValueError(f"invalid EventStack: offsets[0] is {int(off[0])}, not 0")
+    step = numpy.diff(off)
+    if step.size and step.min() < 0:
+        k = int(numpy.argmax(step < 0))
+        raise ValueError(f"invalid EventStack: offsets decrease at pixel entry {k}: "
+                         f"offsets[{k}] = {int(off[k])} > offsets[{k + 1}] = {int(off[k + 1])}")
+    if pix.size:
+        npix = shape[0] * shape[1]
+        outside = (pix < 0) | (pix >= npix)
+        if outside.any():
+            k = int(numpy.argmax(outside))
+            raise ValueError(f"invalid EventStack: pixel_index[{k}] = {int(pix[k])} is outside "
+                             f"the frame of {shape[0]}×{shape[1]} pixels")
+        d = numpy.diff(pix)
+        if d.size and d.min() <= 0:
+            k = int(numpy.argmax(d <= 0))
+            raise ValueError(f"invalid EventStack: pixel_index not strictly ascending at entry "
+                             f"{k + 1}: {int(pix[k + 1])} after {int(pix[k])}")
+    if events.frame_sums is not None:
+        fs = events.frame_sums
+        n_bins = None if events.labels is None else events.labels.size
+        if fs.ndim != 2 or fs.shape[0] != events.n_frames or (n_bins is not None
+                                                               and fs.shape[1] != n_bins):
+            raise ValueError(f"invalid EventStack: frame_sums shape {fs.shape} is not "
+                             f"(n_frames={events.n_frames}, n_bins={n_bins})")
+
+
+#: Events checked per step of :func:`check_events` (its temporary arrays stay below ~80 MB).
+CHECK_STEP = 1 << 22
+
+
+def check_events(events: EventStack) -> None:
+    """Check the O(n_events) invariants of an EventStack's host arrays (vectorised, in steps).
+
+    Times below n_frames and strictly increasing within each pixel (no duplicate or reversed
+    times); values of the stack's dtype, non-zero (events hold the non-zero values only),
+    non-negative (counts) and finite. Raises ValueError naming the first violation: event
+    index, pixel and value.
+    """
+    values, times, off = events.values, events.times, events.offsets
+    if values.ndim != 1 or times.ndim != 1:
+        raise ValueError("invalid EventStack: values and times must be one-dimensional")
+    if values.dtype != events.dtype:
+        raise ValueError(f"invalid EventStack: values are {values.dtype} but dtype says "
+                         f"{events.dtype}")
+    if values.dtype.kind not in "iuf":
+        raise ValueError(f"invalid EventStack: unsupported value dtype {values.dtype}")
+    n, nt = values.size, events.n_frames
+    for e0 in range(0, n, CHECK_STEP):
+        e1 = min(n, e0 + CHECK_STEP)
+        t = times[e0:e1]
+        late = t >= nt
+        if late.any():
+            e = e0 + int(numpy.argmax(late))
+            raise ValueError(f"invalid EventStack: {_where(events, e)} has time {int(times[e])}"
+                             f", not below n_frames = {nt}")
+        # Pairs (e, e+1) inside one pixel must have increasing times; e+1 starting a pixel
+        # (an offset) is exempt.
+        t = times[e0:min(n, e1 + 1)].astype(numpy.int64)
+        bad = numpy.diff(t) <= 0
+        a, b = numpy.searchsorted(off, [e0 + 1, e0 + bad.size + 1])
+        bad[off[a:b] - e0 - 1] = False
+        if bad.any():
+            e = e0 + 1 + int(numpy.argmax(bad))
+            kind = "duplicate" if times[e] == times[e - 1] else "reversed"
+            raise ValueError(f"invalid EventStack: {_where(events, e)} has time {int(times[e])}"
+                             f" after {int(times[e - 1])} ({kind} time; times must increase "
+                             "strictly within a pixel)")
+        v = values[e0:e1]
+        wrong = ~(v > 0)  # zero, negative or NaN
+        if values.dtype.kind == "f":
+            wrong |= ~numpy.isfinite(v)
+        if wrong.any():
+            e = e0 + int(numpy.argmax(wrong))
+            what = ("zero (events hold non-zero values only)" if values[e] == 0
+                    else "not a finite count" if values.dtype.kind == "f" and not values[e] < 0
+                    else "negative (event methods need non-negative counts)")
+            raise ValueError(f"invalid EventStack: {_where(events, e)} at frame "
+                             f"{int(times[e])} has value {values[e]}: {what}")
 
 
 def load_events(filename: str, path: str = "events") -> EventStack:
@@ -390,4 +552,4 @@ def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = N
                       if source.dtype.kind in "iu" else frame_sums)
         labels = binning.labels
     return EventStack(values[order], times[order], offsets, kept, shape, t0, source.dtype,
-                      frame_sums=frame_sums, labels=labels)
+                      frame_sums=frame_sums, labels=labels, trusted=True)  # sorted above

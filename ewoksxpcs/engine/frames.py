@@ -19,6 +19,8 @@ from typing import Iterable, Iterator, Optional, Tuple
 
 import numpy
 
+from .options import positive_int
+
 __all__ = [
     "SUPPORTED_DTYPES",
     "FrameSource",
@@ -166,7 +168,7 @@ class ArrayFrameSource(FrameSource):
         self.frame_period = frame_period
 
     def iter_chunks(self, chunk_frames=None):
-        chunk_frames = chunk_frames or self.default_chunk_frames()
+        chunk_frames = positive_int(chunk_frames, "chunk_frames") or self.default_chunk_frames()
         r = self._range
         for i in range(0, len(r), chunk_frames):
             sub = r[i : i + chunk_frames]

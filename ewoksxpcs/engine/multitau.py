@@ -52,20 +52,22 @@ The delete-one-group jackknife of :mod:`ewoksxpcs.engine.normalise`, for both no
 recomputed without each pixel group g (N_q − N_g, n2 − n2_g, S − S_g) and
 σ = sqrt((G−1)/G · Σ_g (g2₋g − mean g2₋g)²).
 
-Exactness: integer frames give int64 n2 (exact while the sums stay below 2^63: a warning is raised
-otherwise); floating frames are accumulated in float64.
+Exactness: integer frames give int64 n2 and s2, exact; a run whose sums could leave the int64
+range is refused (bounds 2^L · max |I| · Σ |I| < 2^63 for n2, (max S)²·n_L < 2^62 for s2, see
+:mod:`ewoksxpcs.engine.intrange`); floating frames are accumulated in float64.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy
 
 from .frames import as_frame_source
+from .intrange import check_int64_bound, check_s2
+from .options import check_lags_per_level
 from .normalise import jackknife_error
 from .qmask import DEFAULT_GROUPS, Binning, as_binning
 
@@ -88,16 +90,6 @@ DEFAULT_LAGS_PER_LEVEL = 8
 
 NORMALISATIONS = ("standard", "symmetric")
 
-_INT64_MAX = 2**63 - 1
-
-
-def check_lags_per_level(m) -> int:
-    """Validate ``lags_per_level`` (even integer >= 2) and return it as int."""
-    if isinstance(m, bool) or not isinstance(m, (int, numpy.integer)):
-        raise TypeError(f"lags_per_level must be an even integer >= 2, not {type(m).__name__}")
-    if m < 2 or m % 2:
-        raise ValueError(f"lags_per_level must be an even integer >= 2, got {m}")
-    return int(m)
 
 
 def check_normalisation(normalisation) -> str:
@@ -357,11 +349,7 @@ def _level_normalise(n2, S, k, binning, normalisation):
         B = _bin_rows(binning, S, axis=1)
         D = B[:, binning.sub_bin] - S  # each bin's sums without one of its groups
         if S.dtype.kind in "iu":
-            peak = int(numpy.abs(B).max()) if B.size else 0
-            if peak and peak * peak * n_l >= 2**62:
-                warnings.warn("s2 may exceed the int64 range: computed in float64 (not exact)",
-                              RuntimeWarning, stacklevel=4)
-                B, D = B.astype(numpy.float64), D.astype(numpy.float64)
+            check_s2(B)  # refused, not wrapped, beyond the exact int64 range
         d2 = _lag_products(B, k).T  # (nb, n_k): s2_L(q, k)
         d2_loo = _lag_products(D, k).T  # (n_sub, n_k)
     else:
@@ -470,14 +458,9 @@ def normalise_multitau(
 
 
 def check_int64_range(n2_bound: float, what: str = "multi-tau n2") -> None:
-    """Warn when an int64 accumulation may have wrapped (bound >= 2^63)."""
-    if n2_bound > _INT64_MAX:
-        warnings.warn(
-            f"{what} may exceed the int64 range (bound {n2_bound:.3g}): integer sums may have "
-            "wrapped; convert the frames to float32 for a float64 accumulation",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    """Raise ValueError when an int64 accumulation could leave the int64 range (bound >= 2^63,
+    see :mod:`ewoksxpcs.engine.intrange`)."""
+    check_int64_bound(n2_bound, what=what, how="2^L · max |I| · Σ |I| of a sub-bin")
 
 
 def n2_bound(level: numpy.ndarray, vmax: float, sub_totals: numpy.ndarray) -> float:

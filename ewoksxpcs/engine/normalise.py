@@ -20,41 +20,20 @@ than a group (groups hold N_q/G pixels, neighbours stay together). Bins of one p
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional
 
 import numpy
 
 from .autocorr import autocorrelate
+from .intrange import S2_LIMIT, check_s2, s2_bound
 from .qmask import Binning
 from .result import CorrelationResult, CorrelationSums
 
 __all__ = ["normalise", "bin_sums", "jackknife_error", "s2_rows"]
 
-_INT64_SAFE = 2**62
-
-
-def _s2(series: numpy.ndarray, lags: numpy.ndarray, method: str) -> numpy.ndarray:
-    """Autocorrelations of series (m, Nt) at ``lags``; int64 when exact and it fits."""
-    n = series.shape[-1]
-    if series.dtype.kind in "iu":
-        peak = int(numpy.abs(series).max()) if series.size else 0
-        if peak and peak * peak * n >= _INT64_SAFE:
-            warnings.warn(
-                "s2 may exceed the int64 range: computed in float64 (not exact)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            series = series.astype(numpy.float64)
-    return autocorrelate(series, method=method)[..., lags]
-
-
 def _s2_safe(series: numpy.ndarray) -> bool:
     """Whether the exact int64 autocorrelation of integer ``series`` cannot overflow."""
-    if series.dtype.kind not in "iu" or not series.size:
-        return True
-    peak = int(numpy.abs(series).max())
-    return not (peak and peak * peak * series.shape[-1] >= _INT64_SAFE)
+    return s2_bound(series) < S2_LIMIT
 
 
 def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = "auto") -> list:
@@ -74,8 +53,14 @@ def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = 
     -------
     list of (ndarray or None), one per bin
         None for an empty bin; else (1 + G, n_lags) when the bin has G > 1 groups, (1, n_lags)
-        otherwise: row 0 is s2 of the bin sum S, row 1 + g of S − S_g (jackknife). int64 when
-        exact and within range, float64 otherwise.
+        otherwise: row 0 is s2 of the bin sum S, row 1 + g of S − S_g (jackknife). int64 for
+        integer sums, float64 otherwise.
+
+    Raises
+    ------
+    ValueError
+        Integer frame sums S with (max |S|)²·Nt ≥ 2⁶² (the exact int64 range of s2, see
+        :mod:`ewoksxpcs.engine.intrange`).
     """
     lags = numpy.asarray(lags, dtype=numpy.int64)
     frame_sums = numpy.asarray(frame_sums)
@@ -94,19 +79,15 @@ def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = 
             rows.append(S_bin[None, :] - S_groups)
         series.append(numpy.concatenate(rows, axis=0) if len(rows) > 1 else rows[0])
         spans.append(len(series) - 1)
-    # One batched FFT for every bin whose exact sums fit int64 (the FFT's threads need work);
-    # the others each fall back to float64 with a warning.
-    out = [None] * len(series)
-    safe = [j for j, x in enumerate(series) if _s2_safe(x)]
-    if safe:
-        stacked = numpy.concatenate([series[j] for j in safe], axis=0)
+        # Integer sums beyond the exact int64 range are refused, not wrapped or rounded.
+        check_s2(series[-1], label=int(binning.labels[i]))
+    # One batched FFT for every bin (the FFT's threads need work).
+    out = []
+    if series:
+        stacked = numpy.concatenate(series, axis=0)
         c = autocorrelate(stacked, method=s2_method)[..., lags] if n_frames else stacked[..., lags]
-        edges = numpy.cumsum([0] + [series[j].shape[0] for j in safe])
-        for a, j in enumerate(safe):
-            out[j] = c[edges[a]: edges[a + 1]]
-    for j, x in enumerate(series):
-        if out[j] is None:
-            out[j] = _s2(x, lags, s2_method)
+        edges = numpy.cumsum([0] + [x.shape[0] for x in series])
+        out = [c[edges[j]: edges[j + 1]] for j in range(len(series))]
     return [None if k is None else out[k] for k in spans]
 
 

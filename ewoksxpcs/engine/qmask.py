@@ -17,7 +17,9 @@ from typing import Optional, Sequence
 
 import numpy
 
-__all__ = ["Binning", "DEFAULT_GROUPS"]
+from .options import positive_int
+
+__all__ = ["Binning", "DEFAULT_GROUPS", "as_label_image", "check_label_range"]
 
 #: Default number of pixel groups per bin for the jackknife error bars.
 DEFAULT_GROUPS = 16
@@ -62,13 +64,8 @@ class Binning:
         qmask = numpy.asarray(qmask)
         if qmask.ndim != 2:
             raise ValueError(f"qmask must be a 2-D label image (Ny, Nx); got shape {qmask.shape}")
-        if qmask.dtype.kind == "b" or qmask.dtype.kind not in "iu":
-            if qmask.dtype.kind == "f" and numpy.all(numpy.mod(qmask, 1) == 0):
-                qmask = qmask.astype(numpy.int64)
-            else:
-                raise TypeError(f"qmask must hold integer labels; got dtype {qmask.dtype}")
-        if int(n_groups) < 1:
-            raise ValueError(f"n_groups must be >= 1, got {n_groups}")
+        qmask = as_label_image(qmask)
+        positive_int(n_groups, "n_groups")
         self.shape = tuple(int(n) for n in qmask.shape)
         self.n_groups = int(n_groups)
         flat = qmask.astype(numpy.int64, copy=False).ravel()
@@ -83,7 +80,11 @@ class Binning:
         present = numpy.unique(flat[flat > 0])
         if labels is None:
             labels = present
-        labels = numpy.unique(numpy.asarray(labels, dtype=numpy.int64))
+        labels = numpy.asarray(labels)
+        if labels.size and labels.dtype.kind not in "iu":
+            raise TypeError(f"bin labels must be integers; got dtype {labels.dtype}")
+        check_label_range(labels, what="bin labels")
+        labels = numpy.unique(labels.astype(numpy.int64))
         if labels.size and (labels <= 0).any():
             raise ValueError(f"bin labels must be positive; got {labels[labels <= 0].tolist()}")
         if labels.size == 0:
@@ -193,6 +194,68 @@ class Binning:
             f"Binning(shape={self.shape}, n_bins={self.n_bins}, "
             f"n_pixels={self.n_binned_pixels}, n_groups={self.n_groups})"
         )
+
+
+#: Range of q-mask labels (int32: beyond it labels would be lost or merged in casts).
+LABEL_MIN, LABEL_MAX = -(2**31), 2**31 - 1
+
+
+def check_label_range(qmask, what: str = "qmask labels") -> None:
+    """Raise ValueError if a label of ``qmask`` (any numeric dtype) is outside the int32 range,
+    naming the first such pixel (y, x) (or entry) and its value."""
+    a = numpy.asarray(qmask)
+    if not a.size or a.dtype.kind not in "iuf":
+        return
+    if a.dtype.kind in "iu":
+        info = numpy.iinfo(a.dtype)
+        if info.min >= LABEL_MIN and info.max <= LABEL_MAX:
+            return
+        # Python ints: exact for uint64 values beyond 2**63 too.
+        if int(a.max()) <= LABEL_MAX and int(a.min()) >= LABEL_MIN:
+            return
+    else:
+        with numpy.errstate(invalid="ignore"):
+            if float(numpy.nanmax(a)) <= LABEL_MAX and float(numpy.nanmin(a)) >= LABEL_MIN:
+                return
+    with numpy.errstate(invalid="ignore"):
+        out = (a > LABEL_MAX) | (a < LABEL_MIN)
+    idx = tuple(int(i) for i in numpy.argwhere(out)[0])
+    at = f"pixel (y={idx[0]}, x={idx[1]})" if len(idx) == 2 else f"entry {idx}"
+    raise ValueError(f"{what} must fit int32 ({LABEL_MIN} … {LABEL_MAX}); {at} holds "
+                     f"{a[idx].item()!r} ({a.dtype})")
+
+
+def as_label_image(qmask, what: str = "qmask") -> numpy.ndarray:
+    """A label image as int64, refusing what a cast would change silently.
+
+    Parameters
+    ----------
+    qmask : array_like, (Ny, Nx)
+        Integer labels; a float image is taken when every value is an integer.
+
+    Returns
+    -------
+    ndarray, (Ny, Nx) int64
+
+    Raises
+    ------
+    TypeError
+        Boolean or non-numeric dtype, or a float value that is not an integer (NaN included).
+    ValueError
+        A label outside the int32 range (see :func:`check_label_range`).
+    """
+    a = numpy.asarray(qmask)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{what} must hold integer labels; got dtype {a.dtype}")
+    check_label_range(a, what=f"{what} labels")
+    if a.dtype.kind == "f":
+        fraction = numpy.mod(a, 1) != 0  # NaN too
+        if fraction.any():
+            idx = tuple(int(i) for i in numpy.argwhere(fraction)[0])
+            at = f"pixel (y={idx[0]}, x={idx[1]})" if len(idx) == 2 else f"entry {idx}"
+            raise TypeError(f"{what} must hold integer labels; {at} holds "
+                            f"{a[idx].item()!r} ({a.dtype})")
+    return a.astype(numpy.int64)
 
 
 def as_binning(qmask, **kwargs) -> Binning:

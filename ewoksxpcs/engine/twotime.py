@@ -41,6 +41,7 @@ from typing import Optional, Sequence
 import numpy
 
 from .frames import as_frame_source
+from .intrange import check_int64_bound
 from .qmask import DEFAULT_GROUPS, Binning, as_binning
 
 __all__ = [
@@ -245,6 +246,8 @@ def binned_dtype(dtype, time_bin: int) -> numpy.dtype:
         return numpy.dtype(numpy.float64)
     info = numpy.iinfo(dtype)
     peak = max(abs(int(info.min)), int(info.max)) * int(time_bin)
+    check_int64_bound(peak, what=f"a time bin of {time_bin} {dtype} frames",
+                      how="the dtype's largest value × time_bin")
     return numpy.dtype(numpy.int32 if peak < 2**31 else numpy.int64)
 
 
@@ -298,6 +301,10 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
     n_t = x.shape[0]
     C = numpy.empty((n_sel, n_t, n_t), dtype=numpy.float32)
     S = numpy.zeros((n_t, n_sel), dtype=numpy.int64 if x.dtype.kind in "iu" else numpy.float64)
+    if S.dtype.kind == "i" and x.size and n_sel:  # int64 S(T, q) must not wrap
+        widths = numpy.diff(col_offsets)
+        check_int64_bound(float(numpy.abs(x).max()) * widths.max(), what="two-time S",
+                          how="max |X| × pixels of the largest bin")
     for j in range(n_sel):
         c0, c1 = int(col_offsets[j]), int(col_offsets[j + 1])
         G = numpy.zeros((n_t, n_t))

@@ -292,6 +292,77 @@ def _resolve_source(name: str, vds_file: str) -> Optional[str]:
     return None
 
 
+def check_virtual_sources(dset, lo: int = 0, hi: Optional[int] = None) -> None:
+    """Refuse a virtual dataset whose source file or dataset is missing.
+
+    HDF5 reads the frames of a missing source as the fill value (zeros) without an error: a
+    Bliss scan with a lost data file would be correlated as if its detector saw nothing.
+
+    Parameters
+    ----------
+    dset : h5py.Dataset
+        Any dataset (nothing is checked unless it is virtual).
+    lo, hi : int
+        Frames [lo, hi) to be read (default all): mappings of other frames are not checked.
+
+    Raises
+    ------
+    FileNotFoundError
+        A source file that does not exist (searched as HDF5 does), named with the dataset.
+    ValueError
+        A source file without the mapped dataset, or frames in [lo, hi) mapped to no source.
+    """
+    import h5py
+
+    plist = dset.id.get_create_plist()
+    if plist.get_layout() != h5py.h5d.VIRTUAL:
+        return
+    vds_file = os.path.abspath(dset.file.filename)
+    where = f"{vds_file}::{dset.name}"
+    checked = set()
+    hi = int(dset.shape[0]) if hi is None else min(int(hi), int(dset.shape[0]))
+    frame_shape = tuple(int(n) for n in dset.shape[1:])
+    boxes = []  # frame ranges of the mappings read; None: irregular, coverage not checked
+    for j in range(plist.get_virtual_count()):
+        try:
+            vbox = _box(plist.get_virtual_vspace(j), frame_shape, where, h5py)
+            if vbox is None:
+                vbox = (0, int(dset.shape[0]))
+        except _Unsupported:
+            vbox = None  # irregular mapping: check its source in any case
+        if vbox is not None and (vbox[1] <= lo or vbox[0] >= hi):
+            continue
+        boxes.append(vbox)
+        fname, dname = plist.get_virtual_filename(j), plist.get_virtual_dsetname(j)
+        sfile = _resolve_source(fname, vds_file)
+        if sfile is None:
+            raise FileNotFoundError(
+                f"{where}: source file {fname!r} of the virtual dataset does not exist "
+                "(its frames would read as zeros)")
+        if (sfile, dname) in checked:
+            continue
+        checked.add((sfile, dname))
+        if sfile == vds_file:
+            present = dname in dset.file
+        else:
+            with h5py.File(sfile, "r") as sf:
+                present = dname in sf
+        if not present:
+            raise ValueError(f"{where}: source dataset {dname!r} is missing from {sfile!r} "
+                             "(its frames would read as zeros)")
+    if None in boxes:
+        return
+    pos = lo
+    for v0, v1 in sorted(boxes):
+        if v0 > pos:
+            break
+        pos = max(pos, v1)
+    if pos < hi:
+        gap_end = min([v0 for v0, _ in boxes if v0 > pos] + [hi])
+        raise ValueError(f"{where}: frames {pos} to {gap_end - 1} are not mapped to any source "
+                         "file (they would read as zeros)")
+
+
 def _virtual_chunks(dset, lo: int, hi: int, h5py) -> List[Tuple[_Stored, int, int, int]]:
     """(source chunks, v0, v1, s0) for every mapping of a VDS overlapping frames [lo, hi)."""
     vds_file = os.path.abspath(dset.file.filename)
@@ -398,6 +469,7 @@ def chunk_layout(
             raise ValueError(f"{filename}::{path}: empty frame selection {start}:{stop}:{step}")
         sel = range(start, stop, step)
         lo, hi = sel[0], sel[-1] + 1
+        check_virtual_sources(dset, lo, hi)  # an error, not frames of zeros
         try:
             if dset.id.get_create_plist().get_layout() == h5py.h5d.VIRTUAL:
                 parts = _virtual_chunks(dset, lo, hi, h5py)

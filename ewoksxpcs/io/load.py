@@ -41,6 +41,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy
 
 from ..engine.frames import FrameSource, as_frame_source, check_dtype, default_chunk_frames, validate_chunk
+from ..engine.options import positive_int
+from .hdf5chunks import check_virtual_sources
 
 __all__ = [
     "HDF5FrameSource",
@@ -453,9 +455,11 @@ class HDF5FrameSource(_IndexableSource):
             self.total_frames = int(dset.shape[0])
             self.hdf5_chunks = dset.chunks
             file_period, source = read_frame_period(dset)
-        self._range = _frame_range(
-            self.total_frames, int(start), None if stop is None else int(stop), int(step)
-        )
+            self._range = _frame_range(
+                self.total_frames, int(start), None if stop is None else int(stop), int(step)
+            )
+            if len(self._range):  # HDF5 would read a lost source file as zeros
+                check_virtual_sources(dset, min(self._range), max(self._range) + 1)
         self.start, self.stop, self.step = self._range.start, self._range.stop, self._range.step
         self.n_frames = len(self._range)
         if frame_period is not None:
@@ -559,7 +563,7 @@ class HDF5FrameSource(_IndexableSource):
         return tuple(stamps)
 
     def iter_chunks(self, chunk_frames: Optional[int] = None):
-        chunk_frames = int(chunk_frames or self.default_chunk_frames())
+        chunk_frames = positive_int(chunk_frames, "chunk_frames") or self.default_chunk_frames()
         layout = None
         if getattr(self, "decode_threads", 0) != 1:
             layout, _ = self.chunk_layout()
@@ -733,7 +737,7 @@ class FabioFrameSource(_IndexableSource):
         return out
 
     def iter_chunks(self, chunk_frames: Optional[int] = None):
-        chunk_frames = int(chunk_frames or self.default_chunk_frames())
+        chunk_frames = positive_int(chunk_frames, "chunk_frames") or self.default_chunk_frames()
         t0 = 0
         for i in range(0, self.n_frames, chunk_frames):
             chunk = self._read_range(self._range[i : i + chunk_frames])
@@ -783,7 +787,7 @@ class EventFrameSource(_IndexableSource):
         return out.reshape((len(sub), ny, nx))
 
     def iter_chunks(self, chunk_frames: Optional[int] = None):
-        chunk_frames = int(chunk_frames or self.default_chunk_frames())
+        chunk_frames = positive_int(chunk_frames, "chunk_frames") or self.default_chunk_frames()
         for i in range(0, self.n_frames, chunk_frames):
             yield self._read_range(range(i, min(i + chunk_frames, self.n_frames)))
 

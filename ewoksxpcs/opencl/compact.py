@@ -166,8 +166,9 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
         values, times, offsets, frame_sums, resident = compactor.finish(prof)
     prof.stop("finish_s", tick)
     labels = binning.labels if binning is not None else None
+    # Trusted: the kernels write each pixel's events in frame order and reject negative values.
     events = EventStack(values, times, offsets, kept, shape, t0, dtype, frame_sums=frame_sums,
-                        labels=labels, resident=resident)
+                        labels=labels, resident=resident, trusted=True)
     events.pixel_sums = compactor.pixel_sums()
     events.compaction = f"OpenCL on {dev.name}: {path}"
     return events

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy
 
 from ..engine.frames import FrameSource, as_frame_source, default_chunk_frames
+from ..engine.options import positive_int
 
 __all__ = ["Cancelled", "CancelToken", "MonitoredFrameSource", "MONITOR_CHUNK_BYTES"]
 
@@ -123,7 +124,8 @@ class MonitoredFrameSource(FrameSource):
         return min(self.source.default_chunk_frames(), self.max_chunk_frames)
 
     def iter_chunks(self, chunk_frames: Optional[int] = None):
-        chunk_frames = min(int(chunk_frames or self.default_chunk_frames()), self.max_chunk_frames)
+        chunk_frames = min(positive_int(chunk_frames, "chunk_frames") or self.default_chunk_frames(),
+                           self.max_chunk_frames)
         if self.want_sum:
             acc = numpy.int64 if numpy.dtype(self.dtype).kind in "iu" else numpy.float64
             self.sum_image = numpy.zeros(self.frame_shape, dtype=acc)

@@ -46,6 +46,8 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy
 
+from ..engine.qmask import as_label_image
+
 __all__ = [
     "Geometry",
     "read_poni",
@@ -96,6 +98,28 @@ class Geometry:
     detector: str = ""
     source: str = ""
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError unless distance, pixel sizes and wavelength are finite and > 0 and
+        the PONI and rotations finite; the message names the source and the field."""
+        where = f"geometry from {self.source}" if self.source else "geometry"
+        for name, unit, positive in (("distance", "m", True), ("pixel1", "m", True),
+                                     ("pixel2", "m", True), ("wavelength", "m", True),
+                                     ("poni1", "m", False), ("poni2", "m", False),
+                                     ("rot1", "rad", False), ("rot2", "rad", False),
+                                     ("rot3", "rad", False)):
+            value = getattr(self, name)
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: {name} must be a number ({unit}), got {value!r}") \
+                    from None
+            if not math.isfinite(v) or (positive and not v > 0):
+                need = "a finite value > 0" if positive else "finite"
+                raise ValueError(f"{where}: {name} must be {need} ({unit}), got {value!r}")
+
     @classmethod
     def from_beam_center(
         cls,
@@ -120,7 +144,13 @@ class Geometry:
         """
         if beam_center is None or len(beam_center) != 2:
             raise ValueError(f"beam_center must be (y0, x0) in pixels, got {beam_center!r}")
-        y0, x0 = (float(v) for v in beam_center)
+        try:
+            y0, x0 = (float(v) for v in beam_center)
+        except (TypeError, ValueError):
+            raise ValueError(f"beam_center must be two numbers (y0, x0) in pixels, got "
+                             f"{beam_center!r}") from None
+        if not (math.isfinite(y0) and math.isfinite(x0)):
+            raise ValueError(f"beam_center must be finite (pixels), got {beam_center!r}")
         p1, p2 = _pair(pixel_size, "pixel_size")
         wavelength = _wavelength(wavelength, energy)
         if distance is None or not float(distance) > 0:
@@ -162,10 +192,13 @@ class Geometry:
 def _pair(value, name) -> Tuple[float, float]:
     if value is None:
         raise ValueError(f"{name} is required (m)")
-    v = numpy.atleast_1d(numpy.asarray(value, dtype=numpy.float64))
+    try:
+        v = numpy.atleast_1d(numpy.asarray(value, dtype=numpy.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be one or two positive values (m), got {value!r}") from None
     if v.size == 1:
         v = numpy.repeat(v, 2)
-    if v.size != 2 or not numpy.all(v > 0):
+    if v.size != 2 or not numpy.all((v > 0) & numpy.isfinite(v)):
         raise ValueError(f"{name} must be one or two positive values (m), got {value!r}")
     return float(v[0]), float(v[1])
 
@@ -176,11 +209,11 @@ def _wavelength(wavelength, energy) -> float:
     if wavelength is None and energy is None:
         raise ValueError("the wavelength (m) or the energy (keV) is required")
     if energy is not None:
-        if not float(energy) > 0:
-            raise ValueError(f"energy must be > 0 keV, got {energy!r}")
+        if not _finite_positive(energy):
+            raise ValueError(f"energy must be a finite value > 0 keV, got {energy!r}")
         return HC_KEV_M / float(energy)
-    if not float(wavelength) > 0:
-        raise ValueError(f"wavelength must be > 0 m, got {wavelength!r}")
+    if not _finite_positive(wavelength):
+        raise ValueError(f"wavelength must be a finite value > 0 m, got {wavelength!r}")
     if float(wavelength) > 1e-6:
         raise ValueError(
             f"wavelength {wavelength!r} m is implausible for X-rays: give it in metres"
@@ -188,7 +221,46 @@ def _wavelength(wavelength, energy) -> float:
     return float(wavelength)
 
 
+def _finite_positive(value) -> bool:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(v) and v > 0
+
+
 # ------------------------------------------------------------------------------ PONI files
+#: Numeric fields of a PONI file (lower case) and their units.
+_PONI_NUMBERS = {"distance": "m", "poni1": "m", "poni2": "m", "rot1": "rad", "rot2": "rad",
+                 "rot3": "rad", "wavelength": "m", "pixelsize1": "m", "pixelsize2": "m"}
+
+
+def _check_poni_fields(filename: str, values: dict) -> None:
+    """Raise ValueError naming the file and the first malformed field of a parsed PONI file."""
+    import json
+
+    for key, unit in _PONI_NUMBERS.items():
+        if key in values:
+            try:
+                float(values[key])
+            except ValueError:
+                raise ValueError(f"PONI file {filename!r}: field {key!r} is not a number "
+                                 f"({unit}): {values[key]!r}") from None
+    if "detector_config" in values:
+        try:
+            config = json.loads(values["detector_config"])
+        except ValueError as e:
+            raise ValueError(f"PONI file {filename!r}: field 'detector_config' is not valid "
+                             f"JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"PONI file {filename!r}: field 'detector_config' is not a JSON "
+                             "object")
+        orientation = config.get("orientation", 3)
+        if isinstance(orientation, bool) or not isinstance(orientation, int):
+            raise ValueError(f"PONI file {filename!r}: field 'detector_config' has orientation "
+                             f"{orientation!r}, not an integer")
+
+
 def _parse_poni_text(text: str) -> dict:
     values = {}
     for line in text.splitlines():
@@ -227,6 +299,7 @@ def read_poni(filename, use_pyfai: Optional[bool] = None) -> Geometry:
     missing = [k for k in ("distance", "poni1", "poni2") if k not in values]
     if missing:
         raise ValueError(f"{filename!r} is not a PONI file: missing {', '.join(missing)}")
+    _check_poni_fields(filename, values)
     if use_pyfai is None:
         try:
             import pyFAI  # noqa: F401
@@ -237,8 +310,12 @@ def read_poni(filename, use_pyfai: Optional[bool] = None) -> Geometry:
     if use_pyfai:
         import pyFAI
 
-        ai = pyFAI.load(filename)
-        det = ai.detector
+        try:
+            ai = pyFAI.load(filename)
+            det = ai.detector
+        except Exception as e:  # pyFAI's reasons vary: one line naming the file instead
+            raise ValueError(f"PONI file {filename!r}: pyFAI cannot read it: "
+                             f"{type(e).__name__}: {e}") from None
         if getattr(det, "orientation", 3) not in (0, 3):
             raise ValueError(
                 f"{filename!r}: detector orientation {int(det.orientation)} is not supported (use 3)"
@@ -280,21 +357,23 @@ def read_poni(filename, use_pyfai: Optional[bool] = None) -> Geometry:
     if "wavelength" not in values:
         raise ValueError(f"{filename!r} has no wavelength")
     try:
-        return Geometry(
-            distance=float(values["distance"]),
-            poni1=float(values["poni1"]),
-            poni2=float(values["poni2"]),
-            rot1=float(values.get("rot1", 0)),
-            rot2=float(values.get("rot2", 0)),
-            rot3=float(values.get("rot3", 0)),
-            wavelength=float(values["wavelength"]),
-            pixel1=float(p1),
-            pixel2=float(p2),
-            detector=name,
-            source=os.path.abspath(filename),
-        )
-    except ValueError as e:
-        raise ValueError(f"{filename!r}: bad number in PONI file ({e})") from None
+        pixel1, pixel2 = float(p1), float(p2)
+    except (TypeError, ValueError):
+        raise ValueError(f"PONI file {filename!r}: pixel size {p1!r}, {p2!r} is not a number "
+                         "(m)") from None
+    return Geometry(  # checks the values, naming the file and the field
+        distance=float(values["distance"]),
+        poni1=float(values["poni1"]),
+        poni2=float(values["poni2"]),
+        rot1=float(values.get("rot1", 0)),
+        rot2=float(values.get("rot2", 0)),
+        rot3=float(values.get("rot3", 0)),
+        wavelength=float(values["wavelength"]),
+        pixel1=pixel1,
+        pixel2=pixel2,
+        detector=name,
+        source=os.path.abspath(filename),
+    )
 
 
 # ------------------------------------------------------------------------------ q and chi
@@ -742,11 +821,7 @@ def build_qmask(
         labels_img = read_image(qmask, name="qmask")
         if labels_img.shape != shape:
             raise ValueError(f"qmask shape {labels_img.shape} differs from the frame shape {shape}")
-        if labels_img.dtype.kind not in "iu":
-            if labels_img.dtype.kind == "f" and numpy.all(numpy.mod(labels_img, 1) == 0):
-                labels_img = labels_img.astype(numpy.int64)
-            else:
-                raise TypeError(f"qmask must hold integer labels; got dtype {labels_img.dtype}")
+        labels_img = as_label_image(labels_img)  # int32 range, integer values
         if any(v is not None for v in (q_edges, n_bins, q_range, sectors, n_sectors)):
             raise ValueError("q bins and sectors apply to a geometry, not to a given label image")
         labels_img = numpy.where(labels_img > 0, labels_img, 0).astype(numpy.int32)

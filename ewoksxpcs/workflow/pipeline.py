@@ -27,6 +27,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy
 
 from .cancellation import CancelToken, MonitoredFrameSource
+from ..engine.options import check_options, positive_int
 from ..engine.qmask import DEFAULT_GROUPS, Binning
 
 __all__ = [
@@ -373,7 +374,8 @@ def correlate_sums(
     from ..io.load import EventFrameSource
 
     mode_options = check_mode_options(mode, mode_options)
-    options = dict(options or {})
+    options = check_options(options)
+    positive_int(n_groups, "n_groups")
     clash = sorted(set(options) & set(MODES[mode]["options"]))
     if clash:
         raise ValueError(f"give {', '.join(clash)} as mode options, not as engine options")

@@ -1,0 +1,31 @@
+"""Helpers of the fault tests: the check that a bad input given to the ``ewoksxpcs`` command
+fails with a non-zero exit code, one error line naming the cause, no traceback, and nothing
+written."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ewoksxpcs.app.cli import main
+
+
+def cli_output_args(out_dir) -> list:
+    """``-o out_dir/r.h5`` with no PNG and no fit (quick)."""
+    return ["-o", os.path.join(out_dir, "r.h5"), "--no-plot", "--no-fit", "--quiet"]
+
+
+def assert_cli_refuses(argv, expect: str, out_dir, capsys) -> str:
+    """Run ``ewoksxpcs`` with ``argv``: exit code non-zero, exactly one error line that matches
+    ``expect`` (a regex), no traceback, and ``out_dir`` unchanged. Returns the error line."""
+    out_dir = str(out_dir)
+    before = sorted(os.listdir(out_dir))
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc != 0, err
+    lines = [line for line in err.splitlines() if line.startswith("ewoksxpcs: error:")]
+    assert len(lines) == 1, err
+    assert re.search(expect, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert sorted(os.listdir(out_dir)) == before, "something was written"
+    return lines[0]
