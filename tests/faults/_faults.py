@@ -1,13 +1,34 @@
-"""Helpers of the fault tests: the check that a bad input given to the ``ewoksxpcs`` command
-fails with a non-zero exit code, one error line naming the cause, no traceback, and nothing
-written."""
+"""Helpers of the fault tests: a small scan (fixture ``small_scan``, imported by the test
+modules), and the check that a bad input given to the ``ewoksxpcs`` command fails with a
+non-zero exit code, one error line naming the cause, no traceback, and nothing written.
+
+(No ``conftest.py`` here: it would shadow ``tests/conftest.py`` for ``from conftest import``.)"""
 
 from __future__ import annotations
 
 import os
 import re
 
+import h5py
+import numpy
+import pytest
+
 from ewoksxpcs.app.cli import main
+
+
+@pytest.fixture()
+def small_scan(tmp_path):
+    """(scan.h5 holding /data (40, 6, 8) uint16 Poisson counts, labels.npy (6, 8) int32)."""
+    rng = numpy.random.default_rng(11)
+    frames = rng.poisson(0.8, (40, 6, 8)).astype(numpy.uint16)
+    scan = tmp_path / "scan.h5"
+    with h5py.File(scan, "w") as f:
+        f["data"] = frames
+    labels = numpy.zeros((6, 8), numpy.int32)
+    labels[:, :4], labels[:, 4:] = 1, 2
+    qmask = tmp_path / "labels.npy"
+    numpy.save(qmask, labels)
+    return str(scan), frames, str(qmask), labels
 
 
 def cli_output_args(out_dir) -> list:

@@ -12,7 +12,7 @@ import h5py
 import numpy
 import pytest
 
-from _faults import assert_cli_refuses, cli_output_args
+from _faults import assert_cli_refuses, cli_output_args, small_scan  # noqa: F401 (fixture)
 from ewoksxpcs import correlate
 from ewoksxpcs.engine.events import FORMAT_VERSION, EventStack, compact, load_events
 

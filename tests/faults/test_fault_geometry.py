@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from _faults import assert_cli_refuses, cli_output_args
+from _faults import assert_cli_refuses, cli_output_args, small_scan  # noqa: F401 (fixture)
 from ewoksxpcs.workflow.maskbin import Geometry, read_poni
 
 GOOD_PONI = """poni_version: 2.1

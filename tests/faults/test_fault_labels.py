@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from _faults import assert_cli_refuses, cli_output_args
+from _faults import assert_cli_refuses, cli_output_args, small_scan  # noqa: F401 (fixture)
 from ewoksxpcs import correlate
 from ewoksxpcs.engine.qmask import Binning
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from _faults import assert_cli_refuses, cli_output_args
+from _faults import assert_cli_refuses, cli_output_args, small_scan  # noqa: F401 (fixture)
 from ewoksxpcs import correlate
 from ewoksxpcs.correlators import create_correlator
 from ewoksxpcs.engine.frames import as_frame_source
