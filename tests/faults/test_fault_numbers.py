@@ -116,3 +116,19 @@ def test_handmade_events_sum_checked():
                     [0, n], [0], (1, 1), n)
     with pytest.raises(ValueError, match="int64 range"):
         correlate(ev, numpy.ones((1, 1), int), method="fft")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["opencl-dense", "opencl-events"])
+def test_gpu_refuses_and_stays_exact(method):
+    """On a GPU (run with -m gpu): refusal beyond int64, exact n2 just inside it, also for
+    events compacted on the device (resident)."""
+    frames = numpy.full((50, 4, 5), 2**32 - 1, numpy.uint32)
+    labels = numpy.ones((4, 5), numpy.int32)
+    with pytest.raises(ValueError, match=r"[ns]2 of q bin 1 can reach .*int64 range"):
+        correlate(frames, labels, method=method, device="gpu")
+    rng = numpy.random.default_rng(5)
+    small = (2**29 - rng.integers(0, 1000, (3, 1, 2))).astype(numpy.uint32)
+    r = correlate(small, numpy.ones((1, 2), numpy.int32), method=method, device="gpu",
+                  n_groups=1)
+    assert r.n2.tolist() == exact_n2(small, numpy.ones((1, 2), numpy.int32))
