@@ -290,6 +290,10 @@ class EventStack:
                 missing.append("labels")
             if missing:
                 raise ValueError(f"{where}: events group lacks {', '.join(missing)}")
+            for a in ("frame_shape", "n_frames"):  # int() would truncate 40.5 silently
+                value = numpy.asarray(g.attrs[a])
+                if value.dtype.kind not in "iu":
+                    raise ValueError(f"{where}: attribute {a} is {value.tolist()!r}, not integers")
             try:
                 frame_shape = tuple(int(n) for n in numpy.ravel(g.attrs["frame_shape"]))
                 return cls(

@@ -345,8 +345,12 @@ def check_virtual_sources(dset, lo: int = 0, hi: Optional[int] = None) -> None:
         if sfile == vds_file:
             present = dname in dset.file
         else:
-            with h5py.File(sfile, "r") as sf:
-                present = dname in sf
+            try:
+                with h5py.File(sfile, "r") as sf:
+                    present = dname in sf
+            except OSError as e:  # truncated or not HDF5: h5py's message names no file
+                raise OSError(f"{where}: source file {sfile!r} cannot be read as HDF5 ({e})") \
+                    from None
         if not present:
             raise ValueError(f"{where}: source dataset {dname!r} is missing from {sfile!r} "
                              "(its frames would read as zeros)")

@@ -173,6 +173,14 @@ def test_unknown_format_version_refused(good, tmp_path, version):
         load_events(name)
 
 
+def test_non_integer_n_frames_refused(good, tmp_path):
+    name = write_raw(tmp_path / "f.h5", arrays(good[0]))
+    with h5py.File(name, "a") as f:
+        f["events"].attrs["n_frames"] = 40.5
+    with pytest.raises(ValueError, match=r"f\.h5::events: attribute n_frames is 40\.5"):
+        load_events(name)
+
+
 def test_missing_array_refused(good, tmp_path):
     name = write_raw(tmp_path / "m.h5", arrays(good[0]), drop=("times",))
     with pytest.raises(ValueError, match=r"m\.h5::events: events group lacks times"):

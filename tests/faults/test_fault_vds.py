@@ -109,3 +109,11 @@ def test_unmapped_frames_refused(tmp_path):
     with pytest.raises(ValueError, match=r"scan\.h5::/det: frames 5 to 8 are not mapped"):
         load_frames(scan + "::/det")
     assert load_frames(scan + "::/det", stop=5).n_frames == 5
+
+
+def test_unreadable_source_file_named(vds_scan):
+    scan, _, _ = vds_scan
+    with open(os.path.join(os.path.dirname(scan), "data", "b.h5"), "wb") as f:
+        f.write(b"not HDF5 at all")
+    with pytest.raises(OSError, match=r"source file '.*data/b\.h5' cannot be read as HDF5"):
+        load_frames(scan + URL)
