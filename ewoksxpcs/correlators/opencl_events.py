@@ -248,7 +248,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             return
         sub = events.pixel_sub_bins(b)
         keep = sub >= 0
-        if events._values is None and events.pixel_sums is not None:  # resident
+        if getattr(events, "resident", None) is not None and events.pixel_sums is not None:
             p = events.pixel_sums.astype(numpy.float64)
             bound = numpy.bincount(sub[keep], weights=(p * p)[keep], minlength=b.n_sub)
         else:
@@ -342,8 +342,8 @@ class OpenCLEventCorrelator(EventCorrelator):
     def _s2_device(self, frame_sums, d_sums, n_frames, defines):
         """s2 rows as :func:`ewoksxpcs.engine.normalise.s2_rows` gives them, by direct exact int64
         sums on the device (O(rows·Nt²): ~1e10 multiply-adds take milliseconds on a GPU, less
-        than the host's FFTs); None when a sum could leave the int64 range (the host then
-        falls back to float64 with a warning)."""
+        than the host's FFTs); None when a sum could leave the int64 range (the host's
+        :func:`~ewoksxpcs.engine.normalise.s2_rows` then refuses it)."""
         import pyopencl
 
         b, dev, queue = self.binning, self.dev, self.dev.queue
