@@ -93,7 +93,7 @@ def test_run_qmask(scan, tmp_path, capsys):
     with h5py.File(out, "r") as f:
         numpy.testing.assert_array_equal(f["entry/xpcs/sums/n2"][()], expected.n2)
         numpy.testing.assert_allclose(f["entry/xpcs/g2/tau"][()], expected.lags * 2e-3)
-    assert listing(tmp_path) == ["r.h5", "r_g2.png"]
+    assert listing(tmp_path) == ["r.h5", "r_g2.png", "r_gamma.png"]
 
 
 def test_run_geometry_events_and_rebin(scan, tmp_path):
@@ -281,7 +281,7 @@ def test_run_modes(scan, tmp_path, capsys):
         assert maps.signal.shape == (2, 20, 20) and maps.interpretation == "image"
         numpy.testing.assert_array_equal(maps.signal[()], expected.C)
         assert f["entry/xpcs/parameters/correlate/mode_options/time_bin"][()] == 3
-    assert listing(tmp_path) == ["mt.h5", "mt_g2.png", "tt.h5"]
+    assert listing(tmp_path) == ["mt.h5", "mt_g2.png", "mt_gamma.png", "tt.h5"]
     # An option of another mode, a bad value: one line, nothing written.
     bad = str(tmp_path / "bad.h5")
     assert main(["run", *common, "-o", bad, "--mode", "twotime", "--lags-per-level", "4"]) == 1
@@ -291,7 +291,7 @@ def test_run_modes(scan, tmp_path, capsys):
     assert "lags_per_level must be an even integer >= 2, got 5" in err and err.count("\n") == 1
     assert main(["run", *common, "-o", bad, "--mode", "circular"]) == 2
     assert "invalid choice: 'circular'" in capsys.readouterr().err
-    assert listing(tmp_path) == ["mt.h5", "mt_g2.png", "tt.h5"]
+    assert listing(tmp_path) == ["mt.h5", "mt_g2.png", "mt_gamma.png", "tt.h5"]
 
 
 @pytest.mark.parametrize("engine", ["ppf", "dask"])
@@ -345,7 +345,7 @@ def test_demo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"writing into {tmp_path}" in out
     assert "Gamma fit" in out and "beta fit" in out and "median |Gamma fit / Gamma true - 1|" in out
-    assert listing(tmp_path) == ["g2.png", "result.h5", "scan.h5"]
+    assert listing(tmp_path) == ["g2.png", "g2_gamma.png", "result.h5", "scan.h5"]
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("0.0")]
     assert len(rows) == 8
     # Columns: q, q true, Γ fit, ±, Γ err, Γ true, β fit, ±, β err, β true.

@@ -197,3 +197,25 @@ def test_corrupted_chunk_names_the_file(device, rng, tmp_path):
     source = load_frames(filename + "::/data")
     with pytest.raises(ValueError, match="scan.h5.*frame 5 "):
         compact_opencl(source, device=device, decode="device", chunk_frames=4)
+
+
+def test_raw_chunks_with_bad_frames(device, rng, tmp_path):
+    """Bad frames of a compressed scan: zeroed on the device after decompression, the same
+    events as the NumPy compaction of the zeroed frames (frame range in scan indices)."""
+    from ewoksxpcs.engine.badframes import exclude_frames
+    from ewoksxpcs.io.load import load_frames
+
+    frames = rng.poisson(0.5, (90, 12, 10)).astype(numpy.uint16)
+    source = exclude_frames(load_frames(_bslz4_file(tmp_path, frames) + "::/data", start=5,
+                                        stop=85), "5,20-24,84")
+    profile = {}
+    got = compact_opencl(source, device=device, decode="device", chunk_frames=16, profile=profile)
+    assert profile["path"].startswith("raw chunks")
+    zeroed = frames[5:85].copy()
+    zeroed[[0, 15, 16, 17, 18, 19, 79]] = 0
+    assert_same(got, compact(zeroed))
+    # Beyond the budget: compacted again in pixel ranges, zeroed again.
+    got = compact_opencl(source, device=device, decode="device", chunk_frames=16,
+                         max_device_memory=4000, profile=profile)
+    assert profile["range_passes"] >= 2
+    assert_same(got, compact(zeroed))

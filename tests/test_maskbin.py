@@ -19,6 +19,7 @@ from ewoksxpcs.workflow.maskbin import (
     q_chi_maps,
     read_poni,
 )
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
 
 PONI = """# Nota: C-Order, 1 refers to the Y axis, 2 to the X axis
 poni_version: 2.1
@@ -214,3 +215,25 @@ def test_auto_bad_pixels_sparse_flags_no_dead():
         (40, 40), qmask=numpy.ones((40, 40), dtype=int), frames=load_frames(frames), auto_mask=True
     )
     assert qb.n_pixels.tolist() == [1600] and qb.info["auto_mask"]["n_sample"] == 100
+
+
+def test_auto_bad_pixels_ring_outliers():
+    """Pixels hot only relative to their ring (4× its mean: below the 20× rule) are caught by the
+    per-bin MAD test; moving speckle and bright rings next to dim ones flag nothing."""
+    from ewoksxpcs.io.load import load_frames
+
+    sim = SyntheticXPCS(shape=(48, 48), n_frames=100, mean_counts=[0.2, 3.0, 0.5], contrast=0.3,
+                        diffusion=5e6, n_bins=3, q_per_pixel=2e-4, seed=8, dtype="uint16")
+    frames = sim.frames()
+    clean, stats = auto_bad_pixels(load_frames(frames), labels=sim.labels)
+    assert not clean.any() and stats["n_outliers"] == 0
+    ring = numpy.argwhere(sim.labels == 3)[::97][:4]  # bin 3: 0.5 counts per frame
+    rng = numpy.random.default_rng(1)
+    for y, x in ring:
+        frames[:, y, x] = rng.poisson(2.0, frames.shape[0])  # 4× the ring, 0.7× bin 2
+    bad, stats = auto_bad_pixels(load_frames(frames), labels=sim.labels)
+    assert sorted(map(tuple, numpy.argwhere(bad))) == sorted(map(tuple, ring))
+    assert stats["n_outliers"] == 4 and stats["n_hot"] == 0
+    # Without the test (e.g. a static speckle), only the 20× rule.
+    bad, stats = auto_bad_pixels(load_frames(frames), labels=sim.labels, mad_threshold=None)
+    assert not bad.any() and stats["n_outliers"] == 0

@@ -170,6 +170,7 @@ def _run_parameters(args) -> dict:
         plot=False if args.no_plot else (args.png or True),
         fit=False if args.no_fit else None,
     )
+    params.update(_science_parameters(args))
     if args.poni is None and args.qmask is None and args.beam_center is None:
         raise UsageError(
             "give a q-mask: --qmask LABELS, --poni FILE, or --beam-center with "
@@ -195,6 +196,57 @@ def _mode_parameters(args) -> dict:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} applies to --mode {mode} only (mode is {args.mode})")
             params[name] = value
+    return params
+
+
+def _add_science_options(p) -> None:
+    """``run`` options of the physics steps: bad frames, normalisation, segments, fit model."""
+    g = p.add_argument_group("bad frames, normalisation, stability, fit")
+    g.add_argument(
+        "--bad-frames", metavar="LIST",
+        help="frames excluded from every pair, indices of the original scan: e.g. 10,200-250 "
+        "(ranges inclusive)")
+    g.add_argument(
+        "--auto-bad-frames", nargs="?", type=float, const=True, metavar="K",
+        help="also exclude frames whose total or per-bin intensity departs from a running "
+        "median (51 frames) by more than K robust standard deviations (default K: 6)")
+    g.add_argument(
+        "--normalise-by", metavar="NAME",
+        help="per-frame weights: 'frame-sum', or a counter of the scan (measurement/NAME, "
+        "e.g. an I0 monitor); the sums are then float64, not exact integers")
+    g.add_argument(
+        "--segments", type=int, metavar="N",
+        help="also correlate N equal time segments: partial g2 and mean intensity per "
+        "segment (stability figure)")
+    g.add_argument(
+        "--fit", choices=["exp", "kww", "double", "none"],
+        help="model fitted per bin (default: exp), then gamma(q) = D*q^n")
+
+
+def _science_parameters(args) -> dict:
+    """Workflow parameters of :func:`_add_science_options`, checked early."""
+    from ..engine.badframes import parse_frame_list
+
+    if args.bad_frames is not None:
+        try:
+            parse_frame_list(args.bad_frames)
+        except ValueError as e:
+            raise UsageError(f"--bad-frames: {e}") from None
+    if args.auto_bad_frames is not None and args.auto_bad_frames is not True \
+            and not args.auto_bad_frames > 0:
+        raise UsageError(f"--auto-bad-frames: K must be > 0, got {args.auto_bad_frames}")
+    if args.segments is not None and args.segments < 1:
+        raise UsageError(f"--segments must be >= 1, got {args.segments}")
+    if args.fit is not None and args.no_fit and args.fit != "none":
+        raise UsageError("--fit and --no-fit contradict each other")
+    params = {
+        "bad_frames": args.bad_frames,
+        "auto_bad_frames": args.auto_bad_frames,
+        "normalise_by": args.normalise_by,
+        "segments": args.segments,
+    }
+    if args.fit is not None:
+        params["fit"] = False if args.fit == "none" else args.fit
     return params
 
 
@@ -229,6 +281,23 @@ def cmd_run(args) -> int:
         print(f"result: {outputs.get('output')}")
         if outputs.get("png"):
             print(f"plot:   {outputs['png']}")
+    return 0
+
+
+def cmd_average(args) -> int:
+    from ..workflow.average import average_files
+
+    if not args.threshold > 0:
+        raise UsageError(f"--threshold must be > 0, got {args.threshold}")
+    for name in args.inputs:
+        _check_input_file(name, "result")
+    try:
+        out = average_files(args.inputs, args.output, args.threshold, args.overwrite)
+    except (OSError, ValueError) as e:
+        raise UsageError(_reason(e)) from None
+    print(f"averaged {len(out['kept'])} of {len(args.inputs)} repeats into {out['output']}")
+    for name in out["rejected"]:
+        print(f"rejected: {name}")
     return 0
 
 
@@ -604,11 +673,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ewoks engine (default: core)",
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar nor summary")
+    _add_science_options(p)
     p.set_defaults(func=cmd_run)
 
     sub.add_parser(
         "benchmark", help="time the correlation methods (ewoksxpcs.tools.benchmark)", add_help=False
     )
+
+    p = sub.add_parser(
+        "average",
+        help="average g2 over repeats (result files), rejecting damaged repeats",
+        description="Error-weighted average of g2 over result files of repeats; a repeat whose "
+        "baseline or contrast departs from the others is rejected (ewoksxpcs.workflow.average).",
+    )
+    p.add_argument("inputs", nargs="+", help="result files of the repeats")
+    p.add_argument("--output", "-o", required=True, help="result file of the average")
+    p.add_argument("--threshold", type=float, default=4.0,
+                   help="rejection threshold k, robust standard deviations (default: 4)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_average)
 
     # Job queue and reprocessing front-ends (ewoksxpcs.app.submit, ewoksxpcs.app.reprocess).
     from . import reprocess as _reprocess, submit as _submit

@@ -90,7 +90,9 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         (linear-lag names map to them), and OpenCL takes ``max_device_memory`` (bytes).
     **options
         ``n_groups`` (pixel groups per bin for the error bars), ``bad_pixels`` (bool image),
-        and backend options (e.g. ``chunk_frames``).
+        ``bad_frames`` (frame indices, "10,200-250" or a bool mask: excluded from every pair,
+        see :mod:`ewoksxpcs.engine.badframes`), ``auto_bad_frames`` (True or the threshold k: detect
+        more) and backend options (e.g. ``chunk_frames``).
 
     Returns
     -------
@@ -98,7 +100,17 @@ def correlate(frames, qmask, method: str = "auto", device: Optional[str] = None,
         ``.g2`` and ``.g2_err`` (n_bins, Nt) float64, ``.lags`` (Nt,) frames, ``.labels``,
         ``.n2``, ``.s2``, ``.n_pixels``, ``.method``, ``.device``.
     """
+    bad_frames, auto = options.pop("bad_frames", None), options.pop("auto_bad_frames", None)
     check_options(options)  # before any mode: chunk_frames=-5 must not read nothing
+    if bad_frames is not None or auto:
+        from ..engine.badframes import apply_bad_frames
+
+        qmask = as_binning(qmask, n_groups=options.pop("n_groups", DEFAULT_GROUPS),
+                           bad_pixels=options.pop("bad_pixels", None))
+        frames, excluded = apply_bad_frames(frames, bad_frames, auto, qmask)
+        result = correlate(frames, qmask, method, device, mode, **options)
+        result.info["excluded_frames"] = excluded["mask"]
+        return result
     if mode == "multitau":
         return multitau(frames, qmask, method=method, device=device, **options)
     if mode == "twotime":

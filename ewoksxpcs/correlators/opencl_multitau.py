@@ -37,6 +37,7 @@ from typing import Optional
 
 import numpy
 
+from ..engine.badframes import excluded_of
 from ..engine.frames import as_frame_source
 from ..engine.multitau import (
     DEFAULT_LAGS_PER_LEVEL,
@@ -419,6 +420,7 @@ class OpenCLMultiTau:
         t0 = time.perf_counter()
         self.plan = {}
         sums = self.compute_sums(data)
+        sums.excluded = excluded_of(data)  # bad frames: the remaining pairs' counts
         t1 = time.perf_counter()
         if frame_period is None:
             frame_period = getattr(data, "frame_period", None)

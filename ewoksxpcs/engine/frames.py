@@ -27,6 +27,8 @@ __all__ = [
     "ArrayFrameSource",
     "IterableFrameSource",
     "as_frame_source",
+    "MappedFrameSource",
+    "frames_at",
     "check_dtype",
     "validate_chunk",
 ]
@@ -224,6 +226,62 @@ class IterableFrameSource(FrameSource):
         if self.n_frames is not None and t0 != self.n_frames:
             raise ValueError(f"frames: expected {self.n_frames} frames, the chunks held {t0}")
         self.n_frames = t0
+
+
+def frames_at(source, index) -> numpy.ndarray:
+    """``source[index]`` (a frame or frames by position) of a source that can be indexed."""
+    if isinstance(source, ArrayFrameSource):
+        t = source._range[index]
+        return numpy.asarray(source.array[t] if isinstance(t, int)
+                             else source.array[t.start: t.stop: t.step])
+    if not hasattr(source, "__getitem__"):
+        raise TypeError(f"{type(source).__name__} cannot be indexed")
+    return numpy.asarray(source[index])
+
+
+class MappedFrameSource(FrameSource):
+    """A source whose frames are those of ``source`` passed through :meth:`map_frames`
+    (per-frame operations: bad frames zeroed, weights; subclasses define it).
+
+    Parameters
+    ----------
+    source : FrameSource
+    dtype : numpy.dtype, optional
+        dtype of the mapped frames (default: the source's).
+    """
+
+    def __init__(self, source: FrameSource, dtype=None):
+        self.source = source
+        self.frame_shape = source.frame_shape
+        self.dtype = numpy.dtype(source.dtype if dtype is None else dtype)
+        self.n_frames = source.n_frames
+        self.frame_period = source.frame_period
+        self.reiterable = source.reiterable
+
+    def map_frames(self, frames: numpy.ndarray, t: numpy.ndarray) -> numpy.ndarray:
+        """The mapped frames (n, Ny, Nx) of ``frames`` whose indices are ``t`` (n,)."""
+        raise NotImplementedError
+
+    def default_chunk_frames(self) -> int:
+        return self.source.default_chunk_frames()
+
+    def iter_chunks(self, chunk_frames: Optional[int] = None):
+        t0 = 0
+        for chunk in self.source.iter_chunks(chunk_frames):
+            n = chunk.shape[0]
+            yield self.map_frames(chunk, numpy.arange(t0, t0 + n))
+            t0 += n
+
+    # Sampling (the ``auto`` method estimates the occupancy from a few frames).
+    def __len__(self):
+        return self.n_frames
+
+    def __getitem__(self, index):
+        x = frames_at(self.source, index)
+        t = numpy.arange(self.n_frames)[index]
+        if numpy.ndim(t) == 0:
+            return self.map_frames(x[None], t[None])[0]
+        return self.map_frames(x, t)
 
 
 def as_frame_source(frames, frame_period: Optional[float] = None,

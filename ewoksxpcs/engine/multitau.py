@@ -65,6 +65,7 @@ from typing import List, Optional
 
 import numpy
 
+from .badframes import excluded_of, level_weights, pair_counts
 from .frames import as_frame_source
 from .intrange import check_int64_bound, check_s2
 from .options import check_lags_per_level
@@ -182,6 +183,8 @@ class MultiTauSums:
     level: numpy.ndarray
     k: numpy.ndarray
     lags_per_level: int
+    #: Frames excluded (bad frames, read as zeros), (n_frames,) bool, or None.
+    excluded: Optional[numpy.ndarray] = None
 
     @property
     def n_frames(self) -> int:
@@ -194,8 +197,17 @@ class MultiTauSums:
 
     @property
     def n_pairs(self) -> numpy.ndarray:
-        """Pairs of level frames per lag, P_L(k) = n_L − k, (n_lags,) int64."""
-        return (self.n_frames >> self.level) - self.k
+        """Pairs of level frames per lag, P_L(k) = n_L − k, (n_lags,) int64; with excluded
+        frames the remaining pairs Σ_t w_L(t)·w_L(t+k) (:mod:`ewoksxpcs.engine.badframes`)."""
+        if self.excluded is None:
+            return (self.n_frames >> self.level) - self.k
+
+        out = numpy.zeros(self.k.size, dtype=numpy.int64)
+        for level in numpy.unique(self.level).tolist():
+            cols = self.level == level
+            w = level_weights(self.excluded, level)
+            out[cols] = pair_counts(w == 0, w.size, self.k[cols])
+        return out
 
     def __add__(self, other: "MultiTauSums") -> "MultiTauSums":
         if (self.n2.shape != other.n2.shape or self.frame_sums.shape != other.frame_sums.shape
@@ -203,7 +215,7 @@ class MultiTauSums:
                 or not numpy.array_equal(self.k, other.k)):
             raise ValueError("cannot add multi-tau sums of different shapes or lags")
         return MultiTauSums(self.n2 + other.n2, self.frame_sums + other.frame_sums,
-                            self.level, self.k, self.lags_per_level)
+                            self.level, self.k, self.lags_per_level, self.excluded)
 
 
 @dataclass
@@ -335,10 +347,21 @@ def _lag_products(a: numpy.ndarray, k: numpy.ndarray) -> numpy.ndarray:
     return out
 
 
-def _level_normalise(n2, S, k, binning, normalisation):
+def _weighted_past_future(a, w, k):
+    """SP(k) = Σ_t a(t)·w(t+k), SF(k) = Σ_t w(t)·a(t+k): (n_cols, n_k) float64 each."""
+    n = a.shape[0]
+    a = a.astype(numpy.float64)
+    w = w.astype(numpy.float64)
+    sp = numpy.stack([w[kk:] @ a[: n - kk] for kk in k.tolist()], axis=1)
+    sf = numpy.stack([w[: n - kk] @ a[kk:] for kk in k.tolist()], axis=1)
+    return sp, sf
+
+
+def _level_normalise(n2, S, k, binning, normalisation, w=None):
     """g2, jackknife error and d2 of one level, (n_bins, n_k) each, from sub-bin sums.
 
-    n2 (n_sub, n_k), S (n_L, n_sub) level frame sums. Bins are summed from their sub-bins; the
+    n2 (n_sub, n_k), S (n_L, n_sub) level frame sums; w (n_L,) level-frame weights (0: all
+    members excluded, :func:`ewoksxpcs.engine.badframes.level_weights`) or None. Bins are summed from their sub-bins; the
     leave-one-group-out sums are the bin's minus the group's (n2 − n2_g, S − S_g).
     """
     nb = binning.n_bins
@@ -374,9 +397,15 @@ def _level_normalise(n2, S, k, binning, normalisation):
         def without_group(a):
             return bins(a)[..., binning.sub_bin] - a
 
-        sp, sf = past_future(bins(first), bins(last), bins(total))
-        sp_loo, sf_loo = past_future(without_group(first), without_group(last),
-                                     without_group(total))
+        if w is None:
+            sp, sf = past_future(bins(first), bins(last), bins(total))
+            sp_loo, sf_loo = past_future(without_group(first), without_group(last),
+                                         without_group(total))
+        else:  # over the remaining level pairs only (linear in S: per sub-bin, then summed)
+            P = pair_counts(w == 0, n_l, k).astype(numpy.float64)
+            sp_s, sf_s = (x.T for x in _weighted_past_future(S, w, k))  # (n_k, n_sub)
+            sp, sf = bins(sp_s).T, bins(sf_s).T
+            sp_loo, sf_loo = without_group(sp_s).T, without_group(sf_s).T
         d2 = sp * sf / P
         d2_loo = sp_loo * sf_loo / P
     npix = binning.n_pixels.astype(numpy.float64)[:, None]
@@ -428,7 +457,8 @@ def normalise_multitau(
         cols = numpy.flatnonzero(sums.level == level)
         if cols.size == 0:
             continue
-        g, e, d = _level_normalise(sums.n2[:, cols], S, sums.k[cols], binning, normalisation)
+        w = None if sums.excluded is None else level_weights(sums.excluded, level)
+        g, e, d = _level_normalise(sums.n2[:, cols], S, sums.k[cols], binning, normalisation, w)
         g2[:, cols], g2_err[:, cols] = g, e
         d2_parts.append((cols, d))
     exact = all(d.dtype.kind in "iu" for _, d in d2_parts)
@@ -664,6 +694,7 @@ class NumpyMultiTau:
         """Multi-tau g2 of ``data`` (frames or an EventStack)."""
         t0 = time.perf_counter()
         sums = self.compute_sums(data)
+        sums.excluded = excluded_of(data)  # bad frames: the remaining pairs' counts
         t1 = time.perf_counter()
         if frame_period is None:
             frame_period = getattr(data, "frame_period", None)

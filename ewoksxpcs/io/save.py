@@ -9,8 +9,13 @@ Layout of the result file (``n_q`` bins, ``n_τ`` delays, Nt frames, (Ny, Nx) de
         parameters           NXcollection: every workflow parameter, one group per step
         g2                   NXdata  signal g2 (n_q, n_τ) float64 with g2_errors,
                                      axes q (nm⁻¹) and tau (s); labels, n_pixels, lags (frames)
-        fit                  NXdata  gamma (s⁻¹) vs q with errors; beta, baseline, chi2_red
-                                     (g2 = baseline + beta·exp(−2·gamma·tau))
+        fit                  NXdata  gamma (s⁻¹) vs q with errors; every parameter of the
+                                     model (exp, kww, double: ewoksxpcs.engine.fit) with errors,
+                                     chi2_red, status (0 = ok, meanings in status_meaning)
+            power_law        NXcollection  gamma = D·q^n: D, n with errors, D2 (n = 2)
+        excluded_frames      NXdata  1 for the frames excluded from every pair (bad frames)
+        segments             NXdata  mean intensity per time segment and bin (stability),
+            partial_g2       NXdata  g2 of each segment (n_seg, n_q, n_τ)
         qmask                NXdata  label image (Ny, Nx) int32 (0 = unused)
         mean_image           NXdata  mean counts per pixel per frame (Ny, Nx) float64
         intensity            NXdata  mean counts per pixel per frame of each bin vs time
@@ -47,7 +52,8 @@ from typing import Optional
 
 import numpy
 
-__all__ = ["check_output", "save_results", "plot_g2", "atomic_output", "default_png"]
+__all__ = ["check_output", "save_results", "plot_g2", "atomic_output", "default_png",
+           "save_figure"]
 
 MAX_PARAMETER_ELEMENTS = 4096
 
@@ -246,6 +252,8 @@ def save_results(
     png: Optional[str] = None,
     cancel_token=None,
     title: str = "XPCS g2",
+    segments=None,
+    power_law=None,
 ) -> dict:
     """Write a :class:`~ewoksxpcs.engine.result.CorrelationResult` as NeXus (layout in the module doc).
 
@@ -267,8 +275,12 @@ def save_results(
         s, for the time axis of the intensity.
     parameters : dict, optional
         Workflow parameters (nested dicts), recorded under ``xpcs/parameters``.
-    fit : ExponentialFit, optional
-        Written as ``xpcs/fit`` and drawn on the PNG.
+    fit : G2Fit, optional
+        Written as ``xpcs/fit`` and drawn on the PNG (bins of status ok).
+    segments : SegmentResult, optional
+        Stability: ``xpcs/segments`` and a ``_stability.png``.
+    power_law : PowerLawFit, optional
+        Γ(q) = D·q^n: ``xpcs/fit/power_law`` and a ``_gamma.png``.
     chi : ndarray (n_q,), optional
         Azimuthal sector centre of each row, degrees.
     overwrite : bool
@@ -295,6 +307,8 @@ def save_results(
     check_output(filename, overwrite)
     if png is not None:
         check_output(png, overwrite)
+        for name in extra_png_names(png, result, fit, power_law, segments).values():
+            check_output(name, overwrite)
     now = datetime.datetime.now().astimezone().isoformat()
     info = dict(getattr(result, "info", {}) or {})
     mode = info.get("mode", getattr(result, "mode", "linear"))
@@ -355,27 +369,8 @@ def save_results(
                     _dataset(tt[name], "q", q, units=q_unit or None, long_name=q_label)
 
             if fit is not None:
-                fg = _nxdata(
-                    proc, "fit", "gamma", ["q"], title="g2 = baseline + beta*exp(-2*gamma*tau)"
-                )
-                _dataset(
-                    fg,
-                    "gamma",
-                    fit.gamma,
-                    units=f"{tau_unit}^-1",
-                    long_name=f"gamma ({tau_unit}^-1)",
-                )
-                _dataset(fg, "gamma_errors", fit.gamma_err)
-                _dataset(fg, "q", q, units=q_unit or None, long_name=q_label)
-                for name in ("beta", "baseline", "chi2_red"):
-                    _dataset(fg, name, getattr(fit, name))
-                for name in ("beta", "baseline"):
-                    _dataset(fg, f"{name}_errors", getattr(fit, f"{name}_err"))
-                fg.attrs["auxiliary_signals"] = ["beta", "baseline"]
-                fg["model"] = "g2(q, tau) = baseline + beta * exp(-2 * gamma * tau)"
-                fg["tau_range"] = numpy.asarray(
-                    [numpy.nan if v is None else v for v in fit.tau_range], dtype=numpy.float64
-                )
+                write_fit(proc, fit, q, q_unit, tau_unit, power_law)
+            write_science(proc, result, q, q_unit, tau_unit, frame_period, segments)
 
             if qmask is not None:
                 mg = _nxdata(proc, "qmask", "labels", title="q-mask labels (0 = unused)")
@@ -458,11 +453,146 @@ def save_results(
                 chi=chi,
                 overwrite=overwrite,
                 title=_PLOT_TITLES.get(mode, "{}").format(title),
+                keep=_drawn(result),
             )
+            extra_pngs(png, result, q, q_unit, tau_unit, frame_period, fit, power_law,
+                       segments, overwrite)
         except BaseException:
             _remove(os.path.abspath(filename))  # all or nothing
             raise
     return {"filename": os.path.abspath(filename), "png": png_name}
+
+
+def _drawn(result):
+    from .plots import drawn_lags
+
+    try:
+        return drawn_lags(result)
+    except (AttributeError, TypeError):  # a result without pair information: draw every lag
+        return None
+
+
+def write_fit(proc, fit, q, q_unit: str, tau_unit: str, power_law=None):
+    """``xpcs/fit``: NXdata gamma vs q, every parameter with errors, status, reduced χ²;
+    ``fit/power_law`` when given."""
+    q_label = f"q ({q_unit})" if q_unit else "bin"
+    fg = _nxdata(proc, "fit", "gamma", ["q"], title=f"g2 = {fit.formula}")
+    _dataset(fg, "gamma", fit.gamma, units=f"{tau_unit}^-1", long_name=f"gamma ({tau_unit}^-1)")
+    _dataset(fg, "gamma_errors", fit.gamma_err)
+    _dataset(fg, "q", q, units=q_unit or None, long_name=q_label)
+    for name, value in fit.params.items():
+        if name != "gamma":
+            _dataset(fg, name, value)
+            _dataset(fg, f"{name}_errors", fit.errors[name])
+    _dataset(fg, "chi2_red", fit.chi2_red)
+    _dataset(fg, "status", fit.status.astype(numpy.int8))
+    from ..engine.fit import STATUSES
+
+    fg["status_meaning"] = json.dumps(dict(enumerate(STATUSES)))
+    fg.attrs["auxiliary_signals"] = ["beta", "baseline"]
+    fg["model"] = f"g2(q, tau) = {fit.formula}"
+    fg["model_name"] = fit.model
+    fg["tau_range"] = numpy.asarray(
+        [numpy.nan if v is None else v for v in fit.tau_range], dtype=numpy.float64
+    )
+    if power_law is not None:
+        pg = fg.create_group("power_law")
+        pg.attrs["NX_class"] = "NXcollection"
+        pg["model"] = "gamma = D * q**n (bins of status ok); D2: n fixed to 2"
+        for name in ("D", "D_err", "n", "n_err", "D2", "D2_err", "chi2_red"):
+            pg[name] = float(getattr(power_law, name))
+        pg["used"] = numpy.asarray(power_law.used, dtype=bool)
+        pg["D"].attrs["units"] = f"{tau_unit}^-1 ({q_unit})^-n"
+
+
+def write_science(proc, result, q, q_unit, tau_unit, frame_period, segments=None):
+    """``xpcs/excluded_frames`` (bad frames) and ``xpcs/segments`` (stability), when present."""
+    excluded = (getattr(result, "info", None) or {}).get("excluded_frames")
+    if excluded is not None:
+        eg = _nxdata(proc, "excluded_frames", "excluded", ["frame"],
+                     title="frames excluded from every pair (1 = excluded)")
+        _dataset(eg, "excluded", numpy.asarray(excluded, dtype=numpy.int8))
+        _dataset(eg, "frame", numpy.arange(len(excluded), dtype=numpy.int64), units="frame")
+        _dataset(eg, "indices", numpy.flatnonzero(excluded).astype(numpy.int64), units="frame")
+    if segments is not None:
+        q_label = f"q ({q_unit})" if q_unit else "bin"
+        sg = _nxdata(proc, "segments", "intensity", ["segment", "q"],
+                     title="mean counts per pixel per frame per time segment")
+        _dataset(sg, "intensity", segments.intensity, units="counts/frame",
+                 interpretation="spectrum")
+        _dataset(sg, "segment", numpy.arange(segments.n_segments, dtype=numpy.int64))
+        q_rows = map_rows(q, getattr(result, "labels", None), segments.labels)
+        _dataset(sg, "q", q_rows, units=q_unit or None, long_name=q_label)
+        _dataset(sg, "edges", segments.edges, units="frame")
+        pg = _nxdata(sg, "partial_g2", "g2", ["segment", "labels", "tau"],
+                     title="g2 of each time segment")
+        _dataset(pg, "g2", segments.g2)
+        _dataset(pg, "g2_errors", segments.g2_err)
+        _dataset(pg, "segment", numpy.arange(segments.n_segments, dtype=numpy.int64))
+        _dataset(pg, "labels", segments.labels)
+        lags = numpy.asarray(segments.lags, dtype=numpy.float64)
+        _dataset(pg, "tau", lags * frame_period if frame_period else lags,
+                 units=tau_unit if frame_period else "frame")
+
+
+def map_rows(q, labels, to_labels):
+    """q of the rows ``to_labels`` from q per ``labels`` (NaN where absent)."""
+    q = numpy.asarray(q, dtype=numpy.float64)
+    if labels is None or q.size != len(labels):
+        return q if q.size == len(to_labels) else numpy.full(len(to_labels), numpy.nan)
+    where = {int(k): i for i, k in enumerate(numpy.asarray(labels).tolist())}
+    return numpy.array([q[where[int(k)]] if int(k) in where else numpy.nan for k in to_labels])
+
+
+def extra_pngs(png, result, q, q_unit, tau_unit, frame_period, fit, power_law, segments,
+               overwrite) -> list:
+    """The figures beside the g2 PNG: ``_gamma.png`` (with a power law), ``_stability.png``
+    (with segments), ``_twotime.png`` (mode two-time)."""
+    from . import plots
+
+    names = extra_png_names(png, result, fit, power_law, segments)
+    out = []
+    if "gamma" in names:
+        out.append(save_figure(plots.gamma_figure(q, fit, power_law, q_unit, tau_unit),
+                               names["gamma"], overwrite))
+    if "stability" in names:
+        fs = getattr(result, "frame_sums", None)
+        inten = None
+        if fs is not None and getattr(result, "mode", "linear") != "twotime":
+            with numpy.errstate(invalid="ignore", divide="ignore"):
+                inten = (numpy.asarray(fs, dtype=numpy.float64) / result.n_pixels[None, :]).T
+        fig = plots.stability_figure(
+            segments, map_rows(q, result.labels, segments.labels), tau_unit, frame_period, inten,
+            (result.info or {}).get("excluded_frames"), q_unit)
+        out.append(save_figure(fig, names["stability"], overwrite))
+    if "twotime" in names:
+        out.append(save_figure(plots.twotime_figure(result, q, q_unit), names["twotime"],
+                               overwrite))
+    return out
+
+
+def save_figure(fig, filename, overwrite: bool = False) -> str:
+    """Write a matplotlib figure as PNG, atomically; the absolute file name."""
+    fig.tight_layout()
+    with atomic_output(filename, overwrite) as tmp:
+        with open(tmp, "wb") as fh:
+            fig.savefig(fh, format="png")
+    return os.path.abspath(filename)
+
+
+def extra_png_names(png, result, fit, power_law, segments) -> dict:
+    """Figure name -> file of :func:`extra_pngs`: ``<base>_gamma.png``, ``<base>_stability.png``,
+    ``<base>_twotime.png`` beside ``<base>_g2.png`` (or ``<png stem>_…``)."""
+    base = os.path.splitext(os.fspath(png))[0]
+    base = base[:-3] if base.endswith("_g2") else base
+    names = {}
+    if fit is not None and power_law is not None:
+        names["gamma"] = base + "_gamma.png"
+    if segments is not None:
+        names["stability"] = base + "_stability.png"
+    if getattr(result, "mode", "") == "twotime":
+        names["twotime"] = base + "_twotime.png"
+    return names
 
 
 def plot_g2(
@@ -477,72 +607,18 @@ def plot_g2(
     chi=None,
     overwrite: bool = False,
     title: str = "XPCS g2",
+    keep=None,
 ) -> str:
-    """Draw g2 curves (log τ, error bars, fits if given) into a PNG file (matplotlib Agg).
+    """Draw g2 curves (log τ, error bars, fits of status ok if given) into a PNG file
+    (:func:`ewoksxpcs.io.plots.draw_g2`; ``keep``: (n_τ,) bool, the lags to draw).
 
     Returns the absolute file name.
     """
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .plots import draw_g2, new_figure
 
-    tau = numpy.asarray(tau, dtype=numpy.float64)
-    g2 = numpy.atleast_2d(numpy.asarray(g2, dtype=numpy.float64))
-    err = numpy.atleast_2d(numpy.asarray(g2_err, dtype=numpy.float64))
-    # Log axis: τ = 0 (shot noise) is not drawn; about 150 log-spaced delays keep it legible.
-    positive = numpy.flatnonzero(tau > 0)
-    if positive.size > 150:
-        picks = numpy.unique(numpy.geomspace(1, positive.size, 150).astype(numpy.int64) - 1)
-        positive = positive[picks]
-    sel = positive
-    fig = Figure(figsize=(7.0, 4.8), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
-    n = g2.shape[0]
-    cmap = matplotlib.colormaps["viridis"]
-    for i in range(n):
-        colour = cmap(0.9 * i / max(n - 1, 1))
-        unit = q_unit.replace("^-1", "⁻¹")
-        label = f"q = {q[i]:.4g} {unit}" if q_unit else f"bin {q[i]:g}"
-        if chi is not None:
-            label += f", χ = {chi[i]:.0f}°"
-        e = numpy.where(numpy.isfinite(err[i][sel]), err[i][sel], 0.0)
-        ax.errorbar(
-            tau[sel],
-            g2[i][sel],
-            yerr=e,
-            fmt="o",
-            ms=2.5,
-            lw=0.6,
-            elinewidth=0.6,
-            color=colour,
-            label=label,
-        )
-        if fit is not None and numpy.isfinite(fit.gamma[i]) and sel.size:
-            tt = numpy.geomspace(tau[sel].min(), tau[sel].max(), 200)
-            ax.plot(tt, fit.model(tt)[i], "-", color=colour, lw=1.0)
-    # y range from the first half of the delays (the last ones average few frames).
-    first = sel[: max(1, numpy.searchsorted(tau[sel], 0.5 * tau.max()))]
-    vals = g2[:, first][numpy.isfinite(g2[:, first])]
-    if vals.size:
-        lo, hi = float(vals.min()), float(vals.max())
-        pad = 0.1 * max(hi - lo, 1e-3)
-        ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xscale("log")
-    # Plain tick labels: the default 10^n ones go through mathtext, whose parser takes about
-    # a second to build on first use (a tenth of an end-to-end run).
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    draw_g2(ax, tau, g2, g2_err, q, q_unit=q_unit, fit=fit, chi=chi, keep=keep, fig=fig)
     ax.set_xlabel(f"τ ({tau_unit})")
-    ax.set_ylabel("g2(q, τ)")
     ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    if n <= 16:
-        ax.legend(fontsize=7, ncol=2 if n > 6 else 1, loc="lower left")
-    fig.tight_layout()
-    with atomic_output(filename, overwrite) as tmp:
-        with open(tmp, "wb") as fh:
-            fig.savefig(fh, format="png")
-    return os.path.abspath(filename)
+    return save_figure(fig, filename, overwrite)

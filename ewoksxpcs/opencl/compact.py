@@ -29,6 +29,7 @@ import threading
 
 import numpy
 
+from ..engine.badframes import excluded_of
 from ..engine.events import DeviceEvents, EventStack, _kept_pixels, check_non_negative
 from ..engine.frames import as_frame_source
 from .device import (CTYPES, OpenCLDevice, default_device_memory, device_buffer, get_device,
@@ -125,9 +126,14 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     prof = _Profile(profile, dev.queue)
 
+    excluded = excluded_of(source) if layout is not None else None
+
     def make_batches():
         if layout is not None:
-            return _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof)
+            batches = _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof)
+            # Bad frames (read as zeros by the source's own reader): zeroed on the device.
+            return batches if excluded is None else _zero_excluded(dev, batches, excluded,
+                                                                  frame_bytes)
         return _uploaded_batches(dev, source, chunk_frames)
 
     path = "raw chunks decompressed on the device" if layout is not None else "frames uploaded"
@@ -175,6 +181,23 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
 
 
 # ------------------------------------------------------------------------------ batches
+def _zero_excluded(dev, batches, excluded, frame_bytes):
+    """The decoded batches with the excluded frames (mask over the selection) zeroed in place
+    on the device (:mod:`ewoksxpcs.badframes`)."""
+    import pyopencl
+
+    t0 = 0
+    try:
+        for d_frames, base, n, host_chunk in batches:
+            for j in numpy.flatnonzero(excluded[t0: t0 + n]).tolist():
+                pyopencl.enqueue_fill_buffer(dev.queue, d_frames, numpy.uint8(0),
+                                             (base + j) * frame_bytes, frame_bytes)
+            t0 += n
+            yield d_frames, base, n, host_chunk
+    finally:
+        batches.close()
+
+
 def _uploaded_batches(dev, source, chunk_frames):
     """(device frames, 0, n, host chunk) per chunk of the source; the next chunk is read by a
     thread of its own while the device works on the current one."""

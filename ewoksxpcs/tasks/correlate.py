@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
@@ -66,6 +66,17 @@ class Inputs(BaseInputModel):
         DEFAULT_GROUPS, description="Pixel groups per bin for the jackknife errors.", ge=1
     )
     parameters: Optional[dict] = Field(None, description="Parameters recorded so far (provenance).")
+    bad_frames: Any = Field(
+        None, description="Frames excluded from every pair: scan indices, e.g. '10,200-250' "
+        "(ranges inclusive), a list of ints or a bool mask (ewoksxpcs.engine.badframes).")
+    auto_bad_frames: Union[bool, float, None] = Field(
+        None, description="Also find bad frames from the data: True, or the threshold k in "
+        "robust standard deviations (default 6).")
+    normalise_by: Any = Field(
+        None, description="Per-frame weights: 'frame-sum', a counter of the scan "
+        "(measurement/<name>), or the monitor values (ewoksxpcs.engine.frameweights).")
+    segments: Optional[int] = Field(
+        None, description="Also correlate this many equal time segments (stability).", ge=1)
 
 
 class Outputs(BaseOutputModel):
@@ -85,6 +96,7 @@ class Outputs(BaseOutputModel):
     )
     mean_image: Any = Field(None, description="Mean counts per pixel per frame (Ny, Nx) float64.")
     n_frames: int = Field(..., description="Frames correlated.")
+    segments: Any = Field(None, description="SegmentResult (partial g2, intensity) or None.")
     parameters: dict = Field(..., description="Parameters recorded so far (provenance).")
 
 
@@ -94,6 +106,28 @@ def _mode_details(sums) -> dict:
     if hasattr(sums, "time_bin"):
         details["time_bin_used"] = int(sums.time_bin)
         details["twotime_bins_used"] = [int(v) for v in sums.labels]
+    return details
+
+
+def _science_details(out, inputs) -> dict:
+    """Bad frames, frame weights and segments, for the record (compact frame lists)."""
+    from ..engine.badframes import format_frame_list
+
+    details = {}
+    bad = out.get("bad_frames")
+    if bad is not None:
+        details["bad_frames"] = {
+            "excluded": format_frame_list(bad["scan_indices"]),
+            "given": format_frame_list(bad["given"]),
+            "detected": format_frame_list(bad["detected"]),
+            "n_excluded": int(bad["scan_indices"].size),
+            "threshold": bad["threshold"],
+            "window": bad["window"],
+        }
+    if out.get("normalised_by") is not None:
+        details["normalise_by"] = out["normalised_by"]["normalise_by"]
+    if inputs.segments:
+        details["segments"] = int(inputs.segments)
     return details
 
 
@@ -121,6 +155,10 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
                 "twotime_bins": i.twotime_bins,
                 "time_bin": i.time_bin,
             },
+            bad_frames=i.bad_frames,
+            auto_bad_frames=i.auto_bad_frames,
+            normalise_by=i.normalise_by,
+            segments=i.segments,
         )
         for name in (
             "sums",
@@ -132,6 +170,7 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
             "mode_options",
             "mean_image",
             "n_frames",
+            "segments",
         ):
             setattr(self.outputs, name, out[name])
         self.outputs.parameters = self.record(
@@ -150,6 +189,7 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
                 "n_bins": int(out["binning"].n_bins),
                 "timings_s": out["timings"],
                 **_mode_details(out["sums"]),
+                **_science_details(out, i),
             },
         )
         self.report(1.0)

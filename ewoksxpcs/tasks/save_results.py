@@ -8,7 +8,7 @@ from typing import Any, Optional, Union
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..engine.fit import fit_g2
+from ..engine.fit import MODELS, fit_g2, fit_power_law
 from ..io.save import check_output, default_png, save_results
 from .base import XpcsTask
 
@@ -32,9 +32,13 @@ class Inputs(BaseInputModel):
         description="PNG of the g2 curves: True (next to the "
         "result, '<name>_g2.png'), a file name, or False.",
     )
-    fit: bool = Field(
-        True, description="Fit g2 = baseline + beta*exp(-2*gamma*tau) per bin and save it."
+    fit: Union[bool, str] = Field(
+        True, description="Fit per bin and save it: 'exp' (or True) g2 = baseline + "
+        "beta*exp(-2*gamma*tau), 'kww' (stretched), 'double', or 'none' (or False); then "
+        "gamma(q) = D*q^n (ewoksxpcs.engine.fit).",
+        examples=["exp", "kww", "double", "none"],
     )
+    segments: Any = Field(None, description="SegmentResult from Correlate (stability), saved.")
     title: str = Field("XPCS g2", description="Title of the entry and the plot.")
     parameters: Optional[dict] = Field(
         None, description="Parameters recorded so far (saved in the file)."
@@ -49,6 +53,17 @@ class Outputs(BaseOutputModel):
         description="Fit per bin: q, gamma (1/tau_unit), beta, baseline "
         "and their errors, as lists.",
     )
+
+
+def _fit_model(fit):
+    """The model name of the ``fit`` input, or None for no fit."""
+    if fit is True:
+        return "exp"
+    if fit is False or fit in (None, "none", ""):
+        return None
+    if fit not in MODELS:
+        raise ValueError(f"unknown fit model {fit!r}; valid: {', '.join(MODELS)}, none")
+    return fit
 
 
 class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
@@ -73,7 +88,9 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
         if png is not None:
             check_output(png, i.overwrite)
         result = i.result
-        fit = fit_g2(i.tau, result.g2, result.g2_err) if i.fit else None
+        model = _fit_model(i.fit)
+        fit = None if model is None else fit_g2(i.tau, result.g2, result.g2_err, model=model)
+        power_law = None if fit is None else fit_power_law(i.q, fit.gamma, fit.gamma_err, fit.ok)
         self.report(0.3)
         params = self.record(
             "save",
@@ -101,6 +118,8 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
             png=png,
             cancel_token=self.token,
             title=i.title,
+            segments=i.segments,
+            power_law=power_law,
         )
         self.outputs.output = written["filename"]
         self.outputs.png = written["png"]
@@ -121,6 +140,11 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
                         "chi2_red",
                     )
                 },
+                "model": fit.model,
+                "status": fit.status_text,
+                **({} if power_law is None else {
+                    "D": power_law.D, "D_err": power_law.D_err,
+                    "n": power_law.n, "n_err": power_law.n_err}),
             }
         )
         self.report(1.0)

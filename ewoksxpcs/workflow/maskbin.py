@@ -34,7 +34,14 @@ raise ``E``). A pixel is
   frozen in time the total is exponentially distributed, so a live pixel exceeds 20·E with
   probability e⁻²⁰;
 - *dead* if ``C_p = 0`` while ``E ≥ dead_min_counts`` (default 20 counts, so that a live pixel
-  of Poisson statistics stays silent with probability ≲ e⁻²⁰; sparse data are never flagged).
+  of Poisson statistics stays silent with probability ≲ e⁻²⁰; sparse data are never flagged);
+- an *outlier* of its ring (with a label image; ``mad_threshold`` k, default 10): with ``m`` the
+  median and MAD the median absolute deviation of ``C_p`` over the good pixels of the bin,
+  ``C_p − m > k·max(1.4826·MAD, √m, 1)`` — hot relative to its ring although below the
+  ``hot_factor`` rule (√m: the Poisson floor where the MAD vanishes at low counts). The totals
+  of a pixel average many speckle realisations when the sample moves; for a static speckle
+  (exponential totals) the test flags about e^(−0.7−0.7k) of the pixels: set
+  ``mad_threshold=None`` there.
 """
 
 from __future__ import annotations
@@ -602,6 +609,26 @@ def pixel_totals(frames, n_sample: int = 100):
     return totals, flagged, len(idx)
 
 
+def _ring_outliers(tot, groups, use, k: float) -> numpy.ndarray:
+    """Pixels above their bin's median by more than k robust standard deviations (per-bin MAD
+    test of the module docstring), (n_pix,) bool."""
+    out = numpy.zeros(tot.size, dtype=bool)
+    idx = numpy.flatnonzero(use & (groups > 0))
+    if not idx.size:
+        return out
+    order = idx[numpy.argsort(groups[idx], kind="stable")]
+    g_sorted = groups[order]
+    starts = numpy.flatnonzero(numpy.r_[True, g_sorted[1:] != g_sorted[:-1]])
+    med = numpy.zeros(int(groups.max()) + 1)
+    sig = numpy.full(med.size, numpy.inf)
+    for a, b in zip(starts, numpy.r_[starts[1:], order.size]):
+        v = tot[order[a:b]]
+        m = numpy.median(v)
+        mad = numpy.median(numpy.abs(v - m))
+        med[g_sorted[a]], sig[g_sorted[a]] = m, max(1.4826 * mad, math.sqrt(max(m, 0.0)), 1.0)
+    return (groups > 0) & (tot - med[groups] > k * sig[groups])
+
+
 def auto_bad_pixels(
     frames,
     labels=None,
@@ -610,8 +637,9 @@ def auto_bad_pixels(
     hot_factor: float = 20.0,
     hot_min_counts: float = 10.0,
     dead_min_counts: float = 20.0,
+    mad_threshold: Optional[float] = 10.0,
 ):
-    """Hot, dead and detector-flagged pixels, by the rule of the module docstring.
+    """Hot, dead, ring-outlier and detector-flagged pixels, by the rule of the module docstring.
 
     Parameters
     ----------
@@ -624,6 +652,8 @@ def auto_bad_pixels(
         Frames sampled, evenly spread.
     hot_factor, hot_min_counts, dead_min_counts : float
         Thresholds, see the module docstring (counts summed over the sampled frames).
+    mad_threshold : float or None
+        k of the per-bin outlier (MAD) test; None: no such test (also without ``labels``).
 
     Returns
     -------
@@ -658,15 +688,21 @@ def auto_bad_pixels(
         e = expected[flat_g]
         hot = tot > hot_factor * e + hot_min_counts
     dead = (tot == 0) & (e >= dead_min_counts)
+    outlier = numpy.zeros(tot.size, dtype=bool)
+    if labels is not None and mad_threshold is not None:
+        outlier = _ring_outliers(tot, flat_g, usable.ravel() & ~hot, float(mad_threshold))
     considered = (~excluded).ravel()
     if labels is not None:
         considered &= flat_g > 0
     flag = flagged.ravel() & considered
     hot &= considered & ~flag
     dead &= considered & ~flag
-    bad = (hot | dead | flag).reshape(shape)
+    outlier &= considered & ~flag & ~hot
+    bad = (hot | dead | flag | outlier).reshape(shape)
     stats = dict(
         n_hot=int(hot.sum()),
+        n_outliers=int(outlier.sum()),
+        mad_threshold=None if mad_threshold is None else float(mad_threshold),
         n_dead=int(dead.sum()),
         n_flagged=int(flag.sum()),
         n_sample=int(n_used),

@@ -335,6 +335,10 @@ def correlate_sums(
     token: Optional[CancelToken] = None,
     progress: Progress = None,
     mode_options: Optional[dict] = None,
+    bad_frames=None,
+    auto_bad_frames=None,
+    normalise_by=None,
+    segments: Optional[int] = None,
 ) -> dict:
     """Correlate frames (or events) into the additive sums, with progress and cancellation.
 
@@ -360,10 +364,20 @@ def correlate_sums(
     bad_pixels : ndarray of bool (Ny, Nx), optional
     n_groups : int
         Pixel groups per bin for the error bars.
+    bad_frames, auto_bad_frames
+        Frames excluded from every pair (scan indices, e.g. "10,200-250"), and whether to
+        detect more (True, or the threshold k): see :mod:`ewoksxpcs.engine.badframes`.
+    normalise_by : str or ndarray, optional
+        Per-frame weights: "frame-sum", a counter of the scan, or monitor values
+        (:mod:`ewoksxpcs.engine.frameweights`).
+    segments : int, optional
+        Also correlate that many equal time segments (:mod:`ewoksxpcs.workflow.segments`).
 
     Returns
     -------
     dict
+        ``bad_frames`` (what was excluded, see :func:`ewoksxpcs.engine.badframes.apply_bad_frames`,
+        or None), ``normalised_by`` (record, or None), ``segments`` (SegmentResult or None),
         ``sums`` (CorrelationSums; MultiTauSums; TwoTimeResult), ``binning``, ``method`` and
         ``device`` used, ``auto_reason``, ``mode``, ``mode_options`` (those set, validated: pass
         them to :func:`normalise_sums`), ``mean_image`` (Ny, Nx) float64 counts per pixel per
@@ -385,6 +399,13 @@ def correlate_sums(
     if not is_events:
         frames = as_frame_source(frames)
     binning.check_frame_shape(frames.frame_shape)
+    frames, excluded = _exclude_bad_frames(frames, bad_frames, auto_bad_frames, binning)
+    weighted = None
+    if normalise_by is not None:
+        from ..engine.frameweights import apply_normalisation
+
+        frames, weighted = apply_normalisation(frames, normalise_by, binning)
+    segment_data = frames
     correlator = MODES[mode]["create"](binning, method, device, frames, **mode_options, **options)
     if token is not None:
         token.check("correlation")
@@ -430,9 +451,24 @@ def correlate_sums(
         mean_image = mean_image_from_events(frames)
     elif monitor is not None and monitor.sum_image is not None:
         mean_image = monitor.sum_image / max(n_frames, 1)
+    from ..engine.badframes import excluded_of
+
+    mask = excluded_of(segment_data)
+    if mask is not None and mask.any():
+        sums.excluded = mask  # multi-tau: the remaining pairs' counts; saved with the result
+        if mean_image is not None:  # the mean over the frames kept
+            mean_image = mean_image * (n_frames / max(int((~mask).sum()), 1))
+    seg = None
+    if segments:
+        from .segments import correlate_segments
+
+        seg = correlate_segments(segment_data, binning, int(segments), correlate_sums,
+                                 normalise_sums, mode, method, device, options, mode_options)
     if progress is not None:
         progress(1.0)
     return {
+        "normalised_by": weighted,
+        "segments": seg,
         "sums": sums,
         "binning": binning,
         "method": getattr(correlator, "name", str(method)),
@@ -442,9 +478,22 @@ def correlate_sums(
         "mode_options": mode_options,
         "mean_image": mean_image,
         "n_frames": int(n_frames),
+        "bad_frames": excluded,
         "timings": {"setup_s": t0 - t_start - compaction_s, "compact_s": compaction_s,
                     "correlate_s": t1 - t0},
     }
+
+
+def _exclude_bad_frames(frames, bad_frames, auto_bad_frames, binning):
+    """(frames with the bad ones excluded, what was excluded or None)."""
+    if bad_frames is None and not auto_bad_frames:
+        return frames, None
+    from ..engine.badframes import apply_bad_frames
+
+    data, info = apply_bad_frames(frames, bad_frames, auto_bad_frames, binning)
+    if info["scan_indices"].size:
+        logger.info("excluding %d bad frame(s)", info["scan_indices"].size)
+    return data, info
 
 
 def tau_axis(lags, frame_period: Optional[float]):
@@ -502,6 +551,8 @@ def normalise_sums(
         info["mode_options"] = dict(mode_options)
     normalise = MODES[mode]["normalise"]
     result = normalise(sums, binning, method, device, s2_method, info, **mode_options)
+    if getattr(sums, "excluded", None) is not None:
+        result.info["excluded_frames"] = numpy.asarray(sums.excluded, dtype=bool)
     tau, tau_unit = tau_axis(result.lags, frame_period)
     if hasattr(result, "frame_period"):  # multi-tau, two-time: τ of their own NeXus groups
         result.frame_period = None if frame_period is None else float(frame_period)

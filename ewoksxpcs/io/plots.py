@@ -1,0 +1,247 @@
+"""Figures of a result (matplotlib Agg; :func:`ewoksxpcs.io.save.save_figure` writes them as PNG):
+what a scientist checks and publishes.
+
+- g2 curves (:func:`draw_g2`): log τ; lags averaged over few pairs are not drawn (rule:
+  :func:`drawn_lags`), so no curve ends on full-height error bars; a colour bar by q instead of
+  a legend beyond 6 curves; the fitted model where the fit status is ``ok`` only.
+- Γ(q) (:func:`gamma_figure`): log-log, bins of status ok with errors (others as open grey
+  markers), the power law D·q^n and the diffusion law D₂·q².
+- Stability (:func:`stability_figure`): mean intensity vs q per time segment (SAXS-like), the
+  partial g2 of each segment for the middle bin, and the intensity vs time with the excluded
+  frames marked.
+- Two-time maps (:func:`twotime_figure`): C(q, t1, t2) of up to 4 bins; the colour scale is the
+  1st–99th percentile of the off-diagonal entries (|T1 − T2| >= 2): the diagonal (shot noise)
+  would otherwise swamp it, it is drawn masked.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+__all__ = ["MIN_PAIRS", "MIN_PAIR_FRACTION", "drawn_lags", "draw_g2", "gamma_figure",
+           "stability_figure", "twotime_figure", "twotime_colour_range", "new_figure"]
+
+#: A lag is drawn when it averages at least MIN_PAIRS pairs of (level) frames ...
+MIN_PAIRS = 10
+#: ... and at least this fraction of the frames kept (of its multi-tau level, or time bins).
+MIN_PAIR_FRACTION = 0.1
+
+
+def drawn_lags(result) -> numpy.ndarray:
+    """(n_lags,) bool: lags averaged over enough pairs to be drawn (module docstring)."""
+    from ..engine.badframes import pair_counts
+
+    mode = getattr(result, "mode", "linear")
+    lags = numpy.asarray(result.lags)
+    if mode == "multitau":
+        pairs = numpy.asarray(result.n_pairs)
+        n_level = numpy.asarray(result.n_frames) >> numpy.asarray(result.level)
+    elif mode == "twotime":
+        n_level = numpy.full(lags.size, result.n_time_bins)
+        pairs = n_level - numpy.rint(lags / max(result.time_bin, 1)).astype(numpy.int64)
+    else:
+        n = int(result.n_frames)
+        excluded = result.info.get("excluded_frames")
+        pairs = pair_counts(excluded, n, lags)
+        kept = n if excluded is None else int((~numpy.asarray(excluded, bool)).sum())
+        n_level = numpy.full(lags.size, kept)
+    return (pairs >= MIN_PAIRS) & (pairs >= MIN_PAIR_FRACTION * n_level)
+
+
+def new_figure(w=7.0, h=4.8, **kw):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=110, **kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plain_log_x(ax, axes=("x",)):
+    # Plain tick labels: the default 10^n ones go through mathtext (slow on first use).
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for name in axes:
+        axis = getattr(ax, f"{name}axis")
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _q_text(value, unit) -> str:
+    return f"q = {value:.4g} {unit}" if unit else f"bin {value:g}"
+
+
+def _q_colours(q, n):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    q = numpy.asarray(q, dtype=numpy.float64)
+    lo, hi = (float(numpy.nanmin(q)), float(numpy.nanmax(q))) if n else (0.0, 1.0)
+    norm = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1)
+    return [cmap(0.9 * norm(v)) for v in q], cmap, norm
+
+
+def draw_g2(ax, tau, g2, err, q, q_unit="nm^-1", fit=None, chi=None, keep=None, fig=None):
+    """Draw g2 curves into ``ax`` (see the module docstring); ``keep`` (n_lags,) bool."""
+    import matplotlib
+
+    tau = numpy.asarray(tau, dtype=numpy.float64)
+    g2 = numpy.atleast_2d(numpy.asarray(g2, dtype=numpy.float64))
+    err = numpy.atleast_2d(numpy.asarray(err, dtype=numpy.float64))
+    ok = tau > 0 if keep is None else (tau > 0) & numpy.asarray(keep, dtype=bool)
+    sel = numpy.flatnonzero(ok)
+    if sel.size > 150:  # about 150 log-spaced delays keep it legible
+        sel = sel[numpy.unique(numpy.geomspace(1, sel.size, 150).astype(numpy.int64) - 1)]
+    n = g2.shape[0]
+    colours, cmap, norm = _q_colours(q, n)
+    unit = q_unit.replace("^-1", "⁻¹")
+    curves = None if fit is None or not sel.size else fit.model_curves(
+        numpy.geomspace(tau[sel].min(), tau[sel].max(), 200))
+    for i in range(n):
+        label = f"q = {q[i]:.4g} {unit}" if q_unit else f"bin {q[i]:g}"
+        if chi is not None:
+            label += f", χ = {chi[i]:.0f}°"
+        e = numpy.where(numpy.isfinite(err[i][sel]), err[i][sel], 0.0)
+        ax.errorbar(tau[sel], g2[i][sel], yerr=e, fmt="o", ms=2.5, lw=0.6, elinewidth=0.6,
+                    color=colours[i], label=label)
+        if curves is not None and numpy.isfinite(curves[i]).all():
+            tt = numpy.geomspace(tau[sel].min(), tau[sel].max(), 200)
+            ax.plot(tt, curves[i], "-", color=colours[i], lw=1.0)
+    vals = g2[:, sel][numpy.isfinite(g2[:, sel])]
+    if vals.size:
+        lo, hi = float(numpy.percentile(vals, 0.5)), float(numpy.percentile(vals, 99.5))
+        pad = 0.1 * max(hi - lo, 1e-3)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xscale("log")
+    _plain_log_x(ax)
+    ax.set_ylabel("g2(q, τ)")
+    ax.grid(True, which="both", alpha=0.3)
+    if n > 6 and q_unit and fig is not None:
+        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=ax, label=f"q ({unit})", fraction=0.05, pad=0.02)
+    elif n:
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
+
+
+def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
+    """Γ(q) log-log with the power law (module docstring); a matplotlib Figure."""
+    fig = new_figure(5.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    q = numpy.asarray(q, dtype=numpy.float64)
+    ok = fit.ok & numpy.isfinite(fit.gamma) & (q > 0)
+    ax.errorbar(q[ok], fit.gamma[ok], yerr=numpy.nan_to_num(fit.gamma_err[ok]), fmt="o",
+                color="C0", ms=4, label="Γ (fit ok)")
+    bad = ~fit.ok & numpy.isfinite(fit.gamma) & (fit.gamma > 0) & (q > 0)
+    if bad.any():
+        ax.plot(q[bad], fit.gamma[bad], "o", mfc="none", color="0.6", ms=4,
+                label="fit not ok (not used)")
+    if power_law is not None and numpy.isfinite(power_law.D) and ok.any():
+        qq = numpy.geomspace(q[ok].min(), q[ok].max(), 50)
+        ax.plot(qq, power_law.gamma(qq), "-", color="C1",
+                label=f"D·qⁿ: n = {power_law.n:.3f} ± {power_law.n_err:.3f}")
+        ax.plot(qq, power_law.D2 * qq**2, "--", color="C2", lw=0.8,
+                label=f"n = 2: D = {power_law.D2:.4g} ± {power_law.D2_err:.2g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_x(ax, ("x", "y"))
+    unit = q_unit.replace("^-1", "⁻¹")
+    ax.set_xlabel(f"q ({unit})" if unit else "bin")
+    ax.set_ylabel(f"Γ ({tau_unit}⁻¹)")
+    ax.set_title(f"relaxation rate ({fit.model} fit)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def stability_figure(segments, q, tau_unit="s", frame_period=None, intensity=None,
+                     excluded=None, q_unit="nm^-1"):
+    """Stability figure (module docstring); ``intensity`` (n_bins, Nt) vs time, optional."""
+    import matplotlib
+
+    fig = new_figure(11.0, 3.8)
+    q = numpy.asarray(q, dtype=numpy.float64)
+    unit = q_unit.replace("^-1", "⁻¹")
+    cmap = matplotlib.colormaps["plasma"]
+    ns = segments.n_segments
+    unit = unit or ""
+    qname = f"q ({unit})" if unit else "bin"
+    ax = fig.add_subplot(1, 3, 1)
+    for s in range(ns):
+        ax.plot(q, segments.intensity[s], "o-", ms=3, lw=0.8, color=cmap(0.85 * s / max(ns - 1, 1)),
+                label=f"segment {s + 1}")
+    ax.set_xlabel(qname)
+    ax.set_ylabel("counts / pixel / frame")
+    ax.set_yscale("log")
+    _plain_log_x(ax, ("y",))
+    ax.set_title("mean intensity per segment")
+    ax.legend(fontsize=6)
+    ax = fig.add_subplot(1, 3, 2)
+    i = segments.g2.shape[1] // 2
+    lags = numpy.asarray(segments.lags, dtype=numpy.float64)
+    tau = lags * (frame_period or 1.0)
+    # The drawing rule of the g2 curves, for the shortest segment.
+    sel = (tau > 0) & (lags <= (1 - MIN_PAIR_FRACTION) * numpy.diff(segments.edges).min())
+    for s in range(ns):
+        ax.errorbar(tau[sel], segments.g2[s, i, sel],
+                    yerr=numpy.nan_to_num(segments.g2_err[s, i, sel]), fmt="o", ms=2, lw=0.5,
+                    color=cmap(0.85 * s / max(ns - 1, 1)), label=f"segment {s + 1}")
+    ax.set_xscale("log")
+    _plain_log_x(ax)
+    ax.set_xlabel(f"τ ({tau_unit})")
+    ax.set_ylabel("partial g2")
+    ax.set_title(_q_text(q[i], unit))
+    ax = fig.add_subplot(1, 3, 3)
+    if intensity is not None:
+        inten = numpy.asarray(intensity, dtype=numpy.float64)
+        t = numpy.arange(inten.shape[1]) * (frame_period or 1.0)
+        total = numpy.nanmean(inten, axis=0)
+        if excluded is not None and numpy.any(excluded):
+            ex = numpy.flatnonzero(excluded)
+            total[ex] = numpy.nan  # not drawn as dips: marked below the curve
+            ax.plot(t[ex], numpy.full(ex.size, numpy.nanmin(total)), "|", color="C3", ms=8,
+                    label=f"excluded frames ({ex.size})")
+        ax.plot(t, total, "-", lw=0.6, color="C0", label="mean over bins")
+        ax.legend(fontsize=6)
+    ax.set_xlabel("time (s)" if frame_period else "time (frame)")
+    ax.set_ylabel("counts / pixel / frame")
+    ax.set_title("intensity vs time")
+    fig.tight_layout()
+    return fig
+
+
+def twotime_colour_range(C):
+    """(vmin, vmax) of a two-time map (nT, nT): 1st and 99th percentiles of the finite entries
+    with |T1 − T2| >= 2, (None, None) when there are none."""
+    C = numpy.asarray(C, dtype=numpy.float64)
+    idx = numpy.arange(C.shape[0])
+    vals = C[(numpy.abs(idx[:, None] - idx[None, :]) >= 2) & numpy.isfinite(C)]
+    if not vals.size:
+        return None, None
+    lo, hi = numpy.percentile(vals, [1, 99])
+    return float(lo), float(hi)
+
+
+def twotime_figure(result, q, q_unit="nm^-1"):
+    """Two-time maps of up to 4 bins, colour scale from the off-diagonal (module docstring)."""
+    C = numpy.asarray(result.C)
+    n = min(4, C.shape[0])
+    picks = numpy.unique(numpy.linspace(0, C.shape[0] - 1, n).astype(int))
+    fig = new_figure(3.3 * picks.size + 0.6, 3.4)
+    t = numpy.asarray(result.times, dtype=numpy.float64) * (result.frame_period or 1.0)
+    unit = q_unit.replace("^-1", "⁻¹")
+    idx = numpy.arange(C.shape[1])
+    for j, i in enumerate(picks):
+        ax = fig.add_subplot(1, picks.size, j + 1)
+        m = C[i].astype(numpy.float64)
+        vmin, vmax = twotime_colour_range(m)
+        shown = numpy.where(idx[:, None] != idx[None, :], m, numpy.nan)
+        im = ax.imshow(shown, origin="lower", extent=(t[0], t[-1], t[0], t[-1]),
+                       vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
+        ax.set_title(_q_text(q[i], unit), fontsize=8)
+        ax.set_xlabel("t1 (s)" if result.frame_period else "t1 (frame)")
+        if j == 0:
+            ax.set_ylabel("t2 (s)" if result.frame_period else "t2 (frame)")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    fig.tight_layout()
+    return fig

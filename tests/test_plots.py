@@ -1,0 +1,88 @@
+"""Figures: lags with too few pairs not drawn, fits only where ok, two-time colour scale from the
+off-diagonal, the PNG set of a run."""
+
+import numpy
+import pytest
+
+from ewoksxpcs import correlate
+from ewoksxpcs.engine.fit import fit_g2, fit_power_law
+from ewoksxpcs.io.plots import (
+    MIN_PAIRS,
+    drawn_lags,
+    gamma_figure,
+    stability_figure,
+    twotime_colour_range,
+    twotime_figure,
+)
+from ewoksxpcs.io.save import plot_g2, save_figure, save_results
+from ewoksxpcs.workflow.pipeline import correlate_sums, normalise_sums
+from ewoksxpcs.workflow.segments import correlate_segments
+from ewoksxpcs.tools.synthetic import SyntheticXPCS
+
+
+@pytest.fixture(scope="module")
+def data():
+    sim = SyntheticXPCS(shape=(32, 32), n_frames=200, mean_counts=1.0, contrast=0.3,
+                        diffusion=2e6, n_bins=20, q_per_pixel=2e-4, seed=1, dtype="uint16")
+    return sim, sim.frames()
+
+
+def test_drawn_lags(data):
+    sim, frames = data
+    r = correlate(frames, sim.labels, method="fft")
+    keep = drawn_lags(r)
+    assert keep[:181].all() and not keep[181:].any()  # at least 10 % of the 200 frames
+    r = correlate(frames, sim.labels, method="fft", bad_frames="0-99")
+    keep = drawn_lags(r)
+    assert keep[:91].all() and not keep[91:].any()  # of the 100 remaining pairs at lag 0
+    m = correlate(frames, sim.labels, mode="multitau", method="numpy")
+    keep = drawn_lags(m)
+    assert (m.n_pairs[keep] >= MIN_PAIRS).all() and (m.n_pairs[~keep] < 20).all()
+
+
+def test_twotime_colour_range():
+    rng = numpy.random.default_rng(0)
+    C = 1.0 + 0.01 * rng.standard_normal((50, 50))
+    numpy.fill_diagonal(C, 30.0)  # shot noise on the diagonal
+    lo, hi = twotime_colour_range(C)
+    assert 0.95 < lo < 1.0 < hi < 1.05
+    assert twotime_colour_range(numpy.full((3, 3), numpy.nan)) == (None, None)
+
+
+def test_png_set(data, tmp_path):
+    sim, frames = data
+    r = correlate(frames, sim.labels, method="fft")
+    tau = r.lags * 1e-3
+    fit = fit_g2(tau, r.g2, r.g2_err)
+    law = fit_power_law(sim.q, fit.gamma, fit.gamma_err, fit.ok)
+    seg = correlate_segments(frames, r_binning(sim), 3, correlate_sums, normalise_sums, method="fft")
+    out = save_results(str(tmp_path / "r.h5"), r, sim.q, tau, fit=fit, png=str(tmp_path / "r_g2.png"),
+                       segments=seg, power_law=law, frame_period=1e-3)
+    assert out["png"].endswith("r_g2.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "r.h5", "r_g2.png", "r_gamma.png", "r_stability.png"]
+    # 20 curves: a colour bar instead of a legend (the figure has a second axes).
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(tmp_path / "r_g2.png")).shape[2] == 4
+    tt = correlate(frames, sim.labels, mode="twotime", method="numpy", twotime_bins=[3, 9])
+    save_figure(twotime_figure(tt, sim.q[[2, 8]]), str(tmp_path / "tt.png"))
+    save_figure(gamma_figure(sim.q, fit, law), str(tmp_path / "g.png"))
+    save_figure(stability_figure(seg, sim.q, frame_period=1e-3), str(tmp_path / "s.png"))
+    plot_g2(str(tmp_path / "g2.png"), tau, r.g2, r.g2_err, sim.q, fit=fit)
+    for name in ("tt.png", "g.png", "s.png", "g2.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    # An existing figure of the set: refused before anything is written.
+    (tmp_path / "q_stability.png").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="q_stability.png"):
+        save_results(str(tmp_path / "q.h5"), r, sim.q, tau, fit=fit, png=str(tmp_path / "q_g2.png"),
+                     segments=seg, power_law=law)
+    assert not (tmp_path / "q.h5").exists() and not (tmp_path / "q_g2.png").exists()
+    with pytest.raises(FileExistsError, match="exists"):
+        save_figure(gamma_figure(sim.q, fit, law), str(tmp_path / "g.png"))
+
+
+def r_binning(sim):
+    from ewoksxpcs.engine.qmask import Binning
+
+    return Binning(sim.labels)
