@@ -361,8 +361,9 @@ def _level_normalise(n2, S, k, binning, normalisation, w=None):
     """g2, jackknife error and d2 of one level, (n_bins, n_k) each, from sub-bin sums.
 
     n2 (n_sub, n_k), S (n_L, n_sub) level frame sums; w (n_L,) level-frame weights (0: all
-    members excluded, :func:`ewoksxpcs.engine.badframes.level_weights`) or None. Bins are summed from their sub-bins; the
-    leave-one-group-out sums are the bin's minus the group's (n2 − n2_g, S − S_g).
+    members excluded, :func:`ewoksxpcs.engine.badframes.level_weights`) or None. Bins are
+    summed from their sub-bins; the leave-one-group-out sums are the bin's minus the group's
+    (n2 − n2_g, S − S_g).
     """
     nb = binning.n_bins
     n_l = S.shape[0]
