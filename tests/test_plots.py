@@ -8,8 +8,10 @@ from ewoksxpcs import correlate
 from ewoksxpcs.engine.fit import fit_g2, fit_power_law
 from ewoksxpcs.io.plots import (
     MIN_PAIRS,
+    draw_g2,
     drawn_lags,
     gamma_figure,
+    new_figure,
     stability_figure,
     twotime_colour_range,
     twotime_figure,
@@ -23,7 +25,7 @@ from ewoksxpcs.tools.synthetic import SyntheticXPCS
 @pytest.fixture(scope="module")
 def data():
     sim = SyntheticXPCS(shape=(32, 32), n_frames=200, mean_counts=1.0, contrast=0.3,
-                        diffusion=2e6, n_bins=20, q_per_pixel=2e-4, seed=1, dtype="uint16")
+                        diffusion=2e6, n_bins=8, q_per_pixel=2e-4, seed=1, dtype="uint16")
     return sim, sim.frames()
 
 
@@ -61,12 +63,20 @@ def test_png_set(data, tmp_path):
     assert out["png"].endswith("r_g2.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "r.h5", "r_g2.png", "r_gamma.png", "r_stability.png"]
-    # 20 curves: a colour bar instead of a legend (the figure has a second axes).
-    import matplotlib.image
-
-    assert matplotlib.image.imread(str(tmp_path / "r_g2.png")).shape[2] == 4
-    tt = correlate(frames, sim.labels, mode="twotime", method="numpy", twotime_bins=[3, 9])
-    save_figure(twotime_figure(tt, sim.q[[2, 8]]), str(tmp_path / "tt.png"))
+    # 8 curves: a colour bar by q instead of a legend; 3 curves: a legend.
+    for n, legend in ((8, False), (3, True)):
+        fig = new_figure()
+        ax = fig.add_subplot(1, 1, 1)
+        draw_g2(ax, tau, r.g2[:n], r.g2_err[:n], sim.q[:n], fit=fit, fig=fig)
+        assert (ax.get_legend() is not None) == legend and len(fig.axes) == (1 if legend else 2)
+    # Fits of status ok only: one line per ok bin besides the error bars.
+    fit.status[0] = 3
+    fig = new_figure()
+    ax = fig.add_subplot(1, 1, 1)
+    draw_g2(ax, tau, r.g2, r.g2_err, sim.q, fit=fit, fig=fig)
+    assert len([ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]) == fit.ok.sum()
+    tt = correlate(frames, sim.labels, mode="twotime", method="numpy", twotime_bins=[3, 7])
+    save_figure(twotime_figure(tt, sim.q[[2, 6]]), str(tmp_path / "tt.png"))
     save_figure(gamma_figure(sim.q, fit, law), str(tmp_path / "g.png"))
     save_figure(stability_figure(seg, sim.q, frame_period=1e-3), str(tmp_path / "s.png"))
     plot_g2(str(tmp_path / "g2.png"), tau, r.g2, r.g2_err, sim.q, fit=fit)

@@ -150,7 +150,6 @@ def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
     ax.set_title(f"relaxation rate ({fit.model} fit)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -206,7 +205,6 @@ def stability_figure(segments, q, tau_unit="s", frame_period=None, intensity=Non
     ax.set_xlabel("time (s)" if frame_period else "time (frame)")
     ax.set_ylabel("counts / pixel / frame")
     ax.set_title("intensity vs time")
-    fig.tight_layout()
     return fig
 
 
@@ -243,5 +241,4 @@ def twotime_figure(result, q, q_unit="nm^-1"):
         if j == 0:
             ax.set_ylabel("t2 (s)" if result.frame_period else "t2 (frame)")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    fig.tight_layout()
     return fig
