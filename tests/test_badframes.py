@@ -203,3 +203,17 @@ def test_cli(corrupted, tmp_path, capsys):
         assert main(common + ["-o", bad] + argv) in (1, 2)
         assert capsys.readouterr().err.count("\n") == 1
         assert not (tmp_path / "bad.h5").exists()
+
+
+def test_saved_intensity_skips_excluded_frames(corrupted, tmp_path):
+    import h5py
+
+    from ewoksxpcs.io.save import save_results
+
+    sim, _, frames, injected = corrupted
+    r = correlate(frames, sim.labels, method="fft", bad_frames=injected)
+    save_results(str(tmp_path / "r.h5"), r, sim.q, r.lags * 1e-3, frame_period=1e-3)
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        inten = f["entry/xpcs/intensity/intensity"][()]
+        assert f["entry/xpcs/excluded_frames/indices"][()].tolist() == injected
+    assert numpy.isnan(inten[:, injected]).all() and numpy.isfinite(numpy.delete(inten, injected, 1)).all()

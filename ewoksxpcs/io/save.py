@@ -398,6 +398,9 @@ def save_results(
                 n_pix = numpy.asarray(result.n_pixels, dtype=numpy.float64)
                 with numpy.errstate(invalid="ignore", divide="ignore"):
                     mean_t = (fs / (n_pix[None, :] * time_bin)).T  # (n_q, Nt)
+                excluded = info.get("excluded_frames")
+                if excluded is not None and time_bin == 1 and len(excluded) == mean_t.shape[1]:
+                    mean_t[:, numpy.asarray(excluded, dtype=bool)] = numpy.nan  # not measured
                 tg = _nxdata(
                     proc,
                     "intensity",
