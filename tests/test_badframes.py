@@ -3,6 +3,7 @@ in every mode, detection finds the injected frames and no others, and the fit re
 
 import numpy
 import pytest
+from conftest import require_opencl
 
 from ewoksxpcs import correlate
 from ewoksxpcs.engine.badframes import (
@@ -112,6 +113,25 @@ def test_multitau_and_twotime(corrupted):
                     method="numpy", time_bin=1)
     numpy.testing.assert_array_equal(tt.C, ref.C)
     assert numpy.isfinite(tt.g2[:, 1:200]).all()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_opencl_modes(corrupted, device):
+    """Every OpenCL path with bad frames equals NumPy: linear (dense, events), multi-tau
+    (symmetric: remaining-pair counts), two-time."""
+    require_opencl(device)
+    sim, _, frames, injected = corrupted
+    ref = correlate(frames, sim.labels, method="reference", bad_frames=injected)
+    for method in ("opencl-dense", "opencl-events"):
+        r = correlate(frames, sim.labels, method=method, device=device, bad_frames=injected)
+        numpy.testing.assert_array_equal(r.n2, ref.n2)
+        numpy.testing.assert_array_equal(r.s2, ref.s2)
+    for mode, opts in (("multitau", {"normalisation": "symmetric"}), ("twotime", {"time_bin": 1})):
+        cpu = correlate(frames, sim.labels, mode=mode, method="numpy", bad_frames=injected, **opts)
+        dev = correlate(frames, sim.labels, mode=mode, method="opencl", device=device,
+                        bad_frames=injected, **opts)
+        numpy.testing.assert_allclose(dev.g2, cpu.g2, rtol=1e-6, equal_nan=True)
+        assert numpy.array_equal(numpy.isnan(dev.g2), numpy.isnan(cpu.g2))
 
 
 def test_events_and_sources(corrupted):
