@@ -237,3 +237,13 @@ def test_saved_intensity_skips_excluded_frames(corrupted, tmp_path):
         inten = f["entry/xpcs/intensity/intensity"][()]
         assert f["entry/xpcs/excluded_frames/indices"][()].tolist() == injected
     assert numpy.isnan(inten[:, injected]).all() and numpy.isfinite(numpy.delete(inten, injected, 1)).all()
+
+
+def test_detection_pass_is_cancellable(corrupted):
+    from ewoksxpcs.workflow.cancellation import CancelToken, Cancelled
+
+    sim, _, frames, _ = corrupted
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled, match="bad-frame detection cancelled"):
+        correlate_sums(frames, sim.labels, method="fft", auto_bad_frames=True, token=token)

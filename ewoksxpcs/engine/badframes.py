@@ -363,7 +363,7 @@ def excluded_of(data) -> Optional[numpy.ndarray]:
 
 
 def apply_bad_frames(data, bad_frames=None, auto=None, binning=None,
-                     window: int = DEFAULT_WINDOW):
+                     window: int = DEFAULT_WINDOW, reading=None):
     """``data`` with its bad frames excluded, and what was excluded.
 
     Parameters
@@ -375,6 +375,9 @@ def apply_bad_frames(data, bad_frames=None, auto=None, binning=None,
         Also detect bad frames (:func:`detect_bad_frames`); a float is the threshold k.
     binning : Binning, optional
         Bins of the per-bin test (needed with ``auto``).
+    reading : callable, optional
+        ``reading(source)`` -> the source the detection pass reads (e.g. a monitored one, for
+        progress and cancellation).
 
     Returns
     -------
@@ -409,7 +412,7 @@ def apply_bad_frames(data, bad_frames=None, auto=None, binning=None,
             sums = numpy.add.reduceat(sub, binning.bin_sub_offsets[:-1][binning.n_groups_per_bin > 0],
                                       axis=1) if sub.size else sub
         else:
-            sums = frame_bin_sums(source, binning)
+            sums = frame_bin_sums(source if reading is None else reading(source), binning)
         mask |= detect_bad_frames(sums, window, threshold)
     scan = numpy.arange(n) if idx is None else idx
     info = {

@@ -399,7 +399,7 @@ def correlate_sums(
     if not is_events:
         frames = as_frame_source(frames)
     binning.check_frame_shape(frames.frame_shape)
-    frames, excluded = _exclude_bad_frames(frames, bad_frames, auto_bad_frames, binning)
+    frames, excluded = _exclude_bad_frames(frames, bad_frames, auto_bad_frames, binning, token)
     weighted = None
     if normalise_by is not None:
         from ..engine.frameweights import apply_normalisation
@@ -484,13 +484,17 @@ def correlate_sums(
     }
 
 
-def _exclude_bad_frames(frames, bad_frames, auto_bad_frames, binning):
-    """(frames with the bad ones excluded, what was excluded or None)."""
+def _exclude_bad_frames(frames, bad_frames, auto_bad_frames, binning, token=None):
+    """(frames with the bad ones excluded, what was excluded or None); the detection pass is
+    cancellable."""
     if bad_frames is None and not auto_bad_frames:
         return frames, None
     from ..engine.badframes import apply_bad_frames
 
-    data, info = apply_bad_frames(frames, bad_frames, auto_bad_frames, binning)
+    def reading(source):
+        return MonitoredFrameSource(source, token=token, what="bad-frame detection")
+
+    data, info = apply_bad_frames(frames, bad_frames, auto_bad_frames, binning, reading=reading)
     if info["scan_indices"].size:
         logger.info("excluding %d bad frame(s)", info["scan_indices"].size)
     return data, info
