@@ -375,6 +375,7 @@ def cmd_demo(args) -> int:
     import h5py
     import numpy
 
+    from ..engine.fit import STATUSES
     from ..tools.synthetic import SyntheticXPCS
 
     t_start = time.perf_counter()
@@ -426,7 +427,8 @@ def cmd_demo(args) -> int:
         method = proc["method"][()].decode()
         device = proc["device"][()].decode()
         q = proc["fit/q"][()]
-        fit = {k: proc[f"fit/{k}"][()] for k in ("gamma", "gamma_errors", "beta", "beta_errors")}
+        fit = {k: proc[f"fit/{k}"][()]
+               for k in ("gamma", "gamma_errors", "beta", "beta_errors", "status")}
     print(
         f"workflows/xpcs.json ran through Ewoks ({args.engine} engine) in {t_wf:.1f} s, "
         f"method {method!r} on {device}"
@@ -441,6 +443,7 @@ def cmd_demo(args) -> int:
             f"  {q[i]:10.4f} {sim.q[i]:8.4f} {fit['gamma'][i]:9.1f} ± {fit['gamma_errors'][i]:6.1f} "
             f"{sim.gamma[i]:10.1f} {fit['beta'][i]:7.3f} ± {fit['beta_errors'][i]:.3f} "
             f"{sim.contrast[i]:9.3f}"
+            + ("" if fit["status"][i] == 0 else f"  ({STATUSES[int(fit['status'][i])]})")
         )
     rel = numpy.abs(fit["gamma"] / sim.gamma - 1)
     print(f"median |Gamma fit / Gamma true - 1| = {numpy.median(rel):.1%}")

@@ -144,6 +144,10 @@ def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_x(ax, ("x", "y"))
+    if ok.any() and q[ok].max() < 10 * q[ok].min():  # less than a decade: label the minor ticks
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     unit = q_unit.replace("^-1", "⁻¹")
     ax.set_xlabel(f"q ({unit})" if unit else "bin")
     ax.set_ylabel(f"Γ ({tau_unit}⁻¹)")
