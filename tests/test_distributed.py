@@ -81,6 +81,24 @@ def test_merge_in_process_equals_single(data):
         merge_block_sums(binning, blocks, parts[:-1])
 
 
+def test_bad_frames(data, tmp_path):
+    """Bad frames (scan indices of the frame range) are excluded in every block."""
+    frames, qmask = data
+    binning = Binning(qmask, n_groups=4)
+    split = correlate_blocks(ArrayFrames(frames), binning, n_blocks=3, method="reference",
+                             bad_frames="3,10-12")
+    single = correlate(frames, binning, method="reference", bad_frames="3,10-12")
+    _assert_same(split, single)
+    assert numpy.flatnonzero(split.info["excluded_frames"]).tolist() == [3, 10, 11, 12]
+    filename = str(tmp_path / "scan.h5")
+    with h5py.File(filename, "w") as f:
+        f["data"] = frames
+    split = correlate_blocks(Hdf5Frames(filename, "/data", start=2, step=2), binning,
+                             n_blocks=2, method="reference", bad_frames="10-12")
+    single = correlate(frames[2::2], binning, method="reference", bad_frames=[4, 5])
+    _assert_same(split, single)
+
+
 def test_bad_input(data, tmp_path):
     frames, qmask = data
     with pytest.raises(ValueError, match="n_blocks"):

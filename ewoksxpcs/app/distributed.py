@@ -33,6 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy
 
 from ..correlators import get_correlator_class
+from ..engine.badframes import ExcludedFrameSource, bad_frame_mask
 from ..engine.frames import ArrayFrameSource, FrameSource, check_dtype, validate_chunk
 from ..engine.normalise import normalise
 from ..engine.options import positive_int
@@ -312,7 +313,8 @@ def split_row_blocks(binning: Binning, n_blocks: int) -> List[PixelBlock]:
 
 # ---------------------------------------------------------------------------- worker side
 def block_sums(band, block: PixelBlock, method: str, device: Optional[str] = None,
-               options: Optional[dict] = None) -> Tuple[CorrelationSums, dict]:
+               options: Optional[dict] = None,
+               excluded: Optional[numpy.ndarray] = None) -> Tuple[CorrelationSums, dict]:
     """Correlate one pixel block where this runs (a worker): read its band, return its sums.
 
     Parameters
@@ -325,6 +327,8 @@ def block_sums(band, block: PixelBlock, method: str, device: Optional[str] = Non
     device : str, optional
     options : dict, optional
         Backend options (``chunk_frames``, ...).
+    excluded : ndarray (Nt,) bool, optional
+        Bad frames, read as zeros (:mod:`ewoksxpcs.engine.badframes`).
 
     Returns
     -------
@@ -336,7 +340,10 @@ def block_sums(band, block: PixelBlock, method: str, device: Optional[str] = Non
     t0 = time.perf_counter()
     cls = get_correlator_class(method)
     correlator = cls(block.binning, device=device, **(options or {}))
-    sums = correlator.compute_sums(band.open())
+    source = band.open()
+    if excluded is not None and excluded.any():
+        source = ExcludedFrameSource(source, excluded)
+    sums = correlator.compute_sums(source)
     info = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -392,7 +399,7 @@ def _resolve_method(spec, binning, method, device):
 
 def correlate_blocks(frames, qmask, executor=None, n_blocks: Optional[int] = None,
                      method: str = "auto", device: Optional[str] = None,
-                     n_groups: int = DEFAULT_GROUPS, bad_pixels=None,
+                     n_groups: int = DEFAULT_GROUPS, bad_pixels=None, bad_frames=None,
                      **options) -> CorrelationResult:
     """Correlate ``frames`` split into pixel blocks on workers; merge exactly; normalise once.
 
@@ -416,6 +423,9 @@ def correlate_blocks(frames, qmask, executor=None, n_blocks: Optional[int] = Non
     n_groups : int
         Pixel groups per bin for the jackknife error bars.
     bad_pixels : ndarray (Ny, Nx) of bool, optional
+    bad_frames : str, sequence of int or bool mask, optional
+        Frames excluded from every pair, indices of the scan (the frame range applied):
+        :mod:`ewoksxpcs.engine.badframes`.
     **options
         Backend options, e.g. ``chunk_frames``.
 
@@ -431,6 +441,11 @@ def correlate_blocks(frames, qmask, executor=None, n_blocks: Optional[int] = Non
     binning.check_frame_shape(frame_shape)
     if n_frames < 1:
         raise ValueError("frames: the frame range is empty")
+    excluded = None
+    if bad_frames is not None:
+        start, step = getattr(spec, "start", 0) or 0, getattr(spec, "step", 1) or 1
+        excluded = bad_frame_mask(bad_frames, n_frames,
+                                  start + step * numpy.arange(n_frames, dtype=numpy.int64))
     method, device, reason = _resolve_method(spec, binning, method, device)
     if n_blocks is None:
         n_blocks = 4
@@ -439,11 +454,13 @@ def correlate_blocks(frames, qmask, executor=None, n_blocks: Optional[int] = Non
     blocks = split_row_blocks(binning, n_blocks)
     t0 = time.perf_counter()
     if executor is None:
-        outputs = [block_sums(spec.band(b.rows), b, method, device, options) for b in blocks]
+        outputs = [block_sums(spec.band(b.rows), b, method, device, options, excluded)
+                   for b in blocks]
     else:
         kwargs = {"pure": False} if hasattr(executor, "scheduler_info") else {}
         futures = [
-            executor.submit(block_sums, spec.band(b.rows), b, method, device, options, **kwargs)
+            executor.submit(block_sums, spec.band(b.rows), b, method, device, options, excluded,
+                            **kwargs)
             for b in blocks
         ]
         outputs = [f.result() for f in futures]
@@ -453,5 +470,7 @@ def correlate_blocks(frames, qmask, executor=None, n_blocks: Optional[int] = Non
     info = {"blocks": [o[1] for o in outputs], "distributed_s": elapsed}
     if reason:
         info["auto_reason"] = reason
+    if excluded is not None:
+        info["excluded_frames"] = excluded
     return normalise(sums, binning, method=method, device=outputs[0][1]["device"],
                      s2_method=cls.s2_method, info=info)
