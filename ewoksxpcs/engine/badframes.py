@@ -23,7 +23,8 @@ normalisation (a ratio of sums) needs nothing more; the ``symmetric`` one uses t
 sums and the pair count of the remaining level pairs.
 
 Two-time: a zero time bin has S(T) = 0, so its row and column of C are NaN and the diagonal means
-(g2 from the map, partial g2) skip them.
+(g2 from the map, partial g2) skip them; a time bin of several frames sums its good ones (as a
+multi-tau level frame).
 
 Automatic detection (:func:`detect_bad_frames`)
 -----------------------------------------------
