@@ -4,7 +4,7 @@ import numpy
 
 from ..correlators import available_methods
 from ..tasks.correlate import Correlate
-from ._base import XpcsWidget, choice, integer, optional_int, optional_text
+from ._base import XpcsWidget, choice, flag, integer, optional_int, optional_text
 from .plots import LabelOverMeanPlot
 
 __all__ = ["OWCorrelate"]
@@ -38,6 +38,10 @@ class OWCorrelate(XpcsWidget, ewokstaskclass=Correlate):
         "normalisation": optional_text("multi-tau: normalisation"),
         "time_bin": optional_int("two-time: frames per time bin"),
         "n_groups": integer("pixel groups (errors)"),
+        "bad_frames": optional_text("bad frames (e.g. 10,200-250)"),
+        "auto_bad_frames": flag("find bad frames"),
+        "normalise_by": optional_text("normalise by (frame-sum or counter)"),
+        "segments": optional_int("stability: time segments"),
     }
 
     def init_display(self, layout):

@@ -38,10 +38,12 @@ class OWSaveResults(XpcsWidget, ewokstaskclass=SaveResults):
             gamma = numpy.asarray(fit.get("gamma", []), dtype=float)
             beta = numpy.asarray(fit.get("beta", []), dtype=float)
             base = numpy.asarray(fit.get("baseline", []), dtype=float)
+            ok = [s == "ok" for s in fit.get("status", [])]
             t = numpy.asarray(tau, dtype=float)
             t = t[t > 0]
-            for i in range(min(gamma.size, beta.size, base.size)):
-                if numpy.isfinite(gamma[i]):
+            # The single-exponential curve of the bins whose fit is ok (kww, double: in the PNG).
+            for i in range(min(gamma.size, beta.size, base.size, len(ok))):
+                if ok[i] and fit.get("model") == "exp":
                     self._plot.addCurve(t, base[i] + beta[i] * numpy.exp(-2 * gamma[i] * t),
                                         legend=f"fit {i}", linestyle="--", color="black", resetzoom=False)
         self.set_status(f"saved {outputs['output']}" + (f" and {outputs['png']}" if outputs.get("png") else ""))
