@@ -247,3 +247,13 @@ def test_detection_pass_is_cancellable(corrupted):
     token.cancel()
     with pytest.raises(Cancelled, match="bad-frame detection cancelled"):
         correlate_sums(frames, sim.labels, method="fft", auto_bad_frames=True, token=token)
+
+
+def test_no_false_alarm_at_low_counts():
+    """0.005 counts per pixel per frame: most bin sums are 0; nothing is flagged."""
+    rng = numpy.random.default_rng(3)
+    frames = rng.poisson(0.005, (2000, 16, 16)).astype(numpy.uint8)
+    labels = numpy.repeat(numpy.arange(1, 5), 64).reshape(16, 16)
+    assert find_bad_frames(frames, labels).size == 0
+    frames[700] = 1  # a frame of ones: 256 counts where 1.3 are expected
+    assert find_bad_frames(frames, labels).tolist() == [700]

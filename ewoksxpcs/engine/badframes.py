@@ -30,12 +30,14 @@ Automatic detection (:func:`detect_bad_frames`)
 -----------------------------------------------
 On the per-bin frame sums S(t, q) (one reading pass) and on the total T(t) = Σ_q S(t, q): for
 each series x, the running median m(t) over ``window`` frames (default 51) and the residual
-r = x − m; the robust standard deviation σ = 1.4826·median(|r − median(r)|) over the scan.
-A frame is bad when |r(t)| > k·σ (default k = 6) in the total or in any bin, or when its total is
-zero (dropped frame). For a Gaussian residual a false alarm per series and frame has probability
-2·10⁻⁹ at k = 6; beam dips, shutter closures, dropped frames and cosmic-ray spikes of more than
-k·σ are caught. Runs of bad frames longer than half the window move the median itself: give
-those frames explicitly (``--bad-frames``).
+r = x − m; the robust standard deviation σ = 1.4826·median(|r − median(r)|) over the scan, at
+least √max(mean(x), 1) (the Poisson spread of a sum of counts: at low count rates most sums are
+0 and the MAD vanishes). A frame is bad when |r(t)| > k·σ (default k = 6) in the total or in any
+bin, or when its total is zero while the mean total exceeds 20 counts (a dropped frame; at lower
+rates an empty frame is a normal count). For a Gaussian residual a false alarm per series and
+frame has probability 2·10⁻⁹ at k = 6; beam dips, shutter closures, dropped frames and
+cosmic-ray spikes of more than k·σ are caught. Runs of bad frames longer than half the window
+move the median itself: give those frames explicitly (``--bad-frames``).
 """
 
 from __future__ import annotations
@@ -277,8 +279,9 @@ def _outliers(x: numpy.ndarray, window: int, threshold: float) -> numpy.ndarray:
     med = median_filter(x, size=(w, 1), mode="nearest")
     r = x - med
     sigma = 1.4826 * numpy.median(numpy.abs(r - numpy.median(r, axis=0)), axis=0)
-    # A flat series (σ = 0, e.g. constant counts) flags nothing but departures from it.
-    sigma = numpy.where(sigma > 0, sigma, numpy.finfo(float).tiny)
+    # Counting floor: at low counts most sums are 0 and the MAD vanishes; a Poisson sum of mean
+    # m has σ = √m (and a departure of one count is never an outlier).
+    sigma = numpy.maximum(sigma, numpy.sqrt(numpy.maximum(x.mean(axis=0), 1.0)))
     return numpy.abs(r) > threshold * sigma
 
 
@@ -306,8 +309,9 @@ def detect_bad_frames(bin_sums: numpy.ndarray, window: int = DEFAULT_WINDOW,
         s = s[:, None]
     total = s.sum(axis=1, dtype=numpy.float64)
     if s.shape[0] < 3:
-        return total == 0
-    bad = _outliers(total[:, None], window, threshold)[:, 0] | (total == 0)
+        return (total == 0) & (total.mean() > 20)
+    # A zero total is a dropped frame where it is improbable (Poisson: e^-mean < e^-20).
+    bad = _outliers(total[:, None], window, threshold)[:, 0] | ((total == 0) & (total.mean() > 20))
     if s.shape[1] > 1:
         bad |= _outliers(s, window, threshold).any(axis=1)
     return bad
