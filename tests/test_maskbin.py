@@ -218,7 +218,7 @@ def test_auto_bad_pixels_sparse_flags_no_dead():
 
 
 def test_auto_bad_pixels_ring_outliers():
-    """Pixels hot only relative to their ring (4× its mean: below the 20× rule) are caught by the
+    """Pixels hot only relative to their ring (6× its mean: below the 20× rule) are caught by the
     per-bin MAD test; moving speckle and bright rings next to dim ones flag nothing."""
     from ewoksxpcs.io.load import load_frames
 
@@ -230,7 +230,7 @@ def test_auto_bad_pixels_ring_outliers():
     ring = numpy.argwhere(sim.labels == 3)[::97][:4]  # bin 3: 0.5 counts per frame
     rng = numpy.random.default_rng(1)
     for y, x in ring:
-        frames[:, y, x] = rng.poisson(2.0, frames.shape[0])  # 4× the ring, 0.7× bin 2
+        frames[:, y, x] = rng.poisson(3.0, frames.shape[0])  # 6× the ring, as bright as bin 2
     bad, stats = auto_bad_pixels(load_frames(frames), labels=sim.labels)
     assert sorted(map(tuple, numpy.argwhere(bad))) == sorted(map(tuple, ring))
     assert stats["n_outliers"] == 4 and stats["n_hot"] == 0

@@ -35,13 +35,13 @@ raise ``E``). A pixel is
   probability e⁻²⁰;
 - *dead* if ``C_p = 0`` while ``E ≥ dead_min_counts`` (default 20 counts, so that a live pixel
   of Poisson statistics stays silent with probability ≲ e⁻²⁰; sparse data are never flagged);
-- an *outlier* of its ring (with a label image; ``mad_threshold`` k, default 10): with ``m`` the
+- an *outlier* of its ring (with a label image; ``mad_threshold`` k, default 15): with ``m`` the
   median and MAD the median absolute deviation of ``C_p`` over the good pixels of the bin,
   ``C_p − m > k·max(1.4826·MAD, √m, 1)`` — hot relative to its ring although below the
   ``hot_factor`` rule (√m: the Poisson floor where the MAD vanishes at low counts). The totals
-  of a pixel average many speckle realisations when the sample moves; for a static speckle
-  (exponential totals) the test flags about e^(−0.7−0.7k) of the pixels: set
-  ``mad_threshold=None`` there.
+  of a pixel average many speckle realisations when the sample moves; a static speckle of full
+  contrast (exponential totals) has 1.4826·MAD = 0.71·mean and loses e^(−0.69−0.71k) of its
+  pixels, 1·10⁻⁵ at k = 15 (4·10⁻⁴ at k = 10): set ``mad_threshold=None`` for static samples.
 """
 
 from __future__ import annotations
@@ -637,7 +637,7 @@ def auto_bad_pixels(
     hot_factor: float = 20.0,
     hot_min_counts: float = 10.0,
     dead_min_counts: float = 20.0,
-    mad_threshold: Optional[float] = 10.0,
+    mad_threshold: Optional[float] = 15.0,
 ):
     """Hot, dead, ring-outlier and detector-flagged pixels, by the rule of the module docstring.
 
