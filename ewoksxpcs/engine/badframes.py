@@ -251,23 +251,19 @@ def frame_bin_sums(frames, labels: numpy.ndarray, chunk_frames: Optional[int] = 
     """
     source = as_frame_source(frames)
     flat = _label_image(labels).ravel()
-    bins, inverse = numpy.unique(flat, return_inverse=True)
-    keep = flat > 0
-    cols = inverse[keep] - (1 if bins.size and bins[0] <= 0 else 0)
-    n_bins = int((bins > 0).sum())
+    # The pixels of the bins in label order: one gather and one segment sum per chunk.
+    order = numpy.argsort(flat, kind="stable")
+    order = order[flat[order] > 0]
+    sorted_labels = flat[order]
+    starts = numpy.flatnonzero(numpy.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    n_bins = int(starts.size) if order.size else 0
     acc = numpy.int64 if numpy.dtype(source.dtype).kind in "iu" else numpy.float64
-    # A sparse (pixel -> bin) sum: one matrix product per chunk.
-    import scipy.sparse
-
-    pix = numpy.flatnonzero(keep)
-    onehot = scipy.sparse.csr_matrix(
-        (numpy.ones(pix.size, dtype=acc), (pix, cols)), shape=(flat.size, n_bins)
-    )
-    out = []
+    out = [numpy.zeros((0, n_bins), acc)]
     for chunk in source.iter_chunks(chunk_frames):
-        x = chunk.reshape(chunk.shape[0], -1).astype(acc, copy=False)
-        out.append(numpy.asarray(onehot.T @ x.T).T if x.size else numpy.zeros((0, n_bins), acc))
-    return numpy.concatenate(out, axis=0).astype(acc) if out else numpy.zeros((0, n_bins), acc)
+        x = numpy.take(chunk.reshape(chunk.shape[0], -1), order, axis=1)
+        out.append(numpy.add.reduceat(x, starts, axis=1, dtype=acc) if n_bins and x.shape[0]
+                   else numpy.zeros((x.shape[0], n_bins), acc))
+    return numpy.concatenate(out, axis=0)
 
 
 def _outliers(x: numpy.ndarray, window: int, threshold: float) -> numpy.ndarray:
