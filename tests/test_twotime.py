@@ -181,7 +181,13 @@ def test_write_nexus(rng, tmp_path):
         m = f["twotime/maps"]
         assert m.attrs["NX_class"] == "NXdata" and m.attrs["signal"] == "C"
         assert m["C"].attrs["interpretation"] == "image"  # silx view: an image per bin
-        numpy.testing.assert_array_equal(m["C"][()], r.C)
+        numpy.testing.assert_array_equal(TwoTimeResult.read_maps(m), r.C)
+        # Displayed map: the diagonal (shot noise, far above the rest) is NaN so the automatic
+        # colour scale spans the off-diagonal correlation; the diagonal is stored apart.
+        shown, diag = m["C"][()], numpy.arange(r.C.shape[-1])
+        assert numpy.isnan(shown[:, diag, diag]).all()
+        numpy.testing.assert_array_equal(m["C_diagonal"][()], r.C[:, diag, diag])
+        assert numpy.nanmax(shown) < numpy.nanmax(r.C[:, diag, diag])
         numpy.testing.assert_array_equal(f["twotime/g2/g2"][()], r.g2)
         assert f["twotime/partial_g2/g2"].shape == r.partial_g2.shape
         assert f["twotime/time_bin"][()] == 2

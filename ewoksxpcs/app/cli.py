@@ -132,6 +132,7 @@ def _run_parameters(args) -> dict:
             check_output(default_png(args.output), args.overwrite)
         if args.events_file:
             check_output(args.events_file, args.overwrite)
+        _check_format_outputs(args)
     except (OSError, ValueError) as e:
         raise UsageError(_reason(e)) from None
     events_input = is_events_file(filename)
@@ -168,6 +169,9 @@ def _run_parameters(args) -> dict:
         **_mode_parameters(args),
         events_file=args.events_file,
         plot=False if args.no_plot else (args.png or True),
+        formats=args.formats,
+        keep_events=True if args.keep_events else None,
+        pixel_g2=True if args.pixel_g2 else None,
         fit=False if args.no_fit else None,
     )
     params.update(_science_parameters(args))
@@ -180,6 +184,32 @@ def _run_parameters(args) -> dict:
         params["n_bins"] = 10
     workflow = "xpcs_events" if events_input else ("xpcs_compact" if args.events_file else "xpcs")
     return {"workflow": workflow, "parameters": params}
+
+
+def _add_format_option(group) -> None:
+    from ..io.formats import FORMATS
+
+    group.add_argument(
+        "--format", dest="formats", action="append", choices=FORMATS, metavar="FORMAT",
+        help="result layout, repeatable: nexus (default), aps (APS 8-ID-I, xpcs-viewer), "
+        "id02 (ESRF ID02, xpcsutilities); the first writes --output, the others "
+        "<stem>_results.hdf / <stem>_id02.h5 / <stem>.h5 next to it",
+    )
+
+
+def _check_format_outputs(args) -> None:
+    """Every file the formats will write can be written (the first is --output); the options
+    that need a format have it."""
+    from ..io.formats import format_filenames
+    from ..io.save import check_output
+
+    names = format_filenames(args.output, args.formats)
+    if args.pixel_g2 and "aps" not in names:
+        raise ValueError("--pixel-g2 is written in the aps layout: add --format aps")
+    if args.keep_events and "nexus" not in names:
+        raise ValueError("--keep-events keeps the events in the nexus result: add --format nexus")
+    for name in list(names.values())[1:]:
+        check_output(name, args.overwrite)
 
 
 def _mode_parameters(args) -> dict:
@@ -263,6 +293,39 @@ def _options(items: Optional[List[str]]) -> dict:
         except ValueError:
             out[key] = value
     return out
+
+
+REBIN_HELP = """usage: ewoksxpcs rebin SOURCE (--qmask LABELS | --poni FILE | --beam-center ...) -o OUTPUT
+                       [run options]
+
+Re-bin after the fact (ewoksxpcs.io.rebin): correlate the per-pixel time series of SOURCE (an
+events file, a result saved with --keep-events, or one made with --events-file) on a new q/phi
+partition, exactly as a direct run on it, without the raw frames. The mode and its settings,
+the error-bar groups and the frame period recorded in a result are used unless given; every
+option of 'ewoksxpcs run' applies (--format, --mode, --bins, --sectors...).
+"""
+
+
+def _rebin_argv(argv: List[str]) -> List[str]:
+    """``rebin SOURCE ...`` as ``run URL-of-its-events [recorded settings] ...``."""
+    from ..io.rebin import pixel_series, recorded_settings
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(REBIN_HELP, end="")
+        raise SystemExit(0 if argv else 2)
+    source, rest = argv[0], list(argv[1:])
+    try:
+        url, kind = pixel_series(source)
+        recorded = {} if kind == "events file" else recorded_settings(source)
+    except (OSError, ValueError) as e:
+        raise UsageError(_reason(e)) from None
+    if "--mode" in rest:  # another mode: its own settings only
+        recorded = {k: v for k, v in recorded.items() if k in ("--groups", "--frame-period")}
+    extra = []
+    for flag, value in recorded.items():
+        if flag not in rest:
+            extra += [flag, str(value)]
+    return ["run", url] + extra + rest
 
 
 def cmd_run(args) -> int:
@@ -634,6 +697,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--events-file", help="compact the frames into this events file first (for re-binning)"
     )
     g.add_argument(
+        "--keep-events", action="store_true",
+        help="keep the per-pixel time series (events) in the NeXus result, for 'rebin'",
+    )
+    g.add_argument(
+        "--pixel-g2", action="store_true",
+        help="--format aps: also the pixel-level G2/IP/IF at every delay (xpcs-viewer's G2 map)",
+    )
+    g.add_argument(
         "--mode",
         default="linear",
         choices=["linear", "multitau", "twotime"],
@@ -666,6 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("output")
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_format_option(g)
     g.add_argument("--png", help="PNG of the g2 curves (default: <output>_g2.png)")
     g.add_argument("--no-plot", action="store_true", help="no PNG")
     g.add_argument("--no-fit", action="store_true", help="no exponential fit")
@@ -681,6 +753,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "benchmark", help="time the correlation methods (ewoksxpcs.tools.benchmark)", add_help=False
+    )
+    sub.add_parser(
+        "rebin", help="re-bin a result (saved with --keep-events) or an events file on a new "
+        "partition, without the raw frames", add_help=False,
     )
 
     p = sub.add_parser(
@@ -719,6 +795,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point; returns the exit status (0 success, 1 failure, 2 bad usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "rebin":
+        try:
+            run_argv = _rebin_argv(argv[1:])
+        except UsageError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 1
+        except SystemExit as e:  # --help
+            return int(e.code or 0)
+        return main(run_argv)
     if argv and argv[0] == "benchmark":
         try:
             return cmd_benchmark(argv[1:])

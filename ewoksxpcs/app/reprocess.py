@@ -12,6 +12,8 @@ parameters, or from a YAML or CSV file giving per-scan parameters::
 
 Parameter names are task input names of the workflow (see :mod:`ewoksxpcs.app.scan_job`), plus
 ``input`` (the frames) and ``output`` (the result file; default ``<output_dir>/<name>.h5``).
+A ``formats`` column picks the result layouts (``nexus``, ``aps``, ``id02``; several separated
+by spaces, or a YAML list), written next to ``output`` (:mod:`ewoksxpcs.io.formats`).
 
 Resumable: a result is skipped when it exists with a record (``<output>.params.json``) of the
 same parameters and workflow; redone (overwritten) when they changed; a failed or interrupted

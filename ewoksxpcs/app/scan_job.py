@@ -47,7 +47,7 @@ OUTPUT_KEY = "output"
 INPUT_TARGETS = ("url", "source", "filename", "input")
 OUTPUT_TARGETS = ("output", "output_filename", "filename")
 #: Loader and saver task classes (``input``/``output`` go to those only, never to others).
-LOADER_SUFFIXES = (".LoadFrames", ".LoadEvents")
+LOADER_SUFFIXES = (".LoadFrames", ".LoadEvents", ".LoadPixelSeries")
 SAVER_SUFFIXES = (".SaveResults",)
 #: Overwrite flag of the saving task, set when a result is redone.
 OVERWRITE_NAME = "overwrite"

@@ -237,26 +237,29 @@ class EventStack:
         tmp = filename + ".tmp"
         try:
             with h5py.File(tmp, "w") as f:
-                g = f.create_group(path)
-                g.attrs["NX_class"] = "NXcollection"
-                g.attrs["ewoksxpcs_events_format"] = FORMAT_VERSION
-                g.attrs["frame_shape"] = numpy.asarray(self.frame_shape, dtype=numpy.int64)
-                g.attrs["n_frames"] = self.n_frames
-                g.attrs["dtype"] = str(self.dtype)
-                for name in ("values", "times", "offsets", "pixel_index"):
-                    arr = getattr(self, name)
-                    g.create_dataset(name, data=arr, chunks=True if arr.size else None,
-                                     compression="gzip" if arr.size > 4096 else None,
-                                     compression_opts=1 if arr.size > 4096 else None)
-                if self.frame_sums is not None:
-                    g.create_dataset("frame_sums", data=self.frame_sums)
-                    g.create_dataset("labels", data=self.labels)
+                self.write_group(f.create_group(path))
             os.replace(tmp, filename)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
         return filename
+
+    def write_group(self, g) -> None:
+        """Write the arrays into an open, empty h5py group (the layout :meth:`load` reads)."""
+        g.attrs["NX_class"] = "NXcollection"
+        g.attrs["ewoksxpcs_events_format"] = FORMAT_VERSION
+        g.attrs["frame_shape"] = numpy.asarray(self.frame_shape, dtype=numpy.int64)
+        g.attrs["n_frames"] = self.n_frames
+        g.attrs["dtype"] = str(self.dtype)
+        for name in ("values", "times", "offsets", "pixel_index"):
+            arr = getattr(self, name)
+            g.create_dataset(name, data=arr, chunks=True if arr.size else None,
+                             compression="gzip" if arr.size > 4096 else None,
+                             compression_opts=1 if arr.size > 4096 else None)
+        if self.frame_sums is not None:
+            g.create_dataset("frame_sums", data=self.frame_sums)
+            g.create_dataset("labels", data=self.labels)
 
     @classmethod
     def load(cls, filename: str, path: str = "events") -> "EventStack":

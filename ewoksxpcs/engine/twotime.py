@@ -145,9 +145,17 @@ class TwoTimeResult:
         m.attrs.update(signal="C", axes=["labels", "t1", "t2"], labels_indices=0,
                        t1_indices=1, t2_indices=2)
         m["title"] = "two-time correlation C(q, t1, t2)"
-        m.create_dataset("C", data=self.C, chunks=(1,) + self.C.shape[1:] if self.C.size else None,
-                         compression="gzip" if self.C.size > 2**20 else None,
-                         ).attrs["interpretation"] = "image"
+        # The diagonal (t1 = t2: shot noise, far above the rest) is stored apart so that the
+        # viewers' automatic colour scale shows the off-diagonal correlation.
+        n = self.C.shape[-1]
+        diag = numpy.arange(n)
+        display = numpy.array(self.C, copy=True)
+        display[:, diag, diag] = numpy.nan
+        d = m.create_dataset("C", data=display, chunks=(1,) + self.C.shape[1:] if self.C.size
+                             else None, compression="gzip" if self.C.size > 2**20 else None)
+        d.attrs["interpretation"] = "image"
+        d.attrs["diagonal"] = "NaN here: C(q, t, t) is in C_diagonal"
+        m.create_dataset("C_diagonal", data=self.C[:, diag, diag])
         m.create_dataset("labels", data=self.labels)
         for axis in ("t1", "t2"):
             m.create_dataset(axis, data=self.times * scale).attrs["units"] = unit
@@ -171,6 +179,16 @@ class TwoTimeResult:
         p.create_dataset("segment_edges", data=self.segment_edges * scale).attrs["units"] = unit
         p.create_dataset("tau", data=self.partial_lags * scale).attrs["units"] = unit
         return top
+
+    @staticmethod
+    def read_maps(maps) -> numpy.ndarray:
+        """C (n_sel, nT, nT) from a ``maps`` group written by :meth:`write_nexus` (diagonal
+        restored from ``C_diagonal``)."""
+        C = maps["C"][()]
+        if "C_diagonal" in maps:
+            diag = numpy.arange(C.shape[-1])
+            C[:, diag, diag] = maps["C_diagonal"][()]
+        return C
 
     def __repr__(self) -> str:
         return (

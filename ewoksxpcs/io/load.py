@@ -16,6 +16,10 @@ may name
 - an NXdetector group (its ``data``), an NXdata group (its signal), an NXentry or the file root
   (followed through their ``default`` attributes, or their single entry).
 
+A group of sparse frames (``frame_ptr``, ``index``, ``intensity``: ESRF Lima/pyFAI, also inside
+a Bliss scan), when no 3-D dataset is found, is read straight into an
+:class:`~ewoksxpcs.engine.events.EventStack` (:mod:`ewoksxpcs.io.sparse`; ``start``/``stop`` apply).
+
 A name ending in ``.edf``, ``.cbf``, ``.tif``… (or a glob pattern like ``img_*.edf``) is read
 through fabio, one or more frames per file, files in sorted order.
 
@@ -808,7 +812,8 @@ def load_frames(
     ----------
     source : str, os.PathLike, ndarray (Nt, Ny, Nx), FrameSource or EventStack
         ``file.h5::/path``, a silx DataUrl, an HDF5 file, an EDF/CBF file or glob pattern, an
-        ewoksxpcs events file, or in-memory frames.
+        ewoksxpcs events file, an HDF5 file of sparse frames (read as events, see
+        :mod:`ewoksxpcs.io.sparse`), or in-memory frames.
     start, stop, step : int
         Frame range (slice semantics, non-negative). Not supported for events.
     frame_period : float, optional
@@ -872,8 +877,25 @@ def load_frames(
             path = data_path or "/"
             if path not in f:
                 raise ValueError(f"{filename!r} has no dataset or group {path!r}")
-            dset = find_frames_dataset(f[path], detector)
-            path = dset.name
+            try:
+                dset = find_frames_dataset(f[path], detector)
+            except ValueError:
+                from .sparse import find_sparse_group
+
+                sparse = find_sparse_group(f[path], detector)
+                if sparse is None:
+                    raise
+                dset, path = None, sparse.name
+            else:
+                path = dset.name
+        if dset is None:  # sparse frames (ESRF Lima/pyFAI): straight to events
+            from .sparse import read_sparse_events
+
+            if step != 1:
+                raise ValueError(f"{filename}::{path} holds sparse frames: a frame step "
+                                 "cannot be applied")
+            return read_sparse_events(filename, path, start=start, stop=stop,
+                                      frame_period=frame_period)
         return HDF5FrameSource(filename, path, start, stop, step, frame_period)
     if hasattr(source, "shape") and hasattr(source, "dtype"):
         if len(source.shape) != 3:

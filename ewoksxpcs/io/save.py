@@ -52,8 +52,8 @@ from typing import Optional
 
 import numpy
 
-__all__ = ["check_output", "save_results", "plot_g2", "atomic_output", "default_png",
-           "save_figure"]
+__all__ = ["check_output", "save_results", "save_formats", "plot_g2", "atomic_output",
+           "default_png", "save_figure"]
 
 MAX_PARAMETER_ELEMENTS = 4096
 
@@ -254,6 +254,8 @@ def save_results(
     title: str = "XPCS g2",
     segments=None,
     power_law=None,
+    q_edges=None,
+    geometry: Optional[dict] = None,
 ) -> dict:
     """Write a :class:`~ewoksxpcs.engine.result.CorrelationResult` as NeXus (layout in the module doc).
 
@@ -289,6 +291,11 @@ def save_results(
         Also draw the g2 curves into this PNG file.
     cancel_token : CancelToken, optional
         Checked before the files are renamed into place.
+    q_edges : ndarray (n_q + 1,), optional
+        q bin edges (``q_unit``): ``g2/q_nominal`` holds the centre of each bin's interval.
+    geometry : dict, optional
+        :meth:`ewoksxpcs.workflow.maskbin.Geometry.as_dict`, written as ``xpcs/geometry`` (default: the
+        one recorded in ``parameters``; "unknown" when the q-mask was given directly).
 
     Returns
     -------
@@ -354,6 +361,7 @@ def save_results(
             _dataset(g, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
             if chi is not None:
                 _dataset(g, "chi", numpy.asarray(chi, dtype=numpy.float64), units="deg")
+            _write_geometry(proc, g, result, q_edges, geometry, parameters, q_unit)
             if mode == "multitau":
                 _dataset(g, "level", numpy.asarray(result.level, dtype=numpy.int64))
                 _dataset(g, "n_pairs", numpy.asarray(result.n_pairs, dtype=numpy.int64))
@@ -441,29 +449,38 @@ def save_results(
                 _dataset(sums, "frame_sums", fs, units="counts")
         if cancel_token is not None:
             cancel_token.check("saving the results")
-    png_name = None
-    if png is not None:
-        try:
-            png_name = plot_g2(
-                png,
-                tau,
-                g2,
-                result.g2_err,
-                q,
-                q_unit=q_unit,
-                tau_unit=tau_unit,
-                fit=fit,
-                chi=chi,
-                overwrite=overwrite,
-                title=_PLOT_TITLES.get(mode, "{}").format(title),
-                keep=_drawn(result),
-            )
-            extra_pngs(png, result, q, q_unit, tau_unit, frame_period, fit, power_law,
-                       segments, overwrite)
-        except BaseException:
-            _remove(os.path.abspath(filename))  # all or nothing
-            raise
+    png_name = _write_pngs(png, [filename], result, q, tau, q_unit, tau_unit, frame_period,
+                           fit, power_law, segments, chi, overwrite, title)
     return {"filename": os.path.abspath(filename), "png": png_name}
+
+
+def _write_pngs(png, written, result, q, tau, q_unit, tau_unit, frame_period, fit, power_law,
+                segments, chi, overwrite, title) -> Optional[str]:
+    """The g2 PNG and its companions; on failure the ``written`` result files are removed."""
+    if png is None:
+        return None
+    try:
+        png_name = plot_g2(
+            png,
+            tau,
+            numpy.asarray(result.g2, dtype=numpy.float64),
+            result.g2_err,
+            q,
+            q_unit=q_unit,
+            tau_unit=tau_unit,
+            fit=fit,
+            chi=chi,
+            overwrite=overwrite,
+            title=_PLOT_TITLES.get(_mode(result), "{}").format(title),
+            keep=_drawn(result),
+        )
+        extra_pngs(png, result, q, q_unit, tau_unit, frame_period, fit, power_law,
+                   segments, overwrite)
+    except BaseException:
+        for name in written:
+            _remove(os.path.abspath(name))  # all or nothing
+        raise
+    return png_name
 
 
 def _drawn(result):
@@ -596,6 +613,117 @@ def extra_png_names(png, result, fit, power_law, segments) -> dict:
     if getattr(result, "mode", "") == "twotime":
         names["twotime"] = base + "_twotime.png"
     return names
+
+
+def _write_events(filename, events, frame_period) -> None:
+    import h5py
+
+    with h5py.File(filename, "a") as f:
+        g = f.create_group("entry/xpcs/events")
+        events.write_group(g)
+        period = frame_period or getattr(events, "frame_period", None)
+        if period:
+            g.attrs["frame_period"] = float(period)
+        g.attrs["description"] = ("per-pixel time series of every kept pixel (ewoksxpcs "
+                                  "events layout): 'ewoksxpcs rebin' re-bins from them")
+
+
+def _mode(result) -> str:
+    return (getattr(result, "info", None) or {}).get("mode", getattr(result, "mode", "linear"))
+
+
+def _write_geometry(proc, g, result, q_edges, geometry, parameters, q_unit) -> None:
+    """``g2/q_nominal`` (centre of each bin's q interval) and ``xpcs/geometry``."""
+    from .formats import nominal_centres, geometry_from_parameters
+
+    nominal = nominal_centres(q_edges, result.labels) if q_unit else None
+    if nominal is not None:
+        _dataset(g, "q_nominal", nominal, units=q_unit,
+                 long_name=f"q ({q_unit}), centre of the bin's interval")
+        g["q"].attrs["description"] = "mean q of the bin's pixels"
+    geometry = geometry if geometry is not None else geometry_from_parameters(parameters)
+    if geometry is None:
+        proc["geometry"] = "unknown (q-mask given directly)"
+        return
+    geo = proc.create_group("geometry")
+    geo.attrs["NX_class"] = "NXcollection"
+    geo["convention"] = "pyFAI (SI units: m, radians)"
+    for k, v in geometry.items():
+        _write_value(geo, k, v)
+
+
+def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
+                 geometry: Optional[dict] = None, bad_pixels=None, png: Optional[str] = None,
+                 events=None, keep_events: bool = False, pixel_g2: bool = False,
+                 **kwargs) -> dict:
+    """Write a result in one or more layouts (:data:`ewoksxpcs.io.formats.FORMATS`).
+
+    The first format writes ``filename``, the others files next to it
+    (:func:`ewoksxpcs.io.formats.format_filenames`). Every file is written to a temporary file
+    first and all are renamed together at the end: on any error none is left and no existing
+    file was replaced. ``kwargs`` are those of :func:`save_results`; ``bad_pixels`` (Ny, Nx)
+    bool gives the APS mask. ``events`` (an :class:`~ewoksxpcs.engine.events.EventStack`): with
+    ``keep_events`` kept in the NeXus file as ``entry/xpcs/events`` (events-file layout), the
+    per-pixel time series that ``ewoksxpcs rebin`` re-bins exactly (:mod:`ewoksxpcs.io.rebin`);
+    with ``pixel_g2`` the pixel-level G2/IP/IF of the APS layout (:mod:`ewoksxpcs.engine.pixelcorr`).
+
+    Returns
+    -------
+    dict
+        ``{"filename": first file, "png": ... or None, "files": {format: file}}``.
+    """
+    import contextlib
+
+    from .formats import format_filenames, result_view
+    from .save_aps import write_aps
+    from .save_id02 import write_id02
+
+    overwrite = bool(kwargs.get("overwrite", False))
+    names = format_filenames(filename, formats)
+    if keep_events and "nexus" not in names:
+        raise ValueError("the per-pixel time series (events) are kept in the nexus file: "
+                         "add the nexus format")
+    if pixel_g2 and "aps" not in names:
+        raise ValueError("pixel-level G2 is written in the aps layout: add the aps format")
+    if (keep_events or pixel_g2) and events is None:
+        raise ValueError("keeping the events or pixel-level G2 needs the events")
+    for name in list(names.values()) + ([png] if png else []):
+        check_output(name, overwrite)
+    if png:
+        extra = extra_png_names(png, result, kwargs.get("fit"), kwargs.get("power_law"),
+                                kwargs.get("segments"))
+        for name in extra.values():
+            check_output(name, overwrite)
+    view = None
+    with contextlib.ExitStack() as stack:
+        for fmt, name in names.items():
+            tmp = stack.enter_context(atomic_output(name, overwrite))
+            if fmt == "nexus":
+                save_results(tmp, result, q, tau, q_edges=q_edges, geometry=geometry,
+                             **{**kwargs, "overwrite": True})
+                if keep_events:
+                    _write_events(tmp, events, kwargs.get("frame_period"))
+                continue
+            if view is None:
+                view = result_view(result, q, q_unit=kwargs.get("q_unit", "nm^-1"),
+                                   qmask=kwargs.get("qmask"), mean_image=kwargs.get("mean_image"),
+                                   frame_period=kwargs.get("frame_period"), chi=kwargs.get("chi"),
+                                   q_edges=q_edges, geometry=geometry,
+                                   parameters=kwargs.get("parameters"))
+            title = kwargs.get("title", "XPCS g2")
+            if fmt == "aps":
+                write_aps(tmp, view, q_edges=q_edges, bad_pixels=bad_pixels, title=title,
+                          events=events if pixel_g2 else None)
+            else:
+                write_id02(tmp, view, title=title)
+        if kwargs.get("cancel_token") is not None:
+            kwargs["cancel_token"].check("saving the results")
+    png_name = _write_pngs(png, list(names.values()), result, numpy.asarray(q, numpy.float64),
+                           numpy.asarray(tau, numpy.float64), kwargs.get("q_unit", "nm^-1"),
+                           kwargs.get("tau_unit", "s"), kwargs.get("frame_period"),
+                           kwargs.get("fit"), kwargs.get("power_law"), kwargs.get("segments"),
+                           kwargs.get("chi"), overwrite, kwargs.get("title", "XPCS g2"))
+    return {"filename": next(iter(names.values())), "png": png_name, "files": names}
 
 
 def plot_g2(

@@ -18,7 +18,8 @@ class Inputs(BaseInputModel):
         ...,
         description="Frames (Nt, Ny, Nx) of counts: 'file.h5::/path' or a silx DataUrl (Bliss "
         "scan '/1.1', its 'measurement/<det>', NeXus or plain HDF5 dataset), an EDF/CBF file or "
-        "glob pattern, an ewoksxpcs events file, or a 3-D NumPy array.",
+        "glob pattern, an ewoksxpcs events file, sparse frames (frame_ptr/index/intensity, read "
+        "as events), or a 3-D NumPy array.",
         examples=["scan.h5::/1.1/measurement/eiger", "scan.h5::/1.1"],
     )
     start: int = Field(0, description="First frame (index in the dataset).", ge=0)
@@ -60,11 +61,15 @@ class LoadFrames(XpcsTask, input_model=Inputs, output_model=Outputs):
     Nothing is read but metadata: frames are read chunk by chunk by the tasks that stream them.
     """
 
+    def source_url(self):
+        """What to open: the ``url`` input."""
+        return self.inputs.url
+
     def run(self):
         self.start_progress()
         inputs = self.inputs
         frames = load_frames(
-            inputs.url,
+            self.source_url(),
             start=inputs.start,
             stop=inputs.stop,
             step=inputs.step,

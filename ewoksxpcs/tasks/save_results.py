@@ -9,7 +9,8 @@ from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
 from ..engine.fit import MODELS, fit_g2, fit_power_law
-from ..io.save import check_output, default_png, save_results
+from ..io.formats import check_formats, format_filenames
+from ..io.save import check_output, default_png, save_formats
 from .base import XpcsTask
 
 __all__ = ["SaveResults"]
@@ -17,6 +18,26 @@ __all__ = ["SaveResults"]
 
 class Inputs(BaseInputModel):
     output: str = Field(..., description="Result file (NeXus HDF5).", examples=["result.h5"])
+    formats: Any = Field(
+        None,
+        description="Layouts: 'nexus' (default), 'aps' (APS 8-ID-I, xpcs-viewer), 'id02' "
+        "(ESRF ID02, xpcsutilities), a list of them or a comma-separated string; the first "
+        "writes 'output', the others files next to it.",
+        examples=[["nexus", "aps"]],
+    )
+    q_edges: Any = Field(None, description="q bin edges (n_q + 1,), nm^-1 (nominal centres).")
+    bad_pixels: Any = Field(None, description="Excluded pixels (Ny, Nx) bool (APS mask).")
+    keep_events: bool = Field(
+        False,
+        description="Keep the per-pixel time series (events of every kept pixel) in the NeXus "
+        "result, for 'ewoksxpcs rebin' (frames are compacted for it on the CPU).",
+    )
+    pixel_g2: bool = Field(
+        False,
+        description="APS layout: also the pixel-level G2, IP, IF at every delay "
+        "(n_tau x 3 x Ny x Nx float32; from the events, frames compacted for it).",
+    )
+    events: Any = Field(None, description="EventStack or frames (keep_events, pixel_g2).")
     result: Any = Field(..., description="CorrelationResult from Normalise.")
     tau: Any = Field(..., description="Delays (n_tau,), tau_unit.")
     tau_unit: str = Field("s", description="Unit of tau.")
@@ -47,6 +68,7 @@ class Inputs(BaseInputModel):
 
 class Outputs(BaseOutputModel):
     output: str = Field(..., description="Result file written (absolute path).")
+    files: Optional[dict] = Field(None, description="File written for each format.")
     png: Optional[str] = Field(None, description="PNG written (absolute path), or None.")
     fit: Optional[dict] = Field(
         None,
@@ -75,7 +97,9 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
     def run(self):
         self.start_progress()
         i = self.inputs
-        check_output(i.output, i.overwrite)
+        formats = check_formats(i.formats)
+        for name in format_filenames(i.output, formats).values():
+            check_output(name, i.overwrite)
         png = None
         if i.plot is True:
             png = default_png(i.output)
@@ -96,12 +120,25 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
             "save",
             {
                 "output": os.path.abspath(i.output),
+                "formats": list(formats),
+                "keep_events": i.keep_events,
+                "pixel_g2": i.pixel_g2,
                 "overwrite": i.overwrite,
                 "plot": png,
                 "fit": i.fit,
             },
         )
-        written = save_results(
+        events = None
+        if i.keep_events or i.pixel_g2:
+            from ..engine.events import EventStack
+            from ..workflow.pipeline import compact_frames
+
+            events = i.events
+            if events is None:
+                raise ValueError("keep_events/pixel_g2: no events nor frames given")
+            if not isinstance(events, EventStack):
+                events = compact_frames(events, bad_pixels=i.bad_pixels, token=self.token)
+        written = save_formats(
             i.output,
             result,
             i.q,
@@ -120,8 +157,15 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
             title=i.title,
             segments=i.segments,
             power_law=power_law,
+            formats=formats,
+            q_edges=i.q_edges,
+            bad_pixels=i.bad_pixels,
+            events=events,
+            keep_events=i.keep_events,
+            pixel_g2=i.pixel_g2,
         )
         self.outputs.output = written["filename"]
+        self.outputs.files = written["files"]
         self.outputs.png = written["png"]
         self.outputs.fit = (
             None

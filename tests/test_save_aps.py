@@ -1,0 +1,118 @@
+"""APS 8-ID-I layout opened by xpcs-viewer's own loader classes (pyXpcsViewer from PyPI).
+
+The ``test`` extra installs ``xpcs-viewer``; an import failure is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pyxpcsviewer.core.file_io.hdf_reader import get as aps_get  # noqa: E402
+from pyxpcsviewer.core.xpcs_file import XpcsFile  # noqa: E402
+
+from _formatruns import make_runs, nexus_result as _nexus  # noqa: E402
+from ewoksxpcs.app.cli import main  # noqa: E402
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return make_runs(tmp_path_factory.mktemp("aps"))
+
+
+def _columns(r):
+    """Our bins in the file's column order (q-major grid, non-empty bins)."""
+    n_q = 4
+    labels = r["labels"]
+    qi, si = (labels - 1) % n_q, (labels - 1) // n_q
+    order = numpy.argsort(qi * 2 + si, kind="stable")
+    return order[r["n_pixels"][order] > 0]
+
+
+def test_multitau_with_sectors(runs):
+    r = _nexus(runs["multitau"])
+    aps = os.path.splitext(runs["multitau"])[0] + "_results.hdf"
+    xf = XpcsFile(aps)
+    assert xf.atype == ("Multitau",)
+    cols = _columns(r)
+    keep = r["lags"] > 0  # no τ = 0 row
+    numpy.testing.assert_array_equal(xf.g2, r["g2"][cols][:, keep].T)  # (n_τ, n_q)
+    raw_err = aps_get(aps, ["g2_err"], "alias")["g2_err"]  # before the viewer's correction
+    numpy.testing.assert_array_equal(raw_err, r["g2_errors"][cols][:, keep].T)
+    numpy.testing.assert_allclose(xf.t_el, r["lags"][keep] * r["frame_period"])
+    # q in Å⁻¹: nominal centres of the 4 intervals; φ: the 2 sector centres.
+    nominal = numpy.unique(r["q_nominal"])
+    numpy.testing.assert_allclose(xf.qmap.dqlist, nominal / 10)
+    numpy.testing.assert_allclose(xf.qmap.dplist, numpy.unique(r["chi"]))
+    q_val, t_el, g2, err, labels = xf.get_g2_data()
+    numpy.testing.assert_allclose(q_val, r["q_nominal"][cols] / 10)
+    assert labels[0].startswith("qbin=1, q=")
+    # The viewer's q-map: column + 1 of every pixel of a kept bin; mask 1 = good.
+    lut = numpy.zeros(r["labels"].max() + 1, dtype=int)
+    lut[r["labels"][cols]] = numpy.arange(1, cols.size + 1)
+    numpy.testing.assert_array_equal(xf.qmap.dqmap, lut[r["qmask"]])
+    assert xf.qmap.mask.sum() >= (r["qmask"] > 0).sum()
+    # Beam centre and energy from the geometry (12.398 keV·Å / 1 Å).
+    assert (xf.qmap.bcy, xf.qmap.bcx) == (12.0, 13.0)
+    assert xf.qmap.X_energy == pytest.approx(12.398)
+    # SAXS 1D: mean counts per pixel per frame of each bin, per sector (rows 1, 2) and their
+    # mean (row 0), vs the 4 q intervals.
+    with h5py.File(runs["multitau"], "r") as f:
+        fs = f["entry/xpcs/sums/frame_sums"][()]
+    mean = fs.sum(axis=0) / (r["n_pixels"] * fs.shape[0])
+    numpy.testing.assert_allclose(xf.saxs_1d["Iq"][1:], mean.reshape(2, 4))
+    assert xf.Int_t.shape == (2, 64)
+
+
+def test_qmask_given_directly_geometry_unknown(runs):
+    r = _nexus(runs["linear"])
+    assert r["geometry"].startswith("unknown")
+    aps = os.path.splitext(runs["linear"])[0] + "_results.hdf"
+    xf = XpcsFile(aps)
+    keep = r["lags"] > 0
+    numpy.testing.assert_array_equal(xf.g2, r["g2"][:, keep].T)
+    numpy.testing.assert_allclose(xf.tau, r["lags"][keep])
+    assert xf.qmap.map_names == ["label", "phi"]
+    numpy.testing.assert_array_equal(xf.qmap.dqlist, r["labels"])
+    assert numpy.isnan(xf.qmap.X_energy) and numpy.isnan(xf.qmap.bcx)
+    with h5py.File(aps, "r") as f:
+        assert f["xpcs/qmap"].attrs["geometry"].startswith("unknown")
+        assert f["xpcs/qmap"].attrs["hash"]
+
+
+def test_twotime(runs):
+    r = _nexus(runs["twotime"])
+    aps = os.path.splitext(runs["twotime"])[0] + "_results.hdf"
+    xf = XpcsFile(aps)
+    assert xf.atype == ("Twotime",)
+    assert xf.c2_processed_bins.tolist() == list(range(1, r["C"].shape[0] + 1))
+    full = r["C"].copy()
+    n = full.shape[-1]
+    full[:, numpy.arange(n), numpy.arange(n)] = r["C_diagonal"]
+    for sel in range(full.shape[0]):
+        c2 = xf.get_twotime_c2(selection=sel, correct_diag=False)["c2_mat"]
+        numpy.testing.assert_allclose(c2, full[sel], rtol=1e-6)
+    keep = r["lags"] > 0
+    numpy.testing.assert_array_equal(xf.c2_g2, r["g2"][:, keep].T)
+    assert xf.c2_t0 == pytest.approx(2 * r["frame_period"])
+
+
+def test_pixel_level_G2(runs, tmp_path):
+    """--pixel-g2: G2, IP, IF of every pixel at every delay, as the viewer reads them."""
+    out = str(tmp_path / "pixel.hdf")
+    assert main(["run", runs["scan"] + "::/1.1", "-o", out, "--format", "aps", "--pixel-g2",
+                 "--mode", "multitau", "--qmask", runs["scan"] + "::/1.1/simulation/labels",
+                 "-q", "--no-plot", "--no-fit"]) == 0
+    with h5py.File(runs["scan"], "r") as f:
+        frames = f["1.1/measurement/eiger"][()].astype(numpy.float64)
+    xf = XpcsFile(out)
+    assert xf.G2.shape == (xf.tau.size, 3) + frames.shape[1:]
+    for i, tau in enumerate(xf.tau.astype(int)):
+        a, b = frames[: frames.shape[0] - tau], frames[tau:]
+        numpy.testing.assert_allclose(xf.get_G2_data("G2", i), (a * b).mean(axis=0), rtol=1e-6)
+        numpy.testing.assert_allclose(xf.get_G2_data("IP", i), a.mean(axis=0), rtol=1e-6)
+        numpy.testing.assert_allclose(xf.get_G2_data("IF", i), b.mean(axis=0), rtol=1e-6)
