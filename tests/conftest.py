@@ -18,8 +18,12 @@ from typing import Optional
 import numpy
 import pytest
 
-from ewoksxpcs.correlators import METHODS
-from ewoksxpcs.opencl.pocl_cpu import prepare_pocl
+# One Qt binding for the whole session: PyQt5 (Orange's AnyQt, silx view). The viewers extra
+# brings PySide6, which silx would otherwise prefer, and two bindings cannot share a process.
+os.environ.setdefault("QT_API", "pyqt5")
+
+from ewoksxpcs.correlators import METHODS  # noqa: E402
+from ewoksxpcs.opencl.pocl_cpu import prepare_pocl  # noqa: E402
 
 prepare_pocl()  # before any test queries OpenCL platforms (PoCL on CPUs newer than its LLVM)
 

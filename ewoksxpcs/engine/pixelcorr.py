@@ -6,7 +6,9 @@ For pixel p and delay τ (frames), over the Nt − τ pairs (t, t + τ)::
                                                    IF(τ, p) = Σ_{t≥τ} I(t,p) / (Nt − τ)
 
 the APS 8-ID-I ``unnormalized_G2`` channels (xpcs-viewer's G2 map and its re-grouping, which
-gives G2/(IP·IF) averaged as the symmetric normalisation). Computed from the pixel-major events
+gives G2/(IP·IF) averaged as the symmetric normalisation). At multi-tau delays the frames are
+not summed per level as in APS's multi-tau: these are the linear-lag means at those delays.
+Computed from the pixel-major events
 without densifying: for each delay, each event looks up its pixel's event τ frames later in the
 sorted (pixel, time) keys; sums are exact integers (float64 below 2**53) before the division.
 """
