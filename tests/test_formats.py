@@ -22,7 +22,9 @@ def test_names(tmp_path):
         check_formats(["hdf"])
     out = str(tmp_path / "r.h5")
     assert format_filenames(out, ["aps", "id02", "nexus"]) == {
-        "aps": out, "id02": str(tmp_path / "r_id02.h5"), "nexus": str(tmp_path / "r.h5")}
+        "aps": out, "id02": str(tmp_path / "r_id02.h5"), "nexus": str(tmp_path / "r_nexus.h5")}
+    hdf = str(tmp_path / "r.hdf")
+    assert format_filenames(hdf, ["aps", "nexus"])["nexus"] == str(tmp_path / "r.h5")
 
 
 @pytest.fixture(scope="module")

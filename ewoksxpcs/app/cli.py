@@ -193,7 +193,7 @@ def _add_format_option(group) -> None:
         "--format", dest="formats", action="append", choices=FORMATS, metavar="FORMAT",
         help="result layout, repeatable: nexus (default), aps (APS 8-ID-I, xpcs-viewer), "
         "id02 (ESRF ID02, xpcsutilities); the first writes --output, the others "
-        "<stem>_results.hdf / <stem>_id02.h5 / <stem>.h5 next to it",
+        "<stem>_results.hdf / <stem>_id02.h5 / <stem>.h5 (<stem>_nexus.h5 if that is --output) next to it",
     )
 
 

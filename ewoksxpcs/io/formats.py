@@ -50,7 +50,8 @@ def format_filenames(output, formats) -> Dict[str, str]:
     stem = os.path.splitext(output)[0]
     names = {formats[0]: output}
     for f in formats[1:]:
-        names[f] = stem + _SUFFIX[f]
+        name = stem + _SUFFIX[f]
+        names[f] = stem + f"_{f}.h5" if name in names.values() else name  # r.h5 as aps, nexus
     return names
 
 
