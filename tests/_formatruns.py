@@ -22,7 +22,8 @@ def make_runs(d):
     argv = {
         "multitau": GEOMETRY + ["--bins", "4", "--sectors", "2", "--mode", "multitau"],
         "linear": ["--qmask", scan + "::/1.1/simulation/labels"],
-        "twotime": GEOMETRY + ["--bins", "3", "--mode", "twotime", "--time-bin", "2"],
+        "twotime": GEOMETRY + ["--bins", "3", "--sectors", "2", "--mode", "twotime",
+                               "--time-bin", "2", "--twotime-bins", "2", "4", "5"],
     }
     for name, extra in argv.items():
         output = str(d / f"{name}.h5")

@@ -24,9 +24,8 @@ def runs(tmp_path_factory):
     return make_runs(tmp_path_factory.mktemp("aps"))
 
 
-def _columns(r):
-    """Our bins in the file's column order (q-major grid, non-empty bins)."""
-    n_q = 4
+def _columns(r, n_q=4):
+    """Our bins in the file's column order (q-major grid of n_q × 2 sectors, non-empty bins)."""
     labels = r["labels"]
     qi, si = (labels - 1) % n_q, (labels - 1) // n_q
     order = numpy.argsort(qi * 2 + si, kind="stable")
@@ -89,15 +88,21 @@ def test_twotime(runs):
     aps = os.path.splitext(runs["twotime"])[0] + "_results.hdf"
     xf = XpcsFile(aps)
     assert xf.atype == ("Twotime",)
-    assert xf.c2_processed_bins.tolist() == list(range(1, r["C"].shape[0] + 1))
+    # Bins 2, 4, 5 of 3 q × 2 sectors: (q1, φ0), (q0, φ1), (q1, φ1) → columns 4, 2, 5 in grid order.
+    assert r["labels"].tolist() == [2, 4, 5]
+    cols = _columns(r, n_q=3)
+    assert cols.tolist() == [1, 0, 2]
+    assert xf.c2_processed_bins.tolist() == [1, 2, 3]
     full = r["C"].copy()
     n = full.shape[-1]
     full[:, numpy.arange(n), numpy.arange(n)] = r["C_diagonal"]
-    for sel in range(full.shape[0]):
+    for sel, c in enumerate(cols):
         c2 = xf.get_twotime_c2(selection=sel, correct_diag=False)["c2_mat"]
-        numpy.testing.assert_allclose(c2, full[sel], rtol=1e-6)
+        numpy.testing.assert_allclose(c2, full[c], rtol=1e-6)
+    labels = xf.get_twotime_qbin_labels()
+    assert labels[0].startswith("qbin=1, q=0.00") and "φ=90.0" in labels[0]
     keep = r["lags"] > 0
-    numpy.testing.assert_array_equal(xf.c2_g2, r["g2"][:, keep].T)
+    numpy.testing.assert_array_equal(xf.c2_g2, r["g2"][cols][:, keep].T)
     assert xf.c2_t0 == pytest.approx(2 * r["frame_period"])
 
 

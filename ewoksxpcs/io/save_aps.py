@@ -23,8 +23,8 @@ aps_8idi.key["nexus"]``, ``qmap_utils.QMap``, ``xpcs_file.XpcsFile``, ``twotime_
     /xpcs/spatial_mean/intensity_vs_time (2, n_t)   [time (s), mean counts per pixel]
     /xpcs/multitau/normalized_g2, normalized_g2_err (n_τ, n_c); delay_list (n_τ,) frames;
                    config/stride_frame = 1, config/avg_frame = 1           (linear, multitau)
-    /xpcs/twotime/correlation_map/c2_%05d (nT, nT) upper triangle of C (the reader mirrors it);
-                  processed_bins (n_sel,) column + 1; normalized_g2 (n_τ, n_sel);
+    /xpcs/twotime/correlation_map/c2_%05d (nT, nT) upper triangle of C (the reader mirrors it),
+                  named by column + 1; processed_bins (n_sel,) column + 1; normalized_g2 (n_τ, n_sel);
                   normalized_g2_segments (n_τs, n_seg, n_sel); delay_list (n_τ,) frames;
                   config/stride_frame = 1, config/avg_frame = time bin      (two-time)
 """
@@ -203,11 +203,12 @@ def _write_twotime(f, view: ResultView, cols: numpy.ndarray) -> None:
     r = view.result
     tt = f.create_group("xpcs/twotime")
     maps = tt.create_group("correlation_map")
-    for c in cols:
-        # Upper triangle: the reader adds the transpose and halves the diagonal.
-        maps.create_dataset(f"c2_{c + 1:05d}", data=numpy.triu(r.C[c]).astype(numpy.float32),
+    for k, c in enumerate(cols):
+        # Named by column (the q-map value of its pixels), in the columns' grid order. Upper
+        # triangle: the reader adds the transpose and halves the diagonal.
+        maps.create_dataset(f"c2_{k + 1:05d}", data=numpy.triu(r.C[c]).astype(numpy.float32),
                             compression="gzip")
-    tt.create_dataset("processed_bins", data=(cols + 1).astype(numpy.int64))
+    tt.create_dataset("processed_bins", data=numpy.arange(1, cols.size + 1, dtype=numpy.int64))
     tt.create_dataset("normalized_g2", data=view.g2[cols].T)
     tt.create_dataset("normalized_g2_err", data=view.g2_err[cols].T)
     tt.create_dataset("delay_list", data=view.lags).attrs["units"] = "frame"
