@@ -121,3 +121,24 @@ def test_pixel_level_G2(runs, tmp_path):
         numpy.testing.assert_allclose(xf.get_G2_data("G2", i), (a * b).mean(axis=0), rtol=1e-6)
         numpy.testing.assert_allclose(xf.get_G2_data("IP", i), a.mean(axis=0), rtol=1e-6)
         numpy.testing.assert_allclose(xf.get_G2_data("IF", i), b.mean(axis=0), rtol=1e-6)
+
+
+def test_partial_g2_stability(runs, tmp_path):
+    """--segments: the segments' g2 in the viewer's g2-stability reader, on the full delays."""
+    out = str(tmp_path / "seg.h5")
+    assert main(["run", runs["scan"] + "::/1.1", "-o", out, "--format", "nexus", "--format",
+                 "aps", "--segments", "4", "--qmask", runs["scan"] + "::/1.1/simulation/labels",
+                 "-q", "--no-plot", "--no-fit"]) == 0
+    r = _nexus(out)
+    with h5py.File(out, "r") as f:
+        pg = f["entry/xpcs/segments/partial_g2"]
+        seg = {"g2": pg["g2"][()], "lags": numpy.rint(pg["tau"][()] / r["frame_period"])}
+    xf = XpcsFile(out[:-3] + "_results.hdf")
+    q, t_el, g2, err, qlabels, labels = xf.get_g2_stability_data()
+    assert g2.shape == (4, xf.tau.size, r["labels"].size) and len(labels) == 4
+    for k, tau in enumerate(xf.tau):
+        hit = numpy.flatnonzero(seg["lags"] == tau)
+        if hit.size:
+            numpy.testing.assert_array_equal(g2[:, k, :], seg["g2"][:, :, hit[0]])
+        else:
+            assert numpy.isnan(g2[:, k, :]).all()

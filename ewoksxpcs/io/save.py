@@ -713,7 +713,7 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
             title = kwargs.get("title", "XPCS g2")
             if fmt == "aps":
                 write_aps(tmp, view, q_edges=q_edges, bad_pixels=bad_pixels, title=title,
-                          events=events if pixel_g2 else None)
+                          events=events if pixel_g2 else None, segments=kwargs.get("segments"))
             else:
                 write_id02(tmp, view, title=title)
         if kwargs.get("cancel_token") is not None:

@@ -22,6 +22,7 @@ aps_8idi.key["nexus"]``, ``qmap_utils.QMap``, ``xpcs_file.XpcsFile``, ``twotime_
                         scattering_1d_segments (n_seg, n_c)    counts per pixel per frame
     /xpcs/spatial_mean/intensity_vs_time (2, n_t)   [time (s), mean counts per pixel]
     /xpcs/multitau/normalized_g2, normalized_g2_err (n_τ, n_c); delay_list (n_τ,) frames;
+                   normalized_g2_partial(_err) (n_seg, n_τ, n_c), _labels (with segments);
                    config/stride_frame = 1, config/avg_frame = 1           (linear, multitau)
     /xpcs/twotime/correlation_map/c2_%05d (nT, nT) upper triangle of C (the reader mirrors it),
                   named by column + 1; processed_bins (n_sel,) column + 1; normalized_g2 (n_τ, n_sel);
@@ -54,7 +55,7 @@ def _column_map(qmask, labels, cols) -> numpy.ndarray:
 
 
 def write_aps(filename: str, view: ResultView, q_edges=None, bad_pixels=None,
-              title: str = "XPCS g2", events=None) -> None:
+              title: str = "XPCS g2", events=None, segments=None) -> None:
     """Write ``view`` to ``filename`` (a new or temporary file) in the APS 8-ID-I layout.
 
     Parameters
@@ -70,6 +71,10 @@ def write_aps(filename: str, view: ResultView, q_edges=None, bad_pixels=None,
     events : EventStack, optional
         Also write the pixel-level ``unnormalized_G2`` (G2, IP, IF at every delay; linear and
         multi-tau), computed from the events one delay at a time.
+    segments : SegmentResult, optional
+        Partial g2 of time segments (:mod:`ewoksxpcs.workflow.segments`), written as
+        ``normalized_g2_partial`` (n_seg, n_τ, n_c) on the full delay list (NaN where a
+        segment has no such delay), with errors and labels (xpcs-viewer's *g2 stability*).
     """
     import h5py
 
@@ -180,6 +185,27 @@ def write_aps(filename: str, view: ResultView, q_edges=None, bad_pixels=None,
             mt["config/mode"] = view.mode
             if events is not None:
                 _write_pixel_G2(mt, events, lags)
+            if segments is not None:
+                _write_partial(mt, segments, view, cols)
+
+
+def _write_partial(group, segments, view: ResultView, cols: numpy.ndarray) -> None:
+    """Segments' g2 on the result's delays and columns: (n_seg, n_τ, n_c), NaN if absent."""
+    seg_lags = numpy.asarray(segments.lags, dtype=numpy.float64)
+    where = {float(v): i for i, v in enumerate(seg_lags)}
+    rows = numpy.searchsorted(numpy.asarray(segments.labels), view.labels[cols])
+    shape = (segments.n_segments, view.lags.size, cols.size)
+    out = {"": numpy.full(shape, numpy.nan), "_err": numpy.full(shape, numpy.nan)}
+    for k, lag in enumerate(view.lags):
+        i = where.get(float(lag))
+        if i is not None:
+            out[""][:, k, :] = segments.g2[:, rows, i]
+            out["_err"][:, k, :] = segments.g2_err[:, rows, i]
+    group.create_dataset("normalized_g2_partial", data=out[""])
+    group.create_dataset("normalized_g2_partial_err", data=out["_err"])
+    edges = numpy.asarray(segments.edges)
+    group["normalized_g2_partial_labels"] = numpy.asarray(
+        [f"frames {a}-{b - 1}".encode() for a, b in zip(edges[:-1], edges[1:])])
 
 
 def _write_pixel_G2(group, events, lags) -> None:
