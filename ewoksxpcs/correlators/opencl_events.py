@@ -157,7 +157,8 @@ class OpenCLEventCorrelator(EventCorrelator):
     chunk_frames : int
         Frames per batch when frames are compacted first.
     max_device_memory : int
-        Device memory budget in bytes (default: min(8 GiB, half the device memory)), of that
+        Device memory budget in bytes (default:
+        :func:`ewoksxpcs.opencl.device.default_device_memory`: 70 % of a GPU's free memory), of that
         compaction and of the correlation: events that need more than the budget leaves after
         n2 and the sums go to the device in runs of whole pixels through two slots, one
         uploaded while the other is correlated (a pixel's events must fit half of it).
@@ -526,7 +527,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             uploader.join()
 
     def _budget(self) -> int:
-        """Device memory budget (option max_device_memory; default min(8 GiB, half))."""
+        """Device memory budget (option max_device_memory; default: default_device_memory)."""
         return int(self.options.get("max_device_memory") or default_device_memory(self.dev))
 
     def _event_room(self, n2_bytes: int) -> int:

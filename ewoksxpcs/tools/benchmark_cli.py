@@ -25,22 +25,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--suite", choices=("default", "gpu", "e2e"), default="default",
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs"), default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
                              "and PyTorch at the sizes of issue 4 (ewoksxpcs.tools.benchmark_gpu); "
                              "e2e: an Eiger 4M bitshuffle-LZ4 scan file to a NeXus g2 file "
-                             "through 'ewoksxpcs run' (ewoksxpcs.tools.benchmark_e2e)")
+                             "through 'ewoksxpcs run' with defaults only "
+                             "(ewoksxpcs.tools.benchmark_e2e); costs: the constants of auto's "
+                             "cost model (ewoksxpcs.tools.benchmark_costs)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="gpu and e2e suites: size factor in (0, 1] of frames and pixels "
                              "(default 1)")
-    parser.add_argument("--counts", type=float, default=0.01,
-                        help="e2e suite: photons per pixel per frame (default 0.01)")
+    parser.add_argument("--counts", type=float, nargs="+", default=None,
+                        help="e2e suite: photons per pixel per frame of each scan "
+                             "(default 0.01 0.1)")
     parser.add_argument("--workdir", help="e2e suite: directory of the scan and results "
                                           "(default: a temporary one, removed)")
-    parser.add_argument("--max-device-memory", type=float, default=None, metavar="BYTES",
-                        help="e2e suite: device memory budget of the compaction (default: "
-                             "min(8 GiB, half the device memory)); raise it for dense scans")
     parser.add_argument("--torch-device", default="cuda",
                         help="gpu suite: PyTorch device of the boost_corr/PyTorch peers (cuda)")
     parser.add_argument("--repeat", type=int, default=None,
@@ -55,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_gpu(args)
     if args.suite == "e2e":
         return _main_e2e(args)
+    if args.suite == "costs":
+        return _main_costs(args)
     if args.repeat is None:
         args.repeat = 3
     try:
@@ -72,20 +74,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main_e2e(args) -> int:
-    """``--suite e2e``: :func:`ewoksxpcs.tools.benchmark_e2e.run_e2e`."""
+    """``--suite e2e``: :func:`ewoksxpcs.tools.benchmark_e2e.run_e2e` (defaults only)."""
     from .benchmark_e2e import run_e2e
 
-    device = args.device or "gpu"
     try:
-        row = run_e2e(workdir=args.workdir, scale=args.scale, counts=args.counts, device=device,
-                      max_device_memory=(int(args.max_device_memory)
-                                         if args.max_device_memory else None))
+        out = run_e2e(workdir=args.workdir, scale=args.scale,
+                      counts=tuple(args.counts or (0.01, 0.1)))
     except ValueError as e:
         print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"suite": "e2e", "machine": machine_description(device), "row": row}, f,
+            json.dump({"suite": "e2e", "machine": machine_description(), **out}, f,
+                      indent=1, default=float)
+    return 0
+
+
+def _main_costs(args) -> int:
+    """``--suite costs``: :func:`ewoksxpcs.tools.benchmark_costs.run_costs`."""
+    from .benchmark_costs import run_costs
+
+    out = run_costs(device=args.device, scale=min(args.scale, 1.0), repeat=args.repeat or 1,
+                    workdir=args.workdir)
+    print(f"fitted constants for COSTS[{out['machine']!r}]:")
+    print(json.dumps(out["fitted"], indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "costs", "machine": machine_description(args.device), **out}, f,
                       indent=1, default=float)
     return 0
 

@@ -134,6 +134,7 @@ def _multitau_create(binning, method, device, data, lags_per_level=None, normali
         binning,
         method=method,
         device=device,
+        data=data,
         lags_per_level=DEFAULT_LAGS_PER_LEVEL if lags_per_level is None else lags_per_level,
         normalisation=normalisation or "standard",
         **options,
@@ -163,7 +164,8 @@ def _twotime_create(binning, method, device, data, twotime_bins=None, time_bin=N
     from ..correlators import create_twotime
 
     correlator = create_twotime(
-        binning, method=method, device=device, bins=twotime_bins, time_bin=time_bin, **options
+        binning, method=method, device=device, data=data, bins=twotime_bins, time_bin=time_bin,
+        **options
     )
     correlator.input_kind = "any"  # reads frames and EventStacks itself
     return correlator
@@ -416,7 +418,7 @@ def correlate_sums(
     compaction_s = 0.0
     if is_events and getattr(correlator, "input_kind", "dense") == "dense":
         data = EventFrameSource(frames, getattr(frames, "frame_period", None))
-    elif not is_events and hasattr(correlator, "compaction_options"):
+    elif not is_events and getattr(correlator, "compaction_options", lambda: None)() is not None:
         # An OpenCL event correlator given frames: compact them on its device first (raw
         # compressed chunks are then decompressed there), the mean image comes from the events.
         t_c = time.perf_counter()
