@@ -112,3 +112,32 @@ def test_result_file_records_method_device_reason(tmp_path, mode):
     assert reason.startswith(f"{mode}, ") and "cost model" in reason
     assert "stored chunks decoded (bslz4" in reason  # sampled from the file it reads
     assert f"{method} " in reason.split("cost model")[1]  # the chosen one has an estimate
+
+
+def test_events_beyond_the_budget_cost_passes(tmp_path, monkeypatch):
+    """The device budget enters the choice: events that do not fit it cost one more read of
+    the compressed data per pixel range."""
+    require_opencl("cpu")
+    from ewoksxpcs.opencl import device as opencl
+
+    master, labels, gaps = _scan(tmp_path, "s", 0.05)
+    binning = Binning(labels, bad_pixels=gaps)
+    full = choose("linear", load_frames(master), binning, device="cpu")
+    monkeypatch.setattr(opencl, "default_device_memory", lambda dev: 10_000)
+    small = choose("linear", load_frames(master), binning, device="cpu")
+    assert "compaction passes" in small.reason and "compaction passes" not in full.reason
+    assert small.estimates["opencl-events"] > full.estimates["opencl-events"]
+    assert small.estimates["fft"] == full.estimates["fft"]
+
+
+@pytest.mark.gpu
+def test_gpu_auto_takes_the_device_events_path_for_a_sparse_scan(tmp_path):
+    """On the GPU (the lead's H200 run): a sparse Eiger-like scan goes the device events path in
+    every mode, with defaults only."""
+    require_opencl("gpu")
+    master, labels, gaps = _scan(tmp_path, "sparse", 0.01, n_frames=2000, shape=(256, 256))
+    binning = Binning(labels, bad_pixels=gaps)
+    for mode in ("linear", "multitau", "twotime"):
+        c = choose(mode, load_frames(master), binning)
+        assert c.method == "opencl-events", (mode, c.reason)
+        assert "cost model 'gpu'" in c.reason

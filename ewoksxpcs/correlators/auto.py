@@ -9,7 +9,9 @@ Rule
    files and arrays have ``n_sample`` frames read; an iterable has its first chunk (already
    read when the source was made) looked at. Unknown occupancy counts as dense (λ = 1).
 2. Machine kind: ``gpu`` when the OpenCL device (``device``, default the best one) is a GPU,
-   else ``cpu``; the device's default memory budget is part of the reason.
+   else ``cpu``. The device's default memory budget (a fraction of its free memory) bounds the
+   events kept on the device: events that need more cost one more read of the compressed data
+   per pixel range (the ``frame_pixels`` term of the events methods times the passes).
 3. Every method of the machine's cost table for the mode that can run here
    (:mod:`ewoksxpcs.correlators.costs`) gets an estimated time; the smallest wins. The
    tables decide, e.g., sparse scans → ``opencl-events`` on a GPU (compaction on the device,
@@ -227,11 +229,26 @@ def choose(mode: str, data, binning, device: Optional[str] = None,
 
         n_time_bins = n_frames // choose_time_bin(n_frames)
     f = costs.features(n_frames, frame_pixels, binning.n_binned_pixels, occ, n_time_bins)
+    budget_txt, passes = "", 1
+    if dev is not None:
+        from ..opencl.device import default_device_memory
+
+        budget = default_device_memory(dev)
+        # Events beyond the budget: the compaction reads the compressed data once more per
+        # range of pixels that fits (ewoksxpcs.opencl.compact), a cost of the events path.
+        itemsize = numpy.dtype(getattr(data, "dtype", numpy.uint16)).itemsize
+        event_bytes = occ * frame_pixels * n_frames * (itemsize + 4)
+        passes = max(1, int(numpy.ceil(event_bytes / max(budget, 1))))
+        budget_txt = f", device budget {budget / 1e9:.3g} GB" + (
+            f" (events ~{event_bytes / 1e9:.3g} GB: {passes} compaction passes)"
+            if passes > 1 else "")
     estimates = {}
     for method in costs.COSTS[machine].get(mode, {}):
         if (methods is None or method in methods) and _runnable(mode, method, dev,
                                                                    feat.is_events):
-            estimates[method] = costs.estimate(machine, mode, method, f)
+            fm = dict(f, frame_pixels=f["frame_pixels"] * passes) \
+                if method.endswith("events") and passes > 1 else f
+            estimates[method] = costs.estimate(machine, mode, method, fm)
     if not estimates:  # e.g. a registry without the table's methods: the NumPy oracle
         fallback = "reference" if mode == "linear" else "numpy"
         return Choice(fallback, None, f"no method of the {machine} cost table can run here: "
@@ -241,15 +258,11 @@ def choose(mode: str, data, binning, device: Optional[str] = None,
     label = "sparse" if feat.is_events or occ < SPARSE_OCCUPANCY else "dense"
     where = "no OpenCL device" + (f" ({why_not})" if why_not else "") if dev is None else \
         f"OpenCL {dev.kind} {dev.name}"
-    budget = ""
-    if dev is not None:
-        from ..opencl.device import default_device_memory
-
-        budget = f", device budget {default_device_memory(dev) / 1e9:.3g} GB"
     ranked = ", ".join(f"{m} {t:.3g} s" for m, t in sorted(estimates.items(), key=lambda x: x[1]))
-    reason = (f"{mode}, {label} data: {n_frames} frames of {feat.frame_shape[0]}x{feat.frame_shape[1]}, "
+    ny, nx = feat.frame_shape
+    reason = (f"{mode}, {label} data: {n_frames} frames of {ny}x{nx}, "
               f"{binning.n_binned_pixels} binned pixels, occupancy {occ_txt} "
-              f"[{feat.occupancy_from}]; {where}{budget}; cost model '{machine}': {ranked}")
+              f"[{feat.occupancy_from}]; {where}{budget_txt}; cost model '{machine}': {ranked}")
     chosen_device = device if method.startswith("opencl") else None
     logger.info("auto chose %r: %s", method, reason)
     return Choice(method, chosen_device, reason, estimates)

@@ -411,7 +411,7 @@ class OpenCLMultiTau(DeviceDataPath):
         mf = pyopencl.mem_flags
         queue = pyopencl.CommandQueue(ctx)
         kern = self._kernel("mt_events", CTYPES[str(dtype)], val_t, acc_t, 0, level_defines(n_levels - 1))
-        resident = resident_events(events, dev)
+        resident = events.resident_on(dev)
         resident_need = fixed + 12 * (events.n_pixels + 1) + n_frames * b.n_sub * 8
         if resident is not None and resident_need <= self.budget:
             # Compacted on this device: one launch over every row of the device buffers, and
@@ -539,15 +539,6 @@ class OpenCLEventsMultiTau(OpenCLMultiTau):
     def __init__(self, qmask, device=None, **options):
         options.setdefault("data_path", "events")
         super().__init__(qmask, device=device, **options)
-
-
-def resident_events(events, dev):
-    """The device buffers of ``events`` (:class:`~ewoksxpcs.events.DeviceEvents`) when they
-    were compacted in ``dev``'s context and are still there, else None."""
-    resident = getattr(events, "resident", None)
-    if resident is None or getattr(events, "_values", None) is not None:
-        return None  # none, or already downloaded (the host copy is then as cheap to read)
-    return resident if resident.dev.context == dev.context else None
 
 
 def _event_value_bound(events) -> int:

@@ -49,7 +49,7 @@ from ..engine.twotime import (
     select_bins,
 )
 from .opencl_multitau import (LOCAL, DEFAULT_CHUNK_BYTES, DeviceDataPath, _round_up,
-                              check_memory_option, resident_events)
+                              check_memory_option)
 
 __all__ = ["OpenCLTwoTime", "OpenCLEventsTwoTime"]
 
@@ -260,7 +260,7 @@ class OpenCLTwoTime(DeviceDataPath):
             raise ValueError("twotime bins use pixels that this EventStack does not hold (masked as bad)")
         starts, ends = events.offsets[rows_c], events.offsets[rows_c + 1]
         x_bytes = max(8, n_t * P * x_np.itemsize)
-        resident = resident_events(events, self.dev)
+        resident = events.resident_on(self.dev)
         if resident is not None and x_bytes + 16 * P <= self.budget:
             bufs = [resident.d_values, resident.d_times]
         else:

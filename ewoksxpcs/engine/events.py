@@ -113,6 +113,15 @@ class EventStack:
     def times(self, array):
         self._times = numpy.asarray(array, dtype=numpy.uint32)
 
+    def resident_on(self, dev) -> Optional["DeviceEvents"]:
+        """The device buffers of the events (:class:`DeviceEvents`) when they live in the OpenCL
+        context of ``dev`` (compacted there), else None: a correlator on that device reads them
+        in place, without a round trip through the host."""
+        resident = self.resident
+        if resident is None or resident.dev.context != dev.context:
+            return None
+        return resident
+
     @property
     def values_dtype(self) -> numpy.dtype:
         """dtype of :attr:`values`, without downloading them."""

@@ -4,9 +4,10 @@ For every mode and every method of the machine's table in
 :mod:`ewoksxpcs.correlators.costs`, the correlation step (:func:`ewoksxpcs.workflow.pipeline.
 correlate_sums`: reading and decoding the file, compaction where the method compacts, the
 correlation sums) is timed on a few bitshuffle-LZ4 scan files written by
-:func:`ewoksxpcs.tools.synthetic_eiger.write_eiger_scan` (sparse, dense, long). The constants of each method are
-then fitted by non-negative least squares of the times on the method's features (relative
-errors: each case weighs the same), and printed as the table to paste into ``costs.py``.
+:func:`ewoksxpcs.tools.synthetic_eiger.write_eiger_scan` (sparse, dense, long). The
+constants of each method are then fitted by non-negative least squares of the times on the
+method's features (relative errors: each case weighs the same), and printed as the table to
+paste into ``costs.py``.
 
 A run whose predicted time (with the current table) exceeds ``max_s`` is skipped: it would not be
 chosen anyway, and the fit uses the other cases.

@@ -3,8 +3,8 @@
 Eiger 4M scans (10 000 frames of 2162×2068 uint16, bitshuffle-LZ4, one chunk per frame, a
 Bliss-like master with a virtual dataset over 16 data files, the detector's pixel mask in the
 file, as Lima writes them) at each of ``counts`` photons per pixel per frame, written by
-:func:`ewoksxpcs.tools.synthetic_eiger.write_eiger_scan` (not timed). ``scale`` s multiplies the frame count
-and the pixel count by s. Then, for each scan and each mode (linear, multitau, twotime), the
+:func:`ewoksxpcs.tools.synthetic_eiger.write_eiger_scan` (not timed). ``scale`` s multiplies
+the frame count and the pixel count by s. Then, for each scan and each mode (linear, multitau, twotime), the
 command a beamline trigger runs, **defaults only** (no method, device or mask option)::
 
     ewoksxpcs run scan.h5 --qmask labels.npy --mode MODE -o result.h5
@@ -144,32 +144,13 @@ def measure_floors(files, device: Optional[str] = None, cold: bool = False) -> d
     out = {"cache_dropped": _drop_caches() if cold else False}
     out["read_Bps"] = _read_rate(files)
     try:
-        import pyopencl
-
-        from ..opencl.device import get_device, pinned_empty
+        from ..opencl.device import get_device
+        from .benchmark_gpu import measure_bandwidth
 
         dev = get_device(device)
-        n = int(min(256 << 20, dev.max_mem_alloc // 2))
-        host = pinned_empty(dev, (n,), numpy.uint8)
-        host[:] = 1
-        mf = pyopencl.mem_flags
-        a = pyopencl.Buffer(dev.context, mf.READ_WRITE, n)
-        b = pyopencl.Buffer(dev.context, mf.READ_WRITE, n)
-        q = dev.queue
-
-        def best(fn, repeat=3):
-            fn()
-            q.finish()
-            times = []
-            for _ in range(repeat):
-                t = time.perf_counter()
-                fn()
-                q.finish()
-                times.append(time.perf_counter() - t)
-            return min(times)
-
-        out["h2d_Bps"] = n / best(lambda: pyopencl.enqueue_copy(q, a, host))
-        out["device_copy_Bps"] = 2 * n / best(lambda: pyopencl.enqueue_copy(q, b, a))
+        rates = measure_bandwidth(dev, nbytes=min(256 << 20, dev.max_mem_alloc // 2))
+        out["h2d_Bps"] = rates["h2d_pinned"]
+        out["device_copy_Bps"] = rates["device"]
         out["device"] = dev.name
     except Exception as e:  # no OpenCL: CPU paths only
         out["device"] = f"none ({e})"
