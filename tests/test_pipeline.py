@@ -70,3 +70,24 @@ def test_device_path_equals_cpu_reference(scan):
 def test_device_path_equals_cpu_reference_gpu(scan):
     require_opencl("gpu")
     _device_path_equals_reference(scan, "gpu")
+
+
+def test_float_events_read_after_the_compaction():
+    """Float frames (e.g. weighted by a monitor) compacted on the device: the events are read
+    after the compaction's queue is done (no pixel sums downloaded to wait on), every time."""
+    require_opencl("cpu")
+    rng = numpy.random.default_rng(3)
+    labels = 1 + (numpy.arange(48 * 48).reshape(48, 48) % 3)
+    weights = numpy.linspace(1.0, 0.7, 2000)[:, None, None]
+    frames = (rng.poisson(1.0, (2000, 48, 48)) * weights).astype(numpy.float32)
+    binning = Binning(labels)
+    for mode, opts in (("multitau", None), ("twotime", {"time_bin": 20})):
+        method = {"linear": "reference", "multitau": "numpy", "twotime": "numpy"}[mode]
+        ref = correlate_sums(frames, binning, method=method, mode=mode, mode_options=opts)["sums"]
+        for _ in range(4):
+            sums = correlate_sums(frames, binning, method="opencl-events", device="cpu",
+                                  mode=mode, mode_options=opts)["sums"]
+            if mode == "twotime":
+                numpy.testing.assert_allclose(sums.C, ref.C, rtol=1e-5, atol=1e-6)
+            else:
+                numpy.testing.assert_allclose(sums.n2, ref.n2, rtol=1e-12)

@@ -416,6 +416,9 @@ class OpenCLMultiTau(DeviceDataPath):
         if resident is not None and resident_need <= self.budget:
             # Compacted on this device: one launch over every row of the device buffers, and
             # the per-frame sums there too (integer events); nothing goes through the host.
+            # The compaction wrote them on the device's own queue: drained before this queue
+            # reads them (queues are not ordered with each other).
+            dev.queue.finish()
             acc = device_buffer(dev, queue, n_slots * P * 8, zero=True)
             o_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=events.offsets)
             p_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,

@@ -262,6 +262,7 @@ class OpenCLTwoTime(DeviceDataPath):
         x_bytes = max(8, n_t * P * x_np.itemsize)
         resident = events.resident_on(self.dev)
         if resident is not None and x_bytes + 16 * P <= self.budget:
+            self.dev.queue.finish()  # the compaction's writes (its queue) are done
             bufs = [resident.d_values, resident.d_times]
         else:
             counts = ends - starts
