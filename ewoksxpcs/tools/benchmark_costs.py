@@ -25,7 +25,8 @@ import numpy
 
 __all__ = ["COST_CASES", "run_costs"]
 
-#: (name, shape, frames, counts): bitshuffle-LZ4 uint16 scans; ``scale`` multiplies the frames.
+#: (name, shape, frames, counts): bitshuffle-LZ4 uint16 scans; ``scale`` multiplies the frames
+#: (use ``--scale 10`` or more on a GPU: these sizes are set-up dominated there).
 COST_CASES = (
     ("sparse", (256, 256), 2000, 0.01),
     ("sparser", (256, 256), 1000, 0.002),
