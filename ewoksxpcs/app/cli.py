@@ -71,24 +71,34 @@ def run_workflow(
     overwrite: bool = False,
 ) -> dict:
     """Execute a shipped workflow with flat parameters (task input names); return its outputs."""
-    from ewoks import execute_graph
+    if engine in ("core", None):
+        # ewokscore itself: ``ewoks`` would also import ewoksjob and Celery (~0.2 s of start-up).
+        from ewokscore import execute_graph
+    else:
+        from ewoks import execute_graph
 
     from .scan_job import load_workflow, workflow_inputs
 
     graph = load_workflow(workflow)
     inputs = workflow_inputs(graph, parameters, overwrite=overwrite)
     options = {}
+    bar = None
     if progress and engine != "dask":  # dask sends task options as JSON: no progress object
         from ..workflow.progress import TerminalProgress
 
-        options["task_options"] = {"progress": TerminalProgress()}
+        bar = TerminalProgress()
+        options["task_options"] = {"progress": bar}
     if engine not in ("core", None):
         options["engine"] = engine
     if engine == "ppf":
         # Spawned, not forked, workers: a fork after OpenCL was initialised hangs in the
         # driver; one worker reused by every task (spawning is slow).
         options.update(pool_options={"context": "spawn"}, scaling_workers=False, max_workers=1)
-    return execute_graph(graph, inputs=inputs, **options)
+    try:
+        return execute_graph(graph, inputs=inputs, **options)
+    finally:
+        if bar is not None:
+            bar.close()  # a stage cut short by an error still gets its line
 
 
 def _check_input_file(url: str, what: str = "input") -> str:
@@ -583,7 +593,13 @@ def _add_simulation_options(p, frames: int = 1000):
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Sub-commands whose options come from modules imported only when they are used.
+JOB_COMMANDS = ("submit", "reprocess")
+
+
+def build_parser(job_commands: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; ``job_commands=False`` leaves out the options of ``submit``
+    and ``reprocess`` (their modules are not imported: faster start-up for ``run``)."""
     from .. import __version__
 
     parser = _Parser(prog=PROG, description="XPCS correlation g2(q, tau) as Ewoks workflows.")
@@ -772,6 +788,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_average)
 
+    if not job_commands:
+        for name in JOB_COMMANDS:
+            sub.add_parser(name, add_help=False)
+        return parser
     # Job queue and reprocessing front-ends (ewoksxpcs.app.submit, ewoksxpcs.app.reprocess).
     from . import reprocess as _reprocess, submit as _submit
 
@@ -810,7 +830,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 1
-    parser = build_parser()
+    if argv == ["--version"]:  # without building the parser (its options import NumPy)
+        from .. import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(job_commands=first in JOB_COMMANDS or first is None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:

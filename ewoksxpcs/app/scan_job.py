@@ -49,6 +49,8 @@ OUTPUT_TARGETS = ("output", "output_filename", "filename")
 #: Loader and saver task classes (``input``/``output`` go to those only, never to others).
 LOADER_SUFFIXES = (".LoadFrames", ".LoadEvents", ".LoadPixelSeries")
 SAVER_SUFFIXES = (".SaveResults",)
+#: Tasks whose ``overwrite`` flag follows the run's: the savers and the events file writer.
+OVERWRITE_SUFFIXES = SAVER_SUFFIXES + (".CompactEvents",)
 #: Overwrite flag of the saving task, set when a result is redone.
 OVERWRITE_NAME = "overwrite"
 
@@ -186,7 +188,7 @@ def workflow_inputs(graph: dict, parameters: Dict[str, Any], overwrite: bool = F
     if overwrite:
         inputs.extend(
             {"id": node_id, "name": name, "value": True}
-            for node_id, name in _target(node_inputs, SAVER_SUFFIXES, (OVERWRITE_NAME,))
+            for node_id, name in _target(node_inputs, OVERWRITE_SUFFIXES, (OVERWRITE_NAME,))
         )
     return inputs
 

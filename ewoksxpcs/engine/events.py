@@ -23,6 +23,7 @@ import numpy
 
 from .frames import as_frame_source
 from .qmask import Binning
+from .spill import SpillArray, empty as empty_spillable
 
 __all__ = ["EventStack", "DeviceEvents", "compact", "load_events"]
 
@@ -211,17 +212,19 @@ class EventStack:
                 f"x={p % self.frame_shape[1]})"
             )
         sub = self.pixel_sub_bins(binning)
-        ev_sub = numpy.repeat(sub, self.events_per_pixel)
-        keep = ev_sub >= 0
-        key = self.times[keep].astype(numpy.int64) * binning.n_sub + ev_sub[keep]
         size = self.n_frames * binning.n_sub
+        # bincount sums in float64: exact for integers while a sum stays below 2**53 (partial
+        # sums of pixel blocks too). Blocks of pixels bound the per-event temporaries.
+        out = numpy.zeros(size)
+        for p0, p1 in pixel_blocks(self.offsets):
+            e0, e1 = int(self.offsets[p0]), int(self.offsets[p1])
+            ev_sub = numpy.repeat(sub[p0:p1], numpy.diff(self.offsets[p0 : p1 + 1]))
+            keep = ev_sub >= 0
+            key = self.times[e0:e1][keep].astype(numpy.int64) * binning.n_sub + ev_sub[keep]
+            out += numpy.bincount(key, weights=self.values[e0:e1][keep].astype(numpy.float64),
+                                  minlength=size)
         if self.values.dtype.kind in "iu":
-            # bincount sums in float64: exact while a sum stays below 2**53.
-            out = numpy.bincount(key, weights=self.values[keep], minlength=size)
             out = numpy.rint(out).astype(numpy.int64)
-        else:
-            out = numpy.bincount(key, weights=self.values[keep].astype(numpy.float64),
-                                 minlength=size)
         return out.reshape(self.n_frames, binning.n_sub)
 
     def to_dense(self) -> numpy.ndarray:
@@ -309,8 +312,8 @@ class EventStack:
             try:
                 frame_shape = tuple(int(n) for n in numpy.ravel(g.attrs["frame_shape"]))
                 return cls(
-                    values=g["values"][()],
-                    times=g["times"][()],
+                    values=_read_spillable(g["values"]),
+                    times=_read_spillable(g["times"]),
                     offsets=g["offsets"][()],
                     pixel_index=g["pixel_index"][()],
                     frame_shape=frame_shape,
@@ -446,6 +449,16 @@ def check_events(events: EventStack) -> None:
                              f"{int(times[e])} has value {values[e]}: {what}")
 
 
+def _read_spillable(dataset) -> numpy.ndarray:
+    """A whole 1-D HDF5 dataset read into :func:`ewoksxpcs.engine.spill.empty` storage (a
+    temporary file mapped in memory beyond the cap), block by block."""
+    out = empty_spillable(dataset.shape, dataset.dtype)
+    step = max(1, EVENT_BLOCK)
+    for i in range(0, dataset.shape[0], step):
+        dataset.read_direct(out, numpy.s_[i: i + step], numpy.s_[i: i + step])
+    return out
+
+
 def load_events(filename: str, path: str = "events") -> EventStack:
     """Read an EventStack from an HDF5 file (see :meth:`EventStack.save`)."""
     return EventStack.load(filename, path)
@@ -503,9 +516,51 @@ class DeviceEvents:
         return values, times
 
 
+#: Most events a CPU step handles at once (compaction's second pass, per-block reductions):
+#: bounds the anonymous temporaries (a few tens of bytes per event) whatever the frame count.
+EVENT_BLOCK = 1 << 22
+#: Pixel-frames of a chunk turned into events at once by :func:`compact`.
+SLICE_PIXELS = 1 << 20
+
+
+def count_blocks(ends, max_events: Optional[int] = None):
+    """Ranges (i0, i1) of consecutive items holding at most ``max_events`` events together (or
+    one item, if it alone holds more), covering every item.
+
+    Parameters
+    ----------
+    ends : ndarray, (n,) int
+        Cumulative event counts: items 0 … i hold ``ends[i]`` events.
+    max_events : int, optional
+        Default :data:`EVENT_BLOCK`.
+    """
+    max_events = EVENT_BLOCK if max_events is None else int(max_events)
+    n = len(ends)
+    i0 = 0
+    while i0 < n:
+        base = int(ends[i0 - 1]) if i0 else 0
+        i1 = int(numpy.searchsorted(ends, base + max_events, side="right"))
+        i1 = min(max(i1, i0 + 1), n)
+        yield i0, i1
+        i0 = i1
+
+
+def pixel_blocks(offsets: numpy.ndarray, max_events: Optional[int] = None):
+    """Ranges (p0, p1) of consecutive kept pixels of at most ``max_events`` events each (see
+    :func:`count_blocks`), from the CSR ``offsets`` (n_pix + 1,) of an :class:`EventStack`."""
+    return count_blocks(offsets[1:] - offsets[0], max_events)
+
+
 def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = None,
-            progress=None) -> EventStack:
+            progress=None, max_memory: Optional[int] = None) -> EventStack:
     """Compact frames into an :class:`EventStack`, streaming over chunks (NumPy).
+
+    Two passes, host memory bounded whatever the number of frames: the chunks' events are
+    appended frame-major (pixel rank int32, value) to :class:`~ewoksxpcs.engine.spill.SpillArray`
+    buffers while the events of each pixel are counted; then each chunk's events are sorted by
+    pixel (stable, chunk-sized) and written at their pixel's place in the output arrays, which
+    live in temporary files mapped in memory once larger than ``max_memory`` (see
+    :mod:`ewoksxpcs.engine.spill`). The result is the same as a global stable sort by pixel.
 
     Parameters
     ----------
@@ -519,6 +574,9 @@ def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = N
         Frames per chunk.
     progress : callable, optional
         Called as ``progress(frames_done, n_frames_or_None)`` after each chunk.
+    max_memory : int, optional
+        Bytes each event buffer keeps in RAM (default
+        :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY`).
     """
     source = as_frame_source(frames)
     shape = tuple(source.frame_shape)
@@ -530,42 +588,88 @@ def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = N
         binning = qmask if isinstance(qmask, Binning) else Binning(qmask, bad_pixels=bad_pixels, n_groups=1)
         binning.check_frame_shape(shape)
         bin_image = binning.bin_image()
-    pix_parts, t_parts, v_parts, fs_parts = [], [], [], []
+    pix_dtype = numpy.int32 if kept.size < 2**31 else numpy.int64
+    pix_buf = SpillArray((), pix_dtype, max_memory)
+    val_buf = SpillArray((), source.dtype, max_memory)
+    counts = numpy.zeros(kept.size, dtype=numpy.int64)  # events per kept pixel
+    chunks = []  # per chunk: (first frame, events per frame)
+    fs_parts = []
     t0 = 0
-    for chunk in source.iter_chunks(chunk_frames):
-        check_non_negative(chunk, t0)
-        n = chunk.shape[0]
-        flat = chunk.reshape(n, -1)
-        ti, pi = numpy.nonzero(flat)
-        r = rank[pi]
-        keep = r >= 0
-        v_parts.append(flat[ti[keep], pi[keep]])
-        t_parts.append((ti[keep] + t0).astype(numpy.uint32))
-        pix_parts.append(r[keep].astype(numpy.int32 if kept.size < 2**31 else numpy.int64))
-        if binning is not None:
-            b = bin_image[pi]
-            inb = b >= 0
-            key = ti[inb] * binning.n_bins + b[inb]
-            w = flat[ti[inb], pi[inb]]
-            fs = numpy.bincount(key, weights=w, minlength=n * binning.n_bins)
-            fs_parts.append(fs.reshape(n, binning.n_bins))
-        t0 += n
+    # Chunks are taken SLICE_PIXELS pixel-frames at a time: the per-event temporaries of
+    # nonzero() stay small whatever the chunk size.
+    slice_frames = max(1, SLICE_PIXELS // max(1, shape[0] * shape[1]))
+    for whole in source.iter_chunks(chunk_frames):
+        check_non_negative(whole, t0)
+        for s0 in range(0, whole.shape[0], slice_frames):
+            chunk = whole[s0: s0 + slice_frames]
+            n = chunk.shape[0]
+            flat = chunk.reshape(n, -1)
+            ti, pi = numpy.nonzero(flat)
+            r = rank[pi]
+            keep = r >= 0
+            tk, rk = ti[keep], r[keep]
+            val_buf.append(flat[tk, pi[keep]])
+            pix_buf.append(rk.astype(pix_dtype, copy=False))
+            counts += numpy.bincount(rk, minlength=kept.size)
+            chunks.append((t0, numpy.bincount(tk, minlength=n)))
+            if binning is not None:
+                b = bin_image[pi]
+                inb = b >= 0
+                key = ti[inb] * binning.n_bins + b[inb]
+                w = flat[ti[inb], pi[inb]]
+                fs = numpy.bincount(key, weights=w, minlength=n * binning.n_bins)
+                fs_parts.append(fs.reshape(n, binning.n_bins))
+            t0 += n
         if progress is not None:
             progress(t0, source.n_frames)
     if t0 >= 2**32:
         raise ValueError(f"too many frames for uint32 times: {t0}")
-    pix = numpy.concatenate(pix_parts) if pix_parts else numpy.zeros(0, numpy.int32)
-    times = numpy.concatenate(t_parts) if t_parts else numpy.zeros(0, numpy.uint32)
-    values = numpy.concatenate(v_parts) if v_parts else numpy.zeros(0, source.dtype)
-    # Events arrive frame-major; a stable sort by pixel keeps times ascending within a pixel.
-    order = numpy.argsort(pix, kind="stable")
-    counts = numpy.bincount(pix, minlength=kept.size)
-    offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+    offsets = numpy.zeros(kept.size + 1, dtype=numpy.int64)
+    numpy.cumsum(counts, out=offsets[1:])
+    n_events = int(offsets[-1])
+    values = empty_spillable(n_events, source.dtype, max_memory)
+    times = empty_spillable(n_events, numpy.uint32, max_memory)
+    # Second pass: each chunk's events go after those of earlier chunks of the same pixel,
+    # so times stay ascending within a pixel.
+    cursor = offsets[:-1].copy()
+    e0 = 0
+    for c0, per_frame in chunks:
+        e1 = e0 + int(per_frame.sum())
+        # A chunk's events in pieces of at most EVENT_BLOCK (whole frames).
+        ends = numpy.cumsum(per_frame)
+        for f0, f1 in count_blocks(ends):
+            a, b = e0 + (int(ends[f0 - 1]) if f0 else 0), e0 + int(ends[f1 - 1])
+            if b > a:
+                _scatter(pix_buf.view(a, b), val_buf.view(a, b),
+                         numpy.repeat(numpy.arange(c0 + f0, c0 + f1, dtype=numpy.uint32),
+                                      per_frame[f0:f1]),
+                         cursor, values, times)
+        e0 = e1
+    pix_buf.close()
+    val_buf.close()
     frame_sums = labels = None
     if binning is not None:
-        frame_sums = numpy.concatenate(fs_parts, axis=0)
+        frame_sums = (numpy.concatenate(fs_parts, axis=0) if fs_parts
+                      else numpy.zeros((0, binning.n_bins)))
         frame_sums = (numpy.rint(frame_sums).astype(numpy.int64)
                       if source.dtype.kind in "iu" else frame_sums)
         labels = binning.labels
-    return EventStack(values[order], times[order], offsets, kept, shape, t0, source.dtype,
+    return EventStack(values, times, offsets, kept, shape, t0, source.dtype,
                       frame_sums=frame_sums, labels=labels, trusted=True)  # sorted above
+
+
+def _scatter(pix, vals, ts, cursor, values, times) -> None:
+    """Write frame-major events (pixel rank, value, time) at their pixel's next free places.
+
+    ``cursor`` (n_pix,) int64 is each pixel's next free index in ``values``/``times``; it is
+    advanced by the events written.
+    """
+    order = numpy.argsort(pix, kind="stable")  # frame order kept within a pixel
+    ps = pix[order]
+    first = numpy.flatnonzero(numpy.concatenate(([True], ps[1:] != ps[:-1])))
+    run = numpy.diff(numpy.append(first, ps.size))
+    starts = numpy.repeat(first, run)
+    dest = cursor[ps] + (numpy.arange(ps.size) - starts)
+    values[dest] = vals[order]
+    times[dest] = ts[order]
+    cursor[ps[first]] += run

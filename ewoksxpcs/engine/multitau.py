@@ -91,6 +91,8 @@ DEFAULT_LAGS_PER_LEVEL = 8
 
 NORMALISATIONS = ("standard", "symmetric")
 
+#: Pixel-frames handed to :class:`MultiTauAccumulator` at once by :class:`NumpyMultiTau`.
+FEED_PIXELS = 1 << 22
 
 
 def check_normalisation(normalisation) -> str:
@@ -582,7 +584,7 @@ class MultiTauAccumulator:
 
 # ---------------------------------------------------------------------------------- NumPy: events
 def multitau_n2_events(events, binning: Binning, lags_per_level: int,
-                       max_levels: Optional[int] = None):
+                       max_levels: Optional[int] = None, progress=None):
     """Multi-tau sums n2_L(s, k) from an :class:`~ewoksxpcs.engine.events.EventStack` (NumPy).
 
     Each level's events are the non-zero X_L(t, p): events of one pixel with the same t >> L
@@ -594,19 +596,32 @@ def multitau_n2_events(events, binning: Binning, lags_per_level: int,
         int64 for integer events, float64 otherwise.
     level, k : ndarray, (n_lags,) int64
     """
+    from .events import pixel_blocks
+
     m = check_lags_per_level(lags_per_level)
     sub = events.pixel_sub_bins(binning)
-    counts = events.events_per_pixel
-    ev_sub = numpy.repeat(sub, counts)
-    keep = ev_sub >= 0
-    row = numpy.repeat(numpy.arange(sub.size, dtype=numpy.int64), counts)[keep]
-    t = events.times[keep].astype(numpy.int64)
     acc = numpy.int64 if events.values.dtype.kind in "iub" else numpy.float64
-    v = events.values[keep].astype(acc)
     level, k = multitau_lags(m, events.n_frames, max_levels)
     n2 = numpy.zeros((binning.n_sub, level.size), dtype=acc)
+    # Pairs never cross pixels: blocks of pixels bound the per-event temporaries.
+    for p0, p1 in pixel_blocks(events.offsets):
+        e0, e1 = int(events.offsets[p0]), int(events.offsets[p1])
+        counts = numpy.diff(events.offsets[p0 : p1 + 1])
+        ev_sub = numpy.repeat(sub[p0:p1], counts)
+        keep = ev_sub >= 0
+        row = numpy.repeat(numpy.arange(p0, p1, dtype=numpy.int64), counts)[keep]
+        t = events.times[e0:e1][keep].astype(numpy.int64)
+        v = events.values[e0:e1][keep].astype(acc)
+        _multitau_events_block(n2, row, t, v, sub, level, k, events.n_frames)
+        if progress is not None:
+            progress(e1 / max(1, events.n_events))
+    return n2, level, k
+
+
+def _multitau_events_block(n2, row, t, v, sub, level, k, n_frames) -> None:
+    """Add to ``n2`` the multi-tau sums of the events (row, t, v) of some whole pixels."""
     for lv in numpy.unique(level):
-        n_l = events.n_frames >> int(lv)
+        n_l = n_frames >> int(lv)
         tl = t >> int(lv)
         ok = tl < n_l  # frames of an incomplete last group are dropped
         key = row[ok] * n_l + tl[ok]  # ascending: rows ascending, times ascending in a row
@@ -624,7 +639,6 @@ def multitau_n2_events(events, binning: Binning, lags_per_level: int,
             pos_c = numpy.minimum(pos, ukey.size - 1)
             match = (pos < ukey.size) & (ukey[pos_c] == target) & (utime + kk < n_l)
             numpy.add.at(n2[:, j], usub[match], uval[match] * uval[pos_c[match]])
-    return n2, level, k
 
 
 # ---------------------------------------------------------------------------------- backend
@@ -647,6 +661,8 @@ class NumpyMultiTau:
     """
 
     name = "numpy"
+    #: ``report_progress(fraction)`` of an EventStack's blocks of pixels (set by the caller).
+    report_progress = None
 
     def __init__(self, qmask, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
                  normalisation: str = "standard", max_levels: Optional[int] = None,
@@ -665,7 +681,8 @@ class NumpyMultiTau:
         b = self.binning
         if isinstance(data, EventStack):
             b.check_frame_shape(data.frame_shape)
-            n2, level, k = multitau_n2_events(data, b, self.lags_per_level, self.max_levels)
+            n2, level, k = multitau_n2_events(data, b, self.lags_per_level, self.max_levels,
+                                              progress=self.report_progress)
             fs = data.frame_sums_for(b)
             if n2.dtype.kind == "i":
                 vmax = int(data.values.max()) if data.values.size else 0
@@ -683,7 +700,11 @@ class NumpyMultiTau:
             frame_sums.append(b.sum_sub_bins(block))
             if block.size and acc_dtype == numpy.int64:
                 vmax = max(vmax, int(numpy.abs(block).max()))
-            accumulator.feed(block)
+            # Fed FEED_PIXELS pixel-frames at a time: the accumulator works in int64/float64,
+            # 8 bytes a value, so its temporaries stay small whatever the chunk size.
+            step = max(2 * self.lags_per_level, FEED_PIXELS // max(1, block.shape[1]))
+            for t0 in range(0, n, step):
+                accumulator.feed(block[t0: t0 + step])
         n2, level, k = accumulator.finish()
         fs = (numpy.concatenate(frame_sums) if frame_sums
               else numpy.zeros((0, b.n_sub), dtype=acc_dtype))

@@ -31,6 +31,10 @@ from .result import CorrelationResult, CorrelationSums
 
 __all__ = ["normalise", "bin_sums", "jackknife_error", "s2_rows"]
 
+#: Bytes of spectra (complex128, 2·Nt per series) of one batched autocorrelation of s2_rows.
+AUTOCORR_BYTES = 16 * 1024**2
+
+
 def _s2_safe(series: numpy.ndarray) -> bool:
     """Whether the exact int64 autocorrelation of integer ``series`` cannot overflow."""
     return s2_bound(series) < S2_LIMIT
@@ -66,29 +70,49 @@ def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = 
     frame_sums = numpy.asarray(frame_sums)
     nb = binning.n_bins
     n_frames = frame_sums.shape[0]
-    series, spans = [], []
-    for i in range(nb):
+
+    def series_of(i):  # (1 + G, Nt) or (1, Nt): S of the bin, then S − S_g
         s0, s1 = int(binning.bin_sub_offsets[i]), int(binning.bin_sub_offsets[i + 1])
-        if s1 == s0:
-            spans.append(None)
-            continue
         S_groups = frame_sums[:, s0:s1].T  # (G, Nt)
         S_bin = S_groups.sum(axis=0)
-        rows = [S_bin[None, :]]
-        if s1 - s0 > 1:
-            rows.append(S_bin[None, :] - S_groups)
-        series.append(numpy.concatenate(rows, axis=0) if len(rows) > 1 else rows[0])
-        spans.append(len(series) - 1)
+        if s1 - s0 == 1:
+            return S_bin[None, :]
+        return numpy.concatenate([S_bin[None, :], S_bin[None, :] - S_groups], axis=0)
+
+    # Batched FFTs (the FFT's threads need work) of at most AUTOCORR_BYTES of transform each:
+    # no stacked copy of every series, temporaries bounded whatever the bins and frames.
+    out = [None] * nb
+    rows_per_batch = max(1, AUTOCORR_BYTES // (16 * max(2 * n_frames, 1)))
+    batch, batch_bins = [], []
+
+    def flush():
+        if not batch:
+            return
+        stacked = numpy.concatenate(batch, axis=0) if len(batch) > 1 else batch[0]
+        if n_frames:  # rows_per_batch series at a time, also within a bin of many groups
+            parts = [autocorrelate(stacked[r: r + rows_per_batch], method=s2_method)[..., lags]
+                     for r in range(0, stacked.shape[0], rows_per_batch)]
+            c = numpy.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        else:
+            c = stacked[..., lags]
+        edges = numpy.cumsum([0] + [x.shape[0] for x in batch])
+        for a, i in enumerate(batch_bins):
+            out[i] = c[edges[a]: edges[a + 1]]
+        batch.clear()
+        batch_bins.clear()
+
+    for i in range(nb):
+        if binning.bin_sub_offsets[i + 1] == binning.bin_sub_offsets[i]:
+            continue  # empty bin: None
+        x = series_of(i)
         # Integer sums beyond the exact int64 range are refused, not wrapped or rounded.
-        check_s2(series[-1], label=int(binning.labels[i]))
-    # One batched FFT for every bin (the FFT's threads need work).
-    out = []
-    if series:
-        stacked = numpy.concatenate(series, axis=0)
-        c = autocorrelate(stacked, method=s2_method)[..., lags] if n_frames else stacked[..., lags]
-        edges = numpy.cumsum([0] + [x.shape[0] for x in series])
-        out = [c[edges[j]: edges[j + 1]] for j in range(len(series))]
-    return [None if k is None else out[k] for k in spans]
+        check_s2(x, label=int(binning.labels[i]))
+        batch.append(x)
+        batch_bins.append(i)
+        if sum(b.shape[0] for b in batch) >= rows_per_batch:
+            flush()
+    flush()
+    return out
 
 
 def jackknife_error(g2_loo: numpy.ndarray) -> numpy.ndarray:

@@ -43,6 +43,7 @@ import numpy
 from .frames import as_frame_source
 from .intrange import check_int64_bound
 from .qmask import DEFAULT_GROUPS, Binning, as_binning
+from .spill import SpillArray, empty as empty_spillable
 
 __all__ = [
     "DEFAULT_MAX_FRAMES",
@@ -146,13 +147,24 @@ class TwoTimeResult:
                        t1_indices=1, t2_indices=2)
         m["title"] = "two-time correlation C(q, t1, t2)"
         # The diagonal (t1 = t2: shot noise, far above the rest) is stored apart so that the
-        # viewers' automatic colour scale shows the off-diagonal correlation.
+        # viewers' automatic colour scale shows the off-diagonal correlation. Written by blocks
+        # of rows (chunks of at most 2**20 values: gzip compresses a chunk in memory at once),
+        # without a copy of the maps.
         n = self.C.shape[-1]
         diag = numpy.arange(n)
-        display = numpy.array(self.C, copy=True)
-        display[:, diag, diag] = numpy.nan
-        d = m.create_dataset("C", data=display, chunks=(1,) + self.C.shape[1:] if self.C.size
-                             else None, compression="gzip" if self.C.size > 2**20 else None)
+        if self.C.size:
+            rows = max(1, min(n, 2**20 // max(n, 1)))
+            d = m.create_dataset("C", shape=self.C.shape, dtype=self.C.dtype,
+                                 chunks=(1, rows, n),
+                                 compression="gzip" if self.C.size > 2**20 else None)
+            for j in range(self.C.shape[0]):
+                for r in range(0, n, rows):
+                    block = numpy.array(self.C[j, r: r + rows])
+                    k = numpy.arange(r, r + block.shape[0])
+                    block[k - r, k] = numpy.nan
+                    d[j, r: r + block.shape[0]] = block
+        else:
+            d = m.create_dataset("C", data=self.C)
         d.attrs["interpretation"] = "image"
         d.attrs["diagonal"] = "NaN here: C(q, t, t) is in C_diagonal"
         m.create_dataset("C_diagonal", data=self.C[:, diag, diag])
@@ -279,11 +291,12 @@ class TimeBinner:
         Storage type of the binned rows (see :func:`binned_dtype`).
     """
 
-    def __init__(self, time_bin: int, dtype):
+    def __init__(self, time_bin: int, dtype, capacity: Optional[int] = None):
         self.time_bin = int(time_bin)
         self.dtype = numpy.dtype(dtype)
         self._carry = None
-        self._rows = []
+        self._capacity = capacity
+        self._rows = None  # SpillArray of binned rows, made at the first block (its width)
         self.n_frames = 0
 
     def feed(self, block: numpy.ndarray) -> None:
@@ -294,20 +307,35 @@ class TimeBinner:
             x = numpy.concatenate([self._carry, x])
         b = self.time_bin
         n = x.shape[0] // b
+        if self._rows is None:
+            self._rows = SpillArray((x.shape[1],), self.dtype, capacity=self._capacity)
         if n:
             self._rows.append(x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
         self._carry = x[n * b:].copy() if x.shape[0] > n * b else None
 
     def finish(self, n_pixels: int) -> numpy.ndarray:
-        """Binned frames X (nT, n_pixels)."""
-        if not self._rows:
+        """Binned frames X (nT, n_pixels): in RAM, or a view of a temporary file's mapping
+        beyond :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY` bytes."""
+        if self._rows is None or not len(self._rows):
             return numpy.zeros((0, n_pixels), dtype=self.dtype)
-        return numpy.concatenate(self._rows)
+        return self._rows.array()
+
+
+#: Bytes of float64 pixel columns multiplied at once by :func:`twotime_from_binned`.
+TWOTIME_BLOCK_BYTES = 64 * 1024**2
 
 
 def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
-                        pixel_block: int = 65536) -> (numpy.ndarray, numpy.ndarray):
+                        pixel_block: Optional[int] = None,
+                        progress=None) -> (numpy.ndarray, numpy.ndarray):
     """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin (NumPy, float64 BLAS).
+
+    The Gram matrix of each bin and the maps are arrays of :func:`ewoksxpcs.engine.spill.empty`
+    (file-backed beyond its cap) filled by blocks of rows, and X is read by blocks of
+    ``pixel_block`` columns (default: :data:`TWOTIME_BLOCK_BYTES` of float64): no anonymous
+    temporary of nT² values or of the whole X.
+
+    ``progress(fraction)``, if given, is called after each block of pixels.
 
     Returns
     -------
@@ -317,23 +345,33 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
     """
     n_sel = col_offsets.size - 1
     n_t = x.shape[0]
-    C = numpy.empty((n_sel, n_t, n_t), dtype=numpy.float32)
+    if pixel_block is None:
+        pixel_block = max(1, TWOTIME_BLOCK_BYTES // (8 * max(n_t, 1)))
+    rows = max(1, TWOTIME_BLOCK_BYTES // (8 * max(n_t, 1)))  # rows of G per product
+    C = empty_spillable((n_sel, n_t, n_t), numpy.float32)
     S = numpy.zeros((n_t, n_sel), dtype=numpy.int64 if x.dtype.kind in "iu" else numpy.float64)
     if S.dtype.kind == "i" and x.size and n_sel:  # int64 S(T, q) must not wrap
         widths = numpy.diff(col_offsets)
-        check_int64_bound(float(numpy.abs(x).max()) * widths.max(), what="two-time S",
+        peak = max(abs(int(x.max())), abs(int(x.min())))  # no |x| copy of the whole X
+        check_int64_bound(float(peak) * widths.max(), what="two-time S",
                           how="max |X| × pixels of the largest bin")
+    G = empty_spillable((n_t, n_t), numpy.float64) if n_sel else None
     for j in range(n_sel):
         c0, c1 = int(col_offsets[j]), int(col_offsets[j + 1])
-        G = numpy.zeros((n_t, n_t))
+        G[...] = 0
         for p in range(c0, c1, pixel_block):
             a = x[:, p: min(c1, p + pixel_block)]
             S[:, j] += a.sum(axis=1, dtype=S.dtype)
             a = a.astype(numpy.float64)
-            G += a @ a.T  # float64: exact for integer sums below 2**53
+            for r in range(0, n_t, rows):
+                G[r: r + rows] += a[r: r + rows] @ a.T  # float64: exact below 2**53
+            if progress is not None:
+                progress((min(c1, p + pixel_block) - col_offsets[0])
+                         / max(1, col_offsets[-1] - col_offsets[0]))
         s = S[:, j].astype(numpy.float64)
         with numpy.errstate(invalid="ignore", divide="ignore"):
-            C[j] = (c1 - c0) * G / numpy.outer(s, s)
+            for r in range(0, n_t, rows):
+                C[j, r: r + rows] = (c1 - c0) * G[r: r + rows] / numpy.outer(s[r: r + rows], s)
     return C, S
 
 
@@ -513,16 +551,23 @@ def events_selection_dense(events, pixel_index: numpy.ndarray, time_bin: int, dt
     rows_c = numpy.minimum(rows, max(events.n_pixels - 1, 0))
     if events.n_pixels == 0 or (events.pixel_index[rows_c] != pixel_index).any():
         raise ValueError("twotime bins use pixels that this EventStack does not hold (masked as bad)")
+    from .events import count_blocks
+
     n_t = events.n_frames // time_bin
     x = numpy.zeros((n_t, pixel_index.size), dtype=dtype)
     starts, ends = events.offsets[rows_c], events.offsets[rows_c + 1]
     counts = ends - starts
-    col = numpy.repeat(numpy.arange(pixel_index.size), counts)
-    ev = numpy.repeat(starts - numpy.concatenate([[0], numpy.cumsum(counts)[:-1]]), counts)
-    ev = ev + numpy.arange(int(counts.sum()))
-    tb = events.times[ev].astype(numpy.int64) // time_bin
-    ok = tb < n_t
-    numpy.add.at(x, (tb[ok], col[ok]), events.values[ev][ok].astype(dtype))
+    # Columns in blocks of at most EVENT_BLOCK events: bounded per-event temporaries.
+    ends_c = numpy.cumsum(counts)
+    for c0, c1 in count_blocks(ends_c):
+        base = int(ends_c[c0 - 1]) if c0 else 0
+        cnt = counts[c0:c1]
+        col = numpy.repeat(numpy.arange(c0, c1), cnt)
+        ev = numpy.repeat(starts[c0:c1] - (ends_c[c0:c1] - cnt), cnt) + numpy.arange(
+            base, int(ends_c[c1 - 1]))
+        tb = events.times[ev].astype(numpy.int64) // time_bin
+        ok = tb < n_t
+        numpy.add.at(x, (tb[ok], col[ok]), events.values[ev][ok].astype(dtype))
     return x
 
 
@@ -547,6 +592,10 @@ class NumpyTwoTime:
 
     name = "numpy"
     device_name = "cpu"
+    #: Share of the time of the products after the frames are read (progress; see
+    #: :func:`ewoksxpcs.workflow.pipeline.correlate_sums`), and the callback of their progress.
+    compute_share = 0.5
+    report_progress = None
 
     def __init__(self, qmask, bins=None, time_bin: Optional[int] = None,
                  max_frames: int = DEFAULT_MAX_FRAMES, n_segments: int = DEFAULT_SEGMENTS,
@@ -573,7 +622,8 @@ class NumpyTwoTime:
         source = as_frame_source(data)
         self.binning.check_frame_shape(source.frame_shape)
         b = choose_time_bin(source.n_frames, self.time_bin, self.max_frames)
-        binner = TimeBinner(b, binned_dtype(source.dtype, b))
+        n_t = None if source.n_frames is None else source.n_frames // b
+        binner = TimeBinner(b, binned_dtype(source.dtype, b), capacity=n_t)
         for chunk in source.iter_chunks(self.chunk_frames):
             n = chunk.shape[0]
             binner.feed(numpy.take(chunk.reshape(n, -1), self.pixel_index, axis=1))
@@ -589,7 +639,7 @@ class NumpyTwoTime:
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         t0 = time.perf_counter()
         x, b, n_frames = self.binned_frames(data)
-        C, S = twotime_from_binned(x, self.col_offsets)
+        C, S = twotime_from_binned(x, self.col_offsets, progress=self.report_progress)
         t1 = time.perf_counter()
         if frame_period is None:
             frame_period = getattr(data, "frame_period", None)

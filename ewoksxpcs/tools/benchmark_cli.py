@@ -1,5 +1,6 @@
 """``ewoksxpcs benchmark`` command line: the default suite (:mod:`.benchmark`), the GPU suite
-(:mod:`.benchmark_gpu`) and the end-to-end suite (:mod:`.benchmark_e2e`).
+(:mod:`.benchmark_gpu`), the end-to-end suite (:mod:`.benchmark_e2e`) and the host memory
+suite (:mod:`.benchmark_memory`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs"), default="default",
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory"), default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
                              "and PyTorch at the sizes of issue 4 (ewoksxpcs.tools.benchmark_gpu); "
                              "e2e: an Eiger 4M bitshuffle-LZ4 scan file to a NeXus g2 file "
                              "through 'ewoksxpcs run' with defaults only "
                              "(ewoksxpcs.tools.benchmark_e2e); costs: the constants of auto's "
-                             "cost model (ewoksxpcs.tools.benchmark_costs)")
+                             "cost model (ewoksxpcs.tools.benchmark_costs); memory: peak anonymous "
+                             "RSS of 'ewoksxpcs run' against the frame count on every CPU path "
+                             "(ewoksxpcs.tools.benchmark_memory)")
+    parser.add_argument("--paths", nargs="+", metavar="PATH",
+                        help="memory suite: paths (default: all; see "
+                             "ewoksxpcs.tools.benchmark_memory.PATHS)")
+    parser.add_argument("--frames", nargs="+", type=int, metavar="N",
+                        help="memory suite: frame counts (default 5000 10000 20000 40000)")
+    parser.add_argument("--shape", nargs=2, type=int, default=[256, 256], metavar=("NY", "NX"),
+                        help="memory suite: frame shape (default 256 256)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="gpu and e2e suites: size factor in (0, 1] of frames and pixels "
                              "(default 1)")
@@ -57,6 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_e2e(args)
     if args.suite == "costs":
         return _main_costs(args)
+    if args.suite == "memory":
+        return _main_memory(args)
     if args.repeat is None:
         args.repeat = 3
     try:
@@ -71,6 +83,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       default=float)
     errors = [r for r in rows if r["note"].startswith("error")]
     return 1 if errors else 0
+
+
+def _main_memory(args) -> int:
+    """``--suite memory``: :func:`.benchmark_memory.run_memory_suite`."""
+    from .benchmark_memory import FRAMES, run_memory_suite
+
+    try:
+        rows = run_memory_suite(paths=args.paths, frames=args.frames or FRAMES,
+                                shape=tuple(args.shape), workdir=args.workdir)
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "memory", "machine": machine_description(None), "rows": rows},
+                      f, indent=1, default=float)
+    return 1 if any(r["returncode"] for r in rows) else 0
 
 
 def _main_e2e(args) -> int:

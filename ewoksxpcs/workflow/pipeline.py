@@ -309,18 +309,24 @@ def mean_image_from_events(events) -> numpy.ndarray:
 def pixel_totals(events) -> numpy.ndarray:
     """Sum of the events of each kept pixel, (n_pix,) int64 (float64 for float events).
 
-    Segment sums (``reduceat``) in one pass over the values: no per-event temporary, which
-    matters at 10^9 events.
+    Segment sums (``reduceat``) over blocks of pixels: the cast of the values is bounded by
+    :data:`ewoksxpcs.engine.events.EVENT_BLOCK` events, which matters at 10^9 events.
     """
     if getattr(events, "pixel_sums", None) is not None:
         return events.pixel_sums  # summed on the device during the compaction
+    from ..engine.events import pixel_blocks
+
     acc = numpy.float64 if numpy.dtype(events.values.dtype).kind == "f" else numpy.int64
     counts = numpy.diff(events.offsets)
     out = numpy.zeros(events.n_pixels, dtype=acc)
-    has = counts > 0
-    if events.n_events:
-        # reduceat of an empty segment returns one value instead of 0: only non-empty ones.
-        out[has] = numpy.add.reduceat(events.values, events.offsets[:-1][has], dtype=acc)
+    # By blocks of pixels: reduceat casts its input to ``acc`` whole.
+    for p0, p1 in pixel_blocks(events.offsets):
+        e0, e1 = int(events.offsets[p0]), int(events.offsets[p1])
+        has = numpy.flatnonzero(counts[p0:p1] > 0)
+        if e1 > e0:
+            # reduceat of an empty segment returns one value instead of 0: only non-empty ones.
+            out[p0 + has] = numpy.add.reduceat(events.values[e0:e1],
+                                               events.offsets[p0:p1][has] - e0, dtype=acc)
     return out
 
 
@@ -433,11 +439,22 @@ def correlate_sums(
         logger.info("compacted %d frames into %d events in %.2f s (%s)", frames.n_frames,
                     frames.n_events, compaction_s, getattr(frames, "compaction", ""))
         data, is_events = frames, True
+    # Progress: [lo, read_end) while the frames stream, [read_end, 0.95) for the work a
+    # correlator does after reading them (its ``compute_share`` of the time), which it reports
+    # through ``report_progress(fraction)``.
+    lo = 0.5 if compaction_s else 0.0
+    share = 1.0 if isinstance(data, EventStack) else float(getattr(correlator, "compute_share", 0))
+    read_end = lo + (0.95 - lo) * (1.0 - share)
+    if progress is not None and share:
+        try:
+            correlator.report_progress = lambda f: progress(read_end + (0.95 - read_end) * f)
+        except AttributeError:  # a correlator without the attribute: no report
+            pass
     if not isinstance(data, EventStack):
 
         def report(done, total):
             if progress is not None and total:
-                progress(0.95 * done / total)
+                progress(lo + (read_end - lo) * done / total)
 
         monitor = MonitoredFrameSource(
             data, token=token, progress=report, sum_image=not is_events, what="correlation"
