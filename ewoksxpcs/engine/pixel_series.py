@@ -5,14 +5,14 @@ blocks, ``fft`` transforms each pixel's full series) must keep what the frame st
 :class:`GatheredStack` keeps only the binned pixels, in :attr:`Binning.pixel_index` order and in
 the frames' native dtype (1 byte per pixel-frame for uint8), as time blocks appended in frame
 order. It stays in RAM while it is smaller than ``max_memory`` bytes and otherwise moves to a
-temporary file read back through :class:`numpy.memmap` (removed by :meth:`GatheredStack.close`),
+temporary file read back through :class:`numpy.memmap` (unlinked as soon as it is opened, so
+nothing is left even after a kill; its space is freed by :meth:`GatheredStack.close`),
 so a correlation never needs the whole stack in RAM.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import weakref
 from typing import List, Optional
@@ -86,7 +86,6 @@ class GatheredStack:
         self._starts: List[int] = [0]  # first frame of each block, then the total
         self._dir: Optional[str] = None
         self._file = None
-        self._path: Optional[str] = None
         self._finalizer = None
 
     # ------------------------------------------------------------------ state
@@ -109,12 +108,12 @@ class GatheredStack:
     @property
     def spilled(self) -> bool:
         """Whether the stack lives in a temporary file."""
-        return self._path is not None
+        return self._file is not None
 
     @property
     def path(self) -> Optional[str]:
-        """The temporary file, when spilled."""
-        return self._path
+        """Directory of the (unlinked, hence unlisted) temporary file, when spilled."""
+        return self._dir
 
     def block_sizes(self) -> numpy.ndarray:
         """Frames of each block, (n_blocks,) int64."""
@@ -148,12 +147,15 @@ class GatheredStack:
         self._starts.append(self.n_frames + block.shape[0])
 
     def _spill(self) -> None:
-        """Move the stack to a temporary file (the RAM blocks are written first)."""
-        self._dir = tempfile.mkdtemp(prefix="ewoksxpcs-gathered-", dir=self.tmpdir)
-        self._path = os.path.join(self._dir, "stack.bin")
-        self._file = open(self._path, "wb")
-        # Remove the directory even if close() is never called.
-        self._finalizer = weakref.finalize(self, _remove, self._file, self._dir)
+        """Move the stack to a temporary file (the RAM blocks are written first).
+
+        The file is unlinked as soon as it is opened (``O_TMPFILE`` on Linux): its space is
+        freed when it is closed or when the process dies, even by SIGKILL.
+        """
+        self._dir = os.path.abspath(self.tmpdir or tempfile.gettempdir())
+        self._file = tempfile.TemporaryFile(prefix="ewoksxpcs-gathered-", dir=self._dir)
+        # Close the file even if close() is never called.
+        self._finalizer = weakref.finalize(self, self._file.close)
         for b in self._blocks:
             self._file.write(b.tobytes())
         self._file.flush()
@@ -163,7 +165,7 @@ class GatheredStack:
     def _memmap(self, t0: int, t1: int) -> numpy.ndarray:
         if t1 <= t0 or self.n_pixels == 0:
             return numpy.zeros((max(t1 - t0, 0), self.n_pixels), dtype=self.dtype)
-        return numpy.memmap(self._path, dtype=self.dtype, mode="r",
+        return numpy.memmap(self._file, dtype=self.dtype, mode="r",
                             offset=t0 * self.row_bytes, shape=(t1 - t0, self.n_pixels))
 
     def block(self, i: int) -> numpy.ndarray:
@@ -196,7 +198,6 @@ class GatheredStack:
             self._finalizer()
             self._finalizer = None
         self._file = None
-        self._path = None
         self._dir = None
 
     def __enter__(self):
@@ -206,13 +207,6 @@ class GatheredStack:
         self.close()
 
     def __repr__(self) -> str:
-        where = f"file {self._path!r}" if self.spilled else "RAM"
+        where = f"a temporary file in {self._dir!r}" if self.spilled else "RAM"
         return (f"GatheredStack(n_frames={self.n_frames}, n_pixels={self.n_pixels}, "
                 f"dtype={self.dtype}, in {where})")
-
-
-def _remove(file, directory) -> None:
-    try:
-        file.close()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
