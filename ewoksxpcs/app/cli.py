@@ -315,7 +315,7 @@ def _rebin_argv(argv: List[str]) -> List[str]:
         url, kind = pixel_series(source)
         recorded = {} if kind == "events file" else recorded_settings(source)
     except (OSError, ValueError) as e:
-        raise UsageError(_reason(e)) from None
+        raise UsageError(reason(e)) from None
     if "--mode" in rest:  # another mode: its own settings only
         recorded = {k: v for k, v in recorded.items() if k in ("--groups", "--frame-period")}
     extra = []
@@ -358,7 +358,7 @@ def cmd_average(args) -> int:
     try:
         out = average_files(args.inputs, args.output, args.threshold, args.overwrite)
     except (OSError, ValueError) as e:
-        raise UsageError(_reason(e)) from None
+        raise UsageError(reason(e)) from None
     print(f"averaged {len(out['kept'])} of {len(args.inputs)} repeats into {out['output']}")
     for name in out["rejected"]:
         print(f"rejected: {name}")
