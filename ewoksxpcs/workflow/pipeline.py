@@ -651,19 +651,24 @@ def save_events(
     overwrite: bool = False,
     token: Optional[CancelToken] = None,
     source: str = "",
+    inputs=(),
 ) -> str:
     """Write an EventStack to an HDF5 events file atomically, with its frame period (s).
+
+    ``inputs``: files the run read; the events file may not be one of them.
 
     A later run reads it with :func:`ewoksxpcs.io.load.load_frames` and re-bins without the raw
     frames.
     """
     import h5py
 
-    from ..io.save import atomic_output
+    from ..io.inputfiles import check_not_input
+    from ..io.save import PendingFile, commit
 
-    with atomic_output(filename, overwrite) as tmp:
-        events.save(tmp, overwrite=True)
-        with h5py.File(tmp, "a") as f:
+    check_not_input(filename, inputs or (), "events file")
+    with PendingFile(filename, overwrite) as pending:
+        with h5py.File(pending.file, "w") as f:
+            events.write_group(f.create_group("events"))
             g = f["events"]
             if frame_period is not None:
                 g.attrs["frame_period"] = float(frame_period)
@@ -671,4 +676,5 @@ def save_events(
             f.attrs["creator"] = "ewoksxpcs"
         if token is not None:
             token.check("writing the events file")
+        commit([pending])
     return os.path.abspath(os.fspath(filename))
