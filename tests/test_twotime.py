@@ -191,3 +191,22 @@ def test_write_nexus(rng, tmp_path):
         numpy.testing.assert_array_equal(f["twotime/g2/g2"][()], r.g2)
         assert f["twotime/partial_g2/g2"].shape == r.partial_g2.shape
         assert f["twotime/time_bin"][()] == 2
+
+
+def test_auto_never_uses_an_opencl_cpu_device():
+    # OpenCL on a CPU device is many times slower than NumPy for two-time and multi-tau:
+    # "auto" with a CPU device (named or by kind) runs NumPy.
+    from ewoksxpcs.multitau import NumpyMultiTau, create_multitau
+    from ewoksxpcs.twotime import NumpyTwoTime, create_twotime
+
+    q = numpy.ones((4, 5), int)
+    specs = ["cpu", None]
+    try:
+        from ewoksxpcs.opencl import list_devices
+
+        specs += [d["spec"] for d in list_devices() if d["kind"] == "cpu"]
+    except Exception:  # no OpenCL platform: the named-device case is not there to test
+        pass
+    for device in specs:
+        assert isinstance(create_twotime(q, method="auto", device=device), NumpyTwoTime), device
+        assert isinstance(create_multitau(q, method="auto", device=device), NumpyMultiTau), device

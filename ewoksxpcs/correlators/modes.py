@@ -30,13 +30,21 @@ for _cls in (NumpyTwoTime, OpenCLTwoTime, OpenCLEventsTwoTime):
 
 
 def _opencl_gpu_available(device) -> bool:
+    """Whether ``device`` resolves to an OpenCL device that is not a CPU.
+
+    ``auto`` never runs multi-tau or two-time on an OpenCL CPU device (PoCL): on the 2-core
+    machine NumPy took 43–49 s where OpenCL took 52–66 s for multi-tau (256×256×20 000), and
+    two-time on OpenCL-on-CPU was 26–51× slower than NumPy (README, "CPU benchmarks").
+    """
+    if device == "cpu":
+        return False
     try:
         from ..opencl.device import get_device
 
         dev = get_device(device)
     except Exception:
         return False
-    return dev.kind == "gpu" or device not in (None, "auto")
+    return dev.kind != "cpu"
 
 
 def create_multitau(qmask, method: str = "auto", device=None, data=None, **options):

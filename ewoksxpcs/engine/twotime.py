@@ -52,6 +52,7 @@ __all__ = [
     "select_bins",
     "choose_time_bin",
     "twotime_from_binned",
+    "gram",
     "diagonal_means",
     "g2_from_twotime",
     "partial_g2",
@@ -305,9 +306,67 @@ class TimeBinner:
         return numpy.concatenate(self._rows)
 
 
+#: float32 sums of integer products are exact below 2**24.
+_FLOAT32_EXACT = 2**24
+_FLOAT64_EXACT = 2**53
+
+
+def gram_dtype(x: numpy.ndarray) -> numpy.dtype:
+    """The narrowest float type in which X·Xᵀ of the columns of integer ``x`` is exact.
+
+    Every entry and partial sum of Σ_p X(T1, p)·X(T2, p) is at most max_T Σ_p X(T, p)²
+    (Cauchy–Schwarz), so float32 is exact while that stays below 2²⁴, float64 below 2⁵³.
+    Float ``x``: float64.
+    """
+    if x.dtype.kind not in "iub" or x.size == 0:
+        return numpy.dtype(numpy.float64)
+    sq = numpy.einsum("tp,tp->t", x, x, dtype=numpy.float64) if x.ndim == 2 else x
+    peak = float(sq.max()) if sq.size else 0.0
+    if peak < _FLOAT32_EXACT:
+        return numpy.dtype(numpy.float32)
+    if peak >= _FLOAT64_EXACT:
+        raise ValueError(f"two-time sums of products reach {peak:.3g}, beyond exact float64")
+    return numpy.dtype(numpy.float64)
+
+
+def gram(x: numpy.ndarray, pixel_block: int = 65536) -> numpy.ndarray:
+    """G = X·Xᵀ (nT, nT) of binned frames X (nT, n_p), by BLAS ``syrk`` (one triangle: half
+    the products of a matrix product), exact for integer X (see :func:`gram_dtype`).
+
+    Returns
+    -------
+    ndarray, (nT, nT) float32 or float64
+        The upper triangle (diagonal included) of G; the lower one is zero.
+    """
+    from scipy.linalg import blas
+
+    dtype = gram_dtype(x)
+    syrk = blas.ssyrk if dtype == numpy.float32 else blas.dsyrk
+    n_t = x.shape[0]
+    G = numpy.zeros((n_t, n_t), dtype=dtype, order="F")
+    for p in range(0, x.shape[1], pixel_block):
+        # Xᵀ of a C-ordered block is Fortran-ordered: syrk(trans=1) reads it without a copy.
+        at = numpy.asfortranarray(x[:, p: p + pixel_block].T, dtype=dtype)
+        G = syrk(1.0, at, beta=1.0, c=G, trans=1, lower=0, overwrite_c=1)
+    return G
+
+
+def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
+    """Rows r0 … r1 − 1 of the symmetric matrix whose upper triangle is that of ``G`` (the
+    lower one zero, as :func:`gram` leaves it), float64."""
+    rows = G[r0:r1].astype(numpy.float64) + G[:, r0:r1].T
+    i = numpy.arange(r1 - r0)
+    rows[i, r0 + i] -= G[r0 + i, r0 + i]  # the diagonal was added twice
+    return rows
+
+
 def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
                         pixel_block: int = 65536) -> (numpy.ndarray, numpy.ndarray):
-    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin (NumPy, float64 BLAS).
+    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin (NumPy + BLAS syrk).
+
+    The Gram matrix of each bin is exact for integer X (float32 ``syrk`` while its sums stay
+    below 2²⁴, float64 otherwise: :func:`gram`); C = N·G/(S·Sᵀ) is then taken in float64 and
+    stored as float32.
 
     Returns
     -------
@@ -323,17 +382,17 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
         widths = numpy.diff(col_offsets)
         check_int64_bound(float(numpy.abs(x).max()) * widths.max(), what="two-time S",
                           how="max |X| × pixels of the largest bin")
+    rows = max(1, 2**22 // max(1, n_t))  # float64 temporaries of ~32 MB
     for j in range(n_sel):
         c0, c1 = int(col_offsets[j]), int(col_offsets[j + 1])
-        G = numpy.zeros((n_t, n_t))
-        for p in range(c0, c1, pixel_block):
-            a = x[:, p: min(c1, p + pixel_block)]
-            S[:, j] += a.sum(axis=1, dtype=S.dtype)
-            a = a.astype(numpy.float64)
-            G += a @ a.T  # float64: exact for integer sums below 2**53
+        a = x[:, c0:c1]
+        S[:, j] = a.sum(axis=1, dtype=S.dtype)
+        G = gram(a, pixel_block)
         s = S[:, j].astype(numpy.float64)
         with numpy.errstate(invalid="ignore", divide="ignore"):
-            C[j] = (c1 - c0) * G / numpy.outer(s, s)
+            for r in range(0, n_t, rows):
+                r1 = min(n_t, r + rows)
+                C[j, r:r1] = (c1 - c0) * _symmetric_rows(G, r, r1) / numpy.outer(s[r:r1], s)
     return C, S
 
 
@@ -528,7 +587,7 @@ def events_selection_dense(events, pixel_index: numpy.ndarray, time_bin: int, dt
 
 # ---------------------------------------------------------------------------------- backend
 class NumpyTwoTime:
-    """Two-time correlator on the CPU (NumPy + float64 BLAS), frames or EventStack.
+    """Two-time correlator on the CPU (NumPy + BLAS syrk, exact), frames or EventStack.
 
     Parameters
     ----------
