@@ -195,7 +195,8 @@ class _Entry:
     result: object = None
 
 
-def _entries(case: CPUCase, labels, data, small, opencl_device, threads) -> List[_Entry]:
+def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
+             xpcscorr_dask: bool = True) -> List[_Entry]:
     from ..correlators import correlate, multitau, twotime
 
     out: List[_Entry] = []
@@ -259,7 +260,7 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads) -> List
                 e.run = (lambda w=workers: _xpcscorr_sparse(ev, labels, w))
                 e.warm = (lambda w=workers: _xpcscorr_sparse(ev_small, labels, w))
             out.append(e)
-            if workers is None and threads <= 1:
+            if workers is None and (threads <= 1 or not xpcscorr_dask):
                 break
         miss = _missing("dynamix") or (None if opencl_device else "no OpenCL device")
         e = _Entry("dynamix 0.1.0 EventCorrelator (OpenCL CPU)", "peer",
@@ -365,7 +366,7 @@ def _agreement(case: CPUCase, ours, entry: _Entry) -> str:
 
 
 def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optional[str] = "cpu",
-                  file=None, on_row=None) -> List[dict]:
+                  file=None, on_row=None, xpcscorr_dask: bool = True) -> List[dict]:
     """Run the suite; print it; return one row per (case, tool).
 
     Parameters
@@ -378,6 +379,9 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
         Case names (default: all).
     device : str, optional
         OpenCL CPU device for our OpenCL methods and dynamix's EventCorrelator (None: none).
+    xpcscorr_dask : bool
+        Also time xpcs-correlator's sparse correlator on a local dask cluster (one worker per
+        core; its start-up, seconds, is part of each call).
     """
     from .benchmark import machine_description
 
@@ -402,6 +406,10 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
     print(f"suite cpu, scale {scale:g} (frames x{scale:g}), {repeat} timed round(s), "
           f"tools alternating", file=file)
     rows: List[dict] = []
+    names = [c.name for c in cpu_cases(scale)]
+    unknown = set(cases or ()) - set(names)
+    if unknown:
+        raise ValueError(f"unknown case(s) {sorted(unknown)}; cpu suite cases: {', '.join(names)}")
     for case in cpu_cases(scale):
         if cases and case.name not in cases:
             continue
@@ -416,7 +424,7 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
         gen = time.perf_counter() - t0
         print(f"\n== {case.name}: {case.describe()} (generated in {gen:.1f} s, not timed)",
               file=file, flush=True)
-        entries = _entries(case, labels, data, small, opencl_device, threads)
+        entries = _entries(case, labels, data, small, opencl_device, threads, xpcscorr_dask)
         for e in entries:
             if e.run is not None:
                 try:
