@@ -34,7 +34,7 @@ __all__ = ["CPUEventCorrelator", "event_rows", "plan_pixel_tasks", "n2_events_cp
 _U32_LIMIT = 2**32 - 1
 _INT64_LIMIT = 2**63 - 1
 #: Tasks per thread (balance on a machine shared with other work).
-TASKS_PER_THREAD = 8
+TASKS_PER_THREAD = 16
 #: Bytes of the per-task edge rows, at most.
 EDGE_BYTES = 256 * 2**20
 
@@ -121,6 +121,9 @@ def n2_events_cpu(events, binning, n_threads=None):
     fs_last = numpy.zeros((n_tasks, n_lags), dtype=acc)
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # Tasks handed out one at a time (dynamic schedule): a thread slowed down by other work on
+    # the machine takes fewer of them.
+    previous_chunk = numba.set_parallel_chunksize(1)
     try:
         if integer:
             # A pixel adds Σ_{i≤j} v_i·v_j ≤ vmax²·n(n+1)/2 to the histogram. While that stays
@@ -141,6 +144,7 @@ def n2_events_cpu(events, binning, n_threads=None):
                                      edge_last, fs, fs_first, fs_last)
     finally:
         numba.set_num_threads(previous)
+        numba.set_parallel_chunksize(previous_chunk)
     for t in range(n_tasks):
         a, b = int(cuts[t]), int(cuts[t + 1])
         if b > a:
