@@ -298,7 +298,7 @@ def test_gpu_cases_sizes_and_bad_arguments(capsys):
 @pytest.fixture(scope="module")
 def cpu_smoke():
     """The cpu suite at its smallest (64 frames), with the peers installed here."""
-    from ewoksxpcs.benchmark_cpu import run_cpu_suite
+    from ewoksxpcs.tools.benchmark_cpu import run_cpu_suite
 
     out = io.StringIO()
     rows = run_cpu_suite(scale=0.001, repeat=1, file=out, xpcscorr_dask=False)
@@ -337,7 +337,7 @@ def test_cpu_suite_agreement(cpu_smoke):
 
 
 def test_cpu_suite_bad_arguments():
-    from ewoksxpcs.benchmark_cpu import cpu_cases, run_cpu_suite
+    from ewoksxpcs.tools.benchmark_cpu import cpu_cases, run_cpu_suite
 
     with pytest.raises(ValueError, match="scale must be in"):
         cpu_cases(0)

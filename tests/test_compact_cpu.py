@@ -6,8 +6,8 @@ import numpy
 import pytest
 
 from ewoksxpcs import Binning
-from ewoksxpcs.compact_cpu import compact_cpu
-from ewoksxpcs.events import compact
+from ewoksxpcs.engine.compact_cpu import compact_cpu
+from ewoksxpcs.engine.events import compact
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "uint32", "float32"])

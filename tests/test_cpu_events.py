@@ -9,7 +9,7 @@ import pytest
 from ewoksxpcs import Binning, correlate
 from ewoksxpcs.correlators import cpu_events
 from ewoksxpcs.correlators.cpu_events import n2_events_cpu, plan_pixel_tasks
-from ewoksxpcs.events import compact
+from ewoksxpcs.engine.events import compact
 
 
 def _reference(frames, qmask, **kw):

@@ -157,7 +157,7 @@ def test_sparse_long_lags_are_few_pairs(sparse_realizations):
 
 
 def test_sparse_long_lags_undefined_never_zero(sparse_realizations):
-    from ewoksxpcs.normalise import MIN_EXPECTED_PAIRS
+    from ewoksxpcs.engine.normalise import MIN_EXPECTED_PAIRS
 
     r = sparse_realizations
     undefined = (r["n2"] == 0) | (r["pairs"] < MIN_EXPECTED_PAIRS)

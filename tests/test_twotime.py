@@ -196,13 +196,14 @@ def test_write_nexus(rng, tmp_path):
 def test_auto_never_uses_an_opencl_cpu_device():
     # OpenCL on a CPU device is many times slower than NumPy for two-time and multi-tau:
     # "auto" with a CPU device (named or by kind) runs NumPy.
-    from ewoksxpcs.multitau import NumpyMultiTau, create_multitau
-    from ewoksxpcs.twotime import NumpyTwoTime, create_twotime
+    from ewoksxpcs.correlators.modes import create_multitau, create_twotime
+    from ewoksxpcs.engine.multitau import NumpyMultiTau
+    from ewoksxpcs.engine.twotime import NumpyTwoTime
 
     q = numpy.ones((4, 5), int)
     specs = ["cpu", None]
     try:
-        from ewoksxpcs.opencl import list_devices
+        from ewoksxpcs.opencl.device import list_devices
 
         specs += [d["spec"] for d in list_devices() if d["kind"] == "cpu"]
     except Exception:  # no OpenCL platform: the named-device case is not there to test
