@@ -67,14 +67,17 @@ def compact_cpu(frames, binning: Binning, chunk_frames: Optional[int] = None):
         n = chunk.shape[0]
         flat = numpy.ascontiguousarray(chunk).reshape(n, -1)
         counts = numpy.zeros(n_pix, dtype=numpy.int64)
-        if n_pix and events_numba.count_chunk(flat, idx, block_cuts, counts):
+        no_values = numpy.zeros(0, dtype=dtype)
+        no_times = numpy.zeros(0, dtype=numpy.uint32)
+        if n_pix and events_numba.scan_chunk(flat, idx, block_cuts, t0, counts, no_values,
+                                             no_times, False):
             check_non_negative(chunk, t0)  # raises with the frame and pixel
         c_offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
         c_values = numpy.empty(int(c_offsets[-1]), dtype=dtype)
         c_times = numpy.empty(int(c_offsets[-1]), dtype=numpy.uint32)
         if c_values.size:
-            events_numba.fill_chunk(flat, idx, block_cuts, t0, c_offsets[:-1].copy(), c_values,
-                                    c_times)
+            events_numba.scan_chunk(flat, idx, block_cuts, t0, c_offsets[:-1].copy(), c_values,
+                                    c_times, True)
         chunks.append((c_values, c_times, c_offsets))
         counts_total += counts
         t0 += n

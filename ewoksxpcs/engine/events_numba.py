@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy
 
-__all__ = ["pairs_int", "pairs_float", "count_chunk", "fill_chunk", "merge_chunk"]
+__all__ = ["pairs_int", "pairs_float", "scan_chunk", "merge_chunk"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -175,11 +175,13 @@ def pairs_float(times, values, starts, ends, pix_sub, cuts, n2, edge_first, edge
 
 # ------------------------------------------------------------------ compaction of frames
 @numba.njit(cache=True, parallel=True)
-def count_chunk(flat, idx, block_cuts, counts):
-    """Pass 1 over a chunk of frames (n, Ny·Nx): non-zero values of each binned pixel.
+def scan_chunk(flat, idx, block_cuts, t0, pos, values, times, fill):
+    """One pass over a chunk of frames (n, Ny·Nx), for the binned pixels ``idx`` (ascending).
 
-    Thread block b takes binned pixels block_cuts[b] … block_cuts[b+1] − 1 (``idx`` ascending);
-    ``counts`` (n_binned,) int64 gets each pixel's count. Returns the number of negative values.
+    Thread block b takes binned pixels block_cuts[b] … block_cuts[b+1] − 1. ``fill`` False
+    (pass 1): ``pos`` (n_binned,) int64 counts each pixel's non-zero values; returns the number
+    of negative values. ``fill`` True (pass 2): the non-zero values of pixel q go to
+    values/times[pos[q] …] (pixel-major, times t0 + t ascending) and ``pos`` advances.
     """
     n = flat.shape[0]
     n_blocks = block_cuts.size - 1
@@ -191,28 +193,14 @@ def count_chunk(flat, idx, block_cuts, counts):
             for q in range(a, e):
                 v = row[idx[q]]
                 if v != 0:
-                    if v < 0:
-                        negatives[b] += 1
-                    counts[q] += 1
-    return negatives.sum()
-
-
-@numba.njit(cache=True, parallel=True)
-def fill_chunk(flat, idx, block_cuts, t0, pos, values, times):
-    """Pass 2: the non-zero values of binned pixel q go to values/times[pos[q]…] (pixel-major,
-    times ascending); ``pos`` (n_binned,) int64 advances."""
-    n = flat.shape[0]
-    for b in numba.prange(block_cuts.size - 1):
-        a, e = block_cuts[b], block_cuts[b + 1]
-        for t in range(n):
-            row = flat[t]
-            for q in range(a, e):
-                v = row[idx[q]]
-                if v != 0:
                     k = pos[q]
-                    values[k] = v
-                    times[k] = t0 + t
+                    if fill:
+                        values[k] = v
+                        times[k] = t0 + t
+                    elif v < 0:
+                        negatives[b] += 1
                     pos[q] = k + 1
+    return negatives.sum()
 
 
 @numba.njit(cache=True, parallel=True)

@@ -195,6 +195,14 @@ class _Entry:
     result: object = None
 
 
+def _peer(name: str, feed: str, missing: Optional[str], fn: Callable, data, small) -> _Entry:
+    """A peer's row: ``fn(data)`` timed, ``fn(small)`` first; only a note when ``missing``."""
+    e = _Entry(name, "peer", feed, note=missing or "")
+    if not missing:
+        e.run, e.warm = (lambda: fn(data)), (lambda: fn(small))
+    return e
+
+
 def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
              xpcscorr_dask: bool = True) -> List[_Entry]:
     from ..correlators import correlate, multitau, twotime
@@ -205,22 +213,16 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
         out.append(_Entry("ewoksxpcs auto (fft)", "ours", "frames (Nt, Ny, Nx) uint8 array",
                           lambda: correlate(data, labels, method="auto", device="cpu"),
                           lambda: correlate(small, labels, method="auto", device="cpu")))
-        miss = _missing("dynamix")
-        e = _Entry("dynamix 0.1.0 MatMulCorrelator", "peer", "frames (Nt, Ny, Nx) uint8 array",
-                   note=miss or "")
-        if not miss:
+        def matmul(frames):
             from dynamix.correlator.dense import MatMulCorrelator
 
-            e.run = lambda: MatMulCorrelator(data.shape[1:], data.shape[0], qmask=labels).correlate(data)
-            e.warm = lambda: MatMulCorrelator(small.shape[1:], small.shape[0], qmask=labels).correlate(small)
-        out.append(e)
-        miss = _missing("xpcscorr")
-        e = _Entry("xpcs-correlator dense chunked", "peer",
-                   "frames (Nt, Ny, Nx) uint8 array, float32 chunks, no dask", note=miss or "")
-        if not miss:
-            e.run = lambda: _xpcscorr_dense(data, labels)
-            e.warm = lambda: _xpcscorr_dense(small, labels)
-        out.append(e)
+            return MatMulCorrelator(frames.shape[1:], frames.shape[0], qmask=labels).correlate(frames)
+
+        out.append(_peer("dynamix 0.1.0 MatMulCorrelator", "frames (Nt, Ny, Nx) uint8 array",
+                         _missing("dynamix"), matmul, data, small))
+        out.append(_peer("xpcs-correlator dense chunked",
+                         "frames (Nt, Ny, Nx) uint8 array, float32 chunks, no dask",
+                         _missing("xpcscorr"), lambda x: _xpcscorr_dense(x, labels), data, small))
     elif kind == "events":
         ev, ev_small = data, small
         out.append(_Entry("ewoksxpcs cpu-events", "ours", "EventStack (pixel-major CSR)",
@@ -249,35 +251,28 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
         else:
             out.append(_Entry("ewoksxpcs fft", "ours", "EventStack", note="skipped: Nt·N > 5e8 "
                               "(an FFT of every pixel: minutes)"))
-        miss = _missing("xpcscorr")
         for workers in (None, threads):
             label = ("no dask (numba, one thread)" if not workers
                      else f"local dask cluster of {workers} workers")
-            e = _Entry(f"xpcs-correlator sparse pixel, {label}", "peer",
-                       "CSC arrays intensity, time_index (uint32), pixel_pointer (int64)",
-                       note=miss or "")
-            if not miss:
-                e.run = (lambda w=workers: _xpcscorr_sparse(ev, labels, w))
-                e.warm = (lambda w=workers: _xpcscorr_sparse(ev_small, labels, w))
-            out.append(e)
+            out.append(_peer(f"xpcs-correlator sparse pixel, {label}",
+                             "CSC arrays intensity, time_index (uint32), pixel_pointer (int64)",
+                             _missing("xpcscorr"),
+                             lambda x, w=workers: _xpcscorr_sparse(x, labels, w), ev, ev_small))
             if workers is None and (threads <= 1 or not xpcscorr_dask):
                 break
-        miss = _missing("dynamix") or (None if opencl_device else "no OpenCL device")
-        e = _Entry("dynamix 0.1.0 EventCorrelator (OpenCL CPU)", "peer",
-                   "int32 times, values, uint32 per-pixel offsets over the frame",
-                   note=miss or "")
-        if not miss:
+
+        def dyn(events):
+            from dynamix.correlator.event import EventCorrelator
+
             from .benchmark import dynamix_event_inputs
 
-            def dyn(events):
-                from dynamix.correlator.event import EventCorrelator
+            kwargs, args, _ = dynamix_event_inputs(events, labels, opencl_device)
+            return EventCorrelator(**kwargs).correlate(*args)
 
-                kwargs, args, _ = dynamix_event_inputs(events, labels, opencl_device)
-                return EventCorrelator(**kwargs).correlate(*args)
-
-            e.run = lambda: dyn(ev)
-            e.warm = lambda: dyn(ev_small)
-        out.append(e)
+        out.append(_peer("dynamix 0.1.0 EventCorrelator (OpenCL CPU)",
+                         "int32 times, values, uint32 per-pixel offsets over the frame",
+                         _missing("dynamix") or (None if opencl_device else "no OpenCL device"),
+                         dyn, ev, ev_small))
     elif kind == "multitau":
         out.append(_Entry("ewoksxpcs multi-tau NumPy", "ours", "frames (Nt, Ny, Nx) uint8 array",
                           lambda: multitau(data, labels, method="numpy",
@@ -291,37 +286,30 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                                                device=opencl_device, normalisation="symmetric"),
                               lambda: multitau(small, labels, method="opencl",
                                                device=opencl_device, normalisation="symmetric")))
-        miss = _missing("boost_corr") or _missing("torch")
-        e = _Entry("boost_corr 0.1.7 MultitauCorrelator (torch CPU)", "peer",
-                   "256-frame batches of the binned pixels as torch tensors", note=miss or "")
-        if not miss:
-            from .benchmark_gpu import boost_multitau
+        def boost(frames):
             from ..engine.qmask import as_binning
+            from .benchmark_gpu import boost_multitau
 
             pix = as_binning(labels).pixel_index  # bin by bin: columns of a bin are contiguous
-            e.run = lambda: boost_multitau(data, pix, device="cpu")
-            e.warm = lambda: boost_multitau(small, pix, device="cpu")
-        out.append(e)
-        miss = _missing("skbeam")
-        e = _Entry("scikit-beam multi_tau_auto_corr", "peer", "frames (Nt, Ny, Nx) uint8 array",
-                   note=miss or "")
-        if not miss:
-            n_levels = max(1, int(math.log2(data.shape[0] / 8)) + 1)
-            e.run = lambda: _skbeam_multitau(data, labels, 8, n_levels)
-            e.warm = lambda: _skbeam_multitau(small, labels, 8, 2)
-        out.append(e)
+            return boost_multitau(frames, frames.shape[0], pix, device="cpu", feed="pageable")
+
+        out.append(_peer("boost_corr 0.1.7 MultitauCorrelator (torch CPU)",
+                         "256-frame batches of the binned pixels as torch tensors",
+                         _missing("boost_corr") or _missing("torch"), boost, data, small))
+        out.append(_peer("scikit-beam multi_tau_auto_corr", "frames (Nt, Ny, Nx) uint8 array",
+                         _missing("skbeam"),
+                         lambda x: _skbeam_multitau(x, labels, 8,
+                                                    max(1, int(math.log2(x.shape[0] / 8)) + 1)),
+                         data, small))
     else:  # twotime
         out.append(_Entry("ewoksxpcs two-time NumPy (syrk)", "ours",
                           "frames (Nt, Ny, Nx) uint8 array",
                           lambda: twotime(data, labels, method="numpy"),
                           lambda: twotime(small, labels, method="numpy")))
-        miss = _missing("boost_corr") or _missing("torch")
-        e = _Entry("boost_corr 0.1.7 TwotimeCorrelator (torch CPU)", "peer",
-                   "1024-frame batches of the binned pixels as float32 tensors", note=miss or "")
-        if not miss:
-            e.run = lambda: _boost_twotime(data, labels)
-            e.warm = lambda: _boost_twotime(small, labels)
-        out.append(e)
+        out.append(_peer("boost_corr 0.1.7 TwotimeCorrelator (torch CPU)",
+                         "1024-frame batches of the binned pixels as float32 tensors",
+                         _missing("boost_corr") or _missing("torch"),
+                         lambda x: _boost_twotime(x, labels), data, small))
     return out
 
 
