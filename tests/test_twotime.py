@@ -211,3 +211,18 @@ def test_auto_never_uses_an_opencl_cpu_device():
     for device in specs:
         assert isinstance(create_twotime(q, method="auto", device=device), NumpyTwoTime), device
         assert isinstance(create_multitau(q, method="auto", device=device), NumpyMultiTau), device
+
+
+@pytest.mark.parametrize("density", [0.02, 0.5])
+def test_gram_exact_sparse_and_dense(density, rng, monkeypatch):
+    # Sparse integer frames: pairs of non-zero values tile by tile (tiles of 16 here, so the
+    # 50 time bins span several, partial ones included); dense ones: BLAS syrk. Both exact.
+    from ewoksxpcs.engine import twotime as engine_twotime
+
+    monkeypatch.setattr(engine_twotime, "GRAM_TILE", 16)
+    x = (rng.random((50, 300)) < density) * rng.integers(1, 200, (50, 300))
+    for dtype in (numpy.uint8, numpy.int32):
+        G = engine_twotime.gram(x.astype(dtype))
+        exact = x.astype(numpy.int64) @ x.T.astype(numpy.int64)
+        assert numpy.array_equal(G, numpy.triu(exact))
+        assert (G.dtype == numpy.int64) == (density < engine_twotime.GRAM_EVENTS_DENSITY)

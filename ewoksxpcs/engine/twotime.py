@@ -329,15 +329,47 @@ def gram_dtype(x: numpy.ndarray) -> numpy.dtype:
     return numpy.dtype(numpy.float64)
 
 
+#: Below this fraction of non-zero values, :func:`gram` adds the pairs of each pixel's non-zero
+#: values (Σ_p n_p²/2 products) instead of the dense product (nT²·n_p/2 multiply-adds).
+GRAM_EVENTS_DENSITY = 0.1
+#: Time bins per side of the tiles of the sparse Gram matrix (int64: 2 MiB; 256 and 1024 were
+#: slower on the 2-core AMD EPYC machine: more passes over the pixels, or a tile out of cache).
+GRAM_TILE = 512
+
+
 def gram(x: numpy.ndarray, pixel_block: int = 65536) -> numpy.ndarray:
-    """G = X·Xᵀ (nT, nT) of binned frames X (nT, n_p), by BLAS ``syrk`` (one triangle: half
-    the products of a matrix product), exact for integer X (see :func:`gram_dtype`).
+    """G = X·Xᵀ (nT, nT) of binned frames X (nT, n_p), exact for integer X.
+
+    Sparse integer X (fewer than ``GRAM_EVENTS_DENSITY`` non-zero values): the pairs of each
+    pixel's non-zero values, tile by tile of G in int64 (numba threads,
+    :func:`ewoksxpcs.engine.events_numba.gram_events`). Otherwise BLAS ``syrk`` (one triangle:
+    half the products of a matrix product) in float32 while its sums stay below 2²⁴, float64
+    beyond (see :func:`gram_dtype`).
 
     Returns
     -------
-    ndarray, (nT, nT) float32 or float64
+    ndarray, (nT, nT) int64, float32 or float64
         The upper triangle (diagonal included) of G; the lower one is zero.
     """
+    n_t = x.shape[0]
+    if x.dtype.kind in "iub" and x.size and \
+            numpy.count_nonzero(x) < GRAM_EVENTS_DENSITY * x.size:
+        import numba
+
+        from . import events_numba
+
+        xt = numpy.ascontiguousarray(x.T)  # pixel-major: nonzero() walks each pixel's times
+        pix, t = numpy.nonzero(xt)
+        values = xt[pix, t].astype(numpy.int64)
+        bounds = numpy.searchsorted(pix, numpy.arange(x.shape[1] + 1))
+        G = numpy.zeros((n_t, n_t), dtype=numpy.int64)
+        previous = numba.set_parallel_chunksize(1)  # tiles handed out one at a time
+        try:
+            events_numba.gram_events(t.astype(numpy.int64), values, bounds[:-1], bounds[1:],
+                                     n_t, GRAM_TILE, G)
+        finally:
+            numba.set_parallel_chunksize(previous)
+        return G
     from scipy.linalg import blas
 
     dtype = gram_dtype(x)
@@ -362,11 +394,11 @@ def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
 
 def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
                         pixel_block: int = 65536) -> (numpy.ndarray, numpy.ndarray):
-    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin (NumPy + BLAS syrk).
+    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin.
 
-    The Gram matrix of each bin is exact for integer X (float32 ``syrk`` while its sums stay
-    below 2²⁴, float64 otherwise: :func:`gram`); C = N·G/(S·Sᵀ) is then taken in float64 and
-    stored as float32.
+    The Gram matrix of each bin is exact for integer X (pairs of non-zero values for sparse X,
+    else BLAS ``syrk``: :func:`gram`); C = N·G/(S·Sᵀ) is then taken in float64 and stored as
+    float32.
 
     Returns
     -------
