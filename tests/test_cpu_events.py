@@ -69,7 +69,7 @@ def test_empty_and_options(rng):
     result = correlate(frames, numpy.ones((4, 5), int), method="cpu-events")
     assert (result.n2 == 0).all() and numpy.isnan(result.g2).all()
     for bad in (0, -1, 1.5):
-        with pytest.raises(ValueError, match="n_threads must be a positive integer"):
+        with pytest.raises(ValueError, match="option n_threads must be an integer >= 1"):
             correlate(frames, numpy.ones((4, 5), int), method="cpu-events", n_threads=bad)
     with pytest.raises(TypeError, match="unknown option"):
         correlate(frames, numpy.ones((4, 5), int), method="cpu-events", device_memory=1)
