@@ -302,7 +302,7 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                                                     max(1, int(math.log2(x.shape[0] / 8)) + 1)),
                          data, small))
     else:  # twotime
-        out.append(_Entry("ewoksxpcs two-time NumPy (syrk)", "ours",
+        out.append(_Entry("ewoksxpcs two-time NumPy (exact Gram)", "ours",
                           "frames (Nt, Ny, Nx) uint8 array",
                           lambda: twotime(data, labels, method="numpy"),
                           lambda: twotime(small, labels, method="numpy")))
