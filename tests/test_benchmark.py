@@ -197,8 +197,13 @@ def test_gpu_suite_events_exact_against_dynamix(gpu_smoke):
     for r in doc["rows"][6:]:  # host and device-resident rows
         assert r["peer"] == "dynamix EventCorrelator" and r["peer_s"] > 0
         assert r["exact"] is True, r  # our int64 n2 equals dynamix's integer sums
-        assert r["g2_rel_diff"] < 1e-5  # dynamix normalises in float32
         assert r["agreement"].startswith("n2 == dynamix int32 sums")
+        if math.isnan(r["g2_rel_diff"]):
+            # At this tiny scale the 0.01-count case has fewer than 10 expected photon pairs at
+            # every lag: our g2 is undefined there (engine.normalise); n2 is still compared.
+            assert "0.01" in r["case"], r
+            continue
+        assert r["g2_rel_diff"] < 1e-5  # dynamix normalises in float32
         assert r["unit"] == "pairs/s"
 
 
