@@ -34,7 +34,7 @@ often 0, and the jackknife over groups that hold no pair at all would report g2 
   σ ≥ N_q·√max(n2, E) / s2 = √max(n2, E) / E (a count of pairs fluctuates at least as a Poisson
   variable; the jackknife over 16 groups is itself noisy when the groups hold few pairs).
 
-Float frames (not counts) have no pair count: only n2 = 0 makes their g2 undefined.
+Float frames (not counts) have no pair count: the rule does not apply to them.
 """
 
 from __future__ import annotations
@@ -82,15 +82,15 @@ def undefined_lags(g2: numpy.ndarray, g2_err: numpy.ndarray, n2: numpy.ndarray,
     pairs : ndarray, (n_bins, n_lags) float64
         Expected pairs E (:func:`expected_pairs`).
     counts : bool
-        Whether the frames are integer counts (threshold and counting-error floor apply).
+        Whether the frames are integer counts (otherwise nothing is changed).
     """
+    if not counts:  # float frames: no pair count (and float n2 of no pair need not be 0)
+        return
     n2 = numpy.asarray(n2, dtype=numpy.float64)
-    undefined = n2 == 0
-    if counts:
-        with numpy.errstate(invalid="ignore", divide="ignore"):
-            undefined |= ~(pairs >= MIN_EXPECTED_PAIRS)
-            floor = numpy.sqrt(numpy.maximum(n2, pairs)) / pairs
-        numpy.fmax(g2_err, numpy.where(numpy.isnan(g2_err), numpy.nan, floor), out=g2_err)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        undefined = (n2 == 0) | ~(pairs >= MIN_EXPECTED_PAIRS)
+        floor = numpy.sqrt(numpy.maximum(n2, pairs)) / pairs
+    numpy.fmax(g2_err, numpy.where(numpy.isnan(g2_err), numpy.nan, floor), out=g2_err)
     g2[undefined] = numpy.nan
     g2_err[undefined] = numpy.nan
 
