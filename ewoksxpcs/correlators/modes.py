@@ -86,12 +86,15 @@ def _create(mode, qmask, method, device, data, options):
 def resolve_method(method: str, device, what: str) -> str:
     """Map a multi-tau/two-time ``method`` to "numpy", "opencl" or "opencl-events".
 
-    ``auto`` (without data) uses OpenCL on a GPU (or on the device named by ``device``), NumPy
-    otherwise. Names of the linear-lag registry are accepted: ``opencl-events`` stays,
-    ``opencl-dense`` → "opencl", others → "numpy".
+    ``auto`` (without data) uses OpenCL on a GPU (or another non-CPU device named by
+    ``device``), never an OpenCL CPU device: NumPy there (see :func:`_opencl_gpu_available`).
+    Names of the linear-lag registry are accepted: ``opencl-events`` stays, ``opencl-dense`` →
+    "opencl", others → "numpy".
     """
     if method == "auto":
         method = "opencl" if _opencl_gpu_available(device) else "numpy"
+        if method == "numpy" and device not in (None, "cpu", "auto"):
+            device = None  # an OpenCL CPU device named: NumPy runs on that CPU
     elif method == "opencl-dense":
         method = "opencl"
     elif method in ("reference", "matmul", "fft", "cpu"):
