@@ -64,10 +64,12 @@ def test_sparse_path_for_sparse_file_dense_path_for_dense(tmp_path):
     binning_d = Binning(labels_d, bad_pixels=gaps_d)
     for machine in ("gpu", "cpu"):
         c = choose("linear", load_frames(sparse), binning, device="cpu", machine=machine)
-        assert c.method == "opencl-events", c.reason
+        # an events method; on CPUs the numba one (issue 16) where its table entry is lower
+        events = ("opencl-events",) if machine == "gpu" else ("opencl-events", "cpu-events")
+        assert c.method in events, c.reason
         assert "sparse data" in c.reason and "stored chunks decoded" in c.reason
         c = choose("linear", load_frames(dense), binning_d, device="cpu", machine=machine)
-        assert c.method != "opencl-events" and "dense data" in c.reason, c.reason
+        assert not c.method.endswith("events") and "dense data" in c.reason, c.reason
     for mode, dense_path in (("multitau", "opencl"), ("twotime", "opencl")):
         c = choose(mode, load_frames(sparse), binning, device="cpu", machine="gpu",
                    methods=("opencl-events", dense_path))

@@ -69,6 +69,11 @@ def test_nxdata_default_plot_is_g2(result, tmp_path):
         # Exact sums, label image, mean image, intensity vs time, pixels per bin.
         numpy.testing.assert_array_equal(proc["sums/n2"][()], res.n2)
         assert proc["sums/n2"].dtype == numpy.int64
+        # Expected photon pairs beside g2, every lag (g2 is NaN where fewer than 10).
+        pairs = proc["g2/expected_pairs"][()]
+        numpy.testing.assert_array_equal(pairs, res.expected_pairs)
+        numpy.testing.assert_allclose(pairs, res.s2 / 128.0, rtol=1e-15)
+        assert (numpy.isnan(res.g2) == (pairs < 10)).all()
         numpy.testing.assert_array_equal(proc["qmask/labels"][()], result[1])
         numpy.testing.assert_allclose(proc["mean_image/mean_image"][()], result[2].mean(axis=0))
         assert proc["intensity/intensity"].shape == (2, 40)
@@ -185,6 +190,7 @@ def test_multitau_and_twotime_results(result, tmp_path):
         numpy.testing.assert_array_equal(nxdata.signal[:, :4], res.g2[:, :4])
         assert f["entry/xpcs/mode"][()] == b"multitau"
         numpy.testing.assert_array_equal(f["entry/xpcs/g2/n_pairs"][()], mt.n_pairs)
+        numpy.testing.assert_array_equal(f["entry/xpcs/g2/expected_pairs"][()], mt.expected_pairs)
 
     tt = twotime(frames, labels, time_bin=4, method="numpy", frame_period=1e-3)
     tau, unit = tau_axis(tt.lags, 1e-3)

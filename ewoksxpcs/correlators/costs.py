@@ -50,6 +50,12 @@ COSTS: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {
             "matmul": {"frame_pixels": 0.0, "pixel_frames_sq": 5.53e-11, "fixed": 3.12},
             "opencl-events": {"frame_pixels": 4.57e-08, "pairs": 3.44e-09, "fixed": 0.0},
             "opencl-dense": {"frame_pixels": 0.0, "pixel_frames_sq": 4.72e-10, "fixed": 0.0},
+            # cpu-events (issue 16): pairs at 0.7x opencl-events' constant, the ratio of their
+            # times in one run of `benchmark --suite cpu` on the 2-core AMD EPYC machine (loaded:
+            # 5.06 vs 6.37 s at 0.01 counts, 14.6 vs 24.8 s at 0.1 counts, 512x512 px;
+            # doc/benchmarks/cpu_suite_2core.txt); the read term as opencl-events' (reading and
+            # decoding the file dominates; numba's compaction of frames in memory: 3.8e-8 s).
+            "cpu-events": {"frame_pixels": 4.57e-08, "pairs": 2.4e-09, "fixed": 0.0},
         },
         "multitau": {
             "numpy": {"frame_pixels": 1.44e-07, "pixel_frames": 0.0, "fixed": 0.808},

@@ -30,13 +30,21 @@ for _cls in (NumpyTwoTime, OpenCLTwoTime, OpenCLEventsTwoTime):
 
 
 def _opencl_gpu_available(device) -> bool:
+    """Whether ``device`` resolves to an OpenCL device that is not a CPU.
+
+    ``auto`` never runs multi-tau or two-time on an OpenCL CPU device (PoCL): on the 2-core
+    machine NumPy took 43–49 s where OpenCL took 52–66 s for multi-tau (256×256×20 000), and
+    two-time on OpenCL-on-CPU was 26–51× slower than NumPy (README, "CPU benchmarks").
+    """
+    if device == "cpu":
+        return False
     try:
         from ..opencl.device import get_device
 
         dev = get_device(device)
     except Exception:
         return False
-    return dev.kind == "gpu" or device not in (None, "auto")
+    return dev.kind != "cpu"
 
 
 def create_multitau(qmask, method: str = "auto", device=None, data=None, **options):
@@ -78,12 +86,15 @@ def _create(mode, qmask, method, device, data, options):
 def resolve_method(method: str, device, what: str) -> str:
     """Map a multi-tau/two-time ``method`` to "numpy", "opencl" or "opencl-events".
 
-    ``auto`` (without data) uses OpenCL on a GPU (or on the device named by ``device``), NumPy
-    otherwise. Names of the linear-lag registry are accepted: ``opencl-events`` stays,
-    ``opencl-dense`` → "opencl", others → "numpy".
+    ``auto`` (without data) uses OpenCL on a GPU (or another non-CPU device named by
+    ``device``), never an OpenCL CPU device: NumPy there (see :func:`_opencl_gpu_available`).
+    Names of the linear-lag registry are accepted: ``opencl-events`` stays, ``opencl-dense`` →
+    "opencl", others → "numpy".
     """
     if method == "auto":
         method = "opencl" if _opencl_gpu_available(device) else "numpy"
+        if method == "numpy" and device not in (None, "cpu", "auto"):
+            device = None  # an OpenCL CPU device named: NumPy runs on that CPU
     elif method == "opencl-dense":
         method = "opencl"
     elif method in ("reference", "matmul", "fft", "cpu"):

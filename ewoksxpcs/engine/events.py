@@ -197,12 +197,8 @@ class EventStack:
             )
         return sub_image[self.pixel_index]
 
-    def frame_sums_for(self, binning: Binning) -> numpy.ndarray:
-        """Per-frame sums S(t, k) over each sub-bin k, (n_frames, n_sub).
-
-        int64 for integer events (exact), float64 otherwise. Raises ValueError on a negative
-        value (every event consumer calls this, so hand-made stacks are checked too).
-        """
+    def check_counts(self) -> None:
+        """Raise ValueError, naming the frame and pixel, if an event value is negative."""
         if self.values.size and self.values.dtype.kind in "if" and self.values.min() < 0:
             e = int(numpy.argmax(self.values < 0))
             p = int(self.pixel_index[numpy.searchsorted(self.offsets, e, side="right") - 1])
@@ -211,6 +207,14 @@ class EventStack:
                 f"at frame {int(self.times[e])}, pixel (y={p // self.frame_shape[1]}, "
                 f"x={p % self.frame_shape[1]})"
             )
+
+    def frame_sums_for(self, binning: Binning) -> numpy.ndarray:
+        """Per-frame sums S(t, k) over each sub-bin k, (n_frames, n_sub).
+
+        int64 for integer events (exact), float64 otherwise. Raises ValueError on a negative
+        value (every event consumer calls this, so hand-made stacks are checked too).
+        """
+        self.check_counts()
         sub = self.pixel_sub_bins(binning)
         size = self.n_frames * binning.n_sub
         # bincount sums in float64: exact for integers while a sum stays below 2**53 (partial

@@ -69,7 +69,7 @@ from .badframes import excluded_of, level_weights, pair_counts
 from .frames import as_frame_source
 from .intrange import check_int64_bound, check_s2
 from .options import check_lags_per_level
-from .normalise import jackknife_error
+from .normalise import expected_pairs, jackknife_error, undefined_lags
 from .qmask import DEFAULT_GROUPS, Binning, as_binning
 
 __all__ = [
@@ -227,7 +227,8 @@ class MultiTauResult:
     Attributes
     ----------
     g2, g2_err : ndarray, (n_bins, n_lags) float64
-        g2(q, τ) = N_q·n2/d2 and its jackknife standard error; NaN where undefined.
+        g2(q, τ) = N_q·n2/d2 and its jackknife standard error; NaN where undefined (as for
+        linear lags, with E = d2/N_q: see :mod:`ewoksxpcs.normalise`).
     lags : ndarray, (n_lags,) float64
         Lag times in frames, k·2^L (multiply by the frame period for seconds).
     level : ndarray, (n_lags,) int64
@@ -251,6 +252,8 @@ class MultiTauResult:
     method, device : str
     sums : MultiTauSums
     info : dict
+    expected_pairs : ndarray, (n_bins, n_lags) float64
+        d2/N_q: photon pairs of uncorrelated light at each lag (counts of level frames).
     """
 
     g2: numpy.ndarray
@@ -271,6 +274,7 @@ class MultiTauResult:
     device: str = "cpu"
     sums: Optional[MultiTauSums] = None
     info: dict = field(default_factory=dict)
+    expected_pairs: Optional[numpy.ndarray] = None
 
     mode = "multitau"
 
@@ -468,6 +472,9 @@ def normalise_multitau(
     d2 = numpy.zeros((nb, nl), dtype=numpy.int64 if exact else numpy.float64)
     for cols, d in d2_parts:
         d2[:, cols] = d
+    n2 = _bin_rows(binning, sums.n2)
+    pairs = expected_pairs(d2, binning.n_pixels)
+    undefined_lags(g2, g2_err, n2, pairs, counts=sums.n2.dtype.kind in "iu")
     return MultiTauResult(
         g2=g2,
         g2_err=g2_err,
@@ -476,7 +483,7 @@ def normalise_multitau(
         n_pairs=sums.n_pairs,
         normalisation=normalisation,
         lags_per_level=int(sums.lags_per_level),
-        n2=_bin_rows(binning, sums.n2),
+        n2=n2,
         d2=d2,
         labels=binning.labels.copy(),
         n_pixels=binning.n_pixels.copy(),
@@ -487,6 +494,7 @@ def normalise_multitau(
         device=device,
         sums=sums,
         info=dict(info or {}),
+        expected_pairs=pairs,
     )
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "select_bins",
     "choose_time_bin",
     "twotime_from_binned",
+    "gram",
     "diagonal_means",
     "g2_from_twotime",
     "partial_g2",
@@ -325,10 +326,113 @@ class TimeBinner:
 TWOTIME_BLOCK_BYTES = 64 * 1024**2
 
 
+#: float32 sums of integer products are exact below 2**24.
+_FLOAT32_EXACT = 2**24
+_FLOAT64_EXACT = 2**53
+
+
+def gram_dtype(x: numpy.ndarray) -> numpy.dtype:
+    """The narrowest float type in which X·Xᵀ of the columns of integer ``x`` is exact.
+
+    Every entry and partial sum of Σ_p X(T1, p)·X(T2, p) is at most max_T Σ_p X(T, p)²
+    (Cauchy–Schwarz), so float32 is exact while that stays below 2²⁴, float64 below 2⁵³.
+    Float ``x``: float64.
+    """
+    if x.dtype.kind not in "iub" or x.size == 0:
+        return numpy.dtype(numpy.float64)
+    sq = numpy.einsum("tp,tp->t", x, x, dtype=numpy.float64) if x.ndim == 2 else x
+    peak = float(sq.max()) if sq.size else 0.0
+    if peak < _FLOAT32_EXACT:
+        return numpy.dtype(numpy.float32)
+    if peak >= _FLOAT64_EXACT:
+        raise ValueError(f"two-time sums of products reach {peak:.3g}, beyond exact float64")
+    return numpy.dtype(numpy.float64)
+
+
+#: Below this fraction of non-zero values, :func:`gram` adds the pairs of each pixel's non-zero
+#: values (Σ_p n_p²/2 products) instead of the dense product (nT²·n_p/2 multiply-adds).
+GRAM_EVENTS_DENSITY = 0.1
+#: Time bins per side of the tiles of the sparse Gram matrix (int64: 2 MiB; 256 and 1024 were
+#: slower on the 2-core AMD EPYC machine: more passes over the pixels, or a tile out of cache).
+GRAM_TILE = 512
+
+
+def sparse_gram(x: numpy.ndarray) -> bool:
+    """Whether :func:`gram_sparse_into` serves X: integer, fewer than ``GRAM_EVENTS_DENSITY``
+    non-zero values."""
+    return (x.dtype.kind in "iub" and x.size > 0
+            and numpy.count_nonzero(x) < GRAM_EVENTS_DENSITY * x.size)
+
+
+def gram_sparse_into(x: numpy.ndarray, G: numpy.ndarray) -> None:
+    """Add the upper triangle of X·Xᵀ of integer X (nT, n_p) to ``G`` (nT, nT) int64 (in RAM or
+    a view of a file mapping): the pairs of each pixel's non-zero values, tile by tile
+    (numba threads, :func:`ewoksxpcs.engine.events_numba.gram_events`)."""
+    import numba
+
+    from . import events_numba
+
+    xt = numpy.ascontiguousarray(x.T)  # pixel-major: nonzero() walks each pixel's times
+    pix, t = numpy.nonzero(xt)
+    values = xt[pix, t].astype(numpy.int64)
+    bounds = numpy.searchsorted(pix, numpy.arange(x.shape[1] + 1))
+    previous = numba.set_parallel_chunksize(1)  # tiles handed out one at a time
+    try:
+        events_numba.gram_events(t.astype(numpy.int64), values, bounds[:-1], bounds[1:],
+                                 x.shape[0], GRAM_TILE, G)
+    finally:
+        numba.set_parallel_chunksize(previous)
+
+
+def gram(x: numpy.ndarray, pixel_block: int = 65536) -> numpy.ndarray:
+    """G = X·Xᵀ (nT, nT) of binned frames X (nT, n_p), exact for integer X.
+
+    Sparse integer X (fewer than ``GRAM_EVENTS_DENSITY`` non-zero values): the pairs of each
+    pixel's non-zero values, tile by tile of G in int64 (numba threads,
+    :func:`ewoksxpcs.engine.events_numba.gram_events`). Otherwise BLAS ``syrk`` (one triangle:
+    half the products of a matrix product) in float32 while its sums stay below 2²⁴, float64
+    beyond (see :func:`gram_dtype`).
+
+    Returns
+    -------
+    ndarray, (nT, nT) int64, float32 or float64
+        The upper triangle (diagonal included) of G; the lower one is zero.
+    """
+    n_t = x.shape[0]
+    if sparse_gram(x):
+        G = numpy.zeros((n_t, n_t), dtype=numpy.int64)
+        gram_sparse_into(x, G)
+        return G
+    from scipy.linalg import blas
+
+    dtype = gram_dtype(x)
+    syrk = blas.ssyrk if dtype == numpy.float32 else blas.dsyrk
+    n_t = x.shape[0]
+    G = numpy.zeros((n_t, n_t), dtype=dtype, order="F")
+    for p in range(0, x.shape[1], pixel_block):
+        # Xᵀ of a C-ordered block is Fortran-ordered: syrk(trans=1) reads it without a copy.
+        at = numpy.asfortranarray(x[:, p: p + pixel_block].T, dtype=dtype)
+        G = syrk(1.0, at, beta=1.0, c=G, trans=1, lower=0, overwrite_c=1)
+    return G
+
+
+def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
+    """Rows r0 … r1 − 1 of the symmetric matrix whose upper triangle is that of ``G`` (the
+    lower one zero, as :func:`gram` leaves it), float64."""
+    rows = G[r0:r1].astype(numpy.float64) + G[:, r0:r1].T
+    i = numpy.arange(r1 - r0)
+    rows[i, r0 + i] -= G[r0 + i, r0 + i]  # the diagonal was added twice
+    return rows
+
+
 def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
                         pixel_block: Optional[int] = None,
                         progress=None) -> (numpy.ndarray, numpy.ndarray):
-    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin (NumPy, float64 BLAS).
+    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin.
+
+    The Gram matrix of each bin is exact for integer X: pairs of non-zero values for sparse
+    integer X (:func:`gram_sparse_into`, numba), else float64 BLAS products (exact below 2⁵³);
+    C = N·G/(S·Sᵀ) is then taken in float64 and stored as float32.
 
     The Gram matrix of each bin and the maps are arrays of :func:`ewoksxpcs.engine.spill.empty`
     (file-backed beyond its cap) filled by blocks of rows, and X is read by blocks of
@@ -355,9 +459,27 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
         peak = max(abs(int(x.max())), abs(int(x.min())))  # no |x| copy of the whole X
         check_int64_bound(float(peak) * widths.max(), what="two-time S",
                           how="max |X| × pixels of the largest bin")
-    G = empty_spillable((n_t, n_t), numpy.float64) if n_sel else None
+    G = G_int = None  # float64 (dense path) and int64 (sparse path) Gram matrices, when needed
     for j in range(n_sel):
         c0, c1 = int(col_offsets[j]), int(col_offsets[j + 1])
+        a = x[:, c0:c1]
+        if sparse_gram(a):
+            S[:, j] = a.sum(axis=1, dtype=S.dtype)
+            if G_int is None:
+                G_int = empty_spillable((n_t, n_t), numpy.int64)
+            G_int[...] = 0
+            gram_sparse_into(a, numpy.asarray(G_int))
+            if progress is not None:
+                progress((c1 - col_offsets[0]) / max(1, col_offsets[-1] - col_offsets[0]))
+            s = S[:, j].astype(numpy.float64)
+            with numpy.errstate(invalid="ignore", divide="ignore"):
+                for r in range(0, n_t, rows):
+                    r1 = min(n_t, r + rows)
+                    C[j, r:r1] = (c1 - c0) * _symmetric_rows(G_int, r, r1) / numpy.outer(
+                        s[r:r1], s)
+            continue
+        if G is None:
+            G = empty_spillable((n_t, n_t), numpy.float64)
         G[...] = 0
         for p in range(c0, c1, pixel_block):
             a = x[:, p: min(c1, p + pixel_block)]
@@ -573,7 +695,7 @@ def events_selection_dense(events, pixel_index: numpy.ndarray, time_bin: int, dt
 
 # ---------------------------------------------------------------------------------- backend
 class NumpyTwoTime:
-    """Two-time correlator on the CPU (NumPy + float64 BLAS), frames or EventStack.
+    """Two-time correlator on the CPU (NumPy + BLAS syrk, exact), frames or EventStack.
 
     Parameters
     ----------

@@ -8,7 +8,9 @@ Layout of the result file (``n_q`` bins, ``n_τ`` delays, Nt frames, (Ny, Nx) de
         program, version, date, mode, method, device, auto_reason
         parameters           NXcollection: every workflow parameter, one group per step
         g2                   NXdata  signal g2 (n_q, n_τ) float64 with g2_errors,
-                                     axes q (nm⁻¹) and tau (s); labels, n_pixels, lags (frames)
+                                     axes q (nm⁻¹) and tau (s); labels, n_pixels, lags (frames);
+                                     expected_pairs (n_q, n_τ): photon pairs of uncorrelated
+                                     light at each lag (g2 is NaN below 10, see normalise)
         fit                  NXdata  gamma (s⁻¹) vs q with errors; every parameter of the
                                      model (exp, kww, double: ewoksxpcs.engine.fit) with errors,
                                      chi2_red, status (0 = ok, meanings in status_meaning)
@@ -663,6 +665,9 @@ def _write_nexus(
     _dataset(g, "lags", numpy.asarray(result.lags, dtype=numpy.int64), units="frame")
     _dataset(g, "labels", numpy.asarray(result.labels, dtype=numpy.int64))
     _dataset(g, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
+    pairs = getattr(result, "expected_pairs", None)
+    if pairs is not None:
+        _dataset(g, "expected_pairs", numpy.asarray(pairs, dtype=numpy.float64))
     if chi is not None:
         _dataset(g, "chi", numpy.asarray(chi, dtype=numpy.float64), units="deg")
     _write_geometry(proc, g, result, q_edges, geometry, parameters, q_unit)

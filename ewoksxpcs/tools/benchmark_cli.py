@@ -1,6 +1,6 @@
 """``ewoksxpcs benchmark`` command line: the default suite (:mod:`.benchmark`), the GPU suite
-(:mod:`.benchmark_gpu`), the end-to-end suite (:mod:`.benchmark_e2e`) and the host memory
-suite (:mod:`.benchmark_memory`).
+(:mod:`.benchmark_gpu`), the end-to-end suite (:mod:`.benchmark_e2e`), the host memory
+suite (:mod:`.benchmark_memory`) and the CPU suite (:mod:`.benchmark_cpu`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory"), default="default",
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory", "cpu"),
+                        default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
                              "and PyTorch at the sizes of issue 4 (ewoksxpcs.tools.benchmark_gpu); "
@@ -35,7 +36,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "(ewoksxpcs.tools.benchmark_e2e); costs: the constants of auto's "
                              "cost model (ewoksxpcs.tools.benchmark_costs); memory: peak anonymous "
                              "RSS of 'ewoksxpcs run' against the frame count on every CPU path "
-                             "(ewoksxpcs.tools.benchmark_memory)")
+                             "(ewoksxpcs.tools.benchmark_memory); cpu: the CPU engine "
+                             "against dynamix, xpcs-correlator, boost_corr (torch CPU) and "
+                             "scikit-beam (ewoksxpcs.tools.benchmark_cpu)")
     parser.add_argument("--paths", nargs="+", metavar="PATH",
                         help="memory suite: paths (default: all; see "
                              "ewoksxpcs.tools.benchmark_memory.PATHS)")
@@ -44,8 +47,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--shape", nargs=2, type=int, default=[256, 256], metavar=("NY", "NX"),
                         help="memory suite: frame shape (default 256 256)")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="gpu and e2e suites: size factor in (0, 1] of frames and pixels "
-                             "(default 1)")
+                        help="gpu and e2e suites: size factor in (0, 1] of frames and pixels; "
+                             "cpu suite: of frames (default 1)")
     parser.add_argument("--counts", type=float, nargs="+", default=None,
                         help="e2e suite: photons per pixel per frame of each scan "
                              "(default 0.01 0.1)")
@@ -69,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_costs(args)
     if args.suite == "memory":
         return _main_memory(args)
+    if args.suite == "cpu":
+        return _main_cpu(args)
     if args.repeat is None:
         args.repeat = 3
     try:
@@ -100,6 +105,26 @@ def _main_memory(args) -> int:
             json.dump({"suite": "memory", "machine": machine_description(None), "rows": rows},
                       f, indent=1, default=float)
     return 1 if any(r["returncode"] for r in rows) else 0
+
+def _main_cpu(args) -> int:
+    """``--suite cpu``: :func:`ewoksxpcs.tools.benchmark_cpu.run_cpu_suite`."""
+    from .benchmark_cpu import run_cpu_suite
+
+    def save(rows):  # after every case: a run cut short keeps the cases done
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"suite": "cpu", "scale": args.scale,
+                           "machine": machine_description(args.device or "cpu"), "rows": rows},
+                          f, indent=1, default=float)
+
+    try:
+        rows = run_cpu_suite(scale=args.scale, repeat=2 if args.repeat is None else args.repeat,
+                             cases=args.cases, device=args.device or "cpu", on_row=save)
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    save(rows)
+    return 1 if any(r["note"].startswith("error") for r in rows) else 0
 
 
 def _main_e2e(args) -> int:
