@@ -444,3 +444,19 @@ def test_run_imports_nothing_heavy(scan, tmp_path):
                             "assert 'ewoksxpcs.app.submit' not in sys.modules\n"
                             "assert 'ewoksxpcs.app.reprocess' not in sys.modules")
     assert not loaded & set(HEAVY)
+
+
+def test_main_restores_the_sigterm_handler(tmp_path):
+    """main() called in-process (tests, a worker) leaves the caller's SIGTERM handler in place."""
+    import signal
+
+    def mine(signum, frame):  # pragma: no cover - never delivered
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["run", str(tmp_path / "missing.h5"), "--qmask", str(tmp_path / "q.npy"),
+                     "-o", str(tmp_path / "r.h5")]) != 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

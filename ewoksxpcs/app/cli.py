@@ -852,9 +852,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.verbose:
         # Ewoks logs task failures; the command reports them as one line instead.
         logging.getLogger("ewokscore").setLevel(logging.CRITICAL)
+    previous = None
     try:
         # SIGTERM unwinds the stack like Ctrl-C: temporaries are removed, old results kept.
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (main() called from a thread)
         pass
     try:
@@ -873,6 +874,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         bar_shown = args.command in ("run", "demo") and not args.quiet
         print(f"{chr(10) if bar_shown else ''}{PROG}: error: {reason(e)}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:  # main() called in a process that had its own handler
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
