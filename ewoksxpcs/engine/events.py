@@ -24,7 +24,7 @@ import numpy
 from .frames import as_frame_source
 from .qmask import Binning
 
-__all__ = ["EventStack", "DeviceEvents", "compact", "load_events"]
+__all__ = ["EventStack", "DeviceEvents", "EventCompactor", "compact", "load_events"]
 
 FORMAT_VERSION = 1
 
@@ -512,51 +512,85 @@ def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = N
         Called as ``progress(frames_done, n_frames_or_None)`` after each chunk.
     """
     source = as_frame_source(frames)
-    shape = tuple(source.frame_shape)
-    kept = _kept_pixels(shape, bad_pixels)
-    rank = numpy.full(shape[0] * shape[1], -1, dtype=numpy.int64)
-    rank[kept] = numpy.arange(kept.size)
-    binning = None
-    if qmask is not None:
-        binning = qmask if isinstance(qmask, Binning) else Binning(qmask, bad_pixels=bad_pixels, n_groups=1)
-        binning.check_frame_shape(shape)
-        bin_image = binning.bin_image()
-    pix_parts, t_parts, v_parts, fs_parts = [], [], [], []
-    t0 = 0
+    compactor = EventCompactor(source.frame_shape, source.dtype, bad_pixels, qmask)
     for chunk in source.iter_chunks(chunk_frames):
+        compactor.feed(chunk)
+        if progress is not None:
+            progress(compactor.n_frames, source.n_frames)
+    return compactor.stack()
+
+
+class EventCompactor:
+    """Frames compacted into events chunk by chunk; the events of the frames so far at any time.
+
+    What :func:`compact` runs on a frame source, and what live correlation feeds as frames
+    arrive: the same code gives the same events.
+
+    Parameters
+    ----------
+    frame_shape : (int, int)
+    dtype : numpy.dtype
+        Pixel type of the frames.
+    bad_pixels, qmask
+        As for :func:`compact`.
+    """
+
+    def __init__(self, frame_shape, dtype, bad_pixels=None, qmask=None):
+        shape = tuple(int(n) for n in frame_shape)
+        self.frame_shape = shape
+        self.dtype = numpy.dtype(dtype)
+        self.kept = _kept_pixels(shape, bad_pixels)
+        self.rank = numpy.full(shape[0] * shape[1], -1, dtype=numpy.int64)
+        self.rank[self.kept] = numpy.arange(self.kept.size)
+        self.binning = None
+        if qmask is not None:
+            self.binning = (qmask if isinstance(qmask, Binning)
+                            else Binning(qmask, bad_pixels=bad_pixels, n_groups=1))
+            self.binning.check_frame_shape(shape)
+            self.bin_image = self.binning.bin_image()
+        self._pix, self._t, self._v, self._fs = [], [], [], []
+        self.n_frames = 0
+
+    def feed(self, chunk: numpy.ndarray) -> None:
+        """Take the next frames, (n, Ny, Nx), non-negative."""
+        t0 = self.n_frames
         check_non_negative(chunk, t0)
         n = chunk.shape[0]
         flat = chunk.reshape(n, -1)
         ti, pi = numpy.nonzero(flat)
-        r = rank[pi]
+        r = self.rank[pi]
         keep = r >= 0
-        v_parts.append(flat[ti[keep], pi[keep]])
-        t_parts.append((ti[keep] + t0).astype(numpy.uint32))
-        pix_parts.append(r[keep].astype(numpy.int32 if kept.size < 2**31 else numpy.int64))
+        self._v.append(flat[ti[keep], pi[keep]])
+        self._t.append((ti[keep] + t0).astype(numpy.uint32))
+        self._pix.append(r[keep].astype(numpy.int32 if self.kept.size < 2**31 else numpy.int64))
+        binning = self.binning
         if binning is not None:
-            b = bin_image[pi]
+            b = self.bin_image[pi]
             inb = b >= 0
             key = ti[inb] * binning.n_bins + b[inb]
             w = flat[ti[inb], pi[inb]]
             fs = numpy.bincount(key, weights=w, minlength=n * binning.n_bins)
-            fs_parts.append(fs.reshape(n, binning.n_bins))
-        t0 += n
-        if progress is not None:
-            progress(t0, source.n_frames)
-    if t0 >= 2**32:
-        raise ValueError(f"too many frames for uint32 times: {t0}")
-    pix = numpy.concatenate(pix_parts) if pix_parts else numpy.zeros(0, numpy.int32)
-    times = numpy.concatenate(t_parts) if t_parts else numpy.zeros(0, numpy.uint32)
-    values = numpy.concatenate(v_parts) if v_parts else numpy.zeros(0, source.dtype)
-    # Events arrive frame-major; a stable sort by pixel keeps times ascending within a pixel.
-    order = numpy.argsort(pix, kind="stable")
-    counts = numpy.bincount(pix, minlength=kept.size)
-    offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
-    frame_sums = labels = None
-    if binning is not None:
-        frame_sums = numpy.concatenate(fs_parts, axis=0)
-        frame_sums = (numpy.rint(frame_sums).astype(numpy.int64)
-                      if source.dtype.kind in "iu" else frame_sums)
-        labels = binning.labels
-    return EventStack(values[order], times[order], offsets, kept, shape, t0, source.dtype,
-                      frame_sums=frame_sums, labels=labels, trusted=True)  # sorted above
+            self._fs.append(fs.reshape(n, binning.n_bins))
+        self.n_frames = t0 + n
+
+    def stack(self) -> EventStack:
+        """The :class:`EventStack` of the frames fed so far (feeding may go on)."""
+        t0 = self.n_frames
+        if t0 >= 2**32:
+            raise ValueError(f"too many frames for uint32 times: {t0}")
+        pix = numpy.concatenate(self._pix) if self._pix else numpy.zeros(0, numpy.int32)
+        times = numpy.concatenate(self._t) if self._t else numpy.zeros(0, numpy.uint32)
+        values = numpy.concatenate(self._v) if self._v else numpy.zeros(0, self.dtype)
+        # Events arrive frame-major; a stable sort by pixel keeps times ascending within a pixel.
+        order = numpy.argsort(pix, kind="stable")
+        counts = numpy.bincount(pix, minlength=self.kept.size)
+        offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+        frame_sums = labels = None
+        if self.binning is not None:
+            frame_sums = numpy.concatenate(self._fs, axis=0)
+            frame_sums = (numpy.rint(frame_sums).astype(numpy.int64)
+                          if self.dtype.kind in "iu" else frame_sums)
+            labels = self.binning.labels
+        return EventStack(values[order], times[order], offsets, self.kept, self.frame_shape, t0,
+                          self.dtype, frame_sums=frame_sums, labels=labels,
+                          trusted=True)  # sorted above
