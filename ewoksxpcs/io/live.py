@@ -31,7 +31,8 @@ import numpy
 from ..engine.frames import FrameSource, check_dtype, validate_chunk
 from .load import _import_hdf5, find_frames_dataset, parse_url, read_frame_period
 
-__all__ = ["LiveSource", "GrowingHDF5Source", "BlissScanSource", "LIMA_DATA_PATH", "open_hdf5"]
+__all__ = ["LiveSource", "GrowingHDF5Source", "BlissScanSource", "LIMA_DATA_PATH", "open_hdf5",
+           "open_live_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -401,3 +402,30 @@ class BlissScanSource(LiveSource):
                 raise RuntimeError(f"{self.url}: frames {self.frames_read}-{view.index - 1} "
                                    "were skipped")
             yield from self._split(frames.reshape((-1,) + self.frame_shape), chunk_frames)
+
+
+def open_live_source(source: str, stream: Optional[str] = None, fallback: Optional[str] = None,
+                     files: Optional[str] = None, detector: Optional[str] = None,
+                     expected_frames: Optional[int] = None, quiet_timeout: float = 30.0,
+                     wait_timeout: float = 60.0, frame_period: Optional[float] = None,
+                     chunk_frames: Optional[int] = None) -> LiveSource:
+    """A live frame source from a string.
+
+    ``redis://host:port/<scan key>`` is a Bliss scan in that data store (:class:`BlissScanSource`,
+    ``stream``, ``fallback``); anything else an HDF5 URL (``file.h5::/1.1``) followed as it grows
+    (:class:`GrowingHDF5Source`, ``files``, ``detector``, ``expected_frames``).
+    """
+    source = os.fspath(source)
+    if source.startswith(("redis://", "rediss://", "unix://")):
+        scheme, rest = source.split("://", 1)
+        host, _, key = rest.partition("/")
+        if not key:
+            raise ValueError(f"{source!r}: give the scan key after the server, "
+                             "redis://host:port/<scan key>")
+        return BlissScanSource(f"{scheme}://{host}", key, stream=stream, fallback=fallback,
+                               quiet_timeout=quiet_timeout, wait_timeout=wait_timeout,
+                               frame_period=frame_period, chunk_frames=chunk_frames)
+    return GrowingHDF5Source(source, files=files, detector=detector,
+                             expected_frames=expected_frames, quiet_timeout=quiet_timeout,
+                             wait_timeout=wait_timeout, frame_period=frame_period,
+                             chunk_frames=chunk_frames)
