@@ -281,6 +281,8 @@ class BlissScanSource(LiveSource):
                  wait_timeout: float = 60.0, poll: float = 0.2,
                  frame_period: Optional[float] = None, chunk_frames: Optional[int] = None):
         super().__init__(quiet_timeout, poll, chunk_frames)
+        if not self.poll > 0:
+            raise ValueError(f"poll must be > 0 seconds, got {poll}")
         try:
             from blissdata.redis_engine.scan import ScanState
             from blissdata.redis_engine.store import DataStore
@@ -307,6 +309,8 @@ class BlissScanSource(LiveSource):
             frame_period = info.get("frame_period") or info.get("count_time")
         self.frame_period = None if frame_period is None else float(frame_period)
         self.fallback = self._fallback_url(fallback)
+        #: Frames read from the fallback file (no longer in Redis memory).
+        self.frames_from_file = 0
 
     def __repr__(self) -> str:
         return (f"BlissScanSource({self.scan_key!r}, stream={self.stream.name!r}, "
@@ -374,6 +378,7 @@ class BlissScanSource(LiveSource):
         # The oldest frames of the view were trimmed from Redis: those from the file.
         expired = getattr(getattr(view, "_events", None), "nb_expired", len(view))
         old = self._from_file(view.index, view.index + expired)
+        self.frames_from_file += old.shape[0]
         if expired == len(view):
             return old
         return numpy.concatenate([old, numpy.asarray(view.get_data(expired))])

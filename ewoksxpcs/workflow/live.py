@@ -163,7 +163,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
              method: str = "auto", device: Optional[str] = None,
              mode_options: Optional[dict] = None, mask=None, q=None, q_unit: str = "",
              n_groups: int = DEFAULT_GROUPS, png=True, overwrite: bool = False,
-             report: Optional[Callable[[str], None]] = print, on_snapshot=None) -> dict:
+             report: Optional[Callable[[str], None]] = print, on_snapshot=None,
+             token=None) -> dict:
     """Correlate a live frame source; write the result every ``every`` s and at the end.
 
     Parameters
@@ -189,6 +190,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         Called with one line per update (default: print).
     on_snapshot : callable, optional
         Called with each snapshot dict, the final one included.
+    token : CancelToken, optional
+        Checked at every chunk: a cancelled run stops there, leaving the last update in place.
 
     Returns
     -------
@@ -232,6 +235,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
 
     last_write = t_last = time.monotonic()
     for chunk in source.iter_chunks():
+        if token is not None:
+            token.check("live correlation")
         live.feed(chunk)
         t_last = time.monotonic()
         if every and t_last - last_write >= every and live.n_frames >= 2:
