@@ -25,12 +25,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--suite", choices=("default", "gpu", "e2e"), default="default",
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "live"), default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
                              "and PyTorch at the sizes of issue 4 (ewoksxpcs.tools.benchmark_gpu); "
                              "e2e: an Eiger 4M bitshuffle-LZ4 scan file to a NeXus g2 file "
-                             "through 'ewoksxpcs run' (ewoksxpcs.tools.benchmark_e2e)")
+                             "through 'ewoksxpcs run' (ewoksxpcs.tools.benchmark_e2e); live: "
+                             "latency of the final result of 'ewoksxpcs live' after the last "
+                             "frame of a 512x512 scan written at 100 Hz x 5000 frames "
+                             "(ewoksxpcs.tools.benchmark_live; --scale, --mode, --rate)")
+    parser.add_argument("--mode", default="multitau", choices=("multitau", "linear", "twotime"),
+                        help="live suite: correlation mode (default multitau)")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="live suite: frames per second of the writer (default 100)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="gpu and e2e suites: size factor in (0, 1] of frames and pixels "
                              "(default 1)")
@@ -55,6 +62,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_gpu(args)
     if args.suite == "e2e":
         return _main_e2e(args)
+    if args.suite == "live":
+        from .benchmark_live import run_live_benchmark
+
+        side = max(8, int(round(512 * args.scale ** 0.5)))
+        row = run_live_benchmark(n_frames=max(2, int(round(5000 * args.scale))),
+                                 shape=(side, side), rate=args.rate, counts=args.counts,
+                                 mode=args.mode, workdir=args.workdir)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"suite": "live", "machine": machine_description(None), "row": row},
+                          f, indent=1, default=float)
+        return 0 if row.get("identical", True) else 1
     if args.repeat is None:
         args.repeat = 3
     try:

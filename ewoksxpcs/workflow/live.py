@@ -198,10 +198,11 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     dict
         The final snapshot, plus ``output``, ``png``, ``updates`` (number of intermediate
         writes), ``ended_early`` (message or ""), ``latency_s`` (from the last chunk received to
-        the final file written) and ``end_detection_s`` (from the last chunk to the source
-        reporting the end of the scan).
+        the final result file written; its PNG follows) and ``end_detection_s`` (from the last chunk to the source
+        reporting the end of the scan), ``written_at`` (``time.time()`` when the final result file
+        was written).
     """
-    from ..io.save import check_output, default_png, save_results
+    from ..io.save import check_output, default_png, plot_g2, save_results
     from .maskbin import build_qmask
 
     check_output(output, overwrite)
@@ -221,12 +222,17 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     written = {"n": 0}
 
     def write(snap, final: bool):
+        title = "XPCS g2" + ("" if final else f" (live, {snap['n_frames']} frames)")
+        replace = overwrite or written["n"] > 0
         save_results(output, snap["result"], snap["q"], snap["tau"], q_unit=q_unit,
                      tau_unit=snap["tau_unit"], qmask=qb.qmask, mean_image=snap["mean_image"],
                      frame_period=source.frame_period,
                      parameters={**parameters, "final": final, "n_frames": snap["n_frames"]},
-                     chi=snap["chi"], overwrite=overwrite or written["n"] > 0, png=png,
-                     title="XPCS g2" + ("" if final else f" (live, {snap['n_frames']} frames)"))
+                     chi=snap["chi"], overwrite=replace, title=title)
+        written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
+        if png:  # drawn after the result file: it takes longer than the correlation
+            plot_g2(png, snap["tau"], snap["g2"], snap["g2_err"], snap["q"], q_unit=q_unit,
+                    tau_unit=snap["tau_unit"], chi=snap["chi"], overwrite=replace, title=title)
         written["n"] += 1
         if on_snapshot is not None:
             on_snapshot(snap)
@@ -251,5 +257,6 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     write(final, final=True)
     final.update(output=os.path.abspath(output), png=None if not png else os.path.abspath(png),
                  updates=updates, ended_early=ended_early,
-                 latency_s=time.monotonic() - t_last, end_detection_s=t_end - t_last)
+                 latency_s=written["t"] - t_last, end_detection_s=t_end - t_last,
+                 written_at=written["wall"])
     return final
