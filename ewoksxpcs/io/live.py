@@ -208,14 +208,15 @@ class GrowingHDF5Source(LiveSource):
         except OSError:
             return False
 
-    def _read(self, filename: str, start: int) -> Optional[numpy.ndarray]:
-        """Frames ``start`` … end of the dataset in ``filename`` (None: not readable now)."""
+    def _read(self, filename: str, start: int, most: int) -> Optional[numpy.ndarray]:
+        """Frames ``start`` … (at most ``most``) of the dataset in ``filename`` (None: none
+        readable now)."""
         try:
             with open_hdf5(filename) as f:
                 dset = f.get(self.path)
                 if dset is None or dset.shape[0] <= start:
                     return None
-                return dset[start:]
+                return dset[start : start + most]
         except OSError:
             return None  # being written: look again at the next poll
 
@@ -227,13 +228,16 @@ class GrowingHDF5Source(LiveSource):
             ended = self._ended()  # before reading: what it announces is then all read
             names = self._segments()
             progressed = False
+            most = int(chunk_frames or self.chunk_frames or self.default_chunk_frames())
             while segment < len(names):
-                frames = self._read(names[segment], done)
+                # A reader behind its writer catches up chunk by chunk, never reading it all.
+                frames = self._read(names[segment], done, most)
                 if frames is not None and frames.shape[0]:
                     done += frames.shape[0]
                     progressed = True
-                    yield from self._split(frames, chunk_frames)
-                if segment + 1 < len(names) and frames is None:
+                    yield self._chunk(frames, self.frames_read)
+                    continue
+                if segment + 1 < len(names):
                     segment, done = segment + 1, 0  # the next file exists: this one is complete
                 else:
                     break

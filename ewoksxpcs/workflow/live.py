@@ -39,6 +39,10 @@ __all__ = ["LiveCorrelator", "run_live", "format_g2"]
 
 logger = logging.getLogger(__name__)
 
+#: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
+#: duration of correlation before the next one (large detectors: fewer updates than ``every``).
+UPDATE_SHARE = 5
+
 
 class LiveCorrelator:
     """Correlation updated frame chunk by frame chunk; a result at any time.
@@ -175,7 +179,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     output : str
         Result file (NeXus), replaced atomically at each update.
     every : float
-        Seconds between updates of the result file (0: only the final result).
+        Seconds between updates of the result file (0: only the final result); longer when an
+        update takes more than 1/:data:`UPDATE_SHARE` of the time.
     mode, method, device, mode_options, n_groups
         As for :class:`LiveCorrelator`.
     mask : array_like, str, or list of them, optional
@@ -239,15 +244,18 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         if report is not None:
             report(("final  " if final else "live   ") + format_g2(snap))
 
-    last_write = t_last = time.monotonic()
+    t_last = time.monotonic()
+    next_write = t_last + every
     for chunk in source.iter_chunks():
         if token is not None:
             token.check("live correlation")
         live.feed(chunk)
         t_last = time.monotonic()
-        if every and t_last - last_write >= every and live.n_frames >= 2:
+        if every and t_last >= next_write and live.n_frames >= 2:
             write(live.snapshot(), final=False)
-            last_write = time.monotonic()
+            now = time.monotonic()
+            # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
+            next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_last))
     t_end = time.monotonic()
     ended_early = getattr(source, "ended_early", "")
     if ended_early and report is not None:
