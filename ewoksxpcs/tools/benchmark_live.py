@@ -60,7 +60,9 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
 
     ``latency_s``: writer's last frame flushed → final result file written (the target);
     ``end_detection_s``: last chunk read → the source seeing ``end_time``; ``behind_s``: how
-    long after the writer's last frame the live loop read its last chunk (backlog).
+    long after the writer's last frame the live loop read its last chunk (backlog);
+    ``capacity_hz``: frames per CPU second of the live process (what it sustains unloaded on
+    one core, reading, correlating, updating).
     """
     from ..io.live import GrowingHDF5Source
     from ..io.load import load_frames
@@ -83,9 +85,11 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
     writer.start()
     try:
         source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=60, wait_timeout=60)
+        cpu0 = time.process_time()
         final = run_live(source, qmask, output, every=every, mode=mode,
                          mode_options=mode_options, png=True, overwrite=True, report=report)
         t_done = time.time()
+        cpu = time.process_time() - cpu0  # the live process (threads included), writer apart
         t_final = final["written_at"]  # the final result file on disk (its PNG follows)
     finally:
         writer.join()
@@ -97,7 +101,9 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
            "after_last_chunk_s": final["latency_s"], "end_detection_s": final["end_detection_s"],
            "behind_s": t_final - final["latency_s"] - times["t_last_frame"],
            "png_s": t_done - t_final,
-           "writer_s": times["t_last_frame"] - times["t_first_frame"]}
+           "writer_s": times["t_last_frame"] - times["t_first_frame"],
+           # CPU time of the live process: on a loaded machine, the rate it would sustain alone.
+           "live_cpu_s": cpu, "capacity_hz": n_frames / cpu if cpu > 0 else None}
     if check:
         t0 = time.perf_counter()
         out = correlate_sums(load_frames(f"{scan}::/1.1"), qmask, mode=mode,
