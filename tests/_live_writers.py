@@ -25,6 +25,17 @@ def qmask(shape=(24, 32)) -> numpy.ndarray:
     return ((y + x) % 5).astype(numpy.int32)
 
 
+def wait_key(key_file, timeout=20.0) -> str:
+    """The scan key a ``publish_scan`` writer wrote to ``key_file`` (waiting for it)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(key_file):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the writer did not create its scan")
+        time.sleep(0.02)
+    with open(key_file) as f:
+        return f.read()
+
+
 def _hang():
     while True:
         time.sleep(1)

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy
 import pytest
@@ -56,15 +55,6 @@ def store(redis_url):  # noqa: F811
 
     DataStore(redis_url, init_db=True)
     return redis_url
-
-
-def wait_key(key_file, timeout=20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(key_file):
-        assert time.monotonic() < deadline, "the writer did not create its scan"
-        time.sleep(0.02)
-    with open(key_file) as f:
-        return f.read()
 
 
 # ------------------------------------------------------------------------------ growing HDF5
@@ -124,7 +114,7 @@ def test_growing_hdf5_never_appears(tmp_path):
 def test_bliss_scan_read_as_published(tmp_path, writer, store):
     key_file = str(tmp_path / "key")
     writer("bliss", url=store, seed=5, n=300, chunk=25, period=0.03, key_file=key_file)
-    source = open_live_source(f"{store}/{wait_key(key_file)}", quiet_timeout=10, wait_timeout=20)
+    source = open_live_source(f"{store}/{W.wait_key(key_file)}", quiet_timeout=10, wait_timeout=20)
     assert isinstance(source, BlissScanSource)
     assert source.expected_frames == 300 and source.frame_period == pytest.approx(0.01)
     frames = read_all(source)
@@ -140,7 +130,7 @@ def test_bliss_frames_no_longer_in_memory_come_from_the_file(tmp_path, store):
     fallback = str(tmp_path / "eiger_0000.h5")
     W.publish_scan(store, seed=6, n=200, chunk=20, period=0.0, key_file=key_file,
                    fallback=fallback)
-    key = wait_key(key_file)
+    key = W.wait_key(key_file)
     stream = DataStore(store).load_scan(key).streams["eiger:image"]
     # What Bliss's memory tracker does when Redis fills up: the oldest entries go.
     redis.Redis.from_url(store).xtrim(stream.key, maxlen=3, approximate=False)
@@ -159,7 +149,7 @@ def test_bliss_writer_killed(tmp_path, writer, store):
     key_file = str(tmp_path / "key")
     p = writer("bliss", url=store, seed=7, n=300, chunk=20, period=0.02, key_file=key_file,
                stop_at=120)
-    source = BlissScanSource(store, wait_key(key_file), quiet_timeout=1.0, wait_timeout=20)
+    source = BlissScanSource(store, W.wait_key(key_file), quiet_timeout=1.0, wait_timeout=20)
     frames = read_all(source, kill=p, kill_at=120)
     assert p.poll() is not None
     numpy.testing.assert_array_equal(frames, W.frames(7, 300)[:120])
