@@ -245,14 +245,15 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
             report(("final  " if final else "live   ") + format_g2(snap))
 
     t_last = time.monotonic()
-    next_write = t_last + every
+    next_write, last = t_last + every, None
     for chunk in source.iter_chunks():
         if token is not None:
             token.check("live correlation")
         live.feed(chunk)
         t_last = time.monotonic()
         if every and t_last >= next_write and live.n_frames >= 2:
-            write(live.snapshot(), final=False)
+            last = live.snapshot()
+            write(last, final=False)
             now = time.monotonic()
             # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
             next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_last))
@@ -260,7 +261,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     ended_early = getattr(source, "ended_early", "")
     if ended_early and report is not None:
         report(ended_early)
-    final = live.snapshot()
+    # No frame since the last update: its snapshot is the final result (not computed twice).
+    final = last if last is not None and last["n_frames"] == live.n_frames else live.snapshot()
     updates = written["n"]
     write(final, final=True)
     final.update(output=os.path.abspath(output), png=None if not png else os.path.abspath(png),
