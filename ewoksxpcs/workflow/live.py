@@ -203,9 +203,9 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     dict
         The final snapshot, plus ``output``, ``png``, ``updates`` (number of intermediate
         writes), ``ended_early`` (message or ""), ``latency_s`` (from the last chunk received to
-        the final result file written; its PNG follows) and ``end_detection_s`` (from the last chunk to the source
-        reporting the end of the scan), ``written_at`` (``time.time()`` when the final result file
-        was written).
+        the final result file written; its PNG follows), ``end_detection_s`` (from the last
+        chunk to the source reporting the end of the scan) and ``written_at`` (``time.time()``
+        when the final result file was written).
     """
     from ..io.save import check_output, default_png, plot_g2, save_results
     from .maskbin import build_qmask
@@ -232,7 +232,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         save_results(output, snap["result"], snap["q"], snap["tau"], q_unit=q_unit,
                      tau_unit=snap["tau_unit"], qmask=qb.qmask, mean_image=snap["mean_image"],
                      frame_period=source.frame_period,
-                     parameters={**parameters, "final": final, "n_frames": snap["n_frames"]},
+                     parameters={**parameters, "final": final, "n_frames": snap["n_frames"],
+                                 "ended_early": getattr(source, "ended_early", "")},
                      chi=snap["chi"], overwrite=replace, title=title)
         written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
         if png:  # drawn after the result file: it takes longer than the correlation
@@ -247,16 +248,17 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     t_last = time.monotonic()
     next_write, last = t_last + every, None
     for chunk in source.iter_chunks():
+        t_last = time.monotonic()  # when the (so far) last frames arrived
         if token is not None:
             token.check("live correlation")
         live.feed(chunk)
-        t_last = time.monotonic()
-        if every and t_last >= next_write and live.n_frames >= 2:
+        t_update = time.monotonic()
+        if every and t_update >= next_write and live.n_frames >= 2:
             last = live.snapshot()
             write(last, final=False)
             now = time.monotonic()
             # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
-            next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_last))
+            next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_update))
     t_end = time.monotonic()
     ended_early = getattr(source, "ended_early", "")
     if ended_early and report is not None:
