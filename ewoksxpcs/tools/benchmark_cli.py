@@ -39,11 +39,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0,
                         help="live suite: frames per second of the writer (default 100)")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="gpu and e2e suites: size factor in (0, 1] of frames and pixels "
+                        help="gpu, e2e and live suites: size factor in (0, 1] of frames and pixels "
                              "(default 1)")
     parser.add_argument("--counts", type=float, default=0.01,
-                        help="e2e suite: photons per pixel per frame (default 0.01)")
-    parser.add_argument("--workdir", help="e2e suite: directory of the scan and results "
+                        help="e2e and live suites: photons per pixel per frame (default 0.01)")
+    parser.add_argument("--workdir", help="e2e and live suites: directory of the scan and results "
                                           "(default: a temporary one, removed)")
     parser.add_argument("--max-device-memory", type=float, default=None, metavar="BYTES",
                         help="e2e suite: device memory budget of the compaction (default: "
