@@ -222,3 +222,26 @@ __kernel void mt_events(__global const IN_T *values,
         slot += M - kmin;
     }
 }
+
+// Per-frame sub-bin sums S_0(t, s) of integer events, exact (wrapping ulong atomics read back
+// as int64): one work-item per event row, rows whose sub < 0 (not binned) skipped.
+//   sums  (n_frames, n_sub), zeroed by the host
+// Launch: global (>= n_rows).
+__kernel void mt_event_frame_sums(__global const IN_T *values,
+                                  __global const uint *times,
+                                  __global const long *offsets,
+                                  __global const int *sub,
+                                  const int n_rows,
+                                  const int n_sub,
+                                  __global ulong *sums)
+{
+    const int row = get_global_id(0);
+    if (row >= n_rows)
+        return;
+    const int s = sub[row];
+    if (s < 0)
+        return;
+    for (long e = offsets[row]; e < offsets[row + 1]; e++)
+        atomic_add_u64_global((volatile __global ulong *)(sums + (long)times[e] * n_sub + s),
+                              (ulong)(long)values[e]);
+}

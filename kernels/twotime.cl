@@ -54,10 +54,12 @@ __kernel void tt_bin(__global const IN_T *in,
 }
 
 // Scatter events of the selected pixels into X: X[times / b, p] += value.
-// offsets (P + 1) relative to the uploaded event arrays. Launch: global (>= P).
+// Events of selected pixel p are starts[p] … ends[p]-1 of values/times (the device buffers of
+// the compaction, or a host gather of the selected pixels). Launch: global (>= P).
 __kernel void tt_events(__global const IN_T *values,
                         __global const uint *times,
-                        __global const long *offsets,
+                        __global const long *starts,
+                        __global const long *ends,
                         const int P,
                         const long b,
                         const long nT,
@@ -66,7 +68,7 @@ __kernel void tt_events(__global const IN_T *values,
     const int p = get_global_id(0);
     if (p >= P)
         return;
-    for (long e = offsets[p]; e < offsets[p + 1]; e++) {
+    for (long e = starts[p]; e < ends[p]; e++) {
         const long T = (long)times[e] / b;
         if (T >= nT)
             break;  // times ascend within a pixel

@@ -120,3 +120,21 @@ def method_case(request) -> MethodCase:
 @pytest.fixture
 def rng():
     return numpy.random.default_rng(20240611)
+
+
+@pytest.fixture
+def stack_spills(monkeypatch, tmp_path):
+    """Spill directory (EWOKSXPCS_TMPDIR) set to ``tmp_path``; returns the list of
+    ``GatheredStack.spilled`` after each append, filled as the test runs."""
+    from ewoksxpcs.engine.pixel_series import GatheredStack
+
+    monkeypatch.setenv("EWOKSXPCS_TMPDIR", str(tmp_path))
+    spilled = []
+    real = GatheredStack.append
+
+    def spy(self, block):
+        real(self, block)
+        spilled.append(self.spilled)
+
+    monkeypatch.setattr(GatheredStack, "append", spy)
+    return spilled

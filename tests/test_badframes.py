@@ -128,10 +128,11 @@ def test_opencl_modes(corrupted, device):
         numpy.testing.assert_array_equal(r.s2, ref.s2)
     for mode, opts in (("multitau", {"normalisation": "symmetric"}), ("twotime", {"time_bin": 1})):
         cpu = correlate(frames, sim.labels, mode=mode, method="numpy", bad_frames=injected, **opts)
-        dev = correlate(frames, sim.labels, mode=mode, method="opencl", device=device,
-                        bad_frames=injected, **opts)
-        numpy.testing.assert_allclose(dev.g2, cpu.g2, rtol=1e-6, equal_nan=True)
-        assert numpy.array_equal(numpy.isnan(dev.g2), numpy.isnan(cpu.g2))
+        for method in ("opencl", "opencl-events"):  # frames streamed; events on the device
+            dev = correlate(frames, sim.labels, mode=mode, method=method, device=device,
+                            bad_frames=injected, **opts)
+            numpy.testing.assert_allclose(dev.g2, cpu.g2, rtol=1e-6, equal_nan=True)
+            assert numpy.array_equal(numpy.isnan(dev.g2), numpy.isnan(cpu.g2))
 
 
 def test_events_and_sources(corrupted):

@@ -197,8 +197,13 @@ def test_gpu_suite_events_exact_against_dynamix(gpu_smoke):
     for r in doc["rows"][6:]:  # host and device-resident rows
         assert r["peer"] == "dynamix EventCorrelator" and r["peer_s"] > 0
         assert r["exact"] is True, r  # our int64 n2 equals dynamix's integer sums
-        assert r["g2_rel_diff"] < 1e-5  # dynamix normalises in float32
         assert r["agreement"].startswith("n2 == dynamix int32 sums")
+        if math.isnan(r["g2_rel_diff"]):
+            # At this tiny scale the 0.01-count case has fewer than 10 expected photon pairs at
+            # every lag: our g2 is undefined there (engine.normalise); n2 is still compared.
+            assert "0.01" in r["case"], r
+            continue
+        assert r["g2_rel_diff"] < 1e-5  # dynamix normalises in float32
         assert r["unit"] == "pairs/s"
 
 
@@ -292,3 +297,55 @@ def test_gpu_cases_sizes_and_bad_arguments(capsys):
     assert "scale must be in (0, 1]" in capsys.readouterr().err
     assert main(["--suite", "gpu", "--cases", "nope", "--device", "cpu"]) == 2
     assert "unknown GPU benchmark case" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- suite cpu
+@pytest.fixture(scope="module")
+def cpu_smoke():
+    """The cpu suite at its smallest (64 frames), with the peers installed here."""
+    from ewoksxpcs.tools.benchmark_cpu import run_cpu_suite
+
+    out = io.StringIO()
+    rows = run_cpu_suite(scale=0.001, repeat=1, file=out, xpcscorr_dask=False)
+    return rows, out.getvalue()
+
+
+def test_cpu_suite_cases_tools_and_feeds(cpu_smoke):
+    rows, text = cpu_smoke
+    assert text.startswith("machine: ") and "load average" in text
+    assert [c for c in dict.fromkeys(r["case"] for r in rows)] == \
+        ["dense", "sparse-0.01", "sparse-0.1", "multitau", "twotime"]
+    tools = {(r["case"], r["tool"].split()[0]) for r in rows}
+    for case in ("dense", "sparse-0.01", "sparse-0.1"):
+        assert {(case, "dynamix"), (case, "xpcs-correlator")} <= tools
+    assert {("multitau", "boost_corr"), ("multitau", "scikit-beam"), ("twotime", "boost_corr")} \
+        <= tools
+    for r in rows:
+        assert r["feed"] and f"{r['tool']:<58}" in text and r["feed"] in text
+        if r["side"] == "ours" and not r["note"].startswith("skipped"):
+            assert r["wall_s"] > 0 and r["cpu_s"] >= 0, r
+        if r["side"] == "peer":
+            # measured, or said to be missing (boost_corr and torch are not in the test extra)
+            assert (r["wall_s"] or 0) > 0 or r["note"].startswith("not installed (pip install"), r
+            assert r["wall_s"] is None or r["ratio_vs_ours"] > 0
+
+
+def test_cpu_suite_agreement(cpu_smoke):
+    rows, _ = cpu_smoke
+    for r in rows:
+        if r["side"] == "ours" and r["agreement"] != "-":
+            assert r["agreement"] == "n2 equal", r  # our other methods: the same exact sums
+        if r["side"] == "peer" and r["wall_s"] and r["agreement"].startswith(("g2", "map")):
+            assert float(r["agreement"].split()[-1]) < 1e-4, r  # float32 peers
+    events = [r for r in rows if r["case"] == "sparse-0.01" and r["side"] == "peer" and r["wall_s"]]
+    assert any(r["agreement"].startswith("g2 rel") for r in events)
+
+
+def test_cpu_suite_bad_arguments():
+    from ewoksxpcs.tools.benchmark_cpu import cpu_cases, run_cpu_suite
+
+    with pytest.raises(ValueError, match="scale must be in"):
+        cpu_cases(0)
+    with pytest.raises(ValueError, match="unknown case"):
+        run_cpu_suite(scale=0.001, cases=["nope"], file=io.StringIO())
+    assert [c.n_frames for c in cpu_cases(1.0)] == [10_000, 10_000, 10_000, 20_000, 5_000]

@@ -88,7 +88,8 @@ def test_run_qmask(scan, tmp_path, capsys):
     ]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "Correlate" in captured.err and "100%" in captured.err  # progress bar
+    # stderr is no terminal here: one line per stage
+    assert "Correlate: 100 % in" in captured.err
     assert f"result: {out}" in captured.out
     expected = correlate(frames[5:55:2], labels, method="reference")
     with h5py.File(out, "r") as f:
@@ -403,3 +404,43 @@ def test_run_eiger_scan_uses_the_detector_mask(tmp_path, file_mask):
     else:
         assert not recorded
         assert (mean_gap == 65535).all()  # the gaps' constant value
+
+
+#: Modules that ``ewoksxpcs run`` must not import unless a feature asks for them.
+HEAVY = ("matplotlib", "PyQt5", "orangewidget", "dask", "distributed", "celery", "pyFAI",
+         "ewoksjob")
+
+
+def _modules_after(code: str) -> set:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\n"
+                          "print(' '.join(sorted(m for m in sys.modules if '.' not in m)))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_version_imports_nothing_heavy():
+    """``ewoksxpcs --version`` and the package import stay light (lazy imports)."""
+    loaded = _modules_after("import ewoksxpcs, ewoksxpcs.app.cli\n"
+                            "try:\n    ewoksxpcs.app.cli.main(['--version'])\n"
+                            "except SystemExit:\n    pass")
+    assert not loaded & set(HEAVY + ("numpy", "scipy", "h5py", "pyopencl", "pyfftw",
+                                    "ewokscore")), sorted(loaded)
+    assert "ewoksxpcs" in loaded
+    # The public names are still there, imported on first use.
+    loaded = _modules_after("import ewoksxpcs\nassert callable(ewoksxpcs.correlate)")
+    assert "numpy" in loaded
+
+
+def test_run_imports_nothing_heavy(scan, tmp_path):
+    """A whole ``ewoksxpcs run`` without plot (CPU method) imports none of the extras: not
+    matplotlib, Qt/Orange, dask, Celery, pyFAI or ewoksjob; the parser imports no job module."""
+    filename, _, _ = scan
+    argv = ["run", f"{filename}::/1.1", "--qmask", f"{filename}::/1.1/simulation/labels",
+            "-o", str(tmp_path / "r.h5"), "--method", "matmul", "--no-plot", "-q"]
+    loaded = _modules_after(f"from ewoksxpcs.app.cli import main\nassert main({argv!r}) == 0")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    loaded = _modules_after("import sys\nfrom ewoksxpcs.app.cli import build_parser\n"
+                            "build_parser(job_commands=False)\n"
+                            "assert 'ewoksxpcs.app.submit' not in sys.modules\n"
+                            "assert 'ewoksxpcs.app.reprocess' not in sys.modules")
+    assert not loaded & set(HEAVY)

@@ -288,3 +288,55 @@ def test_pixel_totals_and_mean_image_with_empty_pixels(rng):
     expected_mean = frames.mean(axis=0)
     expected_mean[bad] = 0
     numpy.testing.assert_allclose(mean, expected_mean, rtol=1e-12)
+
+
+@pytest.mark.parametrize("block", [1, 7, 1000])
+def test_compact_bounded_memory_same_events(rng, monkeypatch, tmp_path, block):
+    """Events buffers spilled to unlinked temporary files (max_memory=0) and processed in
+    small event blocks give exactly the events of a global stable sort by pixel, and the
+    same per-frame bin sums, multi-tau and two-time sums."""
+    import ewoksxpcs.engine.events as ev
+    from ewoksxpcs.engine.multitau import multitau_n2_events
+    from ewoksxpcs.engine.twotime import events_selection_dense
+
+    monkeypatch.setenv("EWOKSXPCS_TMPDIR", str(tmp_path))
+    frames = sparse_frames(rng, shape=(60, 5, 6), density=0.3)
+    qmask = rng.integers(0, 4, size=(5, 6))
+    bad = numpy.zeros((5, 6), bool)
+    bad[1, 2] = True
+    qmask[bad] = 0
+    binning = Binning(qmask, n_groups=2)
+    ref = compact(frames, bad_pixels=bad, qmask=qmask, chunk_frames=7)
+    ref_fs = ref.frame_sums_for(binning)
+    ref_mt = multitau_n2_events(ref, binning, 4)
+    ref_tt = events_selection_dense(ref, binning.pixel_index, 3, numpy.int64)
+    monkeypatch.setattr(ev, "EVENT_BLOCK", block)
+    events = compact(frames, bad_pixels=bad, qmask=qmask, chunk_frames=7, max_memory=0)
+    assert isinstance(events.values.base, numpy.memmap) or isinstance(events.values, numpy.memmap)
+    assert not os.listdir(tmp_path)  # unlinked as soon as opened
+    assert events == ref
+    # The definition: nonzero values sorted by pixel, stably (frame order within a pixel).
+    flat = frames.reshape(60, -1)
+    t, p = numpy.nonzero(flat[:, ~bad.ravel()])
+    order = numpy.argsort(p, kind="stable")
+    assert numpy.array_equal(events.times, t[order])
+    assert numpy.array_equal(events.values, flat[:, ~bad.ravel()][t, p][order])
+    assert numpy.array_equal(events.frame_sums_for(binning), ref_fs)
+    for a, b in zip(multitau_n2_events(events, binning, 4), ref_mt):
+        assert numpy.array_equal(a, b)
+    assert numpy.array_equal(
+        events_selection_dense(events, binning.pixel_index, 3, numpy.int64), ref_tt)
+
+
+def test_load_events_into_file_backed_arrays(rng, monkeypatch, tmp_path):
+    """Past EWOKSXPCS_MAX_MEMORY, an events file is read into temporary files mapped in memory
+    (not anonymous RAM), with the same events."""
+    events = compact(sparse_frames(rng, shape=(50, 6, 7), density=0.4))
+    events.save(str(tmp_path / "ev.h5"))
+    monkeypatch.setenv("EWOKSXPCS_MAX_MEMORY", "16")
+    monkeypatch.setenv("EWOKSXPCS_TMPDIR", str(tmp_path / "spill"))
+    os.mkdir(tmp_path / "spill")
+    back = load_events(str(tmp_path / "ev.h5"))
+    assert back == events
+    assert isinstance(back.times.base, numpy.memmap) or isinstance(back.times, numpy.memmap)
+    assert not os.listdir(tmp_path / "spill")

@@ -16,7 +16,7 @@ import numpy
 import pytest
 
 import _live_writers as W
-from redis_server import redis_url  # noqa: F401  (session fixture: a real Redis)
+from redis_server import redis_stack_url  # noqa: F401  (session fixture: a real Redis + modules)
 
 from ewoksxpcs.io.load import load_frames
 from ewoksxpcs.workflow.live import LiveCorrelator, format_g2, run_live
@@ -53,11 +53,13 @@ def saved_g2(filename):
 
 
 @pytest.fixture(scope="module")
-def store(redis_url):  # noqa: F811
+def store(redis_stack_url):  # noqa: F811
+    """The data store's URL without its database number (sources append /<scan key>)."""
     from blissdata.redis_engine.store import DataStore
 
-    DataStore(redis_url, init_db=True)
-    return redis_url
+    url = redis_stack_url.rsplit("/", 1)[0]
+    DataStore(url, init_db=True)
+    return url
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))

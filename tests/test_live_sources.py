@@ -13,7 +13,7 @@ import numpy
 import pytest
 
 import _live_writers as W
-from redis_server import redis_url  # noqa: F401  (session fixture: a real Redis)
+from redis_server import redis_stack_url  # noqa: F401  (session fixture: a real Redis + modules)
 
 from ewoksxpcs.io.live import BlissScanSource, GrowingHDF5Source, open_live_source
 
@@ -50,11 +50,13 @@ def writer():
 
 
 @pytest.fixture(scope="module")
-def store(redis_url):  # noqa: F811
+def store(redis_stack_url):  # noqa: F811
+    """The data store's URL without its database number (sources append /<scan key>)."""
     from blissdata.redis_engine.store import DataStore
 
-    DataStore(redis_url, init_db=True)
-    return redis_url
+    url = redis_stack_url.rsplit("/", 1)[0]
+    DataStore(url, init_db=True)
+    return url
 
 
 # ------------------------------------------------------------------------------ growing HDF5

@@ -8,7 +8,6 @@ float32/float64/int64 tile precisions) are each exercised against it.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy
 import pytest
@@ -198,25 +197,18 @@ def test_two_calls_on_one_object_are_identical(rng):
     assert numpy.array_equal(other.n2, correlate(frames[:21], qmask, method="reference").n2)
 
 
-def test_spill_to_memmap(rng, monkeypatch, tmp_path):
-    """max_memory=0: the gathered stack lives in a temporary file, removed afterwards."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    spills = []
-    real = GatheredStack._spill
-
-    def spy(self):
-        real(self)
-        spills.append(self.path)
-        assert os.path.exists(self.path)
-
-    monkeypatch.setattr(GatheredStack, "_spill", spy)
+def test_spill_to_memmap(rng, stack_spills, tmp_path):
+    """max_memory=0: the gathered stack lives in an unlinked temporary file of the spill
+    directory (EWOKSXPCS_TMPDIR), nothing left behind."""
+    spilled = stack_spills
     frames = frames_of(rng, "uint16", (40, 6, 9))
     qmask = rng.integers(0, 3, size=(6, 9)) + 1
     assert_matches_reference(frames, qmask, max_memory=0, block_frames=6)
-    # A limit of ~2 blocks: the first blocks sit in RAM, then move to the file.
+    assert spilled and all(spilled)
+    # A limit of ~2 blocks: Nt is known, so the stack goes to the file from the start.
+    spilled.clear()
     assert_matches_reference(frames, qmask, max_memory=2 * 6 * 54 * 2, block_frames=6)
-    assert len(spills) == 2
-    assert all(p.startswith(str(tmp_path)) for p in spills)
+    assert spilled and all(spilled)
     assert not os.listdir(tmp_path), "temporary gathered stack not removed"
 
 
@@ -242,8 +234,9 @@ def test_unknown_option_named():
 # ---------------------------------------------------------------------- the gathered stack
 def test_gathered_stack_ram_and_file(rng, tmp_path):
     data = rng.integers(0, 200, size=(23, 10)).astype(numpy.uint8)
-    for limit in (10**9, 0, 50):
-        with GatheredStack(10, numpy.uint8, max_memory=limit, tmpdir=str(tmp_path)) as stack:
+    for limit, n_frames in ((10**9, None), (0, None), (50, None), (50, 23), (10**9, 23)):
+        with GatheredStack(10, numpy.uint8, max_memory=limit, tmpdir=str(tmp_path),
+                           n_frames=n_frames) as stack:
             for t0, t1 in ((0, 4), (4, 5), (5, 23)):
                 stack.append(data[t0:t1])
             assert stack.n_frames == 23 and stack.n_blocks == 3
@@ -251,9 +244,8 @@ def test_gathered_stack_ram_and_file(rng, tmp_path):
             assert numpy.array_equal(stack.block(2), data[5:23])
             assert numpy.array_equal(stack.columns(3, 8), data[:, 3:8])
             assert numpy.array_equal(stack.block_sizes(), [4, 1, 18])
-            path = stack.path
-        assert path is None or not os.path.exists(path)
-    assert not os.listdir(tmp_path)
+            # The temporary file is unlinked as soon as it is opened.
+            assert not os.listdir(tmp_path)
 
 
 def test_gathered_stack_validates(rng):

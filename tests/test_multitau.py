@@ -162,6 +162,12 @@ def test_symmetric_jackknife_error(rng):
         loo = numpy.array(loo)
         G = loo.size
         expected = numpy.sqrt((G - 1) / G * ((loo - loo.mean()) ** 2).sum())
+        # at least the counting error of the pairs, √max(n2, E)/E, E = d2/N = SP·SF/(P·N)
+        a = x[:, numpy.concatenate(groups)]
+        S = a.sum(axis=1)
+        pairs = S[: n_l - k].sum() * S[k:].sum() / (n_l - k) / a.shape[1]
+        assert r.expected_pairs[i, j] == pytest.approx(pairs, rel=1e-12)
+        expected = max(expected, numpy.sqrt(max(r.n2[i, j], pairs)) / pairs)
         assert r.g2_err[i, j] == pytest.approx(expected, rel=1e-10)
     assert numpy.isfinite(r.g2_err[:2]).all()
 

@@ -51,7 +51,8 @@ def test_g2_from_definition():
 
 
 def test_jackknife_is_delete_one_group():
-    # σ² = (G-1)/G Σ_g (g2₋g − mean)², g2₋g computed from scratch without group g's pixels.
+    # σ² = (G-1)/G Σ_g (g2₋g − mean)², g2₋g computed from scratch without group g's pixels;
+    # the error is at least the counting error of the pairs, √max(n2, E)/E with E = s2/N.
     frames, qmask = frames_and_qmask(seed=1, shape=(25, 7, 9))
     n_groups = 5
     binning = Binning(qmask, n_groups=n_groups)
@@ -62,8 +63,14 @@ def test_jackknife_is_delete_one_group():
         assert len(subs) == n_groups
         in_bin = qmask == binning.labels[row]
         loo = numpy.stack([definition(frames, in_bin & (sub != k))[0] for k in subs])
-        expected = numpy.sqrt((n_groups - 1) / n_groups * ((loo - loo.mean(axis=0)) ** 2).sum(axis=0))
-        numpy.testing.assert_allclose(result.g2_err[row], expected, rtol=1e-10)
+        jackknife = numpy.sqrt((n_groups - 1) / n_groups * ((loo - loo.mean(axis=0)) ** 2).sum(axis=0))
+        _, n2, s2 = definition(frames, in_bin)
+        pairs = s2 / in_bin.sum()
+        counting = numpy.sqrt(numpy.maximum(n2, pairs)) / pairs
+        numpy.testing.assert_allclose(result.expected_pairs[row], pairs, rtol=1e-14)
+        numpy.testing.assert_allclose(result.g2_err[row], numpy.maximum(jackknife, counting),
+                                      rtol=1e-10)
+        assert (jackknife > counting).any() and (jackknife < counting).any()  # both rules seen
         assert (result.g2_err[row, :10] > 0).all()
 
 
@@ -74,17 +81,24 @@ def test_constant_frames():
     qmask[0] = 2
     result = correlate(frames, qmask, method="reference")
     assert (result.g2 == 1.0).all()
-    assert (result.g2_err == 0.0).all()
+    # No scatter: the error is the counting error of the pairs alone, 1/√E (n2 = E).
+    numpy.testing.assert_allclose(result.g2_err, 1 / numpy.sqrt(result.expected_pairs),
+                                  rtol=1e-12)
     assert result.n2[0].tolist() == [24 * 49 * (40 - t) for t in range(40)]
+    floats = correlate(frames.astype(numpy.float32), qmask, method="reference")
+    assert (floats.g2 == 1.0).all() and (floats.g2_err == 0.0).all()  # no counting floor
 
 
 def test_gain_invariance():
-    # g2 does not depend on the detector gain: frames ×3 give the same g2 and g2_err.
+    # g2 does not depend on the detector gain: frames ×3 give the same g2 and jackknife error
+    # (float frames: integer ones would be read as 3× the photons, with a smaller counting error).
     frames, qmask = frames_and_qmask(seed=2)
+    frames = frames.astype(numpy.float32)
     a = correlate(frames, qmask, method="reference")
-    b = correlate(frames * numpy.uint16(3), qmask, method="reference")
-    assert numpy.array_equal(b.n2, 9 * a.n2) and numpy.array_equal(b.s2, 9 * a.s2)
-    numpy.testing.assert_allclose(b.g2, a.g2, rtol=1e-14)
+    b = correlate(frames * numpy.float32(3), qmask, method="reference")
+    numpy.testing.assert_allclose(b.n2, 9 * a.n2, rtol=1e-14)
+    numpy.testing.assert_allclose(b.s2, 9 * a.s2, rtol=1e-14)
+    numpy.testing.assert_allclose(b.g2, a.g2, rtol=1e-13)
     numpy.testing.assert_allclose(b.g2_err, a.g2_err, rtol=1e-9)
 
 
@@ -172,4 +186,9 @@ def test_float_frames():
     assert result.n2.dtype == numpy.float64 and result.s2.dtype == numpy.float64
     numpy.testing.assert_allclose(result.n2, ref.n2 / 16, rtol=1e-14)
     numpy.testing.assert_allclose(result.g2, ref.g2, rtol=1e-12)
-    numpy.testing.assert_allclose(result.g2_err, ref.g2_err, rtol=1e-8)
+    # Same jackknife; the counts (ref) also have the counting-error floor, floats do not.
+    counting = numpy.sqrt(numpy.maximum(ref.n2, ref.expected_pairs)) / ref.expected_pairs
+    jackknife = ref.g2_err > counting * (1 + 1e-9)
+    assert jackknife.any() and (~jackknife).any()
+    numpy.testing.assert_allclose(result.g2_err[jackknife], ref.g2_err[jackknife], rtol=1e-8)
+    assert (result.g2_err[~jackknife] <= ref.g2_err[~jackknife] * (1 + 1e-9)).all()

@@ -64,12 +64,32 @@ def test_budget_bands_and_passes(rng, cpu):
     assert r.info["passes"] > 1  # bins in groups, one pass over the frames each
     _close(r.C, ref.C)
     numpy.testing.assert_allclose(r.partial_g2, ref.partial_g2, rtol=2e-6)  # host moments
+    # an explicit time_bin whose maps cannot fit: the clear error
     with pytest.raises(ValueError, match="max_device_memory"):
-        twotime(frames, q, method="opencl", device=cpu, max_device_memory=20_000)
-    # a source read once cannot be read in several passes
+        twotime(frames, q, method="opencl", device=cpu, max_device_memory=20_000, time_bin=1)
+    # a source read once cannot be read in several passes (explicit time_bin)
     src = IterableFrameSource(iter([frames[:100], frames[100:]]), n_frames=300)
     with pytest.raises(ValueError, match="read only once"):
-        twotime(src, q, method="opencl", device=cpu, max_device_memory=195_000)
+        twotime(src, q, method="opencl", device=cpu, max_device_memory=195_000, time_bin=1)
+    # with the default time binning it bins coarser, in one pass
+    src = IterableFrameSource(iter([frames[:100], frames[100:]]), n_frames=300)
+    r = twotime(src, q, method="opencl", device=cpu, max_device_memory=195_000)
+    assert r.time_bin > 1 and r.info["passes"] == 1
+    _close(r.C, twotime(frames, q, method="numpy", time_bin=r.time_bin).C)
+
+
+def test_default_time_bin_fits_the_budget(rng, cpu):
+    """Two-time with defaults whose full map exceeds the budget bins automatically and equals
+    the NumPy reference at that binning; the reason is recorded."""
+    frames = rng.poisson(0.5, (400, 12, 13)).astype(numpy.uint16)
+    q = _qmask()
+    r = twotime(frames, q, method="opencl", device=cpu, max_device_memory=20_000)
+    assert r.time_bin > 1  # the full 400 x 400 map (640 kB per bin) does not fit 20 kB
+    assert "do not fit max_device_memory=20000" in r.info["time_bin_reason"]
+    ref = twotime(frames, q, method="numpy", time_bin=r.time_bin)
+    _close(r.C, ref.C)
+    numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+    numpy.testing.assert_allclose(r.g2, ref.g2, rtol=2e-6)
     src = IterableFrameSource(iter([frames[:100], frames[100:]]))
     with pytest.raises(ValueError, match="number of frames"):
         twotime(src, q, method="opencl", device=cpu)

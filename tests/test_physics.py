@@ -119,3 +119,62 @@ def test_error_bars_as_z_scores(realizations):
     z = (g2[:, :, lags] - truth) / err[:, :, lags]
     assert 0.8 <= z.std() <= 1.25, z.std()
     assert 0.6 <= numpy.mean(numpy.abs(z) < 1) <= 0.76  # 68 % within one error bar
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse data: the longest lags hold few photon pairs (E ≈ N·μ²·(Nt − τ)); g2 there is NaN
+# below MIN_EXPECTED_PAIRS, and the error bars elsewhere cover the truth as at the other lags.
+SPARSE_FRAMES = 1000
+SPARSE_COUNTS = 0.05
+LAST = 20
+
+
+@pytest.fixture(scope="module")
+def sparse_realizations():
+    """z = (g2 − truth)/g2_err, g2, g2_err, n2 and expected pairs (n_real, n_bins, Nt)."""
+    out = {k: [] for k in ("z", "g2", "err", "n2", "pairs")}
+    for seed in range(N_REALIZATIONS):
+        spec = dict(shape=(48, 48), n_frames=SPARSE_FRAMES, n_bins=2, q_per_pixel=1e-3,
+                    q_range=(8e-3, 23e-3), frame_period=FRAME_PERIOD, mean_counts=SPARSE_COUNTS,
+                    contrast=CONTRAST, seed=100 + seed, n_threads=1)
+        q_slow = synthetic.SyntheticXPCS(diffusion=1.0, **spec).q[0]
+        sim = synthetic.SyntheticXPCS(diffusion=GAMMA_SLOW / q_slow**2, **spec)
+        result = correlate(sim.frames(), sim.labels, method="cpu-events" if "cpu-events" in METHODS else METHOD)
+        with numpy.errstate(invalid="ignore", divide="ignore"):
+            out["z"].append((result.g2 - sim.analytic_g2(result.lags)) / result.g2_err)
+        out["g2"].append(result.g2)
+        out["err"].append(result.g2_err)
+        out["n2"].append(result.n2)
+        out["pairs"].append(result.expected_pairs)
+    return {k: numpy.array(v) for k, v in out.items()}
+
+
+def test_sparse_long_lags_are_few_pairs(sparse_realizations):
+    # The data do reach the regime of the rule: lags without any pair at the end.
+    r = sparse_realizations
+    assert r["pairs"][:, :, -LAST:].min() < 2 and (r["n2"][:, :, -LAST:] == 0).any()
+    assert r["pairs"][:, :, 1:-LAST].min() > 20
+
+
+def test_sparse_long_lags_undefined_never_zero(sparse_realizations):
+    from ewoksxpcs.engine.normalise import MIN_EXPECTED_PAIRS
+
+    r = sparse_realizations
+    undefined = (r["n2"] == 0) | (r["pairs"] < MIN_EXPECTED_PAIRS)
+    assert (numpy.isnan(r["g2"]) == undefined).all()
+    assert (numpy.isnan(r["err"]) == undefined).all()
+    assert not ((r["g2"] == 0) & (r["err"] == 0)).any()  # never 0 ± 0
+    assert (r["err"][~undefined] > 0).all()
+
+
+def test_sparse_long_lags_coverage(sparse_realizations):
+    # |z| < 2 as often at the last LAST lags (where they are defined) as at the others.
+    z = sparse_realizations["z"]
+    last, rest = z[:, :, -LAST:], z[:, :, 1:-LAST]
+    defined = numpy.isfinite(last)
+    assert defined.sum() >= 100, defined.sum()  # enough defined lags to judge
+    assert numpy.isfinite(rest).all()
+    cover_last = numpy.mean(numpy.abs(last[defined]) < 2)
+    cover_rest = numpy.mean(numpy.abs(rest) < 2)
+    assert cover_last >= 0.93 and cover_rest >= 0.93, (cover_last, cover_rest)
+    assert abs(cover_last - cover_rest) < 0.05, (cover_last, cover_rest)

@@ -22,8 +22,9 @@ from ewoksxpcs.engine.twotime import NumpyTwoTime
 def test_every_mode_has_its_backends():
     assert MODES == ("linear", "multitau", "twotime")
     assert available_backends("linear") == available_methods() == list(METHODS)
-    assert available_backends("multitau") == ["numpy", "opencl"]
-    assert available_backends("twotime") == ["numpy", "opencl"]
+    # opencl: frames streamed (dense path); opencl-events: device-resident events
+    assert available_backends("multitau") == ["numpy", "opencl", "opencl-events"]
+    assert available_backends("twotime") == ["numpy", "opencl", "opencl-events"]
     assert {mode for mode, _ in BACKENDS} == set(MODES)
     assert get_backend("multitau", "numpy") is NumpyMultiTau
     assert get_backend("twotime", "numpy") is NumpyTwoTime

@@ -126,3 +126,47 @@ def test_cli_local_pool(scans, tmp_path, capsys):
     assert "no file matches" in capsys.readouterr().err
     assert main([urls[0], "-o", str(tmp_path), "-p", "bogus=1"]) == 2
     assert "'bogus' is not an input" in capsys.readouterr().err
+
+
+def test_skip_check_covers_file_content_and_path_spelling(scans, tmp_path, monkeypatch):
+    """A changed q-mask or raw file under the same name is redone; the same files spelled
+    relative or absolute are one scan."""
+    import shutil
+
+    import numpy
+
+    urls, qmask, labels = scans
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(qmask, tmp_path / "q.npy")
+    shutil.copy(urls[0].partition("::")[0], tmp_path / "scan.h5")
+    absolute = {"input": str(tmp_path / "scan.h5") + "::/1.1", "qmask": str(tmp_path / "q.npy"),
+                "method": "matmul", "output": str(tmp_path / "r.h5")}
+    relative = dict(absolute, input="scan.h5::/1.1", qmask="./q.npy")
+
+    def run(params):
+        report = reprocess([ScanJob("s", dict(params))], executor="local", max_workers=1)
+        return report.outcomes[0].status
+
+    assert run(absolute) == "done"
+    assert run(relative) == "skipped"
+    # Same size, same name, other labels (two bins swapped): redone.
+    swapped = numpy.where(labels == 1, 2, numpy.where(labels == 2, 1, labels))
+    numpy.save(tmp_path / "q.npy", swapped)
+    assert run(relative) == "redone"
+    check_result(str(tmp_path / "r.h5"), absolute["input"], swapped, "matmul")
+    assert run(absolute) == "skipped"
+    # The raw file rewritten (new mtime): redone.
+    os.utime(tmp_path / "scan.h5")
+    assert run(absolute) == "redone"
+
+
+def test_output_that_is_an_input_fails_that_scan(scans, tmp_path):
+    urls, qmask, _ = scans
+    scan_file = urls[0].partition("::")[0]
+    before = os.stat(scan_file).st_mtime_ns
+    jobs = [ScanJob("self", {"input": urls[0], "qmask": qmask, "output": scan_file}),
+            ScanJob("mask", {"input": urls[1], "qmask": qmask, "output": qmask})]
+    report = reprocess(jobs, executor="local", max_workers=1)
+    assert [o.status for o in report.outcomes] == ["failed", "failed"]
+    assert all("is an input of this run" in o.message for o in report.outcomes)
+    assert os.stat(scan_file).st_mtime_ns == before

@@ -69,6 +69,11 @@ def test_nxdata_default_plot_is_g2(result, tmp_path):
         # Exact sums, label image, mean image, intensity vs time, pixels per bin.
         numpy.testing.assert_array_equal(proc["sums/n2"][()], res.n2)
         assert proc["sums/n2"].dtype == numpy.int64
+        # Expected photon pairs beside g2, every lag (g2 is NaN where fewer than 10).
+        pairs = proc["g2/expected_pairs"][()]
+        numpy.testing.assert_array_equal(pairs, res.expected_pairs)
+        numpy.testing.assert_allclose(pairs, res.s2 / 128.0, rtol=1e-15)
+        assert (numpy.isnan(res.g2) == (pairs < 10)).all()
         numpy.testing.assert_array_equal(proc["qmask/labels"][()], result[1])
         numpy.testing.assert_allclose(proc["mean_image/mean_image"][()], result[2].mean(axis=0))
         assert proc["intensity/intensity"].shape == (2, 40)
@@ -185,6 +190,7 @@ def test_multitau_and_twotime_results(result, tmp_path):
         numpy.testing.assert_array_equal(nxdata.signal[:, :4], res.g2[:, :4])
         assert f["entry/xpcs/mode"][()] == b"multitau"
         numpy.testing.assert_array_equal(f["entry/xpcs/g2/n_pairs"][()], mt.n_pairs)
+        numpy.testing.assert_array_equal(f["entry/xpcs/g2/expected_pairs"][()], mt.expected_pairs)
 
     tt = twotime(frames, labels, time_bin=4, method="numpy", frame_period=1e-3)
     tau, unit = tau_axis(tt.lags, 1e-3)
@@ -197,3 +203,29 @@ def test_multitau_and_twotime_results(result, tmp_path):
         partial = NXdata(f["entry/xpcs/twotime/partial_g2"])
         assert partial.is_valid and partial.signal.shape == tt.partial_g2.shape
         numpy.testing.assert_allclose(f["entry/xpcs/intensity/time"][()], tt.times * 1e-3)
+
+
+def test_pending_files_are_invisible_until_committed_together(tmp_path, monkeypatch):
+    from ewoksxpcs.io import save
+
+    a, b = save.PendingFile(tmp_path / "a.png"), save.PendingFile(tmp_path / "b.h5")
+    a.write(b"png")
+    b.write(b"h5")
+    assert os.listdir(tmp_path) == []  # unnamed while written
+    assert save.commit([a, b]) == [str(tmp_path / "a.png"), str(tmp_path / "b.h5")]
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.h5"]
+    # Without overwrite, a target that appeared meanwhile is not replaced, and the pair is not
+    # half committed: the file placed before it is removed again.
+    c, d = save.PendingFile(tmp_path / "c.png"), save.PendingFile(tmp_path / "d.h5")
+    (tmp_path / "d.h5").write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        save.commit([c, d])
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.h5", "d.h5"]
+    assert (tmp_path / "d.h5").read_bytes() == b"someone else's"
+    # Where unnamed files cannot be linked, the content is copied to a named temporary.
+    monkeypatch.setattr(save, "_link_fd", lambda fd, name: (_ for _ in ()).throw(OSError(18, "x")))
+    e = save.PendingFile(tmp_path / "a.png", overwrite=True)
+    e.write(b"new png")
+    save.commit([e])
+    assert (tmp_path / "a.png").read_bytes() == b"new png"
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.h5", "d.h5"]

@@ -191,3 +191,38 @@ def test_write_nexus(rng, tmp_path):
         numpy.testing.assert_array_equal(f["twotime/g2/g2"][()], r.g2)
         assert f["twotime/partial_g2/g2"].shape == r.partial_g2.shape
         assert f["twotime/time_bin"][()] == 2
+
+
+def test_auto_never_uses_an_opencl_cpu_device():
+    # OpenCL on a CPU device is many times slower than NumPy for two-time and multi-tau:
+    # "auto" with a CPU device (named or by kind) runs NumPy.
+    from ewoksxpcs.correlators.modes import create_multitau, create_twotime
+    from ewoksxpcs.engine.multitau import NumpyMultiTau
+    from ewoksxpcs.engine.twotime import NumpyTwoTime
+
+    q = numpy.ones((4, 5), int)
+    specs = ["cpu", None]
+    try:
+        from ewoksxpcs.opencl.device import list_devices
+
+        specs += [d["spec"] for d in list_devices() if d["kind"] == "cpu"]
+    except Exception:  # no OpenCL platform: the named-device case is not there to test
+        pass
+    for device in specs:
+        assert isinstance(create_twotime(q, method="auto", device=device), NumpyTwoTime), device
+        assert isinstance(create_multitau(q, method="auto", device=device), NumpyMultiTau), device
+
+
+@pytest.mark.parametrize("density", [0.02, 0.5])
+def test_gram_exact_sparse_and_dense(density, rng, monkeypatch):
+    # Sparse integer frames: pairs of non-zero values tile by tile (tiles of 16 here, so the
+    # 50 time bins span several, partial ones included); dense ones: BLAS syrk. Both exact.
+    from ewoksxpcs.engine import twotime as engine_twotime
+
+    monkeypatch.setattr(engine_twotime, "GRAM_TILE", 16)
+    x = (rng.random((50, 300)) < density) * rng.integers(1, 200, (50, 300))
+    for dtype in (numpy.uint8, numpy.int32):
+        G = engine_twotime.gram(x.astype(dtype))
+        exact = x.astype(numpy.int64) @ x.T.astype(numpy.int64)
+        assert numpy.array_equal(G, numpy.triu(exact))
+        assert (G.dtype == numpy.int64) == (density < engine_twotime.GRAM_EVENTS_DENSITY)

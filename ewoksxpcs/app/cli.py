@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from typing import List, Optional
+
+from .errors import reason
 
 __all__ = ["main"]
 
@@ -40,27 +43,12 @@ class UsageError(Exception):
     """Bad input found before running the workflow."""
 
 
-def _reason(exc: BaseException) -> str:
-    """One line: the message of the innermost cause (Ewoks wraps task errors)."""
-    inner = exc
-    seen = set()
-    while id(inner) not in seen:
-        seen.add(id(inner))
-        nxt = inner.__cause__ or (inner.__context__ if not inner.__suppress_context__ else None)
-        if nxt is None:
-            break
-        inner = nxt
-    message = str(inner) or type(inner).__name__
-    prefix = "Execution failed for ewoks task"
-    if message.startswith(prefix) and "): " in message:
-        message = message.split("): ", 1)[1]
-    if (
-        isinstance(inner, (FileNotFoundError, FileExistsError, PermissionError))
-        and inner.filename
-        and str(inner.filename) not in message
-    ):
-        message = f"{message}: {inner.filename}"
-    return " ".join(message.split())
+class Terminated(BaseException):
+    """SIGTERM received: unwinds like KeyboardInterrupt so that temporaries are removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 # ------------------------------------------------------------------------------ execution
@@ -72,24 +60,34 @@ def run_workflow(
     overwrite: bool = False,
 ) -> dict:
     """Execute a shipped workflow with flat parameters (task input names); return its outputs."""
-    from ewoks import execute_graph
+    if engine in ("core", None):
+        # ewokscore itself: ``ewoks`` would also import ewoksjob and Celery (~0.2 s of start-up).
+        from ewokscore import execute_graph
+    else:
+        from ewoks import execute_graph
 
     from .scan_job import load_workflow, workflow_inputs
 
     graph = load_workflow(workflow)
     inputs = workflow_inputs(graph, parameters, overwrite=overwrite)
     options = {}
+    bar = None
     if progress and engine != "dask":  # dask sends task options as JSON: no progress object
         from ..workflow.progress import TerminalProgress
 
-        options["task_options"] = {"progress": TerminalProgress()}
+        bar = TerminalProgress()
+        options["task_options"] = {"progress": bar}
     if engine not in ("core", None):
         options["engine"] = engine
     if engine == "ppf":
         # Spawned, not forked, workers: a fork after OpenCL was initialised hangs in the
         # driver; one worker reused by every task (spawning is slow).
         options.update(pool_options={"context": "spawn"}, scaling_workers=False, max_workers=1)
-    return execute_graph(graph, inputs=inputs, **options)
+    try:
+        return execute_graph(graph, inputs=inputs, **options)
+    finally:
+        if bar is not None:
+            bar.close()  # a stage cut short by an error still gets its line
 
 
 def _check_input_file(url: str, what: str = "input") -> str:
@@ -110,6 +108,7 @@ def _check_input_file(url: str, what: str = "input") -> str:
 
 def _run_parameters(args) -> dict:
     """Workflow parameters from the ``run`` options (checked for what can be checked early)."""
+    from ..io.inputfiles import check_not_input, input_files
     from ..io.load import is_events_file
     from ..io.save import check_output, default_png
 
@@ -120,22 +119,30 @@ def _run_parameters(args) -> dict:
             _check_input_file(path, what)
     for m in args.mask or []:
         _check_input_file(m, "mask")
+    png = None
+    if args.png:
+        png = (
+            args.png
+            if os.path.dirname(args.png)
+            else os.path.join(os.path.dirname(os.path.abspath(args.output)), args.png)
+        )
+    elif not args.no_plot:
+        png = default_png(args.output)
+    inputs = input_files(
+        {"url": args.input, "qmask": args.qmask, "q_values": args.q_values, "poni": args.poni,
+         "mask": args.mask}
+    )
     try:
-        check_output(args.output, args.overwrite)
-        if args.png:
-            check_output(
-                args.png
-                if os.path.dirname(args.png)
-                else os.path.join(os.path.dirname(os.path.abspath(args.output)), args.png),
-                args.overwrite,
-            )
-        elif not args.no_plot:
-            check_output(default_png(args.output), args.overwrite)
-        if args.events_file:
-            check_output(args.events_file, args.overwrite)
+        for name, what in ((args.output, "result file"), (png, "PNG"),
+                           (args.events_file, "events file")):
+            if name:
+                check_output(name, args.overwrite)
+                check_not_input(name, inputs, what)
+        if png and os.path.abspath(png) == os.path.abspath(args.output):
+            raise ValueError(f"the PNG and the result are the same file {png!r}")
         _check_format_outputs(args)
     except (OSError, ValueError) as e:
-        raise UsageError(_reason(e)) from None
+        raise UsageError(reason(e)) from None
     events_input = is_events_file(filename)
     if events_input and (args.start or args.stop is not None or args.step != 1):
         raise UsageError(f"{filename!r} is an events file: a frame range cannot be applied")
@@ -319,7 +326,7 @@ def _rebin_argv(argv: List[str]) -> List[str]:
         url, kind = pixel_series(source)
         recorded = {} if kind == "events file" else recorded_settings(source)
     except (OSError, ValueError) as e:
-        raise UsageError(_reason(e)) from None
+        raise UsageError(reason(e)) from None
     if "--mode" in rest:  # another mode: its own settings only
         recorded = {k: v for k, v in recorded.items() if k in ("--groups", "--frame-period")}
     extra = []
@@ -331,6 +338,10 @@ def _rebin_argv(argv: List[str]) -> List[str]:
 
 def cmd_run(args) -> int:
     plan = _run_parameters(args)
+    if plan["parameters"].get("plot"):
+        from ..io.save import warm_up_plotting
+
+        warm_up_plotting()
     t0 = time.perf_counter()
     outputs = run_workflow(
         plan["workflow"],
@@ -358,7 +369,7 @@ def cmd_average(args) -> int:
     try:
         out = average_files(args.inputs, args.output, args.threshold, args.overwrite)
     except (OSError, ValueError) as e:
-        raise UsageError(_reason(e)) from None
+        raise UsageError(reason(e)) from None
     print(f"averaged {len(out['kept'])} of {len(args.inputs)} repeats into {out['output']}")
     for name in out["rejected"]:
         print(f"rejected: {name}")
@@ -390,7 +401,7 @@ def cmd_simulate(args) -> int:
     try:
         check_output(args.output, args.overwrite)
     except (OSError, ValueError) as e:
-        raise UsageError(_reason(e)) from None
+        raise UsageError(reason(e)) from None
     sim = _simulation(args)
     t0 = time.perf_counter()
     filename = sim.write_bliss_h5(args.output, detector=args.detector, overwrite=args.overwrite)
@@ -584,7 +595,13 @@ def _add_simulation_options(p, frames: int = 1000):
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Sub-commands whose options come from modules imported only when they are used.
+JOB_COMMANDS = ("submit", "reprocess")
+
+
+def build_parser(job_commands: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; ``job_commands=False`` leaves out the options of ``submit``
+    and ``reprocess`` (their modules are not imported: faster start-up for ``run``)."""
     from .. import __version__
 
     parser = _Parser(prog=PROG, description="XPCS correlation g2(q, tau) as Ewoks workflows.")
@@ -592,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v",
         "--verbose",
+        "--debug",
+        dest="verbose",
         action="store_true",
         help="show the Ewoks log and the traceback of errors",
     )
@@ -773,6 +792,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_average)
 
+    from . import live as _live  # live correlation (ewoksxpcs.app.live)
+
+    p = sub.add_parser("live", help="g2 while the scan runs (Bliss/Redis or a growing HDF5 file)",
+                       description=_live.__doc__.split("\n\n")[0])
+    _live.add_arguments(p)
+    p.set_defaults(func=_live.run_from_args)
+
+    if not job_commands:
+        for name in JOB_COMMANDS:
+            sub.add_parser(name, add_help=False)
+        return parser
     # Job queue and reprocessing front-ends (ewoksxpcs.app.submit, ewoksxpcs.app.reprocess).
     from . import reprocess as _reprocess, submit as _submit
 
@@ -790,12 +820,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _reprocess.add_arguments(p)
     p.set_defaults(func=_reprocess.run_from_args)
-    from . import live as _live  # live correlation (ewoksxpcs.app.live)
-
-    p = sub.add_parser("live", help="g2 while the scan runs (Bliss/Redis or a growing HDF5 file)",
-                       description=_live.__doc__.split("\n\n")[0])
-    _live.add_arguments(p)
-    p.set_defaults(func=_live.run_from_args)
     return parser
 
 
@@ -817,7 +841,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 1
-    parser = build_parser()
+    if argv == ["--version"]:  # without building the parser (its options import NumPy)
+        from .. import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(job_commands=first in JOB_COMMANDS or first is None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
@@ -831,17 +861,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Ewoks logs task failures; the command reports them as one line instead.
         logging.getLogger("ewokscore").setLevel(logging.CRITICAL)
     try:
+        # SIGTERM unwinds the stack like Ctrl-C: temporaries are removed, old results kept.
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (main() called from a thread)
+        pass
+    try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"\n{PROG}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as e:  # one line, no traceback
         if args.verbose:
             import traceback
 
             traceback.print_exc()
         bar_shown = args.command in ("run", "demo") and not args.quiet
-        print(f"{chr(10) if bar_shown else ''}{PROG}: error: {_reason(e)}", file=sys.stderr)
+        print(f"{chr(10) if bar_shown else ''}{PROG}: error: {reason(e)}", file=sys.stderr)
         return 1
 
 

@@ -16,7 +16,9 @@ A ``formats`` column picks the result layouts (``nexus``, ``aps``, ``id02``; sev
 by spaces, or a YAML list), written next to ``output`` (:mod:`ewoksxpcs.io.formats`).
 
 Resumable: a result is skipped when it exists with a record (``<output>.params.json``) of the
-same parameters and workflow; redone (overwritten) when they changed; a failed or interrupted
+same parameters, workflow and input files (their size and mtime, a content hash of small
+files such as q-masks, the inode of raw data; paths normalised); redone (overwritten) when
+one changed; a failed or interrupted
 scan leaves no result (the saving task writes a temporary file renamed at the end) and no
 record, so the next run does it again. The run ends with a summary table; the exit code is 0
 when every scan is done or skipped, 1 when one failed, 2 on bad input.
@@ -39,21 +41,26 @@ import re
 import socket
 import sys
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..io.inputfiles import check_not_input, input_files
+from .errors import reason
 from .scan_job import (
     INPUT_KEY,
     OUTPUT_KEY,
     ScanJob,
     _key_value,
+    fingerprint,
     is_up_to_date,
     load_workflow,
     parse_value,
     read_record,
+    unique_node_ids,
     workflow_inputs,
     write_record,
 )
@@ -194,14 +201,35 @@ def run_scan(graph: dict, inputs: List[dict], output: str, engine: Optional[str]
     from ewoks import execute_graph
 
     t0 = time.perf_counter()
+    before = file_state(output)
     options = dict(engine_options or {})
     if engine is not None:
         options["engine"] = engine
+    if engine == "dask":  # dask task keys unique to this run (ewoksdask uses node ids)
+        graph, inputs = unique_node_ids(graph, inputs, uuid.uuid4().hex)
     # No outputs back: end-node values (frame sources, results) need not cross processes.
     execute_graph(graph, inputs=inputs, outputs=[], **options)
-    if not os.path.exists(output):
-        raise RuntimeError(f"the workflow finished without writing {output!r}")
+    check_written(output, before)
     return {"seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def file_state(filename) -> Optional[tuple]:
+    """(inode, mtime_ns, size) of a file, or None if it does not exist."""
+    try:
+        st = os.stat(filename)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def check_written(output, before: Optional[tuple]) -> None:
+    """Raise unless ``output`` exists and is not the file that was there before the run
+    (results are committed by rename: a new result is a new inode)."""
+    after = file_state(output)
+    if after is None:
+        raise RuntimeError(f"the workflow finished without writing {output!r}")
+    if after == before:
+        raise RuntimeError(f"the workflow finished without replacing {output!r}")
 
 
 # ---------------------------------------------------------------------------- the run
@@ -294,14 +322,14 @@ def _ewoksjob_submit(config, queue, timeout):
     class _JobFuture:
         def __init__(self, graph, inputs, output, engine):
             self.output = output
+            self.before = file_state(output)
             self.async_result = submit_graph(graph, inputs=inputs, config=config, queue=queue,
                                              engine=engine)
             self.t0 = time.perf_counter()
 
         def result(self):
             self.async_result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
-            if not os.path.exists(self.output):
-                raise RuntimeError(f"the job finished without writing {self.output!r}")
+            check_written(self.output, self.before)
             # Seconds from submission to result: queue waiting included.
             return {"seconds": time.perf_counter() - self.t0, "job_id": self.async_result.id}
 
@@ -351,10 +379,19 @@ def reprocess(jobs: Sequence[ScanJob], workflow=None, executor: str = "local",
     log = log or (lambda line: None)
     outcomes: List[Optional[ScanOutcome]] = [None] * len(jobs)
     todo = []
+    prints = {}
     for i, job in enumerate(jobs):
         exists = os.path.exists(job.output)
         inputs = workflow_inputs(graph, job.parameters, overwrite=exists)  # ValueError: bad names
-        if exists and not force and is_up_to_date(graph, job.parameters):
+        try:
+            check_not_input(job.output, input_files(job.parameters), "result file")
+        except ValueError as e:
+            outcomes[i] = ScanOutcome(job.name, job.output, "failed", message=str(e))
+            log(f"failed   {job.name}: {e}")
+            continue
+        # Taken before the run: an input changed while it runs makes the next run redo it.
+        prints[i] = fingerprint(graph, job.parameters)
+        if exists and not force and is_up_to_date(graph, job.parameters, prints[i]):
             outcomes[i] = ScanOutcome(job.name, job.output, "skipped", message="up to date")
             log(f"skipped  {job.name}")
             continue
@@ -376,16 +413,17 @@ def reprocess(jobs: Sequence[ScanJob], workflow=None, executor: str = "local",
                 try:
                     futures.append((i, job, status, t0, submit(graph, inputs, job.output, engine)))
                 except Exception as e:  # e.g. the queue is unreachable
-                    outcomes[i] = ScanOutcome(job.name, job.output, "failed", message=f"submission failed: {e}")
+                    outcomes[i] = ScanOutcome(job.name, job.output, "failed",
+                                              message=f"submission failed: {reason(e)}")
             for i, job, status, t0, future in futures:
                 try:
                     info = future.result()
                 except Exception as e:
                     outcomes[i] = ScanOutcome(job.name, job.output, "failed",
-                                              time.perf_counter() - t0, f"{type(e).__name__}: {e}")
-                    log(f"failed   {job.name}: {e}")
+                                              time.perf_counter() - t0, reason(e))
+                    log(f"failed   {job.name}: {reason(e)}")
                     continue
-                write_record(job.output, graph, job.parameters, host=info.get("host"),
+                write_record(job.output, graph, job.parameters, prints[i], host=info.get("host"),
                              job_id=info.get("job_id"))
                 outcomes[i] = ScanOutcome(job.name, job.output, status, info.get("seconds", 0.0), info=info)
                 log(f"{status:8s} {job.name}")

@@ -10,13 +10,15 @@ convenience keys:
 
 Each name goes to the nodes of the workflow whose task declares an input of that name and does
 not receive it through a link from an upstream task; a name no task knows is an error (a typo must not be silently ignored). The *fingerprint* of a scan is
-a SHA-256 over the workflow and the parameters (not the output name): a result whose recorded
-fingerprint equals the one asked for was made with identical parameters and need not be redone.
+a SHA-256 over the workflow, the parameters (not the output name; paths normalised) and the
+identity of every input file (size, mtime, content hash or inode): a result whose recorded
+fingerprint equals the one asked for was made from identical inputs and need not be redone.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import hashlib
 import json
@@ -38,6 +40,7 @@ __all__ = [
     "write_record",
     "is_up_to_date",
     "parse_value",
+    "unique_node_ids",
 ]
 
 #: Convenience parameter names and the task input they map to (the loading/saving tasks).
@@ -49,6 +52,8 @@ OUTPUT_TARGETS = ("output", "output_filename", "filename")
 #: Loader and saver task classes (``input``/``output`` go to those only, never to others).
 LOADER_SUFFIXES = (".LoadFrames", ".LoadEvents", ".LoadPixelSeries")
 SAVER_SUFFIXES = (".SaveResults",)
+#: Tasks whose ``overwrite`` flag follows the run's: the savers and the events file writer.
+OVERWRITE_SUFFIXES = SAVER_SUFFIXES + (".CompactEvents",)
 #: Overwrite flag of the saving task, set when a result is redone.
 OVERWRITE_NAME = "overwrite"
 
@@ -186,7 +191,7 @@ def workflow_inputs(graph: dict, parameters: Dict[str, Any], overwrite: bool = F
     if overwrite:
         inputs.extend(
             {"id": node_id, "name": name, "value": True}
-            for node_id, name in _target(node_inputs, SAVER_SUFFIXES, (OVERWRITE_NAME,))
+            for node_id, name in _target(node_inputs, OVERWRITE_SUFFIXES, (OVERWRITE_NAME,))
         )
     return inputs
 
@@ -207,12 +212,57 @@ def _canonical(value):
     raise TypeError(f"scan parameter value {value!r} of type {type(value).__name__} is not JSON-able")
 
 
+def _normalised(parameters: Dict[str, Any]) -> Dict[str, Any]:
+    """Parameters with the file part of every path made absolute and real."""
+    from ..io.inputfiles import PATH_PARAMETERS, normalise_path
+
+    return {k: normalise_path(v) if k in PATH_PARAMETERS else v for k, v in parameters.items()}
+
+
 def fingerprint(graph: dict, parameters: Dict[str, Any]) -> str:
-    """SHA-256 (hex) of the workflow and the parameters, the output name excluded."""
+    """SHA-256 (hex) of the workflow, the parameters and the content of the input files.
+
+    The output name is excluded; paths are normalised (relative and absolute spellings of a
+    file give one fingerprint); every file the run reads (:func:`ewoksxpcs.io.inputfiles.input_files`:
+    scan file and the data files it links to, q-mask, masks, PONI) enters by its
+    :func:`~ewoksxpcs.io.inputfiles.file_identity` (size, mtime; content hash of small files,
+    inode of large ones), so a file changed under the same name changes the fingerprint.
+    """
+    from ..io.inputfiles import file_identity, input_files
+
     params = {k: v for k, v in parameters.items() if k != OUTPUT_KEY and v is not None}
-    text = json.dumps({"workflow": _canonical(graph), "parameters": _canonical(params)},
-                      sort_keys=True, separators=(",", ":"))
+    files = [file_identity(name) for name in input_files(params)]
+    text = json.dumps(
+        {"workflow": _canonical(graph), "parameters": _canonical(_normalised(params)),
+         "files": files},
+        sort_keys=True, separators=(",", ":"),
+    )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def unique_node_ids(graph: dict, inputs: List[dict], tag: str):
+    """The graph and inputs with every node id prefixed by ``tag``.
+
+    ewoksdask names the dask task of a node by its bare node id: two workflows running at once
+    on one scheduler would share task keys and exchange results (one scan's g2 saved under
+    another's name). A tag unique per run (e.g. a UUID) keeps their keys apart.
+    """
+    def rename(node_id):
+        return f"{tag}:{node_id}"
+
+    graph = copy.deepcopy(graph)
+    for node in graph.get("nodes", []):
+        node["id"] = rename(node["id"])
+    for link in graph.get("links", []):
+        link["source"] = rename(link["source"])
+        link["target"] = rename(link["target"])
+    for key in ("input_nodes", "output_nodes"):
+        for entry in graph.get("graph", {}).get(key, []) or []:
+            if "node" in entry:
+                entry["node"] = rename(entry["node"])
+    inputs = [{**item, "id": rename(item["id"])} if "id" in item else dict(item)
+              for item in inputs]
+    return graph, inputs
 
 
 def record_path(output: Union[str, os.PathLike]) -> Path:
@@ -229,13 +279,18 @@ def read_record(output) -> Optional[dict]:
         return None
 
 
-def write_record(output, graph: dict, parameters: Dict[str, Any], **extra) -> Path:
-    """Record the parameters a result was made with (atomically: temporary file, rename)."""
+def write_record(output, graph: dict, parameters: Dict[str, Any],
+                 fingerprint_: Optional[str] = None, **extra) -> Path:
+    """Record the parameters a result was made with (atomically: temporary file, rename).
+
+    ``fingerprint_``: the fingerprint taken when the run was decided (before it ran; default:
+    computed now).
+    """
     from .. import __version__
 
     path = record_path(output)
     record = {
-        "fingerprint": fingerprint(graph, parameters),
+        "fingerprint": fingerprint_ or fingerprint(graph, parameters),
         "parameters": _canonical({k: v for k, v in parameters.items() if v is not None}),
         "ewoksxpcs_version": __version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -248,13 +303,16 @@ def write_record(output, graph: dict, parameters: Dict[str, Any], **extra) -> Pa
     return path
 
 
-def is_up_to_date(graph: dict, parameters: Dict[str, Any]) -> bool:
-    """True when the result exists and its record has the same fingerprint."""
+def is_up_to_date(graph: dict, parameters: Dict[str, Any],
+                  fingerprint_: Optional[str] = None) -> bool:
+    """True when the result exists and its record has the same fingerprint (``fingerprint_``,
+    default: computed now)."""
     output = parameters.get(OUTPUT_KEY)
     if not output or not os.path.exists(output):
         return False
     record = read_record(output)
-    return bool(record) and record.get("fingerprint") == fingerprint(graph, parameters)
+    return bool(record) and record.get("fingerprint") == (
+        fingerprint_ or fingerprint(graph, parameters))
 
 
 # ---------------------------------------------------------------------------- NAME=VALUE parameters

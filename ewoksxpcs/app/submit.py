@@ -17,14 +17,16 @@ which prints the job id. The call only sends a message: it returns at once (well
 second) and never blocks the scan. An ewoksjob worker (``ewoksjob worker -Q id10`` with the same
 configuration) runs the workflow; :func:`job_state` and :func:`wait_job` follow the job.
 
-A job whose worker process dies (killed, out of memory) is reported ``FAILURE`` by Celery
-(``WorkerLostError``, after the worker's ``worker_lost_wait`` setting, 10 s by default); the
-saving task writes its file under a temporary name renamed at the end, so no partial result is
-left, and submitting the scan again redoes it.
+With the configuration ewoksxpcs ships (:mod:`ewoksxpcs.app.jobconfig`: Redis, late
+acknowledgement, ``reject_on_worker_lost``), a job whose worker dies — its pool process or its
+main process, even by SIGKILL — goes back to the queue and runs again when a worker is
+available (or is reported ``FAILURE``); the saving task commits its files only when complete,
+so no partial result is left.
 
 The Celery configuration (broker and result backend) is given as ``config``: an ewoksjob
-configuration URI (a Python file or module, a YAML file) or a dict; by default the one ewoksjob
-uses (environment variable ``EWOKS_CONFIG_URI``, or the ``celeryconfig`` module).
+configuration URI (a Python file or module, a YAML file, e.g. ``ewoksxpcs.app.jobconfig``) or a
+dict; by default the one ewoksjob uses (environment variable ``EWOKS_CONFIG_URI``, or the
+``celeryconfig`` module).
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ import json
 import os
 import sys
 import threading
+import uuid
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from .scan_job import INPUT_KEY, OUTPUT_KEY, load_workflow, workflow_inputs
+from ..io.inputfiles import check_not_input, input_files
+from .errors import reason
+from .scan_job import INPUT_KEY, OUTPUT_KEY, load_workflow, unique_node_ids, workflow_inputs
 
 __all__ = ["celery_app", "submit_graph", "submit_scan", "job_state", "wait_job", "main"]
 
@@ -75,11 +80,22 @@ def celery_app(config: Union[str, dict, None] = None):
         ewoksjob configuration URI (Python file/module, YAML) or a dict of Celery settings
         (``broker_url``, ``result_backend``, ...).
     """
-    import celery
+    try:
+        import celery
+    except ImportError:
+        raise ImportError("the job queue needs Celery: install ewoksxpcs[job]") from None
 
     settings = _read_config(config)
     if not settings.get("broker_url"):
         raise ValueError("the ewoksjob configuration has no broker_url")
+    if any(str(settings.get(k) or "").startswith(("redis://", "rediss://"))
+           for k in ("broker_url", "result_backend")):
+        try:
+            import redis  # noqa: F401  (kombu's Redis transport imports it lazily)
+        except ImportError:
+            raise ImportError(
+                "the job queue configuration uses Redis: install ewoksxpcs[job] for Redis"
+            ) from None
     key = json.dumps(settings, sort_keys=True, default=str)
     with _APPS_LOCK:
         app = _APPS.get(key)
@@ -100,7 +116,10 @@ def submit_graph(graph: Union[dict, str], inputs: Optional[List[dict]] = None, c
         ``.id`` is the job id.
     """
     app = celery_app(config)
-    kwargs: Dict[str, Any] = {"inputs": list(inputs or []), "outputs": []}
+    inputs = list(inputs or [])
+    if engine == "dask":  # dask task keys unique to this job (ewoksdask uses node ids)
+        graph, inputs = unique_node_ids(load_workflow(graph), inputs, uuid.uuid4().hex)
+    kwargs: Dict[str, Any] = {"inputs": inputs, "outputs": []}
     if engine:
         kwargs["engine"] = engine
     options = {"queue": queue} if queue else {}
@@ -140,6 +159,7 @@ def submit_scan(input: str, output: str, parameters: Optional[Dict[str, Any]] = 
     graph = load_workflow(workflow)
     params = {**(parameters or {}), INPUT_KEY: input, OUTPUT_KEY: os.path.abspath(output)}
     inputs = workflow_inputs(graph, params, overwrite=overwrite)
+    check_not_input(params[OUTPUT_KEY], input_files(params), "result file")
     return submit_graph(graph, inputs=inputs, config=config, queue=queue).id
 
 
@@ -190,7 +210,7 @@ def run_from_args(args) -> int:
         try:
             wait_job(job_id, config=args.config, timeout=args.wait)
         except Exception as e:
-            print(f"ewoksxpcs submit: job {job_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"ewoksxpcs submit: job {job_id} failed: {reason(e)}", file=sys.stderr)
             return 1
     return 0
 

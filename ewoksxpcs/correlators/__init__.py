@@ -37,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Importing a backend module registers it; the order is the listing order.
-from . import reference, matmul, fft, opencl_dense, opencl_events  # noqa: E402,F401
+from . import reference, matmul, fft, opencl_dense, opencl_events, cpu_events  # noqa: E402,F401
 from .modes import create_multitau, create_twotime, multitau, twotime  # noqa: E402
 
 

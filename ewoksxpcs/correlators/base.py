@@ -18,6 +18,7 @@ from ..engine.normalise import normalise
 from ..engine.options import check_options, positive_int
 from ..engine.qmask import DEFAULT_GROUPS, Binning, as_binning
 from ..engine.result import CorrelationResult, CorrelationSums
+from ..engine.spill import SpillArray
 
 __all__ = ["Correlator", "DenseCorrelator", "EventCorrelator", "accumulator_dtype"]
 
@@ -108,6 +109,17 @@ class Correlator:
     #: How s2 is computed from the frame sums (the reference uses direct sums).
     s2_method: ClassVar[str] = "auto"
 
+    #: Share of the time spent after the frames are read (e.g. ``fft``'s transforms), for the
+    #: progress of :func:`ewoksxpcs.workflow.pipeline.correlate_sums`; 0: the work follows the reading.
+    compute_share: ClassVar[float] = 0.0
+    #: ``report_progress(fraction)``, set by the caller: the fraction in [0, 1] of the work
+    #: after the reading (or of all the work for an EventStack) done so far.
+    report_progress = None
+
+    def _report(self, fraction: float) -> None:
+        if self.report_progress is not None:
+            self.report_progress(min(1.0, max(0.0, float(fraction))))
+
 
 class DenseCorrelator(Correlator):
     """Backend on dense frame stacks, fed chunk by chunk.
@@ -142,7 +154,8 @@ class DenseCorrelator(Correlator):
         source = self._open_source(frames)
         self._start(source)
         idx = self.binning.pixel_index
-        frame_sums = []
+        # Sized once when Nt is known (no list of chunks concatenated at the end).
+        frame_sums = SpillArray((self.binning.n_sub,), self.acc_dtype, capacity=source.n_frames)
         t0 = 0
         for chunk in source.iter_chunks(self.options.get("chunk_frames")):
             n = chunk.shape[0]
@@ -151,9 +164,8 @@ class DenseCorrelator(Correlator):
             self._feed(t0, block)
             t0 += n
         n2 = self._finish(t0)
-        fs = numpy.concatenate(frame_sums, axis=0) if frame_sums else numpy.zeros(
-            (0, self.binning.n_sub), dtype=self.acc_dtype)
-        return CorrelationSums(n2=n2, frame_sums=fs, lags=numpy.arange(t0, dtype=numpy.int64))
+        return CorrelationSums(n2=n2, frame_sums=frame_sums.array(),
+                               lags=numpy.arange(t0, dtype=numpy.int64))
 
     def _validate_source(self, source: FrameSource) -> None:
         pass

@@ -26,7 +26,7 @@ import math
 import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Optional
 
 import numpy
@@ -38,14 +38,20 @@ from ..engine.result import CorrelationSums
 from .base import DenseCorrelator, accumulator_dtype
 from .registry import register
 
-try:
-    import pyfftw
-except ImportError:  # pragma: no cover - pyfftw is a dependency, numpy.fft the fallback
-    pyfftw = None
+
+def _pyfftw():
+    """pyFFTW, or None if it is not installed (imported on first use: it pulls dask in)."""
+    try:
+        import pyfftw
+    except ImportError:  # pragma: no cover - pyfftw is a dependency, numpy.fft the fallback
+        return None
+    return pyfftw
 
 __all__ = ["FFTCorrelator", "fft_size", "FFT_LIBRARIES"]
 
 FFT_LIBRARIES = ("pyfftw", "numpy")
+#: Rows of one inverse transform (spectra summed per pixel group are inverted by slices of it).
+INVERSE_ROWS = 8
 #: Bytes of transform buffers of all worker threads together, when ``pixel_block`` is not given.
 DEFAULT_FFT_MEMORY = 256 * 1024**2
 _EXACT_LIMIT = 2.0**PRECISION_BITS
@@ -74,10 +80,11 @@ class _Transforms:
         self.library = library
         self.threads = threads
         self.flags = ("FFTW_MEASURE",) if planner == "measure" else ("FFTW_ESTIMATE",)
-        self._inverse_plans = {}
+        self._inverse_plan = None
         # Owned by the worker thread using these buffers: Σ a² (or a bound) per sub-bin.
         self.c0_sub: Optional[numpy.ndarray] = None
         if library == "pyfftw":
+            pyfftw = _pyfftw()
             self.input = pyfftw.zeros_aligned((batch, self.nfft), dtype="float64")
             self._output = pyfftw.empty_aligned((batch, self.nh), dtype="complex128")
             # FFTW_MEASURE overwrites the arrays while planning: plan before any data is written.
@@ -94,21 +101,32 @@ class _Transforms:
         return numpy.fft.rfft(self.input, axis=-1)
 
     def inverse(self, spectra: numpy.ndarray) -> numpy.ndarray:
-        """irfft of real spectra (g, nh) → correlations (g, n_frames) float64."""
+        """irfft of real spectra (g, nh) → correlations (g, n_frames) float64.
+
+        Inverted :data:`INVERSE_ROWS` rows at a time through one plan (zero rows padding the
+        last slice): one plan per thread, not one per group count, each of ~32·Nt bytes a row.
+        """
         g = spectra.shape[0]
-        if self.library == "pyfftw":
-            plan = self._inverse_plans.get(g)
+        out = numpy.empty((g, self.nt))
+        for r0 in range(0, g, INVERSE_ROWS):
+            r1 = min(g, r0 + INVERSE_ROWS)
+            if self.library != "pyfftw":
+                out[r0:r1] = numpy.fft.irfft(spectra[r0:r1], self.nfft, axis=-1)[:, : self.nt]
+                continue
+            plan = self._inverse_plan
             if plan is None:
-                src = pyfftw.empty_aligned((g, self.nh), dtype="complex128")
-                dst = pyfftw.empty_aligned((g, self.nfft), dtype="float64")
-                plan = self._inverse_plans[g] = pyfftw.FFTW(
+                pyfftw = _pyfftw()
+                src = pyfftw.empty_aligned((INVERSE_ROWS, self.nh), dtype="complex128")
+                dst = pyfftw.empty_aligned((INVERSE_ROWS, self.nfft), dtype="float64")
+                plan = self._inverse_plan = pyfftw.FFTW(
                     src, dst, axes=(-1,), direction="FFTW_BACKWARD",
                     flags=("FFTW_ESTIMATE", "FFTW_DESTROY_INPUT"), threads=self.threads)
-            plan.input_array.real[...] = spectra
+            plan.input_array.real[: r1 - r0] = spectra[r0:r1]
+            plan.input_array.real[r1 - r0:] = 0
             plan.input_array.imag[...] = 0
             plan(normalise_idft=True)  # scaled by 1/nfft, as numpy.fft.irfft
-            return numpy.array(plan.output_array[:, : self.nt])
-        return numpy.fft.irfft(spectra, self.nfft, axis=-1)[:, : self.nt]
+            out[r0:r1] = plan.output_array[: r1 - r0, : self.nt]
+        return out
 
 
 def _groups(weights: numpy.ndarray, subs: numpy.ndarray, limit: float):
@@ -171,13 +189,15 @@ class FFTCorrelator(DenseCorrelator):
         Pixel series transformed per batch and thread (default: 256 MiB of transform buffers
         shared among the threads).
     max_memory : int
-        Bytes of gathered frames kept in RAM before spilling to a temporary memmap (default: a
-        quarter of the available RAM).
+        Bytes of gathered frames kept in RAM before they move to an unlinked temporary file
+        mapped in memory (default :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY`, 64 MiB; see
+        :mod:`ewoksxpcs.engine.spill`).
     chunk_frames : int
         Frames read per chunk from the source.
     """
 
     name = "fft"
+    compute_share = 0.7  # the transforms, after the frames are gathered: most of the time
     description = "zero-padded real FFT per pixel series, spectra summed per sub-bin (exact); " \
                   "also reads EventStacks"
 
@@ -190,10 +210,10 @@ class FFTCorrelator(DenseCorrelator):
         super().__init__(qmask, device=device, **options)
         lib = self.options.get("fft_library")
         if lib is None:
-            lib = "pyfftw" if pyfftw is not None else "numpy"
+            lib = "pyfftw" if _pyfftw() is not None else "numpy"
         if lib not in FFT_LIBRARIES:
             raise ValueError(f"fft_library must be one of {FFT_LIBRARIES}, got {lib!r}")
-        if lib == "pyfftw" and pyfftw is None:
+        if lib == "pyfftw" and _pyfftw() is None:
             raise ValueError("fft_library 'pyfftw' asked for but pyfftw is not installed")
         self.fft_library = lib
         planner = self.options.get("fftw_planner", "estimate")
@@ -231,10 +251,11 @@ class FFTCorrelator(DenseCorrelator):
 
     def _start(self, source):
         self._stack = GatheredStack(self.binning.n_binned_pixels, source.dtype,
-                                    max_memory=self.options.get("max_memory"))
+                                    max_memory=self.options.get("max_memory"),
+                                    n_frames=source.n_frames)
 
     def _feed(self, t0, block):
-        self._stack.append(block, copy=False)
+        self._stack.append(block)
 
     def _finish(self, n_frames):
         b = self.binning
@@ -315,12 +336,15 @@ class FFTCorrelator(DenseCorrelator):
                 idle.put(w)
 
         if n_workers == 1:
-            for i0 in starts:
+            for k, i0 in enumerate(starts):
                 task(i0)
+                self._report((k + 1) / len(starts))
         else:
             with ThreadPoolExecutor(n_workers) as pool:
-                for f in [pool.submit(task, i0) for i0 in starts]:
+                futures = [pool.submit(task, i0) for i0 in starts]
+                for k, f in enumerate(as_completed(futures)):  # reported from this thread
                     f.result()
+                    self._report((k + 1) / len(starts))
         self._check_range(sum(w.c0_sub for w in workers))
         return n2
 

@@ -199,8 +199,9 @@ class MatMulCorrelator(DenseCorrelator):
         Threads (default ``os.cpu_count()``): workers over the tasks (groups of sub-bins), each
         BLAS call on ``threads // workers`` threads.
     max_memory : int
-        Bytes of gathered frames kept in RAM before spilling to a temporary memmap (default: a
-        quarter of the available RAM).
+        Bytes of gathered frames kept in RAM before they move to an unlinked temporary file
+        mapped in memory (default :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY`, 64 MiB; see
+        :mod:`ewoksxpcs.engine.spill`).
     chunk_frames : int
         Frames read per chunk from the source.
     """
@@ -257,7 +258,8 @@ class MatMulCorrelator(DenseCorrelator):
         self._block_frames = block_frames
         self._integer = source.dtype.kind in "iu"
         self._stack = GatheredStack(b.n_binned_pixels, source.dtype,
-                                    max_memory=self.options.get("max_memory"))
+                                    max_memory=self.options.get("max_memory"),
+                                    n_frames=source.n_frames)
         self._pending = []
         self._n_pending = 0
         self._peaks = []  # per block: (n_sub,) int64 largest |value| (integer frames)
@@ -293,7 +295,7 @@ class MatMulCorrelator(DenseCorrelator):
     def _process(self, block_j: numpy.ndarray) -> None:
         """Multiply a new time block with itself and every block kept before it."""
         stack, b = self._stack, self.binning
-        stack.append(block_j, copy=False)
+        stack.append(block_j)
         j = stack.n_blocks - 1
         tj1 = stack.block_range(j)[1]
         if tj1 > self._n2.shape[1]:  # unknown Nt: grow the lag axis

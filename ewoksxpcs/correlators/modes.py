@@ -3,7 +3,11 @@
 The NumPy implementations live in :mod:`ewoksxpcs.engine.multitau` and
 :mod:`ewoksxpcs.engine.twotime`, the OpenCL ones in :mod:`.opencl_multitau` and
 :mod:`.opencl_twotime`; each registers here under ("multitau" | "twotime", "numpy" | "opencl").
-``auto`` picks OpenCL on a GPU (or on the device named), NumPy otherwise.
+OpenCL backends: ``opencl`` streams frames to the device (dense path), ``opencl-events``
+compacts them on the device and correlates the device-resident events (events path; the same
+data path as the linear ``opencl-events``). ``auto`` with the data decides by the cost model
+(:func:`ewoksxpcs.correlators.auto.choose`); without data, OpenCL on a GPU (or on the device
+named), NumPy otherwise.
 """
 
 from __future__ import annotations
@@ -12,56 +16,92 @@ from typing import Optional
 
 from ..engine.multitau import DEFAULT_LAGS_PER_LEVEL, MultiTauResult, NumpyMultiTau
 from ..engine.twotime import NumpyTwoTime, TwoTimeResult
-from .opencl_multitau import OpenCLMultiTau
-from .opencl_twotime import OpenCLTwoTime
-from .registry import get_backend, register
+from ..engine.qmask import DEFAULT_GROUPS, as_binning
+from .opencl_multitau import OpenCLEventsMultiTau, OpenCLMultiTau
+from .opencl_twotime import OpenCLEventsTwoTime, OpenCLTwoTime
+from .registry import available_backends, get_backend, register
 
 __all__ = ["resolve_method", "create_multitau", "multitau", "create_twotime", "twotime"]
 
-for _cls in (NumpyMultiTau, OpenCLMultiTau):
+for _cls in (NumpyMultiTau, OpenCLMultiTau, OpenCLEventsMultiTau):
     register(_cls, mode="multitau")
-for _cls in (NumpyTwoTime, OpenCLTwoTime):
+for _cls in (NumpyTwoTime, OpenCLTwoTime, OpenCLEventsTwoTime):
     register(_cls, mode="twotime")
 
 
 def _opencl_gpu_available(device) -> bool:
+    """Whether ``device`` resolves to an OpenCL device that is not a CPU.
+
+    ``auto`` never runs multi-tau or two-time on an OpenCL CPU device (PoCL): on the 2-core
+    machine NumPy took 43–49 s where OpenCL took 52–66 s for multi-tau (256×256×20 000), and
+    two-time on OpenCL-on-CPU was 26–51× slower than NumPy (README, "CPU benchmarks").
+    """
+    if device == "cpu":
+        return False
     try:
         from ..opencl.device import get_device
 
         dev = get_device(device)
     except Exception:
         return False
-    return dev.kind == "gpu" or device not in (None, "auto")
+    return dev.kind != "cpu"
 
 
-def create_multitau(qmask, method: str = "auto", device=None, **options):
-    """Build a multi-tau correlator: ``method`` "numpy", "opencl" or "auto".
+def create_multitau(qmask, method: str = "auto", device=None, data=None, **options):
+    """Build a multi-tau correlator: ``method`` "numpy", "opencl", "opencl-events" or "auto".
 
-    ``auto`` uses OpenCL on a GPU (or on the device named by ``device``), NumPy otherwise. Names of
-    the linear-lag registry are accepted too: ``opencl-*`` → "opencl", others → "numpy".
+    ``auto`` decides by the cost model from ``data`` when given, else OpenCL on a GPU (or on the
+    device named by ``device``), NumPy otherwise. Names of the linear-lag registry are accepted
+    too: ``opencl-events`` → "opencl-events", other ``opencl-*`` → "opencl", others → "numpy".
+    The correlator's ``auto_reason`` says why ``auto`` chose it.
     """
-    method = resolve_method(method, device, "multi-tau")
-    cls = get_backend("multitau", method)
+    return _create("multitau", qmask, method, device, data, options)
+
+
+def _create(mode, qmask, method, device, data, options):
+    """Shared by :func:`create_multitau` and :func:`create_twotime`."""
+    reason = ""
+    if method == "auto" and data is not None:
+        from .auto import choose
+
+        binning = as_binning(qmask, n_groups=options.get("n_groups", DEFAULT_GROUPS),
+                             bad_pixels=options.get("bad_pixels"))
+        options.pop("n_groups", None)
+        options.pop("bad_pixels", None)
+        choice = choose(mode, data, binning, device)
+        method, reason, qmask = choice.method, choice.reason, binning
+        if method == "numpy":
+            device = None
+    method = resolve_method(method, device, {"multitau": "multi-tau", "twotime": "two-time"}[mode])
+    cls = get_backend(mode, method)
     if method == "numpy":
         options.pop("max_device_memory", None)
-        return cls(qmask, **options)
-    return cls(qmask, device=device, **options)
+        correlator = cls(qmask, **options)
+    else:
+        correlator = cls(qmask, device=device, **options)
+    correlator.auto_reason = reason
+    return correlator
 
 
 def resolve_method(method: str, device, what: str) -> str:
-    """Map a multi-tau/two-time ``method`` to "numpy" or "opencl".
+    """Map a multi-tau/two-time ``method`` to "numpy", "opencl" or "opencl-events".
 
-    ``auto`` uses OpenCL on a GPU (or on the device named by ``device``), NumPy otherwise.
-    Names of the linear-lag registry are accepted: ``opencl-*`` → "opencl", others → "numpy".
+    ``auto`` (without data) uses OpenCL on a GPU (or another non-CPU device named by
+    ``device``), never an OpenCL CPU device: NumPy there (see :func:`_opencl_gpu_available`).
+    Names of the linear-lag registry are accepted: ``opencl-events`` stays, ``opencl-dense`` →
+    "opencl", others → "numpy".
     """
     if method == "auto":
         method = "opencl" if _opencl_gpu_available(device) else "numpy"
-    elif isinstance(method, str) and method.startswith("opencl"):
+        if method == "numpy" and device not in (None, "cpu", "auto"):
+            device = None  # an OpenCL CPU device named: NumPy runs on that CPU
+    elif method == "opencl-dense":
         method = "opencl"
     elif method in ("reference", "matmul", "fft", "cpu"):
         method = "numpy"
-    if method not in ("numpy", "opencl"):
-        raise ValueError(f"unknown {what} method {method!r}; valid: auto, numpy, opencl")
+    valid = available_backends("multitau")
+    if method not in valid:
+        raise ValueError(f"unknown {what} method {method!r}; valid: auto, {', '.join(valid)}")
     if method == "numpy" and device not in (None, "cpu", "auto"):
         raise ValueError(f"{what} method 'numpy' runs on the CPU; device {device!r} is not allowed")
     return method
@@ -81,7 +121,7 @@ def multitau(frames, qmask, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
         m, even >= 2 (default 8).
     normalisation : {"standard", "symmetric"}
         See :mod:`ewoksxpcs.engine.multitau`.
-    method : {"auto", "numpy", "opencl"}
+    method : {"auto", "numpy", "opencl", "opencl-events"}
     device : str, optional
         OpenCL device ("gpu", "cpu", "P:D").
     frame_period : float, optional
@@ -94,20 +134,17 @@ def multitau(frames, qmask, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
     -------
     MultiTauResult
     """
-    correlator = create_multitau(qmask, method=method, device=device,
+    correlator = create_multitau(qmask, method=method, device=device, data=frames,
                                  lags_per_level=lags_per_level, normalisation=normalisation,
                                  **options)
-    return correlator.correlate(frames, frame_period=frame_period)
+    info = {"auto_reason": correlator.auto_reason} if correlator.auto_reason else {}
+    return correlator.correlate(frames, frame_period=frame_period, **info)
 
 
-def create_twotime(qmask, method: str = "auto", device=None, **options):
-    """Build a two-time correlator: ``method`` "numpy", "opencl" or "auto" (as multi-tau)."""
-    method = resolve_method(method, device, "two-time")
-    cls = get_backend("twotime", method)
-    if method == "numpy":
-        options.pop("max_device_memory", None)
-        return cls(qmask, **options)
-    return cls(qmask, device=device, **options)
+def create_twotime(qmask, method: str = "auto", device=None, data=None, **options):
+    """Build a two-time correlator: ``method`` "numpy", "opencl", "opencl-events" or "auto" (as
+    :func:`create_multitau`; ``auto`` never picks an OpenCL CPU device)."""
+    return _create("twotime", qmask, method, device, data, options)
 
 
 def twotime(frames, qmask, bins=None, time_bin: Optional[int] = None, method: str = "auto",
@@ -122,7 +159,7 @@ def twotime(frames, qmask, bins=None, time_bin: Optional[int] = None, method: st
         qmask labels to map (default: all bins; each costs nT² float32).
     time_bin : int, optional
         Frames per time bin; default: the smallest with nT <= ``max_frames``.
-    method : {"auto", "numpy", "opencl"}
+    method : {"auto", "numpy", "opencl", "opencl-events"}
     device : str, optional
         OpenCL device.
     frame_period : float, optional
@@ -135,6 +172,7 @@ def twotime(frames, qmask, bins=None, time_bin: Optional[int] = None, method: st
     -------
     TwoTimeResult
     """
-    correlator = create_twotime(qmask, method=method, device=device, bins=bins,
+    correlator = create_twotime(qmask, method=method, device=device, data=frames, bins=bins,
                                 time_bin=time_bin, **options)
-    return correlator.correlate(frames, frame_period=frame_period)
+    info = {"auto_reason": correlator.auto_reason} if correlator.auto_reason else {}
+    return correlator.correlate(frames, frame_period=frame_period, **info)

@@ -157,8 +157,9 @@ class OpenCLEventCorrelator(EventCorrelator):
     chunk_frames : int
         Frames per batch when frames are compacted first.
     max_device_memory : int
-        Device memory budget in bytes (default: min(8 GiB, half the device memory)), of that
-        compaction and of the correlation: events that need more than the budget leaves after
+        Device memory budget in bytes (default:
+        :func:`ewoksxpcs.opencl.device.default_device_memory`: 70 % of a GPU's free memory), of
+        that compaction and of the correlation: events that need more than the budget leaves after
         n2 and the sums go to the device in runs of whole pixels through two slots, one
         uploaded while the other is correlated (a pixel's events must fit half of it).
     upload_chunks : int
@@ -261,10 +262,7 @@ class OpenCLEventCorrelator(EventCorrelator):
     def _resident(self, events):
         """The events' device buffers when they live in this correlator's context (see
         :class:`ewoksxpcs.engine.events.DeviceEvents`), else None."""
-        resident = getattr(events, "resident", None)
-        if resident is None or resident.dev.context != self.dev.context:
-            return None
-        return resident
+        return events.resident_on(self.dev)
 
     # ------------------------------------------------------------------ kernel
     def _geometry(self, is_float: bool):
@@ -526,7 +524,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             uploader.join()
 
     def _budget(self) -> int:
-        """Device memory budget (option max_device_memory; default min(8 GiB, half))."""
+        """Device memory budget (option max_device_memory; default: default_device_memory)."""
         return int(self.options.get("max_device_memory") or default_device_memory(self.dev))
 
     def _event_room(self, n2_bytes: int) -> int:

@@ -14,7 +14,8 @@ last m−1 values in registers, accumulates Σ X_L(t)·X_L(t−k) per pixel, and
 of the next level, which the next launch consumes. Per-frame sub-bin sums come from
 ``mt_frame_sums``; the per-pixel sums are reduced to sub-bins once at the end (``mt_reduce``).
 
-Device memory is bounded by ``max_device_memory`` (default: min(8 GiB, half the device memory)):
+Device memory is bounded by ``max_device_memory`` (default:
+:func:`ewoksxpcs.opencl.device.default_device_memory`: 70 % of a GPU's free memory):
 fixed state of levels × (m−1) + n_lags values per pixel, plus the chunk buffers sized to fit.
 Host memory: the two staging buffers (``chunk_frames`` frames each, by default ~128 MB) and the
 per-frame sums.
@@ -55,7 +56,7 @@ from ..opencl.device import (CTYPES, default_device_memory, device_buffer, get_d
                       StagingSlots, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 
-__all__ = ["OpenCLMultiTau"]
+__all__ = ["OpenCLMultiTau", "OpenCLEventsMultiTau", "DeviceDataPath"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,49 @@ def _abs_max(dtype) -> int:
     return max(abs(int(info.min)), int(info.max))
 
 
-class OpenCLMultiTau:
+#: Values of the ``data_path`` option of the OpenCL multi-tau and two-time correlators.
+DATA_PATHS = (None, "dense", "events")
+
+
+class DeviceDataPath:
+    """How an OpenCL multi-tau or two-time correlator consumes frames (``data_path``):
+
+    - ``"events"``: frames are compacted to events on the correlator's device first
+      (:func:`~ewoksxpcs.opencl.compact.compact_opencl`: raw compressed chunks decompressed
+      there) and the events stay there (``EventStack.resident``) for the correlation;
+    - ``"dense"`` or None: frames stream to the device as they are.
+
+    An EventStack is always correlated as events (from its device buffers when resident).
+    Needs ``self.dev``, ``self.chunk_frames``, ``self.max_device_memory``.
+    """
+
+    def _set_data_path(self, data_path):
+        if data_path not in DATA_PATHS:
+            raise ValueError(f"data_path must be 'dense' or 'events', got {data_path!r}")
+        self.data_path = data_path
+
+    def compaction_options(self):
+        """Keyword arguments of the on-device compaction of frames (events path), else None."""
+        if self.data_path != "events":
+            return None
+        return {"device": self.dev, "chunk_frames": self.chunk_frames,
+                "max_device_memory": self.max_device_memory}
+
+    def _events_if_needed(self, data):
+        """``data`` compacted on the device when the path is events and it holds frames."""
+        from ..engine.events import EventStack
+
+        options = self.compaction_options()
+        if options is None or isinstance(data, EventStack):
+            return data
+        from ..opencl.compact import compact_opencl
+
+        events = compact_opencl(data, **options)
+        events.frame_period = getattr(data, "frame_period", None)
+        return events
+
+
+class OpenCLMultiTau(DeviceDataPath):
     """Multi-tau correlator on an OpenCL device (GPU or CPU); see the module docstring.
 
     Parameters
@@ -100,6 +143,8 @@ class OpenCLMultiTau:
         Frames per device chunk (default: ~128 MB of frames, within the memory budget).
     max_device_memory : int, optional
         Device memory budget, bytes.
+    data_path : {None, "dense", "events"}
+        How frames are consumed (:class:`DeviceDataPath`).
     """
 
     name = "opencl"
@@ -107,7 +152,9 @@ class OpenCLMultiTau:
     def __init__(self, qmask, device=None, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
                  normalisation: str = "standard", max_levels: Optional[int] = None,
                  n_groups: int = DEFAULT_GROUPS, bad_pixels=None,
-                 chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None):
+                 chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None,
+                 data_path: Optional[str] = None):
+        self._set_data_path(data_path)
         self.binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
         self.m = check_lags_per_level(lags_per_level)
         self.normalisation = check_normalisation(normalisation)
@@ -348,7 +395,7 @@ class OpenCLMultiTau:
         m = self.m
         n_frames = int(events.n_frames)
         n_levels = self._levels_for(n_frames)
-        dtype = numpy.dtype(events.values.dtype)
+        dtype = numpy.dtype(events.values_dtype)
         val_t, acc_t, vsize, acc_np, level_defines = self._types(dtype, n_levels)
         self._val_t, self._acc_t, self._acc_dtype = val_t, acc_t, acc_np
         bases = self._slot_bases(m, n_levels)
@@ -360,6 +407,71 @@ class OpenCLMultiTau:
         pos = position[events.pixel_index]
         pos[sub < 0] = -1
         fixed = n_slots * P * 8 + (b.n_sub + 1) * 8
+        ctx = dev.context
+        mf = pyopencl.mem_flags
+        queue = pyopencl.CommandQueue(ctx)
+        kern = self._kernel("mt_events", CTYPES[str(dtype)], val_t, acc_t, 0, level_defines(n_levels - 1))
+        resident = events.resident_on(dev)
+        resident_need = fixed + 12 * (events.n_pixels + 1) + n_frames * b.n_sub * 8
+        if resident is not None and resident_need <= self.budget:
+            # Compacted on this device: one launch over every row of the device buffers, and
+            # the per-frame sums there too (integer events); nothing goes through the host.
+            # The compaction wrote them on the device's own queue: drained before this queue
+            # reads them (queues are not ordered with each other).
+            dev.queue.finish()
+            acc = device_buffer(dev, queue, n_slots * P * 8, zero=True)
+            o_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=events.offsets)
+            p_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                    hostbuf=numpy.ascontiguousarray(pos))
+            n_rows = events.n_pixels
+            self.plan = dict(resident=True, levels=n_levels, budget=self.budget)
+            if n_rows:
+                kern.set_args(resident.d_values, resident.d_times, o_buf, numpy.int64(0), p_buf,
+                              numpy.int32(n_rows), numpy.int64(n_frames), numpy.int32(n_levels),
+                              numpy.int32(P), acc)
+                pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(n_rows, LOCAL),), (LOCAL,))
+            fs = (events.frame_sums_for(b) if dtype.kind == "f"  # host: fixed summation order
+                  else self._device_frame_sums(queue, resident, o_buf, sub, n_rows, n_frames,
+                                               dtype, level_defines(0)))
+        else:
+            acc = device_buffer(dev, queue, n_slots * P * 8, zero=True)
+            self._event_blocks(events, pos, kern, acc, fixed, n_frames, n_levels, P, queue)
+            fs = events.frame_sums_for(b)
+        slots = self._reduce(queue, acc, n_slots, P)
+        n2, level, k = self._assemble(slots, n_frames, n_levels)
+        if acc_np.kind == "i":
+            check_int64_range(n2_bound(level, _event_value_bound(events), numpy.abs(fs).sum(axis=0)))
+        return MultiTauSums(n2, fs, level, k, m)
+
+    def _device_frame_sums(self, queue, resident, o_buf, sub, n_rows, n_frames, dtype, defines):
+        """S_0(t, s) (n_frames, n_sub) int64 of integer events held in device buffers."""
+        import pyopencl
+
+        n_sub = self.binning.n_sub
+        ctx = self.dev.context
+        mf = pyopencl.mem_flags
+        out = numpy.zeros((n_frames, n_sub), dtype=numpy.int64)
+        if out.size == 0 or n_rows == 0:
+            return out
+        sums = device_buffer(self.dev, queue, out.nbytes, zero=True)
+        s_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                hostbuf=numpy.ascontiguousarray(sub, numpy.int32))
+        k = self._kernel("mt_event_frame_sums", CTYPES[str(dtype)], self._val_t, self._acc_t, 0,
+                         defines)
+        k.set_args(resident.d_values, resident.d_times, o_buf, s_buf, numpy.int32(n_rows),
+                   numpy.int32(n_sub), sums)
+        pyopencl.enqueue_nd_range_kernel(queue, k, (_round_up(n_rows, LOCAL),), (LOCAL,))
+        pyopencl.enqueue_copy(queue, out, sums)
+        return out
+
+    def _event_blocks(self, events, pos, kern, acc, fixed, n_frames, n_levels, P, queue):
+        """mt_events over host events, uploaded in row blocks bounded by the budget."""
+        import pyopencl
+
+        dev = self.dev
+        ctx = dev.context
+        mf = pyopencl.mem_flags
+        dtype = numpy.dtype(events.values.dtype)
         per_event = dtype.itemsize + 4
         room = self.budget - fixed - 16 * (events.n_pixels + 1)
         if room < per_event * 1024:
@@ -368,11 +480,6 @@ class OpenCLMultiTau:
                 f"memory, more than max_device_memory={self.budget}")
         max_events = int(min(room // per_event, dev.max_mem_alloc // max(per_event, 1)))
         self.plan = dict(max_events_per_block=max_events, levels=n_levels, budget=self.budget)
-        ctx = dev.context
-        mf = pyopencl.mem_flags
-        queue = pyopencl.CommandQueue(ctx)
-        acc = device_buffer(dev, queue, n_slots * P * 8, zero=True)
-        kern = self._kernel("mt_events", CTYPES[str(dtype)], val_t, acc_t, 0, level_defines(n_levels - 1))
         offsets = events.offsets
         # Row blocks with at most max_events events (a row larger than that gets a block alone).
         r0 = 0
@@ -399,18 +506,12 @@ class OpenCLMultiTau:
             pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(r1 - r0, LOCAL),), (LOCAL,))
             queue.finish()  # the block's buffers are released next iteration
             r0 = r1
-        slots = self._reduce(queue, acc, n_slots, P)
-        n2, level, k = self._assemble(slots, n_frames, n_levels)
-        fs = events.frame_sums_for(b)
-        if acc_np.kind == "i":
-            vm = int(numpy.abs(events.values).max()) if events.n_events else 0
-            check_int64_range(n2_bound(level, vm, numpy.abs(fs).sum(axis=0)))
-        return MultiTauSums(n2, fs, level, k, m)
 
     # ------------------------------------------------------------------ public
     def compute_sums(self, data) -> MultiTauSums:
         from ..engine.events import EventStack
 
+        data = self._events_if_needed(data)
         if isinstance(data, EventStack):
             return self._event_sums(data)
         return self._dense_sums(data)
@@ -424,12 +525,34 @@ class OpenCLMultiTau:
         t1 = time.perf_counter()
         if frame_period is None:
             frame_period = getattr(data, "frame_period", None)
-        info = dict(info, plan=dict(self.plan))
+        info = dict(info, plan=dict(self.plan, data_path=self.data_path or "dense"))
         result = normalise_multitau(sums, self.binning, self.normalisation, method=self.name,
                                     device=self.device_name, frame_period=frame_period, info=info)
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
         return result
+
+
+class OpenCLEventsMultiTau(OpenCLMultiTau):
+    """:class:`OpenCLMultiTau` on the events path (``data_path="events"``): frames compacted on
+    the device, the device-resident events correlated there (registry name ``opencl-events``)."""
+
+    name = "opencl-events"
+
+    def __init__(self, qmask, device=None, **options):
+        options.setdefault("data_path", "events")
+        super().__init__(qmask, device=device, **options)
+
+
+def _event_value_bound(events) -> int:
+    """An upper bound of |event value| without downloading resident events: the largest
+    per-pixel sum taken at compaction (>= any of its values), else the values' maximum."""
+    sums = getattr(events, "pixel_sums", None)
+    if sums is not None and getattr(events, "_values", None) is None:
+        top = int(numpy.abs(sums).max()) if sums.size else 0
+        dtype = numpy.dtype(events.values_dtype)
+        return min(top, _abs_max(dtype)) if dtype.kind in "iu" else top
+    return int(numpy.abs(events.values).max()) if events.n_events else 0
 
 
 def _round_up(n: int, m: int) -> int:

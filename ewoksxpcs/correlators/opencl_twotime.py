@@ -19,7 +19,8 @@ read straight into the result, one or more bins per launch. Otherwise C is compu
 rows that the host mirrors, and the g2 is computed on the host.
 
 Memory: X, the map (or a band), and the two chunk buffers must fit ``max_device_memory``
-(default: min(8 GiB, half the device memory)); when X of all selected bins does not fit, bins
+(default: :func:`ewoksxpcs.opencl.device.default_device_memory`: 70 % of a GPU's free memory);
+when X of all selected bins does not fit, bins
 are processed in groups, one pass over the frames per group (the source must be re-readable).
 The result itself, n_sel·nT² float32, is on the host: bound it with ``time_bin`` or
 ``max_frames``.
@@ -47,9 +48,10 @@ from ..engine.twotime import (
     segment_edges,
     select_bins,
 )
-from .opencl_multitau import LOCAL, DEFAULT_CHUNK_BYTES, _round_up, check_memory_option
+from .opencl_multitau import (LOCAL, DEFAULT_CHUNK_BYTES, DeviceDataPath, _round_up,
+                              check_memory_option)
 
-__all__ = ["OpenCLTwoTime"]
+__all__ = ["OpenCLTwoTime", "OpenCLEventsTwoTime"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class _Overflow(Exception):
     """A time-binned sum did not fit the narrow X type tried first."""
 
 
-class OpenCLTwoTime:
+class OpenCLTwoTime(DeviceDataPath):
     """Two-time correlator on an OpenCL device; see the module docstring.
 
     Parameters
@@ -82,6 +84,8 @@ class OpenCLTwoTime:
     n_groups, bad_pixels, chunk_frames
     max_device_memory : int, optional
         Device memory budget, bytes.
+    data_path : {None, "dense", "events"}
+        How frames are consumed (:class:`~ewoksxpcs.correlators.opencl_multitau.DeviceDataPath`).
     """
 
     name = "opencl"
@@ -89,7 +93,9 @@ class OpenCLTwoTime:
     def __init__(self, qmask, device=None, bins=None, time_bin: Optional[int] = None,
                  max_frames: int = DEFAULT_MAX_FRAMES, n_segments: int = DEFAULT_SEGMENTS,
                  n_groups: int = DEFAULT_GROUPS, bad_pixels=None,
-                 chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None):
+                 chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None,
+                 data_path: Optional[str] = None):
+        self._set_data_path(data_path)
         self.binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
         self.rows, self.col_offsets, self.pixel_index = select_bins(self.binning, bins)
         choose_time_bin(None, time_bin, max_frames)
@@ -99,8 +105,9 @@ class OpenCLTwoTime:
             raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
         self.n_segments = int(n_segments)
         self.chunk_frames = check_memory_option(chunk_frames, "chunk_frames")
+        self.max_device_memory = check_memory_option(max_device_memory)
         self.dev = get_device(device)
-        self.budget = check_memory_option(max_device_memory) or default_device_memory(self.dev)
+        self.budget = self.max_device_memory or default_device_memory(self.dev)
         self.wpt = WPT_GPU if self.dev.kind == "gpu" else WPT_CPU
 
     @property
@@ -237,6 +244,8 @@ class OpenCLTwoTime:
         return X, P, t
 
     def _x_from_events(self, events, group, b, n_t, x_t, x_np, queue):
+        """Scatter the events of the group's pixels into X (device): from the device buffers
+        when the events were compacted on this device, else from a host gather of them."""
         import pyopencl
 
         ctx = self.dev.context
@@ -250,22 +259,33 @@ class OpenCLTwoTime:
         if events.n_pixels == 0 or (events.pixel_index[rows_c] != pix).any():
             raise ValueError("twotime bins use pixels that this EventStack does not hold (masked as bad)")
         starts, ends = events.offsets[rows_c], events.offsets[rows_c + 1]
-        counts = ends - starts
-        offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
-        idx = numpy.repeat(starts - offsets[:-1], counts) + numpy.arange(int(offsets[-1]))
-        values = numpy.ascontiguousarray(events.values[idx]) if idx.size else numpy.zeros(1, events.values.dtype)
-        times = numpy.ascontiguousarray(events.times[idx]) if idx.size else numpy.zeros(1, numpy.uint32)
-        need = values.nbytes + times.nbytes + offsets.nbytes + n_t * P * x_np.itemsize
-        if need > self.budget:
-            raise ValueError(
-                f"two-time from events: {need} bytes of device memory needed, more than "
-                f"max_device_memory={self.budget}")
         x_bytes = max(8, n_t * P * x_np.itemsize)
+        resident = events.resident_on(self.dev)
+        if resident is not None and x_bytes + 16 * P <= self.budget:
+            self.dev.queue.finish()  # the compaction's writes (its queue) are done
+            bufs = [resident.d_values, resident.d_times]
+        else:
+            counts = ends - starts
+            offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+            idx = numpy.repeat(starts - offsets[:-1], counts) + numpy.arange(int(offsets[-1]))
+            values = (numpy.ascontiguousarray(events.values[idx]) if idx.size
+                      else numpy.zeros(1, events.values.dtype))
+            times = (numpy.ascontiguousarray(events.times[idx]) if idx.size
+                     else numpy.zeros(1, numpy.uint32))
+            need = values.nbytes + times.nbytes + offsets.nbytes + n_t * P * x_np.itemsize
+            if need > self.budget:
+                raise ValueError(
+                    f"two-time from events: {need} bytes of device memory needed, more than "
+                    f"max_device_memory={self.budget}")
+            bufs = [pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
+                    for a in (values, times)]
+            starts, ends = offsets[:-1], offsets[1:]
+        bufs += [pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                 hostbuf=numpy.ascontiguousarray(a, numpy.int64))
+                 for a in (starts, ends)] if P else [pyopencl.Buffer(ctx, mf.READ_ONLY, 8)] * 2
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
-        bufs = [pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
-                for a in (values, times, offsets)]
-        kern = self._kernel("tt_events", CTYPES[str(events.values.dtype)], x_t,
-                            events.values.dtype.kind == "f")
+        dtype = numpy.dtype(events.values_dtype)
+        kern = self._kernel("tt_events", CTYPES[str(dtype)], x_t, dtype.kind == "f")
         kern.set_args(*bufs, numpy.int32(P), numpy.int64(b), numpy.int64(n_t), X)
         pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(P, LOCAL),), (LOCAL,))
         queue.finish()
@@ -388,10 +408,11 @@ class OpenCLTwoTime:
         from ..engine.events import EventStack
 
         t_start = time.perf_counter()
+        data = self._events_if_needed(data)
         is_events = isinstance(data, EventStack)
         if is_events:
             self.binning.check_frame_shape(data.frame_shape)
-            dtype, n_frames = numpy.dtype(data.values.dtype), data.n_frames
+            dtype, n_frames = numpy.dtype(data.values_dtype), data.n_frames
             source = None
         else:
             source = as_frame_source(data)
@@ -404,20 +425,34 @@ class OpenCLTwoTime:
         float_data = dtype.kind == "f"
         if self.binning.shape[0] * self.binning.shape[1] >= 2**31:
             raise ValueError("frames of 2^31 pixels or more: the OpenCL kernels index pixels in int32")
-        b = choose_time_bin(n_frames, self.time_bin, self.max_frames)
-        n_t = int(n_frames) // b
-        x_t, x_np = self._x_type(dtype, b)
         frame_bytes = int(self.binning.shape[0] * self.binning.shape[1]) * dtype.itemsize
         fixed = 0 if is_events else 2 * frame_bytes
-        groups = self._groups_or_none(n_t, x_np.itemsize, fixed)
-        safe = (x_t, x_np)
-        if (not is_events and b > 1 and x_np.kind == "u" and x_np.itemsize > 1
-                and source.reiterable and (groups is None or len(groups) > 1)):
-            # Binned counts are usually small: try X in uint8 (a flag tells when a sum does not
-            # fit and the frames are read again with the safe type), for fewer passes.
-            narrow = self._groups_or_none(n_t, 1, fixed)
-            if narrow is not None and (groups is None or len(narrow) < len(groups)):
-                groups, x_t, x_np = narrow, "uchar", numpy.dtype(numpy.uint8)
+        b = choose_time_bin(n_frames, self.time_bin, self.max_frames)
+        b_default = b
+        while True:
+            n_t = int(n_frames) // b
+            x_t, x_np = self._x_type(dtype, b)
+            groups = self._groups_or_none(n_t, x_np.itemsize, fixed)
+            safe = (x_t, x_np)
+            if (not is_events and b > 1 and x_np.kind == "u" and x_np.itemsize > 1
+                    and source.reiterable and (groups is None or len(groups) > 1)):
+                # Binned counts are usually small: try X in uint8 (a flag tells when a sum does
+                # not fit and the frames are read again with the safe type), for fewer passes.
+                narrow = self._groups_or_none(n_t, 1, fixed)
+                if narrow is not None and (groups is None or len(narrow) < len(groups)):
+                    groups, x_t, x_np = narrow, "uchar", numpy.dtype(numpy.uint8)
+            fits = groups is not None and (len(groups) == 1 or source is None
+                                           or source.reiterable)
+            if fits or self.time_bin is not None or n_t <= 1:
+                break
+            # Default time binning: the next coarser one whose maps fit the budget.
+            b += max(1, b // 8)
+        if b != b_default:
+            logger.info("two-time: time_bin %d (default %d) to fit max_device_memory=%d",
+                        b, b_default, self.budget)
+            info = dict(info, time_bin_reason=(
+                f"time_bin {b} instead of {b_default}: the maps of {n_frames // b_default} time "
+                f"bins do not fit max_device_memory={self.budget} bytes"))
         if groups is None:
             groups = self._groups(n_t, safe[1].itemsize, fixed)  # raises the budget error
         if len(groups) > 1 and source is not None and not source.reiterable:
@@ -482,6 +517,19 @@ class OpenCLTwoTime:
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t_start, g2_s=time.perf_counter() - t1)
         result.info["passes"] = len(groups)
+        result.info["data_path"] = "events" if is_events else "dense"
         result.info["x_dtype"] = str(x_np)
         result.info["timings"].update(timing)
         return result
+
+
+class OpenCLEventsTwoTime(OpenCLTwoTime):
+    """:class:`OpenCLTwoTime` on the events path (``data_path="events"``): frames compacted on
+    the device, the device-resident events scattered into X there (registry name
+    ``opencl-events``)."""
+
+    name = "opencl-events"
+
+    def __init__(self, qmask, device=None, **options):
+        options.setdefault("data_path", "events")
+        super().__init__(qmask, device=device, **options)

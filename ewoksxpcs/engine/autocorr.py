@@ -13,27 +13,27 @@ import math
 
 import numpy
 
-try:  # multi-threaded and any 5-smooth length; numpy.fft otherwise
-    import scipy.fft as _fft
+# scipy.fft: multi-threaded and any 5-smooth length (a dependency; imported on first use, it
+# costs ~0.2 s of start-up).
 
-    def _rfft(a, n):
-        return _fft.rfft(a, n, axis=-1, workers=-1)
 
-    def _irfft(f, n):
-        return _fft.irfft(f, n, axis=-1, workers=-1)
+def _rfft(a, n):
+    import scipy.fft
 
-    def _nfft(n):
-        return _fft.next_fast_len(2 * n - 1, real=True)
+    return scipy.fft.rfft(a, n, axis=-1, workers=-1)
 
-except ImportError:  # pragma: no cover
-    def _rfft(a, n):
-        return numpy.fft.rfft(a, n, axis=-1)
 
-    def _irfft(f, n):
-        return numpy.fft.irfft(f, n, axis=-1)
+def _irfft(f, n):
+    import scipy.fft
 
-    def _nfft(n):
-        return 1 << (2 * n - 1).bit_length()
+    return scipy.fft.irfft(f, n, axis=-1, workers=-1)
+
+
+def _nfft(n):
+    import scipy.fft
+
+    return scipy.fft.next_fast_len(2 * n - 1, real=True)
+
 
 __all__ = ["autocorrelate"]
 

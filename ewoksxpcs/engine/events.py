@@ -23,6 +23,7 @@ import numpy
 
 from .frames import as_frame_source
 from .qmask import Binning
+from .spill import SpillArray, empty as empty_spillable
 
 __all__ = ["EventStack", "DeviceEvents", "EventCompactor", "compact", "load_events"]
 
@@ -113,6 +114,15 @@ class EventStack:
     def times(self, array):
         self._times = numpy.asarray(array, dtype=numpy.uint32)
 
+    def resident_on(self, dev) -> Optional["DeviceEvents"]:
+        """The device buffers of the events (:class:`DeviceEvents`) when they live in the OpenCL
+        context of ``dev`` (compacted there), else None: a correlator on that device reads them
+        in place, without a round trip through the host."""
+        resident = self.resident
+        if resident is None or resident.dev.context != dev.context:
+            return None
+        return resident
+
     @property
     def values_dtype(self) -> numpy.dtype:
         """dtype of :attr:`values`, without downloading them."""
@@ -187,12 +197,8 @@ class EventStack:
             )
         return sub_image[self.pixel_index]
 
-    def frame_sums_for(self, binning: Binning) -> numpy.ndarray:
-        """Per-frame sums S(t, k) over each sub-bin k, (n_frames, n_sub).
-
-        int64 for integer events (exact), float64 otherwise. Raises ValueError on a negative
-        value (every event consumer calls this, so hand-made stacks are checked too).
-        """
+    def check_counts(self) -> None:
+        """Raise ValueError, naming the frame and pixel, if an event value is negative."""
         if self.values.size and self.values.dtype.kind in "if" and self.values.min() < 0:
             e = int(numpy.argmax(self.values < 0))
             p = int(self.pixel_index[numpy.searchsorted(self.offsets, e, side="right") - 1])
@@ -201,18 +207,28 @@ class EventStack:
                 f"at frame {int(self.times[e])}, pixel (y={p // self.frame_shape[1]}, "
                 f"x={p % self.frame_shape[1]})"
             )
+
+    def frame_sums_for(self, binning: Binning) -> numpy.ndarray:
+        """Per-frame sums S(t, k) over each sub-bin k, (n_frames, n_sub).
+
+        int64 for integer events (exact), float64 otherwise. Raises ValueError on a negative
+        value (every event consumer calls this, so hand-made stacks are checked too).
+        """
+        self.check_counts()
         sub = self.pixel_sub_bins(binning)
-        ev_sub = numpy.repeat(sub, self.events_per_pixel)
-        keep = ev_sub >= 0
-        key = self.times[keep].astype(numpy.int64) * binning.n_sub + ev_sub[keep]
         size = self.n_frames * binning.n_sub
+        # bincount sums in float64: exact for integers while a sum stays below 2**53 (partial
+        # sums of pixel blocks too). Blocks of pixels bound the per-event temporaries.
+        out = numpy.zeros(size)
+        for p0, p1 in pixel_blocks(self.offsets):
+            e0, e1 = int(self.offsets[p0]), int(self.offsets[p1])
+            ev_sub = numpy.repeat(sub[p0:p1], numpy.diff(self.offsets[p0 : p1 + 1]))
+            keep = ev_sub >= 0
+            key = self.times[e0:e1][keep].astype(numpy.int64) * binning.n_sub + ev_sub[keep]
+            out += numpy.bincount(key, weights=self.values[e0:e1][keep].astype(numpy.float64),
+                                  minlength=size)
         if self.values.dtype.kind in "iu":
-            # bincount sums in float64: exact while a sum stays below 2**53.
-            out = numpy.bincount(key, weights=self.values[keep], minlength=size)
             out = numpy.rint(out).astype(numpy.int64)
-        else:
-            out = numpy.bincount(key, weights=self.values[keep].astype(numpy.float64),
-                                 minlength=size)
         return out.reshape(self.n_frames, binning.n_sub)
 
     def to_dense(self) -> numpy.ndarray:
@@ -300,8 +316,8 @@ class EventStack:
             try:
                 frame_shape = tuple(int(n) for n in numpy.ravel(g.attrs["frame_shape"]))
                 return cls(
-                    values=g["values"][()],
-                    times=g["times"][()],
+                    values=_read_spillable(g["values"]),
+                    times=_read_spillable(g["times"]),
                     offsets=g["offsets"][()],
                     pixel_index=g["pixel_index"][()],
                     frame_shape=frame_shape,
@@ -437,6 +453,16 @@ def check_events(events: EventStack) -> None:
                              f"{int(times[e])} has value {values[e]}: {what}")
 
 
+def _read_spillable(dataset) -> numpy.ndarray:
+    """A whole 1-D HDF5 dataset read into :func:`ewoksxpcs.engine.spill.empty` storage (a
+    temporary file mapped in memory beyond the cap), block by block."""
+    out = empty_spillable(dataset.shape, dataset.dtype)
+    step = max(1, EVENT_BLOCK)
+    for i in range(0, dataset.shape[0], step):
+        dataset.read_direct(out, numpy.s_[i: i + step], numpy.s_[i: i + step])
+    return out
+
+
 def load_events(filename: str, path: str = "events") -> EventStack:
     """Read an EventStack from an HDF5 file (see :meth:`EventStack.save`)."""
     return EventStack.load(filename, path)
@@ -494,9 +520,51 @@ class DeviceEvents:
         return values, times
 
 
+#: Most events a CPU step handles at once (compaction's second pass, per-block reductions):
+#: bounds the anonymous temporaries (a few tens of bytes per event) whatever the frame count.
+EVENT_BLOCK = 1 << 22
+#: Pixel-frames of a chunk turned into events at once by :func:`compact`.
+SLICE_PIXELS = 1 << 20
+
+
+def count_blocks(ends, max_events: Optional[int] = None):
+    """Ranges (i0, i1) of consecutive items holding at most ``max_events`` events together (or
+    one item, if it alone holds more), covering every item.
+
+    Parameters
+    ----------
+    ends : ndarray, (n,) int
+        Cumulative event counts: items 0 … i hold ``ends[i]`` events.
+    max_events : int, optional
+        Default :data:`EVENT_BLOCK`.
+    """
+    max_events = EVENT_BLOCK if max_events is None else int(max_events)
+    n = len(ends)
+    i0 = 0
+    while i0 < n:
+        base = int(ends[i0 - 1]) if i0 else 0
+        i1 = int(numpy.searchsorted(ends, base + max_events, side="right"))
+        i1 = min(max(i1, i0 + 1), n)
+        yield i0, i1
+        i0 = i1
+
+
+def pixel_blocks(offsets: numpy.ndarray, max_events: Optional[int] = None):
+    """Ranges (p0, p1) of consecutive kept pixels of at most ``max_events`` events each (see
+    :func:`count_blocks`), from the CSR ``offsets`` (n_pix + 1,) of an :class:`EventStack`."""
+    return count_blocks(offsets[1:] - offsets[0], max_events)
+
+
 def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = None,
-            progress=None) -> EventStack:
+            progress=None, max_memory: Optional[int] = None) -> EventStack:
     """Compact frames into an :class:`EventStack`, streaming over chunks (NumPy).
+
+    Two passes, host memory bounded whatever the number of frames: the chunks' events are
+    appended frame-major (pixel rank int32, value) to :class:`~ewoksxpcs.engine.spill.SpillArray`
+    buffers while the events of each pixel are counted; then each chunk's events are sorted by
+    pixel (stable, chunk-sized) and written at their pixel's place in the output arrays, which
+    live in temporary files mapped in memory once larger than ``max_memory`` (see
+    :mod:`ewoksxpcs.engine.spill`). The result is the same as a global stable sort by pixel.
 
     Parameters
     ----------
@@ -510,35 +578,47 @@ def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = N
         Frames per chunk.
     progress : callable, optional
         Called as ``progress(frames_done, n_frames_or_None)`` after each chunk.
+    max_memory : int, optional
+        Bytes each event buffer keeps in RAM (default
+        :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY`).
     """
     source = as_frame_source(frames)
-    compactor = EventCompactor(source.frame_shape, source.dtype, bad_pixels, qmask)
-    for chunk in source.iter_chunks(chunk_frames):
-        compactor.feed(chunk)
-        if progress is not None:
-            progress(compactor.n_frames, source.n_frames)
-    return compactor.stack()
+    compactor = EventCompactor(source.frame_shape, source.dtype, bad_pixels, qmask, max_memory)
+    try:
+        for chunk in source.iter_chunks(chunk_frames):
+            compactor.feed(chunk)
+            if progress is not None:
+                progress(compactor.n_frames, source.n_frames)
+        return compactor.stack()
+    finally:
+        compactor.close()
 
 
 class EventCompactor:
     """Frames compacted into events chunk by chunk; the events of the frames so far at any time.
 
     What :func:`compact` runs on a frame source, and what live correlation feeds as frames
-    arrive: the same code gives the same events.
+    arrive: the same code gives the same events. Host memory is bounded whatever the number of
+    frames: :meth:`feed` (first pass) appends each chunk's events frame-major (pixel rank,
+    value) to :class:`~ewoksxpcs.engine.spill.SpillArray` buffers and counts the events of each
+    pixel; :meth:`stack` (second pass, any number of times) writes them at their pixel's place
+    in spillable output arrays (see :func:`compact`).
 
     Parameters
     ----------
     frame_shape : (int, int)
     dtype : numpy.dtype
         Pixel type of the frames.
-    bad_pixels, qmask
+    bad_pixels, qmask, max_memory
         As for :func:`compact`.
     """
 
-    def __init__(self, frame_shape, dtype, bad_pixels=None, qmask=None):
+    def __init__(self, frame_shape, dtype, bad_pixels=None, qmask=None,
+                 max_memory: Optional[int] = None):
         shape = tuple(int(n) for n in frame_shape)
         self.frame_shape = shape
         self.dtype = numpy.dtype(dtype)
+        self.max_memory = max_memory
         self.kept = _kept_pixels(shape, bad_pixels)
         self.rank = numpy.full(shape[0] * shape[1], -1, dtype=numpy.int64)
         self.rank[self.kept] = numpy.arange(self.kept.size)
@@ -548,49 +628,97 @@ class EventCompactor:
                             else Binning(qmask, bad_pixels=bad_pixels, n_groups=1))
             self.binning.check_frame_shape(shape)
             self.bin_image = self.binning.bin_image()
-        self._pix, self._t, self._v, self._fs = [], [], [], []
+        self.pix_dtype = numpy.int32 if self.kept.size < 2**31 else numpy.int64
+        self._pix = SpillArray((), self.pix_dtype, max_memory)
+        self._val = SpillArray((), self.dtype, max_memory)
+        self._counts = numpy.zeros(self.kept.size, dtype=numpy.int64)  # events per kept pixel
+        self._chunks = []  # per slice: (first frame, events per frame)
+        self._fs = []
         self.n_frames = 0
+        # Chunks are taken SLICE_PIXELS pixel-frames at a time: the per-event temporaries of
+        # nonzero() stay small whatever the chunk size.
+        self._slice_frames = max(1, SLICE_PIXELS // max(1, shape[0] * shape[1]))
 
     def feed(self, chunk: numpy.ndarray) -> None:
         """Take the next frames, (n, Ny, Nx), non-negative."""
-        t0 = self.n_frames
-        check_non_negative(chunk, t0)
-        n = chunk.shape[0]
-        flat = chunk.reshape(n, -1)
-        ti, pi = numpy.nonzero(flat)
-        r = self.rank[pi]
-        keep = r >= 0
-        self._v.append(flat[ti[keep], pi[keep]])
-        self._t.append((ti[keep] + t0).astype(numpy.uint32))
-        self._pix.append(r[keep].astype(numpy.int32 if self.kept.size < 2**31 else numpy.int64))
+        check_non_negative(chunk, self.n_frames)
         binning = self.binning
-        if binning is not None:
-            b = self.bin_image[pi]
-            inb = b >= 0
-            key = ti[inb] * binning.n_bins + b[inb]
-            w = flat[ti[inb], pi[inb]]
-            fs = numpy.bincount(key, weights=w, minlength=n * binning.n_bins)
-            self._fs.append(fs.reshape(n, binning.n_bins))
-        self.n_frames = t0 + n
+        for s0 in range(0, chunk.shape[0], self._slice_frames):
+            part = chunk[s0: s0 + self._slice_frames]
+            n = part.shape[0]
+            flat = part.reshape(n, -1)
+            ti, pi = numpy.nonzero(flat)
+            r = self.rank[pi]
+            keep = r >= 0
+            tk, rk = ti[keep], r[keep]
+            self._val.append(flat[tk, pi[keep]])
+            self._pix.append(rk.astype(self.pix_dtype, copy=False))
+            self._counts += numpy.bincount(rk, minlength=self.kept.size)
+            self._chunks.append((self.n_frames, numpy.bincount(tk, minlength=n)))
+            if binning is not None:
+                b = self.bin_image[pi]
+                inb = b >= 0
+                key = ti[inb] * binning.n_bins + b[inb]
+                w = flat[ti[inb], pi[inb]]
+                fs = numpy.bincount(key, weights=w, minlength=n * binning.n_bins)
+                self._fs.append(fs.reshape(n, binning.n_bins))
+            self.n_frames += n
 
     def stack(self) -> EventStack:
         """The :class:`EventStack` of the frames fed so far (feeding may go on)."""
         t0 = self.n_frames
         if t0 >= 2**32:
             raise ValueError(f"too many frames for uint32 times: {t0}")
-        pix = numpy.concatenate(self._pix) if self._pix else numpy.zeros(0, numpy.int32)
-        times = numpy.concatenate(self._t) if self._t else numpy.zeros(0, numpy.uint32)
-        values = numpy.concatenate(self._v) if self._v else numpy.zeros(0, self.dtype)
-        # Events arrive frame-major; a stable sort by pixel keeps times ascending within a pixel.
-        order = numpy.argsort(pix, kind="stable")
-        counts = numpy.bincount(pix, minlength=self.kept.size)
-        offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+        kept = self.kept
+        offsets = numpy.zeros(kept.size + 1, dtype=numpy.int64)
+        numpy.cumsum(self._counts, out=offsets[1:])
+        n_events = int(offsets[-1])
+        values = empty_spillable(n_events, self.dtype, self.max_memory)
+        times = empty_spillable(n_events, numpy.uint32, self.max_memory)
+        # Second pass: each chunk's events go after those of earlier chunks of the same pixel,
+        # so times stay ascending within a pixel.
+        cursor = offsets[:-1].copy()
+        e0 = 0
+        for c0, per_frame in self._chunks:
+            e1 = e0 + int(per_frame.sum())
+            # A chunk's events in pieces of at most EVENT_BLOCK (whole frames).
+            ends = numpy.cumsum(per_frame)
+            for f0, f1 in count_blocks(ends):
+                a, b = e0 + (int(ends[f0 - 1]) if f0 else 0), e0 + int(ends[f1 - 1])
+                if b > a:
+                    _scatter(self._pix.view(a, b), self._val.view(a, b),
+                             numpy.repeat(numpy.arange(c0 + f0, c0 + f1, dtype=numpy.uint32),
+                                          per_frame[f0:f1]),
+                             cursor, values, times)
+            e0 = e1
         frame_sums = labels = None
         if self.binning is not None:
-            frame_sums = numpy.concatenate(self._fs, axis=0)
+            frame_sums = (numpy.concatenate(self._fs, axis=0) if self._fs
+                          else numpy.zeros((0, self.binning.n_bins)))
             frame_sums = (numpy.rint(frame_sums).astype(numpy.int64)
                           if self.dtype.kind in "iu" else frame_sums)
             labels = self.binning.labels
-        return EventStack(values[order], times[order], offsets, self.kept, self.frame_shape, t0,
-                          self.dtype, frame_sums=frame_sums, labels=labels,
-                          trusted=True)  # sorted above
+        return EventStack(values, times, offsets, kept, self.frame_shape, t0, self.dtype,
+                          frame_sums=frame_sums, labels=labels, trusted=True)  # sorted above
+
+    def close(self) -> None:
+        """Release the first pass's buffers (no more :meth:`feed` or :meth:`stack`)."""
+        self._pix.close()
+        self._val.close()
+
+
+def _scatter(pix, vals, ts, cursor, values, times) -> None:
+    """Write frame-major events (pixel rank, value, time) at their pixel's next free places.
+
+    ``cursor`` (n_pix,) int64 is each pixel's next free index in ``values``/``times``; it is
+    advanced by the events written.
+    """
+    order = numpy.argsort(pix, kind="stable")  # frame order kept within a pixel
+    ps = pix[order]
+    first = numpy.flatnonzero(numpy.concatenate(([True], ps[1:] != ps[:-1])))
+    run = numpy.diff(numpy.append(first, ps.size))
+    starts = numpy.repeat(first, run)
+    dest = cursor[ps] + (numpy.arange(ps.size) - starts)
+    values[dest] = vals[order]
+    times[dest] = ts[order]
+    cursor[ps[first]] += run

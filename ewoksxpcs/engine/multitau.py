@@ -69,7 +69,7 @@ from .badframes import excluded_of, level_weights, pair_counts
 from .frames import as_frame_source
 from .intrange import check_int64_bound, check_s2
 from .options import check_lags_per_level
-from .normalise import jackknife_error
+from .normalise import expected_pairs, jackknife_error, undefined_lags
 from .qmask import DEFAULT_GROUPS, Binning, as_binning
 
 __all__ = [
@@ -92,6 +92,8 @@ DEFAULT_LAGS_PER_LEVEL = 8
 
 NORMALISATIONS = ("standard", "symmetric")
 
+#: Pixel-frames handed to :class:`MultiTauAccumulator` at once by :class:`NumpyMultiTau`.
+FEED_PIXELS = 1 << 22
 
 
 def check_normalisation(normalisation) -> str:
@@ -226,7 +228,8 @@ class MultiTauResult:
     Attributes
     ----------
     g2, g2_err : ndarray, (n_bins, n_lags) float64
-        g2(q, τ) = N_q·n2/d2 and its jackknife standard error; NaN where undefined.
+        g2(q, τ) = N_q·n2/d2 and its jackknife standard error; NaN where undefined (as for
+        linear lags, with E = d2/N_q: see :mod:`ewoksxpcs.normalise`).
     lags : ndarray, (n_lags,) float64
         Lag times in frames, k·2^L (multiply by the frame period for seconds).
     level : ndarray, (n_lags,) int64
@@ -250,6 +253,8 @@ class MultiTauResult:
     method, device : str
     sums : MultiTauSums
     info : dict
+    expected_pairs : ndarray, (n_bins, n_lags) float64
+        d2/N_q: photon pairs of uncorrelated light at each lag (counts of level frames).
     """
 
     g2: numpy.ndarray
@@ -270,6 +275,7 @@ class MultiTauResult:
     device: str = "cpu"
     sums: Optional[MultiTauSums] = None
     info: dict = field(default_factory=dict)
+    expected_pairs: Optional[numpy.ndarray] = None
 
     mode = "multitau"
 
@@ -467,6 +473,9 @@ def normalise_multitau(
     d2 = numpy.zeros((nb, nl), dtype=numpy.int64 if exact else numpy.float64)
     for cols, d in d2_parts:
         d2[:, cols] = d
+    n2 = _bin_rows(binning, sums.n2)
+    pairs = expected_pairs(d2, binning.n_pixels)
+    undefined_lags(g2, g2_err, n2, pairs, counts=sums.n2.dtype.kind in "iu")
     return MultiTauResult(
         g2=g2,
         g2_err=g2_err,
@@ -475,7 +484,7 @@ def normalise_multitau(
         n_pairs=sums.n_pairs,
         normalisation=normalisation,
         lags_per_level=int(sums.lags_per_level),
-        n2=_bin_rows(binning, sums.n2),
+        n2=n2,
         d2=d2,
         labels=binning.labels.copy(),
         n_pixels=binning.n_pixels.copy(),
@@ -486,6 +495,7 @@ def normalise_multitau(
         device=device,
         sums=sums,
         info=dict(info or {}),
+        expected_pairs=pairs,
     )
 
 
@@ -619,7 +629,11 @@ class MultiTauStream:
         self._frame_sums.append(b.sum_sub_bins(block))
         if block.size and self.acc_dtype == numpy.int64:
             self._vmax = max(self._vmax, int(numpy.abs(block).max()))
-        self.accumulator.feed(block)
+        # Fed FEED_PIXELS pixel-frames at a time: the accumulator works in int64/float64,
+        # 8 bytes a value, so its temporaries stay small whatever the chunk size.
+        step = max(2 * self.lags_per_level, FEED_PIXELS // max(1, block.shape[1]))
+        for t0 in range(0, n, step):
+            self.accumulator.feed(block[t0: t0 + step])
 
     def sums(self) -> MultiTauSums:
         """The sums of the frames fed so far (the stream goes on)."""
@@ -633,7 +647,7 @@ class MultiTauStream:
 
 # ---------------------------------------------------------------------------------- NumPy: events
 def multitau_n2_events(events, binning: Binning, lags_per_level: int,
-                       max_levels: Optional[int] = None):
+                       max_levels: Optional[int] = None, progress=None):
     """Multi-tau sums n2_L(s, k) from an :class:`~ewoksxpcs.engine.events.EventStack` (NumPy).
 
     Each level's events are the non-zero X_L(t, p): events of one pixel with the same t >> L
@@ -645,19 +659,32 @@ def multitau_n2_events(events, binning: Binning, lags_per_level: int,
         int64 for integer events, float64 otherwise.
     level, k : ndarray, (n_lags,) int64
     """
+    from .events import pixel_blocks
+
     m = check_lags_per_level(lags_per_level)
     sub = events.pixel_sub_bins(binning)
-    counts = events.events_per_pixel
-    ev_sub = numpy.repeat(sub, counts)
-    keep = ev_sub >= 0
-    row = numpy.repeat(numpy.arange(sub.size, dtype=numpy.int64), counts)[keep]
-    t = events.times[keep].astype(numpy.int64)
     acc = numpy.int64 if events.values.dtype.kind in "iub" else numpy.float64
-    v = events.values[keep].astype(acc)
     level, k = multitau_lags(m, events.n_frames, max_levels)
     n2 = numpy.zeros((binning.n_sub, level.size), dtype=acc)
+    # Pairs never cross pixels: blocks of pixels bound the per-event temporaries.
+    for p0, p1 in pixel_blocks(events.offsets):
+        e0, e1 = int(events.offsets[p0]), int(events.offsets[p1])
+        counts = numpy.diff(events.offsets[p0 : p1 + 1])
+        ev_sub = numpy.repeat(sub[p0:p1], counts)
+        keep = ev_sub >= 0
+        row = numpy.repeat(numpy.arange(p0, p1, dtype=numpy.int64), counts)[keep]
+        t = events.times[e0:e1][keep].astype(numpy.int64)
+        v = events.values[e0:e1][keep].astype(acc)
+        _multitau_events_block(n2, row, t, v, sub, level, k, events.n_frames)
+        if progress is not None:
+            progress(e1 / max(1, events.n_events))
+    return n2, level, k
+
+
+def _multitau_events_block(n2, row, t, v, sub, level, k, n_frames) -> None:
+    """Add to ``n2`` the multi-tau sums of the events (row, t, v) of some whole pixels."""
     for lv in numpy.unique(level):
-        n_l = events.n_frames >> int(lv)
+        n_l = n_frames >> int(lv)
         tl = t >> int(lv)
         ok = tl < n_l  # frames of an incomplete last group are dropped
         key = row[ok] * n_l + tl[ok]  # ascending: rows ascending, times ascending in a row
@@ -675,7 +702,6 @@ def multitau_n2_events(events, binning: Binning, lags_per_level: int,
             pos_c = numpy.minimum(pos, ukey.size - 1)
             match = (pos < ukey.size) & (ukey[pos_c] == target) & (utime + kk < n_l)
             numpy.add.at(n2[:, j], usub[match], uval[match] * uval[pos_c[match]])
-    return n2, level, k
 
 
 # ---------------------------------------------------------------------------------- backend
@@ -698,6 +724,8 @@ class NumpyMultiTau:
     """
 
     name = "numpy"
+    #: ``report_progress(fraction)`` of an EventStack's blocks of pixels (set by the caller).
+    report_progress = None
 
     def __init__(self, qmask, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
                  normalisation: str = "standard", max_levels: Optional[int] = None,
@@ -716,7 +744,8 @@ class NumpyMultiTau:
         b = self.binning
         if isinstance(data, EventStack):
             b.check_frame_shape(data.frame_shape)
-            n2, level, k = multitau_n2_events(data, b, self.lags_per_level, self.max_levels)
+            n2, level, k = multitau_n2_events(data, b, self.lags_per_level, self.max_levels,
+                                              progress=self.report_progress)
             fs = data.frame_sums_for(b)
             if n2.dtype.kind == "i":
                 vmax = int(data.values.max()) if data.values.size else 0

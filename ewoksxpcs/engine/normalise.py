@@ -16,6 +16,25 @@ and the standard error is  σ(τ) = sqrt((G−1)/G · Σ_g (g2₋g(τ) − mean_
 The jackknife handles the ratio's non-linearity, needs no model of the speckle statistics and
 treats groups as independent samples of the same bin: it is sound when a speckle is much smaller
 than a group (groups hold N_q/G pixels, neighbours stay together). Bins of one pixel get NaN.
+
+Lags with few photon pairs (integer counts)
+-------------------------------------------
+For counts, n2(q, τ) is the number of photon pairs seen τ frames apart, and
+
+    E(q, τ) = s2(q, τ) / N_q
+
+the number it would hold for uncorrelated light (g2 = 1): the *expected pairs*, stored beside g2
+for every lag (:attr:`CorrelationResult.expected_pairs`, ``expected_pairs`` in the result file).
+At the longest lags of sparse data E falls to a few pairs or less (E ≈ N_q·μ²·(Nt − τ)), n2 is
+often 0, and the jackknife over groups that hold no pair at all would report g2 = 0 ± 0. The rule:
+
+- g2 and its error are NaN (undefined) where n2 = 0 or E < ``MIN_EXPECTED_PAIRS`` (10: below it
+  counting noise alone exceeds 30 % of g2);
+- elsewhere the error is at least the photon-counting error of the pair count,
+  σ ≥ N_q·√max(n2, E) / s2 = √max(n2, E) / E (a count of pairs fluctuates at least as a Poisson
+  variable; the jackknife over 16 groups is itself noisy when the groups hold few pairs).
+
+Float frames (not counts) have no pair count: the rule does not apply to them.
 """
 
 from __future__ import annotations
@@ -29,7 +48,56 @@ from .intrange import S2_LIMIT, check_s2, s2_bound
 from .qmask import Binning
 from .result import CorrelationResult, CorrelationSums
 
-__all__ = ["normalise", "bin_sums", "jackknife_error", "s2_rows"]
+__all__ = ["normalise", "bin_sums", "jackknife_error", "s2_rows", "expected_pairs",
+           "undefined_lags", "MIN_EXPECTED_PAIRS"]
+
+#: Fewer expected photon pairs than this at a lag: g2 is undefined (NaN) for integer counts.
+MIN_EXPECTED_PAIRS = 10.0
+
+
+def expected_pairs(d2: numpy.ndarray, n_pixels: numpy.ndarray) -> numpy.ndarray:
+    """Photon pairs of uncorrelated light, E = d2 / N_q, (n_bins, n_lags) float64.
+
+    Parameters
+    ----------
+    d2 : ndarray, (n_bins, n_lags)
+        Denominator of g2 = N_q·n2/d2 (s2 for linear lags), counts².
+    n_pixels : ndarray, (n_bins,)
+        N_q; empty bins give NaN.
+    """
+    npix = numpy.asarray(n_pixels, dtype=numpy.float64)[:, None]
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        return numpy.where(npix > 0, numpy.asarray(d2, dtype=numpy.float64) / npix, numpy.nan)
+
+
+def undefined_lags(g2: numpy.ndarray, g2_err: numpy.ndarray, n2: numpy.ndarray,
+                   pairs: numpy.ndarray, counts: bool) -> None:
+    """Apply the few-pairs rule of the module docstring to g2 and g2_err, in place.
+
+    Parameters
+    ----------
+    g2, g2_err : ndarray, (n_bins, n_lags) float64
+    n2 : ndarray, (n_bins, n_lags)
+        Photon pairs (counts) or sums of products (float frames).
+    pairs : ndarray, (n_bins, n_lags) float64
+        Expected pairs E (:func:`expected_pairs`).
+    counts : bool
+        Whether the frames are integer counts (otherwise nothing is changed).
+    """
+    if not counts:  # float frames: no pair count (and float n2 of no pair need not be 0)
+        return
+    n2 = numpy.asarray(n2, dtype=numpy.float64)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        undefined = (n2 == 0) | ~(pairs >= MIN_EXPECTED_PAIRS)
+        floor = numpy.sqrt(numpy.maximum(n2, pairs)) / pairs
+    numpy.fmax(g2_err, numpy.where(numpy.isnan(g2_err), numpy.nan, floor), out=g2_err)
+    g2[undefined] = numpy.nan
+    g2_err[undefined] = numpy.nan
+
+
+#: Bytes of spectra (complex128, 2·Nt per series) of one batched autocorrelation of s2_rows.
+AUTOCORR_BYTES = 16 * 1024**2
+
 
 def _s2_safe(series: numpy.ndarray) -> bool:
     """Whether the exact int64 autocorrelation of integer ``series`` cannot overflow."""
@@ -66,29 +134,49 @@ def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = 
     frame_sums = numpy.asarray(frame_sums)
     nb = binning.n_bins
     n_frames = frame_sums.shape[0]
-    series, spans = [], []
-    for i in range(nb):
+
+    def series_of(i):  # (1 + G, Nt) or (1, Nt): S of the bin, then S − S_g
         s0, s1 = int(binning.bin_sub_offsets[i]), int(binning.bin_sub_offsets[i + 1])
-        if s1 == s0:
-            spans.append(None)
-            continue
         S_groups = frame_sums[:, s0:s1].T  # (G, Nt)
         S_bin = S_groups.sum(axis=0)
-        rows = [S_bin[None, :]]
-        if s1 - s0 > 1:
-            rows.append(S_bin[None, :] - S_groups)
-        series.append(numpy.concatenate(rows, axis=0) if len(rows) > 1 else rows[0])
-        spans.append(len(series) - 1)
+        if s1 - s0 == 1:
+            return S_bin[None, :]
+        return numpy.concatenate([S_bin[None, :], S_bin[None, :] - S_groups], axis=0)
+
+    # Batched FFTs (the FFT's threads need work) of at most AUTOCORR_BYTES of transform each:
+    # no stacked copy of every series, temporaries bounded whatever the bins and frames.
+    out = [None] * nb
+    rows_per_batch = max(1, AUTOCORR_BYTES // (16 * max(2 * n_frames, 1)))
+    batch, batch_bins = [], []
+
+    def flush():
+        if not batch:
+            return
+        stacked = numpy.concatenate(batch, axis=0) if len(batch) > 1 else batch[0]
+        if n_frames:  # rows_per_batch series at a time, also within a bin of many groups
+            parts = [autocorrelate(stacked[r: r + rows_per_batch], method=s2_method)[..., lags]
+                     for r in range(0, stacked.shape[0], rows_per_batch)]
+            c = numpy.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        else:
+            c = stacked[..., lags]
+        edges = numpy.cumsum([0] + [x.shape[0] for x in batch])
+        for a, i in enumerate(batch_bins):
+            out[i] = c[edges[a]: edges[a + 1]]
+        batch.clear()
+        batch_bins.clear()
+
+    for i in range(nb):
+        if binning.bin_sub_offsets[i + 1] == binning.bin_sub_offsets[i]:
+            continue  # empty bin: None
+        x = series_of(i)
         # Integer sums beyond the exact int64 range are refused, not wrapped or rounded.
-        check_s2(series[-1], label=int(binning.labels[i]))
-    # One batched FFT for every bin (the FFT's threads need work).
-    out = []
-    if series:
-        stacked = numpy.concatenate(series, axis=0)
-        c = autocorrelate(stacked, method=s2_method)[..., lags] if n_frames else stacked[..., lags]
-        edges = numpy.cumsum([0] + [x.shape[0] for x in series])
-        out = [c[edges[j]: edges[j + 1]] for j in range(len(series))]
-    return [None if k is None else out[k] for k in spans]
+        check_s2(x, label=int(binning.labels[i]))
+        batch.append(x)
+        batch_bins.append(i)
+        if sum(b.shape[0] for b in batch) >= rows_per_batch:
+            flush()
+    flush()
+    return out
 
 
 def jackknife_error(g2_loo: numpy.ndarray) -> numpy.ndarray:
@@ -185,6 +273,8 @@ def normalise(
         s2 = numpy.stack(s2_list).astype(numpy.int64)
     else:
         s2 = numpy.stack([numpy.asarray(c, dtype=numpy.float64) for c in s2_list])
+    pairs = expected_pairs(s2, binning.n_pixels)
+    undefined_lags(g2, g2_err, n2, pairs, counts=sums.n2.dtype.kind in "iu")
     return CorrelationResult(
         g2=g2,
         g2_err=g2_err,
@@ -199,4 +289,5 @@ def normalise(
         device=device,
         sums=sums,
         info=dict(info or {}),
+        expected_pairs=pairs,
     )

@@ -49,10 +49,13 @@ class CorrelationResult:
     Attributes
     ----------
     g2 : ndarray, (n_bins, n_lags) float64
-        g2(q, τ) = N_q·n2(q, τ) / s2(q, τ); NaN where undefined (empty bin, s2 = 0).
+        g2(q, τ) = N_q·n2(q, τ) / s2(q, τ); NaN where undefined (empty bin, s2 = 0, no photon
+        pair, or fewer expected pairs than ``normalise.MIN_EXPECTED_PAIRS``: see
+        :mod:`ewoksxpcs.engine.normalise`).
     g2_err : ndarray, (n_bins, n_lags) float64
-        Standard error of g2 (delete-one-group jackknife over pixel groups; see
-        :mod:`ewoksxpcs.engine.normalise`). NaN for bins of one pixel.
+        Standard error of g2 (delete-one-group jackknife over pixel groups, at least the
+        photon-counting error of the pairs; see :mod:`ewoksxpcs.engine.normalise`). NaN for bins
+        of one pixel and where g2 is undefined.
     n2 : ndarray, (n_bins, n_lags)
         Numerator sums, int64 for integer frames (exact), else float64.
     s2 : ndarray, (n_bins, n_lags)
@@ -75,6 +78,9 @@ class CorrelationResult:
         The per-sub-bin sums the result was normalised from.
     info : dict
         Free-form details (reason of an ``auto`` choice, timings, options).
+    expected_pairs : ndarray, (n_bins, n_lags) float64
+        s2/N_q: the photon pairs n2 would hold for uncorrelated light (for counts), beside n2,
+        the pairs seen.
     """
 
     g2: numpy.ndarray
@@ -90,6 +96,7 @@ class CorrelationResult:
     device: str = "cpu"
     sums: Optional[CorrelationSums] = None
     info: dict = field(default_factory=dict)
+    expected_pairs: Optional[numpy.ndarray] = None
 
     @property
     def n_bins(self) -> int:

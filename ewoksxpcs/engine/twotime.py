@@ -43,6 +43,7 @@ import numpy
 from .frames import as_frame_source
 from .intrange import check_int64_bound
 from .qmask import DEFAULT_GROUPS, Binning, as_binning
+from .spill import SpillArray, empty as empty_spillable
 
 __all__ = [
     "DEFAULT_MAX_FRAMES",
@@ -53,6 +54,7 @@ __all__ = [
     "select_bins",
     "choose_time_bin",
     "twotime_from_binned",
+    "gram",
     "diagonal_means",
     "g2_from_twotime",
     "partial_g2",
@@ -147,13 +149,24 @@ class TwoTimeResult:
                        t1_indices=1, t2_indices=2)
         m["title"] = "two-time correlation C(q, t1, t2)"
         # The diagonal (t1 = t2: shot noise, far above the rest) is stored apart so that the
-        # viewers' automatic colour scale shows the off-diagonal correlation.
+        # viewers' automatic colour scale shows the off-diagonal correlation. Written by blocks
+        # of rows (chunks of at most 2**20 values: gzip compresses a chunk in memory at once),
+        # without a copy of the maps.
         n = self.C.shape[-1]
         diag = numpy.arange(n)
-        display = numpy.array(self.C, copy=True)
-        display[:, diag, diag] = numpy.nan
-        d = m.create_dataset("C", data=display, chunks=(1,) + self.C.shape[1:] if self.C.size
-                             else None, compression="gzip" if self.C.size > 2**20 else None)
+        if self.C.size:
+            rows = max(1, min(n, 2**20 // max(n, 1)))
+            d = m.create_dataset("C", shape=self.C.shape, dtype=self.C.dtype,
+                                 chunks=(1, rows, n),
+                                 compression="gzip" if self.C.size > 2**20 else None)
+            for j in range(self.C.shape[0]):
+                for r in range(0, n, rows):
+                    block = numpy.array(self.C[j, r: r + rows])
+                    k = numpy.arange(r, r + block.shape[0])
+                    block[k - r, k] = numpy.nan
+                    d[j, r: r + block.shape[0]] = block
+        else:
+            d = m.create_dataset("C", data=self.C)
         d.attrs["interpretation"] = "image"
         d.attrs["diagonal"] = "NaN here: C(q, t, t) is in C_diagonal"
         m.create_dataset("C_diagonal", data=self.C[:, diag, diag])
@@ -280,11 +293,12 @@ class TimeBinner:
         Storage type of the binned rows (see :func:`binned_dtype`).
     """
 
-    def __init__(self, time_bin: int, dtype):
+    def __init__(self, time_bin: int, dtype, capacity: Optional[int] = None):
         self.time_bin = int(time_bin)
         self.dtype = numpy.dtype(dtype)
         self._carry = None
-        self._rows = []
+        self._capacity = capacity
+        self._rows = None  # SpillArray of binned rows, made at the first block (its width)
         self.n_frames = 0
 
     def feed(self, block: numpy.ndarray) -> None:
@@ -295,15 +309,121 @@ class TimeBinner:
             x = numpy.concatenate([self._carry, x])
         b = self.time_bin
         n = x.shape[0] // b
+        if self._rows is None:
+            self._rows = SpillArray((x.shape[1],), self.dtype, capacity=self._capacity)
         if n:
             self._rows.append(x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
         self._carry = x[n * b:].copy() if x.shape[0] > n * b else None
 
     def finish(self, n_pixels: int) -> numpy.ndarray:
-        """Binned frames X (nT, n_pixels)."""
-        if not self._rows:
+        """Binned frames X (nT, n_pixels): in RAM, or a view of a temporary file's mapping
+        beyond :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY` bytes."""
+        if self._rows is None or not len(self._rows):
             return numpy.zeros((0, n_pixels), dtype=self.dtype)
-        return numpy.concatenate(self._rows)
+        return self._rows.array()
+
+
+#: Bytes of float64 pixel columns multiplied at once by :func:`twotime_from_binned`.
+TWOTIME_BLOCK_BYTES = 64 * 1024**2
+
+
+#: float32 sums of integer products are exact below 2**24.
+_FLOAT32_EXACT = 2**24
+_FLOAT64_EXACT = 2**53
+
+
+def gram_dtype(x: numpy.ndarray) -> numpy.dtype:
+    """The narrowest float type in which X·Xᵀ of the columns of integer ``x`` is exact.
+
+    Every entry and partial sum of Σ_p X(T1, p)·X(T2, p) is at most max_T Σ_p X(T, p)²
+    (Cauchy–Schwarz), so float32 is exact while that stays below 2²⁴, float64 below 2⁵³.
+    Float ``x``: float64.
+    """
+    if x.dtype.kind not in "iub" or x.size == 0:
+        return numpy.dtype(numpy.float64)
+    sq = numpy.einsum("tp,tp->t", x, x, dtype=numpy.float64) if x.ndim == 2 else x
+    peak = float(sq.max()) if sq.size else 0.0
+    if peak < _FLOAT32_EXACT:
+        return numpy.dtype(numpy.float32)
+    if peak >= _FLOAT64_EXACT:
+        raise ValueError(f"two-time sums of products reach {peak:.3g}, beyond exact float64")
+    return numpy.dtype(numpy.float64)
+
+
+#: Below this fraction of non-zero values, :func:`gram` adds the pairs of each pixel's non-zero
+#: values (Σ_p n_p²/2 products) instead of the dense product (nT²·n_p/2 multiply-adds).
+GRAM_EVENTS_DENSITY = 0.1
+#: Time bins per side of the tiles of the sparse Gram matrix (int64: 2 MiB; 256 and 1024 were
+#: slower on the 2-core AMD EPYC machine: more passes over the pixels, or a tile out of cache).
+GRAM_TILE = 512
+
+
+def sparse_gram(x: numpy.ndarray) -> bool:
+    """Whether :func:`gram_sparse_into` serves X: integer, fewer than ``GRAM_EVENTS_DENSITY``
+    non-zero values."""
+    return (x.dtype.kind in "iub" and x.size > 0
+            and numpy.count_nonzero(x) < GRAM_EVENTS_DENSITY * x.size)
+
+
+def gram_sparse_into(x: numpy.ndarray, G: numpy.ndarray) -> None:
+    """Add the upper triangle of X·Xᵀ of integer X (nT, n_p) to ``G`` (nT, nT) int64 (in RAM or
+    a view of a file mapping): the pairs of each pixel's non-zero values, tile by tile
+    (numba threads, :func:`ewoksxpcs.engine.events_numba.gram_events`)."""
+    import numba
+
+    from . import events_numba
+
+    xt = numpy.ascontiguousarray(x.T)  # pixel-major: nonzero() walks each pixel's times
+    pix, t = numpy.nonzero(xt)
+    values = xt[pix, t].astype(numpy.int64)
+    bounds = numpy.searchsorted(pix, numpy.arange(x.shape[1] + 1))
+    previous = numba.set_parallel_chunksize(1)  # tiles handed out one at a time
+    try:
+        events_numba.gram_events(t.astype(numpy.int64), values, bounds[:-1], bounds[1:],
+                                 x.shape[0], GRAM_TILE, G)
+    finally:
+        numba.set_parallel_chunksize(previous)
+
+
+def gram(x: numpy.ndarray, pixel_block: int = 65536) -> numpy.ndarray:
+    """G = X·Xᵀ (nT, nT) of binned frames X (nT, n_p), exact for integer X.
+
+    Sparse integer X (fewer than ``GRAM_EVENTS_DENSITY`` non-zero values): the pairs of each
+    pixel's non-zero values, tile by tile of G in int64 (numba threads,
+    :func:`ewoksxpcs.engine.events_numba.gram_events`). Otherwise BLAS ``syrk`` (one triangle:
+    half the products of a matrix product) in float32 while its sums stay below 2²⁴, float64
+    beyond (see :func:`gram_dtype`).
+
+    Returns
+    -------
+    ndarray, (nT, nT) int64, float32 or float64
+        The upper triangle (diagonal included) of G; the lower one is zero.
+    """
+    n_t = x.shape[0]
+    if sparse_gram(x):
+        G = numpy.zeros((n_t, n_t), dtype=numpy.int64)
+        gram_sparse_into(x, G)
+        return G
+    from scipy.linalg import blas
+
+    dtype = gram_dtype(x)
+    syrk = blas.ssyrk if dtype == numpy.float32 else blas.dsyrk
+    n_t = x.shape[0]
+    G = numpy.zeros((n_t, n_t), dtype=dtype, order="F")
+    for p in range(0, x.shape[1], pixel_block):
+        # Xᵀ of a C-ordered block is Fortran-ordered: syrk(trans=1) reads it without a copy.
+        at = numpy.asfortranarray(x[:, p: p + pixel_block].T, dtype=dtype)
+        G = syrk(1.0, at, beta=1.0, c=G, trans=1, lower=0, overwrite_c=1)
+    return G
+
+
+def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
+    """Rows r0 … r1 − 1 of the symmetric matrix whose upper triangle is that of ``G`` (the
+    lower one zero, as :func:`gram` leaves it), float64."""
+    rows = G[r0:r1].astype(numpy.float64) + G[:, r0:r1].T
+    i = numpy.arange(r1 - r0)
+    rows[i, r0 + i] -= G[r0 + i, r0 + i]  # the diagonal was added twice
+    return rows
 
 
 class TwoTimeStream:
@@ -332,7 +452,8 @@ class TwoTimeStream:
         self.time_bin = time_bin
         self.max_frames = max_frames
         b = choose_time_bin(n_frames, time_bin, max_frames)
-        self.binner = TimeBinner(b, binned_dtype(dtype, b))
+        n_t = None if n_frames is None else n_frames // b  # binned rows sized once when known
+        self.binner = TimeBinner(b, binned_dtype(dtype, b), capacity=n_t)
 
     @property
     def n_frames(self) -> int:
@@ -357,8 +478,20 @@ class TwoTimeStream:
 
 
 def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
-                        pixel_block: int = 65536) -> (numpy.ndarray, numpy.ndarray):
-    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin (NumPy, float64 BLAS).
+                        pixel_block: Optional[int] = None,
+                        progress=None) -> (numpy.ndarray, numpy.ndarray):
+    """Two-time maps of binned frames X (nT, n_sel_pixels), bin by bin.
+
+    The Gram matrix of each bin is exact for integer X: pairs of non-zero values for sparse
+    integer X (:func:`gram_sparse_into`, numba), else float64 BLAS products (exact below 2⁵³);
+    C = N·G/(S·Sᵀ) is then taken in float64 and stored as float32.
+
+    The Gram matrix of each bin and the maps are arrays of :func:`ewoksxpcs.engine.spill.empty`
+    (file-backed beyond its cap) filled by blocks of rows, and X is read by blocks of
+    ``pixel_block`` columns (default: :data:`TWOTIME_BLOCK_BYTES` of float64): no anonymous
+    temporary of nT² values or of the whole X.
+
+    ``progress(fraction)``, if given, is called after each block of pixels.
 
     Returns
     -------
@@ -368,23 +501,51 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
     """
     n_sel = col_offsets.size - 1
     n_t = x.shape[0]
-    C = numpy.empty((n_sel, n_t, n_t), dtype=numpy.float32)
+    if pixel_block is None:
+        pixel_block = max(1, TWOTIME_BLOCK_BYTES // (8 * max(n_t, 1)))
+    rows = max(1, TWOTIME_BLOCK_BYTES // (8 * max(n_t, 1)))  # rows of G per product
+    C = empty_spillable((n_sel, n_t, n_t), numpy.float32)
     S = numpy.zeros((n_t, n_sel), dtype=numpy.int64 if x.dtype.kind in "iu" else numpy.float64)
     if S.dtype.kind == "i" and x.size and n_sel:  # int64 S(T, q) must not wrap
         widths = numpy.diff(col_offsets)
-        check_int64_bound(float(numpy.abs(x).max()) * widths.max(), what="two-time S",
+        peak = max(abs(int(x.max())), abs(int(x.min())))  # no |x| copy of the whole X
+        check_int64_bound(float(peak) * widths.max(), what="two-time S",
                           how="max |X| × pixels of the largest bin")
+    G = G_int = None  # float64 (dense path) and int64 (sparse path) Gram matrices, when needed
     for j in range(n_sel):
         c0, c1 = int(col_offsets[j]), int(col_offsets[j + 1])
-        G = numpy.zeros((n_t, n_t))
+        a = x[:, c0:c1]
+        if sparse_gram(a):
+            S[:, j] = a.sum(axis=1, dtype=S.dtype)
+            if G_int is None:
+                G_int = empty_spillable((n_t, n_t), numpy.int64)
+            G_int[...] = 0
+            gram_sparse_into(a, numpy.asarray(G_int))
+            if progress is not None:
+                progress((c1 - col_offsets[0]) / max(1, col_offsets[-1] - col_offsets[0]))
+            s = S[:, j].astype(numpy.float64)
+            with numpy.errstate(invalid="ignore", divide="ignore"):
+                for r in range(0, n_t, rows):
+                    r1 = min(n_t, r + rows)
+                    C[j, r:r1] = (c1 - c0) * _symmetric_rows(G_int, r, r1) / numpy.outer(
+                        s[r:r1], s)
+            continue
+        if G is None:
+            G = empty_spillable((n_t, n_t), numpy.float64)
+        G[...] = 0
         for p in range(c0, c1, pixel_block):
             a = x[:, p: min(c1, p + pixel_block)]
             S[:, j] += a.sum(axis=1, dtype=S.dtype)
             a = a.astype(numpy.float64)
-            G += a @ a.T  # float64: exact for integer sums below 2**53
+            for r in range(0, n_t, rows):
+                G[r: r + rows] += a[r: r + rows] @ a.T  # float64: exact below 2**53
+            if progress is not None:
+                progress((min(c1, p + pixel_block) - col_offsets[0])
+                         / max(1, col_offsets[-1] - col_offsets[0]))
         s = S[:, j].astype(numpy.float64)
         with numpy.errstate(invalid="ignore", divide="ignore"):
-            C[j] = (c1 - c0) * G / numpy.outer(s, s)
+            for r in range(0, n_t, rows):
+                C[j, r: r + rows] = (c1 - c0) * G[r: r + rows] / numpy.outer(s[r: r + rows], s)
     return C, S
 
 
@@ -564,22 +725,29 @@ def events_selection_dense(events, pixel_index: numpy.ndarray, time_bin: int, dt
     rows_c = numpy.minimum(rows, max(events.n_pixels - 1, 0))
     if events.n_pixels == 0 or (events.pixel_index[rows_c] != pixel_index).any():
         raise ValueError("twotime bins use pixels that this EventStack does not hold (masked as bad)")
+    from .events import count_blocks
+
     n_t = events.n_frames // time_bin
     x = numpy.zeros((n_t, pixel_index.size), dtype=dtype)
     starts, ends = events.offsets[rows_c], events.offsets[rows_c + 1]
     counts = ends - starts
-    col = numpy.repeat(numpy.arange(pixel_index.size), counts)
-    ev = numpy.repeat(starts - numpy.concatenate([[0], numpy.cumsum(counts)[:-1]]), counts)
-    ev = ev + numpy.arange(int(counts.sum()))
-    tb = events.times[ev].astype(numpy.int64) // time_bin
-    ok = tb < n_t
-    numpy.add.at(x, (tb[ok], col[ok]), events.values[ev][ok].astype(dtype))
+    # Columns in blocks of at most EVENT_BLOCK events: bounded per-event temporaries.
+    ends_c = numpy.cumsum(counts)
+    for c0, c1 in count_blocks(ends_c):
+        base = int(ends_c[c0 - 1]) if c0 else 0
+        cnt = counts[c0:c1]
+        col = numpy.repeat(numpy.arange(c0, c1), cnt)
+        ev = numpy.repeat(starts[c0:c1] - (ends_c[c0:c1] - cnt), cnt) + numpy.arange(
+            base, int(ends_c[c1 - 1]))
+        tb = events.times[ev].astype(numpy.int64) // time_bin
+        ok = tb < n_t
+        numpy.add.at(x, (tb[ok], col[ok]), events.values[ev][ok].astype(dtype))
     return x
 
 
 # ---------------------------------------------------------------------------------- backend
 class NumpyTwoTime:
-    """Two-time correlator on the CPU (NumPy + float64 BLAS), frames or EventStack.
+    """Two-time correlator on the CPU (NumPy + BLAS syrk, exact), frames or EventStack.
 
     Parameters
     ----------
@@ -598,6 +766,10 @@ class NumpyTwoTime:
 
     name = "numpy"
     device_name = "cpu"
+    #: Share of the time of the products after the frames are read (progress; see
+    #: :func:`ewoksxpcs.workflow.pipeline.correlate_sums`), and the callback of their progress.
+    compute_share = 0.5
+    report_progress = None
 
     def __init__(self, qmask, bins=None, time_bin: Optional[int] = None,
                  max_frames: int = DEFAULT_MAX_FRAMES, n_segments: int = DEFAULT_SEGMENTS,
@@ -636,7 +808,7 @@ class NumpyTwoTime:
                            frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         """The two-time maps and g2 of binned frames X (nT, n_sel_pixels)."""
         t0 = time.perf_counter()
-        C, S = twotime_from_binned(x, self.col_offsets)
+        C, S = twotime_from_binned(x, self.col_offsets, progress=self.report_progress)
         t1 = time.perf_counter()
         result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
                              frame_period, self.name, self.device_name, info)

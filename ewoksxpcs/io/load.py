@@ -769,31 +769,46 @@ class EventFrameSource(_IndexableSource):
         self.n_frames = int(events.n_frames)
         self._range = range(self.n_frames)
         self.frame_period = frame_period
-        # Frame-major order of the events, to cut them by frame range.
-        self._pix = numpy.repeat(events.pixel_index, events.events_per_pixel)
-        order = numpy.argsort(events.times, kind="stable")
-        self._order = order
-        self._tstarts = numpy.searchsorted(events.times[order], numpy.arange(self.n_frames + 1))
 
     def _read_range(self, sub: range) -> numpy.ndarray:
+        """Frames ``sub`` rebuilt by a scan of the events, pixel block by pixel block."""
+        from ..engine.events import pixel_blocks
+
         ny, nx = self.frame_shape
         out = numpy.zeros((len(sub), ny * nx), dtype=self.dtype)
-        if len(sub) == 0:
-            return out.reshape((0, ny, nx))
         ev = self.events
-        if sub.step == 1:
-            sel = self._order[self._tstarts[sub.start] : self._tstarts[sub.stop]]
-            out[ev.times[sel].astype(numpy.int64) - sub.start, self._pix[sel]] = ev.values[sel]
-        else:
-            for j, t in enumerate(sub):
-                sel = self._order[self._tstarts[t] : self._tstarts[t + 1]]
-                out[j, self._pix[sel]] = ev.values[sel]
+        if len(sub) == 0 or ev.n_events == 0:
+            return out.reshape((len(sub), ny, nx))
+        for p0, p1 in pixel_blocks(ev.offsets):
+            e0, e1 = int(ev.offsets[p0]), int(ev.offsets[p1])
+            t = ev.times[e0:e1].astype(numpy.int64)
+            sel = numpy.flatnonzero((t >= sub.start) & (t < sub.stop)
+                                    & ((t - sub.start) % sub.step == 0))
+            pix = numpy.repeat(ev.pixel_index[p0:p1], numpy.diff(ev.offsets[p0 : p1 + 1]))
+            out[(t[sel] - sub.start) // sub.step, pix[sel]] = ev.values[e0:e1][sel]
         return out.reshape((len(sub), ny, nx))
 
     def iter_chunks(self, chunk_frames: Optional[int] = None):
+        """Consecutive chunks; each pixel's next event is tracked by a cursor (no frame-major
+        copy of the events: memory bounded by the chunk and the pixel count)."""
         chunk_frames = positive_int(chunk_frames, "chunk_frames") or self.default_chunk_frames()
-        for i in range(0, self.n_frames, chunk_frames):
-            yield self._read_range(range(i, min(i + chunk_frames, self.n_frames)))
+        ev = self.events
+        ny, nx = self.frame_shape
+        cursor = ev.offsets[:-1].copy()
+        end = ev.offsets[1:]
+        for t0 in range(0, self.n_frames, chunk_frames):
+            t1 = min(t0 + chunk_frames, self.n_frames)
+            out = numpy.zeros((t1 - t0, ny * nx), dtype=self.dtype)
+            active = numpy.flatnonzero(cursor < end)
+            while active.size:  # one event per pixel and pass: times ascend within a pixel
+                c = cursor[active]
+                t = ev.times[c].astype(numpy.int64)
+                now = t < t1
+                active, c, t = active[now], c[now], t[now]
+                out[t - t0, ev.pixel_index[active]] = ev.values[c]
+                cursor[active] += 1
+                active = active[cursor[active] < end[active]]
+            yield out.reshape((t1 - t0, ny, nx))
 
 
 # ------------------------------------------------------------------------------ entry points

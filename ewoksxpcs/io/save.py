@@ -8,7 +8,9 @@ Layout of the result file (``n_q`` bins, ``n_τ`` delays, Nt frames, (Ny, Nx) de
         program, version, date, mode, method, device, auto_reason
         parameters           NXcollection: every workflow parameter, one group per step
         g2                   NXdata  signal g2 (n_q, n_τ) float64 with g2_errors,
-                                     axes q (nm⁻¹) and tau (s); labels, n_pixels, lags (frames)
+                                     axes q (nm⁻¹) and tau (s); labels, n_pixels, lags (frames);
+                                     expected_pairs (n_q, n_τ): photon pairs of uncorrelated
+                                     light at each lag (g2 is NaN below 10, see normalise)
         fit                  NXdata  gamma (s⁻¹) vs q with errors; every parameter of the
                                      model (exp, kww, double: ewoksxpcs.engine.fit) with errors,
                                      chi2_red, status (0 = ok, meanings in status_meaning)
@@ -37,23 +39,43 @@ bins, ``intensity`` is per time bin, and::
             g2               NXdata  derived g2 vs labels and tau (s)
             partial_g2       NXdata  g2 of successive age segments
 
-Writing is atomic: everything goes to a temporary file in the output directory, renamed at
-the end, so a failure or a cancellation leaves no partial file; an existing file is replaced
-only with ``overwrite``.
+Writing is atomic, and the result and its PNG are one commit: both are written as unnamed
+files in their directories (``O_TMPFILE``: even SIGKILL leaves nothing), the PNG drawn in a
+thread meanwhile, then both are named and renamed into place, SIGTERM/SIGINT held for those
+few system calls. A failure (a full disk), a cancellation or a kill leaves the old pair or
+nothing; an existing file is replaced only with ``overwrite``; an input file never (see
+:mod:`ewoksxpcs.io.inputfiles`). Files get the umask's mode.
 """
 
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
+import shutil
 import tempfile
-from typing import Optional
+import threading
+from typing import List, Optional, Sequence
 
 import numpy
 
-__all__ = ["check_output", "save_results", "save_formats", "plot_g2", "atomic_output",
-           "default_png", "save_figure"]
+from .inputfiles import check_not_input
+
+__all__ = [
+    "check_output",
+    "save_results",
+    "plot_g2",
+    "save_formats",
+    "save_figure",
+    "figure_png",
+    "PendingFile",
+    "commit",
+    "atomic_output",
+    "default_png",
+    "current_umask",
+    "warm_up_plotting",
+]
 
 MAX_PARAMETER_ELEMENTS = 4096
 
@@ -91,12 +113,199 @@ def check_output(filename, overwrite: bool = False) -> str:
     return filename
 
 
-class atomic_output:
-    """Context manager: a temporary file in the target's directory, renamed on success.
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    ``with atomic_output(filename, overwrite) as tmp: write(tmp)``. On an exception the
-    temporary file is removed and the target is untouched. Without ``overwrite`` the rename
-    refuses to replace a file that appeared meanwhile.
+
+def _file_mode() -> int:
+    """Mode of a new file as ``open()`` would create it: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+
+
+def _link_fd(fd: int, name: str) -> None:
+    """Give the unnamed (O_TMPFILE) file ``fd`` the name ``name`` (which must not exist)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.linkat(fd, b"", _AT_FDCWD, os.fsencode(name), _AT_EMPTY_PATH) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.link(f"/proc/self/fd/{fd}", name, follow_symlinks=True)
+
+
+class PendingFile:
+    """A new file for ``target``, written unnamed and given its name only by :func:`commit`.
+
+    On Linux the content lives in an unnamed file (``O_TMPFILE``) in the target's directory:
+    a process killed even with SIGKILL leaves nothing behind. Elsewhere (or on file systems
+    without ``O_TMPFILE``) it is a hidden ``.<name>.<random>.tmp`` removed on any exception
+    (SIGTERM and SIGINT included, see :func:`ewoksxpcs.app.cli.main`). Either way the file gets
+    the mode ``open()`` gives (0666 less the umask), not mkstemp's 0600.
+
+    Attributes
+    ----------
+    file : io.BufferedRandom
+        Binary file object to write (``h5py.File(pending.file, "w")`` works).
+    """
+
+    def __init__(self, target, overwrite: bool = False):
+        self.target = check_output(target, overwrite)
+        self.overwrite = overwrite
+        self.directory = os.path.dirname(self.target)
+        self.tmpname: Optional[str] = None
+        try:
+            fd = os.open(self.directory, os.O_TMPFILE | os.O_RDWR, 0o666)
+        except (AttributeError, OSError):  # no O_TMPFILE here
+            fd, self.tmpname = tempfile.mkstemp(dir=self.directory, prefix=self._prefix(),
+                                                suffix=".tmp")
+            os.fchmod(fd, _file_mode())
+        self.file = os.fdopen(fd, "w+b")
+
+    def _prefix(self) -> str:
+        return f".{os.path.basename(self.target)}."
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def name_temporarily(self) -> str:
+        """Flush to disk and give the content a hidden temporary name; return it."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        if self.tmpname is None:
+            for _ in range(100):
+                name = os.path.join(
+                    self.directory, f"{self._prefix()}{os.urandom(6).hex()}.tmp"
+                )
+                try:
+                    _link_fd(self.file.fileno(), name)
+                except FileExistsError:
+                    continue
+                except OSError:  # unnamed files cannot be linked here: copy the content
+                    self.tmpname = self._copy_to_named_file()
+                    break
+                self.tmpname = name
+                break
+            else:  # pragma: no cover
+                raise FileExistsError(f"no free temporary name in {self.directory!r}")
+        return self.tmpname
+
+    def _copy_to_named_file(self) -> str:
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix=self._prefix(), suffix=".tmp")
+        try:
+            os.fchmod(fd, _file_mode())
+            with os.fdopen(fd, "wb") as out:
+                self.file.seek(0)
+                shutil.copyfileobj(self.file, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            _remove(name)
+            raise
+        return name
+
+    def discard(self) -> None:
+        """Forget the content (close, remove any temporary name)."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        if self.tmpname is not None:
+            _remove(self.tmpname)
+            self.tmpname = None
+
+    def __enter__(self) -> "PendingFile":
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.discard()
+        return False
+
+
+class _DeferSignals:
+    """Hold SIGTERM and SIGINT (main thread only) while files are renamed; deliver them after."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __enter__(self):
+        import signal
+
+        self.saved = {}
+        self.caught = []
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in self.SIGNALS:
+            sig = getattr(signal, name)
+            try:
+                self.saved[sig] = signal.signal(sig, lambda s, f: self.caught.append(s))
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        for sig in self.caught:
+            os.kill(os.getpid(), sig)
+        return False
+
+
+def commit(pending: Sequence[PendingFile]) -> List[str]:
+    """Give every pending file its name, together; return the names.
+
+    Each content is first flushed and named under a temporary name in its directory (where a
+    full disk shows up), then the temporaries are renamed in order — SIGTERM/SIGINT held
+    meanwhile — so the old files stay until every new file is complete. Put the file whose
+    presence means "done" (the result) last. Without ``overwrite``, a target that appeared
+    meanwhile is not replaced: the files already placed are removed again and
+    FileExistsError is raised.
+    """
+    try:
+        for p in pending:
+            p.name_temporarily()
+        placed: List[PendingFile] = []
+        with _DeferSignals():
+            try:
+                for p in pending:
+                    _place(p.tmpname, p.target, p.overwrite)
+                    p.tmpname = None
+                    placed.append(p)
+            except BaseException:
+                for p in placed:
+                    if not p.overwrite:
+                        _remove(p.target)
+                raise
+    finally:
+        for p in pending:
+            p.discard()
+    return [p.target for p in pending]
+
+
+class atomic_output:
+    """Context manager: a temporary file name in the target's directory, renamed on success.
+
+    ``with atomic_output(filename, overwrite) as tmp: write(tmp)`` for writers that need a
+    file name (:class:`PendingFile` is preferred: nothing is left even after SIGKILL). On an
+    exception the temporary file is removed and the target is untouched; the file gets the
+    umask's mode. Without ``overwrite`` the rename refuses to replace a file that appeared
+    meanwhile.
     """
 
     def __init__(self, filename, overwrite: bool = False):
@@ -108,6 +317,7 @@ class atomic_output:
         fd, self.tmp = tempfile.mkstemp(
             dir=os.path.dirname(self.filename), prefix=f".{base}.", suffix=".tmp"
         )
+        os.fchmod(fd, _file_mode())
         os.close(fd)
         return self.tmp
 
@@ -116,24 +326,30 @@ class atomic_output:
             _remove(self.tmp)
             return False
         try:
-            if self.overwrite:
-                os.replace(self.tmp, self.filename)
-            else:
-                try:
-                    os.link(self.tmp, self.filename)  # fails if the target exists
-                except FileExistsError:
-                    raise FileExistsError(
-                        f"output file {self.filename!r} exists (use overwrite to replace it)"
-                    ) from None
-                except OSError:  # no hard links on this file system
-                    if os.path.exists(self.filename):
-                        raise FileExistsError(
-                            f"output file {self.filename!r} exists (use overwrite to replace it)"
-                        ) from None
-                    os.replace(self.tmp, self.filename)
+            _place(self.tmp, self.filename, self.overwrite)
         finally:
             _remove(self.tmp)
         return False
+
+
+def _place(tmp: str, target: str, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``target``; without ``overwrite``, never replace an existing target
+    (a hard link fails if the target exists, where a rename would replace it)."""
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise FileExistsError(f"output file {target!r} exists (use overwrite to replace it)") from None
+    except OSError:  # no hard links on this file system
+        if os.path.exists(target):
+            raise FileExistsError(
+                f"output file {target!r} exists (use overwrite to replace it)"
+            ) from None
+        os.replace(tmp, target)
+        return
+    _remove(tmp)
 
 
 def _remove(name):
@@ -256,6 +472,7 @@ def save_results(
     power_law=None,
     q_edges=None,
     geometry: Optional[dict] = None,
+    inputs: Optional[Sequence[str]] = None,
 ) -> dict:
     """Write a :class:`~ewoksxpcs.engine.result.CorrelationResult` as NeXus (layout in the module doc).
 
@@ -297,190 +514,248 @@ def save_results(
         :meth:`ewoksxpcs.workflow.maskbin.Geometry.as_dict`, written as ``xpcs/geometry`` (default: the
         one recorded in ``parameters``; "unknown" when the q-mask was given directly).
 
+    inputs : sequence of str, optional
+        Files the run read (:func:`ewoksxpcs.io.inputfiles.input_files`): no output may be
+        one of them, even with ``overwrite``.
+
     Returns
     -------
     dict
         ``{"filename": ..., "png": ... or None}``.
+
+    Raises
+    ------
+    ValueError
+        An output is an input, or the PNG is the result file.
+    FileExistsError
+        An output exists and ``overwrite`` is False.
+    OSError
+        Writing failed (e.g. no space left): the old files are untouched.
+
+    Notes
+    -----
+    The result and its PNGs are committed together (:func:`commit`): all are written unnamed,
+    the PNGs drawn in a thread while the HDF5 file is written, then all renamed into place
+    (the PNGs first, the result last); the old files stay until the new ones are complete.
+    The result and the g2 PNG carry the same random ``commit`` id (root attribute of the
+    result, ``ewoksxpcs commit`` text of the PNG).
     """
     import h5py
-
-    from .. import __version__
 
     q = numpy.asarray(q, dtype=numpy.float64)
     tau = numpy.asarray(tau, dtype=numpy.float64)
     g2 = numpy.asarray(result.g2, dtype=numpy.float64)
     if g2.shape != (q.size, tau.size):
         raise ValueError(f"g2 has shape {g2.shape}, expected (n_q={q.size}, n_tau={tau.size})")
-    check_output(filename, overwrite)
+    filename = check_output(filename, overwrite)
+    extra = {}
     if png is not None:
-        check_output(png, overwrite)
-        for name in extra_png_names(png, result, fit, power_law, segments).values():
+        png = check_output(png, overwrite)
+        if png == filename:
+            raise ValueError(f"the PNG and the result are the same file {png!r}")
+        extra = extra_png_names(png, result, fit, power_law, segments)
+        for name in extra.values():
             check_output(name, overwrite)
-    now = datetime.datetime.now().astimezone().isoformat()
+    for name in (filename, png, *extra.values()):
+        check_not_input(name, inputs or (), "result file" if name == filename else "PNG")
     info = dict(getattr(result, "info", {}) or {})
     mode = info.get("mode", getattr(result, "mode", "linear"))
-    with atomic_output(filename, overwrite) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["NX_class"] = "NXroot"
-            f.attrs["creator"] = f"ewoksxpcs {__version__}"
-            f.attrs["file_time"] = now
-            f.attrs["default"] = "entry"
-            entry = f.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            entry.attrs["default"] = "xpcs"
-            entry["title"] = title
-            entry["start_time"] = now
-            proc = entry.create_group("xpcs")
-            proc.attrs["NX_class"] = "NXprocess"
-            proc.attrs["default"] = "g2"
-            proc["program"] = "ewoksxpcs"
-            proc["version"] = __version__
-            proc["date"] = now
-            proc["mode"] = mode
-            proc["method"] = result.method
-            proc["device"] = result.device
-            proc["auto_reason"] = str(info.get("auto_reason", ""))
-            proc["n_frames"] = int(getattr(result, "n_frames", 0) or 0)
-            if frame_period is not None:
-                _dataset(proc, "frame_period", float(frame_period), units="s")
-            params = proc.create_group("parameters")
-            params.attrs["NX_class"] = "NXcollection"
-            for k, v in (parameters or {}).items():
-                _write_value(params, k, v)
-
-            q_label = f"q ({q_unit})" if q_unit else "bin"
-            tau_label = f"tau ({tau_unit})"
-            g = _nxdata(proc, "g2", "g2", ["q", "tau"], title=_g2_title(result, mode))
-            g.attrs["SILX_style"] = json.dumps({"axes_scale_types": ["linear", "log"]})
-            _dataset(g, "g2", g2, long_name="g2", interpretation="spectrum")
-            _dataset(g, "g2_errors", numpy.asarray(result.g2_err, dtype=numpy.float64))
-            _dataset(g, "q", q, units=q_unit or None, long_name=q_label)
-            _dataset(g, "tau", tau, units=tau_unit, long_name=tau_label)
-            _dataset(g, "lags", numpy.asarray(result.lags, dtype=numpy.int64), units="frame")
-            _dataset(g, "labels", numpy.asarray(result.labels, dtype=numpy.int64))
-            _dataset(g, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
-            if chi is not None:
-                _dataset(g, "chi", numpy.asarray(chi, dtype=numpy.float64), units="deg")
-            _write_geometry(proc, g, result, q_edges, geometry, parameters, q_unit)
-            if mode == "multitau":
-                _dataset(g, "level", numpy.asarray(result.level, dtype=numpy.int64))
-                _dataset(g, "n_pairs", numpy.asarray(result.n_pairs, dtype=numpy.int64))
-                g["normalisation"] = str(result.normalisation)
-                g["lags_per_level"] = int(result.lags_per_level)
-            if mode == "twotime":
-                g["description"] = (
-                    "g2 = mean over t of C(q, t, t + tau) of the two-time maps; errors: "
-                    "standard error of that mean"
-                )
-                tt = result.write_nexus(proc, "twotime")
-                for name in ("maps", "g2"):
-                    _dataset(tt[name], "q", q, units=q_unit or None, long_name=q_label)
-
-            if fit is not None:
-                write_fit(proc, fit, q, q_unit, tau_unit, power_law)
-            write_science(proc, result, q, q_unit, tau_unit, frame_period, segments)
-
-            if qmask is not None:
-                mg = _nxdata(proc, "qmask", "labels", title="q-mask labels (0 = unused)")
-                d = mg.create_dataset(
-                    "labels", data=numpy.asarray(qmask, dtype=numpy.int32), compression="gzip"
-                )
-                d.attrs["interpretation"] = "image"
-            if mean_image is not None:
-                ig = _nxdata(
-                    proc, "mean_image", "mean_image", title="mean counts per pixel per frame"
-                )
-                d = ig.create_dataset(
-                    "mean_image",
-                    data=numpy.asarray(mean_image, dtype=numpy.float64),
-                    compression="gzip",
-                )
-                d.attrs["interpretation"] = "image"
-                d.attrs["units"] = "counts/frame"
-
-            fs = getattr(result, "frame_sums", None)
-            # Two-time frame sums are per time bin of time_bin frames.
-            time_bin = int(getattr(result, "time_bin", 1) or 1)
-            if fs is not None:
-                fs = numpy.asarray(fs)
-                n_pix = numpy.asarray(result.n_pixels, dtype=numpy.float64)
-                with numpy.errstate(invalid="ignore", divide="ignore"):
-                    mean_t = (fs / (n_pix[None, :] * time_bin)).T  # (n_q, Nt)
-                excluded = info.get("excluded_frames")
-                if excluded is not None and time_bin == 1 and len(excluded) == mean_t.shape[1]:
-                    mean_t[:, numpy.asarray(excluded, dtype=bool)] = numpy.nan  # not measured
-                tg = _nxdata(
-                    proc,
-                    "intensity",
-                    "intensity",
-                    ["q", "time"],
-                    title="mean counts per pixel per frame vs time",
-                )
-                _dataset(tg, "intensity", mean_t, units="counts/frame", interpretation="spectrum")
-                _dataset(tg, "q", q, units=q_unit or None, long_name=q_label)
-                # Time of each row: frame index, or centre of the time bin (two-time).
-                t_frames = numpy.asarray(
-                    getattr(result, "times", numpy.arange(fs.shape[0])), dtype=numpy.float64
-                )
-                if frame_period is not None:
-                    _dataset(
-                        tg,
-                        "time",
-                        t_frames * float(frame_period),
-                        units="s",
-                        long_name="time (s)",
-                    )
-                else:
-                    _dataset(tg, "time", t_frames, units="frame", long_name="time (frame)")
-
-            pg = _nxdata(proc, "pixels_per_bin", "n_pixels", ["q"], title="pixels per bin")
-            _dataset(pg, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
-            _dataset(pg, "q", q, units=q_unit or None, long_name=q_label)
-
-            # The exact sums g2 was computed from (those the result carries).
-            sums = proc.create_group("sums")
-            sums.attrs["NX_class"] = "NXcollection"
-            sums["description"] = _SUMS_DESCRIPTION.get(mode, _SUMS_DESCRIPTION["linear"])
-            for name in ("n2", "s2", "d2"):
-                value = getattr(result, name, None)
-                if value is not None:
-                    _dataset(sums, name, numpy.asarray(value), units="counts^2")
-            if fs is not None:
-                _dataset(sums, "frame_sums", fs, units="counts")
+    commit_id = os.urandom(8).hex()
+    plots = None
+    if png is not None:  # drawn while the HDF5 file is written
+        plots = _Background(
+            _render_pngs, png, result, q, tau, g2, q_unit, tau_unit, frame_period, fit, chi,
+            power_law, segments, _PLOT_TITLES.get(mode, "{}").format(title),
+            {"ewoksxpcs commit": commit_id, "ewoksxpcs result": filename},
+        )
+    pending = [PendingFile(filename, overwrite)]
+    try:
+        with h5py.File(pending[0].file, "w") as f:
+            _write_nexus(
+                f, result, q, tau, g2, mode, info, q_unit, tau_unit, qmask, mean_image,
+                frame_period, parameters, fit, chi, title, segments, power_law, q_edges,
+                geometry,
+            )
+            f.attrs["commit"] = commit_id
+            if png is not None:
+                f["entry/xpcs/plot"] = png
         if cancel_token is not None:
             cancel_token.check("saving the results")
-    png_name = _write_pngs(png, [filename], result, q, tau, q_unit, tau_unit, frame_period,
-                           fit, power_law, segments, chi, overwrite, title)
-    return {"filename": os.path.abspath(filename), "png": png_name}
+        if plots is not None:
+            for name, data in plots.result().items():  # the PNGs first, the result last
+                pending.insert(len(pending) - 1, PendingFile(name, overwrite))
+                pending[-2].write(data)
+        commit(pending)
+    finally:
+        for p in pending:
+            p.discard()
+    return {"filename": filename, "png": png}
 
 
-def _write_pngs(png, written, result, q, tau, q_unit, tau_unit, frame_period, fit, power_law,
-                segments, chi, overwrite, title) -> Optional[str]:
-    """The g2 PNG and its companions; on failure the ``written`` result files are removed."""
-    if png is None:
-        return None
-    try:
-        png_name = plot_g2(
-            png,
-            tau,
-            numpy.asarray(result.g2, dtype=numpy.float64),
-            result.g2_err,
-            q,
-            q_unit=q_unit,
-            tau_unit=tau_unit,
-            fit=fit,
-            chi=chi,
-            overwrite=overwrite,
-            title=_PLOT_TITLES.get(_mode(result), "{}").format(title),
-            keep=_drawn(result),
+class _Background(threading.Thread):
+    """Run ``function(*args, **kwargs)`` in a thread; :meth:`result` waits for it.
+
+    Not a daemon thread: the interpreter waits for it at exit (a daemon thread stopped inside
+    matplotlib's C++ code at exit aborts the process).
+    """
+
+    def __init__(self, function, *args, **kwargs):
+        super().__init__(daemon=False, name="ewoksxpcs-png")
+        self._call = (function, args, kwargs)
+        self._value = self._error = None
+        self.start()
+
+    def run(self):
+        function, args, kwargs = self._call
+        try:
+            self._value = function(*args, **kwargs)
+        except BaseException as e:  # handed to the caller
+            self._error = e
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _write_nexus(
+    f, result, q, tau, g2, mode, info, q_unit, tau_unit, qmask, mean_image, frame_period,
+    parameters, fit, chi, title, segments=None, power_law=None, q_edges=None, geometry=None,
+) -> None:
+    """Write the layout of the module doc into the open h5py file ``f``."""
+    from .. import __version__
+
+    now = datetime.datetime.now().astimezone().isoformat()
+    f.attrs["NX_class"] = "NXroot"
+    f.attrs["creator"] = f"ewoksxpcs {__version__}"
+    f.attrs["file_time"] = now
+    f.attrs["default"] = "entry"
+    entry = f.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "xpcs"
+    entry["title"] = title
+    entry["start_time"] = now
+    proc = entry.create_group("xpcs")
+    proc.attrs["NX_class"] = "NXprocess"
+    proc.attrs["default"] = "g2"
+    proc["program"] = "ewoksxpcs"
+    proc["version"] = __version__
+    proc["date"] = now
+    proc["mode"] = mode
+    proc["method"] = result.method
+    proc["device"] = result.device
+    proc["auto_reason"] = str(info.get("auto_reason", ""))
+    proc["n_frames"] = int(getattr(result, "n_frames", 0) or 0)
+    if frame_period is not None:
+        _dataset(proc, "frame_period", float(frame_period), units="s")
+    params = proc.create_group("parameters")
+    params.attrs["NX_class"] = "NXcollection"
+    for k, v in (parameters or {}).items():
+        _write_value(params, k, v)
+
+    q_label = f"q ({q_unit})" if q_unit else "bin"
+    tau_label = f"tau ({tau_unit})"
+    g = _nxdata(proc, "g2", "g2", ["q", "tau"], title=_g2_title(result, mode))
+    g.attrs["SILX_style"] = json.dumps({"axes_scale_types": ["linear", "log"]})
+    _dataset(g, "g2", g2, long_name="g2", interpretation="spectrum")
+    _dataset(g, "g2_errors", numpy.asarray(result.g2_err, dtype=numpy.float64))
+    _dataset(g, "q", q, units=q_unit or None, long_name=q_label)
+    _dataset(g, "tau", tau, units=tau_unit, long_name=tau_label)
+    _dataset(g, "lags", numpy.asarray(result.lags, dtype=numpy.int64), units="frame")
+    _dataset(g, "labels", numpy.asarray(result.labels, dtype=numpy.int64))
+    _dataset(g, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
+    pairs = getattr(result, "expected_pairs", None)
+    if pairs is not None:
+        _dataset(g, "expected_pairs", numpy.asarray(pairs, dtype=numpy.float64))
+    if chi is not None:
+        _dataset(g, "chi", numpy.asarray(chi, dtype=numpy.float64), units="deg")
+    _write_geometry(proc, g, result, q_edges, geometry, parameters, q_unit)
+    if mode == "multitau":
+        _dataset(g, "level", numpy.asarray(result.level, dtype=numpy.int64))
+        _dataset(g, "n_pairs", numpy.asarray(result.n_pairs, dtype=numpy.int64))
+        g["normalisation"] = str(result.normalisation)
+        g["lags_per_level"] = int(result.lags_per_level)
+    if mode == "twotime":
+        g["description"] = (
+            "g2 = mean over t of C(q, t, t + tau) of the two-time maps; errors: "
+            "standard error of that mean"
         )
-        extra_pngs(png, result, q, q_unit, tau_unit, frame_period, fit, power_law,
-                   segments, overwrite)
-    except BaseException:
-        for name in written:
-            _remove(os.path.abspath(name))  # all or nothing
-        raise
-    return png_name
+        tt = result.write_nexus(proc, "twotime")
+        for name in ("maps", "g2"):
+            _dataset(tt[name], "q", q, units=q_unit or None, long_name=q_label)
+
+    if fit is not None:
+        write_fit(proc, fit, q, q_unit, tau_unit, power_law)
+    write_science(proc, result, q, q_unit, tau_unit, frame_period, segments)
+
+    if qmask is not None:
+        mg = _nxdata(proc, "qmask", "labels", title="q-mask labels (0 = unused)")
+        d = mg.create_dataset(
+            "labels", data=numpy.asarray(qmask, dtype=numpy.int32), compression="gzip"
+        )
+        d.attrs["interpretation"] = "image"
+    if mean_image is not None:
+        ig = _nxdata(
+            proc, "mean_image", "mean_image", title="mean counts per pixel per frame"
+        )
+        d = ig.create_dataset(
+            "mean_image",
+            data=numpy.asarray(mean_image, dtype=numpy.float64),
+            compression="gzip",
+        )
+        d.attrs["interpretation"] = "image"
+        d.attrs["units"] = "counts/frame"
+
+    fs = getattr(result, "frame_sums", None)
+    # Two-time frame sums are per time bin of time_bin frames.
+    time_bin = int(getattr(result, "time_bin", 1) or 1)
+    if fs is not None:
+        fs = numpy.asarray(fs)
+        n_pix = numpy.asarray(result.n_pixels, dtype=numpy.float64)
+        with numpy.errstate(invalid="ignore", divide="ignore"):
+            mean_t = (fs / (n_pix[None, :] * time_bin)).T  # (n_q, Nt)
+        excluded = info.get("excluded_frames")
+        if excluded is not None and time_bin == 1 and len(excluded) == mean_t.shape[1]:
+            mean_t[:, numpy.asarray(excluded, dtype=bool)] = numpy.nan  # not measured
+        tg = _nxdata(
+            proc,
+            "intensity",
+            "intensity",
+            ["q", "time"],
+            title="mean counts per pixel per frame vs time",
+        )
+        _dataset(tg, "intensity", mean_t, units="counts/frame", interpretation="spectrum")
+        _dataset(tg, "q", q, units=q_unit or None, long_name=q_label)
+        # Time of each row: frame index, or centre of the time bin (two-time).
+        t_frames = numpy.asarray(
+            getattr(result, "times", numpy.arange(fs.shape[0])), dtype=numpy.float64
+        )
+        if frame_period is not None:
+            _dataset(
+                tg,
+                "time",
+                t_frames * float(frame_period),
+                units="s",
+                long_name="time (s)",
+            )
+        else:
+            _dataset(tg, "time", t_frames, units="frame", long_name="time (frame)")
+
+    pg = _nxdata(proc, "pixels_per_bin", "n_pixels", ["q"], title="pixels per bin")
+    _dataset(pg, "n_pixels", numpy.asarray(result.n_pixels, dtype=numpy.int64))
+    _dataset(pg, "q", q, units=q_unit or None, long_name=q_label)
+
+    # The exact sums g2 was computed from (those the result carries).
+    sums = proc.create_group("sums")
+    sums.attrs["NX_class"] = "NXcollection"
+    sums["description"] = _SUMS_DESCRIPTION.get(mode, _SUMS_DESCRIPTION["linear"])
+    for name in ("n2", "s2", "d2"):
+        value = getattr(result, name, None)
+        if value is not None:
+            _dataset(sums, name, numpy.asarray(value), units="counts^2")
+    if fs is not None:
+        _dataset(sums, "frame_sums", fs, units="counts")
 
 
 def _drawn(result):
@@ -564,17 +839,17 @@ def map_rows(q, labels, to_labels):
     return numpy.array([q[where[int(k)]] if int(k) in where else numpy.nan for k in to_labels])
 
 
-def extra_pngs(png, result, q, q_unit, tau_unit, frame_period, fit, power_law, segments,
-               overwrite) -> list:
-    """The figures beside the g2 PNG: ``_gamma.png`` (with a power law), ``_stability.png``
-    (with segments), ``_twotime.png`` (mode two-time)."""
+def _render_pngs(png, result, q, tau, g2, q_unit, tau_unit, frame_period, fit, chi, power_law,
+                 segments, title, metadata) -> dict:
+    """PNG bytes of every figure of a result, file name -> bytes: the figures beside the g2
+    PNG (``_gamma.png`` with a power law, ``_stability.png`` with segments, ``_twotime.png`` in
+    mode two-time), then the g2 PNG (``metadata``: its PNG text entries)."""
     from . import plots
 
     names = extra_png_names(png, result, fit, power_law, segments)
-    out = []
+    out = {}
     if "gamma" in names:
-        out.append(save_figure(plots.gamma_figure(q, fit, power_law, q_unit, tau_unit),
-                               names["gamma"], overwrite))
+        out[names["gamma"]] = figure_png(plots.gamma_figure(q, fit, power_law, q_unit, tau_unit))
     if "stability" in names:
         fs = getattr(result, "frame_sums", None)
         inten = None
@@ -584,20 +859,36 @@ def extra_pngs(png, result, q, q_unit, tau_unit, frame_period, fit, power_law, s
         fig = plots.stability_figure(
             segments, map_rows(q, result.labels, segments.labels), tau_unit, frame_period, inten,
             (result.info or {}).get("excluded_frames"), q_unit)
-        out.append(save_figure(fig, names["stability"], overwrite))
+        out[names["stability"]] = figure_png(fig)
     if "twotime" in names:
-        out.append(save_figure(plots.twotime_figure(result, q, q_unit), names["twotime"],
-                               overwrite))
+        out[names["twotime"]] = figure_png(plots.twotime_figure(result, q, q_unit))
+    out[png] = figure_png(
+        g2_figure(tau, g2, result.g2_err, q, q_unit=q_unit, tau_unit=tau_unit, fit=fit, chi=chi,
+                  title=title, keep=_drawn(result)),
+        metadata,
+    )
     return out
 
 
-def save_figure(fig, filename, overwrite: bool = False) -> str:
-    """Write a matplotlib figure as PNG, atomically; the absolute file name."""
+def figure_png(fig, metadata: Optional[dict] = None) -> bytes:
+    """A matplotlib figure as PNG bytes (``metadata``: PNG text entries).
+
+    Rendered in memory, so that writing it is one ``write`` whose error (e.g. no space left)
+    is the real one.
+    """
     fig.tight_layout()
-    with atomic_output(filename, overwrite) as tmp:
-        with open(tmp, "wb") as fh:
-            fig.savefig(fh, format="png")
-    return os.path.abspath(filename)
+    buf = io.BytesIO()
+    # Fast zlib level: plots compress well anyway, and encoding is a tenth of the time.
+    fig.savefig(buf, format="png", metadata=metadata, pil_kwargs={"compress_level": 1})
+    return buf.getvalue()
+
+
+def save_figure(fig, filename, overwrite: bool = False) -> str:
+    """Write a matplotlib figure as PNG, atomically (see :class:`PendingFile`); the absolute
+    file name."""
+    with PendingFile(filename, overwrite) as pending:
+        pending.write(figure_png(fig))
+        return commit([pending])[0]
 
 
 def extra_png_names(png, result, fit, power_law, segments) -> dict:
@@ -615,17 +906,15 @@ def extra_png_names(png, result, fit, power_law, segments) -> dict:
     return names
 
 
-def _write_events(filename, events, frame_period) -> None:
-    import h5py
-
-    with h5py.File(filename, "a") as f:
-        g = f.create_group("entry/xpcs/events")
-        events.write_group(g)
-        period = frame_period or getattr(events, "frame_period", None)
-        if period:
-            g.attrs["frame_period"] = float(period)
-        g.attrs["description"] = ("per-pixel time series of every kept pixel (ewoksxpcs "
-                                  "events layout): 'ewoksxpcs rebin' re-bins from them")
+def _write_events(f, events, frame_period) -> None:
+    """``entry/xpcs/events`` of the open h5py file ``f``: the per-pixel time series."""
+    g = f.create_group("entry/xpcs/events")
+    events.write_group(g)
+    period = frame_period or getattr(events, "frame_period", None)
+    if period:
+        g.attrs["frame_period"] = float(period)
+    g.attrs["description"] = ("per-pixel time series of every kept pixel (ewoksxpcs "
+                              "events layout): 'ewoksxpcs rebin' re-bins from them")
 
 
 def _mode(result) -> str:
@@ -655,13 +944,16 @@ def _write_geometry(proc, g, result, q_edges, geometry, parameters, q_unit) -> N
 def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
                  geometry: Optional[dict] = None, bad_pixels=None, png: Optional[str] = None,
                  events=None, keep_events: bool = False, pixel_g2: bool = False,
-                 **kwargs) -> dict:
+                 inputs: Optional[Sequence[str]] = None, **kwargs) -> dict:
     """Write a result in one or more layouts (:data:`ewoksxpcs.io.formats.FORMATS`).
 
     The first format writes ``filename``, the others files next to it
     (:func:`ewoksxpcs.io.formats.format_filenames`). Every file is written to a temporary file
-    first and all are renamed together at the end: on any error none is left and no existing
-    file was replaced. ``kwargs`` are those of :func:`save_results`; ``bad_pixels`` (Ny, Nx)
+    first and all are renamed together at the end, with the PNGs (drawn in a thread meanwhile):
+    on any error none is left and no existing file was replaced. The NeXus file and the PNGs
+    are unnamed until then (:class:`PendingFile`: nothing left even after SIGKILL); the other
+    layouts' writers need a name, a hidden ``.<name>.<random>.tmp``. ``inputs``: files the run
+    read, which no output may be. ``kwargs`` are those of :func:`save_results`; ``bad_pixels`` (Ny, Nx)
     bool gives the APS mask. ``events`` (an :class:`~ewoksxpcs.engine.events.EventStack`): with
     ``keep_events`` kept in the NeXus file as ``entry/xpcs/events`` (events-file layout), the
     per-pixel time series that ``ewoksxpcs rebin`` re-bins exactly (:mod:`ewoksxpcs.io.rebin`);
@@ -673,6 +965,8 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
         ``{"filename": first file, "png": ... or None, "files": {format: file}}``.
     """
     import contextlib
+
+    import h5py
 
     from .formats import format_filenames, result_view
     from .save_aps import write_aps
@@ -689,62 +983,87 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
         raise ValueError("keeping the events or pixel-level G2 needs the events")
     for name in list(names.values()) + ([png] if png else []):
         check_output(name, overwrite)
+    extra = {}
     if png:
+        png = os.path.abspath(png)
         extra = extra_png_names(png, result, kwargs.get("fit"), kwargs.get("power_law"),
                                 kwargs.get("segments"))
         for name in extra.values():
             check_output(name, overwrite)
+    for name in list(names.values()) + ([png] if png else []) + list(extra.values()):
+        check_not_input(name, inputs or (), "PNG" if name.endswith(".png") else "result file")
+    q = numpy.asarray(q, dtype=numpy.float64)
+    tau = numpy.asarray(tau, dtype=numpy.float64)
+    mode = _mode(result)
+    title = kwargs.get("title", "XPCS g2")
+    commit_id = os.urandom(8).hex()
+    plots = None
+    if png:  # drawn while the files are written
+        plots = _Background(
+            _render_pngs, png, result, q, tau, numpy.asarray(result.g2, dtype=numpy.float64),
+            kwargs.get("q_unit", "nm^-1"), kwargs.get("tau_unit", "s"),
+            kwargs.get("frame_period"), kwargs.get("fit"), kwargs.get("chi"),
+            kwargs.get("power_law"), kwargs.get("segments"),
+            _PLOT_TITLES.get(mode, "{}").format(title),
+            {"ewoksxpcs commit": commit_id,
+             "ewoksxpcs result": os.path.abspath(next(iter(names.values())))},
+        )
+    pending: List[PendingFile] = []
     view = None
-    with contextlib.ExitStack() as stack:
-        for fmt, name in names.items():
-            tmp = stack.enter_context(atomic_output(name, overwrite))
-            if fmt == "nexus":
-                save_results(tmp, result, q, tau, q_edges=q_edges, geometry=geometry,
-                             **{**kwargs, "overwrite": True})
-                if keep_events:
-                    _write_events(tmp, events, kwargs.get("frame_period"))
-                continue
-            if view is None:
-                view = result_view(result, q, q_unit=kwargs.get("q_unit", "nm^-1"),
-                                   qmask=kwargs.get("qmask"), mean_image=kwargs.get("mean_image"),
-                                   frame_period=kwargs.get("frame_period"), chi=kwargs.get("chi"),
-                                   q_edges=q_edges, geometry=geometry,
-                                   parameters=kwargs.get("parameters"))
-            title = kwargs.get("title", "XPCS g2")
-            if fmt == "aps":
-                write_aps(tmp, view, q_edges=q_edges, bad_pixels=bad_pixels, title=title,
-                          events=events if pixel_g2 else None, segments=kwargs.get("segments"))
-            else:
-                write_id02(tmp, view, title=title)
-        if kwargs.get("cancel_token") is not None:
-            kwargs["cancel_token"].check("saving the results")
-    png_name = _write_pngs(png, list(names.values()), result, numpy.asarray(q, numpy.float64),
-                           numpy.asarray(tau, numpy.float64), kwargs.get("q_unit", "nm^-1"),
-                           kwargs.get("tau_unit", "s"), kwargs.get("frame_period"),
-                           kwargs.get("fit"), kwargs.get("power_law"), kwargs.get("segments"),
-                           kwargs.get("chi"), overwrite, kwargs.get("title", "XPCS g2"))
-    return {"filename": next(iter(names.values())), "png": png_name, "files": names}
+    try:
+        with contextlib.ExitStack() as stack:  # the named temporaries, renamed at its exit
+            for fmt, name in names.items():
+                if fmt == "nexus":
+                    pending.append(PendingFile(name, overwrite))
+                    with h5py.File(pending[-1].file, "w") as f:
+                        _write_nexus(
+                            f, result, q, tau, numpy.asarray(result.g2, dtype=numpy.float64),
+                            mode, dict(getattr(result, "info", {}) or {}),
+                            kwargs.get("q_unit", "nm^-1"), kwargs.get("tau_unit", "s"),
+                            kwargs.get("qmask"), kwargs.get("mean_image"),
+                            kwargs.get("frame_period"), kwargs.get("parameters"),
+                            kwargs.get("fit"), kwargs.get("chi"), title, kwargs.get("segments"),
+                            kwargs.get("power_law"), q_edges, geometry,
+                        )
+                        f.attrs["commit"] = commit_id
+                        if png:
+                            f["entry/xpcs/plot"] = png
+                        if keep_events:
+                            _write_events(f, events, kwargs.get("frame_period"))
+                    continue
+                tmp = stack.enter_context(atomic_output(name, overwrite))
+                if view is None:
+                    view = result_view(result, q, q_unit=kwargs.get("q_unit", "nm^-1"),
+                                       qmask=kwargs.get("qmask"),
+                                       mean_image=kwargs.get("mean_image"),
+                                       frame_period=kwargs.get("frame_period"),
+                                       chi=kwargs.get("chi"), q_edges=q_edges,
+                                       geometry=geometry, parameters=kwargs.get("parameters"))
+                if fmt == "aps":
+                    write_aps(tmp, view, q_edges=q_edges, bad_pixels=bad_pixels, title=title,
+                              events=events if pixel_g2 else None,
+                              segments=kwargs.get("segments"))
+                else:
+                    write_id02(tmp, view, title=title)
+            if kwargs.get("cancel_token") is not None:
+                kwargs["cancel_token"].check("saving the results")
+            figures = []
+            if plots is not None:
+                for name, data in plots.result().items():
+                    figures.append(PendingFile(name, overwrite))
+                    figures[-1].write(data)
+            pending[:0] = figures
+            commit(pending)  # the PNGs first, the NeXus file last
+    finally:
+        for p in pending:
+            p.discard()
+    return {"filename": next(iter(names.values())), "png": png, "files": names}
 
 
-def plot_g2(
-    filename,
-    tau,
-    g2,
-    g2_err,
-    q,
-    q_unit: str = "nm^-1",
-    tau_unit: str = "s",
-    fit=None,
-    chi=None,
-    overwrite: bool = False,
-    title: str = "XPCS g2",
-    keep=None,
-) -> str:
-    """Draw g2 curves (log τ, error bars, fits of status ok if given) into a PNG file
-    (:func:`ewoksxpcs.io.plots.draw_g2`; ``keep``: (n_τ,) bool, the lags to draw).
-
-    Returns the absolute file name.
-    """
+def g2_figure(tau, g2, g2_err, q, q_unit: str = "nm^-1", tau_unit: str = "s", fit=None,
+              chi=None, title: str = "XPCS g2", keep=None):
+    """The g2 curves (log τ, error bars, fits of status ok if given) as a matplotlib figure
+    (:func:`ewoksxpcs.io.plots.draw_g2`; ``keep``: (n_τ,) bool, the lags to draw)."""
     from .plots import draw_g2, new_figure
 
     fig = new_figure()
@@ -752,4 +1071,28 @@ def plot_g2(
     draw_g2(ax, tau, g2, g2_err, q, q_unit=q_unit, fit=fit, chi=chi, keep=keep, fig=fig)
     ax.set_xlabel(f"τ ({tau_unit})")
     ax.set_title(title)
-    return save_figure(fig, filename, overwrite)
+    return fig
+
+
+def plot_g2(filename, tau, g2, g2_err, q, overwrite: bool = False, **options) -> str:
+    """Draw g2 curves into a PNG file; ``options``: those of :func:`g2_figure`. Returns the
+    absolute file name; the file appears complete or not at all."""
+    return save_figure(g2_figure(tau, g2, g2_err, q, **options), filename, overwrite)
+
+
+def warm_up_plotting() -> None:
+    """Import matplotlib's Agg machinery in a thread, off the critical path.
+
+    Called when a run will draw a PNG: the import (about a second on a loaded machine) then
+    overlaps loading and correlation instead of delaying the result file's commit.
+    """
+
+    def imports():
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+            from matplotlib.figure import Figure  # noqa: F401
+        except Exception:  # the real import reports it later
+            pass
+
+    # Not a daemon thread: one stopped inside an extension's initialisation at exit aborts.
+    threading.Thread(target=imports, daemon=False, name="ewoksxpcs-import").start()

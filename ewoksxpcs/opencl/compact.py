@@ -66,7 +66,8 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
     progress : callable, optional
         Called as ``progress(frames_done, n_frames_or_None)`` after each batch.
     max_device_memory : int, optional
-        Device memory budget in bytes (default: min(8 GiB, half the device memory)).
+        Device memory budget in bytes (default: :func:`.device.default_device_memory`: 70 % of
+        a GPU's free memory).
     decode : {"auto", "device", "host"}
         Where compressed HDF5 chunks are decompressed: "auto" and "device" decompress
         bitshuffle-LZ4 chunks of whole frames on the device when the source allows it (the

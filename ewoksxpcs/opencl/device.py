@@ -297,13 +297,59 @@ CTYPES = {
     "int8": "char", "uint8": "uchar", "int16": "short", "uint16": "ushort",
     "int32": "int", "uint32": "uint", "float32": "float",
 }
-#: Default cap of a device memory budget (``max_device_memory`` options), bytes.
-MAX_DEFAULT_DEVICE_MEMORY = 8 * 1024**3
+#: Default device memory budget of a GPU or accelerator: this fraction of its free memory
+#: (global memory when the free memory cannot be queried). The rest is left to the driver, the
+#: kernels' small buffers and other processes; the whole budget is one step's allocations.
+DEVICE_MEMORY_FRACTION = 0.7
+#: Default budget of a CPU OpenCL device, whose "device memory" is the host's RAM: this fraction
+#: of it, at most ``MAX_DEFAULT_CPU_DEVICE_MEMORY`` (the host also holds the frames and results).
+CPU_DEVICE_MEMORY_FRACTION = 0.25
+MAX_DEFAULT_CPU_DEVICE_MEMORY = 8 * 1024**3
+#: Kept for older callers: the CPU device cap.
+MAX_DEFAULT_DEVICE_MEMORY = MAX_DEFAULT_CPU_DEVICE_MEMORY
+
+
+def free_device_memory(dev: OpenCLDevice) -> int | None:
+    """Free memory of a GPU, bytes, or None when it cannot be queried.
+
+    AMD devices report it through ``cl_amd_device_attribute_query``; NVIDIA devices through
+    NVML (``pynvml``, when installed), matched by PCI bus id. OpenCL itself has no such query.
+    """
+    d = dev.device
+    try:
+        return int(d.global_free_memory_amd[0]) * 1024  # KiB, per memory pool
+    except Exception:
+        pass
+    try:
+        import pynvml
+
+        bus = int(d.pci_bus_id_nv)
+        pynvml.nvmlInit()
+        try:
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                if int(pynvml.nvmlDeviceGetPciInfo(h).bus) == bus:
+                    return int(pynvml.nvmlDeviceGetMemoryInfo(h).free)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    return None
 
 
 def default_device_memory(dev: OpenCLDevice) -> int:
-    """Default device memory budget: min(8 GiB, half the device's global memory), bytes."""
-    return int(min(MAX_DEFAULT_DEVICE_MEMORY, dev.global_mem // 2))
+    """Default device memory budget (``max_device_memory`` options), bytes.
+
+    GPUs and accelerators: ``DEVICE_MEMORY_FRACTION`` (70 %) of the free memory (of the global
+    memory when it cannot be queried, see :func:`free_device_memory`): 98 GB of an H200's
+    141 GB, 11 GB of a 16 GB card. CPU devices: ``CPU_DEVICE_MEMORY_FRACTION`` (25 %) of their
+    memory (the host RAM), at most 8 GiB.
+    """
+    if dev.kind == "cpu":
+        return int(min(MAX_DEFAULT_CPU_DEVICE_MEMORY, dev.global_mem * CPU_DEVICE_MEMORY_FRACTION))
+    free = free_device_memory(dev)
+    total = dev.global_mem if free is None else min(free, dev.global_mem)
+    return int(total * DEVICE_MEMORY_FRACTION)
 
 
 def power_of_two_work_group(dev: OpenCLDevice, gpu: int, cpu: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ewokscore.taskwithprogress import TaskWithProgress
 
 from ..workflow.cancellation import CancelToken
+from ..workflow.orphan import exit_with_parent
 from ..workflow.pipeline import describe
 
 __all__ = ["XpcsTask"]
@@ -21,6 +22,7 @@ class XpcsTask(TaskWithProgress, register=False):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._token = CancelToken()
+        exit_with_parent()  # a pool process (ppf engine) does not outlive a killed main process
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -41,6 +43,13 @@ class XpcsTask(TaskWithProgress, register=False):
     def report(self, fraction: float) -> None:
         """Progress callback of the library functions (fraction in [0, 1])."""
         self.progress = int(max(0.0, min(1.0, float(fraction))) * 100)
+
+    def input_files(self) -> list:
+        """Files the run read so far, from the ``parameters`` record (outputs may not be one)."""
+        from ..io.inputfiles import input_files
+
+        params = self.get_input_value("parameters", None)
+        return input_files(params) if isinstance(params, dict) else []
 
     def record(self, section: str, values: dict) -> dict:
         """The ``parameters`` input with this task's ``values`` under ``section``."""

@@ -7,8 +7,9 @@ from typing import Any, Optional
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..workflow.pipeline import compact_frames, save_events
+from ..io.inputfiles import check_not_input
 from ..io.save import check_output
+from ..workflow.pipeline import compact_frames, save_events
 from .base import XpcsTask
 
 __all__ = ["CompactEvents"]
@@ -64,8 +65,10 @@ class CompactEvents(XpcsTask, input_model=Inputs, output_model=Outputs):
     def run(self):
         self.start_progress()
         i = self.inputs
-        if i.events_file:
-            check_output(i.events_file, i.overwrite)  # fail before the work
+        inputs = self.input_files()
+        if i.events_file:  # fail before the work
+            check_output(i.events_file, i.overwrite)
+            check_not_input(i.events_file, inputs, "events file")
         period = i.frame_period or getattr(i.frames, "frame_period", None)
         events = compact_frames(
             i.frames,
@@ -86,6 +89,7 @@ class CompactEvents(XpcsTask, input_model=Inputs, output_model=Outputs):
                 overwrite=i.overwrite,
                 token=self.token,
                 source=str(getattr(i.frames, "url", "")),
+                inputs=inputs,
             )
             events.filename = filename
         self.outputs.events = events

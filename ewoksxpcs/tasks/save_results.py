@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ..engine.fit import MODELS, fit_g2, fit_power_law
 from ..io.formats import check_formats, format_filenames
+from ..io.inputfiles import check_not_input
 from ..io.save import check_output, default_png, save_formats
 from .base import XpcsTask
 
@@ -91,7 +92,8 @@ def _fit_model(fit):
 class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
     """Write the NeXus result (default plot: g2 vs q and tau, with errors) and the PNG.
 
-    Never overwrites without ``overwrite``; writes to a temporary file renamed at the end.
+    Never overwrites without ``overwrite``, never replaces an input file; the result and the
+    PNG are committed together (:func:`ewoksxpcs.io.save.save_results`).
     """
 
     def run(self):
@@ -111,6 +113,9 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
             )
         if png is not None:
             check_output(png, i.overwrite)
+        inputs = self.input_files()
+        for name, what in ((i.output, "result file"), (png, "PNG")):
+            check_not_input(name, inputs, what)
         result = i.result
         model = _fit_model(i.fit)
         fit = None if model is None else fit_g2(i.tau, result.g2, result.g2_err, model=model)
@@ -163,6 +168,7 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
             events=events,
             keep_events=i.keep_events,
             pixel_g2=i.pixel_g2,
+            inputs=inputs,
         )
         self.outputs.output = written["filename"]
         self.outputs.files = written["files"]

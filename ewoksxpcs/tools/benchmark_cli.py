@@ -1,5 +1,6 @@
 """``ewoksxpcs benchmark`` command line: the default suite (:mod:`.benchmark`), the GPU suite
-(:mod:`.benchmark_gpu`) and the end-to-end suite (:mod:`.benchmark_e2e`).
+(:mod:`.benchmark_gpu`), the end-to-end suite (:mod:`.benchmark_e2e`), the host memory
+suite (:mod:`.benchmark_memory`) and the CPU suite (:mod:`.benchmark_cpu`).
 """
 
 from __future__ import annotations
@@ -25,29 +26,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "live"), default="default",
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory", "cpu",
+                                            "live"),
+                        default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
                              "and PyTorch at the sizes of issue 4 (ewoksxpcs.tools.benchmark_gpu); "
                              "e2e: an Eiger 4M bitshuffle-LZ4 scan file to a NeXus g2 file "
-                             "through 'ewoksxpcs run' (ewoksxpcs.tools.benchmark_e2e); live: "
+                             "through 'ewoksxpcs run' with defaults only "
+                             "(ewoksxpcs.tools.benchmark_e2e); costs: the constants of auto's "
+                             "cost model (ewoksxpcs.tools.benchmark_costs); memory: peak anonymous "
+                             "RSS of 'ewoksxpcs run' against the frame count on every CPU path "
+                             "(ewoksxpcs.tools.benchmark_memory); cpu: the CPU engine "
+                             "against dynamix, xpcs-correlator, boost_corr (torch CPU) and "
+                             "scikit-beam (ewoksxpcs.tools.benchmark_cpu); live: "
                              "latency of the final result of 'ewoksxpcs live' after the last "
                              "frame of a 512x512 scan written at 100 Hz x 5000 frames "
                              "(ewoksxpcs.tools.benchmark_live; --scale, --mode, --rate)")
+    parser.add_argument("--paths", nargs="+", metavar="PATH",
+                        help="memory suite: paths (default: all; see "
+                             "ewoksxpcs.tools.benchmark_memory.PATHS)")
+    parser.add_argument("--frames", nargs="+", type=int, metavar="N",
+                        help="memory suite: frame counts (default 5000 10000 20000 40000)")
+    parser.add_argument("--shape", nargs=2, type=int, default=[256, 256], metavar=("NY", "NX"),
+                        help="memory suite: frame shape (default 256 256)")
     parser.add_argument("--mode", default="multitau", choices=("multitau", "linear", "twotime"),
                         help="live suite: correlation mode (default multitau)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="live suite: frames per second of the writer (default 100)")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="gpu, e2e and live suites: size factor in (0, 1] of frames and pixels "
-                             "(default 1)")
-    parser.add_argument("--counts", type=float, default=0.01,
-                        help="e2e and live suites: photons per pixel per frame (default 0.01)")
+                        help="gpu, e2e and live suites: size factor in (0, 1] of frames and "
+                             "pixels; cpu suite: of frames (default 1)")
+    parser.add_argument("--counts", type=float, nargs="+", default=None,
+                        help="e2e suite: photons per pixel per frame of each scan "
+                             "(default 0.01 0.1); live suite: of its scan (the first value, "
+                             "default 0.01)")
     parser.add_argument("--workdir", help="e2e and live suites: directory of the scan and results "
                                           "(default: a temporary one, removed)")
-    parser.add_argument("--max-device-memory", type=float, default=None, metavar="BYTES",
-                        help="e2e suite: device memory budget of the compaction (default: "
-                             "min(8 GiB, half the device memory)); raise it for dense scans")
     parser.add_argument("--torch-device", default="cuda",
                         help="gpu suite: PyTorch device of the boost_corr/PyTorch peers (cuda)")
     parser.add_argument("--repeat", type=int, default=None,
@@ -62,12 +77,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_gpu(args)
     if args.suite == "e2e":
         return _main_e2e(args)
+    if args.suite == "costs":
+        return _main_costs(args)
+    if args.suite == "memory":
+        return _main_memory(args)
+    if args.suite == "cpu":
+        return _main_cpu(args)
     if args.suite == "live":
         from .benchmark_live import run_live_benchmark
 
         side = max(8, int(round(512 * args.scale ** 0.5)))
+        counts = args.counts[0] if args.counts else 0.01
         row = run_live_benchmark(n_frames=max(2, int(round(5000 * args.scale))),
-                                 shape=(side, side), rate=args.rate, counts=args.counts,
+                                 shape=(side, side), rate=args.rate, counts=counts,
                                  mode=args.mode, workdir=args.workdir)
         if args.json:
             with open(args.json, "w") as f:
@@ -90,21 +112,72 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 1 if errors else 0
 
 
-def _main_e2e(args) -> int:
-    """``--suite e2e``: :func:`ewoksxpcs.tools.benchmark_e2e.run_e2e`."""
-    from .benchmark_e2e import run_e2e
+def _main_memory(args) -> int:
+    """``--suite memory``: :func:`.benchmark_memory.run_memory_suite`."""
+    from .benchmark_memory import FRAMES, run_memory_suite
 
-    device = args.device or "gpu"
     try:
-        row = run_e2e(workdir=args.workdir, scale=args.scale, counts=args.counts, device=device,
-                      max_device_memory=(int(args.max_device_memory)
-                                         if args.max_device_memory else None))
+        rows = run_memory_suite(paths=args.paths, frames=args.frames or FRAMES,
+                                shape=tuple(args.shape), workdir=args.workdir)
     except ValueError as e:
         print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"suite": "e2e", "machine": machine_description(device), "row": row}, f,
+            json.dump({"suite": "memory", "machine": machine_description(None), "rows": rows},
+                      f, indent=1, default=float)
+    return 1 if any(r["returncode"] for r in rows) else 0
+
+def _main_cpu(args) -> int:
+    """``--suite cpu``: :func:`ewoksxpcs.tools.benchmark_cpu.run_cpu_suite`."""
+    from .benchmark_cpu import run_cpu_suite
+
+    def save(rows):  # after every case: a run cut short keeps the cases done
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"suite": "cpu", "scale": args.scale,
+                           "machine": machine_description(args.device or "cpu"), "rows": rows},
+                          f, indent=1, default=float)
+
+    try:
+        rows = run_cpu_suite(scale=args.scale, repeat=2 if args.repeat is None else args.repeat,
+                             cases=args.cases, device=args.device or "cpu", on_row=save)
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    save(rows)
+    return 1 if any(r["note"].startswith("error") for r in rows) else 0
+
+
+def _main_e2e(args) -> int:
+    """``--suite e2e``: :func:`ewoksxpcs.tools.benchmark_e2e.run_e2e` (defaults only)."""
+    from .benchmark_e2e import run_e2e
+
+    try:
+        out = run_e2e(workdir=args.workdir, scale=args.scale,
+                      counts=tuple(args.counts or (0.01, 0.1)))
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "e2e", "machine": machine_description(), **out}, f,
+                      indent=1, default=float)
+    return 0
+
+
+def _main_costs(args) -> int:
+    """``--suite costs``: :func:`ewoksxpcs.tools.benchmark_costs.run_costs`."""
+    from .benchmark_costs import run_costs
+
+    # The frames of the cases times --scale; > 1 on a GPU, where small cases measure set-up.
+    out = run_costs(device=args.device, scale=args.scale, repeat=args.repeat or 1,
+                    workdir=args.workdir)
+    print(f"fitted constants for COSTS[{out['machine']!r}]:")
+    print(json.dumps(out["fitted"], indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "costs", "machine": machine_description(args.device), **out}, f,
                       indent=1, default=float)
     return 0
 

@@ -1,37 +1,41 @@
-"""``ewoksxpcs benchmark --suite e2e``: an Eiger 4M scan file to a NeXus g2 file, wall clock.
+"""``ewoksxpcs benchmark --suite e2e``: what users run, a scan file to a NeXus result, timed.
 
-Issue 4's end-to-end case: 10 000 frames of 2162×2068 uint16 pixels, bitshuffle-LZ4 HDF5 (one
-chunk per frame, 1000 frames per data file and a Bliss-like master file with a virtual dataset,
-as Lima writes them), on local disk → ``ewoksxpcs run`` (the ``workflows/xpcs.json`` graph through
-the Ewoks engine: load, q-mask from the geometry, correlation ``opencl-events`` on the GPU, which
-compacts the frames there from the raw compressed chunks, normalisation, NeXus + PNG) → the
-result file. ``scale`` s multiplies the frame count and the pixel count by s.
+Eiger 4M scans (10 000 frames of 2162×2068 uint16, bitshuffle-LZ4, one chunk per frame, a
+Bliss-like master with a virtual dataset over 16 data files, the detector's pixel mask in the
+file, as Lima writes them) at each of ``counts`` photons per pixel per frame, written by
+:func:`ewoksxpcs.tools.synthetic_eiger.write_eiger_scan` (not timed). ``scale`` s multiplies
+the frame count and the pixel count by s. Then, for each scan and each mode (linear, multitau, twotime), the
+command a beamline trigger runs, **defaults only** (no method, device or mask option)::
 
-Steps and figures
------------------
-generate_s
-    Writing the scan (16 processes on the device machine) with :func:`ewoksxpcs.tools.synthetic_eiger.write_eiger_scan` (not part of the figure).
+    ewoksxpcs run scan.h5 --qmask labels.npy --mode MODE -o result.h5
+
+Figures
+-------
 cold_s
-    Wall time of the ``ewoksxpcs run`` process (Python start, imports, OpenCL kernels compiled
-    for the first time on this machine, …, result file closed), after the page cache was dropped
-    when that is allowed (``cache_dropped``) -- the data then come from the disk. The Python
-    bytecode of the modules it imports is written beforehand (``bytecode``), as a regular
-    installation has it.
+    Wall time of the command after the page cache was dropped (when root: ``cache_dropped``)
+    and with the OpenCL kernel caches off (pyopencl, NVIDIA, PoCL): data from disk, kernels
+    compiled. Python bytecode is written beforehand (``bytecode``), as an installation has it.
 warm_s
-    The same command again: files in the page cache, compiled kernels in the driver's cache.
-cli_profile
-    The command once more under cProfile: its top functions by cumulative time.
-profile
-    In-process times of the library steps (load, q-mask, compaction with its read / device
-    split, correlation, normalisation, saving) on the warm files.
-peers
-    Decompression throughput of the same files by h5py + hdf5plugin (one thread, as any h5py
-    reader gets it) and by :func:`ewoksxpcs.io.hdf5chunks.decode_chunks_cpu` (all cores), each over
-    ``peer_frames`` frames: the time a CPU decompression of the whole scan would take.
+    The command again: files in the page cache, kernels in the caches.
+worker_s
+    The same scans through one already-started Python process (``ewoksxpcs.app.cli.main`` called
+    in a loop after one warm-up run, as an ewoksjob worker runs jobs): no start-up, imports or
+    kernel builds.
+stages
+    Per warm run, from the result file (``parameters/correlate/timings_s``): ``compact_s``
+    (read, host→device, decompression and compaction on the device), ``correlate_s``, and
+    ``rest_s`` (start-up, imports, loading, q-mask, normalisation, saving: the wall time minus
+    the two).
+floors
+    The physical floor of each stage on this machine: ``read`` the file bytes at the measured
+    read rate (page cache warm; the disk after a cache drop, cold), ``h2d`` the file bytes
+    (compressed chunks) at the measured host→device rate (pinned buffers), ``decode`` the frames'
+    bytes written once at the measured device copy bandwidth. The data stage (``compact_s``, or
+    ``correlate_s`` for a dense path) is printed with its ratio to the largest of the three
+    (they overlap), each stage with its own ratio.
 check
-    The g2 of the result against the generator's truth ``1 + β ρ^(2τ)`` (its rings are the
-    q bins; the module gaps are masked): median |z| over the rings and the first lags
-    (z = difference / g2_err).
+    The linear g2 against the generator's truth ``1 + β ρ^(2τ)`` (median |z| over the rings
+    and lags 1 … 20).
 """
 
 from __future__ import annotations
@@ -108,114 +112,133 @@ def _compile_bytecode() -> dict:
             "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "")}
 
 
-def _peer_decode(master: str, peer_frames: int, threads: int) -> dict:
-    """Decompression rates (frames/s) of h5py+hdf5plugin (one thread) and our CPU threads."""
-    import h5py
-    import hdf5plugin  # noqa: F401  registers the bitshuffle filter
+MODES = ("linear", "multitau", "twotime")
 
-    from ..io.hdf5chunks import decode_chunks_cpu, read_chunks
-    from ..io.load import load_frames
+#: Environment of a cold run: the OpenCL kernel caches of pyopencl, NVIDIA and PoCL off.
+COLD_ENV = {"PYOPENCL_NO_CACHE": "1", "CUDA_CACHE_DISABLE": "1", "POCL_KERNEL_CACHE": "0"}
 
-    source = load_frames(master)
-    n = min(peer_frames, source.n_frames)
-    out = {}
-    with h5py.File(source.filename, "r") as f:
-        dset = f[source.path]
-        buf = numpy.empty((1,) + tuple(dset.shape[1:]), dtype=dset.dtype)
-        t = time.perf_counter()
-        for i in range(n):
-            dset.read_direct(buf, numpy.s_[i: i + 1])
-        out["h5py_fps"] = n / (time.perf_counter() - t)
-    layout, reason = source.chunk_layout()
-    if layout is not None:
-        frames = numpy.empty((n,) + tuple(layout.frame_shape), dtype=layout.dtype)
-        t = time.perf_counter()
-        raw, offsets = read_chunks(layout, 0, n, threads=threads)
-        t_read = time.perf_counter() - t
-        decode_chunks_cpu(layout, raw, offsets, frames, threads=threads)
-        out["cpu_threads_fps"] = n / (time.perf_counter() - t)
-        out["cpu_read_fps"] = n / t_read
-        out["cpu_threads"] = threads or os.cpu_count()
-    else:
-        out["cpu_threads_reason"] = reason
-    out["frames"] = n
+
+def _files_of(master: str) -> list:
+    directory = os.path.dirname(os.path.abspath(master))
+    return [os.path.join(directory, f) for f in sorted(os.listdir(directory))
+            if f.endswith(".h5") and not f.startswith("result")]
+
+
+def _read_rate(files) -> float:
+    """Bytes per second reading ``files`` whole (8 MiB reads, no page-cache bypass)."""
+    total = 0
+    t = time.perf_counter()
+    for name in files:
+        with open(name, "rb", buffering=0) as f:
+            while True:
+                block = f.read(8 << 20)
+                if not block:
+                    break
+                total += len(block)
+    return total / max(time.perf_counter() - t, 1e-9)
+
+
+def measure_floors(files, device: Optional[str] = None, cold: bool = False) -> dict:
+    """Rates of this machine for the stage floors: file read (page cache; the disk after a
+    cache drop when ``cold`` and root), host→device (pinned) and device copy bandwidth, B/s."""
+    out = {"cache_dropped": _drop_caches() if cold else False}
+    out["read_Bps"] = _read_rate(files)
+    try:
+        from ..opencl.device import get_device
+        from .benchmark_gpu import measure_bandwidth
+
+        dev = get_device(device)
+        rates = measure_bandwidth(dev, nbytes=min(256 << 20, dev.max_mem_alloc // 2))
+        out["h2d_Bps"] = rates["h2d_pinned"]
+        out["device_copy_Bps"] = rates["device"]
+        out["device"] = dev.name
+    except Exception as e:  # no OpenCL: CPU paths only
+        out["device"] = f"none ({e})"
     return out
 
 
-def _cli_profile(cmd, stats_file: str, top: int = 30) -> list:
-    """The command once more under cProfile: its top functions by cumulative time."""
-    import io
-    import pstats
+def _stages(result_file: str, wall_s: float) -> dict:
+    """Stage times recorded in the result file, and the rest of the wall time."""
+    import h5py
 
+    with h5py.File(result_file, "r") as f:
+        proc = f["entry/xpcs"]
+        g = proc["parameters/correlate/timings_s"]
+        t = {k: float(g[k][()]) for k in g}
+        out = {"method": proc["method"][()].decode(), "device": proc["device"][()].decode(),
+               "auto_reason": proc["auto_reason"][()].decode()}
+    out["compact_s"] = t.get("compact_s", 0.0)
+    out["correlate_s"] = t.get("correlate_s", 0.0)
+    out["rest_s"] = wall_s - out["compact_s"] - out["correlate_s"]
+    return out
+
+
+def _floor_ratios(row: dict, floors: dict, file_bytes: int, raw_bytes: int, cold: bool) -> dict:
+    """Floors of the data stage (s) and its ratio to the largest (they overlap)."""
+    rate = floors["cold" if cold and floors["cold"]["cache_dropped"] else "warm"]
+    f = {"read_s": file_bytes / rate["read_Bps"]}
+    if "h2d_Bps" in floors["warm"]:
+        f["h2d_s"] = file_bytes / floors["warm"]["h2d_Bps"]
+        f["decode_s"] = raw_bytes / floors["warm"]["device_copy_Bps"]
+    data_s = row["compact_s"] or row["correlate_s"]
+    floor = max(f.values())
+    f["data_stage_s"] = data_s
+    f["data_vs_floor"] = data_s / floor if floor > 0 else float("nan")
+    return f
+
+
+_WORKER = """
+import json, sys, time
+from ewoksxpcs.app.cli import main
+cases = json.loads(sys.argv[1])
+if cases:
+    main(cases[0][1])  # warm-up: imports, kernels, file handles as a long-lived worker has them
+out = {}
+for label, argv in cases:
     t = time.perf_counter()
-    proc = subprocess.run([cmd[0], "-m", "cProfile", "-o", stats_file] + cmd[1:],
+    rc = main(argv)
+    out[label] = time.perf_counter() - t if rc == 0 else None
+print(json.dumps(out))
+"""
+
+
+def _worker(cases) -> dict:
+    """Wall time of each case (label -> argv) through one already-started Python process."""
+    proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(cases)],
                           capture_output=True, text=True)
-    wall = time.perf_counter() - t
     if proc.returncode:
-        return [f"failed ({proc.returncode}): {proc.stderr[-2000:]}"]
-    text = io.StringIO()
-    pstats.Stats(stats_file, stream=text).sort_stats("cumulative").print_stats(top)
-    lines = [ln for ln in text.getvalue().splitlines() if ln.strip()]
-    return [f"wall {wall:.2f} s under cProfile"] + lines[-top - 1:]
+        raise RuntimeError(f"persistent worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _profile(master, labels, gaps, device, max_device_memory) -> dict:
-    """In-process times of the library steps (files warm)."""
-    from ..opencl.compact import compact_opencl
-    from ..correlators import create_correlator
-    from ..io.load import load_frames
-    from ..engine.qmask import Binning
-
-    prof = {}
-    t = time.perf_counter()
-    source = load_frames(master)
-    prof["load_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    binning = Binning(labels, bad_pixels=gaps, n_groups=16)
-    prof["qmask_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    detail = {}
-    events = compact_opencl(source, bad_pixels=gaps, device=device,
-                            max_device_memory=max_device_memory, profile=detail)
-    prof["compact_s"] = time.perf_counter() - t
-    prof["compact_detail"] = detail
-    prof["n_events"] = int(events.n_events)
-    corr = create_correlator(binning, "opencl-events", device=device)
-    t = time.perf_counter()
-    result = corr.correlate(events)
-    prof["correlate_normalise_s"] = time.perf_counter() - t
-    prof["correlate_timings"] = result.info.get("timings", {})
-    return prof
-
-
-def run_e2e(workdir: Optional[str] = None, scale: float = 1.0, counts: float = 0.01,
-            device: str = "gpu", processes: int = 0, keep: bool = False,
-            peer_frames: int = 500, max_device_memory: Optional[int] = None,
-            on_step=print) -> dict:
-    """Generate the scan, time ``ewoksxpcs run`` on it (cold and warm), profile, check.
+def run_e2e(workdir: Optional[str] = None, scale: float = 1.0, counts=(0.01, 0.1),
+            modes=MODES, processes: int = 0, keep: bool = False, worker: bool = True,
+            drop_caches: bool = True, on_step=print) -> dict:
+    """Generate the scans, time ``ewoksxpcs run`` with defaults on them (cold, warm, worker).
 
     Parameters
     ----------
     workdir : str, optional
-        Directory for the scan and the results (default: a temporary directory, removed at the
-        end unless ``keep``).
+        Directory of the scans and results (default: a temporary one, removed unless ``keep``).
     scale : float
         Frames and pixels multiplied by ``scale`` (0 < scale <= 1).
-    counts : float
-        Mean photons per pixel per frame.
-    device : str
-        OpenCL device of our run.
+    counts : sequence of float
+        Mean photons per pixel per frame of each scan.
+    modes : sequence of str
+        Correlation modes.
     processes : int
-        Processes writing the scan (0: one per CPU).
-    peer_frames : int
-        Frames decompressed by the CPU peers.
-    max_device_memory : int, optional
-        Device memory budget of the compaction and the correlation (bytes).
+        Processes writing the scans (0: one per CPU).
+    worker : bool
+        Also time the persistent-worker figure.
+    drop_caches : bool
+        Drop the page cache before the cold runs (root only; it slows every process of the
+        machine for a while).
 
     Returns
     -------
     dict
-        The figures of the module docstring, plus sizes.
+        ``rows`` (one per scan and mode: cold_s, warm_s, worker_s, stages, floors), ``floors``
+        (the measured rates), ``scans``, ``check``.
     """
     from .synthetic_eiger import read_eiger_truth, write_eiger_scan
 
@@ -227,59 +250,106 @@ def run_e2e(workdir: Optional[str] = None, scale: float = 1.0, counts: float = 0
     own = workdir is None
     workdir = tempfile.mkdtemp(prefix="ewoksxpcs-e2e-") if own else workdir
     os.makedirs(workdir, exist_ok=True)
-    row = {"frames": n_frames, "shape": list(shape), "counts": counts, "device": device}
+    out = {"frames": n_frames, "shape": list(shape), "scans": {}, "rows": []}
     try:
-        t = time.perf_counter()
-        master = write_eiger_scan(os.path.join(workdir, "scan"), n_frames=n_frames, shape=shape,
-                                  counts=counts, processes=processes,
-                                  frames_per_file=max(1, -(-n_frames // 16)))
-        row["generate_s"] = time.perf_counter() - t
-        data_bytes = sum(os.path.getsize(os.path.join(d, f))
-                         for d, _, fs in os.walk(os.path.dirname(master)) for f in fs)
-        row["file_gb"] = data_bytes / 1e9
-        row["raw_gb"] = n_frames * shape[0] * shape[1] * 2 / 1e9
-        on_step(f"scan written: {row['file_gb']:.2f} GB on disk for {row['raw_gb']:.1f} GB of "
-                f"frames, {row['generate_s']:.1f} s")
-        truth = read_eiger_truth(master)
-        gaps, labels = truth["gap_mask"], truth["labels"].astype(numpy.int32)
-        numpy.save(os.path.join(workdir, "labels.npy"), labels)
-        numpy.save(os.path.join(workdir, "gaps.npy"), gaps.astype(numpy.uint8))
-        cmd = [sys.executable, "-m", "ewoksxpcs", "run", master,
-               "--qmask", os.path.join(workdir, "labels.npy"),
-               "--mask", os.path.join(workdir, "gaps.npy"),
-               "--method", "opencl-events", "--device", device, "-q"]
-        if max_device_memory:
-            cmd += ["--option", f"max_device_memory={int(max_device_memory)}"]
-        row["bytecode"] = _compile_bytecode()
-        on_step(f"bytecode: {row['bytecode']}")
-        for name in ("cold", "warm"):
-            output = os.path.join(workdir, f"result_{name}.h5")
-            if name == "cold":
-                row["cache_dropped"] = _drop_caches()
+        scans = {}
+        for c in counts:
             t = time.perf_counter()
-            proc = subprocess.run(cmd + ["-o", output], capture_output=True, text=True)
-            row[f"{name}_s"] = time.perf_counter() - t
-            if proc.returncode:
-                raise RuntimeError(f"ewoksxpcs run failed ({proc.returncode}):\n"
-                                   f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-            on_step(f"{name}: {row[f'{name}_s']:.2f} s wall")
-        row["cli_profile"] = _cli_profile(cmd + ["-o", os.path.join(workdir, "result_prof.h5")],
-                                          os.path.join(workdir, "cli.prof"))
-        on_step("cli profile:\n" + "\n".join(row["cli_profile"]))
-        row["check"] = _check(os.path.join(workdir, "result_warm.h5"), master)
-        on_step(f"check: {row['check']}")
-        row["profile"] = _profile(master, labels, gaps, device, max_device_memory)
-        on_step(f"profile: {json.dumps(row['profile'], default=float)}")
-        row["peers"] = _peer_decode(master, peer_frames, 0)
-        fps = row["peers"]
-        for key in ("h5py_fps", "cpu_threads_fps"):
-            if key in fps:
-                row[f"{key[:-4]}_full_scan_s"] = n_frames / fps[key]
-        on_step(f"peers: {json.dumps(row['peers'], default=float)}")
-        return row
+            master = write_eiger_scan(os.path.join(workdir, f"scan_{c:g}"), n_frames=n_frames,
+                                      shape=shape, counts=c, processes=processes,
+                                      frames_per_file=max(1, -(-n_frames // 16)))
+            files = _files_of(master)
+            info = {"generate_s": time.perf_counter() - t,
+                    "file_bytes": sum(os.path.getsize(f) for f in files),
+                    "raw_bytes": n_frames * shape[0] * shape[1] * 2}
+            labels = os.path.join(workdir, f"labels_{c:g}.npy")
+            numpy.save(labels, read_eiger_truth(master)["labels"].astype(numpy.int32))
+            scans[c] = (master, labels, files)
+            out["scans"][f"{c:g}"] = info
+            on_step(f"scan {c:g} counts: {info['file_bytes'] / 1e9:.3g} GB on disk for "
+                    f"{info['raw_bytes'] / 1e9:.3g} GB of frames ({info['generate_s']:.1f} s)")
+        out["bytecode"] = _compile_bytecode()
+        all_files = [f for _, _, fs in scans.values() for f in fs]
+        out["floors"] = {"warm": measure_floors(all_files)}
+        out["floors"]["cold"] = measure_floors(all_files, cold=drop_caches)
+        on_step(f"floors: {json.dumps(out['floors'], default=float)}")
+        argvs = {}
+        for c, (master, labels, _) in scans.items():
+            for mode in modes:
+                label = f"{mode} {c:g}"
+                result = os.path.join(workdir, f"result_{mode}_{c:g}")
+                argv = ["run", master, "--qmask", labels, "--mode", mode, "-q", "-o"]
+                argvs[label] = argv + [result + "_worker.h5", "--overwrite"]
+                row = {"mode": mode, "counts": c}
+                for name in ("cold", "warm"):
+                    env = dict(os.environ, **(COLD_ENV if name == "cold" else {}))
+                    if name == "cold":
+                        row["cache_dropped"] = drop_caches and _drop_caches()
+                    t = time.perf_counter()
+                    proc = subprocess.run([sys.executable, "-m", "ewoksxpcs"] + argv
+                                          + [f"{result}_{name}.h5"], capture_output=True,
+                                          text=True, env=env)
+                    row[f"{name}_s"] = time.perf_counter() - t
+                    if proc.returncode:
+                        raise RuntimeError(f"ewoksxpcs run failed ({proc.returncode}):\n"
+                                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+                    row[f"{name}_stages"] = _stages(f"{result}_{name}.h5", row[f"{name}_s"])
+                    info = out["scans"][f"{c:g}"]
+                    row[f"{name}_floors"] = _floor_ratios(row[f"{name}_stages"], out["floors"],
+                                                          info["file_bytes"], info["raw_bytes"],
+                                                          name == "cold")
+                out["rows"].append(row)
+                on_step(_line(row))
+        if worker:
+            times = _worker(list(argvs.items()))
+            for row in out["rows"]:
+                row["worker_s"] = times.get(f"{row['mode']} {row['counts']:g}")
+        linear = [c for c in scans if "linear" in modes]
+        if linear:
+            c = linear[0]
+            out["check"] = _check(os.path.join(workdir, f"result_linear_{c:g}_warm.h5"),
+                                  scans[c][0])
+        on_step(table(out))
+        return out
     finally:
         if own and not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _line(row: dict) -> str:
+    s = row["warm_stages"]
+    f = row["warm_floors"]
+    return (f"{row['mode']:8s} {row['counts']:<5g} cold {row['cold_s']:7.2f} s  warm "
+            f"{row['warm_s']:7.2f} s  [{s['method']} on {s['device']}]  compact "
+            f"{s['compact_s']:.2f} s  correlate {s['correlate_s']:.2f} s  rest {s['rest_s']:.2f} s"
+            f"  data stage {f['data_vs_floor']:.1f}x its floor")
+
+
+def table(out: dict) -> str:
+    """The rows as a text table: times per run kind and per stage, and the floor ratios."""
+    lines = [f"e2e: {out['frames']} frames of {out['shape'][0]}x{out['shape'][1]} uint16 "
+             "bitshuffle-LZ4, defaults only ('ewoksxpcs run scan.h5 --qmask labels.npy "
+             "--mode MODE')",
+             f"{'mode':8s} {'counts':>6s} {'cold_s':>7s} {'warm_s':>7s} {'worker_s':>8s} "
+             f"{'compact_s':>9s} {'corr_s':>7s} {'rest_s':>7s} {'read_fl':>7s} {'h2d_fl':>7s} "
+             f"{'dec_fl':>7s} {'x_floor':>7s}  method @ device"]
+    for r in out["rows"]:
+        s, f = r["warm_stages"], r["warm_floors"]
+        w = r.get("worker_s")
+        lines.append(
+            f"{r['mode']:8s} {r['counts']:6g} {r['cold_s']:7.2f} {r['warm_s']:7.2f} "
+            f"{(f'{w:8.2f}' if w is not None else '       -')} {s['compact_s']:9.2f} "
+            f"{s['correlate_s']:7.2f} {s['rest_s']:7.2f} {f['read_s']:7.3f} "
+            f"{f.get('h2d_s', float('nan')):7.3f} {f.get('decode_s', float('nan')):7.3f} "
+            f"{f['data_vs_floor']:7.1f}  {s['method']} @ {s['device']}")
+    fl = out.get("floors", {})
+    if fl:
+        w, c = fl["warm"], fl["cold"]
+        lines.append(f"floors: read {w['read_Bps'] / 1e9:.3g} GB/s warm, "
+                     f"{c['read_Bps'] / 1e9:.3g} GB/s cold (cache dropped: {c['cache_dropped']}); "
+                     f"host->device {w.get('h2d_Bps', 0) / 1e9:.3g} GB/s; device copy "
+                     f"{w.get('device_copy_Bps', 0) / 1e9:.3g} GB/s ({w.get('device')})")
+    return "\n".join(lines)
 
 
 def _check(result_file: str, master: str) -> dict:

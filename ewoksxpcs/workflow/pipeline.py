@@ -134,6 +134,7 @@ def _multitau_create(binning, method, device, data, lags_per_level=None, normali
         binning,
         method=method,
         device=device,
+        data=data,
         lags_per_level=DEFAULT_LAGS_PER_LEVEL if lags_per_level is None else lags_per_level,
         normalisation=normalisation or "standard",
         **options,
@@ -163,7 +164,8 @@ def _twotime_create(binning, method, device, data, twotime_bins=None, time_bin=N
     from ..correlators import create_twotime
 
     correlator = create_twotime(
-        binning, method=method, device=device, bins=twotime_bins, time_bin=time_bin, **options
+        binning, method=method, device=device, data=data, bins=twotime_bins, time_bin=time_bin,
+        **options
     )
     correlator.input_kind = "any"  # reads frames and EventStacks itself
     return correlator
@@ -307,18 +309,24 @@ def mean_image_from_events(events) -> numpy.ndarray:
 def pixel_totals(events) -> numpy.ndarray:
     """Sum of the events of each kept pixel, (n_pix,) int64 (float64 for float events).
 
-    Segment sums (``reduceat``) in one pass over the values: no per-event temporary, which
-    matters at 10^9 events.
+    Segment sums (``reduceat``) over blocks of pixels: the cast of the values is bounded by
+    :data:`ewoksxpcs.engine.events.EVENT_BLOCK` events, which matters at 10^9 events.
     """
     if getattr(events, "pixel_sums", None) is not None:
         return events.pixel_sums  # summed on the device during the compaction
+    from ..engine.events import pixel_blocks
+
     acc = numpy.float64 if numpy.dtype(events.values.dtype).kind == "f" else numpy.int64
     counts = numpy.diff(events.offsets)
     out = numpy.zeros(events.n_pixels, dtype=acc)
-    has = counts > 0
-    if events.n_events:
-        # reduceat of an empty segment returns one value instead of 0: only non-empty ones.
-        out[has] = numpy.add.reduceat(events.values, events.offsets[:-1][has], dtype=acc)
+    # By blocks of pixels: reduceat casts its input to ``acc`` whole.
+    for p0, p1 in pixel_blocks(events.offsets):
+        e0, e1 = int(events.offsets[p0]), int(events.offsets[p1])
+        has = numpy.flatnonzero(counts[p0:p1] > 0)
+        if e1 > e0:
+            # reduceat of an empty segment returns one value instead of 0: only non-empty ones.
+            out[p0 + has] = numpy.add.reduceat(events.values[e0:e1],
+                                               events.offsets[p0:p1][has] - e0, dtype=acc)
     return out
 
 
@@ -416,7 +424,7 @@ def correlate_sums(
     compaction_s = 0.0
     if is_events and getattr(correlator, "input_kind", "dense") == "dense":
         data = EventFrameSource(frames, getattr(frames, "frame_period", None))
-    elif not is_events and hasattr(correlator, "compaction_options"):
+    elif not is_events and getattr(correlator, "compaction_options", lambda: None)() is not None:
         # An OpenCL event correlator given frames: compact them on its device first (raw
         # compressed chunks are then decompressed there), the mean image comes from the events.
         t_c = time.perf_counter()
@@ -431,11 +439,22 @@ def correlate_sums(
         logger.info("compacted %d frames into %d events in %.2f s (%s)", frames.n_frames,
                     frames.n_events, compaction_s, getattr(frames, "compaction", ""))
         data, is_events = frames, True
+    # Progress: [lo, read_end) while the frames stream, [read_end, 0.95) for the work a
+    # correlator does after reading them (its ``compute_share`` of the time), which it reports
+    # through ``report_progress(fraction)``.
+    lo = 0.5 if compaction_s else 0.0
+    share = 1.0 if isinstance(data, EventStack) else float(getattr(correlator, "compute_share", 0))
+    read_end = lo + (0.95 - lo) * (1.0 - share)
+    if progress is not None and share:
+        try:
+            correlator.report_progress = lambda f: progress(read_end + (0.95 - read_end) * f)
+        except AttributeError:  # a correlator without the attribute: no report
+            pass
     if not isinstance(data, EventStack):
 
         def report(done, total):
             if progress is not None and total:
-                progress(0.95 * done / total)
+                progress(lo + (read_end - lo) * done / total)
 
         monitor = MonitoredFrameSource(
             data, token=token, progress=report, sum_image=not is_events, what="correlation"
@@ -632,19 +651,24 @@ def save_events(
     overwrite: bool = False,
     token: Optional[CancelToken] = None,
     source: str = "",
+    inputs=(),
 ) -> str:
     """Write an EventStack to an HDF5 events file atomically, with its frame period (s).
+
+    ``inputs``: files the run read; the events file may not be one of them.
 
     A later run reads it with :func:`ewoksxpcs.io.load.load_frames` and re-bins without the raw
     frames.
     """
     import h5py
 
-    from ..io.save import atomic_output
+    from ..io.inputfiles import check_not_input
+    from ..io.save import PendingFile, commit
 
-    with atomic_output(filename, overwrite) as tmp:
-        events.save(tmp, overwrite=True)
-        with h5py.File(tmp, "a") as f:
+    check_not_input(filename, inputs or (), "events file")
+    with PendingFile(filename, overwrite) as pending:
+        with h5py.File(pending.file, "w") as f:
+            events.write_group(f.create_group("events"))
             g = f["events"]
             if frame_period is not None:
                 g.attrs["frame_period"] = float(frame_period)
@@ -652,4 +676,5 @@ def save_events(
             f.attrs["creator"] = "ewoksxpcs"
         if token is not None:
             token.check("writing the events file")
+        commit([pending])
     return os.path.abspath(os.fspath(filename))

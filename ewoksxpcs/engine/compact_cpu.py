@@ -1,0 +1,97 @@
+"""Compaction of frames into events on the CPU threads (numba): the input stage of
+``cpu-events`` when it is given frames (the per-frame sums are then taken by its pair kernel).
+
+Each chunk of frames is read twice while it is in memory: pass 1 counts each binned pixel's
+non-zero values; pass 2 writes the values and times
+pixel-major into the chunk's own arrays. After the last chunk, each pixel's events of every
+chunk are appended in chunk order (times stay ascending). Threads take blocks of pixels, so no
+two threads write the same counter. Only the binned pixels are kept (unlike
+:func:`ewoksxpcs.events.compact`, which keeps every good pixel for later re-binning).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy
+
+from .events import EventStack, check_non_negative
+from .frames import as_frame_source
+from .qmask import Binning
+
+__all__ = ["compact_cpu"]
+
+#: Frames per chunk by default: a chunk of 512×512 uint8 frames is 16 MiB.
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+def compact_cpu(frames, binning: Binning, chunk_frames: Optional[int] = None):
+    """Compact the binned pixels of frames into an EventStack.
+
+    Parameters
+    ----------
+    frames : ndarray (Nt, Ny, Nx), iterable of chunks, or FrameSource
+        Non-negative counts (int8 … uint32, float32).
+    binning : Binning
+    chunk_frames : int, optional
+        Frames per chunk (default: about 64 MiB of frames).
+
+    Returns
+    -------
+    EventStack
+        The binned pixels' events (``pixel_index`` = the binned pixels, ascending).
+
+    Raises
+    ------
+    ValueError
+        On a negative value (events are counts), naming its frame and pixel.
+    """
+    import numba
+
+    from . import events_numba
+
+    source = as_frame_source(frames)
+    shape = tuple(source.frame_shape)
+    binning.check_frame_shape(shape)
+    dtype = numpy.dtype(source.dtype)
+    idx = numpy.sort(binning.pixel_index)  # raster order: reads in line
+    n_pix = idx.size
+    n_blocks = max(1, min(4 * numba.get_num_threads(), n_pix))
+    block_cuts = numpy.linspace(0, n_pix, n_blocks + 1).astype(numpy.int64)
+    if chunk_frames is None:
+        chunk_frames = max(1, DEFAULT_CHUNK_BYTES // max(1, dtype.itemsize * shape[0] * shape[1]))
+    counts_total = numpy.zeros(n_pix, dtype=numpy.int64)
+    chunks = []
+    t0 = 0
+    for chunk in source.iter_chunks(chunk_frames):
+        n = chunk.shape[0]
+        flat = numpy.ascontiguousarray(chunk).reshape(n, -1)
+        counts = numpy.zeros(n_pix, dtype=numpy.int64)
+        no_values = numpy.zeros(0, dtype=dtype)
+        no_times = numpy.zeros(0, dtype=numpy.uint32)
+        if n_pix and events_numba.scan_chunk(flat, idx, block_cuts, t0, counts, no_values,
+                                             no_times, False):
+            check_non_negative(chunk, t0)  # raises with the frame and pixel
+        c_offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+        c_values = numpy.empty(int(c_offsets[-1]), dtype=dtype)
+        c_times = numpy.empty(int(c_offsets[-1]), dtype=numpy.uint32)
+        if c_values.size:
+            events_numba.scan_chunk(flat, idx, block_cuts, t0, c_offsets[:-1].copy(), c_values,
+                                    c_times, True)
+        chunks.append((c_values, c_times, c_offsets))
+        counts_total += counts
+        t0 += n
+    if t0 >= 2**32:
+        raise ValueError(f"too many frames for uint32 times: {t0}")
+    offsets = numpy.concatenate([[0], numpy.cumsum(counts_total)]).astype(numpy.int64)
+    if len(chunks) == 1:
+        values, times = chunks[0][0], chunks[0][1]
+    else:
+        values = numpy.empty(int(offsets[-1]), dtype=dtype)
+        times = numpy.empty(int(offsets[-1]), dtype=numpy.uint32)
+        pos = offsets[:-1].copy()
+        while chunks:
+            c_values, c_times, c_offsets = chunks.pop(0)  # freed as soon as merged
+            if c_values.size:
+                events_numba.merge_chunk(c_values, c_times, c_offsets, pos, values, times)
+    return EventStack(values, times, offsets, idx, shape, t0, dtype)

@@ -1,0 +1,48 @@
+"""``ewoksxpcs benchmark --suite e2e`` at ``--scale 0.01`` on whatever device auto finds (PoCL
+in CI): every mode runs with defaults only, cold, warm and through a persistent worker, and the
+stage times and floors are reported (a bound on completion, not a timing)."""
+
+import math
+
+import pytest
+
+from conftest import require_opencl
+from ewoksxpcs.tools.benchmark_e2e import MODES, run_e2e, table
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    require_opencl("cpu")
+    lines = []
+    out = run_e2e(workdir=str(tmp_path_factory.mktemp("e2e")), scale=0.01, counts=(0.01,),
+                  processes=1, drop_caches=False, on_step=lines.append)
+    return out, lines
+
+
+def test_every_mode_cold_warm_worker(e2e):
+    out, _ = e2e
+    assert out["frames"] == 100 and out["shape"] == [216, 206]
+    assert [r["mode"] for r in out["rows"]] == list(MODES)
+    for r in out["rows"]:
+        for key in ("cold_s", "warm_s", "worker_s"):
+            assert r[key] is not None and r[key] > 0, (r["mode"], key)
+        for name in ("cold", "warm"):
+            s = r[f"{name}_stages"]
+            assert s["method"] and s["device"] and "cost model" in s["auto_reason"]
+            assert s["compact_s"] >= 0 and s["correlate_s"] > 0
+            assert math.isclose(s["rest_s"] + s["compact_s"] + s["correlate_s"], r[f"{name}_s"])
+            f = r[f"{name}_floors"]
+            assert f["read_s"] > 0 and f["data_vs_floor"] > 0
+        assert r["cache_dropped"] is False
+
+
+def test_floors_and_table(e2e):
+    out, lines = e2e
+    w = out["floors"]["warm"]
+    assert w["read_Bps"] > 0 and w["h2d_Bps"] > 0 and w["device_copy_Bps"] > 0
+    text = table(out)
+    assert lines[-1] == text
+    for mode in MODES:
+        assert f"\n{mode}" in text
+    assert "floors: read" in text and "x_floor" in text
+    assert out["check"]["rings"] == 8

@@ -1,0 +1,75 @@
+"""Progress: one line per stage off a terminal, a tqdm bar on one; every stage moves."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+
+import numpy
+import pytest
+
+from ewoksxpcs.workflow.pipeline import correlate_sums
+from ewoksxpcs.workflow.progress import TerminalProgress
+
+
+def test_lines_when_not_a_terminal(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    bar = TerminalProgress()  # a StringIO is no terminal
+    bar.start("LoadFrames")
+    for p in (10, 50, 100):
+        bar.progress = p
+    bar.start("Correlate")
+    bar.progress = 40
+    bar.start("SaveResults")  # Correlate cut short (an error in between)
+    bar.progress = 100
+    bar.close()  # nothing more: already closed at 100 %
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"LoadFrames: 100 % in \d+\.\d s", lines[0])
+    assert re.fullmatch(r"Correlate: stopped at 40 % in \d+\.\d s", lines[1])
+    assert lines[2].startswith("SaveResults: 100 % in ")
+    assert "\r" not in err.getvalue()
+
+
+def test_bar_on_a_terminal_with_rate_and_time_left(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    bar = TerminalProgress(terminal=True, min_interval=0)
+    bar.start("Correlate")
+    bar.progress = 50
+    state = pickle.loads(pickle.dumps(bar))  # travels without its stream
+    assert state._bar is None and state.task_name == "Correlate"
+    bar.progress = 100
+    text = err.getvalue()
+    assert "Correlate" in text and "100%|" in text
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", text)  # elapsed < time left
+    assert "%/s" in text or "s/%" in text  # the rate
+
+
+@pytest.mark.parametrize("as_events", [False, True])
+def test_fft_moves_after_the_frames_are_read(rng, as_events):
+    """``fft`` spends most of its time after reading the frames (the transforms) or, on events,
+    without any frame stream: the progress moves through that phase, monotonically."""
+    from ewoksxpcs import compact
+
+    frames = rng.poisson(0.3, size=(64, 8, 8)).astype(numpy.uint8)
+    qmask = numpy.ones((8, 8), int)
+    data = compact(frames) if as_events else frames
+    seen = []
+    correlate_sums(data, qmask, method="fft", options={"pixel_block": 4, "threads": 1},
+                   progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    read_end = 0.95 * (1 - 0.7)  # frames streamed up to there; fft's compute_share is 0.7
+    inside = [f for f in seen if (0.0 if as_events else read_end) < f < 0.95]
+    assert len(inside) >= 8  # 64 pixels in blocks of 4: 16 reports
+
+
+def test_twotime_numpy_moves_during_the_products(rng):
+    frames = rng.poisson(0.5, size=(40, 6, 6)).astype(numpy.uint8)
+    seen = []
+    qmask = 1 + (numpy.arange(36) % 3).reshape(6, 6)  # 3 bins: 3 blocks of products
+    correlate_sums(frames, qmask, method="numpy", mode="twotime", progress=seen.append)
+    assert seen == sorted(seen)
+    assert [f for f in seen if 0.95 * 0.5 < f < 0.95]
