@@ -8,6 +8,7 @@
     ewoksxpcs run scan.h5::/1.1 --poni det.poni --bins 20 --output result.h5
     ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode multitau --output result.h5
     ewoksxpcs run scan.h5::/1.1 --qmask labels.npy --mode twotime --time-bin 10 --output tt.h5
+    ewoksxpcs live redis://host:6379/esrf:scan:ID --qmask labels.npy -o result.h5 --every 2s
     ewoksxpcs benchmark ...             # ewoksxpcs.tools.benchmark
 
 ``run`` only turns its options into workflow inputs and executes the workflow through Ewoks
@@ -790,6 +791,13 @@ def build_parser(job_commands: bool = True) -> argparse.ArgumentParser:
                    help="rejection threshold k, robust standard deviations (default: 4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_average)
+
+    from . import live as _live  # live correlation (ewoksxpcs.app.live)
+
+    p = sub.add_parser("live", help="g2 while the scan runs (Bliss/Redis or a growing HDF5 file)",
+                       description=_live.__doc__.split("\n\n")[0])
+    _live.add_arguments(p)
+    p.set_defaults(func=_live.run_from_args)
 
     if not job_commands:
         for name in JOB_COMMANDS:

@@ -25,7 +25,7 @@ from .frames import as_frame_source
 from .qmask import Binning
 from .spill import SpillArray, empty as empty_spillable
 
-__all__ = ["EventStack", "DeviceEvents", "compact", "load_events"]
+__all__ = ["EventStack", "DeviceEvents", "EventCompactor", "compact", "load_events"]
 
 FORMAT_VERSION = 1
 
@@ -583,83 +583,128 @@ def compact(frames, bad_pixels=None, qmask=None, chunk_frames: Optional[int] = N
         :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY`).
     """
     source = as_frame_source(frames)
-    shape = tuple(source.frame_shape)
-    kept = _kept_pixels(shape, bad_pixels)
-    rank = numpy.full(shape[0] * shape[1], -1, dtype=numpy.int64)
-    rank[kept] = numpy.arange(kept.size)
-    binning = None
-    if qmask is not None:
-        binning = qmask if isinstance(qmask, Binning) else Binning(qmask, bad_pixels=bad_pixels, n_groups=1)
-        binning.check_frame_shape(shape)
-        bin_image = binning.bin_image()
-    pix_dtype = numpy.int32 if kept.size < 2**31 else numpy.int64
-    pix_buf = SpillArray((), pix_dtype, max_memory)
-    val_buf = SpillArray((), source.dtype, max_memory)
-    counts = numpy.zeros(kept.size, dtype=numpy.int64)  # events per kept pixel
-    chunks = []  # per chunk: (first frame, events per frame)
-    fs_parts = []
-    t0 = 0
-    # Chunks are taken SLICE_PIXELS pixel-frames at a time: the per-event temporaries of
-    # nonzero() stay small whatever the chunk size.
-    slice_frames = max(1, SLICE_PIXELS // max(1, shape[0] * shape[1]))
-    for whole in source.iter_chunks(chunk_frames):
-        check_non_negative(whole, t0)
-        for s0 in range(0, whole.shape[0], slice_frames):
-            chunk = whole[s0: s0 + slice_frames]
-            n = chunk.shape[0]
-            flat = chunk.reshape(n, -1)
+    compactor = EventCompactor(source.frame_shape, source.dtype, bad_pixels, qmask, max_memory)
+    try:
+        for chunk in source.iter_chunks(chunk_frames):
+            compactor.feed(chunk)
+            if progress is not None:
+                progress(compactor.n_frames, source.n_frames)
+        return compactor.stack()
+    finally:
+        compactor.close()
+
+
+class EventCompactor:
+    """Frames compacted into events chunk by chunk; the events of the frames so far at any time.
+
+    What :func:`compact` runs on a frame source, and what live correlation feeds as frames
+    arrive: the same code gives the same events. Host memory is bounded whatever the number of
+    frames: :meth:`feed` (first pass) appends each chunk's events frame-major (pixel rank,
+    value) to :class:`~ewoksxpcs.engine.spill.SpillArray` buffers and counts the events of each
+    pixel; :meth:`stack` (second pass, any number of times) writes them at their pixel's place
+    in spillable output arrays (see :func:`compact`).
+
+    Parameters
+    ----------
+    frame_shape : (int, int)
+    dtype : numpy.dtype
+        Pixel type of the frames.
+    bad_pixels, qmask, max_memory
+        As for :func:`compact`.
+    """
+
+    def __init__(self, frame_shape, dtype, bad_pixels=None, qmask=None,
+                 max_memory: Optional[int] = None):
+        shape = tuple(int(n) for n in frame_shape)
+        self.frame_shape = shape
+        self.dtype = numpy.dtype(dtype)
+        self.max_memory = max_memory
+        self.kept = _kept_pixels(shape, bad_pixels)
+        self.rank = numpy.full(shape[0] * shape[1], -1, dtype=numpy.int64)
+        self.rank[self.kept] = numpy.arange(self.kept.size)
+        self.binning = None
+        if qmask is not None:
+            self.binning = (qmask if isinstance(qmask, Binning)
+                            else Binning(qmask, bad_pixels=bad_pixels, n_groups=1))
+            self.binning.check_frame_shape(shape)
+            self.bin_image = self.binning.bin_image()
+        self.pix_dtype = numpy.int32 if self.kept.size < 2**31 else numpy.int64
+        self._pix = SpillArray((), self.pix_dtype, max_memory)
+        self._val = SpillArray((), self.dtype, max_memory)
+        self._counts = numpy.zeros(self.kept.size, dtype=numpy.int64)  # events per kept pixel
+        self._chunks = []  # per slice: (first frame, events per frame)
+        self._fs = []
+        self.n_frames = 0
+        # Chunks are taken SLICE_PIXELS pixel-frames at a time: the per-event temporaries of
+        # nonzero() stay small whatever the chunk size.
+        self._slice_frames = max(1, SLICE_PIXELS // max(1, shape[0] * shape[1]))
+
+    def feed(self, chunk: numpy.ndarray) -> None:
+        """Take the next frames, (n, Ny, Nx), non-negative."""
+        check_non_negative(chunk, self.n_frames)
+        binning = self.binning
+        for s0 in range(0, chunk.shape[0], self._slice_frames):
+            part = chunk[s0: s0 + self._slice_frames]
+            n = part.shape[0]
+            flat = part.reshape(n, -1)
             ti, pi = numpy.nonzero(flat)
-            r = rank[pi]
+            r = self.rank[pi]
             keep = r >= 0
             tk, rk = ti[keep], r[keep]
-            val_buf.append(flat[tk, pi[keep]])
-            pix_buf.append(rk.astype(pix_dtype, copy=False))
-            counts += numpy.bincount(rk, minlength=kept.size)
-            chunks.append((t0, numpy.bincount(tk, minlength=n)))
+            self._val.append(flat[tk, pi[keep]])
+            self._pix.append(rk.astype(self.pix_dtype, copy=False))
+            self._counts += numpy.bincount(rk, minlength=self.kept.size)
+            self._chunks.append((self.n_frames, numpy.bincount(tk, minlength=n)))
             if binning is not None:
-                b = bin_image[pi]
+                b = self.bin_image[pi]
                 inb = b >= 0
                 key = ti[inb] * binning.n_bins + b[inb]
                 w = flat[ti[inb], pi[inb]]
                 fs = numpy.bincount(key, weights=w, minlength=n * binning.n_bins)
-                fs_parts.append(fs.reshape(n, binning.n_bins))
-            t0 += n
-        if progress is not None:
-            progress(t0, source.n_frames)
-    if t0 >= 2**32:
-        raise ValueError(f"too many frames for uint32 times: {t0}")
-    offsets = numpy.zeros(kept.size + 1, dtype=numpy.int64)
-    numpy.cumsum(counts, out=offsets[1:])
-    n_events = int(offsets[-1])
-    values = empty_spillable(n_events, source.dtype, max_memory)
-    times = empty_spillable(n_events, numpy.uint32, max_memory)
-    # Second pass: each chunk's events go after those of earlier chunks of the same pixel,
-    # so times stay ascending within a pixel.
-    cursor = offsets[:-1].copy()
-    e0 = 0
-    for c0, per_frame in chunks:
-        e1 = e0 + int(per_frame.sum())
-        # A chunk's events in pieces of at most EVENT_BLOCK (whole frames).
-        ends = numpy.cumsum(per_frame)
-        for f0, f1 in count_blocks(ends):
-            a, b = e0 + (int(ends[f0 - 1]) if f0 else 0), e0 + int(ends[f1 - 1])
-            if b > a:
-                _scatter(pix_buf.view(a, b), val_buf.view(a, b),
-                         numpy.repeat(numpy.arange(c0 + f0, c0 + f1, dtype=numpy.uint32),
-                                      per_frame[f0:f1]),
-                         cursor, values, times)
-        e0 = e1
-    pix_buf.close()
-    val_buf.close()
-    frame_sums = labels = None
-    if binning is not None:
-        frame_sums = (numpy.concatenate(fs_parts, axis=0) if fs_parts
-                      else numpy.zeros((0, binning.n_bins)))
-        frame_sums = (numpy.rint(frame_sums).astype(numpy.int64)
-                      if source.dtype.kind in "iu" else frame_sums)
-        labels = binning.labels
-    return EventStack(values, times, offsets, kept, shape, t0, source.dtype,
-                      frame_sums=frame_sums, labels=labels, trusted=True)  # sorted above
+                self._fs.append(fs.reshape(n, binning.n_bins))
+            self.n_frames += n
+
+    def stack(self) -> EventStack:
+        """The :class:`EventStack` of the frames fed so far (feeding may go on)."""
+        t0 = self.n_frames
+        if t0 >= 2**32:
+            raise ValueError(f"too many frames for uint32 times: {t0}")
+        kept = self.kept
+        offsets = numpy.zeros(kept.size + 1, dtype=numpy.int64)
+        numpy.cumsum(self._counts, out=offsets[1:])
+        n_events = int(offsets[-1])
+        values = empty_spillable(n_events, self.dtype, self.max_memory)
+        times = empty_spillable(n_events, numpy.uint32, self.max_memory)
+        # Second pass: each chunk's events go after those of earlier chunks of the same pixel,
+        # so times stay ascending within a pixel.
+        cursor = offsets[:-1].copy()
+        e0 = 0
+        for c0, per_frame in self._chunks:
+            e1 = e0 + int(per_frame.sum())
+            # A chunk's events in pieces of at most EVENT_BLOCK (whole frames).
+            ends = numpy.cumsum(per_frame)
+            for f0, f1 in count_blocks(ends):
+                a, b = e0 + (int(ends[f0 - 1]) if f0 else 0), e0 + int(ends[f1 - 1])
+                if b > a:
+                    _scatter(self._pix.view(a, b), self._val.view(a, b),
+                             numpy.repeat(numpy.arange(c0 + f0, c0 + f1, dtype=numpy.uint32),
+                                          per_frame[f0:f1]),
+                             cursor, values, times)
+            e0 = e1
+        frame_sums = labels = None
+        if self.binning is not None:
+            frame_sums = (numpy.concatenate(self._fs, axis=0) if self._fs
+                          else numpy.zeros((0, self.binning.n_bins)))
+            frame_sums = (numpy.rint(frame_sums).astype(numpy.int64)
+                          if self.dtype.kind in "iu" else frame_sums)
+            labels = self.binning.labels
+        return EventStack(values, times, offsets, kept, self.frame_shape, t0, self.dtype,
+                          frame_sums=frame_sums, labels=labels, trusted=True)  # sorted above
+
+    def close(self) -> None:
+        """Release the first pass's buffers (no more :meth:`feed` or :meth:`stack`)."""
+        self._pix.close()
+        self._val.close()
 
 
 def _scatter(pix, vals, ts, cursor, values, times) -> None:

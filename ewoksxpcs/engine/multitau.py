@@ -78,6 +78,7 @@ __all__ = [
     "MultiTauSums",
     "MultiTauResult",
     "MultiTauAccumulator",
+    "MultiTauStream",
     "check_lags_per_level",
     "multitau_lags",
     "level_frame_sums",
@@ -590,6 +591,60 @@ class MultiTauAccumulator:
         return n2, level, k
 
 
+class MultiTauStream:
+    """Multi-tau sums of frames fed chunk by chunk; the sums of the frames so far at any time.
+
+    What :meth:`NumpyMultiTau.compute_sums` runs on frames, and what live correlation feeds
+    as frames arrive: the same code gives the same sums.
+
+    Parameters
+    ----------
+    binning : Binning
+    lags_per_level : int
+    dtype : numpy.dtype
+        Pixel type of the frames (integer frames: exact int64 sums).
+    max_levels : int, optional
+    """
+
+    def __init__(self, binning: Binning, lags_per_level: int, dtype,
+                 max_levels: Optional[int] = None):
+        self.binning = binning
+        self.lags_per_level = check_lags_per_level(lags_per_level)
+        self.acc_dtype = numpy.dtype(numpy.int64 if numpy.dtype(dtype).kind in "iu"
+                                     else numpy.float64)
+        self.accumulator = MultiTauAccumulator(binning.sub_offsets, self.lags_per_level,
+                                               self.acc_dtype, max_levels)
+        self._frame_sums: List[numpy.ndarray] = []
+        self._vmax = 0
+
+    @property
+    def n_frames(self) -> int:
+        return self.accumulator.n_frames
+
+    def feed(self, chunk: numpy.ndarray) -> None:
+        """Take the next frames, (n, Ny, Nx)."""
+        b = self.binning
+        n = chunk.shape[0]
+        block = numpy.take(chunk.reshape(n, -1), b.pixel_index, axis=1)
+        self._frame_sums.append(b.sum_sub_bins(block))
+        if block.size and self.acc_dtype == numpy.int64:
+            self._vmax = max(self._vmax, int(numpy.abs(block).max()))
+        # Fed FEED_PIXELS pixel-frames at a time: the accumulator works in int64/float64,
+        # 8 bytes a value, so its temporaries stay small whatever the chunk size.
+        step = max(2 * self.lags_per_level, FEED_PIXELS // max(1, block.shape[1]))
+        for t0 in range(0, n, step):
+            self.accumulator.feed(block[t0: t0 + step])
+
+    def sums(self) -> MultiTauSums:
+        """The sums of the frames fed so far (the stream goes on)."""
+        n2, level, k = self.accumulator.finish()
+        fs = (numpy.concatenate(self._frame_sums) if self._frame_sums
+              else numpy.zeros((0, self.binning.n_sub), dtype=self.acc_dtype))
+        if self.acc_dtype == numpy.int64:
+            check_int64_range(n2_bound(level, self._vmax, numpy.abs(fs).sum(axis=0)))
+        return MultiTauSums(n2, fs, level, k, self.lags_per_level)
+
+
 # ---------------------------------------------------------------------------------- NumPy: events
 def multitau_n2_events(events, binning: Binning, lags_per_level: int,
                        max_levels: Optional[int] = None, progress=None):
@@ -698,27 +753,10 @@ class NumpyMultiTau:
             return MultiTauSums(n2, fs, level, k, self.lags_per_level)
         source = as_frame_source(data)
         b.check_frame_shape(source.frame_shape)
-        acc_dtype = numpy.int64 if source.dtype.kind in "iu" else numpy.float64
-        accumulator = MultiTauAccumulator(b.sub_offsets, self.lags_per_level, acc_dtype,
-                                          self.max_levels)
-        frame_sums, vmax = [], 0
+        stream = MultiTauStream(b, self.lags_per_level, source.dtype, self.max_levels)
         for chunk in source.iter_chunks(self.chunk_frames):
-            n = chunk.shape[0]
-            block = numpy.take(chunk.reshape(n, -1), b.pixel_index, axis=1)
-            frame_sums.append(b.sum_sub_bins(block))
-            if block.size and acc_dtype == numpy.int64:
-                vmax = max(vmax, int(numpy.abs(block).max()))
-            # Fed FEED_PIXELS pixel-frames at a time: the accumulator works in int64/float64,
-            # 8 bytes a value, so its temporaries stay small whatever the chunk size.
-            step = max(2 * self.lags_per_level, FEED_PIXELS // max(1, block.shape[1]))
-            for t0 in range(0, n, step):
-                accumulator.feed(block[t0: t0 + step])
-        n2, level, k = accumulator.finish()
-        fs = (numpy.concatenate(frame_sums) if frame_sums
-              else numpy.zeros((0, b.n_sub), dtype=acc_dtype))
-        if acc_dtype == numpy.int64:
-            check_int64_range(n2_bound(level, vmax, numpy.abs(fs).sum(axis=0)))
-        return MultiTauSums(n2, fs, level, k, self.lags_per_level)
+            stream.feed(chunk)
+        return stream.sums()
 
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> MultiTauResult:
         """Multi-tau g2 of ``data`` (frames or an EventStack)."""

@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_SEGMENTS",
     "TwoTimeResult",
     "TimeBinner",
+    "TwoTimeStream",
     "select_bins",
     "choose_time_bin",
     "twotime_from_binned",
@@ -425,6 +426,57 @@ def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
     return rows
 
 
+class TwoTimeStream:
+    """Frames fed chunk by chunk, binned in time; the binned frames so far at any time.
+
+    What :meth:`NumpyTwoTime.binned_frames` runs on frames, and what live correlation feeds as
+    frames arrive: the same code gives the same maps.
+
+    Parameters
+    ----------
+    pixel_index : ndarray (n_sel_pixels,) int64
+        Flat indices of the selected bins' pixels (:func:`select_bins`).
+    time_bin : int or None
+        Frames per time bin (None: from ``n_frames``, or binned further at the end when unknown).
+    max_frames : int
+        Largest nT when ``time_bin`` is None.
+    dtype : numpy.dtype
+        Pixel type of the frames.
+    n_frames : int, optional
+        Frames expected, when known.
+    """
+
+    def __init__(self, pixel_index, time_bin: Optional[int], max_frames: int, dtype,
+                 n_frames: Optional[int] = None):
+        self.pixel_index = pixel_index
+        self.time_bin = time_bin
+        self.max_frames = max_frames
+        b = choose_time_bin(n_frames, time_bin, max_frames)
+        n_t = None if n_frames is None else n_frames // b  # binned rows sized once when known
+        self.binner = TimeBinner(b, binned_dtype(dtype, b), capacity=n_t)
+
+    @property
+    def n_frames(self) -> int:
+        return self.binner.n_frames
+
+    def feed(self, chunk: numpy.ndarray) -> None:
+        """Take the next frames, (n, Ny, Nx)."""
+        n = chunk.shape[0]
+        self.binner.feed(numpy.take(chunk.reshape(n, -1), self.pixel_index, axis=1))
+
+    def binned(self):
+        """(X (nT, n_sel_pixels), time_bin, n_frames) of the frames fed so far."""
+        x = self.binner.finish(self.pixel_index.size)
+        b = self.binner.time_bin
+        if self.time_bin is None and x.shape[0] > self.max_frames:
+            # Length unknown in advance: bin the stored rows further.
+            extra = choose_time_bin(x.shape[0], None, self.max_frames)
+            n = x.shape[0] // extra
+            x = x[: n * extra].reshape(n, extra, -1).sum(axis=1, dtype=x.dtype)
+            b *= extra
+        return x, b, self.binner.n_frames
+
+
 def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
                         pixel_block: Optional[int] = None,
                         progress=None) -> (numpy.ndarray, numpy.ndarray):
@@ -743,30 +795,33 @@ class NumpyTwoTime:
             return x, b, data.n_frames
         source = as_frame_source(data)
         self.binning.check_frame_shape(source.frame_shape)
-        b = choose_time_bin(source.n_frames, self.time_bin, self.max_frames)
-        n_t = None if source.n_frames is None else source.n_frames // b
-        binner = TimeBinner(b, binned_dtype(source.dtype, b), capacity=n_t)
+        stream = self.stream(source.dtype, source.n_frames)
         for chunk in source.iter_chunks(self.chunk_frames):
-            n = chunk.shape[0]
-            binner.feed(numpy.take(chunk.reshape(n, -1), self.pixel_index, axis=1))
-        x = binner.finish(self.pixel_index.size)
-        if self.time_bin is None and x.shape[0] > self.max_frames:
-            # Length unknown in advance: bin the stored rows further.
-            extra = choose_time_bin(x.shape[0], None, self.max_frames)
-            n = x.shape[0] // extra
-            x = x[: n * extra].reshape(n, extra, -1).sum(axis=1, dtype=x.dtype)
-            b *= extra
-        return x, b, binner.n_frames
+            stream.feed(chunk)
+        return stream.binned()
+
+    def stream(self, dtype, n_frames: Optional[int] = None) -> "TwoTimeStream":
+        """A :class:`TwoTimeStream` of this correlator's pixels and time binning."""
+        return TwoTimeStream(self.pixel_index, self.time_bin, self.max_frames, dtype, n_frames)
+
+    def result_from_binned(self, x, time_bin: int, n_frames: int,
+                           frame_period: Optional[float] = None, **info) -> TwoTimeResult:
+        """The two-time maps and g2 of binned frames X (nT, n_sel_pixels)."""
+        t0 = time.perf_counter()
+        C, S = twotime_from_binned(x, self.col_offsets, progress=self.report_progress)
+        t1 = time.perf_counter()
+        result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
+                             frame_period, self.name, self.device_name, info)
+        result.info.setdefault("timings", {}).update(
+            correlate_s=t1 - t0, g2_s=time.perf_counter() - t1)
+        return result
 
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         t0 = time.perf_counter()
         x, b, n_frames = self.binned_frames(data)
-        C, S = twotime_from_binned(x, self.col_offsets, progress=self.report_progress)
-        t1 = time.perf_counter()
         if frame_period is None:
             frame_period = getattr(data, "frame_period", None)
-        result = make_result(C, S, self.rows, self.binning, b, n_frames, self.n_segments,
-                             frame_period, self.name, self.device_name, info)
-        result.info.setdefault("timings", {}).update(
-            correlate_s=t1 - t0, g2_s=time.perf_counter() - t1)
+        binning_s = time.perf_counter() - t0
+        result = self.result_from_binned(x, b, n_frames, frame_period, **info)
+        result.info["timings"]["correlate_s"] += binning_s  # time binning included, as before
         return result

@@ -8,6 +8,7 @@
 ``Normalise``          g2 and its errors, τ in seconds, q per bin
 ``SaveResults``        NeXus result file and PNG of the g2 curves
 ``AverageResults``     error-weighted g2 average over repeats (damaged repeats rejected)
+``LiveCorrelate``      g2 while the scan runs (Bliss/Redis, growing HDF5), final result at its end
 =====================  ===================================================================
 
 Task identifiers are ``ewoksxpcs.tasks.<module>.<Class>``, e.g.
@@ -18,9 +19,10 @@ from .average_results import AverageResults  # noqa: F401
 from .build_qmask import BuildQMask  # noqa: F401
 from .compact_events import CompactEvents  # noqa: F401
 from .correlate import Correlate  # noqa: F401
+from .live_correlate import LiveCorrelate  # noqa: F401
 from .load_frames import LoadFrames  # noqa: F401
 from .normalise import Normalise  # noqa: F401
 from .save_results import SaveResults  # noqa: F401
 
 __all__ = ["LoadFrames", "BuildQMask", "CompactEvents", "Correlate", "Normalise", "SaveResults",
-           "AverageResults"]
+           "AverageResults", "LiveCorrelate"]

@@ -26,7 +26,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
-    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory", "cpu"),
+    parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory", "cpu",
+                                            "live"),
                         default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
@@ -38,7 +39,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "RSS of 'ewoksxpcs run' against the frame count on every CPU path "
                              "(ewoksxpcs.tools.benchmark_memory); cpu: the CPU engine "
                              "against dynamix, xpcs-correlator, boost_corr (torch CPU) and "
-                             "scikit-beam (ewoksxpcs.tools.benchmark_cpu)")
+                             "scikit-beam (ewoksxpcs.tools.benchmark_cpu); live: "
+                             "latency of the final result of 'ewoksxpcs live' after the last "
+                             "frame of a 512x512 scan written at 100 Hz x 5000 frames "
+                             "(ewoksxpcs.tools.benchmark_live; --scale, --mode, --rate)")
     parser.add_argument("--paths", nargs="+", metavar="PATH",
                         help="memory suite: paths (default: all; see "
                              "ewoksxpcs.tools.benchmark_memory.PATHS)")
@@ -46,13 +50,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="memory suite: frame counts (default 5000 10000 20000 40000)")
     parser.add_argument("--shape", nargs=2, type=int, default=[256, 256], metavar=("NY", "NX"),
                         help="memory suite: frame shape (default 256 256)")
+    parser.add_argument("--mode", default="multitau", choices=("multitau", "linear", "twotime"),
+                        help="live suite: correlation mode (default multitau)")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="live suite: frames per second of the writer (default 100)")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="gpu and e2e suites: size factor in (0, 1] of frames and pixels; "
-                             "cpu suite: of frames (default 1)")
+                        help="gpu, e2e and live suites: size factor in (0, 1] of frames and "
+                             "pixels; cpu suite: of frames (default 1)")
     parser.add_argument("--counts", type=float, nargs="+", default=None,
                         help="e2e suite: photons per pixel per frame of each scan "
-                             "(default 0.01 0.1)")
-    parser.add_argument("--workdir", help="e2e suite: directory of the scan and results "
+                             "(default 0.01 0.1); live suite: of its scan (the first value, "
+                             "default 0.01)")
+    parser.add_argument("--workdir", help="e2e and live suites: directory of the scan and results "
                                           "(default: a temporary one, removed)")
     parser.add_argument("--torch-device", default="cuda",
                         help="gpu suite: PyTorch device of the boost_corr/PyTorch peers (cuda)")
@@ -74,6 +83,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_memory(args)
     if args.suite == "cpu":
         return _main_cpu(args)
+    if args.suite == "live":
+        from .benchmark_live import run_live_benchmark
+
+        side = max(8, int(round(512 * args.scale ** 0.5)))
+        counts = args.counts[0] if args.counts else 0.01
+        row = run_live_benchmark(n_frames=max(2, int(round(5000 * args.scale))),
+                                 shape=(side, side), rate=args.rate, counts=counts,
+                                 mode=args.mode, workdir=args.workdir)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"suite": "live", "machine": machine_description(None), "row": row},
+                          f, indent=1, default=float)
+        return 0 if row.get("identical", True) else 1
     if args.repeat is None:
         args.repeat = 3
     try:

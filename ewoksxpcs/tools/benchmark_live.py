@@ -1,0 +1,121 @@
+"""Live correlation latency: a writer process writes a scan at a fixed frame rate into an HDF5
+file (SWMR, ``end_time`` written at the end as Bliss does); ``run_live`` follows it and writes
+the result every ``every`` seconds. The figure is the wall time from the writer flushing its
+last frame to the final result file being on disk (same machine, same clock), and the final
+result is checked bit-identical to the offline run on the finished file.
+
+``ewoksxpcs benchmark --suite live [--frames 5000 --rate 100 --shape 512 512 --mode multitau]``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import numpy
+
+__all__ = ["run_live_benchmark"]
+
+
+def _write(filename, n_frames, shape, rate, counts, chunk, seed, stamp):
+    """The writer process: Poisson frames at ``rate`` Hz, chunk by chunk, flushed (SWMR)."""
+    import h5py
+
+    rng = numpy.random.default_rng(seed)
+    with h5py.File(filename, "w", libver="latest") as f:
+        det = f.create_group("1.1/instrument/det")
+        dset = det.create_dataset("data", shape=(0,) + shape, maxshape=(None,) + shape,
+                                  dtype=numpy.uint16, chunks=(chunk,) + shape)
+        det["acq_parameters/acq_expo_time"] = 1.0 / rate
+        f["1.1/measurement/det"] = dset
+        f.swmr_mode = True
+        t0 = time.time()
+        for t in range(0, n_frames, chunk):
+            n = min(chunk, n_frames - t)
+            frames = rng.poisson(counts, (n,) + shape).astype(numpy.uint16)
+            delay = t0 + (t + n) / rate - time.time()  # the frames exist at their time
+            if delay > 0:
+                time.sleep(delay)
+            dset.resize(t + n, axis=0)
+            dset[t:] = frames
+            dset.flush()
+        t_last = time.time()
+    with h5py.File(filename, "a", locking=False) as f:
+        f["1.1/end_time"] = "end"
+    with open(stamp, "w") as f:
+        json.dump({"t_last_frame": t_last, "t_first_frame": t0, "t_end_time": time.time()}, f)
+
+
+def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
+                       rate: float = 100.0, counts: float = 0.01, mode: str = "multitau",
+                       every: float = 2.0, chunk: int = 10, n_bins: int = 10,
+                       mode_options: Optional[dict] = None, workdir: Optional[str] = None,
+                       check: bool = True, report=print) -> dict:
+    """Time a live run against a writer at ``rate`` Hz; returns a row of figures (s).
+
+    ``latency_s``: writer's last frame flushed → final result file written (the target);
+    ``end_detection_s``: last chunk read → the source seeing ``end_time``; ``behind_s``: how
+    long after the writer's last frame the live loop read its last chunk (backlog);
+    ``capacity_hz``: frames per CPU second of the live process (what it sustains unloaded on
+    one core, reading, correlating, updating).
+    """
+    from ..io.live import GrowingHDF5Source
+    from ..io.load import load_frames
+    from ..workflow.live import run_live
+    from ..workflow.pipeline import correlate_sums, normalise_sums
+
+    shape = tuple(int(n) for n in shape)
+    tmp = workdir or tempfile.mkdtemp(prefix="ewoksxpcs-live-bench-")
+    os.makedirs(tmp, exist_ok=True)
+    scan, stamp = os.path.join(tmp, "scan.h5"), os.path.join(tmp, "stamp.json")
+    output = os.path.join(tmp, "result.h5")
+    for name in (scan, stamp, output):
+        if os.path.exists(name):
+            os.remove(name)
+    y, x = numpy.indices(shape)
+    r = numpy.hypot(y - shape[0] / 2, x - shape[1] / 2)
+    qmask = numpy.minimum(r / (r.max() / n_bins), n_bins - 1).astype(numpy.int32) + 1
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_write, args=(scan, n_frames, shape, rate, counts, chunk, 0, stamp))
+    writer.start()
+    try:
+        source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=60, wait_timeout=60)
+        cpu0 = time.process_time()
+        final = run_live(source, qmask, output, every=every, mode=mode,
+                         mode_options=mode_options, png=True, overwrite=True, report=report)
+        t_done = time.time()
+        cpu = time.process_time() - cpu0  # the live process (threads included), writer apart
+        t_final = final["written_at"]  # the final result file on disk (its PNG follows)
+    finally:
+        writer.join()
+    with open(stamp) as f:
+        times = json.load(f)
+    row = {"mode": mode, "n_frames": n_frames, "shape": list(shape), "rate_hz": rate,
+           "counts": counts, "every_s": every, "updates": final["updates"],
+           "latency_s": t_final - times["t_last_frame"],
+           "after_last_chunk_s": final["latency_s"], "end_detection_s": final["end_detection_s"],
+           "behind_s": t_final - final["latency_s"] - times["t_last_frame"],
+           "png_s": t_done - t_final,
+           "writer_s": times["t_last_frame"] - times["t_first_frame"],
+           # CPU time of the live process: on a loaded machine, the rate it would sustain alone.
+           "live_cpu_s": cpu, "capacity_hz": n_frames / cpu if cpu > 0 else None}
+    if check:
+        t0 = time.perf_counter()
+        out = correlate_sums(load_frames(f"{scan}::/1.1"), qmask, mode=mode,
+                             mode_options=mode_options)
+        ref = normalise_sums(out["sums"], out["binning"], frame_period=1.0 / rate, mode=mode,
+                             mode_options=out["mode_options"])
+        row["offline_s"] = time.perf_counter() - t0
+        row["identical"] = bool(numpy.array_equal(ref["g2"], final["g2"], equal_nan=True)
+                                and numpy.array_equal(ref["g2_err"], final["g2_err"],
+                                                      equal_nan=True))
+    if workdir is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if report is not None:
+        report(json.dumps(row))
+    return row

@@ -1,0 +1,274 @@
+"""Live correlation: g2 while the scan runs, the final result the moment it ends.
+
+:class:`LiveCorrelator` takes frames as they arrive (:meth:`~LiveCorrelator.feed`) and gives
+the normalised result of the frames so far at any time (:meth:`~LiveCorrelator.snapshot`),
+without stopping. Per mode, it keeps the state the offline correlators build chunk by chunk, in
+the very same objects, so the last snapshot *is* the offline result of the finished data:
+
+- ``multitau``: :class:`~ewoksxpcs.engine.multitau.MultiTauStream` (the sums n2_L, S_0 are updated
+  by each chunk; a snapshot normalises them);
+- ``twotime``: :class:`~ewoksxpcs.engine.twotime.TwoTimeStream` (frames binned in time as they
+  come; a snapshot computes the maps of the binned frames so far);
+- ``linear``: :class:`~ewoksxpcs.engine.events.EventCompactor` (each chunk compacted to events on
+  the CPU as it comes; a snapshot correlates the events so far through
+  :func:`~ewoksxpcs.workflow.pipeline.correlate_sums`).
+
+The normalisation is :func:`~ewoksxpcs.workflow.pipeline.normalise_sums` in every mode. For
+integer frames (detector counts) the sums are exact int64 whatever the chunking, so the final
+result is bit-identical to the offline run on the finished file; float frames agree to rounding.
+
+:func:`run_live` drives a live frame source (:mod:`ewoksxpcs.io.live`): every ``every``
+seconds it writes the result file and its PNG (atomically: the previous ones stay until their
+replacement is complete) and reports the g2 of a few bins; at the end it writes the final
+result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Optional
+
+import numpy
+
+from ..engine.qmask import DEFAULT_GROUPS
+from .pipeline import check_mode_options, correlate_sums, make_binning, normalise_sums
+
+__all__ = ["LiveCorrelator", "run_live", "format_g2"]
+
+logger = logging.getLogger(__name__)
+
+#: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
+#: duration of correlation before the next one (large detectors: fewer updates than ``every``).
+UPDATE_SHARE = 5
+
+
+class LiveCorrelator:
+    """Correlation updated frame chunk by frame chunk; a result at any time.
+
+    Parameters
+    ----------
+    qmask : ndarray (Ny, Nx) of int, or Binning
+    frame_shape : (int, int)
+    dtype : numpy.dtype
+        Pixel type of the frames.
+    mode : {"multitau", "linear", "twotime"}
+    method : str
+        Linear mode: the backend correlating the events at a snapshot (registry name or
+        ``auto``). Multi-tau and two-time run their NumPy streams.
+    device : str, optional
+        OpenCL device of a linear OpenCL backend.
+    mode_options : dict, optional
+        As for :func:`~ewoksxpcs.workflow.pipeline.correlate_sums`.
+    labels, bad_pixels, n_groups
+        As for :func:`~ewoksxpcs.workflow.pipeline.correlate_sums`.
+    frame_period : float, optional
+        Seconds between frames (τ in frames without it).
+    q, q_labels, chi
+        q (and sector centre) per bin, as for :func:`~ewoksxpcs.workflow.pipeline.normalise_sums`.
+    """
+
+    def __init__(self, qmask, frame_shape, dtype, mode: str = "multitau", method: str = "auto",
+                 device: Optional[str] = None, mode_options: Optional[dict] = None,
+                 labels=None, bad_pixels=None, n_groups: int = DEFAULT_GROUPS,
+                 frame_period: Optional[float] = None, q=None, q_labels=None, chi=None):
+        self.mode = mode
+        self.mode_options = check_mode_options(mode, mode_options)
+        self.binning = make_binning(qmask, labels=labels, bad_pixels=bad_pixels,
+                                    n_groups=n_groups)
+        self.binning.check_frame_shape(frame_shape)
+        self.frame_shape = tuple(frame_shape)
+        self.dtype = numpy.dtype(dtype)
+        self.method, self.device = method, device
+        self.bad_pixels = bad_pixels
+        self.frame_period = frame_period
+        self.q, self.q_labels, self.chi = q, q_labels, chi
+        self._sum_image = numpy.zeros(self.frame_shape,
+                                      numpy.int64 if self.dtype.kind in "iu" else numpy.float64)
+        opts = self.mode_options
+        if mode == "multitau":
+            from ..engine.multitau import DEFAULT_LAGS_PER_LEVEL, MultiTauStream
+
+            self.stream = MultiTauStream(
+                self.binning, opts.get("lags_per_level", DEFAULT_LAGS_PER_LEVEL), self.dtype)
+        elif mode == "twotime":
+            from ..engine.twotime import NumpyTwoTime
+
+            self.correlator = NumpyTwoTime(self.binning, bins=opts.get("twotime_bins"),
+                                           time_bin=opts.get("time_bin"))
+            self.stream = self.correlator.stream(self.dtype)
+        elif mode == "linear":
+            from ..engine.events import EventCompactor
+
+            self.stream = EventCompactor(self.frame_shape, self.dtype, bad_pixels)
+        else:
+            raise ValueError(f"mode {mode!r} cannot be correlated live")
+
+    @property
+    def n_frames(self) -> int:
+        return self.stream.n_frames
+
+    def feed(self, chunk: numpy.ndarray) -> None:
+        """Take the next frames, (n, Ny, Nx) of the given dtype."""
+        if chunk.shape[1:] != self.frame_shape or chunk.dtype != self.dtype:
+            raise ValueError(f"frames of shape {chunk.shape[1:]} {chunk.dtype}, expected "
+                             f"{self.frame_shape} {self.dtype}")
+        self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
+        self.stream.feed(chunk)
+
+    def snapshot(self) -> dict:
+        """The result of the frames fed so far (feeding may go on).
+
+        Returns
+        -------
+        dict
+            The keys of :func:`~ewoksxpcs.workflow.pipeline.normalise_sums` (``result``,
+            ``g2``, ``g2_err``, ``tau``, ``tau_unit``, ``q``, ``labels``...), plus ``n_frames``,
+            ``mean_image`` (Ny, Nx) float64 counts per pixel per frame, ``sums``, ``method``.
+        """
+        n = self.n_frames
+        if n < 2:
+            raise ValueError(f"{n} frame(s) so far: a correlation needs at least 2")
+        if self.mode == "multitau":
+            sums, method, device = self.stream.sums(), "numpy", "cpu"
+        elif self.mode == "twotime":
+            x, b, n_frames = self.stream.binned()
+            sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
+            method, device = self.correlator.name, self.correlator.device_name
+        else:
+            events = self.stream.stack()
+            events.frame_period = self.frame_period
+            out = correlate_sums(events, self.binning, method=self.method, device=self.device,
+                                 mode="linear", bad_pixels=self.bad_pixels)
+            sums, method, device = out["sums"], out["method"], out["device"]
+        result = normalise_sums(sums, self.binning, frame_period=self.frame_period, q=self.q,
+                                q_labels=self.q_labels, chi=self.chi, method=method,
+                                device=device, mode=self.mode, mode_options=self.mode_options,
+                                info={"live": True})
+        result.update(n_frames=n, mean_image=self._sum_image / n, sums=sums, method=method)
+        return result
+
+
+def format_g2(snapshot: dict, max_bins: int = 4, max_lags: int = 4) -> str:
+    """One line: frames so far and g2 of a few bins at a few lags (log-spaced)."""
+    g2, tau, labels = snapshot["g2"], snapshot["tau"], snapshot["labels"]
+    rows = numpy.unique(numpy.linspace(0, len(labels) - 1, min(max_bins, len(labels))).astype(int))
+    positive = numpy.flatnonzero(numpy.asarray(tau) > 0)
+    cols = positive[numpy.unique(numpy.geomspace(1, max(positive.size, 1),
+                                                 min(max_lags, positive.size)).astype(int) - 1)]
+    unit = snapshot["tau_unit"]
+    head = " ".join(f"τ={tau[c]:.3g}{'' if unit == 'frame' else unit}" for c in cols)
+    parts = [f"bin {labels[r]}: " + " ".join(f"{g2[r, c]:.4f}" for c in cols) for r in rows]
+    return f"{snapshot['n_frames']} frames | g2 at {head} | " + " | ".join(parts)
+
+
+def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multitau",
+             method: str = "auto", device: Optional[str] = None,
+             mode_options: Optional[dict] = None, mask=None, q=None, q_unit: str = "",
+             n_groups: int = DEFAULT_GROUPS, png=True, overwrite: bool = False,
+             report: Optional[Callable[[str], None]] = print, on_snapshot=None,
+             token=None) -> dict:
+    """Correlate a live frame source; write the result every ``every`` s and at the end.
+
+    Parameters
+    ----------
+    source : FrameSource
+        Frames as they come (:mod:`ewoksxpcs.io.live`), or any frame source.
+    qmask : array_like (Ny, Nx) of int, or a label image file/URL
+    output : str
+        Result file (NeXus), replaced atomically at each update.
+    every : float
+        Seconds between updates of the result file (0: only the final result); longer when an
+        update takes more than 1/:data:`UPDATE_SHARE` of the time.
+    mode, method, device, mode_options, n_groups
+        As for :class:`LiveCorrelator`.
+    mask : array_like, str, or list of them, optional
+        Detector masks (non-zero = bad).
+    q : array_like (n_labels,), optional
+        q of each label of ``qmask``, ``q_unit`` (default: the labels).
+    png : bool or str
+        Also draw the g2 curves (True: ``<output>_g2.png``).
+    overwrite : bool
+        Replace an existing result file at the start (updates always replace their own).
+    report : callable, optional
+        Called with one line per update (default: print).
+    on_snapshot : callable, optional
+        Called with each snapshot dict, the final one included.
+    token : CancelToken, optional
+        Checked at every chunk: a cancelled run stops there, leaving the last update in place.
+
+    Returns
+    -------
+    dict
+        The final snapshot, plus ``output``, ``png``, ``updates`` (number of intermediate
+        writes), ``ended_early`` (message or ""), ``latency_s`` (from the last chunk received to
+        the final result file written; its PNG follows), ``end_detection_s`` (from the last
+        chunk to the source reporting the end of the scan) and ``written_at`` (``time.time()``
+        when the final result file was written).
+    """
+    from ..io.save import check_output, default_png, plot_g2, save_results
+    from .maskbin import build_qmask
+
+    check_output(output, overwrite)
+    png = default_png(output) if png is True else (png or None)
+    if png:
+        check_output(png, overwrite)
+    qb = build_qmask(source.frame_shape, qmask=qmask, q_values=q, mask=mask, file_mask=False)
+    q_unit = qb.q_unit or q_unit
+    live = LiveCorrelator(qb.qmask, source.frame_shape, source.dtype, mode=mode, method=method,
+                          device=device, mode_options=mode_options, labels=qb.labels,
+                          bad_pixels=qb.bad_pixels, n_groups=n_groups,
+                          frame_period=source.frame_period, q=qb.q, q_labels=qb.labels,
+                          chi=qb.chi)
+    parameters = {"live": {"source": getattr(source, "url", repr(source)), "mode": mode,
+                           "method": method, "mode_options": live.mode_options,
+                           "every": every}}
+    written = {"n": 0}
+
+    def write(snap, final: bool):
+        title = "XPCS g2" + ("" if final else f" (live, {snap['n_frames']} frames)")
+        replace = overwrite or written["n"] > 0
+        save_results(output, snap["result"], snap["q"], snap["tau"], q_unit=q_unit,
+                     tau_unit=snap["tau_unit"], qmask=qb.qmask, mean_image=snap["mean_image"],
+                     frame_period=source.frame_period,
+                     parameters={**parameters, "final": final, "n_frames": snap["n_frames"],
+                                 "ended_early": getattr(source, "ended_early", "")},
+                     chi=snap["chi"], overwrite=replace, title=title)
+        written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
+        if png:  # drawn after the result file: it takes longer than the correlation
+            plot_g2(png, snap["tau"], snap["g2"], snap["g2_err"], snap["q"], q_unit=q_unit,
+                    tau_unit=snap["tau_unit"], chi=snap["chi"], overwrite=replace, title=title)
+        written["n"] += 1
+        if on_snapshot is not None:
+            on_snapshot(snap)
+        if report is not None:
+            report(("final  " if final else "live   ") + format_g2(snap))
+
+    t_last = time.monotonic()
+    next_write, last = t_last + every, None
+    for chunk in source.iter_chunks():
+        t_last = time.monotonic()  # when the (so far) last frames arrived
+        if token is not None:
+            token.check("live correlation")
+        live.feed(chunk)
+        t_update = time.monotonic()
+        if every and t_update >= next_write and live.n_frames >= 2:
+            last = live.snapshot()
+            write(last, final=False)
+            now = time.monotonic()
+            # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
+            next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_update))
+    t_end = time.monotonic()
+    ended_early = getattr(source, "ended_early", "")
+    if ended_early and report is not None:
+        report(ended_early)
+    # No frame since the last update: its snapshot is the final result (not computed twice).
+    final = last if last is not None and last["n_frames"] == live.n_frames else live.snapshot()
+    updates = written["n"]
+    write(final, final=True)
+    final.update(output=os.path.abspath(output), png=None if not png else os.path.abspath(png),
+                 updates=updates, ended_early=ended_early,
+                 latency_s=written["t"] - t_last, end_detection_s=t_end - t_last,
+                 written_at=written["wall"])
+    return final

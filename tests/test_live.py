@@ -1,0 +1,218 @@
+"""workflow/live.py, ``ewoksxpcs live`` and the LiveCorrelate task: snapshots while frames arrive
+equal the offline result of the frames so far, and the final result equals the offline run on
+the finished data bit for bit, in every mode; a scan published in a real Redis correlated live by
+the command in another process; the writer killed mid-scan."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy
+import pytest
+
+import _live_writers as W
+from redis_server import redis_stack_url  # noqa: F401  (session fixture: a real Redis + modules)
+
+from ewoksxpcs.io.load import load_frames
+from ewoksxpcs.workflow.live import LiveCorrelator, format_g2, run_live
+from ewoksxpcs.workflow.pipeline import correlate_sums, normalise_sums
+
+WRITER = os.path.join(os.path.dirname(__file__), "_live_writers.py")
+MODES = {"multitau": {"lags_per_level": 4}, "linear": {}, "twotime": {"time_bin": 3}}
+
+
+def offline(frames, mode, qmask=None, frame_period=None):
+    """The offline result of ``frames`` (array or file URL): correlate_sums + normalise_sums."""
+    qmask = W.qmask() if qmask is None else qmask
+    if isinstance(frames, str):
+        frames = load_frames(frames)
+    out = correlate_sums(frames, qmask, mode=mode, mode_options=MODES[mode])
+    return normalise_sums(out["sums"], out["binning"], frame_period=frame_period,
+                          method=out["method"], device=out["device"], mode=mode,
+                          mode_options=out["mode_options"])
+
+
+def assert_identical(a: dict, b: dict):
+    for key in ("g2", "g2_err", "tau", "labels", "n_pixels"):
+        numpy.testing.assert_array_equal(a[key], b[key], err_msg=key, strict=True)
+    ra, rb = a["result"], b["result"]
+    for name in ("n2", "s2", "frame_sums", "C"):  # the sums behind g2, where the mode has them
+        if getattr(ra, name, None) is not None:
+            numpy.testing.assert_array_equal(getattr(ra, name), getattr(rb, name), err_msg=name)
+
+
+def saved_g2(filename):
+    with h5py.File(filename, "r") as f:
+        g = f["entry/xpcs/g2"]
+        return g["g2"][()], g["g2_errors"][()]
+
+
+@pytest.fixture(scope="module")
+def store(redis_stack_url):  # noqa: F811
+    """The data store's URL without its database number (sources append /<scan key>)."""
+    from blissdata.redis_engine.store import DataStore
+
+    url = redis_stack_url.rsplit("/", 1)[0]
+    DataStore(url, init_db=True)
+    return url
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_snapshots_equal_offline_of_the_frames_so_far(mode):
+    frames = W.frames(11, 150)
+    live = LiveCorrelator(W.qmask(), frames.shape[1:], frames.dtype, mode=mode,
+                          mode_options=MODES[mode])
+    t = 0
+    for n in (1, 9, 40, 3, 47, 50):  # uneven chunks: the sums do not depend on them
+        live.feed(frames[t : t + n])
+        t += n
+        if t in (50, 150):
+            snap = live.snapshot()
+            assert snap["n_frames"] == t
+            assert_identical(snap, offline(frames[:t], mode))
+    assert snap is not live.snapshot()  # a snapshot does not stop the stream
+    line = format_g2(snap)
+    first_lag = 3 if mode == "twotime" else 1  # two-time: lags in time bins of 3 frames
+    assert line.startswith(f"150 frames | g2 at τ={first_lag} ") and "bin 1: " in line and "bin 4: " in line
+    with pytest.raises(ValueError, match="expected"):
+        live.feed(frames[:2].astype(numpy.int32))
+
+
+def test_snapshot_needs_two_frames():
+    live = LiveCorrelator(W.qmask(), (24, 32), numpy.uint16)
+    live.feed(W.frames(1, 1))
+    with pytest.raises(ValueError, match="1 frame"):
+        live.snapshot()
+
+
+def test_run_live_growing_file_final_equals_offline(tmp_path):
+    scan = str(tmp_path / "scan.h5")
+    writer = subprocess.Popen([sys.executable, WRITER, "hdf5", json.dumps(
+        dict(filename=scan, seed=12, n=400, chunk=20, period=0.04))])
+    try:
+        from ewoksxpcs.io.live import GrowingHDF5Source
+
+        source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=10, wait_timeout=20)
+        lines, snaps = [], []
+        output = str(tmp_path / "result.h5")
+        final = run_live(source, W.qmask(), output, every=0.2, mode="multitau",
+                         mode_options=MODES["multitau"], report=lines.append,
+                         on_snapshot=snaps.append)
+    finally:
+        writer.wait(30)
+    assert final["n_frames"] == 400 and final["ended_early"] == ""
+    assert final["updates"] >= 1 and len(snaps) == final["updates"] + 1
+    assert [s["n_frames"] for s in snaps] == sorted(s["n_frames"] for s in snaps)
+    assert lines[0].startswith("live ") and lines[-1].startswith("final  400 frames")
+    ref = offline(f"{scan}::/1.1", "multitau", frame_period=0.01)
+    assert_identical(final, ref)
+    g2, err = saved_g2(output)
+    numpy.testing.assert_array_equal(g2, ref["g2"])
+    numpy.testing.assert_array_equal(err, ref["g2_err"])
+    assert os.path.getsize(final["png"]) > 0
+    assert 0 <= final["latency_s"] < 30
+    # The result exists: a new run refuses to replace it without overwrite.
+    with pytest.raises(FileExistsError):
+        run_live(load_frames(f"{scan}::/1.1"), W.qmask(), output)
+
+
+def test_cli_live_on_a_bliss_scan_in_redis(tmp_path, store, mode="linear"):
+    key_file = str(tmp_path / "key")
+    writer = subprocess.Popen([sys.executable, WRITER, "bliss", json.dumps(
+        dict(url=store, seed=13, n=300, chunk=20, period=0.03, key_file=key_file))])
+    try:
+        key = W.wait_key(key_file)
+        numpy.save(tmp_path / "qmask.npy", W.qmask())
+        output = str(tmp_path / "result.h5")
+        options = ["--time-bin", "3"] if mode == "twotime" else []
+        cli = subprocess.run(
+            [sys.executable, "-m", "ewoksxpcs", "live", f"{store}/{key}", "--qmask",
+             str(tmp_path / "qmask.npy"), "-o", output, "--every", "300ms", "--mode", mode,
+             "--quiet-timeout", "10s", "--no-plot", *options],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        writer.wait(30)
+    assert cli.returncode == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    first_lag = "0.03s" if mode == "twotime" else "0.01s"  # two-time: time bins of 3 frames
+    assert lines[-2].startswith(f"final  300 frames | g2 at τ={first_lag} ")
+    assert lines[-1].startswith(f"result: {output} (300 frames, written ")
+    ref = offline(W.frames(13, 300), mode, frame_period=0.01)
+    g2, err = saved_g2(output)
+    numpy.testing.assert_array_equal(g2, ref["g2"])
+    numpy.testing.assert_array_equal(err, ref["g2_err"])
+
+
+def test_cli_live_writer_killed(tmp_path, store):
+    key_file = str(tmp_path / "key")
+    writer = subprocess.Popen([sys.executable, WRITER, "bliss", json.dumps(
+        dict(url=store, seed=14, n=300, chunk=20, period=0.02, key_file=key_file, stop_at=140))])
+    numpy.save(tmp_path / "qmask.npy", W.qmask())
+    output = str(tmp_path / "result.h5")
+    try:
+        key = W.wait_key(key_file)
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "ewoksxpcs", "live", f"{store}/{key}", "--qmask",
+             str(tmp_path / "qmask.npy"), "-o", output, "--every", "0", "--quiet-timeout",
+             "1.5s", "--lags-per-level", "4", "--no-plot"], stdout=subprocess.PIPE, text=True)
+        from blissdata.redis_engine.store import DataStore
+
+        stream = DataStore(store).load_scan(key).streams["eiger:image"]
+        deadline = time.monotonic() + 30
+        while len(stream) < 140:  # the writer has published 140 frames and stops there
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        writer.kill()  # mid-scan: the scan never ends, its stream is never sealed
+        out, _ = cli.communicate(timeout=60)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait()
+    assert cli.returncode == 0
+    assert "scan ended early at frame 140: no new frame for 1.5 s" in out
+    ref = offline(W.frames(14, 300)[:140], "multitau", frame_period=0.01)
+    g2, _ = saved_g2(output)
+    numpy.testing.assert_array_equal(g2, ref["g2"])
+
+
+def test_cli_live_bad_input(tmp_path, capsys):
+    from ewoksxpcs.app.cli import main
+
+    numpy.save(tmp_path / "qmask.npy", W.qmask())
+    scan = str(tmp_path / "scan.h5")
+    W.write_hdf5(scan, seed=15, n=40, chunk=40, period=0.0)
+    base = ["live", f"{scan}::/1.1", "--qmask", str(tmp_path / "qmask.npy")]
+    assert main(base + ["-o", str(tmp_path / "r.h5"), "--time-bin", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("ewoksxpcs: error: option 'time_bin' does not apply to mode "
+                           "'multitau' (it is an option of mode 'twotime')")
+    assert not os.path.exists(tmp_path / "r.h5")
+    assert main(base + ["-o", str(tmp_path / "r.h5"), "--every", "soon"]) == 2
+    assert "not a duration: 'soon'" in capsys.readouterr().err
+    (tmp_path / "old.h5").write_bytes(b"keep")
+    assert main(base + ["-o", str(tmp_path / "old.h5")]) == 1
+    assert "exists (use overwrite" in capsys.readouterr().err
+    assert (tmp_path / "old.h5").read_bytes() == b"keep"
+
+
+def test_live_task(tmp_path):
+    from ewokscore import execute_graph
+
+    scan = str(tmp_path / "scan.h5")
+    W.write_hdf5(scan, seed=16, n=120, chunk=30, period=0.0)
+    output = str(tmp_path / "result.h5")
+    graph = {"graph": {"id": "live"},
+             "nodes": [{"id": "live", "task_type": "class",
+                        "task_identifier": "ewoksxpcs.tasks.live_correlate.LiveCorrelate"}]}
+    inputs = [{"id": "live", "name": k, "value": v} for k, v in dict(
+        source=f"{scan}::/1.1", qmask=W.qmask(), output=output, mode="twotime",
+        mode_options={"time_bin": 3}, plot=False).items()]
+    result = execute_graph(graph, inputs=inputs)
+    assert result["n_frames"] == 120 and result["ended_early"] == "" and result["png"] is None
+    ref = offline(f"{scan}::/1.1", "twotime", frame_period=0.01)
+    numpy.testing.assert_array_equal(saved_g2(output)[0], ref["g2"])
