@@ -122,7 +122,7 @@ def test_dask_local_cluster_bit_for_bit(data, tmp_path):
         f.create_dataset("/1.1/measurement/det", data=frames, chunks=(1,) + frames.shape[1:])
     methods = ["reference"]
     methods += [m for m in ("matmul", "fft") if m in METHODS]
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         for method in methods:
             single = correlate(frames, qmask, method=method, n_groups=4)

@@ -60,7 +60,7 @@ def test_reprocess_on_dask_cluster_resumable(scans, tmp_path):
     bad = {"input": urls[0].replace("::/1.1", "::/9.1"), "output": str(out / "bad.h5"), "qmask": qmask}
     jobs = read_scans([scan_list], output_dir=out)
     jobs_bad = jobs + [ScanJob("missing-entry", bad)]
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         worker_pids = set(client.run(os.getpid).values())
         assert len(worker_pids) == 2

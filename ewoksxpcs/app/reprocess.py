@@ -286,6 +286,7 @@ def _dask_submit(scheduler, max_workers, engine=None):
     closers = []
     if scheduler is None:
         cluster = LocalCluster(n_workers=max_workers or 2, threads_per_worker=1, processes=True,
+                               host="127.0.0.1",  # workers on this machine: loopback only
                                dashboard_address=None)
         closers.append(cluster.close)
         client = Client(cluster)

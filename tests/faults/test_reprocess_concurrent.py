@@ -26,7 +26,7 @@ def test_six_scans_on_two_workers(scans, tmp_path, engine):
     missing = {"input": str(tmp_path / "nothing.h5::/1.1"), "qmask": qmask, "method": "matmul",
                "output": str(tmp_path / "out" / "missing.h5")}
     jobs.append(ScanJob("missing", missing))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         report = reprocess(jobs, executor="dask", scheduler=client, engine=engine)
