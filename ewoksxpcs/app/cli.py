@@ -806,20 +806,13 @@ def build_parser(job_commands: bool = True) -> argparse.ArgumentParser:
     # Job queue and reprocessing front-ends (ewoksxpcs.app.submit, ewoksxpcs.app.reprocess).
     from . import reprocess as _reprocess, submit as _submit
 
-    p = sub.add_parser(
-        "submit",
-        help="send the workflow of one scan to an ewoksjob queue, print the job id",
-        description=_submit.__doc__.split("\n\n")[0],
-    )
-    _submit.add_arguments(p)
-    p.set_defaults(func=_submit.run_from_args)
-    p = sub.add_parser(
-        "reprocess",
-        help="run the workflow over many scans (process pool, dask, ewoksjob)",
-        description=_reprocess.__doc__.split("\n\n")[0],
-    )
-    _reprocess.add_arguments(p)
-    p.set_defaults(func=_reprocess.run_from_args)
+    for name, module, text in (
+        ("submit", _submit, "send the workflow of one scan to an ewoksjob queue, print the job id"),
+        ("reprocess", _reprocess, "run the workflow over many scans (process pool, dask, ewoksjob)"),
+    ):
+        p = sub.add_parser(name, help=text, description=module.__doc__.split("\n\n")[0])
+        module.add_arguments(p)
+        p.set_defaults(func=module.run_from_args)
     return parser
 
 

@@ -859,15 +859,10 @@ def load_frames(
         frame_period = float(frame_period)
         if not frame_period > 0:
             raise ValueError(f"frame_period must be > 0 seconds, got {frame_period}")
-    if isinstance(source, EventStack):
+    if isinstance(source, (EventStack, FrameSource)):
         if (start, stop, step) != (0, None, 1):
-            raise ValueError("a frame range cannot be applied to an EventStack")
-        if frame_period is not None:
-            source.frame_period = frame_period
-        return source
-    if isinstance(source, FrameSource):
-        if (start, stop, step) != (0, None, 1):
-            raise ValueError("a frame range cannot be applied to an existing FrameSource")
+            what = "an EventStack" if isinstance(source, EventStack) else "an existing FrameSource"
+            raise ValueError(f"a frame range cannot be applied to {what}")
         if frame_period is not None:
             source.frame_period = frame_period
         return source
