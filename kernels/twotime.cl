@@ -32,6 +32,8 @@ __kernel void tt_bin(__global const IN_T *in,
     if (p >= P)
         return;
     const long src = pix[p];
+    if (src < 0)
+        return;  // padding column (tt_gram_mma's layout): stays zero
 #ifdef X_MAX
     int over = 0;
 #endif
@@ -100,7 +102,7 @@ void tt_rowsums(__global const X_T *X,
 #define V4 (WPT / 4)  // float4 vectors of a work-item's rows (and columns); WPT % 4 == 0
 
 // Band of the two-time maps of several bins: rows T1 = r0 + i (i < R), columns T2 = r0 + j
-// (j < W), of C_z = N_z · X Xᵀ / (S_z S_zᵀ) over the columns col_off[z] .. col_off[z+1]-1 of X,
+// (j < W), of C_z = NQ[z] · X Xᵀ / (S_z S_zᵀ) over the columns col_off[z] .. col_off[z+1]-1 of X,
 // z = get_group_id(2) (one launch for all bins of a group keeps the device busy for short
 // series). Tiles entirely below the diagonal are skipped; with ``mirror`` (the whole map in one
 // band) each value is also written at its transposed place, otherwise the host mirrors.
@@ -113,6 +115,7 @@ __kernel __attribute__((reqd_work_group_size(TS, TS, 1)))
 void tt_gram(__global const X_T *X,
              const int P,
              __global const int *col_off,
+             __global const float *NQ,
              const long nT,
              const long r0,
              const int R,
@@ -130,7 +133,7 @@ void tt_gram(__global const X_T *X,
         return;  // below the diagonal (rows and columns start at the same r0)
     const int c0 = col_off[z];
     const int c1 = col_off[z + 1];
-    const float nq = (float)(c1 - c0);
+    const float nq = NQ[z];  // pixels of the bin (columns may be padded with zeros)
     S += z * nT;
     band += (long)z * R * W;
     const long row0 = r0 + (long)gy * TILE;

@@ -155,3 +155,80 @@ def test_frames_in_pinned_memory_are_read_in_place(rng, cpu):
     r = twotime(pinned, q, bins=[1, 6], time_bin=3, method="opencl", device=cpu, chunk_frames=10)
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+
+
+@pytest.mark.parametrize("events", [False, True])
+def test_padded_layout_equals_numpy(rng, cpu, events):
+    """X with each bin's columns padded by zero columns to a multiple of 64 (the layout of the
+    tensor-core kernel, forced here on the CPU device): same maps, sums and g2."""
+    from ewoksxpcs.correlators.opencl_twotime import MMA_PAD, OpenCLTwoTime
+
+    frames = rng.poisson(0.8, (300, 12, 13)).astype(numpy.uint8)
+    q = _qmask()
+    ref = twotime(frames, q, time_bin=1, method="numpy")
+    for budget in (None, 260_000):  # whole maps in one pass; bands in several passes
+        corr = OpenCLTwoTime(q, device=cpu, time_bin=1, max_device_memory=budget)
+        corr._pad = MMA_PAD
+        r = corr.correlate(compact(frames) if events else frames)
+        _close(r.C, ref.C)
+        numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+        numpy.testing.assert_allclose(r.g2, ref.g2, rtol=2e-6)
+        assert r.info["gram_kernel"] == "float"
+        if budget is not None:
+            assert r.info["passes"] > 1
+
+
+def test_gram_option(cpu):
+    from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime
+
+    with pytest.raises(ValueError, match="compute capability"):
+        OpenCLTwoTime(_qmask(), device=cpu, gram="mma")
+    with pytest.raises(ValueError, match="gram must be"):
+        OpenCLTwoTime(_qmask(), device=cpu, gram="int4")
+
+
+@pytest.mark.gpu
+def test_gpu_tensor_core_gram(rng):
+    """The tensor-core products (NVIDIA, compute capability >= 8) equal the NumPy maps: uint8
+    frames, uint16 frames binned into uint8, events, bands; sums that could exceed 32 bits and
+    binned counts above 255 fall back to the float kernel, still equal."""
+    require_opencl("gpu")
+    from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime, tensor_core_capable
+    from ewoksxpcs.opencl.device import get_device
+
+    if not tensor_core_capable(get_device("gpu")):
+        pytest.fail("the GPU of the device machine should run the tensor-core kernel")
+    tc = "tensor cores (u8, exact int32 sums)"
+    frames = rng.poisson(0.2, (1500, 64, 96)).astype(numpy.uint8)
+    q = 1 + (numpy.arange(96)[None, :] // 10) + numpy.zeros((64, 1), int)
+    for b, data in ((1, frames), (3, frames), (1, frames.astype(numpy.uint16))):
+        ref = twotime(frames, q, bins=[1, 5, 10], time_bin=b, method="numpy")
+        r = twotime(data, q, bins=[1, 5, 10], time_bin=b, method="opencl", device="gpu")
+        _close(r.C, ref.C)
+        numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+        assert r.info["gram_kernel"] == tc and r.info["x_dtype"] == "uint8"
+    ref = twotime(frames, q, time_bin=2, method="numpy")
+    r = twotime(compact(frames), q, time_bin=2, method="opencl", device="gpu")
+    _close(r.C, ref.C)
+    assert r.info["gram_kernel"] == tc
+    r = twotime(frames, q, time_bin=2, method="opencl", device="gpu", max_device_memory=3_000_000)
+    assert r.info["passes"] > 1
+    _close(r.C, ref.C)
+    # bright pixels: binned uint16 counts above 255 -> read again in uint16, float products
+    bright = frames.astype(numpy.uint16)
+    bright[10, 3, 4] = 300
+    ref = twotime(bright, q, bins=[1], method="numpy")
+    r = twotime(bright, q, bins=[1], method="opencl", device="gpu")
+    _close(r.C, ref.C)
+    assert r.info["gram_kernel"] == "float" and r.info["x_dtype"] == "uint16"
+    # 255² x 192·192 pixels >= 2^31: float products for this bin
+    full = numpy.full((300, 192, 192), 255, numpy.uint8)
+    full[::7] = 3
+    ones = numpy.ones((192, 192), int)
+    ref = twotime(full, ones, method="numpy")
+    r = twotime(full, ones, method="opencl", device="gpu")
+    _close(r.C, ref.C)
+    assert r.info["gram_kernel"] == "float"
+    # gram="float" forces the float kernel
+    r = OpenCLTwoTime(q, device="gpu", bins=[1], gram="float").correlate(frames)
+    assert r.info["gram_kernel"] == "float"
