@@ -172,9 +172,9 @@ def gpu_cases(scale: float = 1.0) -> List[GPUCase]:
     return [
         GPUCase("multitau", "multitau", dense, long_t, 0.05, 10, "boost_corr 0.1.7 multitau", 2.0),
         GPUCase("twotime-10bins", "twotime", dense, short_t, 0.05, 10,
-                "torch float32 matmul", 1.0),
+                "torch float32 matmul", 2.0),
         GPUCase("twotime-1bin-100k", "twotime", dense, long_t, 0.05, 10, "torch float32 matmul",
-                1.0, bins=(5,), max_frames=short_t),
+                3.0, bins=(5,), max_frames=short_t),
         GPUCase("events-0.01", "events", sparse, short_t, 0.01, 10, "dynamix EventCorrelator", 10.0),
         GPUCase("events-0.1", "events", sparse, short_t, 0.1, 10, "dynamix EventCorrelator", 10.0),
     ]
