@@ -55,7 +55,7 @@ __kernel void tt_bin(__global const IN_T *in,
 #endif
 }
 
-// Scatter events of the selected pixels into X: X[times / b, p] += value.
+// Scatter events of the selected pixels into X: X[times / b, p] += value (X_MAX: as tt_bin).
 // Events of selected pixel p are starts[p] … ends[p]-1 of values/times (the device buffers of
 // the compaction, or a host gather of the selected pixels). Launch: global (>= P).
 __kernel void tt_events(__global const IN_T *values,
@@ -65,17 +65,31 @@ __kernel void tt_events(__global const IN_T *values,
                         const int P,
                         const long b,
                         const long nT,
-                        __global X_T *X)
+                        __global X_T *X,
+                        __global int *ovf)
 {
     const int p = get_global_id(0);
     if (p >= P)
         return;
+#ifdef X_MAX
+    int over = 0;
+#endif
     for (long e = starts[p]; e < ends[p]; e++) {
         const long T = (long)times[e] / b;
         if (T >= nT)
             break;  // times ascend within a pixel
+#ifdef X_MAX
+        const ulong v = (ulong)X[T * P + p] + (ulong)values[e];
+        over |= v > X_MAX;
+        X[T * P + p] = (X_T)v;
+#else
         X[T * P + p] += (X_T)values[e];
+#endif
     }
+#ifdef X_MAX
+    if (over)
+        *ovf = 1;
+#endif
 }
 
 // Row sums over columns c0 .. c1-1. Launch: global (WG, nT), local (WG, 1).

@@ -126,33 +126,46 @@ def test_zero_kernel_path(rng, cpu, monkeypatch):
     _close(r.C, ref.C)
 
 
+@pytest.mark.parametrize("events", [False, True])
 @pytest.mark.parametrize("bright", [False, True])
-def test_narrow_binned_x(rng, cpu, bright):
+def test_narrow_binned_x(rng, cpu, bright, events):
     """Time-binned uint16 sums tried in uint8 (fewer passes) when the budget is tight; a sum
-    above 255 is flagged and the frames are read again with uint32: exact either way."""
+    above 255 is flagged and the frames (or events) are binned again with uint32: exact either
+    way."""
     frames = rng.poisson(1.0, (400, 12, 13)).astype(numpy.uint16)
     if bright:
         frames[7, 3, 4] = 200  # frames 4..7 of a pixel of bin 1 sum to > 255
         frames[5, 3, 4] = 100
     q = _qmask()
     ref = twotime(frames, q, time_bin=4, method="numpy")
-    budget = 110_000  # X in uint32 needs 2 passes, in uint8 one
-    r = twotime(frames, q, time_bin=4, method="opencl", device=cpu, max_device_memory=budget)
+    if events:  # binned into uint8 first as on GPUs with tensor cores (forced here)
+        from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime
+
+        corr = OpenCLTwoTime(q, device=cpu, time_bin=4)
+        corr._narrow_first = True
+        r = corr.correlate(compact(frames))
+    else:
+        budget = 110_000  # X in uint32 needs 2 passes, in uint8 one
+        r = twotime(frames, q, time_bin=4, method="opencl", device=cpu, max_device_memory=budget)
+        assert r.info["passes"] == (2 if bright else 1)
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
     assert r.info["x_dtype"] == ("uint32" if bright else "uint8")
-    assert r.info["passes"] == (2 if bright else 1)
 
 
-def test_frames_in_pinned_memory_are_read_in_place(rng, cpu):
+@pytest.mark.parametrize("bins", [[1, 6], [1], [3]])
+def test_frames_in_pinned_memory_are_read_in_place(rng, cpu, bins):
+    """Pinned frames are read where they lie; with bins [1] or [3] only the rows of the frames
+    that hold their pixels cross the bus (a rectangular copy; the staged copy for pageable
+    frames in test_dense_equals_numpy)."""
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
     frames = rng.poisson(1.1, (77, 12, 13)).astype(numpy.uint8)
     pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)
     pinned[...] = frames
     q = _qmask()
-    ref = twotime(frames, q, bins=[1, 6], time_bin=3, method="numpy")
-    r = twotime(pinned, q, bins=[1, 6], time_bin=3, method="opencl", device=cpu, chunk_frames=10)
+    ref = twotime(frames, q, bins=bins, time_bin=3, method="numpy")
+    r = twotime(pinned, q, bins=bins, time_bin=3, method="opencl", device=cpu, chunk_frames=10)
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
 

@@ -71,6 +71,8 @@ WPT_GPU, WPT_CPU = 8, 4
 TILE = TS * WPT_GPU
 #: tt_gram_mma: columns of each bin padded to a multiple of MMA_PAD; 256 work-items per tile.
 MMA_PAD, MMA_WG = 64, 256
+#: Frames are uploaded whole unless the selected pixels lie within this fraction of them.
+SPAN_FRACTION = 0.8
 INT32_LIMIT = 2**31
 
 
@@ -146,6 +148,8 @@ class OpenCLTwoTime(DeviceDataPath):
         self._mma = capable and gram != "float"
         #: Layout of X: each bin's columns padded to a multiple of this (zero columns).
         self._pad = MMA_PAD if self._mma else 1
+        #: Try X in uint8 first for wider unsigned data (the tensor cores need it).
+        self._narrow_first = self._mma
 
     @property
     def device_name(self) -> str:
@@ -242,11 +246,19 @@ class OpenCLTwoTime(DeviceDataPath):
         dev = self.dev
         ctx = dev.context
         mf = pyopencl.mem_flags
-        pix_np = self._layout(group)[0].astype(numpy.int32)
+        pix_np = self._layout(group)[0]
         P = pix_np.size
         dtype = numpy.dtype(source.dtype)
         frame_pixels = int(self.binning.shape[0] * self.binning.shape[1])
-        frame_bytes = frame_pixels * dtype.itemsize
+        # Only the span of each frame that holds the group's pixels crosses the bus (a few
+        # bins of a large detector: a fraction of the frame).
+        real = pix_np[pix_np >= 0]
+        lo, hi = (int(real.min()), int(real.max()) + 1) if real.size else (0, 1)
+        if hi - lo > SPAN_FRACTION * frame_pixels:
+            lo, hi = 0, frame_pixels
+        span = hi - lo
+        pix_np = numpy.where(pix_np >= 0, pix_np - lo, -1).astype(numpy.int32)
+        frame_bytes = span * dtype.itemsize
         x_bytes = max(8, n_t * P * x_np.itemsize)
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
         pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pix_np)
@@ -256,7 +268,7 @@ class OpenCLTwoTime(DeviceDataPath):
                                source.n_frames or chunk)))  # no larger buffers than the stack
         copy_q = pyopencl.CommandQueue(ctx)
         frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_bytes)) for _ in range(2)]
-        staging = StagingSlots(dev, (chunk, frame_pixels), dtype)
+        staging = StagingSlots(dev, (chunk, span), dtype)
         copy_evt, done_evt = [None, None], [None, None]
         narrow = x_np.kind == "u" and self._x_type(dtype, b)[1].itemsize > x_np.itemsize
         kern = self._kernel("tt_bin", CTYPES[str(dtype)], x_t, dtype.kind == "f",
@@ -276,9 +288,10 @@ class OpenCLTwoTime(DeviceDataPath):
                     copy_evt[s].wait()
                 copy_evt[s], direct = upload_chunk(
                     copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging, s,
-                    wait_for=[done_evt[s]] if done_evt[s] is not None else None)
+                    wait_for=[done_evt[s]] if done_evt[s] is not None else None,
+                    span=(lo, hi))
                 copy_q.flush()
-                kern.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, numpy.int32(P),
+                kern.set_args(frames_dev[s], numpy.int64(span), pix, numpy.int32(P),
                               numpy.int32(n), numpy.int64(t), numpy.int64(b), numpy.int64(n_t), X, ovf)
                 done_evt[s] = pyopencl.enqueue_nd_range_kernel(
                     queue, kern, (_round_up(P, LOCAL),), (LOCAL,), wait_for=[copy_evt[s]])
@@ -341,10 +354,20 @@ class OpenCLTwoTime(DeviceDataPath):
                  for a in (starts, ends)] if P else [pyopencl.Buffer(ctx, mf.READ_ONLY, 8)] * 2
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
         dtype = numpy.dtype(events.values_dtype)
-        kern = self._kernel("tt_events", CTYPES[str(dtype)], x_t, dtype.kind == "f")
-        kern.set_args(*bufs, numpy.int32(P), numpy.int64(b), numpy.int64(n_t), X)
+        narrow = x_np.kind == "u" and self._x_type(dtype, b)[1].itemsize > x_np.itemsize
+        kern = self._kernel("tt_events", CTYPES[str(dtype)], x_t, dtype.kind == "f",
+                            int(numpy.iinfo(x_np).max) if narrow else None)
+        ovf = pyopencl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR,
+                              hostbuf=numpy.zeros(1, numpy.int32))
+        kern.set_args(*bufs, numpy.int32(P), numpy.int64(b), numpy.int64(n_t), X, ovf)
         pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(P, LOCAL),), (LOCAL,))
         queue.finish()
+        if narrow:
+            flag = numpy.zeros(1, numpy.int32)
+            pyopencl.enqueue_copy(queue, flag, ovf)
+            if flag[0]:
+                X.release()
+                raise _Overflow()
         return X, P, events.n_frames
 
     # ------------------------------------------------------------------ maps
@@ -524,13 +547,13 @@ class OpenCLTwoTime(DeviceDataPath):
             x_t, x_np = self._x_type(dtype, b)
             groups = self._groups_or_none(n_t, x_np.itemsize, fixed)
             safe = (x_t, x_np)
-            if (not is_events and x_np.kind == "u" and x_np.itemsize > 1 and source.reiterable
-                    and (self._mma or (b > 1 and (groups is None or len(groups) > 1)))):
+            if (x_np.kind == "u" and x_np.itemsize > 1 and (is_events or source.reiterable)
+                    and (self._narrow_first or (b > 1 and (groups is None or len(groups) > 1)))):
                 # Binned counts are usually small: try X in uint8 (a flag tells when a sum does
                 # not fit and the frames are read again with the safe type), for fewer passes
                 # or for the tensor-core products.
                 narrow = self._groups_or_none(n_t, 1, fixed)
-                if narrow is not None and (self._mma or groups is None
+                if narrow is not None and (self._narrow_first or groups is None
                                            or len(narrow) < len(groups)):
                     groups, x_t, x_np = narrow, "uchar", numpy.dtype(numpy.uint8)
             fits = groups is not None and (len(groups) == 1 or source is None
@@ -580,13 +603,14 @@ class OpenCLTwoTime(DeviceDataPath):
             group = groups[gi]
             gi += 1
             tg = time.perf_counter()
-            if is_events:
-                X, P, frames_read = self._x_from_events(data, group, b, n_t, x_t, x_np, queue)
-            else:
-                try:
+            try:
+                if is_events:
+                    X, P, frames_read = self._x_from_events(data, group, b, n_t, x_t, x_np,
+                                                            queue)
+                else:
                     X, P, frames_read = self._x_from_frames(source, group, b, n_t, x_t, x_np,
                                                             queue)
-                except _Overflow:  # start again with the type that holds any sum
+            except _Overflow:  # start again with the type that holds any sum
                     logger.info("two-time: time-binned sums exceed uint8, redoing with %s",
                                 safe[1])
                     x_t, x_np = safe

@@ -537,12 +537,15 @@ class StagingSlots:
 
 
 def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: int,
-                 wait_for=None):
+                 wait_for=None, span=None):
     """Enqueue the copy of ``piece`` (n, ...) to the device buffer ``dst``, without blocking.
 
     A page-locked ``piece`` (:func:`is_pinned`, e.g. frames the caller keeps in
     :func:`pinned_empty` memory) is copied from where it lies; anything else is first copied
     into ``staging[slot]``, whose previous copy the caller must have waited for.
+
+    ``span`` (lo, hi), for a 2-D ``piece`` (n, frame_pixels): only columns lo … hi-1 of each
+    row cross the bus (a rectangular copy from page-locked memory), stored as (n, hi - lo).
 
     Returns
     -------
@@ -555,6 +558,18 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
     import pyopencl
 
     direct = is_pinned(piece) and piece.flags.c_contiguous
+    if span is not None and (span[0] > 0 or span[1] < piece.shape[1]):
+        lo, hi = int(span[0]), int(span[1])
+        n, isz = piece.shape[0], piece.itemsize
+        if direct:
+            event = pyopencl.enqueue_copy(
+                queue, dst, piece, buffer_origin=(0, 0), host_origin=(lo * isz, 0),
+                region=((hi - lo) * isz, n), buffer_pitches=((hi - lo) * isz,),
+                host_pitches=(piece.shape[1] * isz,), is_blocking=False, wait_for=wait_for)
+            return event, True
+        host = staging[slot].reshape(-1)[: n * (hi - lo)].reshape(n, hi - lo)
+        copy_into(host, piece[:, lo:hi])
+        return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False, wait_for=wait_for), False
     if direct:
         host = piece
     else:
