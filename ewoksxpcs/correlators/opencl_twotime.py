@@ -43,8 +43,8 @@ from typing import Optional
 import numpy
 
 from ..engine.frames import as_frame_source
-from ..opencl.device import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
-                      StagingSlots, upload_chunk)
+from ..opencl.device import (CTYPES, copy_into, default_device_memory, device_buffer, get_device,
+                             get_kernel, pinned_empty, StagingSlots, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -509,10 +509,29 @@ class OpenCLTwoTime(DeviceDataPath):
                                                  (LOCAL, 1, 1))
                 for host, dev_buf in zip(self._diag, self._diag_dev):
                     pyopencl.enqueue_copy(queue, host[j0:j1], dev_buf)
-            # (the copy's size is that of the host block: the first z1 - z0 maps)
-            pyopencl.enqueue_copy(queue, C[j0:j1], maps_dev)
+            self._read_maps(queue, C[j0:j1], maps_dev)
         queue.finish()
         self._timing["gram_s"] += time.perf_counter() - t0
+
+    def _read_maps(self, queue, dst, maps_dev):
+        """dst (k, nT, nT) float32 ← the first k maps of ``maps_dev``, map by map through two
+        page-locked buffers: the device copies map m+1 (bus rate) while threads copy map m into
+        ``dst`` (a direct copy into fresh pageable memory runs at a few GB/s: page faults)."""
+        import pyopencl
+
+        shape = dst.shape[1:]
+        if self._pinned_maps is None or self._pinned_maps[0].shape != shape:
+            self._pinned_maps = [pinned_empty(self.dev, shape, numpy.float32) for _ in range(2)]
+        bufs, nbytes, k = self._pinned_maps, dst[0].nbytes, dst.shape[0]
+        events = [pyopencl.enqueue_copy(queue, bufs[0], maps_dev, src_offset=0,
+                                        is_blocking=False), None]
+        for m in range(k):
+            if m + 1 < k:
+                events[(m + 1) % 2] = pyopencl.enqueue_copy(
+                    queue, bufs[(m + 1) % 2], maps_dev, src_offset=(m + 1) * nbytes,
+                    is_blocking=False)
+            events[m % 2].wait()
+            copy_into(dst[m], bufs[m % 2])
 
     # ------------------------------------------------------------------ public
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
@@ -598,6 +617,7 @@ class OpenCLTwoTime(DeviceDataPath):
         timing = {"fill_s": 0.0, "maps_s": 0.0}
         self._timing = timing = dict(timing, gram_s=0.0, mirror_s=0.0)
         self._gram_kernels = set()
+        self._pinned_maps = None
         gi = 0
         while gi < len(groups):
             group = groups[gi]
@@ -630,7 +650,7 @@ class OpenCLTwoTime(DeviceDataPath):
             frame_period = getattr(data, "frame_period", None)
         result = make_result(C, S_all, self.rows, self.binning, b, n_frames, self.n_segments,
                              frame_period, self.name, self.device_name, info, diag=self._diag)
-        self._diag = self._diag_dev = None
+        self._diag = self._diag_dev = self._pinned_maps = None
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t_start, g2_s=time.perf_counter() - t1)
         result.info["passes"] = len(groups)
