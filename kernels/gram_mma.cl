@@ -8,8 +8,10 @@
 // starting at a multiple of BK (zero columns pad each bin: they add nothing), pitch a multiple
 // of 16. For bin z:
 //   C(T1, T2) = NQ[z] · Σ_p X(T1, p) X(T2, p) / (S(T1) S(T2))
-// The pixel sum is an exact 32-bit integer: the host launches this kernel only when
-// (max X)² × (columns of the bin) < 2³¹ (tt_xmax gives max X), else the float tt_gram.
+// The pixel sums are exact 32-bit integers when (max X)² × (columns of the bin) < 2³¹
+// (tt_xmax gives max X). Otherwise the host defines KCHUNK, a multiple of BK with
+// (max X)² × KCHUNK < 2³¹: the exact sums of every KCHUNK pixels are added into float
+// accumulators (the maps are float32: a relative error of a few 1e-8 per KCHUNK pixels).
 //
 // Work decomposition: a work-group of 256 work-items (8 warps) computes a 128 × 128 tile of C;
 // warp w owns rows 64·(w / 4) … +63 and columns 32·(w % 4) … +31 of it, as 4 × 4 mma tiles of
@@ -78,6 +80,28 @@ void tt_gram_mma(__global const uchar *X,
             for (int e = 0; e < 4; e++)
                 acc[i][j][e] = 0;
 
+#ifdef KCHUNK
+    float accf[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                accf[i][j][e] = 0.0f;
+    int kc = 0;
+#define FLUSH()                                                                               \
+    _Pragma("unroll") for (int i = 0; i < 4; i++)                                             \
+        _Pragma("unroll") for (int j = 0; j < 4; j++)                                         \
+            _Pragma("unroll") for (int e = 0; e < 4; e++) {                                   \
+                accf[i][j][e] += (float)acc[i][j][e];                                         \
+                acc[i][j][e] = 0;                                                             \
+            }
+#define RESULT(i, j, e) accf[i][j][e]
+#else
+#define RESULT(i, j, e) ((float)acc[i][j][e])
+#endif
+
     for (int p0 = c0; p0 < c1; p0 += BK) {
         // 128 rows x BK bytes of each operand: 16-byte loads, 4 per row.
 #pragma unroll
@@ -118,7 +142,17 @@ void tt_gram_mma(__global const uchar *X,
                     MMA_U8(acc[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b[j][0], b[j][1]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
+#ifdef KCHUNK
+        kc += BK;
+        if (kc >= KCHUNK) {  // the same for the whole work-group
+            FLUSH();
+            kc = 0;
+        }
+#endif
     }
+#ifdef KCHUNK
+    FLUSH();
+#endif
 
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -136,7 +170,7 @@ void tt_gram_mma(__global const uchar *X,
                     if (T2 >= nT || T2 - r0 >= W)
                         continue;
                     const float den = s1 * S[T2];
-                    const float c = den != 0.0f ? nq * (float)acc[i][j][2 * h + u] / den : NAN;
+                    const float c = den != 0.0f ? nq * RESULT(i, j, 2 * h + u) / den : NAN;
                     band[(T1 - r0) * W + (T2 - r0)] = c;
                     if (mirror)
                         band[T2 * W + T1] = c;

@@ -203,7 +203,7 @@ def test_gram_option(cpu):
 @pytest.mark.gpu
 def test_gpu_tensor_core_gram(rng):
     """The tensor-core products (NVIDIA, compute capability >= 8) equal the NumPy maps: uint8
-    frames, uint16 frames binned into uint8, events, bands; sums that could exceed 32 bits and
+    frames, uint16 frames binned into uint8, events, bands, sums that could exceed 32 bits;
     binned counts above 255 fall back to the float kernel, still equal."""
     require_opencl("gpu")
     from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime, tensor_core_capable
@@ -234,14 +234,16 @@ def test_gpu_tensor_core_gram(rng):
     r = twotime(bright, q, bins=[1], method="opencl", device="gpu")
     _close(r.C, ref.C)
     assert r.info["gram_kernel"] == "float" and r.info["x_dtype"] == "uint16"
-    # 255² x 192·192 pixels >= 2^31: float products for this bin
+    # 255² x 192·192 pixels >= 2^31: exact int32 sums of 32768 pixels, added in float
     full = numpy.full((300, 192, 192), 255, numpy.uint8)
     full[::7] = 3
+    full[::5, :7] = 0
     ones = numpy.ones((192, 192), int)
     ref = twotime(full, ones, method="numpy")
     r = twotime(full, ones, method="opencl", device="gpu")
     _close(r.C, ref.C)
-    assert r.info["gram_kernel"] == "float"
+    assert r.info["gram_kernel"] == ("tensor cores (u8, exact int32 sums of 32768 pixels, "
+                                     "float total)")
     # gram="float" forces the float kernel
     r = OpenCLTwoTime(q, device="gpu", bins=[1], gram="float").correlate(frames)
     assert r.info["gram_kernel"] == "float"

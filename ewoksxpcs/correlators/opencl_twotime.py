@@ -44,7 +44,7 @@ import numpy
 
 from ..engine.frames import as_frame_source
 from ..opencl.device import (CTYPES, copy_into, default_device_memory, device_buffer, get_device,
-                             get_kernel, pinned_empty, StagingSlots, upload_chunk)
+                             get_kernel, shared_staging, StagingSlots, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -434,7 +434,8 @@ class OpenCLTwoTime(DeviceDataPath):
         """The products' kernel for X: a function ``gram(z0, z1, n_t, r0, R, W, S, mirror,
         out)`` that enqueues the band (rows r0 … r0+R-1, columns r0 … r0+W-1) of the maps of
         bins z0 … z1-1 of the group (S their sums, float32 device buffer). The tensor-core kernel
-        when X is uint8 and every sum fits 32 bits exactly, else the float one."""
+        when the device has it and X is uint8 (exact int32 sums, or exact int32 sums of blocks
+        of pixels added in float when a bin's sums could exceed 32 bits), else the float one."""
         import pyopencl
 
         ctx = self.dev.context
@@ -452,13 +453,21 @@ class OpenCLTwoTime(DeviceDataPath):
             x_max = numpy.zeros(1, numpy.uint32)
             pyopencl.enqueue_copy(queue, x_max, out)
             x_max = int(x_max[0])
-            mma = x_max * x_max * int(widths.max()) < INT32_LIMIT
-            if not mma:
-                logger.info("two-time: float products (max binned count %d: 32-bit integer "
-                            "sums could overflow)", x_max)
-        self._gram_kernels.add("tensor cores (u8, exact int32 sums)" if mma else "float")
-        kern = (get_kernel(self.dev, "gram_mma.cl", "tt_gram_mma") if mma
-                else self._kernel("tt_gram", "uchar", x_t, float_data))
+            defines = {}
+            if x_max * x_max * int(widths.max()) < INT32_LIMIT:
+                self._gram_kernels.add("tensor cores (u8, exact int32 sums)")
+            else:  # exact int32 sums of every KCHUNK pixels, added in float
+                # a power of two (few program variants), >= MMA_PAD as x_max <= 255
+                kchunk = 1 << (((INT32_LIMIT - 1) // (x_max * x_max)).bit_length() - 1)
+                defines["KCHUNK"] = kchunk
+                self._gram_kernels.add(f"tensor cores (u8, exact int32 sums of {kchunk} "
+                                       "pixels, float total)")
+                logger.info("two-time: binned counts up to %d: int32 sums of %d pixels at a "
+                            "time, added in float", x_max, kchunk)
+            kern = get_kernel(self.dev, "gram_mma.cl", "tt_gram_mma", defines)
+        else:
+            self._gram_kernels.add("float")
+            kern = self._kernel("tt_gram", "uchar", x_t, float_data)
         tile = MMA_WG // 2 if mma else TS * self.wpt  # both 128 on GPUs
 
         def gram(z0, z1, n_t, r0, R, W, S, mirror, band):
@@ -514,24 +523,39 @@ class OpenCLTwoTime(DeviceDataPath):
         self._timing["gram_s"] += time.perf_counter() - t0
 
     def _read_maps(self, queue, dst, maps_dev):
-        """dst (k, nT, nT) float32 ← the first k maps of ``maps_dev``, map by map through two
-        page-locked buffers: the device copies map m+1 (bus rate) while threads copy map m into
-        ``dst`` (a direct copy into fresh pageable memory runs at a few GB/s: page faults)."""
+        """dst (k, nT, nT) float32 ← the first k maps of ``maps_dev``, in blocks of rows through
+        the device's page-locked staging buffers (:func:`~ewoksxpcs.opencl.device.shared_staging`,
+        allocated once): the device copies the next blocks (bus rate) while threads copy one
+        into ``dst`` (a direct copy into fresh pageable memory runs at a few GB/s: page faults).
+        """
         import pyopencl
 
-        shape = dst.shape[1:]
-        if self._pinned_maps is None or self._pinned_maps[0].shape != shape:
-            self._pinned_maps = [pinned_empty(self.dev, shape, numpy.float32) for _ in range(2)]
-        bufs, nbytes, k = self._pinned_maps, dst[0].nbytes, dst.shape[0]
-        events = [pyopencl.enqueue_copy(queue, bufs[0], maps_dev, src_offset=0,
-                                        is_blocking=False), None]
-        for m in range(k):
-            if m + 1 < k:
-                events[(m + 1) % 2] = pyopencl.enqueue_copy(
-                    queue, bufs[(m + 1) % 2], maps_dev, src_offset=(m + 1) * nbytes,
-                    is_blocking=False)
-            events[m % 2].wait()
-            copy_into(dst[m], bufs[m % 2])
+        k, n_t = dst.shape[0], dst.shape[2]
+        row_bytes = n_t * 4
+        bufs, lock = shared_staging(self.dev)
+        rows = bufs[0].size // row_bytes
+        if rows == 0:  # rows longer than a staging buffer: direct copy
+            pyopencl.enqueue_copy(queue, dst, maps_dev)
+            return
+        blocks = [(m, r0, min(n_t, r0 + rows)) for m in range(k) for r0 in range(0, n_t, rows)]
+        nb = len(bufs)
+        with lock:
+            views = [b[: rows * row_bytes].view(numpy.float32).reshape(rows, n_t) for b in bufs]
+            events = [None] * len(blocks)
+
+            def enqueue(i):
+                m, r0, r1 = blocks[i]
+                events[i] = pyopencl.enqueue_copy(
+                    queue, views[i % nb][: r1 - r0], maps_dev,
+                    src_offset=(m * n_t + r0) * row_bytes, is_blocking=False)
+
+            for i in range(min(nb - 1, len(blocks))):
+                enqueue(i)
+            for i, (m, r0, r1) in enumerate(blocks):
+                if i + nb - 1 < len(blocks):
+                    enqueue(i + nb - 1)  # into the buffer emptied at the previous step
+                events[i].wait()
+                copy_into(dst[m, r0:r1], views[i % nb][: r1 - r0])
 
     # ------------------------------------------------------------------ public
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
@@ -617,7 +641,6 @@ class OpenCLTwoTime(DeviceDataPath):
         timing = {"fill_s": 0.0, "maps_s": 0.0}
         self._timing = timing = dict(timing, gram_s=0.0, mirror_s=0.0)
         self._gram_kernels = set()
-        self._pinned_maps = None
         gi = 0
         while gi < len(groups):
             group = groups[gi]
@@ -650,7 +673,7 @@ class OpenCLTwoTime(DeviceDataPath):
             frame_period = getattr(data, "frame_period", None)
         result = make_result(C, S_all, self.rows, self.binning, b, n_frames, self.n_segments,
                              frame_period, self.name, self.device_name, info, diag=self._diag)
-        self._diag = self._diag_dev = self._pinned_maps = None
+        self._diag = self._diag_dev = None
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t_start, g2_s=time.perf_counter() - t1)
         result.info["passes"] = len(groups)

@@ -584,7 +584,7 @@ STAGING_BYTES = 32 * 1024**2
 STAGING_COUNT = 4
 
 
-def _staging(dev: OpenCLDevice):
+def shared_staging(dev: OpenCLDevice):
     """The device's pinned staging buffers (allocated once: pinning memory is slow) and lock."""
     with _COPY_POOL_LOCK:
         st = getattr(dev, "_staging", None)
@@ -617,7 +617,7 @@ def upload_pinned(dev: OpenCLDevice, queue, items, on_item=None) -> None:
     """
     import pyopencl
 
-    bufs, lock = _staging(dev)
+    bufs, lock = shared_staging(dev)
     piece = max(1, min(STAGING_BYTES, bufs[0].size))
     with lock:
         events = [None] * len(bufs)
