@@ -133,6 +133,10 @@ class GPUCase:
         Two-time: labels mapped (default all).
     max_frames : int, optional
         Two-time: largest nT (time binning above it).
+    dtype : str
+        Dense cases: pixel type of the frames.
+    pool_batches : int, optional
+        Dense cases: frames of the pool, in batches of the peer (default ``POOL_BATCHES``).
     """
 
     name: str
@@ -145,10 +149,12 @@ class GPUCase:
     target: float
     bins: Optional[tuple] = None
     max_frames: Optional[int] = None
+    dtype: str = "uint8"
+    pool_batches: Optional[int] = None
 
     def describe(self) -> str:
         ny, nx = self.shape
-        what = "events" if self.kind == "events" else "dense uint8"
+        what = "events" if self.kind == "events" else f"dense {self.dtype}"
         return f"{ny}x{nx}x{self.n_frames} {what} {self.mean_counts:g} cts/px/frame"
 
 
@@ -166,11 +172,14 @@ def gpu_cases(scale: float = 1.0) -> List[GPUCase]:
     if not (isinstance(scale, (int, float)) and 0 < scale <= 1.0):
         raise ValueError(f"scale must be in (0, 1], got {scale!r}")
     dense = _scaled_shape((512, 1024), scale)
+    eiger4m = _scaled_shape((2162, 2068), scale)
     sparse = _scaled_shape((1024, 1024), scale)
     long_t = _scaled(100_000, scale, 64)
     short_t = _scaled(10_000, scale, 32)
     return [
         GPUCase("multitau", "multitau", dense, long_t, 0.05, 10, "boost_corr 0.1.7 multitau", 2.0),
+        GPUCase("multitau-eiger4m", "multitau", eiger4m, short_t, 0.05, 10,
+                "boost_corr 0.1.7 multitau", 2.0, dtype="uint16", pool_batches=2),
         GPUCase("twotime-10bins", "twotime", dense, short_t, 0.05, 10,
                 "torch float32 matmul", 2.0),
         GPUCase("twotime-1bin-100k", "twotime", dense, long_t, 0.05, 10, "torch float32 matmul",
@@ -547,6 +556,8 @@ def boost_multitau(pool: numpy.ndarray, n_frames: int, pixel_index: numpy.ndarra
     torch = _import_torch(device)
     Multitau = _import_boost_corr()
     nt = int(n_frames)
+    if pool.dtype == numpy.uint16:  # torch has few uint16 kernels: the same counts as int16
+        pool = pool.view(numpy.int16) if int(pool.max()) < 2**15 else pool.astype(numpy.int32)
     host = torch_pool(torch, pool.reshape(pool.shape[0], -1), feed)
     _reset_peak(torch, device)
     crop = torch.from_numpy(numpy.ascontiguousarray(pixel_index, numpy.int64)).to(device)
@@ -768,6 +779,8 @@ def _run_multitau(case, pool, labels, binning, device, repeat, peers, gen_s, tor
         row = _new_row(case, gen_s, "frames/s", feed, feed)
         row["data"] += f", {binning.n_binned_pixels} binned pixels, pool of {pool.shape[0]} frames"
         _set_floor(row, case.n_frames * frame_bytes, (bandwidth or {}).get("h2d_pinned"))
+        if pool.dtype == numpy.uint16 and peers:
+            _note(row, "boost_corr fed the same counts as int16 (torch has few uint16 kernels)")
         mine = _our_pool(pool, device, feed)
 
         def ours(n=case.n_frames, mine=mine):
@@ -1042,10 +1055,14 @@ def run_gpu_suite(scale: float = 1.0, device: Optional[str] = "gpu", repeat: int
 
                 step = twotime_step(choose_time_bin(case.n_frames, None,
                                                     case.max_frames or 10_000))
-            n_pool = min(POOL_BATCHES * step, -(-case.n_frames // step) * step)
+            n_pool = min((case.pool_batches or POOL_BATCHES) * step,
+                         -(-case.n_frames // step) * step)
             progress(f"{case.name}: generating a pool of {n_pool} frames "
-                     f"{case.shape[0]}x{case.shape[1]} uint8 {case.mean_counts:g} cts/px/frame")
+                     f"{case.shape[0]}x{case.shape[1]} {case.dtype} {case.mean_counts:g} "
+                     "cts/px/frame")
             data = dense_poisson(case.shape, n_pool, case.mean_counts, seed=2)
+            if case.dtype != "uint8":
+                data = data.astype(case.dtype)
         gen_s = time.perf_counter() - t0
         progress(f"{case.name}: data ready ({gen_s:.1f} s); running ours and {case.peer}")
         labels = _beamstop_labels(case.shape, case.n_bins)
