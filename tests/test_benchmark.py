@@ -137,7 +137,8 @@ def test_bad_arguments(argv, message, capsys):
 # ---------------------------------------------------------------------- --suite gpu
 from ewoksxpcs.tools import benchmark_gpu  # noqa: E402
 
-GPU_CASES = ["multitau", "twotime-10bins", "twotime-1bin-100k", "events-0.01", "events-0.1"]
+GPU_CASES = ["multitau", "multitau-eiger4m", "twotime-10bins", "twotime-1bin-100k",
+             "events-0.01", "events-0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_gpu_suite_table_rows_and_figures(gpu_smoke):
     rows = doc["rows"]
     assert [r["case"] for r in rows] == [c for c in GPU_CASES for _ in range(2)]
     # Each side fed both ways (dense), ours from host and device memory (events).
-    assert [r["feed"] for r in rows] == ["pinned", "pageable"] * 3 + ["host", "device-resident"] * 2
+    assert [r["feed"] for r in rows] == ["pinned", "pageable"] * 4 + ["host", "device-resident"] * 2
     assert all(r["peer_feed"] == (r["feed"] if r["case"][0] != "e" else "host") for r in rows)
     header = next(line for line in text.splitlines() if line.startswith("case "))
     for column in ("feed", "ours_s", "peer_s", "ratio", "target", "floor_s", "x_floor",
@@ -291,6 +292,8 @@ def test_gpu_cases_sizes_and_bad_arguments(capsys):
     assert full["events-0.1"].shape == (1024, 1024) and full["events-0.1"].n_frames == 10_000
     assert full["twotime-10bins"].n_frames == 10_000 and full["twotime-10bins"].n_bins == 10
     assert full["twotime-1bin-100k"].max_frames == 10_000
+    eiger = full["multitau-eiger4m"]
+    assert eiger.shape == (2162, 2068) and eiger.n_frames == 10_000 and eiger.dtype == "uint16"
     with pytest.raises(ValueError, match="scale"):
         benchmark_gpu.gpu_cases(0)
     assert main(["--suite", "gpu", "--scale", "2", "--device", "cpu"]) == 2
