@@ -188,7 +188,7 @@ def test_gpu_suite_table_rows_and_figures(gpu_smoke):
         else:
             assert r["ratio"] == pytest.approx(r["peer_s"] / r["ours_s"])
             assert r["meets_target"] == (r["ratio"] >= r["target"])
-    assert [r["target"] for r in rows[::2]] == [2.0, 1.0, 1.0, 10.0, 10.0]
+    assert [r["target"] for r in rows[::2]] == [2.0, 2.0, 2.0, 3.0, 10.0, 10.0]
     assert "time_bin 10" in rows[4]["data"] and "1 bin(s)" in rows[4]["data"]
 
 
