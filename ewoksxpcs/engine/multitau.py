@@ -78,6 +78,7 @@ __all__ = [
     "MultiTauSums",
     "MultiTauResult",
     "MultiTauAccumulator",
+    "IntMultiTauAccumulator",
     "MultiTauStream",
     "check_lags_per_level",
     "multitau_lags",
@@ -591,6 +592,94 @@ class MultiTauAccumulator:
         return n2, level, k
 
 
+class IntMultiTauAccumulator:
+    """:class:`MultiTauAccumulator` for integer frames: the same int64 sums, by a numba kernel
+    that runs every level of a sub-bin while its pixels are in the cache
+    (:func:`ewoksxpcs.engine.multitau_numba.feed_levels`); also gives the per-frame sub-bin sums.
+
+    Parameters
+    ----------
+    binning : Binning
+    lags_per_level : int
+    max_levels : int, optional
+    """
+
+    def __init__(self, binning: Binning, lags_per_level: int, max_levels: Optional[int] = None):
+        self.m = check_lags_per_level(lags_per_level)
+        self.max_levels = _check_max_levels(max_levels)
+        self.sub_offsets = numpy.ascontiguousarray(binning.sub_offsets, dtype=numpy.int64)
+        self.n_sub = binning.n_sub
+        self.n_frames = 0
+        n_pixels = int(binning.pixel_index.size)
+        self._tails = numpy.zeros((0, self.m - 1, n_pixels), dtype=numpy.int64)
+        self._carry = numpy.zeros((0, n_pixels), dtype=numpy.int64)
+        self._acc = numpy.zeros((0, self.n_sub, self.m), dtype=numpy.int64)
+        self._vmax = numpy.zeros(self.n_sub, dtype=numpy.int64)
+        self._count: List[int] = []  # level frames per level
+        self._has_carry: List[int] = []
+
+    def _grow(self, n_levels: int) -> None:
+        extra = n_levels - self._acc.shape[0]
+        if extra > 0:  # a new level every doubling of the frames: rare, and 4 at a time
+            extra = max(extra, 4)
+            if self.max_levels is not None:
+                extra = max(n_levels, min(self._acc.shape[0] + extra,
+                                          self.max_levels)) - self._acc.shape[0]
+            self._tails = numpy.concatenate(
+                [self._tails, numpy.zeros((extra,) + self._tails.shape[1:], numpy.int64)])
+            self._carry = numpy.concatenate(
+                [self._carry, numpy.zeros((extra,) + self._carry.shape[1:], numpy.int64)])
+            self._acc = numpy.concatenate(
+                [self._acc, numpy.zeros((extra,) + self._acc.shape[1:], numpy.int64)])
+            self._count += [0] * extra
+            self._has_carry += [0] * extra
+
+    def feed(self, block: numpy.ndarray) -> numpy.ndarray:
+        """Take the next frames as a gathered block (n, n_pixels) of integers; return their
+        sub-bin sums (n, n_sub) int64."""
+        from .multitau_numba import feed_levels
+
+        n = block.shape[0]
+        frame_sums = numpy.zeros((n, self.n_sub), dtype=numpy.int64)
+        if n == 0:
+            return frame_sums
+        cap = self.max_levels if self.max_levels is not None else 1 << 30
+        n_new, level = [n], 0  # new frames per level, as the kernel will make them
+        while level + 1 < cap:
+            carry = self._has_carry[level] if level < len(self._has_carry) else 0
+            pairs = (carry + n_new[-1]) // 2
+            if pairs == 0:
+                break
+            n_new.append(pairs)
+            level += 1
+        n_levels = len(n_new)
+        self._grow(n_levels)
+        counts = numpy.array(self._count[:n_levels], dtype=numpy.int64)
+        carry_in = numpy.array(self._has_carry[:n_levels], dtype=numpy.int64)
+        feed_levels(numpy.ascontiguousarray(block), self.sub_offsets, self.m,
+                    counts, carry_in, n_levels, cap, self._tails, self._carry, self._acc, frame_sums,
+                    self._vmax)
+        for L in range(n_levels):
+            self._count[L] += n_new[L]
+            if L + 1 < cap:
+                self._has_carry[L] = (self._has_carry[L] + n_new[L]) % 2
+        self.n_frames += n
+        return frame_sums
+
+    @property
+    def vmax(self) -> int:
+        """Largest |value| of the binned pixels so far."""
+        return int(self._vmax.max()) if self._vmax.size else 0
+
+    def finish(self):
+        """Return (n2 (n_sub, n_lags) int64, level, k) for the frames fed so far."""
+        level, k = multitau_lags(self.m, self.n_frames, self.max_levels)
+        n2 = numpy.zeros((self.n_sub, level.size), dtype=numpy.int64)
+        for j, (lv, kk) in enumerate(zip(level, k)):
+            n2[:, j] = self._acc[int(lv), :, kk]
+        return n2, level, k
+
+
 class MultiTauStream:
     """Multi-tau sums of frames fed chunk by chunk; the sums of the frames so far at any time.
 
@@ -612,8 +701,11 @@ class MultiTauStream:
         self.lags_per_level = check_lags_per_level(lags_per_level)
         self.acc_dtype = numpy.dtype(numpy.int64 if numpy.dtype(dtype).kind in "iu"
                                      else numpy.float64)
-        self.accumulator = MultiTauAccumulator(binning.sub_offsets, self.lags_per_level,
-                                               self.acc_dtype, max_levels)
+        if self.acc_dtype == numpy.int64:  # exact sums: the numba kernel on raw frames
+            self.accumulator = IntMultiTauAccumulator(binning, self.lags_per_level, max_levels)
+        else:
+            self.accumulator = MultiTauAccumulator(binning.sub_offsets, self.lags_per_level,
+                                                   self.acc_dtype, max_levels)
         self._frame_sums: List[numpy.ndarray] = []
         self._vmax = 0
 
@@ -626,6 +718,10 @@ class MultiTauStream:
         b = self.binning
         n = chunk.shape[0]
         block = numpy.take(chunk.reshape(n, -1), b.pixel_index, axis=1)
+        if isinstance(self.accumulator, IntMultiTauAccumulator):
+            self._frame_sums.append(self.accumulator.feed(block))  # frame sums fused
+            self._vmax = self.accumulator.vmax
+            return
         self._frame_sums.append(b.sum_sub_bins(block))
         if block.size and self.acc_dtype == numpy.int64:
             self._vmax = max(self._vmax, int(numpy.abs(block).max()))
