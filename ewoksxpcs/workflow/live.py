@@ -9,8 +9,10 @@ the very same objects, so the last snapshot *is* the offline result of the finis
   by each chunk; a snapshot normalises them);
 - ``twotime``: :class:`~ewoksxpcs.engine.twotime.TwoTimeStream` (frames binned in time as they
   come; a snapshot computes the maps of the binned frames so far);
-- ``linear``: :class:`~ewoksxpcs.engine.events.EventCompactor` (each chunk compacted to events on
-  the CPU as it comes; a snapshot correlates the events so far through
+- ``linear``: :class:`~ewoksxpcs.engine.live_pairs.LivePairs` (each chunk's events paired with
+  themselves and the earlier ones as they come: n2 is always up to date, a snapshot normalises
+  it); with an explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
+  chunk compacted to events on the CPU; a snapshot correlates the events so far through
   :func:`~ewoksxpcs.workflow.pipeline.correlate_sums`).
 
 The normalisation is :func:`~ewoksxpcs.workflow.pipeline.normalise_sums` in every mode. For
@@ -39,6 +41,9 @@ __all__ = ["LiveCorrelator", "run_live", "format_g2"]
 
 logger = logging.getLogger(__name__)
 
+#: Linear mode's method that pairs each chunk's events with the earlier ones as they come.
+LIVE_PAIRS = "live-pairs"
+
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
 UPDATE_SHARE = 5
@@ -55,8 +60,11 @@ class LiveCorrelator:
         Pixel type of the frames.
     mode : {"multitau", "linear", "twotime"}
     method : str
-        Linear mode: the backend correlating the events at a snapshot (registry name or
-        ``auto``). Multi-tau and two-time run their NumPy streams.
+        Linear mode: ``auto`` or ``live-pairs`` updates the sums with each chunk
+        (:class:`~ewoksxpcs.engine.live_pairs.LivePairs`, a snapshot only normalises them); a
+        registry name (e.g. ``fft`` for dense frames, whose pairs are too many) correlates the
+        events so far with that backend at each snapshot. Multi-tau and two-time run their
+        streams.
     device : str, optional
         OpenCL device of a linear OpenCL backend.
     mode_options : dict, optional
@@ -98,6 +106,11 @@ class LiveCorrelator:
             self.correlator = NumpyTwoTime(self.binning, bins=opts.get("twotime_bins"),
                                            time_bin=opts.get("time_bin"))
             self.stream = self.correlator.stream(self.dtype)
+        elif mode == "linear" and method in ("auto", LIVE_PAIRS):
+            from ..engine.live_pairs import LivePairs
+
+            self.method = LIVE_PAIRS
+            self.stream = LivePairs(self.binning, self.dtype)
         elif mode == "linear":
             from ..engine.events import EventCompactor
 
@@ -136,6 +149,8 @@ class LiveCorrelator:
             x, b, n_frames = self.stream.binned()
             sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
             method, device = self.correlator.name, self.correlator.device_name
+        elif self.method == LIVE_PAIRS:
+            sums, method, device = self.stream.sums(), LIVE_PAIRS, "cpu"
         else:
             events = self.stream.stack()
             events.frame_period = self.frame_period

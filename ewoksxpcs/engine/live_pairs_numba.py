@@ -1,0 +1,123 @@
+"""numba kernels of :mod:`ewoksxpcs.engine.live_pairs`: a chunk's events, and their pairs with
+themselves and with the earlier segments into lag histograms, one sub-bin per parallel task (each
+task writes its own row of n2).
+
+Imported on first use (compiled once, cached on disk beside this module).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy
+
+__all__ = ["scan_block", "fill_block", "pairs_new", "merge_segments"]
+
+
+@numba.njit(cache=True, parallel=True)
+def scan_block(block, sub_offsets, counts, totals, frame_sums):
+    """Pass 1 over a gathered block (n, P): non-zero values per pixel, Σ|v| per pixel, and the
+    per-frame sub-bin sums.
+
+    Parameters
+    ----------
+    block : ndarray (n, P)
+        Binned pixels of the new frames, in sub-bin order (native type).
+    sub_offsets : ndarray (n_sub + 1,) int64
+    counts : ndarray (P,) int64
+        Out: non-zero values of each pixel in the block.
+    totals : ndarray (P,) float64
+        Σ |v| of each pixel so far (for the int64 range check); updated.
+    frame_sums : ndarray (n, n_sub) int64 or float64
+        Out: Σ of each sub-bin in each frame.
+    """
+    n = block.shape[0]
+    for s in numba.prange(sub_offsets.size - 1):
+        p0, p1 = sub_offsets[s], sub_offsets[s + 1]
+        for q in range(p0, p1):
+            counts[q] = 0
+        for t in range(n):
+            total = frame_sums.dtype.type(0)
+            for q in range(p0, p1):
+                v = block[t, q]
+                total += v
+                if v != 0:
+                    counts[q] += 1
+                    totals[q] += abs(numpy.float64(v))
+            frame_sums[t, s] = total
+
+
+@numba.njit(cache=True, parallel=True)
+def fill_block(block, sub_offsets, t0, offsets, values, times):
+    """Pass 2: the non-zero values of pixel q to values/times[offsets[q] …] (times from t0)."""
+    n = block.shape[0]
+    for s in numba.prange(sub_offsets.size - 1):
+        p0, p1 = sub_offsets[s], sub_offsets[s + 1]
+        pos = offsets[p0:p1].copy()
+        for t in range(n):
+            for q in range(p0, p1):
+                v = block[t, q]
+                if v != 0:
+                    k = pos[q - p0]
+                    values[k] = v
+                    times[k] = t0 + t
+                    pos[q - p0] = k + 1
+
+
+@numba.njit(cache=True, parallel=True)
+def pairs_new(values, times, offsets, active, active_offsets, a_values, a_times, a_offsets,
+              within, n2):
+    """n2[s, t_j − t_i] += v_i·v_j for the pairs of a pixel's events where j is new: those with
+    the events i of an earlier segment ``a`` (all of whose frames come before the chunk's), and
+    with ``within`` the pairs i ≤ j of the new events themselves.
+
+    Parameters
+    ----------
+    values : ndarray (E,) int64 or float64 (n2's type)
+    times : ndarray (E,) int32
+        Frame of each event, ascending within a pixel.
+    offsets : ndarray (P + 1,) int64
+        Pixel q's new events are offsets[q] … offsets[q+1] − 1.
+    active : ndarray (A,) int64
+        The pixels with new events, ascending.
+    active_offsets : ndarray (n_sub + 1,) int64
+        Sub-bin s's active pixels are active[active_offsets[s] …].
+    a_values, a_times, a_offsets
+        The earlier segment, as values/times/offsets (empty: only the pairs ``within``).
+    within : bool
+    n2 : ndarray (n_sub, ≥ Nt) int64 or float64
+        Updated in place.
+    """
+    for s in numba.prange(active_offsets.size - 1):
+        row = n2[s]
+        for a in range(active_offsets[s], active_offsets[s + 1]):
+            q = active[a]
+            e0, e1 = offsets[q], offsets[q + 1]
+            if within:
+                for i in range(e0, e1):
+                    ti = times[i]
+                    vi = values[i]
+                    for j in range(i, e1):
+                        row[times[j] - ti] += vi * values[j]
+            if a_offsets.size:
+                for i in range(a_offsets[q], a_offsets[q + 1]):
+                    ti = a_times[i]
+                    vi = a_values[i]
+                    for j in range(e0, e1):
+                        row[times[j] - ti] += vi * values[j]
+
+
+@numba.njit(cache=True, parallel=True)
+def merge_segments(a_values, a_times, a_offsets, b_values, b_times, b_offsets, offsets, values,
+                   times):
+    """One segment of two consecutive ones: pixel q's events of a, then those of b, at
+    ``offsets`` (a_offsets + b_offsets)."""
+    for q in numba.prange(offsets.size - 1):
+        k = offsets[q]
+        for i in range(a_offsets[q], a_offsets[q + 1]):
+            values[k] = a_values[i]
+            times[k] = a_times[i]
+            k += 1
+        for i in range(b_offsets[q], b_offsets[q + 1]):
+            values[k] = b_values[i]
+            times[k] = b_times[i]
+            k += 1
