@@ -50,8 +50,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="memory suite: frame counts (default 5000 10000 20000 40000)")
     parser.add_argument("--shape", nargs=2, type=int, default=[256, 256], metavar=("NY", "NX"),
                         help="memory suite: frame shape (default 256 256)")
-    parser.add_argument("--mode", default="multitau", choices=("multitau", "linear", "twotime"),
-                        help="live suite: correlation mode (default multitau)")
+    parser.add_argument("--mode", nargs="+", default=["multitau", "linear"],
+                        choices=("multitau", "linear", "twotime"),
+                        help="live suite: correlation modes, one run each (default multitau "
+                             "linear)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="live suite: frames per second of the writer (default 100)")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -84,18 +86,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.suite == "cpu":
         return _main_cpu(args)
     if args.suite == "live":
-        from .benchmark_live import run_live_benchmark
+        from .benchmark_live import live_summary, run_live_benchmark
 
         side = max(8, int(round(512 * args.scale ** 0.5)))
         counts = args.counts[0] if args.counts else 0.01
-        row = run_live_benchmark(n_frames=max(2, int(round(5000 * args.scale))),
-                                 shape=(side, side), rate=args.rate, counts=counts,
-                                 mode=args.mode, workdir=args.workdir)
+        rows = []
+        for mode in args.mode:
+            rows.append(run_live_benchmark(n_frames=max(2, int(round(5000 * args.scale))),
+                                           shape=(side, side), rate=args.rate, counts=counts,
+                                           mode=mode, workdir=args.workdir))
+        print(machine_description(None))
+        for row in rows:
+            print(live_summary(row))
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"suite": "live", "machine": machine_description(None), "row": row},
+                json.dump({"suite": "live", "machine": machine_description(None), "rows": rows},
                           f, indent=1, default=float)
-        return 0 if row.get("identical", True) else 1
+        return 0 if all(row.get("identical", True) for row in rows) else 1
     if args.repeat is None:
         args.repeat = 3
     try:

@@ -4,7 +4,9 @@ the result every ``every`` seconds. The figure is the wall time from the writer 
 last frame to the final result file being on disk (same machine, same clock), and the final
 result is checked bit-identical to the offline run on the finished file.
 
-``ewoksxpcs benchmark --suite live [--frames 5000 --rate 100 --shape 512 512 --mode multitau]``.
+``ewoksxpcs benchmark --suite live [--scale 1 --rate 100 --counts 0.01 --mode multitau linear]``
+prints, per mode, the seconds from the writer's last frame to the final result on disk, and
+whether the live loop kept up with the frame rate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from typing import Optional, Sequence
 
 import numpy
 
-__all__ = ["run_live_benchmark"]
+__all__ = ["run_live_benchmark", "live_summary"]
+
+#: The live loop kept up with the writer when it read the last frames within this many seconds
+#: of their writing (a loop slower than the detector ends a growing backlog behind).
+KEPT_UP_S = 1.0
 
 
 def _write(filename, n_frames, shape, rate, counts, chunk, seed, stamp):
@@ -62,7 +68,9 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
     ``end_detection_s``: last chunk read → the source seeing ``end_time``; ``behind_s``: how
     long after the writer's last frame the live loop read its last chunk (backlog);
     ``capacity_hz``: frames per CPU second of the live process (what it sustains unloaded on
-    one core, reading, correlating, updating).
+    one core, reading, correlating, updating); ``kept_up``: ``behind_s`` at most
+    :data:`KEPT_UP_S`; ``load_average``: the machine's 1-minute load average at the start and at
+    the end (others' work slows the live process down).
     """
     from ..io.live import GrowingHDF5Source
     from ..io.load import load_frames
@@ -82,6 +90,7 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
     qmask = numpy.minimum(r / (r.max() / n_bins), n_bins - 1).astype(numpy.int32) + 1
     writer = multiprocessing.get_context("spawn").Process(
         target=_write, args=(scan, n_frames, shape, rate, counts, chunk, 0, stamp))
+    load_start = os.getloadavg()[0]
     writer.start()
     try:
         source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=60, wait_timeout=60)
@@ -103,7 +112,9 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
            "png_s": t_done - t_final,
            "writer_s": times["t_last_frame"] - times["t_first_frame"],
            # CPU time of the live process: on a loaded machine, the rate it would sustain alone.
-           "live_cpu_s": cpu, "capacity_hz": n_frames / cpu if cpu > 0 else None}
+           "live_cpu_s": cpu, "capacity_hz": n_frames / cpu if cpu > 0 else None,
+           "load_average": [load_start, os.getloadavg()[0]]}
+    row["kept_up"] = bool(row["behind_s"] <= KEPT_UP_S)
     if check:
         t0 = time.perf_counter()
         out = correlate_sums(load_frames(f"{scan}::/1.1"), qmask, mode=mode,
@@ -119,3 +130,18 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
     if report is not None:
         report(json.dumps(row))
     return row
+
+
+def live_summary(row: dict) -> str:
+    """One line of a benchmark row: the latency, whether the loop kept up, the rest."""
+    identical = {True: "identical to offline", False: "DIFFERS from offline"}.get(
+        row.get("identical"), "not checked")
+    cap = row.get("capacity_hz")
+    return (f"{row['mode']:9s} {row['n_frames']} frames {row['shape'][0]}x{row['shape'][1]} at "
+            f"{row['rate_hz']:g} Hz: last frame written -> final result on disk "
+            f"{row['latency_s']:.2f} s; kept up: {'yes' if row['kept_up'] else 'no'} "
+            f"(last chunk read {row['behind_s']:.2f} s after it was written; "
+            f"{'-' if cap is None else f'{cap:.0f}'} frames per CPU s); "
+            f"after the last chunk {row['after_last_chunk_s']:.2f} s; offline "
+            f"{row.get('offline_s', float('nan')):.1f} s, {identical}; load average "
+            f"{row['load_average'][0]:.1f} -> {row['load_average'][1]:.1f}")
