@@ -22,6 +22,7 @@ WIDGETS = {
     "ewoksxpcs.tasks.correlate.Correlate": "ewoksxpcs.orange.correlate.OWCorrelate",
     "ewoksxpcs.tasks.normalise.Normalise": "ewoksxpcs.orange.normalise.OWNormalise",
     "ewoksxpcs.tasks.save_results.SaveResults": "ewoksxpcs.orange.saveresults.OWSaveResults",
+    "ewoksxpcs.tasks.live_correlate.LiveCorrelate": "ewoksxpcs.orange.live.OWLiveCorrelate",
 }
 
 
@@ -210,3 +211,44 @@ def test_screenshot_script(tmp_path):
 
     image = qt.QImage(str(png))
     assert image.width() > 800 and image.height() > 600
+
+
+def test_live_widget_draws_snapshots_then_the_final_result(canvas, tmp_path):
+    """The live widget follows a file being written by another process: its g2 curves are
+    redrawn from at least two snapshots, then from the final one, equal to the offline result."""
+    import _live_writers as W
+    from ewoksorange.gui.qt_utils.app import QtEvent
+
+    from ewoksxpcs.orange.live import OWLiveCorrelate
+    from ewoksxpcs.workflow.pipeline import correlate_sums, normalise_sums
+
+    scan, output = str(tmp_path / "scan.h5"), str(tmp_path / "live.h5")
+    writer = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "_live_writers.py"),
+                               "hdf5", json.dumps(dict(filename=scan, seed=5, n=300, chunk=10,
+                                                       period=0.2))])  # 6 s
+    widget = OWLiveCorrelate()
+    try:
+        widget.set_parameters(source=f"{scan}::/1.1", output=output, every=0.05,
+                              mode="multitau", frame_period=0.01, plot=False,
+                              qmask=W.qmask(), mode_options={"lags_per_level": 4},
+                              quiet_timeout=20.0)
+        done = QtEvent()
+        widget.task_executor.finished.connect(lambda: QtEvent.set(done))
+        widget.execute_ewoks_task_without_propagation()
+        assert done.wait(timeout=60)
+        QtEvent().wait(timeout=0.3)  # the queued snapshot signals
+        assert widget.task_succeeded, widget.task_exception
+        assert len(widget.snapshots) >= 3 and widget.snapshots[-1] == 300
+        assert widget.snapshots == sorted(widget.snapshots) and widget.snapshots[0] < 300
+        out = correlate_sums(W.frames(5, 300), W.qmask(), mode="multitau",
+                             mode_options={"lags_per_level": 4})
+        ref = normalise_sums(out["sums"], out["binning"], frame_period=0.01, mode="multitau",
+                             mode_options=out["mode_options"])
+        curves = widget._g2.getAllCurves()
+        assert len(curves) == len(ref["labels"])
+        numpy.testing.assert_array_equal(curves[0].getYData(), ref["g2"][0, 1:][
+            : curves[0].getYData().size])
+        assert widget._status.text().startswith("final: 300 frames")
+    finally:
+        writer.wait(30)
+        widget.onDeleteWidget()

@@ -36,6 +36,9 @@ class Inputs(BaseInputModel):
     wait_timeout: float = Field(60.0, description="Wait this many s for the scan.", gt=0)
     plot: bool = Field(True, description="Also write '<output>_g2.png'.")
     overwrite: bool = Field(False, description="Replace an existing result file.")
+    on_snapshot: Any = Field(None, description="In-process callable given each snapshot dict "
+                             "(g2, g2_err, tau, labels, q, n_frames...; the Orange widget draws "
+                             "them), the final one included.")
 
 
 class Outputs(BaseOutputModel):
@@ -60,7 +63,7 @@ class LiveCorrelate(XpcsTask, input_model=Inputs, output_model=Outputs):
         final = run_live(source, i.qmask, i.output, every=i.every, mode=i.mode, method=i.method,
                          device=i.device, mode_options=i.mode_options, mask=i.mask,
                          q=i.q_values, png=i.plot, overwrite=i.overwrite, report=None,
-                         token=self.token)
+                         on_snapshot=i.on_snapshot, token=self.token)
         self.outputs.output = final["output"]
         self.outputs.png = final["png"]
         self.outputs.n_frames = final["n_frames"]
