@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy
 
-__all__ = ["scan_block", "fill_block", "pairs_new", "merge_segments"]
+__all__ = ["scan_block", "fill_block", "pairs_new", "pairs_new_map", "merge_segments"]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -121,3 +121,27 @@ def merge_segments(a_values, a_times, a_offsets, b_values, b_times, b_offsets, o
             values[k] = b_values[i]
             times[k] = b_times[i]
             k += 1
+
+
+@numba.njit(cache=True, parallel=True)
+def pairs_new_map(values, times, offsets, active, active_offsets, a_values, a_times, a_offsets,
+                  within, G):
+    """As :func:`pairs_new`, into two-time Gram matrices: G[s, t_i, t_j] += v_i·v_j (t_i ≤ t_j:
+    the upper triangle), G (n_sel, ≥ nT, ≥ nT) int64 or float64, one selected bin per task."""
+    for s in numba.prange(active_offsets.size - 1):
+        g = G[s]
+        for a in range(active_offsets[s], active_offsets[s + 1]):
+            q = active[a]
+            e0, e1 = offsets[q], offsets[q + 1]
+            if within:
+                for i in range(e0, e1):
+                    gi = g[times[i]]
+                    vi = values[i]
+                    for j in range(i, e1):
+                        gi[times[j]] += vi * values[j]
+            if a_offsets.size:
+                for i in range(a_offsets[q], a_offsets[q + 1]):
+                    gi = g[a_times[i]]
+                    vi = a_values[i]
+                    for j in range(e0, e1):
+                        gi[times[j]] += vi * values[j]

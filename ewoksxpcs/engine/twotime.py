@@ -426,6 +426,19 @@ def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
     return rows
 
 
+def maps_from_gram(C_j: numpy.ndarray, G: numpy.ndarray, s: numpy.ndarray, n_pixels: int,
+                   rows: int) -> None:
+    """C_j = N·G/(S·Sᵀ) (nT, nT) float32 from the upper triangle of an integer Gram matrix G
+    (:func:`gram_sparse_into`, or :class:`~ewoksxpcs.engine.live_pairs.LiveGram`), ``rows`` rows
+    at a time; ``s`` (nT,) the sums of the bin per time bin, ``n_pixels`` its pixels."""
+    n_t = G.shape[0]
+    s = s.astype(numpy.float64)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        for r in range(0, n_t, rows):
+            r1 = min(n_t, r + rows)
+            C_j[r:r1] = n_pixels * _symmetric_rows(G, r, r1) / numpy.outer(s[r:r1], s)
+
+
 class TwoTimeStream:
     """Frames fed chunk by chunk, binned in time; the binned frames so far at any time.
 
@@ -523,12 +536,7 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
             gram_sparse_into(a, numpy.asarray(G_int))
             if progress is not None:
                 progress((c1 - col_offsets[0]) / max(1, col_offsets[-1] - col_offsets[0]))
-            s = S[:, j].astype(numpy.float64)
-            with numpy.errstate(invalid="ignore", divide="ignore"):
-                for r in range(0, n_t, rows):
-                    r1 = min(n_t, r + rows)
-                    C[j, r:r1] = (c1 - c0) * _symmetric_rows(G_int, r, r1) / numpy.outer(
-                        s[r:r1], s)
+            maps_from_gram(C[j], G_int, S[:, j], c1 - c0, rows)
             continue
         if G is None:
             G = empty_spillable((n_t, n_t), numpy.float64)
@@ -809,6 +817,26 @@ class NumpyTwoTime:
         """The two-time maps and g2 of binned frames X (nT, n_sel_pixels)."""
         t0 = time.perf_counter()
         C, S = twotime_from_binned(x, self.col_offsets, progress=self.report_progress)
+        t1 = time.perf_counter()
+        result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
+                             frame_period, self.name, self.device_name, info)
+        result.info.setdefault("timings", {}).update(
+            correlate_s=t1 - t0, g2_s=time.perf_counter() - t1)
+        return result
+
+    def result_from_gram(self, live_gram, time_bin: int, n_frames: int,
+                         frame_period: Optional[float] = None, **info) -> TwoTimeResult:
+        """The two-time maps and g2 from the Gram matrices of the binned frames, built as they
+        came (:class:`~ewoksxpcs.engine.live_pairs.LiveGram`, integer frames): the same maps as
+        :meth:`result_from_binned` of those frames."""
+        t0 = time.perf_counter()
+        S = live_gram.frame_sums()
+        n_t = S.shape[0]
+        C = empty_spillable((S.shape[1], n_t, n_t), numpy.float32)
+        rows = max(1, TWOTIME_BLOCK_BYTES // (8 * max(n_t, 1)))
+        for j in range(S.shape[1]):
+            maps_from_gram(C[j], live_gram.gram(j), S[:, j],
+                           int(self.col_offsets[j + 1] - self.col_offsets[j]), rows)
         t1 = time.perf_counter()
         result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
                              frame_period, self.name, self.device_name, info)

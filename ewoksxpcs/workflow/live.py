@@ -8,7 +8,10 @@ the very same objects, so the last snapshot *is* the offline result of the finis
 - ``multitau``: :class:`~ewoksxpcs.engine.multitau.MultiTauStream` (the sums n2_L, S_0 are updated
   by each chunk; a snapshot normalises them);
 - ``twotime``: :class:`~ewoksxpcs.engine.twotime.TwoTimeStream` (frames binned in time as they
-  come; a snapshot computes the maps of the binned frames so far);
+  come) and, for integer frames, :class:`~ewoksxpcs.engine.live_pairs.LiveGram` (the Gram
+  matrices of each bin updated by each block of new time bins); a snapshot normalises them
+  into the maps (float frames, or more time bins than ``max_frames`` without a ``time_bin``:
+  the maps of the binned frames so far are computed at the snapshot);
 - ``linear``: :class:`~ewoksxpcs.engine.live_pairs.LivePairs` (each chunk's events paired with
   themselves and the earlier ones as they come: n2 is always up to date, a snapshot normalises
   it); with an explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
@@ -106,6 +109,11 @@ class LiveCorrelator:
             self.correlator = NumpyTwoTime(self.binning, bins=opts.get("twotime_bins"),
                                            time_bin=opts.get("time_bin"))
             self.stream = self.correlator.stream(self.dtype)
+            self.gram = None
+            if self.dtype.kind in "iub":  # exact: the Gram matrices updated by blocks of rows
+                from ..engine.live_pairs import LiveGram
+
+                self.gram = LiveGram(self.correlator.col_offsets, self.stream.binner.dtype)
         elif mode == "linear" and method in ("auto", LIVE_PAIRS):
             from ..engine.live_pairs import LivePairs
 
@@ -129,6 +137,10 @@ class LiveCorrelator:
                              f"{self.frame_shape} {self.dtype}")
         self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
         self.stream.feed(chunk)
+        if self.mode == "twotime" and self.gram is not None:
+            rows = self.stream.binner.finish(self.correlator.pixel_index.size)
+            if rows.shape[0] > self.gram.n_frames:  # new complete time bins
+                self.gram.feed_block(rows[self.gram.n_frames:])
 
     def snapshot(self) -> dict:
         """The result of the frames fed so far (feeding may go on).
@@ -147,7 +159,11 @@ class LiveCorrelator:
             sums, method, device = self.stream.sums(), "numpy", "cpu"
         elif self.mode == "twotime":
             x, b, n_frames = self.stream.binned()
-            sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
+            if self.gram is not None and b == self.stream.binner.time_bin:
+                sums = self.correlator.result_from_gram(self.gram, b, n_frames,
+                                                        self.frame_period)
+            else:  # float frames, or binned further at the end (time bin not given)
+                sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
             method, device = self.correlator.name, self.correlator.device_name
         elif self.method == LIVE_PAIRS:
             sums, method, device = self.stream.sums(), LIVE_PAIRS, "cpu"
