@@ -294,3 +294,51 @@ def test_live_twotime_maps_by_blocks_equal_offline(lam):
     ref = normalise_sums(out["sums"], out["binning"], mode="twotime",
                          mode_options=out["mode_options"])
     assert_identical(final, ref)
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def opencl_device(request):
+    from conftest import require_opencl
+
+    require_opencl(request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [numpy.uint16, numpy.int32])
+def test_live_linear_on_opencl_equals_numpy(opencl_device, dtype):
+    """Live linear sums with the events on the OpenCL device (PoCL's CPU device here, a GPU
+    with -m gpu): n2 equal to the NumPy reference bit for bit, mid-scan and at the end."""
+    from ewoksxpcs.correlators import create_correlator
+    from ewoksxpcs.engine.live_pairs_opencl import LivePairsOpenCL
+
+    frames = W.frames(23, 130).astype(dtype)
+    frames[3, 2, 2] = 3000 if dtype == numpy.uint16 else -5  # large and negative values
+    live = LiveCorrelator(W.qmask(), frames.shape[1:], frames.dtype, mode="linear",
+                          method="opencl-events", device=opencl_device)
+    t = 0
+    for n in (2, 1, 29, 64, 1, 33):  # 70 frames: past the first 64 lags of n2 on the device
+        live.feed(frames[t:t + n])
+        t += n
+        if t == 32:
+            mid = live.snapshot()
+            ref = create_correlator(live.binning, method="reference").compute_sums(frames[:32])
+            numpy.testing.assert_array_equal(mid["sums"].n2, ref.n2, strict=True)
+    assert isinstance(live.stream, LivePairsOpenCL) and live.method == "opencl-events"
+    final = live.snapshot()
+    assert final["method"] == "opencl-events"
+    ref = create_correlator(live.binning, method="reference").compute_sums(frames)
+    numpy.testing.assert_array_equal(final["sums"].n2, ref.n2, strict=True)
+    numpy.testing.assert_array_equal(final["sums"].frame_sums, ref.frame_sums, strict=True)
+    assert_identical(final, offline(frames, "linear"))
+
+
+def test_live_linear_auto_stays_on_the_cpu_without_gpu():
+    """auto: the OpenCL path only where the cost model picks the events on a GPU (none here:
+    PoCL's CPU device is not taken for live sums)."""
+    from conftest import opencl_device_types
+
+    if "gpu" in opencl_device_types():
+        pytest.skip("a GPU is present")
+    live = LiveCorrelator(W.qmask(), (24, 32), numpy.uint16, mode="linear")
+    live.feed(W.frames(24, 5))
+    assert live.method == "live-pairs"

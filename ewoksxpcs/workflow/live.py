@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Linear mode's method that pairs each chunk's events with the earlier ones as they come.
 LIVE_PAIRS = "live-pairs"
+#: The same on an OpenCL device (the registry's event backend: its events on the device).
+OPENCL_PAIRS = "opencl-events"
 
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
@@ -64,10 +66,13 @@ class LiveCorrelator:
     mode : {"multitau", "linear", "twotime"}
     method : str
         Linear mode: ``auto`` or ``live-pairs`` updates the sums with each chunk
-        (:class:`~ewoksxpcs.engine.live_pairs.LivePairs`, a snapshot only normalises them); a
-        registry name (e.g. ``fft`` for dense frames, whose pairs are too many) correlates the
-        events so far with that backend at each snapshot. Multi-tau and two-time run their
-        streams.
+        (:class:`~ewoksxpcs.engine.live_pairs.LivePairs`, a snapshot only normalises them);
+        ``opencl-events`` does the same on the OpenCL ``device``
+        (:class:`~ewoksxpcs.engine.live_pairs_opencl.LivePairsOpenCL`, integer frames), which
+        ``auto`` takes when the registry's cost model would run such data there on a GPU;
+        another registry name (e.g. ``fft`` for dense frames, whose pairs are too many)
+        correlates the events so far with that backend at each snapshot. Multi-tau and two-time
+        run their streams.
     device : str, optional
         OpenCL device of a linear OpenCL backend.
     mode_options : dict, optional
@@ -114,11 +119,9 @@ class LiveCorrelator:
                 from ..engine.live_pairs import LiveGram
 
                 self.gram = LiveGram(self.correlator.col_offsets, self.stream.binner.dtype)
-        elif mode == "linear" and method in ("auto", LIVE_PAIRS):
-            from ..engine.live_pairs import LivePairs
-
-            self.method = LIVE_PAIRS
-            self.stream = LivePairs(self.binning, self.dtype)
+        elif mode == "linear" and method in ("auto", LIVE_PAIRS, OPENCL_PAIRS):
+            self.stream = None  # made at the first chunk: auto looks at the data
+            self._live_device = device
         elif mode == "linear":
             from ..engine.events import EventCompactor
 
@@ -128,13 +131,40 @@ class LiveCorrelator:
 
     @property
     def n_frames(self) -> int:
-        return self.stream.n_frames
+        return 0 if self.stream is None else self.stream.n_frames
+
+    def _live_pairs(self, chunk: numpy.ndarray):
+        """Linear mode's incremental sums: on the OpenCL device when asked (``opencl-events``)
+        or when ``auto`` would correlate such data there with the events on a GPU (integer
+        frames: the device's atomic sums are exact), else on the CPU threads."""
+        from ..engine.live_pairs import LivePairs
+
+        device = self._live_device
+        if self.method == "auto" and self.dtype.kind in "iub":
+            from ..correlators.auto import choose
+
+            choice = choose("linear", chunk, self.binning, device)
+            if choice.method == OPENCL_PAIRS:
+                from ..opencl.device import get_device
+
+                if get_device(choice.device).kind == "gpu":
+                    self.method, device = OPENCL_PAIRS, choice.device
+        if self.method == OPENCL_PAIRS:
+            from ..engine.live_pairs_opencl import LivePairsOpenCL
+
+            stream = LivePairsOpenCL(self.binning, self.dtype, device)
+            self.device = stream.device_name
+            return stream
+        self.method = LIVE_PAIRS
+        return LivePairs(self.binning, self.dtype)
 
     def feed(self, chunk: numpy.ndarray) -> None:
         """Take the next frames, (n, Ny, Nx) of the given dtype."""
         if chunk.shape[1:] != self.frame_shape or chunk.dtype != self.dtype:
             raise ValueError(f"frames of shape {chunk.shape[1:]} {chunk.dtype}, expected "
                              f"{self.frame_shape} {self.dtype}")
+        if self.stream is None:
+            self.stream = self._live_pairs(chunk)
         self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
         self.stream.feed(chunk)
         if self.mode == "twotime" and self.gram is not None:
@@ -165,8 +195,9 @@ class LiveCorrelator:
             else:  # float frames, or binned further at the end (time bin not given)
                 sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
             method, device = self.correlator.name, self.correlator.device_name
-        elif self.method == LIVE_PAIRS:
-            sums, method, device = self.stream.sums(), LIVE_PAIRS, "cpu"
+        elif self.method in (LIVE_PAIRS, OPENCL_PAIRS):
+            sums, method = self.stream.sums(), self.method
+            device = "cpu" if self.method == LIVE_PAIRS else self.device
         else:
             events = self.stream.stack()
             events.frame_period = self.frame_period
