@@ -656,9 +656,8 @@ class IntMultiTauAccumulator:
         self._grow(n_levels)
         counts = numpy.array(self._count[:n_levels], dtype=numpy.int64)
         carry_in = numpy.array(self._has_carry[:n_levels], dtype=numpy.int64)
-        feed_levels(numpy.ascontiguousarray(block), self.sub_offsets, self.m,
-                    counts, carry_in, n_levels, cap, self._tails, self._carry, self._acc, frame_sums,
-                    self._vmax)
+        feed_levels(numpy.ascontiguousarray(block), self.sub_offsets, self.m, counts, carry_in,
+                    n_levels, cap, self._tails, self._carry, self._acc, frame_sums, self._vmax)
         for L in range(n_levels):
             self._count[L] += n_new[L]
             if L + 1 < cap:
@@ -701,7 +700,7 @@ class MultiTauStream:
         self.lags_per_level = check_lags_per_level(lags_per_level)
         self.acc_dtype = numpy.dtype(numpy.int64 if numpy.dtype(dtype).kind in "iu"
                                      else numpy.float64)
-        if self.acc_dtype == numpy.int64:  # exact sums: the numba kernel on raw frames
+        if self.acc_dtype == numpy.int64:  # exact sums: the numba kernel, same values
             self.accumulator = IntMultiTauAccumulator(binning, self.lags_per_level, max_levels)
         else:
             self.accumulator = MultiTauAccumulator(binning.sub_offsets, self.lags_per_level,
@@ -718,16 +717,17 @@ class MultiTauStream:
         b = self.binning
         n = chunk.shape[0]
         block = numpy.take(chunk.reshape(n, -1), b.pixel_index, axis=1)
+        # Fed FEED_PIXELS pixel-frames at a time: the accumulator works in int64/float64,
+        # 8 bytes a value, so its temporaries stay small whatever the chunk size.
+        step = max(2 * self.lags_per_level, FEED_PIXELS // max(1, block.shape[1]))
         if isinstance(self.accumulator, IntMultiTauAccumulator):
-            self._frame_sums.append(self.accumulator.feed(block))  # frame sums fused
+            for t0 in range(0, n, step):  # the frame sums come from the same pass
+                self._frame_sums.append(self.accumulator.feed(block[t0: t0 + step]))
             self._vmax = self.accumulator.vmax
             return
         self._frame_sums.append(b.sum_sub_bins(block))
         if block.size and self.acc_dtype == numpy.int64:
             self._vmax = max(self._vmax, int(numpy.abs(block).max()))
-        # Fed FEED_PIXELS pixel-frames at a time: the accumulator works in int64/float64,
-        # 8 bytes a value, so its temporaries stay small whatever the chunk size.
-        step = max(2 * self.lags_per_level, FEED_PIXELS // max(1, block.shape[1]))
         for t0 in range(0, n, step):
             self.accumulator.feed(block[t0: t0 + step])
 
