@@ -156,7 +156,7 @@ class LivePairs(_LiveEvents):
         from .live_pairs_numba import pairs_new
 
         pairs_new(values, times, offsets, active, active_offsets, seg[0], seg[1], seg[2],
-                  within, self._n2)
+                  within, False, self._n2[:, None, :])
 
     def sums(self) -> CorrelationSums:
         """The sums of the frames fed so far (feeding may go on)."""
@@ -191,10 +191,10 @@ class LiveGram(_LiveEvents):
             self._G = grown
 
     def _pair(self, values, times, offsets, active, active_offsets, seg, within) -> None:
-        from .live_pairs_numba import pairs_new_map
+        from .live_pairs_numba import pairs_new
 
-        pairs_new_map(values, times, offsets, active, active_offsets, seg[0], seg[1], seg[2],
-                      within, self._G)
+        pairs_new(values, times, offsets, active, active_offsets, seg[0], seg[1], seg[2],
+                  within, True, self._G)
 
     def gram(self, j: int) -> numpy.ndarray:
         """G of selected bin j (nT, nT): its upper triangle, diagonal included (a view)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy
 
-__all__ = ["scan_block", "fill_block", "pairs_new", "pairs_new_map", "merge_segments"]
+__all__ = ["scan_block", "fill_block", "pairs_new", "merge_segments"]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -65,45 +65,49 @@ def fill_block(block, sub_offsets, t0, offsets, values, times):
 
 @numba.njit(cache=True, parallel=True)
 def pairs_new(values, times, offsets, active, active_offsets, a_values, a_times, a_offsets,
-              within, n2):
-    """n2[s, t_j − t_i] += v_i·v_j for the pairs of a pixel's events where j is new: those with
-    the events i of an earlier segment ``a`` (all of whose frames come before the chunk's), and
-    with ``within`` the pairs i ≤ j of the new events themselves.
+              within, two_time, dst):
+    """Add v_i·v_j for the pairs of a pixel's events where j is new: those with the events i of
+    an earlier segment ``a`` (all of whose frames come before the chunk's), and with ``within``
+    the pairs i ≤ j of the new events themselves; to dst[s, 0, t_j − t_i] (linear n2), or with
+    ``two_time`` to dst[s, t_i, t_j] (Gram matrices: t_i ≤ t_j, the upper triangle).
 
     Parameters
     ----------
-    values : ndarray (E,) int64 or float64 (n2's type)
+    values : ndarray (E,) int64 or float64 (dst's type)
     times : ndarray (E,) int32
-        Frame of each event, ascending within a pixel.
+        Frame (or time bin) of each event, ascending within a pixel.
     offsets : ndarray (P + 1,) int64
         Pixel q's new events are offsets[q] … offsets[q+1] − 1.
     active : ndarray (A,) int64
         The pixels with new events, ascending.
-    active_offsets : ndarray (n_sub + 1,) int64
-        Sub-bin s's active pixels are active[active_offsets[s] …].
+    active_offsets : ndarray (n_groups + 1,) int64
+        Group s's active pixels are active[active_offsets[s] …] (one group per task: each task
+        writes only its own dst[s]).
     a_values, a_times, a_offsets
         The earlier segment, as values/times/offsets (empty: only the pairs ``within``).
-    within : bool
-    n2 : ndarray (n_sub, ≥ Nt) int64 or float64
+    within, two_time : bool
+    dst : ndarray (n_groups, 1, ≥ Nt) or (n_groups, ≥ nT, ≥ nT), int64 or float64
         Updated in place.
     """
     for s in numba.prange(active_offsets.size - 1):
-        row = n2[s]
+        g = dst[s]
         for a in range(active_offsets[s], active_offsets[s + 1]):
             q = active[a]
             e0, e1 = offsets[q], offsets[q + 1]
-            if within:
-                for i in range(e0, e1):
-                    ti = times[i]
-                    vi = values[i]
-                    for j in range(i, e1):
-                        row[times[j] - ti] += vi * values[j]
-            if a_offsets.size:
-                for i in range(a_offsets[q], a_offsets[q + 1]):
-                    ti = a_times[i]
-                    vi = a_values[i]
-                    for j in range(e0, e1):
-                        row[times[j] - ti] += vi * values[j]
+            i0 = e0 if within else e1
+            for i in range(i0, e1):  # the new events' pairs among themselves
+                ti = times[i]
+                row, shift = (g[ti], 0) if two_time else (g[0], ti)
+                vi = values[i]
+                for j in range(i, e1):
+                    row[times[j] - shift] += vi * values[j]
+            a1 = a_offsets[q + 1] if a_offsets.size else 0
+            for i in range(a_offsets[q] if a_offsets.size else 0, a1):  # with earlier events
+                ti = a_times[i]
+                row, shift = (g[ti], 0) if two_time else (g[0], ti)
+                vi = a_values[i]
+                for j in range(e0, e1):
+                    row[times[j] - shift] += vi * values[j]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -122,26 +126,3 @@ def merge_segments(a_values, a_times, a_offsets, b_values, b_times, b_offsets, o
             times[k] = b_times[i]
             k += 1
 
-
-@numba.njit(cache=True, parallel=True)
-def pairs_new_map(values, times, offsets, active, active_offsets, a_values, a_times, a_offsets,
-                  within, G):
-    """As :func:`pairs_new`, into two-time Gram matrices: G[s, t_i, t_j] += v_i·v_j (t_i ≤ t_j:
-    the upper triangle), G (n_sel, ≥ nT, ≥ nT) int64 or float64, one selected bin per task."""
-    for s in numba.prange(active_offsets.size - 1):
-        g = G[s]
-        for a in range(active_offsets[s], active_offsets[s + 1]):
-            q = active[a]
-            e0, e1 = offsets[q], offsets[q + 1]
-            if within:
-                for i in range(e0, e1):
-                    gi = g[times[i]]
-                    vi = values[i]
-                    for j in range(i, e1):
-                        gi[times[j]] += vi * values[j]
-            if a_offsets.size:
-                for i in range(a_offsets[q], a_offsets[q + 1]):
-                    gi = g[a_times[i]]
-                    vi = a_values[i]
-                    for j in range(e0, e1):
-                        gi[times[j]] += vi * values[j]

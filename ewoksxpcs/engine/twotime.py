@@ -817,6 +817,10 @@ class NumpyTwoTime:
         """The two-time maps and g2 of binned frames X (nT, n_sel_pixels)."""
         t0 = time.perf_counter()
         C, S = twotime_from_binned(x, self.col_offsets, progress=self.report_progress)
+        return self._result(C, S, time_bin, n_frames, frame_period, t0, info)
+
+    def _result(self, C, S, time_bin, n_frames, frame_period, t0, info) -> TwoTimeResult:
+        """:func:`make_result` of maps computed since ``t0`` (perf_counter), timings added."""
         t1 = time.perf_counter()
         result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
                              frame_period, self.name, self.device_name, info)
@@ -837,12 +841,7 @@ class NumpyTwoTime:
         for j in range(S.shape[1]):
             maps_from_gram(C[j], live_gram.gram(j), S[:, j],
                            int(self.col_offsets[j + 1] - self.col_offsets[j]), rows)
-        t1 = time.perf_counter()
-        result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
-                             frame_period, self.name, self.device_name, info)
-        result.info.setdefault("timings", {}).update(
-            correlate_s=t1 - t0, g2_s=time.perf_counter() - t1)
-        return result
+        return self._result(C, S, time_bin, n_frames, frame_period, t0, info)
 
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         t0 = time.perf_counter()
