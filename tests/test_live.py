@@ -342,3 +342,19 @@ def test_live_linear_auto_stays_on_the_cpu_without_gpu():
     live = LiveCorrelator(W.qmask(), (24, 32), numpy.uint16, mode="linear")
     live.feed(W.frames(24, 5))
     assert live.method == "live-pairs"
+
+
+def test_live_twotime_past_the_gram_budget_computes_the_maps_at_the_snapshot(monkeypatch):
+    import ewoksxpcs.workflow.live as live_module
+
+    monkeypatch.setattr(live_module, "LIVE_GRAM_BYTES", 2 * 20 * 20 * 8)  # 2 bins × 20²
+    frames = W.frames(25, 50)
+    options = {"time_bin": 2, "twotime_bins": [1, 3]}
+    live = LiveCorrelator(W.qmask(), frames.shape[1:], frames.dtype, mode="twotime",
+                          mode_options=options)
+    live.feed(frames[:40])
+    assert live.gram is not None and live.gram.n_frames == 20
+    live.feed(frames[40:])  # 25 time bins: past the budget
+    assert live.gram is None
+    out = correlate_sums(frames, W.qmask(), mode="twotime", mode_options=options)
+    numpy.testing.assert_array_equal(live.snapshot()["result"].C, out["sums"].C)

@@ -49,6 +49,11 @@ LIVE_PAIRS = "live-pairs"
 #: The same on an OpenCL device (the registry's event backend: its events on the device).
 OPENCL_PAIRS = "opencl-events"
 
+#: Two-time: largest Gram matrices (bytes, all bins) kept up to date; past it (or past
+#: ``max_frames`` time bins without a ``time_bin``) a snapshot computes the maps from the binned
+#: frames, as offline.
+LIVE_GRAM_BYTES = 2 * 1024**3
+
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
 UPDATE_SHARE = 5
@@ -169,7 +174,11 @@ class LiveCorrelator:
         self.stream.feed(chunk)
         if self.mode == "twotime" and self.gram is not None:
             rows = self.stream.binner.finish(self.correlator.pixel_index.size)
-            if rows.shape[0] > self.gram.n_frames:  # new complete time bins
+            n_t, n_sel = rows.shape[0], self.correlator.col_offsets.size - 1
+            if (n_sel * n_t * n_t * 8 > LIVE_GRAM_BYTES
+                    or (self.stream.time_bin is None and n_t > self.stream.max_frames)):
+                self.gram = None  # too large, or binned further: maps from X at a snapshot
+            elif n_t > self.gram.n_frames:  # new complete time bins
                 self.gram.feed_block(rows[self.gram.n_frames:])
 
     def snapshot(self) -> dict:
@@ -192,7 +201,7 @@ class LiveCorrelator:
             if self.gram is not None and b == self.stream.binner.time_bin:
                 sums = self.correlator.result_from_gram(self.gram, b, n_frames,
                                                         self.frame_period)
-            else:  # float frames, or binned further at the end (time bin not given)
+            else:  # float frames, Gram matrices too large, or time bins binned further
                 sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
             method, device = self.correlator.name, self.correlator.device_name
         elif self.method in (LIVE_PAIRS, OPENCL_PAIRS):
