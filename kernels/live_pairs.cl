@@ -1,4 +1,4 @@
-// Live linear correlation (ewoksxpcs.engine.live_pairs_opencl): the pairs of a chunk's events
+// Live linear correlation (ewoksxpcs.opencl.live_pairs): the pairs of a chunk's events
 // with themselves and with those of an earlier segment of the same pixel, added to n2 (int64,
 // 64-bit atomics: integer sums are exact in any order). One work-item per pixel with new events.
 __kernel void live_pairs(__global const long *values, __global const int *times,

@@ -309,7 +309,7 @@ def test_live_linear_on_opencl_equals_numpy(opencl_device, dtype):
     """Live linear sums with the events on the OpenCL device (PoCL's CPU device here, a GPU
     with -m gpu): n2 equal to the NumPy reference bit for bit, mid-scan and at the end."""
     from ewoksxpcs.correlators import create_correlator
-    from ewoksxpcs.engine.live_pairs_opencl import LivePairsOpenCL
+    from ewoksxpcs.opencl.live_pairs import LivePairsOpenCL
 
     frames = W.frames(23, 130).astype(dtype)
     frames[3, 2, 2] = 3000 if dtype == numpy.uint16 else -5  # large and negative values

@@ -73,7 +73,7 @@ class LiveCorrelator:
         Linear mode: ``auto`` or ``live-pairs`` updates the sums with each chunk
         (:class:`~ewoksxpcs.engine.live_pairs.LivePairs`, a snapshot only normalises them);
         ``opencl-events`` does the same on the OpenCL ``device``
-        (:class:`~ewoksxpcs.engine.live_pairs_opencl.LivePairsOpenCL`, integer frames), which
+        (:class:`~ewoksxpcs.opencl.live_pairs.LivePairsOpenCL`, integer frames), which
         ``auto`` takes when the registry's cost model would run such data there on a GPU;
         another registry name (e.g. ``fft`` for dense frames, whose pairs are too many)
         correlates the events so far with that backend at each snapshot. Multi-tau and two-time
@@ -155,7 +155,7 @@ class LiveCorrelator:
                 if get_device(choice.device).kind == "gpu":
                     self.method, device = OPENCL_PAIRS, choice.device
         if self.method == OPENCL_PAIRS:
-            from ..engine.live_pairs_opencl import LivePairsOpenCL
+            from ..opencl.live_pairs import LivePairsOpenCL
 
             stream = LivePairsOpenCL(self.binning, self.dtype, device)
             self.device = stream.device_name

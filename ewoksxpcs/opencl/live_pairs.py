@@ -16,9 +16,9 @@ from typing import Dict, Optional
 
 import numpy
 
-from .live_pairs import LivePairs
-from .qmask import Binning
-from .result import CorrelationSums
+from ..engine.live_pairs import LivePairs
+from ..engine.qmask import Binning
+from ..engine.result import CorrelationSums
 
 __all__ = ["LivePairsOpenCL"]
 
@@ -36,7 +36,7 @@ class LivePairsOpenCL(LivePairs):
     """
 
     def __init__(self, binning: Binning, dtype, device: Optional[str] = None):
-        from ..opencl.device import get_device
+        from .device import get_device
 
         if numpy.dtype(dtype).kind not in "iub":
             raise ValueError(f"live linear correlation on OpenCL needs integer frames, not "
@@ -55,7 +55,7 @@ class LivePairsOpenCL(LivePairs):
         return f"{self.dev.kind} {self.dev.name}"
 
     def _zeros(self, nbytes: int):
-        from ..opencl.device import device_buffer
+        from .device import device_buffer
 
         return device_buffer(self.dev, self.queue, max(int(nbytes), 8), zero=True)
 
@@ -91,7 +91,7 @@ class LivePairsOpenCL(LivePairs):
         return entry[1:]
 
     def _pair(self, values, times, offsets, active, active_offsets, seg, within) -> None:
-        from ..opencl.device import get_kernel
+        from .device import get_kernel
 
         new = self._device_segment((values, times, offsets))
         if within:  # the active pixels of this chunk: uploaded once for all its segments
