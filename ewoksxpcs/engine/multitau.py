@@ -592,6 +592,13 @@ class MultiTauAccumulator:
         return n2, level, k
 
 
+def numba_array_type(ndim: int):
+    """numba's type of a C-contiguous int64 array of ``ndim`` dimensions (typed lists)."""
+    import numba
+
+    return numba.types.Array(numba.types.int64, ndim, "C")
+
+
 class IntMultiTauAccumulator:
     """:class:`MultiTauAccumulator` for integer frames: the same int64 sums, by a numba kernel
     that runs every level of a sub-bin while its pixels are in the cache
@@ -610,9 +617,13 @@ class IntMultiTauAccumulator:
         self.sub_offsets = numpy.ascontiguousarray(binning.sub_offsets, dtype=numpy.int64)
         self.n_sub = binning.n_sub
         self.n_frames = 0
-        n_pixels = int(binning.pixel_index.size)
-        self._tails = numpy.zeros((0, self.m - 1, n_pixels), dtype=numpy.int64)
-        self._carry = numpy.zeros((0, n_pixels), dtype=numpy.int64)
+        from numba.typed import List as TypedList
+
+        self._n_pixels = int(binning.pixel_index.size)
+        # Per level (added as the frames double): a ring of its last m − 1 frames and its carry
+        # row, (m − 1, n_pixels) and (n_pixels,) int64, in lists the kernel indexes.
+        self._tails = TypedList.empty_list(numba_array_type(2))
+        self._carry = TypedList.empty_list(numba_array_type(1))
         self._acc = numpy.zeros((0, self.n_sub, self.m), dtype=numpy.int64)
         self._vmax = numpy.zeros(self.n_sub, dtype=numpy.int64)
         self._count: List[int] = []  # level frames per level
@@ -620,15 +631,10 @@ class IntMultiTauAccumulator:
 
     def _grow(self, n_levels: int) -> None:
         extra = n_levels - self._acc.shape[0]
-        if extra > 0:  # a new level every doubling of the frames: rare, and 4 at a time
-            extra = max(extra, 4)
-            if self.max_levels is not None:
-                extra = max(n_levels, min(self._acc.shape[0] + extra,
-                                          self.max_levels)) - self._acc.shape[0]
-            self._tails = numpy.concatenate(
-                [self._tails, numpy.zeros((extra,) + self._tails.shape[1:], numpy.int64)])
-            self._carry = numpy.concatenate(
-                [self._carry, numpy.zeros((extra,) + self._carry.shape[1:], numpy.int64)])
+        if extra > 0:  # a new level every doubling of the frames
+            for _ in range(extra):
+                self._tails.append(numpy.zeros((self.m - 1, self._n_pixels), numpy.int64))
+                self._carry.append(numpy.zeros(self._n_pixels, numpy.int64))
             self._acc = numpy.concatenate(
                 [self._acc, numpy.zeros((extra,) + self._acc.shape[1:], numpy.int64)])
             self._count += [0] * extra

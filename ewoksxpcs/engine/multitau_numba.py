@@ -38,10 +38,10 @@ def feed_levels(block, sub_offsets, m, counts, carry_in, n_levels, max_levels, t
         Levels that get new frames (at most the first dimension of ``tails``).
     max_levels : int
         No level at or past it (no carry is kept for the last one).
-    tails : ndarray (L, m − 1, P) int64
+    tails : typed list of ndarray (m − 1, P) int64, one per level (at least ``n_levels``)
         Ring of the last m − 1 frames of each level (level frame g in row g % (m − 1));
         updated.
-    carry : ndarray (L, P) int64
+    carry : typed list of ndarray (P,) int64, one per level
         Carry rows; updated.
     acc : ndarray (L, n_sub, m) int64
         n2 per level, sub-bin and lag (in level frames); updated.
@@ -51,7 +51,7 @@ def feed_levels(block, sub_offsets, m, counts, carry_in, n_levels, max_levels, t
         Largest |value| of each sub-bin so far (for the int64 range check); updated.
     """
     n = block.shape[0]
-    ring = tails.shape[1]  # m − 1 slots: level frame g is in slot g % ring
+    ring = m - 1  # slots: level frame g is in slot g % ring
     for s in numba.prange(sub_offsets.size - 1):
         p0, p1 = sub_offsets[s], sub_offsets[s + 1]
         w = p1 - p0
@@ -72,6 +72,8 @@ def feed_levels(block, sub_offsets, m, counts, carry_in, n_levels, max_levels, t
         n_cur = n
         for L in range(n_levels):
             c0 = counts[L]  # level frames before this feed
+            tail = tails[L]
+            carry_row = carry[L]
             k0 = 0 if L == 0 else m // 2
             sparse = 4 * nonzero < n_cur * w
             for i in range(n_cur):
@@ -82,7 +84,7 @@ def feed_levels(block, sub_offsets, m, counts, carry_in, n_levels, max_levels, t
                     if i - k >= 0:
                         a = cur[i - k]
                     else:
-                        a = tails[L, (g - k) % ring, p0:p1]
+                        a = tail[(g - k) % ring, p0:p1]
                     total = numpy.int64(0)
                     if sparse:  # photon counting: mostly zeros
                         for q in range(w):
@@ -98,7 +100,7 @@ def feed_levels(block, sub_offsets, m, counts, carry_in, n_levels, max_levels, t
             for i in range(max(0, n_cur - ring), n_cur):
                 g = c0 + i
                 for q in range(w):
-                    tails[L, g % ring, p0 + q] = cur[i, q]
+                    tail[g % ring, p0 + q] = cur[i, q]
             if L + 1 >= max_levels:
                 break
             # Level L + 1: sums of consecutive pairs of (carry, new frames); an odd one waits.
@@ -110,13 +112,13 @@ def feed_levels(block, sub_offsets, m, counts, carry_in, n_levels, max_levels, t
             for i in range(n_pairs):
                 a_i, b_i = 2 * i - c, 2 * i + 1 - c  # rows of cur (−1: the carry)
                 for q in range(w):
-                    va = carry[L, p0 + q] if a_i < 0 else cur[a_i, q]
+                    va = carry_row[p0 + q] if a_i < 0 else cur[a_i, q]
                     v = va + cur[b_i, q]
                     nxt[i, q] = v
                     nonzero += v != 0
             if z_len % 2 and n_cur > 0:
                 for q in range(w):
-                    carry[L, p0 + q] = cur[n_cur - 1, q]
+                    carry_row[p0 + q] = cur[n_cur - 1, q]
             cur = nxt
             n_cur = n_pairs
             if n_cur == 0:
