@@ -599,6 +599,14 @@ def numba_array_type(ndim: int):
     return numba.types.Array(numba.types.int64, ndim, "C")
 
 
+def _has_numba() -> bool:
+    """Whether numba can be imported (a dependency; an environment without it, such as a
+    device machine's, keeps the NumPy accumulator: the same sums, slower)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 class IntMultiTauAccumulator:
     """:class:`MultiTauAccumulator` for integer frames: the same int64 sums, by a numba kernel
     that runs every level of a sub-bin while its pixels are in the cache
@@ -706,7 +714,8 @@ class MultiTauStream:
         self.lags_per_level = check_lags_per_level(lags_per_level)
         self.acc_dtype = numpy.dtype(numpy.int64 if numpy.dtype(dtype).kind in "iu"
                                      else numpy.float64)
-        if self.acc_dtype == numpy.int64:  # exact sums: the numba kernel, same values
+        if self.acc_dtype == numpy.int64 and _has_numba():
+            # exact sums: the numba kernel, the same values as the NumPy accumulator
             self.accumulator = IntMultiTauAccumulator(binning, self.lags_per_level, max_levels)
         else:
             self.accumulator = MultiTauAccumulator(binning.sub_offsets, self.lags_per_level,
