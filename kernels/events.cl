@@ -23,6 +23,12 @@
 //   DIRECT       integer values only: no local histogram and a single lag tile; every product
 //                is added to n2 in global memory with a 64-bit atomic (GPUs, whose atomics in
 //                their L2 cache are fast, may prefer it).
+//   HIST32       integer values of at most 16 bits (every product < 2^32): 32-bit local
+//                histograms, twice the lags of 64-bit ones in the same local memory (one tile of
+//                12 032 lags in 48 KB). Exact: the work-item whose add wraps a bin (the old value
+//                plus its product passes 2^32, which the atomic's returned old value shows) adds
+//                the lost 2^32 to n2 itself with a 64-bit global atomic; the flush adds the bin's
+//                low 32 bits. n2 therefore needs no bound on the pairs of a task.
 
 #ifdef ACC_FLOAT
 typedef double acc_t;
@@ -38,6 +44,27 @@ typedef ulong acc_t;
 #define HIST_ADD(p, v) atomic_add_u64_local((volatile __local ulong *)(p), v)
 #else
 #define HIST_ADD(p, v) (*(p) += (v))
+#endif
+
+#ifdef HIST32
+typedef uint hist_t;
+#define PROD(a, b) ((uint)(a) * (uint)(b))  // values of at most 16 bits: < 2^32
+// hist[x] += v modulo 2^32; the 2^32 lost by a wrap goes to n2 (*carry) at once.
+inline void hist32_add(__local uint *h, const uint v, __global ulong *carry)
+{
+#if WG > 1
+    const uint old = atomic_add((volatile __local uint *)h, v);
+#else
+    const uint old = *h;
+    *h = old + v;
+#endif
+    if (old + v < old) atomic_add_u64_global((volatile __global ulong *)carry, 1UL << 32);
+}
+#define LAG_ADD(x, v) hist32_add(&hist[x], v, out + (x))
+#else
+typedef acc_t hist_t;
+#define PROD(a, b) (CONV(a) * CONV(b))
+#define LAG_ADD(x, v) HIST_ADD(&hist[x], v)
 #endif
 
 // Segment in s_lo .. s_hi holding first event f: the last s with seg_cum[s] <= f (binary
@@ -75,9 +102,10 @@ void event_corr(__global const VAL_T *values,
 #else
     const uint tau0 = (uint)(tile0 + get_group_id(1)) * (uint)L;
     const uint tau1 = min(tau0 + (uint)L, (uint)n_frames);
-    __local acc_t hist[L];
+    __local hist_t hist[L];
     for (int x = lid; x < L; x += WG) hist[x] = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
+    __global acc_t *out = n2 + (long)k * n_frames + tau0;
 #endif
 
     int s = task_seg[task];
@@ -99,16 +127,19 @@ void event_corr(__global const VAL_T *values,
             }
             j = lo;
         }
-        const acc_t vi = CONV(values[i]);
+        const VAL_T vi = values[i];
         for (; j < pe; j++) {
             const uint lag = times[j] - ti;
             if (lag >= tau1) break;
-            HIST_ADD(&hist[lag - tau0], vi * CONV(values[j]));
+#ifdef DIRECT
+            HIST_ADD(&hist[lag], PROD(vi, values[j]));
+#else
+            LAG_ADD(lag - tau0, PROD(vi, values[j]));
+#endif
         }
     }
 #ifndef DIRECT
     barrier(CLK_LOCAL_MEM_FENCE);
-    __global acc_t *out = n2 + (long)k * n_frames + tau0;
     for (uint x = lid; x < tau1 - tau0; x += WG) {
         const acc_t v = hist[x];
 #ifdef ACC_FLOAT
@@ -145,7 +176,11 @@ void frame_sums(__global const VAL_T *values,
 #else
     const uint t0 = (uint)(tile0 + get_group_id(1)) * (uint)L;
     const uint t1 = min(t0 + (uint)L, (uint)n_frames);
+#ifdef HIST32
+    __local uint hist[L];  // values of at most 16 bits; a wrap carries into S at once
+#else
     __local ulong hist[L];
+#endif
     for (int x = lid; x < L; x += WG) hist[x] = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
@@ -160,7 +195,12 @@ void frame_sums(__global const VAL_T *values,
         atomic_add_u64_global((volatile __global ulong *)(sums + (long)t * n_sub + k),
                               (ulong)(long)values[i]);
 #else
+#ifdef HIST32
+        if (t >= t0 && t < t1)
+            hist32_add(&hist[t - t0], (uint)values[i], sums + (long)t * n_sub + k);
+#else
         if (t >= t0 && t < t1) HIST_ADD(&hist[t - t0], (ulong)(long)values[i]);
+#endif
 #endif
     }
 #ifndef DIRECT
@@ -172,6 +212,127 @@ void frame_sums(__global const VAL_T *values,
     }
 #endif
 }
+
+#ifndef ACC_FLOAT
+// ---------------------------------------------------------------------------------------------
+// Pair-balanced variant ("fold"; host side: _plan_fold in opencl_events.py). A binned pixel of n
+// events has n·(⌊n/2⌋ + 1) *slots*; slot r = d·n + i (0 ≤ i < n, 0 ≤ d ≤ ⌊n/2⌋) is the pair of
+// its events i and (i + d) mod n, skipped when n is even, d = n/2 and the index wraps (that pair
+// is also slot d·n + i − n/2). So every pair i ≤ j is one slot, and the work-items of a group
+// stride the *slots*: consecutive work-items take consecutive events at the same distance d
+// (coalesced reads), and a pixel of many events costs its pairs, not its first events.
+// Binned pixels are taken in binning order (sub-bin after sub-bin) and their slots counted on
+// the device (fold_slots, then a prefix sum); a task is a run of task_slots slots of one sub-bin.
+// Every event is slot d = 0 of its pixel once: the frame sums are taken there (first lag tile).
+// Launch: global (n_tasks * WG, n_tiles), local (WG, 1), for tasks task0 … task0 + n − 1.
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void event_corr_fold(__global const VAL_T *values,
+                     __global const uint *times,
+                     __global const long *offsets,   // (n_pix + 1,) the stack's event offsets
+                     const long ev_base,             // event index of values[0], times[0]
+                     __global const long *rows,      // (n_binned,) stack pixel of binned pixels
+                     __global const long *slot_cum,  // running slot counts (see fold_slots)
+                     const long slot_base,           // this chunk's first entry in slot_cum
+                     __global const long *sub_first, // (n_sub + 1,) Binning.sub_offsets
+                     __global const long *task_cum,  // (n_sub + 1,) running task counts
+                     const long task_slots,
+                     const int task0,
+                     const int tile0,
+                     const int n_frames,
+                     const int n_sub,
+                     __global acc_t *n2,             // (n_sub, n_frames)
+                     __global ulong *sums)           // (n_frames, n_sub)
+{
+    const int task = task0 + get_group_id(0);
+    const int lid = get_local_id(0);
+    const int k = segment_of(task_cum, 0, n_sub - 1, task);
+    const uint tile = (uint)(tile0 + get_group_id(1));
+    const uint tau0 = tile * (uint)L;
+    const uint tau1 = min(tau0 + (uint)L, (uint)n_frames);
+    __local hist_t hist[L];
+    for (int x = lid; x < L; x += WG) hist[x] = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __global acc_t *out = n2 + (long)k * n_frames + tau0;
+
+    __global const long *cum = slot_cum + slot_base;
+    const int s_lo = (int)sub_first[k];
+    const int s_hi = (int)sub_first[k + 1] - 1;
+    const long q_lo = cum[s_lo] + (task - task_cum[k]) * task_slots;
+    const long q_hi = min(q_lo + task_slots, cum[s_hi + 1]);
+    int s = s_lo;
+    long c0 = 0, c1 = q_lo;  // slots of the current pixel: c0 … c1 − 1 (none yet)
+    long e0 = 0;
+    uint n = 1;
+    for (long q = q_lo + lid; q < q_hi; q += WG) {
+        if (q >= c1) {  // the next pixel holding slot q (pixels without events have no slot)
+            s = segment_of(cum, s, s_hi, q);
+            c0 = cum[s];
+            c1 = cum[s + 1];
+            const long p = rows[s];
+            e0 = offsets[p] - ev_base;
+            n = (uint)(offsets[p + 1] - offsets[p]);
+        }
+        const ulong r = (ulong)(q - c0);
+        uint d, i;
+        if ((r >> 32) == 0) {
+            d = (uint)r / n;
+            i = (uint)r - d * n;
+        } else {
+            const ulong dd = r / n;
+            d = (uint)dd;
+            i = (uint)(r - dd * n);
+        }
+        uint j = i + d;
+        if (j >= n) {
+            if (2 * d == n) continue;  // the other half of distance n/2: taken unwrapped
+            j -= n;
+        }
+        const long a = e0 + min(i, j);
+        const long b = e0 + max(i, j);
+        const uint ta = times[a];
+        const uint x = times[b] - ta - tau0;  // wraps past L below the tile
+        if (x < tau1 - tau0) LAG_ADD(x, PROD(values[a], values[b]));
+        if (d == 0 && tile == 0)
+            atomic_add_u64_global((volatile __global ulong *)(sums + (long)ta * n_sub + k),
+                                  (ulong)(long)values[a]);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint x = lid; x < tau1 - tau0; x += WG) {
+        const acc_t v = hist[x];
+        if (v != 0) atomic_add_u64_global((volatile __global ulong *)(out + x), v);
+    }
+}
+
+// Slots of the binned pixels of each chunk (pixels p0 ≤ p < p1 of the stack; none elsewhere),
+// chunk-major for one prefix sum: slots[c · n_binned + s]. Launch: global (n_binned, n_chunks).
+__kernel void fold_slots(__global const long *offsets,
+                         __global const long *rows,
+                         const long n_binned,
+                         __global const long *pix_edges,  // (n_chunks + 1,)
+                         __global long *slots)
+{
+    const long s = get_global_id(0);
+    const int c = get_global_id(1);
+    if (s >= n_binned) return;
+    const long p = rows[s];
+    const long n = (p >= pix_edges[c] && p < pix_edges[c + 1]) ? offsets[p + 1] - offsets[p] : 0;
+    slots[c * n_binned + s] = n * (n / 2 + 1);
+}
+
+// The running slot counts at the sub-bins' first pixels: out[c][k] = cum[c · n_binned +
+// sub_first[k]] (k ≤ n_sub). Launch: global (n_sub + 1, n_chunks).
+__kernel void fold_sub_slots(__global const long *cum,
+                             const long n_binned,
+                             __global const long *sub_first,
+                             const int n_sub,
+                             __global long *out)
+{
+    const int k = get_global_id(0);
+    const int c = get_global_id(1);
+    if (k > n_sub) return;
+    out[c * (n_sub + 1) + k] = cum[c * n_binned + sub_first[k]];
+}
+#endif  // ACC_FLOAT
 
 // ---------------------------------------------------------------------------------------------
 // The denominator's autocorrelations on the device (integer events; host side: _s2_device in

@@ -1,13 +1,18 @@
-// Exclusive prefix sums of int counts into long offsets (host side: ewoksxpcs/scan_opencl.py).
+// Exclusive prefix sums of int (or long) counts into long offsets (host side:
+// ewoksxpcs/opencl/prefix_sum.py).
 //
 // Two launches over groups of SPAN = WG * ITEMS consecutive elements:
 //   scan_partials: each group's total (the host turns the few totals into group prefixes),
 //   scan_apply:    each group scans its elements, ITEMS rounds of a WG-wide scan in local memory
 //                  (coalesced reads), starting from the group's prefix.
-// Compile-time constants: WG (power of two), ITEMS.
+// Compile-time constants: WG (power of two), ITEMS, COUNT_T (type of the counts; default int).
+
+#ifndef COUNT_T
+#define COUNT_T int
+#endif
 
 // Launch: global (n_groups * WG,), local (WG,).
-__kernel void scan_partials(__global const int *x, const long n, __global long *partial)
+__kernel void scan_partials(__global const COUNT_T *x, const long n, __global long *partial)
 {
     __local long part[WG];
     const int lid = get_local_id(0);
@@ -24,7 +29,7 @@ __kernel void scan_partials(__global const int *x, const long n, __global long *
 
 // Launch: global (n_groups * WG,), local (WG,). out[k] = prefix[group] + sum of the group's
 // x before k.
-__kernel void scan_apply(__global const int *x, const long n, __global const long *prefix,
+__kernel void scan_apply(__global const COUNT_T *x, const long n, __global const long *prefix,
                          __global long *out)
 {
     __local long buf[WG];

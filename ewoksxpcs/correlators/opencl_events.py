@@ -46,10 +46,12 @@ from ..engine.result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
 
-__all__ = ["OpenCLEventCorrelator", "compact_opencl", "plan_tasks"]
+__all__ = ["OpenCLEventCorrelator", "compact_opencl", "plan_tasks", "STRATEGIES"]
 
 logger = logging.getLogger(__name__)
 
+#: Kernel variants of the option ``strategy`` (see :class:`OpenCLEventCorrelator`).
+STRATEGIES = ("fold", "local32", "local", "global")
 
 
 def _pairs(n):
@@ -142,13 +144,21 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     Options
     -------
-    strategy : {"local", "global"}
-        "local" (default): lag tiles accumulated in local-memory histograms; "global": every
-        product added to n2 with a global 64-bit atomic, one lag tile (2× slower on an H200).
-        float32 events always use "local" with one work-item per group.
+    strategy : {"fold", "local32", "local", "global"}
+        "fold" (default on GPUs): work-items stride the event *pairs* of a sub-bin's pixels
+        (``event_corr_fold``), so a pixel of many events is shared by the whole group; the
+        segments and tasks are planned on the device (a prefix sum of each pixel's pairs), no
+        host pass over the pixels. "local32": the first-event walk of "local" with 32-bit local
+        histograms (one tile of up to ~12 000 lags in 48 KB). Both keep 32-bit histograms for
+        values of at most 16 bits (exact: a wrap carries 2³² into n2 at once) and 64-bit ones
+        otherwise. "local" (default on CPUs): first-event walk, 64-bit local histograms of
+        ``lag_tile`` lags; "global": every product added to n2 with a global 64-bit atomic, one
+        lag tile (2× slower on an H200). float32 events always use "local" with one work-item
+        per group.
     lag_tile : int
-        Lags per local-memory histogram (default: 4096 on GPUs, 16384 on CPUs; bounded by the
-        device's local memory).
+        Lags per local-memory histogram (default: "local" 4096 on GPUs, 16384 on CPUs;
+        "fold"/"local32" as many as the local memory holds, at most the frame count rounded up
+        to 1024; bounded by the device's local memory).
     work_group : int
         Work-items per work-group (default 256 on GPUs, 1 on CPUs; float32 events use 1).
     task_pairs : int
@@ -188,8 +198,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         self.profile = False
         self.last_profile = {}
         strategy = self.options.get("strategy")
-        if strategy not in (None, "local", "global"):
-            raise ValueError(f"option strategy must be 'local' or 'global', got {strategy!r}")
+        if strategy not in (None,) + STRATEGIES:
+            raise ValueError(f"option strategy must be one of {', '.join(STRATEGIES)}, "
+                             f"got {strategy!r}")
         self.check_positive_int_options(
             ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks",
              "max_device_memory"))
@@ -265,17 +276,22 @@ class OpenCLEventCorrelator(EventCorrelator):
         return events.resident_on(self.dev)
 
     # ------------------------------------------------------------------ kernel
-    def _geometry(self, is_float: bool):
-        """(strategy, work-group size, lags per tile) for this device and value type."""
+    def _geometry(self, is_float: bool, values_dtype=None, n_frames: int = 0):
+        """(strategy, work-group size, lags per tile, 32-bit histograms) for this device, value
+        type and frame count."""
         dev = self.dev
-        strategy = self.options.get("strategy") or "local"
+        strategy = self.options.get("strategy") or ("local" if dev.kind == "cpu" else "fold")
         if is_float:
-            return "local", 1, self._lag_tile()  # one writer per n2 element: reproducible
+            return "local", 1, self._lag_tile(), False  # one writer per n2 element: reproducible
         if strategy == "global" and not dev.has_int64_atomics:
             strategy = "local"  # 64-bit global atomics would be emulated
         wg = self.options.get("work_group") or (1 if dev.kind == "cpu" else 256)
         wg = int(min(wg, dev.max_work_group_size))
-        return strategy, wg, self._lag_tile()
+        if strategy in ("fold", "local32"):
+            # Every product of values of at most 16 bits fits 32 bits.
+            hist32 = values_dtype is not None and numpy.dtype(values_dtype).itemsize <= 2
+            return strategy, wg, self._lag_tile(4 if hist32 else 8, n_frames), hist32
+        return strategy, wg, self._lag_tile(), False
 
     def _local_atomics(self) -> int:
         """Width of the local atomic adds: 32 (with a carry word) on GPUs, else 64."""
@@ -284,10 +300,18 @@ class OpenCLEventCorrelator(EventCorrelator):
             raise ValueError(f"local_atomics must be 32 or 64, got {bits!r}")
         return int(bits)
 
-    def _lag_tile(self) -> int:
+    def _lag_tile(self, bin_bytes: int = 8, n_frames: int = 0) -> int:
+        """Lags per local histogram of ``bin_bytes`` bytes a bin; with ``n_frames``: as many as
+        the local memory holds, at most ``n_frames`` rounded up to 1024 (few programs to
+        compile, a single tile whenever it fits)."""
         dev = self.dev
-        lag_tile = self.options.get("lag_tile") or (16384 if dev.kind == "cpu" else 4096)
-        lag_tile = int(min(lag_tile, (dev.local_mem - 1024) // 8))
+        lag_tile = self.options.get("lag_tile")
+        if lag_tile is None:
+            if n_frames:
+                lag_tile = min(-(-n_frames // 1024) * 1024, (dev.local_mem - 1024) // bin_bytes)
+            else:
+                lag_tile = 16384 if dev.kind == "cpu" else 4096
+        lag_tile = int(min(lag_tile, (dev.local_mem - 1024) // bin_bytes))
         if lag_tile < 1:
             raise ValueError(f"{dev.name} has too little local memory ({dev.local_mem} bytes)")
         return lag_tile
@@ -392,21 +416,28 @@ class OpenCLEventCorrelator(EventCorrelator):
             return now
         return t0
 
-    def _plan(self, events, pix_sub, is_float, n_frames):
-        """Kernel geometry and task size: (strategy, wg, lag_tile, n_tiles, task_pairs)."""
-        dev = self.dev
-        strategy, wg, lag_tile = self._geometry(is_float)
-        n_tiles = 1 if strategy == "global" else -(-n_frames // lag_tile)
+    def _task_pairs(self, total: int, strategy: str, lag_tile: int, n_tiles: int) -> int:
+        """Pairs (or fold slots) per task for ``total`` of them: option task_pairs, or about 8
+        tasks per compute unit (32 on GPUs), each at least 16 histograms long."""
         task_pairs = self.options.get("task_pairs")
-        if is_float:
-            task_pairs = None  # one task per sub-bin
-        elif task_pairs is None:
-            total = int(_pairs(numpy.diff(events.offsets)[pix_sub >= 0]).sum())
+        if task_pairs is None:
+            dev = self.dev
             target = 8 * dev.compute_units * (1 if dev.kind == "cpu" else 4)
-            task_pairs = max(total // max(1, target), 1)
-            if strategy == "local":  # amortise zeroing and flushing the histograms
+            task_pairs = max(int(total) // max(1, target), 1)
+            if strategy != "global":  # amortise zeroing and flushing the histograms
                 task_pairs = max(task_pairs, 16 * lag_tile * n_tiles)
-        return strategy, wg, lag_tile, n_tiles, task_pairs
+        return int(task_pairs)
+
+    def _plan(self, events, pix_sub, is_float, n_frames, geometry):
+        """Task size of the first-event walk: (n_tiles, task_pairs)."""
+        strategy, wg, lag_tile, hist32 = geometry
+        n_tiles = 1 if strategy == "global" else -(-n_frames // lag_tile)
+        if is_float:
+            return n_tiles, None  # one task per sub-bin
+        total = 0
+        if self.options.get("task_pairs") is None:
+            total = int(_pairs(numpy.diff(events.offsets)[pix_sub >= 0]).sum())
+        return n_tiles, self._task_pairs(total, strategy, lag_tile, n_tiles)
 
     def _run(self, events):
         """n2 (n_sub, n_frames) and frame sums (n_frames, n_sub) of ``events``."""
@@ -543,24 +574,32 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         dev, queue = self.dev, self.dev.queue
         n_sub = self.binning.n_sub
-        pix_sub = events.pixel_sub_bins(self.binning)
-        frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
-                      else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
-        strategy, wg, lag_tile, n_tiles, task_pairs = self._plan(events, pix_sub, is_float,
-                                                                 n_frames)
-        self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
-                                 n_tiles=n_tiles, n_chunks=n_chunks, n_tasks=0)
-        d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
-        if not is_float:
-            d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
+        geometry = self._geometry(is_float, events.values_dtype, n_frames)
+        strategy, wg, lag_tile, hist32 = geometry
         defines = {"VAL_T": CTYPES[events.values_dtype.name], "L": lag_tile, "WG": wg,
                    "SL": self._s2_lags()}
         if is_float:
             defines["ACC_FLOAT"] = 1
         if strategy == "global":
             defines["DIRECT"] = 1
+        if hist32:
+            defines["HIST32"] = 1
         if self._local_atomics() == 32:
             defines["LOCAL_ATOMICS_32"] = 1
+        self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
+                                 hist_bits=32 if hist32 else 64, n_chunks=n_chunks, n_tasks=0)
+        if strategy == "fold":
+            return self._fold_and_launch(events, n_frames, n_chunks, pix_edges, ready, slots,
+                                         ev_base, out, t, on_launched, defines, lag_tile)
+        pix_sub = events.pixel_sub_bins(self.binning)
+        frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
+                      else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
+        n_tiles, task_pairs = self._plan(events, pix_sub, is_float, n_frames, geometry)
+        self.last_profile["n_tiles"] = n_tiles
+        t = self._step("plan_s", t)
+        d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
+        if not is_float:
+            d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
         corr = get_kernel(dev, "events.cl", "event_corr", defines)
         sums = None if is_float else get_kernel(dev, "events.cl", "frame_sums", defines)
         sums_copied = None
@@ -610,12 +649,125 @@ class OpenCLEventCorrelator(EventCorrelator):
                 on_launched(c, pyopencl.enqueue_marker(queue, wait_for=waits or None))
             queue.flush()
         t = self._step("plan_kernels_s", t)
+        return self._finish(frame_sums, d_sums if sums is not None else None, sums_copied,
+                            d_n2, out, n_frames, defines, t)
+
+    def _binned_rows(self, events) -> numpy.ndarray:
+        """(n_binned,) int64 stack pixel (row of offsets) of each binned pixel, in binning order
+        (sub-bin after sub-bin). A stack of every pixel of the frame (pixel_index strictly
+        ascending inside it: 0 … n − 1) needs nothing computed: the binning's pixel indices."""
+        b = self.binning
+        b.check_frame_shape(events.frame_shape)
+        if events.n_pixels == events.frame_shape[0] * events.frame_shape[1]:
+            return b.pixel_index
+        rank = numpy.searchsorted(events.pixel_index, b.pixel_index)
+        found = rank < events.n_pixels
+        found[found] = events.pixel_index[rank[found]] == b.pixel_index[found]
+        if not found.all():
+            events.pixel_sub_bins(b)  # raises, naming a pixel the stack lacks
+        return rank
+
+    def _fold_and_launch(self, events, n_frames, n_chunks, pix_edges, ready, slots, ev_base,
+                         out, t, on_launched, defines, lag_tile):
+        """The "fold" strategy's part of :meth:`_plan_and_launch` (integer events): tasks
+        planned on the device (``fold_slots``, a prefix sum, ``fold_sub_slots``; one small
+        read), then ``event_corr_fold`` per chunk as its events arrive."""
+        import pyopencl
+
+        dev, queue = self.dev, self.dev.queue
+        b = self.binning
+        n_sub = b.n_sub
+        mf = pyopencl.mem_flags
+        rows = self._binned_rows(events)
+        n_binned = int(rows.size)
+
+        def upload(a):
+            # Small arrays (the offsets and rows: 8 bytes a pixel) on the kernels' queue.
+            a = numpy.ascontiguousarray(a, dtype=numpy.int64)
+            buf = pyopencl.Buffer(dev.context, mf.READ_ONLY, max(a.nbytes, 8))
+            if a.nbytes:
+                pyopencl.enqueue_copy(queue, buf, a, is_blocking=False)
+            return buf
+
+        d_offsets, d_rows, d_sub_first, d_pix_edges = (
+            upload(a) for a in (events.offsets, rows, b.sub_offsets, pix_edges))
+        n_all = n_chunks * n_binned
+        d_slots = device_buffer(dev, queue, 8 * n_all)
+        d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
+        if n_all:
+            get_kernel(dev, "events.cl", "fold_slots", defines)(
+                queue, (n_binned, n_chunks), None, d_offsets, d_rows, numpy.int64(n_binned),
+                d_pix_edges, d_slots)
+        if getattr(self, "_scan", None) is None or self._scan.dev is not dev:
+            from ..opencl.prefix_sum import DeviceScan
+
+            self._scan = DeviceScan(dev, "long")
+        self._scan(queue, d_slots, n_all, d_cum)
+        d_slots.release()
+        d_sub_slots = device_buffer(dev, queue, 8 * n_chunks * (n_sub + 1))
+        get_kernel(dev, "events.cl", "fold_sub_slots", defines)(
+            queue, (n_sub + 1, n_chunks), None, d_cum, numpy.int64(n_binned), d_sub_first,
+            numpy.int32(n_sub), d_sub_slots)
+        sub_slots = numpy.empty((n_chunks, n_sub + 1), dtype=numpy.int64)
+        pyopencl.enqueue_copy(queue, sub_slots, d_sub_slots)  # blocking: µs after the scan
+        per_sub = numpy.diff(sub_slots, axis=1)  # (n_chunks, n_sub) slots of each sub-bin
+        n_tiles = -(-n_frames // lag_tile)
+        task_slots = self._task_pairs(int(per_sub.sum()), "fold", lag_tile, n_tiles)
+        task_cum = numpy.zeros((n_chunks, n_sub + 1), dtype=numpy.int64)
+        numpy.cumsum(-(-per_sub // task_slots), axis=1, out=task_cum[:, 1:])
+        self.last_profile.update(n_tiles=n_tiles, task_pairs=task_slots,
+                                 n_tasks=int(task_cum[:, -1].sum()))
+        t = self._step("plan_s", t)
+
+        d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
+        frame_sums = numpy.zeros((n_frames, n_sub), dtype=numpy.int64)
+        d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
+        corr = get_kernel(dev, "events.cl", "event_corr_fold", defines)
+        wg = int(defines["WG"])
+        sums_copied = None
+        for c in range(n_chunks):
+            d_values, d_times = slots[c % len(slots)]
+            waits = []
+            for _ in range(2):  # this chunk's values and times are on the device
+                i, e = ready.get()
+                if i is None:
+                    raise e
+                if e is not None:
+                    waits.append(e)
+            n_c = int(task_cum[c, -1])
+            if n_c:
+                d_task_cum = upload(task_cum[c])
+                per_launch = max(1, (1 << 16) // n_tiles)
+                for task0 in range(0, n_c, per_launch):
+                    n_l = min(per_launch, n_c - task0)
+                    for t0 in range(n_tiles):
+                        corr(queue, (n_l * wg, 1), (wg, 1), d_values, d_times, d_offsets,
+                             numpy.int64(ev_base[c]), d_rows, d_cum, numpy.int64(c * n_binned),
+                             d_sub_first, d_task_cum, numpy.int64(task_slots),
+                             numpy.int32(task0), numpy.int32(t0), numpy.int32(n_frames),
+                             numpy.int32(n_sub), d_n2, d_sums, wait_for=waits or None)
+                        waits = None  # in-order queue: later launches follow this one
+            if on_launched is not None:
+                on_launched(c, pyopencl.enqueue_marker(queue, wait_for=waits or None))
+            queue.flush()
+        sums_copied = pyopencl.enqueue_copy(queue, frame_sums, d_sums, is_blocking=False)
+        t = self._step("plan_kernels_s", t)
+        return self._finish(frame_sums, d_sums, sums_copied, d_n2, out, n_frames, defines, t)
+
+    def _finish(self, frame_sums, d_sums, sums_copied, d_n2, out, n_frames, defines, t):
+        """s2 (when correlate() wants it) and the download of n2 once the kernels are queued;
+        returns (n2, frame sums)."""
+        import time
+
+        import pyopencl
+
+        queue = self.dev.queue
         if self._s2_wanted:
             if sums_copied is not None:
                 sums_copied.wait()
             ts = time.perf_counter()
             s2 = None
-            if sums is not None and self._s2_on_device():
+            if d_sums is not None and self._s2_on_device():
                 s2 = self._s2_device(frame_sums, d_sums, n_frames, defines)  # queued after n2
             if s2 is None:  # on the host, while the device works on n2
                 s2 = s2_rows(frame_sums, self.binning, numpy.arange(n_frames), self.s2_method)

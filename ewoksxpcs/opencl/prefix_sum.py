@@ -15,18 +15,24 @@ __all__ = ["DeviceScan"]
 
 
 class DeviceScan:
-    """Exclusive scan of int32 counts into int64 offsets, on one device.
+    """Exclusive scan of int32 (or int64) counts into int64 offsets, on one device.
 
     Parameters
     ----------
     dev : OpenCLDevice
+    count_type : {"int", "long"}
+        OpenCL type of the counts: int32 or int64.
     """
 
-    def __init__(self, dev: OpenCLDevice):
+    def __init__(self, dev: OpenCLDevice, count_type: str = "int"):
+        if count_type not in ("int", "long"):
+            raise ValueError(f"count_type must be 'int' or 'long', got {count_type!r}")
         self.dev = dev
         self.wg = power_of_two_work_group(dev, gpu=256, cpu=16)
         self.items = 16
         defines = {"WG": self.wg, "ITEMS": self.items}
+        if count_type == "long":
+            defines["COUNT_T"] = "long"
         self._partials = get_kernel(dev, "scan.cl", "scan_partials", defines)
         self._apply = get_kernel(dev, "scan.cl", "scan_apply", defines)
         self._cap = 0
@@ -40,7 +46,7 @@ class DeviceScan:
         queue : pyopencl.CommandQueue
             In-order queue; the call waits for the group totals (one small read).
         d_counts : pyopencl.Buffer
-            (n,) int32, non-negative.
+            (n,) int32 (int64 for ``count_type="long"``), non-negative.
         n : int
         d_offsets : pyopencl.Buffer
             (n + 1,) int64, written.
