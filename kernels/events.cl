@@ -213,7 +213,7 @@ void frame_sums(__global const VAL_T *values,
 #endif
 }
 
-#ifndef ACC_FLOAT
+#if !defined(ACC_FLOAT) && !defined(DIRECT)
 // ---------------------------------------------------------------------------------------------
 // Pair-balanced variant ("fold"; host side: _plan_fold in opencl_events.py). A binned pixel of n
 // events has n·(⌊n/2⌋ + 1) *slots*; slot r = d·n + i (0 ≤ i < n, 0 ≤ d ≤ ⌊n/2⌋) is the pair of
@@ -332,7 +332,7 @@ __kernel void fold_sub_slots(__global const long *cum,
     if (k > n_sub) return;
     out[c * (n_sub + 1) + k] = cum[c * n_binned + sub_first[k]];
 }
-#endif  // ACC_FLOAT
+#endif  // !ACC_FLOAT && !DIRECT
 
 // ---------------------------------------------------------------------------------------------
 // The denominator's autocorrelations on the device (integer events; host side: _s2_device in

@@ -352,6 +352,15 @@ class OpenCLEventCorrelator(EventCorrelator):
             n = min(8, -(-nbytes // (256 * 1024**2)))
         return int(max(1, min(n, events.n_pixels)))
 
+    def _chunk_edges(self, events, is_float: bool) -> numpy.ndarray:
+        """(n_chunks + 1,) int64 first pixel of each upload chunk (:meth:`_n_chunks` chunks of
+        about equal event counts)."""
+        n_chunks = self._n_chunks(events, is_float)
+        pix_edges = numpy.searchsorted(
+            events.offsets, numpy.linspace(0, events.n_events, n_chunks + 1).astype(numpy.int64))
+        pix_edges[0], pix_edges[-1] = 0, events.n_pixels
+        return pix_edges
+
     def _s2_lags(self) -> int:
         """Lags per work-group of the device s2 kernel."""
         return int(min(128, self.dev.max_work_group_size))
@@ -498,10 +507,7 @@ class OpenCLEventCorrelator(EventCorrelator):
                 edges.append(min(events.n_pixels, max(q, edges[-1] + 1)))
             pix_edges = numpy.asarray(edges, dtype=numpy.int64)
         else:
-            n_chunks = self._n_chunks(events, is_float)
-            pix_edges = numpy.searchsorted(
-                offsets, numpy.linspace(0, events.n_events, n_chunks + 1).astype(numpy.int64))
-            pix_edges[0], pix_edges[-1] = 0, events.n_pixels
+            pix_edges = self._chunk_edges(events, is_float)
         n_chunks = int(pix_edges.size - 1)
         ev_edges = offsets[pix_edges]
         if resident is not None:  # compacted on this device: the events are already there
@@ -528,6 +534,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         def upload_big():
             try:
+                t_up = time.perf_counter()
                 uq = pyopencl.CommandQueue(ctx)
                 for c in range(n_chunks):
                     if bounded and c >= len(slots):  # the slot's last chunk must be done
@@ -541,6 +548,8 @@ class OpenCLEventCorrelator(EventCorrelator):
                     upload_pinned(dev, uq, [(dv, events.values[e0:e1], base * (ev_bytes - 4)),
                                             (dt, events.times[e0:e1], base * 4)],
                                   on_item=lambda i, e, c=c: ready.put((2 * c + i, e)))
+                # Host-side time of the whole upload (it returns when the copies are complete).
+                self.last_profile["upload_s"] = time.perf_counter() - t_up
             except BaseException as e:  # re-raised in the caller's thread
                 ready.put((None, e))
 
