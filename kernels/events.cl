@@ -262,7 +262,7 @@ void event_corr_fold(__global const VAL_T *values,
     int s = s_lo;
     long c0 = 0, c1 = q_lo;  // slots of the current pixel: c0 … c1 − 1 (none yet)
     long e0 = 0;
-    uint n = 1;
+    uint n = 1, d = 0, i = 0, step_d = 0, step_i = 0;
     for (long q = q_lo + lid; q < q_hi; q += WG) {
         if (q >= c1) {  // the next pixel holding slot q (pixels without events have no slot)
             s = segment_of(cum, s, s_hi, q);
@@ -271,16 +271,24 @@ void event_corr_fold(__global const VAL_T *values,
             const long p = rows[s];
             e0 = offsets[p] - ev_base;
             n = (uint)(offsets[p + 1] - offsets[p]);
-        }
-        const ulong r = (ulong)(q - c0);
-        uint d, i;
-        if ((r >> 32) == 0) {
-            d = (uint)r / n;
-            i = (uint)r - d * n;
+            const ulong r = (ulong)(q - c0);
+            if ((r >> 32) == 0) {
+                d = (uint)r / n;
+                i = (uint)r - d * n;
+            } else {
+                const ulong dd = r / n;
+                d = (uint)dd;
+                i = (uint)(r - dd * n);
+            }
+            step_d = (uint)WG / n;  // slot q + WG of the same pixel: no division per slot
+            step_i = (uint)WG - step_d * n;
         } else {
-            const ulong dd = r / n;
-            d = (uint)dd;
-            i = (uint)(r - dd * n);
+            i += step_i;
+            d += step_d;
+            if (i >= n) {
+                i -= n;
+                d++;
+            }
         }
         uint j = i + d;
         if (j >= n) {

@@ -342,14 +342,16 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _n_chunks(self, events, is_float: bool) -> int:
         """Pixel chunks whose kernels start as soon as their events are uploaded (option
-        upload_chunks; default one per ~256 MiB of events, at most 8). float32 events: one
-        (a single writer per n2 element)."""
+        upload_chunks; default one per ~256 MiB of events, ~64 MiB for "fold", whose planning
+        of a chunk is on the device, at most 8). float32 events: one (a single writer per n2
+        element)."""
         if is_float:
             return 1
         n = self.options.get("upload_chunks")
         if n is None:
             nbytes = events.n_events * (events.values_dtype.itemsize + 4)
-            n = min(8, -(-nbytes // (256 * 1024**2)))
+            fold = self._geometry(False, events.values_dtype)[0] == "fold"
+            n = min(8, -(-nbytes // ((64 if fold else 256) * 1024**2)))
         return int(max(1, min(n, events.n_pixels)))
 
     def _chunk_edges(self, events, is_float: bool) -> numpy.ndarray:
