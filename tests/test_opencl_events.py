@@ -10,7 +10,7 @@ from conftest import require_opencl
 
 from ewoksxpcs import Binning, EventStack, compact, correlate, create_correlator
 from ewoksxpcs.engine.autocorr import autocorrelate
-from ewoksxpcs.correlators.opencl_events import plan_tasks
+from ewoksxpcs.correlators.opencl_events import STRATEGIES, plan_tasks
 from ewoksxpcs.opencl.device import OpenCLUnavailableError
 
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
@@ -24,7 +24,16 @@ SPLITS = [
     {"strategy": "local", "lag_tile": 64, "task_pairs": 200, "work_group": 8, "s2_device": False},
     {"strategy": "global", "task_pairs": 50, "work_group": 4, "s2_device": True},
     {"upload_chunks": 3, "task_pairs": 30},  # kernels of each pixel chunk start on its upload
+    # Pair-striding "fold" (tasks planned on the device), 32-bit histograms for ≤ 16-bit values:
+    # defaults, several lag tiles and work-groups of 8, and tiny tasks over chunks.
+    {"strategy": "fold", "s2_device": True},
+    {"strategy": "fold", "lag_tile": 16, "work_group": 8, "task_pairs": 37, "s2_device": False},
+    {"strategy": "fold", "upload_chunks": 3, "task_pairs": 5, "work_group": 4},
+    {"strategy": "local32", "lag_tile": 16, "task_pairs": 20, "work_group": 8},
 ]
+
+#: Every kernel variant, at its defaults and with work-groups sharing the histograms.
+VARIANTS = [dict(strategy=s, work_group=w) for s in STRATEGIES for w in (1, 8)]
 
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
@@ -62,14 +71,15 @@ def test_equals_reference(device, rng, dtype, n_frames):
     check_equal(correlate(frames, q, method="opencl-events", device=device), ref, dtype)
 
 
-def test_heavy_pixel(device, rng):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_heavy_pixel(device, rng, strategy):
     """One pixel lit in every frame among sparse ones: its pairs are split over many tasks."""
     nt = 3000
     frames = (rng.random((nt, 4, 5)) < 0.02).astype(numpy.uint16)
     frames[:, 1, 2] = rng.integers(1, 50, nt)
     q = numpy.ones((4, 5), dtype=numpy.int32)
     res = correlate(frames, q, method="opencl-events", device=device, task_pairs=10_000,
-                    lag_tile=512, n_groups=1)
+                    lag_tile=512, n_groups=1, strategy=strategy)
     expected = autocorrelate(frames.reshape(nt, -1).T.astype(numpy.int64), method="fft").sum(0)
     assert numpy.array_equal(res.n2[0], expected)
 
@@ -84,6 +94,61 @@ def test_large_counts_exact(device, rng):
     expected = autocorrelate(frames.reshape(nt, 3).T.astype(numpy.int64), method="fft").sum(0)
     assert res.n2.max() > 2**32
     assert numpy.array_equal(res.n2.sum(axis=0), expected)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32"])
+def test_variants_32bit_histograms_wrap_exactly(device, dtype):
+    """Counts at the type's largest value on most pixels of 4 frames, one task: a lag bin of
+    its 32-bit local histogram ("fold", "local32" with values of at most 16 bits) passes 2^32,
+    many times over for 16 bits, each wrap carried into n2 at once; 32-bit values take 64-bit
+    histograms. Every variant equals the reference exactly, on one work-item and on groups
+    sharing a histogram."""
+    rng = numpy.random.default_rng(7)
+    hi = min(int(numpy.iinfo(dtype).max), 2**20)
+    side = 160 if hi < 256 else 12  # 8 bits: 2^32 / 255² pairs to wrap
+    frames = (rng.random((4, side, side)) < 0.9) * hi
+    frames[:, 0, :7] = [0, 1, 2, 3, 1, 0, 5]  # small values beside
+    frames = frames.astype(dtype)
+    q = numpy.ones((side, side), dtype=numpy.int32)
+    ref = correlate(frames, q, method="reference", n_groups=1)
+    assert ref.sums.n2.max() > 2**32  # beyond a 32-bit bin
+    events = compact(frames)
+    for options in VARIANTS:
+        c = create_correlator(q, method="opencl-events", device=device, n_groups=1,
+                              task_pairs=10**9, **options)
+        check_equal(c.correlate(events), ref, dtype)
+        wide = numpy.dtype(dtype).itemsize > 2 or options["strategy"] in ("local", "global")
+        assert c.last_profile["hist_bits"] == (64 if wide else 32)
+        assert c.last_profile["strategy"] == options["strategy"]
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: f"{o['strategy']}-wg{o['work_group']}")
+def test_variants_equal_reference(device, rng, options):
+    """Each variant equals the reference exactly on sparse frames of several bins, lag tiles
+    of 16 (several tiles) and the defaults, events from the host and resident on the device."""
+    from ewoksxpcs.opencl.compact import compact_opencl
+
+    frames = sparse_frames(rng, "uint8", (140, 9, 11), rate=0.4)
+    q = qmask_of((9, 11))
+    ref = correlate(frames, q, method="reference")
+    host, resident = compact(frames), compact_opencl(frames, device=device)
+    for extra in ({}, {"lag_tile": 16, "task_pairs": 40}):
+        c = create_correlator(q, method="opencl-events", device=device, **options, **extra)
+        check_equal(c.correlate(host), ref, "uint8")
+        check_equal(c.correlate(resident), ref, "uint8")
+
+
+def test_gpu_default_is_fold_cpu_default_local():
+    """The default kernel variant per device kind (the fold on GPUs until measured otherwise)."""
+    from ewoksxpcs.correlators.opencl_events import OpenCLEventCorrelator
+
+    for kind, expected in (("cpu", "local"), ("gpu", "fold")):
+        try:
+            c = OpenCLEventCorrelator(numpy.ones((2, 2), dtype=numpy.int32), device=kind)
+        except OpenCLUnavailableError:
+            continue
+        assert c._geometry(False, numpy.dtype("uint8"), 100)[0] == expected
+        assert c._geometry(True, numpy.dtype("float32"), 100)[0] == "local"
 
 
 def test_all_zero_and_empty_pixels(device):
@@ -135,7 +200,9 @@ def test_rebinned_events_and_bad_pixels(device, rng):
     events = compact(frames, bad_pixels=bad)
     b = Binning(qmask_of((6, 7)), bad_pixels=bad, n_groups=4)
     ref = correlate(frames, b, method="reference")
-    check_equal(correlate(events, b, method="opencl-events", device=device), ref, "uint16")
+    for strategy in STRATEGIES:  # "fold" finds the binned pixels among the kept ones
+        check_equal(correlate(events, b, method="opencl-events", device=device,
+                              strategy=strategy), ref, "uint16")
     with pytest.raises(ValueError, match="does not hold"):
         correlate(events, qmask_of((6, 7)), method="opencl-events", device=device)
 
@@ -176,7 +243,7 @@ def test_errors(rng):
         correlate(frames, q, method="opencl-events", device="7:7")
     with pytest.raises(ValueError, match="lag_tile must be an integer >= 1"):
         create_correlator(q, method="opencl-events", device="cpu", lag_tile=0)
-    with pytest.raises(ValueError, match="strategy must be 'local' or 'global'"):
+    with pytest.raises(ValueError, match="strategy must be one of fold, local32, local, global"):
         create_correlator(q, method="opencl-events", device="cpu", strategy="fast")
 
 
@@ -267,17 +334,20 @@ def test_events_beyond_the_memory_budget(device, rng, dtype):
     n2_bytes = n_sub * 300 * 8
     ev_bytes = events.values.itemsize + 4
     budget = 4 * n2_bytes + 2**20 + 2 * ev_bytes * (events.n_events // 5)  # ~5 runs
-    bounded = create_correlator(q, method="opencl-events", device=device,
-                                max_device_memory=budget, task_pairs=50)
     whole = create_correlator(q, method="opencl-events", device=device)
-    a, b = bounded.correlate(events), whole.correlate(events)
-    assert bounded.last_profile["n_chunks"] >= 5
-    if dtype == "float32":
-        numpy.testing.assert_allclose(a.n2, b.n2, rtol=1e-12)
-    else:
-        assert numpy.array_equal(a.n2, b.n2)
-    assert numpy.array_equal(a.frame_sums, b.frame_sums)
-    check_equal(a, correlate(frames, q, method="reference"), dtype)
+    b = whole.correlate(events)
+    ref = correlate(frames, q, method="reference")
+    for strategy in ("local", "fold"):
+        bounded = create_correlator(q, method="opencl-events", device=device,
+                                    max_device_memory=budget, task_pairs=50, strategy=strategy)
+        a = bounded.correlate(events)
+        assert bounded.last_profile["n_chunks"] >= 5
+        if dtype == "float32":
+            numpy.testing.assert_allclose(a.n2, b.n2, rtol=1e-12)
+        else:
+            assert numpy.array_equal(a.n2, b.n2)
+        assert numpy.array_equal(a.frame_sums, b.frame_sums)
+        check_equal(a, ref, dtype)
 
 
 def test_pixel_beyond_the_memory_budget_is_a_clear_error(device, rng):

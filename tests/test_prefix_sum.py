@@ -16,14 +16,18 @@ def device(request):
     return get_device(request.param)
 
 
+@pytest.mark.parametrize("count_type", ["int", "long"])
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 255, 4097, 70001])
-def test_scan_equals_cumsum(device, rng, n):
+def test_scan_equals_cumsum(device, rng, n, count_type):
     import pyopencl
 
-    counts = rng.integers(0, 2**31 - 1, n).astype(numpy.int32)  # totals beyond 2^32
-    scan = DeviceScan(device)
+    if count_type == "int":
+        counts = rng.integers(0, 2**31 - 1, n).astype(numpy.int32)  # totals beyond 2^32
+    else:
+        counts = rng.integers(0, 2**40, n).astype(numpy.int64)  # counts beyond 2^32
+    scan = DeviceScan(device, count_type)
     q = device.queue
-    d_counts = device_buffer(device, q, 4 * n)
+    d_counts = device_buffer(device, q, counts.itemsize * n)
     if n:
         pyopencl.enqueue_copy(q, d_counts, counts)
     d_off = device_buffer(device, q, 8 * (n + 1))
@@ -49,3 +53,8 @@ def test_scan_reuses_scratch_for_smaller_and_larger_inputs(device, rng):
         off = numpy.empty(n + 1, numpy.int64)
         pyopencl.enqueue_copy(q, off, d_off)
         assert off[-1] == counts.sum() and (numpy.diff(off) == counts).all()
+
+
+def test_scan_count_type_checked(device):
+    with pytest.raises(ValueError, match="count_type"):
+        DeviceScan(device, "short")
