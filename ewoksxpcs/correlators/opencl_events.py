@@ -14,6 +14,15 @@ On GPUs a work-group of ``WG`` work-items shares the histogram through local ato
 work-group is one work-item and adds without atomics. The per-frame sub-bin sums are taken with
 the same tasks (integer events; float32 ones are summed on the host in a fixed order).
 
+Variants (option ``strategy``): "local" walks from every first event (above, 64-bit histograms,
+tiles of 4096 lags on GPUs); "local32" the same walk with 32-bit histograms (values of at most 16
+bits; a wrap carries 2³² into n2 at once, exact), one tile of up to ~12 000 lags in 48 KB, so no
+binary searches; "fold" (the GPU default) strides the event *pairs* (``event_corr_fold``): the
+pixels are taken in the binning's order, their pair counts summed on the device by a prefix sum,
+and a task is a run of pairs of one sub-bin — no host pass over pixels or events, and a pixel of
+many events is shared by all the work-items of a group; "global" adds every product to n2 with a
+64-bit global atomic.
+
 Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to the device in
 pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
 of their own); each chunk's tasks are planned and launched as soon as its events are there, so
@@ -463,18 +472,18 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_frames = events.n_frames
         is_float = events.values_dtype.kind == "f"
         acc = numpy.float64 if is_float else numpy.int64
-        out = numpy.zeros((n_sub, n_frames), dtype=acc)
         if is_float and not dev.has_fp64:
             raise ValueError(f"float32 events need double precision; {dev.name} has no cl_khr_fp64")
         if n_frames == 0 or events.n_events == 0:
             events.pixel_sub_bins(self.binning)  # validates the binning against the stack
-            return out, (events.frame_sums_for(self.binning) if is_float else
+            return numpy.zeros((n_sub, n_frames), dtype=acc), (events.frame_sums_for(self.binning) if is_float else
                          numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
         if n_frames >= 2**31 or events.n_pixels >= 2**31:
             raise ValueError(f"too many frames or pixels for the OpenCL event kernel: "
                              f"{n_frames} frames, {events.n_pixels} pixels")
         ctx, queue = dev.context, dev.queue
         mf = pyopencl.mem_flags
+        out = numpy.empty((n_sub, n_frames), dtype=acc)  # the whole n2 is downloaded into it
 
         def upload(a):
             # Small arrays: non-blocking pageable copies on the kernels' queue.
