@@ -225,6 +225,30 @@ void frame_sums(__global const VAL_T *values,
 // the device (fold_slots, then a prefix sum); a task is a run of task_slots slots of one sub-bin.
 // Every event is slot d = 0 of its pixel once: the frame sums are taken there (first lag tile).
 // Launch: global (n_tasks * WG, n_tiles), local (WG, 1), for tasks task0 … task0 + n − 1.
+
+// Sub-bin of a task of the device plan, its slots q_lo … q_hi − 1 and pixels s_lo … s_hi.
+inline int plan_task(__global const long *task_cum, __global const long *sub_first,
+                     __global const long *cum, const int task, const long task_slots,
+                     const int n_sub, int *s_lo, int *s_hi, long *q_lo, long *q_hi)
+{
+    const int k = segment_of(task_cum, 0, n_sub - 1, task);
+    *s_lo = (int)sub_first[k];
+    *s_hi = (int)sub_first[k + 1] - 1;
+    *q_lo = cum[*s_lo] + (task - task_cum[k]) * task_slots;
+    *q_hi = min(*q_lo + task_slots, cum[*s_hi + 1]);
+    return k;
+}
+
+// Adds a work-group's histogram of lags tau0 … tau0 + len − 1 into n2 (out = its row at tau0).
+inline void flush_hist(__local hist_t *hist, __global acc_t *out, const uint len, const int lid)
+{
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint x = lid; x < len; x += WG) {
+        const acc_t v = hist[x];
+        if (v != 0) atomic_add_u64_global((volatile __global ulong *)(out + x), v);
+    }
+}
+
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void event_corr_fold(__global const VAL_T *values,
                      __global const uint *times,
@@ -243,9 +267,12 @@ void event_corr_fold(__global const VAL_T *values,
                      __global acc_t *n2,             // (n_sub, n_frames)
                      __global ulong *sums)           // (n_frames, n_sub)
 {
-    const int task = task0 + get_group_id(0);
     const int lid = get_local_id(0);
-    const int k = segment_of(task_cum, 0, n_sub - 1, task);
+    __global const long *cum = slot_cum + slot_base;
+    int s_lo, s_hi;
+    long q_lo, q_hi;
+    const int k = plan_task(task_cum, sub_first, cum, task0 + get_group_id(0), task_slots, n_sub,
+                            &s_lo, &s_hi, &q_lo, &q_hi);
     const uint tile = (uint)(tile0 + get_group_id(1));
     const uint tau0 = tile * (uint)L;
     const uint tau1 = min(tau0 + (uint)L, (uint)n_frames);
@@ -253,12 +280,6 @@ void event_corr_fold(__global const VAL_T *values,
     for (int x = lid; x < L; x += WG) hist[x] = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     __global acc_t *out = n2 + (long)k * n_frames + tau0;
-
-    __global const long *cum = slot_cum + slot_base;
-    const int s_lo = (int)sub_first[k];
-    const int s_hi = (int)sub_first[k + 1] - 1;
-    const long q_lo = cum[s_lo] + (task - task_cum[k]) * task_slots;
-    const long q_hi = min(q_lo + task_slots, cum[s_hi + 1]);
     int s = s_lo;
     long c0 = 0, c1 = q_lo;  // slots of the current pixel: c0 … c1 − 1 (none yet)
     long e0 = 0;
@@ -304,11 +325,95 @@ void event_corr_fold(__global const VAL_T *values,
             atomic_add_u64_global((volatile __global ulong *)(sums + (long)ta * n_sub + k),
                                   (ulong)(long)values[a]);
     }
+    flush_hist(hist, out, tau1 - tau0, lid);
+}
+
+// First row (first event, counted as in row_cum) of pixels s_lo … s_hi whose first slot is at or
+// after slot q: row i of a pixel of n events starts at slot i·(⌊n/2⌋ + 1) in "rows" order.
+inline long row_at(__global const long *cum, __global const long *rcum,
+                   __global const long *offsets, __global const long *rows,
+                   const int s_lo, const int s_hi, const long q)
+{
+    const int s = segment_of(cum, s_lo, s_hi, q);
+    const long p = rows[s];
+    const long n = offsets[p + 1] - offsets[p];
+    const long w = n / 2 + 1;
+    return rcum[s] + min((q - cum[s] + w - 1) / w, n);
+}
+
+// "rows": the folded pairs again, a work-item per *row*: event i of a pixel of n events pairs
+// with events (i + d) mod n for d = 0 … ⌊n/2⌋ (without d = n/2 wrapped when n is even), the same
+// count for every event of the pixel, so the work-items of a warp (consecutive events) loop the
+// same number of times; per pair the loop of the first-event walk (two loads, one add). A task
+// is a run of rows whose first slots lie in its slot range (slots counted as for "fold", the
+// balance of pairs); rows are counted by a second prefix sum (row_cum).
+// Launch: global (n_tasks * WG, n_tiles), local (WG, 1), for tasks task0 … task0 + n − 1.
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void event_corr_rows(__global const VAL_T *values,
+                     __global const uint *times,
+                     __global const long *offsets,
+                     const long ev_base,
+                     __global const long *rows,
+                     __global const long *slot_cum,
+                     __global const long *row_cum,   // running event counts, as slot_cum
+                     const long slot_base,
+                     __global const long *sub_first,
+                     __global const long *task_cum,
+                     const long task_slots,
+                     const int task0,
+                     const int tile0,
+                     const int n_frames,
+                     const int n_sub,
+                     __global acc_t *n2,
+                     __global ulong *sums)
+{
+    const int lid = get_local_id(0);
+    __global const long *cum = slot_cum + slot_base;
+    __global const long *rcum = row_cum + slot_base;
+    int s_lo, s_hi;
+    long q_lo, q_hi;
+    const int k = plan_task(task_cum, sub_first, cum, task0 + get_group_id(0), task_slots, n_sub,
+                            &s_lo, &s_hi, &q_lo, &q_hi);
+    const uint tile = (uint)(tile0 + get_group_id(1));
+    const uint tau0 = tile * (uint)L;
+    const uint tau1 = min(tau0 + (uint)L, (uint)n_frames);
+    __local hist_t hist[L];
+    for (int x = lid; x < L; x += WG) hist[x] = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint x = lid; x < tau1 - tau0; x += WG) {
-        const acc_t v = hist[x];
-        if (v != 0) atomic_add_u64_global((volatile __global ulong *)(out + x), v);
+    __global acc_t *out = n2 + (long)k * n_frames + tau0;
+    const long f_lo = row_at(cum, rcum, offsets, rows, s_lo, s_hi, q_lo);
+    const long f_hi = row_at(cum, rcum, offsets, rows, s_lo, s_hi, q_hi);
+    int s = s_lo;
+    long r0 = 0, r1 = f_lo, e0 = 0;
+    uint n = 1;
+    for (long f = f_lo + lid; f < f_hi; f += WG) {
+        if (f >= r1) {  // the pixel holding row f
+            s = segment_of(rcum, s, s_hi, f);
+            r0 = rcum[s];
+            r1 = rcum[s + 1];
+            const long p = rows[s];
+            e0 = offsets[p] - ev_base;
+            n = (uint)(offsets[p + 1] - offsets[p]);
+        }
+        const uint i = (uint)(f - r0);
+        const uint h = n / 2;
+        // Distances 0 … h; n even: distance h wraps for i ≥ h (taken by row i − h unwrapped).
+        const uint count = ((n & 1) == 0 && i >= h) ? h : h + 1;
+        const uint ta = times[e0 + i];
+        const VAL_T va = values[e0 + i];
+        if (tile == 0)
+            atomic_add_u64_global((volatile __global ulong *)(sums + (long)ta * n_sub + k),
+                                  (ulong)(long)va);
+        for (uint d = 0; d < count; d++) {
+            uint j = i + d;
+            const bool wrapped = j >= n;
+            if (wrapped) j -= n;
+            const uint tb = times[e0 + j];
+            const uint x = (wrapped ? ta - tb : tb - ta) - tau0;  // wraps past L below the tile
+            if (x < tau1 - tau0) LAG_ADD(x, PROD(va, values[e0 + j]));
+        }
     }
+    flush_hist(hist, out, tau1 - tau0, lid);
 }
 
 // Slots of the binned pixels of each chunk (pixels p0 ≤ p < p1 of the stack; none elsewhere),
@@ -317,7 +422,8 @@ __kernel void fold_slots(__global const long *offsets,
                          __global const long *rows,
                          const long n_binned,
                          __global const long *pix_edges,  // (n_chunks + 1,)
-                         __global long *slots)
+                         __global long *slots,
+                         __global long *counts)           // events ("rows"), same layout
 {
     const long s = get_global_id(0);
     const int c = get_global_id(1);
@@ -325,6 +431,7 @@ __kernel void fold_slots(__global const long *offsets,
     const long p = rows[s];
     const long n = (p >= pix_edges[c] && p < pix_edges[c + 1]) ? offsets[p + 1] - offsets[p] : 0;
     slots[c * n_binned + s] = n * (n / 2 + 1);
+    counts[c * n_binned + s] = n;
 }
 
 // The running slot counts at the sub-bins' first pixels: out[c][k] = cum[c · n_binned +

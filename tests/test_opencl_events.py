@@ -30,6 +30,7 @@ SPLITS = [
     {"strategy": "fold", "lag_tile": 16, "work_group": 8, "task_pairs": 37, "s2_device": False},
     {"strategy": "fold", "upload_chunks": 3, "task_pairs": 5, "work_group": 4},
     {"strategy": "local32", "lag_tile": 16, "task_pairs": 20, "work_group": 8},
+    {"strategy": "rows", "lag_tile": 16, "task_pairs": 3, "work_group": 8, "upload_chunks": 2},
 ]
 
 #: Every kernel variant, at its defaults and with work-groups sharing the histograms.

@@ -60,7 +60,7 @@ __all__ = ["OpenCLEventCorrelator", "compact_opencl", "plan_tasks", "STRATEGIES"
 logger = logging.getLogger(__name__)
 
 #: Kernel variants of the option ``strategy`` (see :class:`OpenCLEventCorrelator`).
-STRATEGIES = ("fold", "local32", "local", "global")
+STRATEGIES = ("fold", "rows", "local32", "local", "global")
 
 
 def _pairs(n):
@@ -153,12 +153,14 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     Options
     -------
-    strategy : {"fold", "local32", "local", "global"}
+    strategy : {"fold", "rows", "local32", "local", "global"}
         "fold" (default on GPUs): work-items stride the event *pairs* of a sub-bin's pixels
         (``event_corr_fold``), so a pixel of many events is shared by the whole group; the
         segments and tasks are planned on the device (a prefix sum of each pixel's pairs), no
-        host pass over the pixels. "local32": the first-event walk of "local" with 32-bit local
-        histograms (one tile of up to ~12 000 lags in 48 KB). Both keep 32-bit histograms for
+        host pass over the pixels. "rows": the same pairs and device plan, a work-item per event
+        looping over its ⌊n/2⌋ + 1 partners of the fold (the same count for every event of a
+        pixel). "local32": the first-event walk of "local" with 32-bit local histograms (one
+        tile of up to ~12 000 lags in 48 KB). Both keep 32-bit histograms for
         values of at most 16 bits (exact: a wrap carries 2³² into n2 at once) and 64-bit ones
         otherwise. "local" (default on CPUs): first-event walk, 64-bit local histograms of
         ``lag_tile`` lags; "global": every product added to n2 with a global 64-bit atomic, one
@@ -166,7 +168,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         per group.
     lag_tile : int
         Lags per local-memory histogram (default: "local" 4096 on GPUs, 16384 on CPUs;
-        "fold"/"local32" as many as the local memory holds, at most the frame count rounded up
+        "fold"/"rows"/"local32" as many as the local memory holds, at most the frame count rounded up
         to 1024; bounded by the device's local memory).
     work_group : int
         Work-items per work-group (default 256 on GPUs, 1 on CPUs; float32 events use 1).
@@ -296,7 +298,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             strategy = "local"  # 64-bit global atomics would be emulated
         wg = self.options.get("work_group") or (1 if dev.kind == "cpu" else 256)
         wg = int(min(wg, dev.max_work_group_size))
-        if strategy in ("fold", "local32"):
+        if strategy in ("fold", "rows", "local32"):
             # Every product of values of at most 16 bits fits 32 bits.
             hist32 = values_dtype is not None and numpy.dtype(values_dtype).itemsize <= 2
             return strategy, wg, self._lag_tile(4 if hist32 else 8, n_frames), hist32
@@ -359,7 +361,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         n = self.options.get("upload_chunks")
         if n is None:
             nbytes = events.n_events * (events.values_dtype.itemsize + 4)
-            fold = self._geometry(False, events.values_dtype)[0] == "fold"
+            fold = self._geometry(False, events.values_dtype)[0] in ("fold", "rows")
             n = min(8, -(-nbytes // ((64 if fold else 256) * 1024**2)))
         return int(max(1, min(n, events.n_pixels)))
 
@@ -608,9 +610,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             defines["LOCAL_ATOMICS_32"] = 1
         self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
                                  hist_bits=32 if hist32 else 64, n_chunks=n_chunks, n_tasks=0)
-        if strategy == "fold":
-            return self._fold_and_launch(events, n_frames, n_chunks, pix_edges, ready, slots,
-                                         ev_base, out, t, on_launched, defines, lag_tile)
+        if strategy in ("fold", "rows"):
+            return self._fold_and_launch(strategy, events, n_frames, n_chunks, pix_edges, ready,
+                                         slots, ev_base, out, t, on_launched, defines, lag_tile)
         pix_sub = events.pixel_sub_bins(self.binning)
         frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
                       else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
@@ -687,11 +689,12 @@ class OpenCLEventCorrelator(EventCorrelator):
             events.pixel_sub_bins(b)  # raises, naming a pixel the stack lacks
         return rank
 
-    def _fold_and_launch(self, events, n_frames, n_chunks, pix_edges, ready, slots, ev_base,
-                         out, t, on_launched, defines, lag_tile):
-        """The "fold" strategy's part of :meth:`_plan_and_launch` (integer events): tasks
-        planned on the device (``fold_slots``, a prefix sum, ``fold_sub_slots``; one small
-        read), then ``event_corr_fold`` per chunk as its events arrive."""
+    def _fold_and_launch(self, strategy, events, n_frames, n_chunks, pix_edges, ready, slots,
+                         ev_base, out, t, on_launched, defines, lag_tile):
+        """The "fold" and "rows" strategies' part of :meth:`_plan_and_launch` (integer events):
+        tasks planned on the device (``fold_slots``, prefix sums, ``fold_sub_slots``; one small
+        read), then ``event_corr_fold`` or ``event_corr_rows`` per chunk as its events
+        arrive."""
         import pyopencl
 
         dev, queue = self.dev, self.dev.queue
@@ -712,18 +715,23 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_offsets, d_rows, d_sub_first, d_pix_edges = (
             upload(a) for a in (events.offsets, rows, b.sub_offsets, pix_edges))
         n_all = n_chunks * n_binned
-        d_slots = device_buffer(dev, queue, 8 * n_all)
+        d_slots, d_counts = (device_buffer(dev, queue, 8 * n_all) for _ in range(2))
         d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
         if n_all:
             get_kernel(dev, "events.cl", "fold_slots", defines)(
                 queue, (n_binned, n_chunks), None, d_offsets, d_rows, numpy.int64(n_binned),
-                d_pix_edges, d_slots)
+                d_pix_edges, d_slots, d_counts)
         if getattr(self, "_scan", None) is None or self._scan.dev is not dev:
             from ..opencl.prefix_sum import DeviceScan
 
             self._scan = DeviceScan(dev, "long")
         self._scan(queue, d_slots, n_all, d_cum)
         d_slots.release()
+        by_rows = strategy == "rows"
+        if by_rows:  # rows of the tasks: running event counts as well
+            d_rcum = device_buffer(dev, queue, 8 * (n_all + 1))
+            self._scan(queue, d_counts, n_all, d_rcum)
+        d_counts.release()
         d_sub_slots = device_buffer(dev, queue, 8 * n_chunks * (n_sub + 1))
         get_kernel(dev, "events.cl", "fold_sub_slots", defines)(
             queue, (n_sub + 1, n_chunks), None, d_cum, numpy.int64(n_binned), d_sub_first,
@@ -742,7 +750,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
         frame_sums = numpy.zeros((n_frames, n_sub), dtype=numpy.int64)
         d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
-        corr = get_kernel(dev, "events.cl", "event_corr_fold", defines)
+        corr = get_kernel(dev, "events.cl", f"event_corr_{strategy}", defines)
         wg = int(defines["WG"])
         sums_copied = None
         for c in range(n_chunks):
@@ -762,7 +770,8 @@ class OpenCLEventCorrelator(EventCorrelator):
                     n_l = min(per_launch, n_c - task0)
                     for t0 in range(n_tiles):
                         corr(queue, (n_l * wg, 1), (wg, 1), d_values, d_times, d_offsets,
-                             numpy.int64(ev_base[c]), d_rows, d_cum, numpy.int64(c * n_binned),
+                             numpy.int64(ev_base[c]), d_rows, d_cum,
+                             *((d_rcum,) if by_rows else ()), numpy.int64(c * n_binned),
                              d_sub_first, d_task_cum, numpy.int64(task_slots),
                              numpy.int32(task0), numpy.int32(t0), numpy.int32(n_frames),
                              numpy.int32(n_sub), d_n2, d_sums, wait_for=waits or None)

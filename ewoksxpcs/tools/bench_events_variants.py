@@ -44,6 +44,8 @@ VARIANTS = (
     ("fold", {"strategy": "fold"}),
     ("fold-wg128", {"strategy": "fold", "work_group": 128}),
     ("fold-wg512", {"strategy": "fold", "work_group": 512}),
+    ("rows", {"strategy": "rows"}),
+    ("rows-wg128", {"strategy": "rows", "work_group": 128}),
     ("local32", {"strategy": "local32"}),
     ("local", {"strategy": "local"}),
     ("global", {"strategy": "global"}),
