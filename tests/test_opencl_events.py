@@ -139,11 +139,11 @@ def test_variants_equal_reference(device, rng, options):
         check_equal(c.correlate(resident), ref, "uint8")
 
 
-def test_gpu_default_is_fold_cpu_default_local():
-    """The default kernel variant per device kind (the fold on GPUs until measured otherwise)."""
+def test_gpu_default_is_rows_cpu_default_local():
+    """The default kernel variant per device kind ("rows" on GPUs until measured otherwise)."""
     from ewoksxpcs.correlators.opencl_events import OpenCLEventCorrelator
 
-    for kind, expected in (("cpu", "local"), ("gpu", "fold")):
+    for kind, expected in (("cpu", "local"), ("gpu", "rows")):
         try:
             c = OpenCLEventCorrelator(numpy.ones((2, 2), dtype=numpy.int32), device=kind)
         except OpenCLUnavailableError:
@@ -244,7 +244,7 @@ def test_errors(rng):
         correlate(frames, q, method="opencl-events", device="7:7")
     with pytest.raises(ValueError, match="lag_tile must be an integer >= 1"):
         create_correlator(q, method="opencl-events", device="cpu", lag_tile=0)
-    with pytest.raises(ValueError, match="strategy must be one of fold, local32, local, global"):
+    with pytest.raises(ValueError, match="strategy must be one of fold, rows, local32, local, global"):
         create_correlator(q, method="opencl-events", device="cpu", strategy="fast")
 
 

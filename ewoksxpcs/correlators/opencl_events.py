@@ -17,11 +17,12 @@ the same tasks (integer events; float32 ones are summed on the host in a fixed o
 Variants (option ``strategy``): "local" walks from every first event (above, 64-bit histograms,
 tiles of 4096 lags on GPUs); "local32" the same walk with 32-bit histograms (values of at most 16
 bits; a wrap carries 2³² into n2 at once, exact), one tile of up to ~12 000 lags in 48 KB, so no
-binary searches; "fold" (the GPU default) strides the event *pairs* (``event_corr_fold``): the
-pixels are taken in the binning's order, their pair counts summed on the device by a prefix sum,
-and a task is a run of pairs of one sub-bin — no host pass over pixels or events, and a pixel of
-many events is shared by all the work-items of a group; "global" adds every product to n2 with a
-64-bit global atomic.
+binary searches; "fold" strides the event *pairs* (``event_corr_fold``): the pixels are taken
+in the binning's order, their pair counts summed on the device by a prefix sum, and a task is a
+run of pairs of one sub-bin — no host pass over pixels or events, and a pixel of many events is
+shared by all the work-items of a group; "rows" (the GPU default) has the same plan and pairs, a
+work-item per event over its ⌊n/2⌋ + 1 partners of the fold (``event_corr_rows``: every event of a
+pixel loops the same count); "global" adds every product to n2 with a 64-bit global atomic.
 
 Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to the device in
 pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
@@ -154,12 +155,13 @@ class OpenCLEventCorrelator(EventCorrelator):
     Options
     -------
     strategy : {"fold", "rows", "local32", "local", "global"}
-        "fold" (default on GPUs): work-items stride the event *pairs* of a sub-bin's pixels
+        "fold": work-items stride the event *pairs* of a sub-bin's pixels
         (``event_corr_fold``), so a pixel of many events is shared by the whole group; the
         segments and tasks are planned on the device (a prefix sum of each pixel's pairs), no
-        host pass over the pixels. "rows": the same pairs and device plan, a work-item per event
-        looping over its ⌊n/2⌋ + 1 partners of the fold (the same count for every event of a
-        pixel). "local32": the first-event walk of "local" with 32-bit local histograms (one
+        host pass over the pixels. "rows" (default on GPUs, pending its measurement against
+        the others on the H200): the same pairs and device plan, a work-item per event looping
+        over its ⌊n/2⌋ + 1 partners of the fold (the same count for every event of a pixel, the
+        per-pair loop of the first-event walk). "local32": the first-event walk of "local" with 32-bit local histograms (one
         tile of up to ~12 000 lags in 48 KB). Both keep 32-bit histograms for
         values of at most 16 bits (exact: a wrap carries 2³² into n2 at once) and 64-bit ones
         otherwise. "local" (default on CPUs): first-event walk, 64-bit local histograms of
@@ -291,7 +293,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         """(strategy, work-group size, lags per tile, 32-bit histograms) for this device, value
         type and frame count."""
         dev = self.dev
-        strategy = self.options.get("strategy") or ("local" if dev.kind == "cpu" else "fold")
+        strategy = self.options.get("strategy") or ("local" if dev.kind == "cpu" else "rows")
         if is_float:
             return "local", 1, self._lag_tile(), False  # one writer per n2 element: reproducible
         if strategy == "global" and not dev.has_int64_atomics:
@@ -353,7 +355,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _n_chunks(self, events, is_float: bool) -> int:
         """Pixel chunks whose kernels start as soon as their events are uploaded (option
-        upload_chunks; default one per ~256 MiB of events, ~64 MiB for "fold", whose planning
+        upload_chunks; default one per ~256 MiB of events, ~64 MiB for "fold"/"rows", whose planning
         of a chunk is on the device, at most 8). float32 events: one (a single writer per n2
         element)."""
         if is_float:
