@@ -347,6 +347,8 @@ inline long row_at(__global const long *cum, __global const long *rcum,
 // same number of times; per pair the loop of the first-event walk (two loads, one add). A task
 // is a run of rows whose first slots lie in its slot range (slots counted as for "fold", the
 // balance of pairs); rows are counted by a second prefix sum (row_cum).
+// WALK ("local32"): the same plan and rows, each walking its pixel's later events instead (the
+// first-event walk of event_corr, binary search to the tile included).
 // Launch: global (n_tasks * WG, n_tiles), local (WG, 1), for tasks task0 … task0 + n − 1.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void event_corr_rows(__global const VAL_T *values,
@@ -396,14 +398,33 @@ void event_corr_rows(__global const VAL_T *values,
             n = (uint)(offsets[p + 1] - offsets[p]);
         }
         const uint i = (uint)(f - r0);
-        const uint h = n / 2;
-        // Distances 0 … h; n even: distance h wraps for i ≥ h (taken by row i − h unwrapped).
-        const uint count = ((n & 1) == 0 && i >= h) ? h : h + 1;
         const uint ta = times[e0 + i];
         const VAL_T va = values[e0 + i];
         if (tile == 0)
             atomic_add_u64_global((volatile __global ulong *)(sums + (long)ta * n_sub + k),
                                   (ulong)(long)va);
+#ifdef WALK
+        // The first-event walk ("local32"): partners i … n − 1 while their lag is in the tile.
+        const long pe = e0 + n;
+        if (times[pe - 1] - ta < tau0) continue;  // no partner that far
+        long b = e0 + i;
+        if (tau0 > 0) {  // first partner at lag >= tau0 (it exists: checked above)
+            long hi = pe - 1;
+            b++;
+            while (b < hi) {
+                const long mid = (b + hi) >> 1;
+                if (times[mid] - ta >= tau0) hi = mid; else b = mid + 1;
+            }
+        }
+        for (; b < pe; b++) {
+            const uint lag = times[b] - ta;
+            if (lag >= tau1) break;
+            LAG_ADD(lag - tau0, PROD(va, values[b]));
+        }
+#else
+        const uint h = n / 2;
+        // Distances 0 … h; n even: distance h wraps for i ≥ h (taken by row i − h unwrapped).
+        const uint count = ((n & 1) == 0 && i >= h) ? h : h + 1;
         for (uint d = 0; d < count; d++) {
             uint j = i + d;
             const bool wrapped = j >= n;
@@ -412,6 +433,7 @@ void event_corr_rows(__global const VAL_T *values,
             const uint x = (wrapped ? ta - tb : tb - ta) - tau0;  // wraps past L below the tile
             if (x < tau1 - tau0) LAG_ADD(x, PROD(va, values[e0 + j]));
         }
+#endif
     }
     flush_hist(hist, out, tau1 - tau0, lid);
 }

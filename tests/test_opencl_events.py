@@ -33,8 +33,9 @@ SPLITS = [
     {"strategy": "rows", "lag_tile": 16, "task_pairs": 3, "work_group": 8, "upload_chunks": 2},
 ]
 
-#: Every kernel variant, at its defaults and with work-groups sharing the histograms.
-VARIANTS = [dict(strategy=s, work_group=w) for s in STRATEGIES for w in (1, 8)]
+#: Every kernel variant, with work-groups of the device's default size (1 on CPUs, 256 on GPUs)
+#: and of 8 work-items sharing the histograms.
+VARIANTS = [dict(strategy=s, **w) for s in STRATEGIES for w in ({}, {"work_group": 8})]
 
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
@@ -123,7 +124,8 @@ def test_variants_32bit_histograms_wrap_exactly(device, dtype):
         assert c.last_profile["strategy"] == options["strategy"]
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: f"{o['strategy']}-wg{o['work_group']}")
+@pytest.mark.parametrize("options", VARIANTS,
+                         ids=lambda o: f"{o['strategy']}-wg{o.get('work_group', 'default')}")
 def test_variants_equal_reference(device, rng, options):
     """Each variant equals the reference exactly on sparse frames of several bins, lag tiles
     of 16 (several tiles) and the defaults, events from the host and resident on the device."""

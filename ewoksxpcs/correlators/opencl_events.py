@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 #: Kernel variants of the option ``strategy`` (see :class:`OpenCLEventCorrelator`).
 STRATEGIES = ("fold", "rows", "local32", "local", "global")
+#: Variants whose tasks are planned on the device (no host pass over the pixels).
+DEVICE_PLANNED = ("fold", "rows", "local32")
 
 
 def _pairs(n):
@@ -156,22 +158,22 @@ class OpenCLEventCorrelator(EventCorrelator):
     -------
     strategy : {"fold", "rows", "local32", "local", "global"}
         "fold": work-items stride the event *pairs* of a sub-bin's pixels
-        (``event_corr_fold``), so a pixel of many events is shared by the whole group; the
-        segments and tasks are planned on the device (a prefix sum of each pixel's pairs), no
-        host pass over the pixels. "rows" (default on GPUs, pending its measurement against
-        the others on the H200): the same pairs and device plan, a work-item per event looping
-        over its ⌊n/2⌋ + 1 partners of the fold (the same count for every event of a pixel, the
-        per-pair loop of the first-event walk). "local32": the first-event walk of "local" with 32-bit local histograms (one
-        tile of up to ~12 000 lags in 48 KB). Both keep 32-bit histograms for
-        values of at most 16 bits (exact: a wrap carries 2³² into n2 at once) and 64-bit ones
-        otherwise. "local" (default on CPUs): first-event walk, 64-bit local histograms of
-        ``lag_tile`` lags; "global": every product added to n2 with a global 64-bit atomic, one
-        lag tile (2× slower on an H200). float32 events always use "local" with one work-item
-        per group.
+        (``event_corr_fold``), so a pixel of many events is shared by the whole group; tasks
+        are planned on the device (prefix sums of each pixel's pairs and events, in the
+        binning's order), no host pass over the pixels. "rows" (default on GPUs, pending its
+        measurement against the others on the H200): the same pairs and device plan, a
+        work-item per event looping over its ⌊n/2⌋ + 1 partners of the fold (the same count
+        for every event of a pixel; the per-pair loop of the first-event walk). "local32": the
+        first-event walk on that device plan. These three keep 32-bit local histograms (one
+        tile of up to ~12 000 lags in 48 KB) for values of at most 16 bits (exact: a wrap
+        carries 2³² into n2 at once) and 64-bit ones otherwise. "local" (default on CPUs):
+        first-event walk planned on the host, 64-bit local histograms of ``lag_tile`` lags;
+        "global": every product added to n2 with a global 64-bit atomic, one lag tile (2×
+        slower on an H200). float32 events always use "local" with one work-item per group.
     lag_tile : int
-        Lags per local-memory histogram (default: "local" 4096 on GPUs, 16384 on CPUs;
-        "fold"/"rows"/"local32" as many as the local memory holds, at most the frame count rounded up
-        to 1024; bounded by the device's local memory).
+        Lags per local-memory histogram (default: "local" 4096 on GPUs, 16384 on CPUs; the
+        others as many as the local memory holds, at most the frame count rounded up to 1024;
+        bounded by the device's local memory).
     work_group : int
         Work-items per work-group (default 256 on GPUs, 1 on CPUs; float32 events use 1).
     task_pairs : int
@@ -355,15 +357,15 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _n_chunks(self, events, is_float: bool) -> int:
         """Pixel chunks whose kernels start as soon as their events are uploaded (option
-        upload_chunks; default one per ~256 MiB of events, ~64 MiB for "fold"/"rows", whose planning
-        of a chunk is on the device, at most 8). float32 events: one (a single writer per n2
+        upload_chunks; default one per ~256 MiB of events, ~64 MiB for the device-planned
+        strategies, at most 8). float32 events: one (a single writer per n2
         element)."""
         if is_float:
             return 1
         n = self.options.get("upload_chunks")
         if n is None:
             nbytes = events.n_events * (events.values_dtype.itemsize + 4)
-            fold = self._geometry(False, events.values_dtype)[0] in ("fold", "rows")
+            fold = self._geometry(False, events.values_dtype)[0] in DEVICE_PLANNED
             n = min(8, -(-nbytes // ((64 if fold else 256) * 1024**2)))
         return int(max(1, min(n, events.n_pixels)))
 
@@ -612,7 +614,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             defines["LOCAL_ATOMICS_32"] = 1
         self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
                                  hist_bits=32 if hist32 else 64, n_chunks=n_chunks, n_tasks=0)
-        if strategy in ("fold", "rows"):
+        if strategy == "local32":
+            defines["WALK"] = 1
+        if strategy in DEVICE_PLANNED:
             return self._fold_and_launch(strategy, events, n_frames, n_chunks, pix_edges, ready,
                                          slots, ev_base, out, t, on_launched, defines, lag_tile)
         pix_sub = events.pixel_sub_bins(self.binning)
@@ -693,10 +697,10 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _fold_and_launch(self, strategy, events, n_frames, n_chunks, pix_edges, ready, slots,
                          ev_base, out, t, on_launched, defines, lag_tile):
-        """The "fold" and "rows" strategies' part of :meth:`_plan_and_launch` (integer events):
+        """The device-planned strategies' part of :meth:`_plan_and_launch` (integer events):
         tasks planned on the device (``fold_slots``, prefix sums, ``fold_sub_slots``; one small
-        read), then ``event_corr_fold`` or ``event_corr_rows`` per chunk as its events
-        arrive."""
+        read), then ``event_corr_fold`` or ``event_corr_rows`` ("rows"; "local32" with WALK)
+        per chunk as its events arrive."""
         import pyopencl
 
         dev, queue = self.dev, self.dev.queue
@@ -729,7 +733,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             self._scan = DeviceScan(dev, "long")
         self._scan(queue, d_slots, n_all, d_cum)
         d_slots.release()
-        by_rows = strategy == "rows"
+        by_rows = strategy != "fold"
         if by_rows:  # rows of the tasks: running event counts as well
             d_rcum = device_buffer(dev, queue, 8 * (n_all + 1))
             self._scan(queue, d_counts, n_all, d_rcum)
@@ -752,7 +756,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
         frame_sums = numpy.zeros((n_frames, n_sub), dtype=numpy.int64)
         d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
-        corr = get_kernel(dev, "events.cl", f"event_corr_{strategy}", defines)
+        corr = get_kernel(dev, "events.cl", "event_corr_rows" if by_rows else "event_corr_fold",
+                          defines)
         wg = int(defines["WG"])
         sums_copied = None
         for c in range(n_chunks):
