@@ -15,9 +15,9 @@ work-group is one work-item and adds without atomics. The per-frame sub-bin sums
 the same tasks (integer events; float32 ones are summed on the host in a fixed order).
 
 Variants (option ``strategy``): "local" walks from every first event (above, 64-bit histograms,
-tiles of 4096 lags on GPUs); "local32" the same walk with 32-bit histograms (values of at most 16
-bits; a wrap carries 2³² into n2 at once, exact), one tile of up to ~12 000 lags in 48 KB, so no
-binary searches; "fold" strides the event *pairs* (``event_corr_fold``): the pixels are taken
+tiles of 4096 lags on GPUs, tasks planned on the host); "local32" the same walk on the device
+plan below with 32-bit histograms (values of at most 16 bits; a wrap carries 2³² into n2 at once,
+exact), one tile of up to ~12 000 lags in 48 KB, so no binary searches; "fold" strides the event *pairs* (``event_corr_fold``): the pixels are taken
 in the binning's order, their pair counts summed on the device by a prefix sum, and a task is a
 run of pairs of one sub-bin — no host pass over pixels or events, and a pixel of many events is
 shared by all the work-items of a group; "rows" (the GPU default) has the same plan and pairs, a
@@ -482,8 +482,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             raise ValueError(f"float32 events need double precision; {dev.name} has no cl_khr_fp64")
         if n_frames == 0 or events.n_events == 0:
             events.pixel_sub_bins(self.binning)  # validates the binning against the stack
-            return numpy.zeros((n_sub, n_frames), dtype=acc), (events.frame_sums_for(self.binning) if is_float else
-                         numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
+            return numpy.zeros((n_sub, n_frames), dtype=acc), (
+                events.frame_sums_for(self.binning) if is_float
+                else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
         if n_frames >= 2**31 or events.n_pixels >= 2**31:
             raise ValueError(f"too many frames or pixels for the OpenCL event kernel: "
                              f"{n_frames} frames, {events.n_pixels} pixels")
