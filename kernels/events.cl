@@ -215,8 +215,10 @@ void frame_sums(__global const VAL_T *values,
 
 #if !defined(ACC_FLOAT) && !defined(DIRECT)
 // ---------------------------------------------------------------------------------------------
-// Pair-balanced variant ("fold"; host side: _plan_fold in opencl_events.py). A binned pixel of n
-// events has n·(⌊n/2⌋ + 1) *slots*; slot r = d·n + i (0 ≤ i < n, 0 ≤ d ≤ ⌊n/2⌋) is the pair of
+// Device-planned variants ("fold", "rows", "local32"; host side: _fold_and_launch in
+// opencl_events.py), one kernel, event_corr_planned, below.
+//
+// "fold": pair-balanced. A binned pixel of n events has n·(⌊n/2⌋ + 1) *slots*; slot r = d·n + i (0 ≤ i < n, 0 ≤ d ≤ ⌊n/2⌋) is the pair of
 // its events i and (i + d) mod n, skipped when n is even, d = n/2 and the index wraps (that pair
 // is also slot d·n + i − n/2). So every pair i ≤ j is one slot, and the work-items of a group
 // stride the *slots*: consecutive work-items take consecutive events at the same distance d
@@ -224,7 +226,6 @@ void frame_sums(__global const VAL_T *values,
 // Binned pixels are taken in binning order (sub-bin after sub-bin) and their slots counted on
 // the device (fold_slots, then a prefix sum); a task is a run of task_slots slots of one sub-bin.
 // Every event is slot d = 0 of its pixel once: the frame sums are taken there (first lag tile).
-// Launch: global (n_tasks * WG, n_tiles), local (WG, 1), for tasks task0 … task0 + n − 1.
 
 // Sub-bin of a task of the device plan, its slots q_lo … q_hi − 1 and pixels s_lo … s_hi.
 inline int plan_task(__global const long *task_cum, __global const long *sub_first,
@@ -249,26 +250,67 @@ inline void flush_hist(__local hist_t *hist, __global acc_t *out, const uint len
     }
 }
 
+// The pixel s of s … s_hi holding item f of the running counts cum (slots or rows): its items
+// *c0 … *c1 − 1, first event *e0 (from ev_base) and event count *n.
+inline int next_pixel(__global const long *cum, __global const long *rows,
+                      __global const long *offsets, const long ev_base, int s, const int s_hi,
+                      const long f, long *c0, long *c1, long *e0, uint *n)
+{
+    s = segment_of(cum, s, s_hi, f);
+    *c0 = cum[s];
+    *c1 = cum[s + 1];
+    const long p = rows[s];
+    *e0 = offsets[p] - ev_base;
+    *n = (uint)(offsets[p + 1] - offsets[p]);
+    return s;
+}
+
+// First row (first event, counted as in row_cum) of pixels s_lo … s_hi whose first slot is at or
+// after slot q: row i of a pixel of n events starts at slot i·(⌊n/2⌋ + 1) in "rows" order.
+inline long row_at(__global const long *cum, __global const long *rcum,
+                   __global const long *offsets, __global const long *rows,
+                   const int s_lo, const int s_hi, const long q)
+{
+    const int s = segment_of(cum, s_lo, s_hi, q);
+    const long p = rows[s];
+    const long n = offsets[p + 1] - offsets[p];
+    const long w = n / 2 + 1;
+    return rcum[s] + min((q - cum[s] + w - 1) / w, n);
+}
+
+// "rows": the folded pairs again, a work-item per *row*: event i of a pixel of n events pairs
+// with events (i + d) mod n for d = 0 … ⌊n/2⌋ (without d = n/2 wrapped when n is even), the same
+// count for every event of the pixel, so the work-items of a warp (consecutive events) loop the
+// same number of times; per pair the loop of the first-event walk (two loads, one add). A task
+// is a run of rows whose first slots lie in its slot range (slots counted as for "fold", the
+// balance of pairs); rows are counted by a second prefix sum (row_cum).
+// "local32" (WALK): the same plan and rows, each walking its pixel's later events instead (the
+// first-event walk of event_corr, binary search to the tile included).
+// "fold" (FOLD): the work-items stride the task's slots instead of its rows; row_cum unread.
+// The frame sums of integer events are taken in the first lag tile, once per event.
+// Launch: global (n_tasks * WG, n_tiles), local (WG, 1), for tasks task0 … task0 + n − 1.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void event_corr_fold(__global const VAL_T *values,
-                     __global const uint *times,
-                     __global const long *offsets,   // (n_pix + 1,) the stack's event offsets
-                     const long ev_base,             // event index of values[0], times[0]
-                     __global const long *rows,      // (n_binned,) stack pixel of binned pixels
-                     __global const long *slot_cum,  // running slot counts (see fold_slots)
-                     const long slot_base,           // this chunk's first entry in slot_cum
-                     __global const long *sub_first, // (n_sub + 1,) Binning.sub_offsets
-                     __global const long *task_cum,  // (n_sub + 1,) running task counts
-                     const long task_slots,
-                     const int task0,
-                     const int tile0,
-                     const int n_frames,
-                     const int n_sub,
-                     __global acc_t *n2,             // (n_sub, n_frames)
-                     __global ulong *sums)           // (n_frames, n_sub)
+void event_corr_planned(__global const VAL_T *values,
+                        __global const uint *times,
+                        __global const long *offsets,
+                        const long ev_base,
+                        __global const long *rows,
+                        __global const long *slot_cum,
+                        __global const long *row_cum,   // running event counts, as slot_cum (rows)
+                        const long slot_base,
+                        __global const long *sub_first,
+                        __global const long *task_cum,
+                        const long task_slots,
+                        const int task0,
+                        const int tile0,
+                        const int n_frames,
+                        const int n_sub,
+                        __global acc_t *n2,
+                        __global ulong *sums)
 {
     const int lid = get_local_id(0);
     __global const long *cum = slot_cum + slot_base;
+    __global const long *rcum = row_cum + slot_base;
     int s_lo, s_hi;
     long q_lo, q_hi;
     const int k = plan_task(task_cum, sub_first, cum, task0 + get_group_id(0), task_slots, n_sub,
@@ -280,18 +322,14 @@ void event_corr_fold(__global const VAL_T *values,
     for (int x = lid; x < L; x += WG) hist[x] = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     __global acc_t *out = n2 + (long)k * n_frames + tau0;
+#ifdef FOLD
     int s = s_lo;
     long c0 = 0, c1 = q_lo;  // slots of the current pixel: c0 … c1 − 1 (none yet)
     long e0 = 0;
     uint n = 1, d = 0, i = 0, step_d = 0, step_i = 0;
     for (long q = q_lo + lid; q < q_hi; q += WG) {
         if (q >= c1) {  // the next pixel holding slot q (pixels without events have no slot)
-            s = segment_of(cum, s, s_hi, q);
-            c0 = cum[s];
-            c1 = cum[s + 1];
-            const long p = rows[s];
-            e0 = offsets[p] - ev_base;
-            n = (uint)(offsets[p + 1] - offsets[p]);
+            s = next_pixel(cum, rows, offsets, ev_base, s, s_hi, q, &c0, &c1, &e0, &n);
             const ulong r = (ulong)(q - c0);
             if ((r >> 32) == 0) {
                 d = (uint)r / n;
@@ -325,64 +363,7 @@ void event_corr_fold(__global const VAL_T *values,
             atomic_add_u64_global((volatile __global ulong *)(sums + (long)ta * n_sub + k),
                                   (ulong)(long)values[a]);
     }
-    flush_hist(hist, out, tau1 - tau0, lid);
-}
-
-// First row (first event, counted as in row_cum) of pixels s_lo … s_hi whose first slot is at or
-// after slot q: row i of a pixel of n events starts at slot i·(⌊n/2⌋ + 1) in "rows" order.
-inline long row_at(__global const long *cum, __global const long *rcum,
-                   __global const long *offsets, __global const long *rows,
-                   const int s_lo, const int s_hi, const long q)
-{
-    const int s = segment_of(cum, s_lo, s_hi, q);
-    const long p = rows[s];
-    const long n = offsets[p + 1] - offsets[p];
-    const long w = n / 2 + 1;
-    return rcum[s] + min((q - cum[s] + w - 1) / w, n);
-}
-
-// "rows": the folded pairs again, a work-item per *row*: event i of a pixel of n events pairs
-// with events (i + d) mod n for d = 0 … ⌊n/2⌋ (without d = n/2 wrapped when n is even), the same
-// count for every event of the pixel, so the work-items of a warp (consecutive events) loop the
-// same number of times; per pair the loop of the first-event walk (two loads, one add). A task
-// is a run of rows whose first slots lie in its slot range (slots counted as for "fold", the
-// balance of pairs); rows are counted by a second prefix sum (row_cum).
-// WALK ("local32"): the same plan and rows, each walking its pixel's later events instead (the
-// first-event walk of event_corr, binary search to the tile included).
-// Launch: global (n_tasks * WG, n_tiles), local (WG, 1), for tasks task0 … task0 + n − 1.
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void event_corr_rows(__global const VAL_T *values,
-                     __global const uint *times,
-                     __global const long *offsets,
-                     const long ev_base,
-                     __global const long *rows,
-                     __global const long *slot_cum,
-                     __global const long *row_cum,   // running event counts, as slot_cum
-                     const long slot_base,
-                     __global const long *sub_first,
-                     __global const long *task_cum,
-                     const long task_slots,
-                     const int task0,
-                     const int tile0,
-                     const int n_frames,
-                     const int n_sub,
-                     __global acc_t *n2,
-                     __global ulong *sums)
-{
-    const int lid = get_local_id(0);
-    __global const long *cum = slot_cum + slot_base;
-    __global const long *rcum = row_cum + slot_base;
-    int s_lo, s_hi;
-    long q_lo, q_hi;
-    const int k = plan_task(task_cum, sub_first, cum, task0 + get_group_id(0), task_slots, n_sub,
-                            &s_lo, &s_hi, &q_lo, &q_hi);
-    const uint tile = (uint)(tile0 + get_group_id(1));
-    const uint tau0 = tile * (uint)L;
-    const uint tau1 = min(tau0 + (uint)L, (uint)n_frames);
-    __local hist_t hist[L];
-    for (int x = lid; x < L; x += WG) hist[x] = 0;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    __global acc_t *out = n2 + (long)k * n_frames + tau0;
+#else
     const long f_lo = row_at(cum, rcum, offsets, rows, s_lo, s_hi, q_lo);
     const long f_hi = row_at(cum, rcum, offsets, rows, s_lo, s_hi, q_hi);
     int s = s_lo;
@@ -390,12 +371,7 @@ void event_corr_rows(__global const VAL_T *values,
     uint n = 1;
     for (long f = f_lo + lid; f < f_hi; f += WG) {
         if (f >= r1) {  // the pixel holding row f
-            s = segment_of(rcum, s, s_hi, f);
-            r0 = rcum[s];
-            r1 = rcum[s + 1];
-            const long p = rows[s];
-            e0 = offsets[p] - ev_base;
-            n = (uint)(offsets[p + 1] - offsets[p]);
+            s = next_pixel(rcum, rows, offsets, ev_base, s, s_hi, f, &r0, &r1, &e0, &n);
         }
         const uint i = (uint)(f - r0);
         const uint ta = times[e0 + i];
@@ -435,6 +411,7 @@ void event_corr_rows(__global const VAL_T *values,
         }
 #endif
     }
+#endif
     flush_hist(hist, out, tau1 - tau0, lid);
 }
 

@@ -17,12 +17,12 @@ the same tasks (integer events; float32 ones are summed on the host in a fixed o
 Variants (option ``strategy``): "local" walks from every first event (above, 64-bit histograms,
 tiles of 4096 lags on GPUs, tasks planned on the host); "local32" the same walk on the device
 plan below with 32-bit histograms (values of at most 16 bits; a wrap carries 2³² into n2 at once,
-exact), one tile of up to ~12 000 lags in 48 KB, so no binary searches; "fold" strides the event *pairs* (``event_corr_fold``): the pixels are taken
+exact), one tile of up to ~12 000 lags in 48 KB, so no binary searches; "fold" strides the event *pairs*: the pixels are taken
 in the binning's order, their pair counts summed on the device by a prefix sum, and a task is a
 run of pairs of one sub-bin — no host pass over pixels or events, and a pixel of many events is
 shared by all the work-items of a group; "rows" (the GPU default) has the same plan and pairs, a
-work-item per event over its ⌊n/2⌋ + 1 partners of the fold (``event_corr_rows``: every event of a
-pixel loops the same count); "global" adds every product to n2 with a 64-bit global atomic.
+work-item per event over its ⌊n/2⌋ + 1 partners of the fold (every event of a pixel loops the
+same count); all three in ``event_corr_planned``; "global" adds every product to n2 with a 64-bit global atomic.
 
 Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to the device in
 pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
@@ -158,7 +158,7 @@ class OpenCLEventCorrelator(EventCorrelator):
     -------
     strategy : {"fold", "rows", "local32", "local", "global"}
         "fold": work-items stride the event *pairs* of a sub-bin's pixels
-        (``event_corr_fold``), so a pixel of many events is shared by the whole group; tasks
+        (``event_corr_planned``), so a pixel of many events is shared by the whole group; tasks
         are planned on the device (prefix sums of each pixel's pairs and events, in the
         binning's order), no host pass over the pixels. "rows" (default on GPUs, pending its
         measurement against the others on the H200): the same pairs and device plan, a
@@ -615,8 +615,8 @@ class OpenCLEventCorrelator(EventCorrelator):
             defines["LOCAL_ATOMICS_32"] = 1
         self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
                                  hist_bits=32 if hist32 else 64, n_chunks=n_chunks, n_tasks=0)
-        if strategy == "local32":
-            defines["WALK"] = 1
+        if strategy in ("local32", "fold"):
+            defines["WALK" if strategy == "local32" else "FOLD"] = 1
         if strategy in DEVICE_PLANNED:
             return self._fold_and_launch(strategy, events, n_frames, n_chunks, pix_edges, ready,
                                          slots, ev_base, out, t, on_launched, defines, lag_tile)
@@ -700,8 +700,7 @@ class OpenCLEventCorrelator(EventCorrelator):
                          ev_base, out, t, on_launched, defines, lag_tile):
         """The device-planned strategies' part of :meth:`_plan_and_launch` (integer events):
         tasks planned on the device (``fold_slots``, prefix sums, ``fold_sub_slots``; one small
-        read), then ``event_corr_fold`` or ``event_corr_rows`` ("rows"; "local32" with WALK)
-        per chunk as its events arrive."""
+        read), then ``event_corr_planned`` per chunk as its events arrive."""
         import pyopencl
 
         dev, queue = self.dev, self.dev.queue
@@ -734,8 +733,8 @@ class OpenCLEventCorrelator(EventCorrelator):
             self._scan = DeviceScan(dev, "long")
         self._scan(queue, d_slots, n_all, d_cum)
         d_slots.release()
-        by_rows = strategy != "fold"
-        if by_rows:  # rows of the tasks: running event counts as well
+        d_rcum = d_cum  # "fold": not read
+        if strategy != "fold":  # rows of the tasks: running event counts as well
             d_rcum = device_buffer(dev, queue, 8 * (n_all + 1))
             self._scan(queue, d_counts, n_all, d_rcum)
         d_counts.release()
@@ -757,8 +756,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
         frame_sums = numpy.zeros((n_frames, n_sub), dtype=numpy.int64)
         d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
-        corr = get_kernel(dev, "events.cl", "event_corr_rows" if by_rows else "event_corr_fold",
-                          defines)
+        corr = get_kernel(dev, "events.cl", "event_corr_planned", defines)
         wg = int(defines["WG"])
         sums_copied = None
         for c in range(n_chunks):
@@ -778,8 +776,8 @@ class OpenCLEventCorrelator(EventCorrelator):
                     n_l = min(per_launch, n_c - task0)
                     for t0 in range(n_tiles):
                         corr(queue, (n_l * wg, 1), (wg, 1), d_values, d_times, d_offsets,
-                             numpy.int64(ev_base[c]), d_rows, d_cum,
-                             *((d_rcum,) if by_rows else ()), numpy.int64(c * n_binned),
+                             numpy.int64(ev_base[c]), d_rows, d_cum, d_rcum,
+                             numpy.int64(c * n_binned),
                              d_sub_first, d_task_cum, numpy.int64(task_slots),
                              numpy.int32(task0), numpy.int32(t0), numpy.int32(n_frames),
                              numpy.int32(n_sub), d_n2, d_sums, wait_for=waits or None)
