@@ -353,6 +353,24 @@ def test_events_beyond_the_memory_budget(device, rng, dtype):
         check_equal(a, ref, dtype)
 
 
+def test_device_plan_beyond_the_memory_budget_falls_back_to_host_planning(device, rng):
+    """Many runs of pixels through a budget too small for the device plan (32 bytes per binned
+    pixel and run): planned on the host ("local"), same exact sums."""
+    from ewoksxpcs.correlators.opencl_events import PLAN_BYTES
+
+    frames = sparse_frames(rng, "uint16", (60, 40, 50), rate=0.5)
+    events = compact(frames)
+    q = qmask_of((40, 50))
+    n2_bytes = Binning(q).n_sub * 60 * 8
+    budget = 4 * n2_bytes + 2**20 + 2 * 6 * (events.n_events // 20)  # ~20 runs
+    assert PLAN_BYTES * 20 * 2000 > budget // 8
+    c = create_correlator(q, method="opencl-events", device=device, strategy="rows",
+                          max_device_memory=budget)
+    res = c.correlate(events)
+    assert c.last_profile["strategy"] == "local" and c.last_profile["n_chunks"] >= 15
+    check_equal(res, correlate(frames, q, method="reference"), "uint16")
+
+
 def test_pixel_beyond_the_memory_budget_is_a_clear_error(device, rng):
     events = compact(sparse_frames(rng, "uint16", (400, 4, 4), rate=2.0))
     q = qmask_of((4, 4))

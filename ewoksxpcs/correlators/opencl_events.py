@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("fold", "rows", "local32", "local", "global")
 #: Variants whose tasks are planned on the device (no host pass over the pixels).
 DEVICE_PLANNED = ("fold", "rows", "local32")
+#: Device bytes of that plan per binned pixel and upload chunk (pair and event counts, their
+#: running sums); above 1/8 of the memory budget "local" (planned on the host) is used instead.
+PLAN_BYTES = 32
 
 
 def _pairs(n):
@@ -291,11 +294,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         return events.resident_on(self.dev)
 
     # ------------------------------------------------------------------ kernel
-    def _geometry(self, is_float: bool, values_dtype=None, n_frames: int = 0):
+    def _geometry(self, is_float: bool, values_dtype=None, n_frames: int = 0, strategy=None):
         """(strategy, work-group size, lags per tile, 32-bit histograms) for this device, value
-        type and frame count."""
+        type and frame count (``strategy``: instead of the option's)."""
         dev = self.dev
-        strategy = self.options.get("strategy") or ("local" if dev.kind == "cpu" else "rows")
+        strategy = strategy or self.options.get("strategy") or (
+            "local" if dev.kind == "cpu" else "rows")
         if is_float:
             return "local", 1, self._lag_tile(), False  # one writer per n2 element: reproducible
         if strategy == "global" and not dev.has_int64_atomics:
@@ -602,6 +606,11 @@ class OpenCLEventCorrelator(EventCorrelator):
         dev, queue = self.dev, self.dev.queue
         n_sub = self.binning.n_sub
         geometry = self._geometry(is_float, events.values_dtype, n_frames)
+        if geometry[0] in DEVICE_PLANNED and (
+                PLAN_BYTES * n_chunks * self.binning.pixel_index.size > self._budget() // 8):
+            # The device plan holds 32 bytes per binned pixel and chunk: many runs of pixels
+            # through a small memory budget are planned on the host instead.
+            geometry = self._geometry(is_float, events.values_dtype, n_frames, "local")
         strategy, wg, lag_tile, hist32 = geometry
         defines = {"VAL_T": CTYPES[events.values_dtype.name], "L": lag_tile, "WG": wg,
                    "SL": self._s2_lags()}
