@@ -24,12 +24,13 @@ def test_numpy_event_n2_equals_reference(rng):
     assert numpy.array_equal(bench.numpy_event_n2(compact(frames), b), ref.sums.n2)
 
 
-def test_tiny_run_every_variant_exact(tmp_path):
-    """--scale 0.002 on the CPU OpenCL device: every variant and feed runs, equals the NumPy
-    sums and the first variant, and dynamix's integer sums; the report is written."""
-    require_opencl("cpu")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_tiny_run_every_variant_exact(tmp_path, device):
+    """--scale 0.002: every variant and feed runs, equals the NumPy sums and the first variant,
+    and dynamix's integer sums; the report is written."""
+    require_opencl(device)
     out = tmp_path / "ev.txt"
-    assert bench.main(["--scale", "0.002", "--device", "cpu", "--repeat", "1", "--counts",
+    assert bench.main(["--scale", "0.002", "--device", device, "--repeat", "1", "--counts",
                        "0.3", "--out", str(out)]) == 0
     text = out.read_text()
     assert "exact vs NumPy" in text and "NO" not in text
@@ -37,7 +38,7 @@ def test_tiny_run_every_variant_exact(tmp_path):
     for label, _ in bench.VARIANTS:
         assert f"{label:<12} host" in text and f"{label:<12} device" in text
     assert "dynamix EventCorrelator:" in text and "!= dynamix" not in text
-    rows = bench.run(0.002, (0.3,), bench.VARIANTS[:2], "cpu", repeat=1, dynamix=True,
+    rows = bench.run(0.002, (0.3,), bench.VARIANTS[:2], device, repeat=1, dynamix=True,
                      file=io.StringIO())
     assert len(rows) == 4
     for row in rows:
