@@ -218,9 +218,9 @@ void frame_sums(__global const VAL_T *values,
 // Device-planned variants ("fold", "rows", "local32"; host side: _fold_and_launch in
 // opencl_events.py), one kernel, event_corr_planned, below.
 //
-// "fold": pair-balanced. A binned pixel of n events has n·(⌊n/2⌋ + 1) *slots*; slot r = d·n + i (0 ≤ i < n, 0 ≤ d ≤ ⌊n/2⌋) is the pair of
-// its events i and (i + d) mod n, skipped when n is even, d = n/2 and the index wraps (that pair
-// is also slot d·n + i − n/2). So every pair i ≤ j is one slot, and the work-items of a group
+// "fold": pair-balanced. A binned pixel of n events has n·(⌊n/2⌋ + 1) *slots*; slot
+// r = d·n + i (0 ≤ i < n, 0 ≤ d ≤ ⌊n/2⌋) is the pair of its events i and (i + d) mod n, skipped
+// when n is even, d = n/2 and the index wraps (that pair is also slot d·n + i − n/2). So every pair i ≤ j is one slot, and the work-items of a group
 // stride the *slots*: consecutive work-items take consecutive events at the same distance d
 // (coalesced reads), and a pixel of many events costs its pairs, not its first events.
 // Binned pixels are taken in binning order (sub-bin after sub-bin) and their slots counted on
