@@ -126,6 +126,7 @@ def draw_g2(ax, tau, g2, err, q, q_unit="nm^-1", fit=None, chi=None, keep=None, 
 def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
     """Γ(q) log-log with the power law (module docstring); a matplotlib Figure."""
     fig = new_figure(5.5, 4.2)
+    fig.subplots_adjust(left=0.17, right=0.97, bottom=0.12, top=0.92)  # no tight_layout pass
     ax = fig.add_subplot(1, 1, 1)
     q = numpy.asarray(q, dtype=numpy.float64)
     ok = fit.ok & numpy.isfinite(fit.gamma) & (q > 0)

@@ -40,8 +40,8 @@ bins, ``intensity`` is per time bin, and::
             partial_g2       NXdata  g2 of successive age segments
 
 Writing is atomic, and the result and its PNG are one commit: both are written as unnamed
-files in their directories (``O_TMPFILE``: even SIGKILL leaves nothing), the PNG drawn in a
-thread meanwhile, then both are named and renamed into place, SIGTERM/SIGINT held for those
+files in their directories (``O_TMPFILE``: even SIGKILL leaves nothing), the PNG drawn meanwhile
+in a helper process (:mod:`ewoksxpcs.io.pngproc`), then both are named and renamed into place, SIGTERM/SIGINT held for those
 few system calls. A failure (a full disk), a cancellation or a kill leaves the old pair or
 nothing; an existing file is replaced only with ``overwrite``; an input file never (see
 :mod:`ewoksxpcs.io.inputfiles`). Files get the umask's mode.
@@ -56,6 +56,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from typing import List, Optional, Sequence
 
 import numpy
@@ -521,7 +522,8 @@ def save_results(
     Returns
     -------
     dict
-        ``{"filename": ..., "png": ... or None}``.
+        ``{"filename": ..., "png": ... or None, "png_wait_s": seconds the commit waited for the
+        PNGs once the result file was written, "png_drawn_in": "process", "thread" or None}``.
 
     Raises
     ------
@@ -535,7 +537,8 @@ def save_results(
     Notes
     -----
     The result and its PNGs are committed together (:func:`commit`): all are written unnamed,
-    the PNGs drawn in a thread while the HDF5 file is written, then all renamed into place
+    the PNGs drawn in the helper process of :mod:`ewoksxpcs.io.pngproc` while the HDF5 file is
+    written, then all renamed into place
     (the PNGs first, the result last); the old files stay until the new ones are complete.
     The result and the g2 PNG carry the same random ``commit`` id (root attribute of the
     result, ``ewoksxpcs commit`` text of the PNG).
@@ -563,8 +566,8 @@ def save_results(
     commit_id = os.urandom(8).hex()
     plots = None
     if png is not None:  # drawn while the HDF5 file is written
-        plots = _Background(
-            _render_pngs, png, result, q, tau, g2, q_unit, tau_unit, frame_period, fit, chi,
+        plots = _start_pngs(
+            png, result, q, tau, g2, q_unit, tau_unit, frame_period, fit, chi,
             power_law, segments, _PLOT_TITLES.get(mode, "{}").format(title),
             {"ewoksxpcs commit": commit_id, "ewoksxpcs result": filename},
         )
@@ -581,42 +584,40 @@ def save_results(
                 f["entry/xpcs/plot"] = png
         if cancel_token is not None:
             cancel_token.check("saving the results")
+        t_written = time.perf_counter()
         if plots is not None:
             for name, data in plots.result().items():  # the PNGs first, the result last
                 pending.insert(len(pending) - 1, PendingFile(name, overwrite))
                 pending[-2].write(data)
+        png_wait_s = time.perf_counter() - t_written
         commit(pending)
     finally:
         for p in pending:
             p.discard()
-    return {"filename": filename, "png": png}
+    return {"filename": filename, "png": png, "png_wait_s": png_wait_s,
+            "png_drawn_in": None if plots is None else plots.where}
 
 
-class _Background(threading.Thread):
-    """Run ``function(*args, **kwargs)`` in a thread; :meth:`result` waits for it.
+def _start_pngs(png, result, *args):
+    """Start drawing the PNGs of :func:`_render_pngs` (same arguments) off the critical path:
+    in the helper process of :mod:`ewoksxpcs.io.pngproc` (a thread for two-time results, whose
+    maps are too large to send); a :class:`~ewoksxpcs.io.pngproc.Pending` of the bytes."""
+    from . import pngproc
 
-    Not a daemon thread: the interpreter waits for it at exit (a daemon thread stopped inside
-    matplotlib's C++ code at exit aborts the process).
-    """
+    if _mode(result) == "twotime":
+        return pngproc.Pending(f"{__name__}:_render_pngs", (png, result) + args, {}, remote=False)
+    return pngproc.submit(f"{__name__}:_render_pngs", png, _light(result), *args)
 
-    def __init__(self, function, *args, **kwargs):
-        super().__init__(daemon=False, name="ewoksxpcs-png")
-        self._call = (function, args, kwargs)
-        self._value = self._error = None
-        self.start()
 
-    def run(self):
-        function, args, kwargs = self._call
-        try:
-            self._value = function(*args, **kwargs)
-        except BaseException as e:  # handed to the caller
-            self._error = e
+def _light(result):
+    """A shallow copy of ``result`` without its raw sums (not drawn; cheaper to send)."""
+    import copy
 
-    def result(self):
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
+    if getattr(result, "sums", None) is None:
+        return result
+    light = copy.copy(result)
+    light.sums = None
+    return light
 
 
 def _write_nexus(
@@ -849,7 +850,8 @@ def _render_pngs(png, result, q, tau, g2, q_unit, tau_unit, frame_period, fit, c
     names = extra_png_names(png, result, fit, power_law, segments)
     out = {}
     if "gamma" in names:
-        out[names["gamma"]] = figure_png(plots.gamma_figure(q, fit, power_law, q_unit, tau_unit))
+        out[names["gamma"]] = figure_png(plots.gamma_figure(q, fit, power_law, q_unit, tau_unit),
+                                         tight=False)
     if "stability" in names:
         fs = getattr(result, "frame_sums", None)
         inten = None
@@ -865,29 +867,31 @@ def _render_pngs(png, result, q, tau, g2, q_unit, tau_unit, frame_period, fit, c
     out[png] = figure_png(
         g2_figure(tau, g2, result.g2_err, q, q_unit=q_unit, tau_unit=tau_unit, fit=fit, chi=chi,
                   title=title, keep=_drawn(result)),
-        metadata,
+        metadata, tight=False,
     )
     return out
 
 
-def figure_png(fig, metadata: Optional[dict] = None) -> bytes:
-    """A matplotlib figure as PNG bytes (``metadata``: PNG text entries).
+def figure_png(fig, metadata: Optional[dict] = None, tight: bool = True) -> bytes:
+    """A matplotlib figure as PNG bytes (``metadata``: PNG text entries; ``tight``: apply
+    ``tight_layout`` first, for figures without margins of their own).
 
     Rendered in memory, so that writing it is one ``write`` whose error (e.g. no space left)
     is the real one.
     """
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     buf = io.BytesIO()
     # Fast zlib level: plots compress well anyway, and encoding is a tenth of the time.
     fig.savefig(buf, format="png", metadata=metadata, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 
-def save_figure(fig, filename, overwrite: bool = False) -> str:
+def save_figure(fig, filename, overwrite: bool = False, tight: bool = True) -> str:
     """Write a matplotlib figure as PNG, atomically (see :class:`PendingFile`); the absolute
-    file name."""
+    file name (``tight``: see :func:`figure_png`)."""
     with PendingFile(filename, overwrite) as pending:
-        pending.write(figure_png(fig))
+        pending.write(figure_png(fig, tight=tight))
         return commit([pending])[0]
 
 
@@ -949,7 +953,7 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
 
     The first format writes ``filename``, the others files next to it
     (:func:`ewoksxpcs.io.formats.format_filenames`). Every file is written to a temporary file
-    first and all are renamed together at the end, with the PNGs (drawn in a thread meanwhile):
+    first and all are renamed together at the end, with the PNGs (drawn meanwhile by :mod:`ewoksxpcs.io.pngproc`):
     on any error none is left and no existing file was replaced. The NeXus file and the PNGs
     are unnamed until then (:class:`PendingFile`: nothing left even after SIGKILL); the other
     layouts' writers need a name, a hidden ``.<name>.<random>.tmp``. ``inputs``: files the run
@@ -962,7 +966,8 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
     Returns
     -------
     dict
-        ``{"filename": first file, "png": ... or None, "files": {format: file}}``.
+        ``{"filename": first file, "png": ... or None, "files": {format: file}, "png_wait_s",
+        "png_drawn_in"}`` (see :func:`save_results`).
     """
     import contextlib
 
@@ -999,8 +1004,8 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
     commit_id = os.urandom(8).hex()
     plots = None
     if png:  # drawn while the files are written
-        plots = _Background(
-            _render_pngs, png, result, q, tau, numpy.asarray(result.g2, dtype=numpy.float64),
+        plots = _start_pngs(
+            png, result, q, tau, numpy.asarray(result.g2, dtype=numpy.float64),
             kwargs.get("q_unit", "nm^-1"), kwargs.get("tau_unit", "s"),
             kwargs.get("frame_period"), kwargs.get("fit"), kwargs.get("chi"),
             kwargs.get("power_law"), kwargs.get("segments"),
@@ -1047,17 +1052,20 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
                     write_id02(tmp, view, title=title)
             if kwargs.get("cancel_token") is not None:
                 kwargs["cancel_token"].check("saving the results")
+            t_written = time.perf_counter()
             figures = []
             if plots is not None:
                 for name, data in plots.result().items():
                     figures.append(PendingFile(name, overwrite))
                     figures[-1].write(data)
+            png_wait_s = time.perf_counter() - t_written
             pending[:0] = figures
             commit(pending)  # the PNGs first, the NeXus file last
     finally:
         for p in pending:
             p.discard()
-    return {"filename": next(iter(names.values())), "png": png, "files": names}
+    return {"filename": next(iter(names.values())), "png": png, "files": names,
+            "png_wait_s": png_wait_s, "png_drawn_in": None if plots is None else plots.where}
 
 
 def g2_figure(tau, g2, g2_err, q, q_unit: str = "nm^-1", tau_unit: str = "s", fit=None,
@@ -1067,6 +1075,10 @@ def g2_figure(tau, g2, g2_err, q, q_unit: str = "nm^-1", tau_unit: str = "s", fi
     from .plots import draw_g2, new_figure
 
     fig = new_figure()
+    # Fixed margins instead of tight_layout, which draws the figure once more (a third of
+    # the PNG's cost); the colour bar of more than 6 curves needs room for its label.
+    colour_bar = numpy.atleast_2d(g2).shape[0] > 6 and bool(q_unit)
+    fig.subplots_adjust(left=0.1, right=0.86 if colour_bar else 0.97, bottom=0.11, top=0.93)
     ax = fig.add_subplot(1, 1, 1)
     draw_g2(ax, tau, g2, g2_err, q, q_unit=q_unit, fit=fit, chi=chi, keep=keep, fig=fig)
     ax.set_xlabel(f"τ ({tau_unit})")
@@ -1077,22 +1089,16 @@ def g2_figure(tau, g2, g2_err, q, q_unit: str = "nm^-1", tau_unit: str = "s", fi
 def plot_g2(filename, tau, g2, g2_err, q, overwrite: bool = False, **options) -> str:
     """Draw g2 curves into a PNG file; ``options``: those of :func:`g2_figure`. Returns the
     absolute file name; the file appears complete or not at all."""
-    return save_figure(g2_figure(tau, g2, g2_err, q, **options), filename, overwrite)
+    return save_figure(g2_figure(tau, g2, g2_err, q, **options), filename, overwrite,
+                       tight=False)
 
 
 def warm_up_plotting() -> None:
-    """Import matplotlib's Agg machinery in a thread, off the critical path.
+    """Start the PNG helper process (:mod:`ewoksxpcs.io.pngproc`) when a run will draw a PNG.
 
-    Called when a run will draw a PNG: the import (about a second on a loaded machine) then
-    overlaps loading and correlation instead of delaying the result file's commit.
+    It imports matplotlib's Agg machinery in its own process while the run reads and
+    correlates; this process never imports matplotlib (nor shares its GIL with the drawing).
     """
+    from . import pngproc
 
-    def imports():
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-            from matplotlib.figure import Figure  # noqa: F401
-        except Exception:  # the real import reports it later
-            pass
-
-    # Not a daemon thread: one stopped inside an extension's initialisation at exit aborts.
-    threading.Thread(target=imports, daemon=False, name="ewoksxpcs-import").start()
+    pngproc.start()
