@@ -4,7 +4,7 @@
 
 STAGE is where the signal is sent, from the code that reaches it: ``load`` (LoadFrames starts),
 ``compaction`` (compact_frames starts), ``correlation`` (correlate_sums starts), ``writing``
-(the result's HDF5 content is being written), ``png`` (the PNG is being drawn, in its thread),
+(the result's HDF5 content is being written), ``png`` (the PNG starts being drawn, in the helper process, while the result is written),
 ``commit`` (both files complete, before any rename), ``rename`` (after the first rename of
 the commit). SIGNAL is KILL or TERM. A real signal ends the real process: nothing is mocked
 but the moment.
@@ -40,7 +40,7 @@ def main():
         "compaction": ("ewoksxpcs.tasks.compact_events", "compact_frames"),
         "correlation": ("ewoksxpcs.tasks.correlate", "correlate_sums"),
         "writing": ("ewoksxpcs.io.save", "_write_nexus"),
-        "png": ("ewoksxpcs.io.save", "_render_pngs"),
+        "png": ("ewoksxpcs.io.save", "_start_pngs"),
         "commit": ("ewoksxpcs.io.save", "commit"),
     }
     if stage in hooks:

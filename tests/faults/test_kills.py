@@ -161,6 +161,17 @@ def test_pool_process_exits_with_its_killed_parent(tmp_path):
     _wait_gone(child_pid, timeout=10)
 
 
+def _cmdline(process) -> list:
+    """Command line of a process; [] for one that ended meanwhile (short-lived children such
+    as PoCL's linker, or a zombie not reaped yet)."""
+    import psutil
+
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def test_ppf_worker_does_not_outlive_a_killed_run(scan, tmp_path):
     import time
 
@@ -176,7 +187,7 @@ def test_ppf_worker_does_not_outlive_a_killed_run(scan, tmp_path):
         t0 = time.monotonic()
         while not workers and time.monotonic() - t0 < 120 and main.poll() is None:
             workers = [p for p in psutil.Process(main.pid).children(recursive=True)
-                       if "multiprocessing" in " ".join(p.cmdline())]
+                       if "multiprocessing" in " ".join(_cmdline(p))]
             time.sleep(0.1)
         assert workers, "no ppf pool process seen"
         time.sleep(2)  # the worker imports and starts the tasks
