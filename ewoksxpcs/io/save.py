@@ -431,6 +431,50 @@ def _dataset(
     return d
 
 
+def gzip_image(group, name: str, data, level: int = 4):
+    """Write an image as a gzip-compressed dataset, its chunks compressed in threads.
+
+    h5py compresses the chunks one after the other (0.5 s for a float64 Eiger 4M image); zlib
+    releases the GIL, so the chunks (bands of rows, about 1 MiB) are compressed by a thread
+    pool and written with ``write_direct_chunk``. The file is the same as with
+    ``compression="gzip"`` (any HDF5 reader decodes it).
+
+    Parameters
+    ----------
+    group : h5py.Group
+    name : str
+    data : ndarray, (Ny, Nx)
+    level : int
+        zlib level (h5py's default for gzip: 4).
+
+    Returns
+    -------
+    h5py.Dataset
+    """
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = numpy.ascontiguousarray(data)
+    if data.size == 0:
+        return group.create_dataset(name, data=data)
+    ny, nx = data.shape
+    rows = int(min(ny, max(1, (1 << 20) // max(1, nx * data.itemsize))))
+    d = group.create_dataset(name, shape=data.shape, dtype=data.dtype, chunks=(rows, nx),
+                             compression="gzip", compression_opts=level)
+
+    def band(y):
+        block = data[y:y + rows]
+        if block.shape[0] < rows:  # the last chunk is stored whole, padded with the fill value
+            block = numpy.concatenate([block, numpy.zeros((rows - block.shape[0], nx),
+                                                          dtype=data.dtype)])
+        return y, zlib.compress(memoryview(block).cast("B"), level)
+
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        for y, blob in pool.map(band, range(0, ny, rows)):
+            d.id.write_direct_chunk((y, 0), blob)
+    return d
+
+
 _SUMS_DESCRIPTION = {
     "linear": "g2 = n_pixels * n2 / s2; n2 = sum_t sum_p I(t,p) I(t+tau,p); "
     "s2 = sum_t S(t) S(t+tau), S = frame_sums",
@@ -692,19 +736,13 @@ def _write_nexus(
 
     if qmask is not None:
         mg = _nxdata(proc, "qmask", "labels", title="q-mask labels (0 = unused)")
-        d = mg.create_dataset(
-            "labels", data=numpy.asarray(qmask, dtype=numpy.int32), compression="gzip"
-        )
+        d = gzip_image(mg, "labels", numpy.asarray(qmask, dtype=numpy.int32))
         d.attrs["interpretation"] = "image"
     if mean_image is not None:
         ig = _nxdata(
             proc, "mean_image", "mean_image", title="mean counts per pixel per frame"
         )
-        d = ig.create_dataset(
-            "mean_image",
-            data=numpy.asarray(mean_image, dtype=numpy.float64),
-            compression="gzip",
-        )
+        d = gzip_image(ig, "mean_image", numpy.asarray(mean_image, dtype=numpy.float64))
         d.attrs["interpretation"] = "image"
         d.attrs["units"] = "counts/frame"
 
