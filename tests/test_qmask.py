@@ -146,3 +146,23 @@ def test_check_frame_shape_and_as_binning():
     assert as_binning(b) is b
     assert as_binning(numpy.ones((3, 4), int), n_groups=2).n_sub == 2
     assert "n_bins=1" in repr(b)
+
+
+@pytest.mark.parametrize("top", [9, 3000, 2**31 - 1])
+def test_label_rows_and_present_labels_match_sorting(top):
+    """The table path (labels up to 2^20) and the sorting path give numpy.unique's labels and
+    the searchsorted rows, -1 for 0, negative and absent labels."""
+    from ewoksxpcs.engine.qmask import label_rows, present_labels
+
+    rng = numpy.random.default_rng(5)
+    flat = rng.integers(-3, 12, 5000).astype(numpy.int64)
+    flat[flat > 8] = top - rng.integers(0, 3, (flat > 8).sum())
+    labels = present_labels(flat)
+    assert numpy.array_equal(labels, numpy.unique(flat[flat > 0]))
+    subset = labels[::2]
+    rows = label_rows(flat, subset)
+    expected = numpy.full(flat.size, -1)
+    for i, v in enumerate(subset):
+        expected[flat == v] = i
+    assert numpy.array_equal(rows, expected)
+    assert numpy.array_equal(label_rows(flat, subset[:0]), numpy.full(flat.size, -1))

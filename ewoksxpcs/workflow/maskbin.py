@@ -53,7 +53,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy
 
-from ..engine.qmask import as_label_image
+from ..engine.qmask import as_label_image, label_rows, present_labels
 
 __all__ = [
     "Geometry",
@@ -866,7 +866,7 @@ def build_qmask(
         edges = make_q_edges(q_edges, n_bins, q_range, q_map, log=log_bins)
         sector_array = make_sectors(sectors, n_sectors)
         labels_img = label_image(q_map, edges, chi_map, sector_array)
-    labels = numpy.unique(labels_img[labels_img > 0]).astype(numpy.int64)
+    labels = present_labels(labels_img)
     if qmask is None:
         n_q = edges.size - 1
         n_s = 1 if sector_array is None else sector_array.shape[0]
@@ -883,10 +883,8 @@ def build_qmask(
         info["auto_mask"] = stats
     info["n_masked"] = int(bad.sum())
     labels_img = numpy.where(bad, 0, labels_img).astype(numpy.int32)
-    flat = labels_img.ravel()
-    row = numpy.searchsorted(labels, flat)
-    row = numpy.clip(row, 0, labels.size - 1)
-    valid = (flat > 0) & (labels[row] == flat)
+    row = label_rows(labels_img.ravel(), labels)
+    valid = row >= 0
     n_pixels = numpy.bincount(row[valid], minlength=labels.size).astype(numpy.int64)
     if n_pixels.sum() == 0:
         raise ValueError("every pixel of the q-mask is masked")
