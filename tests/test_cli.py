@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -450,44 +449,13 @@ def test_run_imports_nothing_heavy(scan, tmp_path):
 #: Modules that ``ewoksxpcs run`` must not have imported when it reads its first frame.
 NOT_BEFORE_FIRST_READ = HEAVY + ("Orange", "scipy")
 
-#: Runs ``ewoksxpcs run`` (argv) in this process, noting sys.modules at the first frame read
-#: (raw chunks or h5py), and prints JSON: the modules then, at the end, and the exit status.
-_FIRST_READ_PROBE = """
-import json, sys, time
-t0 = time.perf_counter()
-import ewoksxpcs.io.hdf5chunks as chunks
-from ewoksxpcs.io.load import HDF5FrameSource
-seen = {}
-
-def note():
-    if not seen:
-        seen["modules"] = sorted(m for m in sys.modules if "." not in m)
-        seen["seconds"] = time.perf_counter() - t0
-
-real_read, real_from = chunks.read_chunks, HDF5FrameSource._read_from
-
-def read_chunks(*args, **kwargs):
-    note()
-    return real_read(*args, **kwargs)
-
-def read_from(*args, **kwargs):
-    note()
-    return real_from(*args, **kwargs)
-
-chunks.read_chunks = read_chunks
-HDF5FrameSource._read_from = staticmethod(read_from)
-from ewoksxpcs.app.cli import main
-rc = main(json.loads(sys.argv[1]))
-print(json.dumps({"rc": rc, "first_read": seen, "end": sorted(m for m in sys.modules if "." not in m)}))
-"""
-
-
 @pytest.mark.parametrize("mode", ["linear", "multitau"])
 def test_run_imports_nothing_heavy_before_the_first_frame_read(tmp_path, mode):
     """``ewoksxpcs run`` with defaults only (auto method, fit and PNG) on an Eiger-like Bliss
     scan: at its first frame read, none of matplotlib, Qt/Orange, dask, Celery, pyFAI, scipy
     or ewoksjob is imported; matplotlib never is in this process (the PNG is drawn by the
     helper process of ewoksxpcs.io.pngproc), and the PNG is there."""
+    from ewoksxpcs.tools.benchmark_overhead import probe
     from ewoksxpcs.tools.synthetic_eiger import read_eiger_truth, write_eiger_scan
 
     master = write_eiger_scan(tmp_path / "scan", n_frames=40, shape=(64, 72), counts=0.05,
@@ -496,16 +464,15 @@ def test_run_imports_nothing_heavy_before_the_first_frame_read(tmp_path, mode):
     numpy.save(labels, read_eiger_truth(master)["labels"].astype(numpy.int32))
     out = tmp_path / "r.h5"
     argv = ["run", master, "--qmask", str(labels), "--mode", mode, "-o", str(out), "-q"]
-    proc = subprocess.run([sys.executable, "-c", _FIRST_READ_PROBE, json.dumps(argv)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The probe of the overhead benchmark: stamps, and sys.modules at the first frame read
+    # (raw chunks or h5py).
+    got = probe(argv)[0]
     assert got["rc"] == 0
-    assert got["first_read"], "no frame was read through the probed readers"
-    early = set(got["first_read"]["modules"]) & set(NOT_BEFORE_FIRST_READ)
+    assert got["first_read_modules"], "no frame was read through the probed readers"
+    early = set(got["first_read_modules"]) & set(NOT_BEFORE_FIRST_READ)
     assert not early, f"imported before the first frame read: {sorted(early)}"
-    assert "matplotlib" not in got["end"]
-    assert "scipy" in got["end"]  # the fit ran (after the read)
+    assert "matplotlib" not in got["end_modules"]
+    assert "scipy" in got["end_modules"]  # the fit ran (after the read)
     assert out.exists() and (tmp_path / "r_g2.png").exists()
 
 

@@ -137,6 +137,16 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
     def run(self):
         self.start_progress()
         i = self.inputs
+        prefetching = []
+
+        def progress(fraction):
+            if fraction > 0 and not prefetching:  # frames are being read: import what follows
+                from ..workflow.prefetch import prefetch
+
+                prefetching.append(True)
+                prefetch()
+            self.report(fraction)
+
         out = correlate_sums(
             i.frames,
             i.qmask,
@@ -148,7 +158,7 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
             bad_pixels=i.bad_pixels,
             n_groups=i.n_groups,
             token=self.token,
-            progress=self.report,
+            progress=progress,
             mode_options={
                 "lags_per_level": i.lags_per_level,
                 "normalisation": i.normalisation,

@@ -27,7 +27,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
     parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory", "cpu",
-                                            "live"),
+                                            "live", "overhead"),
                         default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
@@ -42,12 +42,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "scikit-beam (ewoksxpcs.tools.benchmark_cpu); live: "
                              "latency of the final result of 'ewoksxpcs live' after the last "
                              "frame of a 512x512 scan written at 100 Hz x 5000 frames "
-                             "(ewoksxpcs.tools.benchmark_live; --scale, --mode, --rate)")
+                             "(ewoksxpcs.tools.benchmark_live; --scale, --mode, --rate); "
+                             "overhead: the fixed costs of 'ewoksxpcs run' stage by stage on an "
+                             "Eiger 4M scan of --frames N (default 200), --methods M: --method M "
+                             "(ewoksxpcs.tools.benchmark_overhead)")
     parser.add_argument("--paths", nargs="+", metavar="PATH",
                         help="memory suite: paths (default: all; see "
                              "ewoksxpcs.tools.benchmark_memory.PATHS)")
     parser.add_argument("--frames", nargs="+", type=int, metavar="N",
-                        help="memory suite: frame counts (default 5000 10000 20000 40000)")
+                        help="memory suite: frame counts (default 5000 10000 20000 40000); "
+                             "overhead suite: frames of its scan (default 200)")
     parser.add_argument("--shape", nargs=2, type=int, default=[256, 256], metavar=("NY", "NX"),
                         help="memory suite: frame shape (default 256 256)")
     parser.add_argument("--mode", nargs="+", default=["multitau", "linear"],
@@ -85,6 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_memory(args)
     if args.suite == "cpu":
         return _main_cpu(args)
+    if args.suite == "overhead":
+        return _main_overhead(args)
     if args.suite == "live":
         from .benchmark_live import live_summary, run_live_benchmark
 
@@ -134,6 +140,25 @@ def _main_memory(args) -> int:
             json.dump({"suite": "memory", "machine": machine_description(None), "rows": rows},
                       f, indent=1, default=float)
     return 1 if any(r["returncode"] for r in rows) else 0
+
+def _main_overhead(args) -> int:
+    """``--suite overhead``: :func:`ewoksxpcs.tools.benchmark_overhead.run_overhead`."""
+    from .benchmark_overhead import run_overhead
+
+    options = []
+    if args.methods:
+        options += ["--method", args.methods[0]]
+    if args.device:
+        options += ["--device", args.device]
+    out = run_overhead(workdir=args.workdir, n_frames=(args.frames or [200])[0],
+                       counts=(args.counts or [0.01])[0], run_options=options,
+                       repeat=args.repeat or 2)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "overhead", "machine": machine_description(args.device), **out},
+                      f, indent=1, default=float)
+    return 0
+
 
 def _main_cpu(args) -> int:
     """``--suite cpu``: :func:`ewoksxpcs.tools.benchmark_cpu.run_cpu_suite`."""

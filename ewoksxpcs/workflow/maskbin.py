@@ -860,7 +860,7 @@ def build_qmask(
         labels_img = as_label_image(labels_img)  # int32 range, integer values
         if any(v is not None for v in (q_edges, n_bins, q_range, sectors, n_sectors)):
             raise ValueError("q bins and sectors apply to a geometry, not to a given label image")
-        labels_img = numpy.where(labels_img > 0, labels_img, 0).astype(numpy.int32)
+        labels_img = numpy.maximum(labels_img, 0)  # int32
         info["qmask"] = qmask if isinstance(qmask, (str, os.PathLike)) else "array"
     else:
         edges = make_q_edges(q_edges, n_bins, q_range, q_map, log=log_bins)
@@ -882,7 +882,7 @@ def build_qmask(
         bad |= auto_bad
         info["auto_mask"] = stats
     info["n_masked"] = int(bad.sum())
-    labels_img = numpy.where(bad, 0, labels_img).astype(numpy.int32)
+    labels_img = numpy.where(bad, 0, labels_img).astype(numpy.int32, copy=False)
     row = label_rows(labels_img.ravel(), labels)
     valid = row >= 0
     n_pixels = numpy.bincount(row[valid], minlength=labels.size).astype(numpy.int64)

@@ -1,0 +1,317 @@
+"""``ewoksxpcs benchmark --suite overhead``: the fixed costs of ``ewoksxpcs run``, stage by stage.
+
+An Eiger 4M geometry scan (2162×2068 uint16, bitshuffle-LZ4, Bliss master + 16 data files,
+:func:`ewoksxpcs.tools.synthetic_eiger.write_eiger_scan`) of a few hundred frames and a label
+image of 16 rings (so that the PNG has 16 curves). Then, each ``repeat`` times (best kept):
+
+- ``ewoksxpcs --version`` and ``import ewoksxpcs.app.cli`` in a new process;
+- the import time of the big dependencies in a new process each (``python -X importtime``);
+- ``ewoksxpcs run scan.h5 --qmask labels.npy -o r.h5`` (plus ``run_options``, e.g. a method)
+  in a new process that stamps the time (since the process started, so Python's own start-up
+  counts) of: the CLI imported, ewokscore imported, each workflow task's start and end, the
+  first frame read (raw chunks or h5py), the q-mask binning, the OpenCL device and program
+  builds, the fit, the NeXus writing, the wait for the PNG after it and the commit;
+- the same run twice through one process (``main()`` called again, as a persistent worker
+  runs jobs): the second run's stamps.
+
+The stamps come from wrappers put around those functions in the measuring process (nothing is
+changed but the clock readings). Machine-independent enough to find the costs on a CPU; the
+correlation itself depends on the machine and method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import numpy
+
+__all__ = ["run_overhead", "ring_labels", "PROBE", "probe", "stages", "table"]
+
+#: Modules whose import cost is listed (each in a new process).
+IMPORTS = ("numpy", "h5py", "hdf5plugin", "ewokscore", "pyopencl", "silx.opencl.common",
+           "scipy.fft", "scipy.optimize", "matplotlib.figure")
+
+#: Instruments ``ewoksxpcs.app.cli.main`` (argv in ``sys.argv[1]``, runs in ``sys.argv[2]``)
+#: and prints the stamps of each run as JSON lines; ``first_read_modules``: the top-level
+#: modules imported at the first frame read of the first run, ``end_modules`` after the run.
+PROBE = r"""
+import json, os, sys, time
+_t0 = time.perf_counter()
+
+def _age():  # seconds since this process started (Python's start-up included)
+    with open("/proc/self/stat") as f:
+        start = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        up = float(f.read().split()[0])
+    return up - start / os.sysconf("SC_CLK_TCK")
+
+_base = _age() - (time.perf_counter() - _t0)
+marks = []
+seen = {}
+
+def mark(what):
+    marks.append((round(_base + time.perf_counter() - _t0, 4), what))
+
+def wrap(owner, name, label, static=False):
+    real = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        mark(label + " start")
+        try:
+            return real(*args, **kwargs)
+        finally:
+            mark(label + " end")
+
+    setattr(owner, name, staticmethod(wrapper) if static else wrapper)
+
+mark("python started")
+import ewoksxpcs.app.cli as cli
+mark("cli imported")
+import ewoksxpcs.io.hdf5chunks as chunks
+from ewoksxpcs.io.load import HDF5FrameSource
+
+def first(real, static=False):
+    def wrapper(*args, **kwargs):
+        if not seen:
+            seen["modules"] = sorted(m for m in sys.modules if "." not in m)
+            mark("first frame read")
+        return real(*args, **kwargs)
+    return staticmethod(wrapper) if static else wrapper
+
+chunks.read_chunks = first(chunks.read_chunks)
+HDF5FrameSource._read_from = first(HDF5FrameSource._read_from, static=True)
+import ewokscore
+mark("ewokscore imported")
+from ewokscore.task import Task
+wrap(Task, "execute", "task")
+real_execute = Task.execute
+
+def execute(self, *args, **kwargs):
+    marks.append((marks[-1][0], "  = " + type(self).__name__))
+    return real_execute(self, *args, **kwargs)
+
+Task.execute = execute
+import ewoksxpcs.io.save as save
+import ewoksxpcs.tasks.save_results as save_task
+import ewoksxpcs.workflow.pipeline as pipeline
+import ewoksxpcs.opencl.device as device
+wrap(save, "_write_nexus", "write nexus")
+wrap(save, "commit", "commit")
+wrap(save_task, "fit_g2", "fit")
+wrap(pipeline, "make_binning", "binning")
+wrap(device, "get_device", "opencl device")
+wrap(device, "build_program", "opencl program")
+real_formats = save.save_formats
+
+def save_formats(*args, **kwargs):
+    out = real_formats(*args, **kwargs)
+    marks.append((marks[-1][0], f"png wait {out.get('png_wait_s', 0):.4f} s, drawn in "
+                                f"{out.get('png_drawn_in')}"))
+    return out
+
+save_task.save_formats = save_formats
+argv = json.loads(sys.argv[1])
+first_read_modules = None
+for run in range(int(sys.argv[2])):
+    if run:
+        marks.clear()
+        seen.clear()
+        mark("next run")
+    rc = cli.main(argv)
+    mark("main returned")
+    first_read_modules = first_read_modules or seen.get("modules")
+    print(json.dumps({"rc": rc, "marks": marks, "first_read_modules": first_read_modules,
+                      "end_modules": sorted(m for m in sys.modules if "." not in m)}),
+          flush=True)
+"""
+
+
+def ring_labels(shape, n_rings: int = 16, gaps=None) -> numpy.ndarray:
+    """(Ny, Nx) int32 label image of ``n_rings`` rings around the centre (0 outside and on
+    ``gaps``)."""
+    ny, nx = shape
+    y, x = numpy.ogrid[:ny, :nx]
+    r = numpy.hypot(y - ny / 2.0, x - nx / 2.0)
+    r_max = 0.48 * min(ny, nx)
+    labels = numpy.where(r < r_max, 1 + (n_rings * r / r_max).astype(numpy.int32), 0)
+    labels = numpy.minimum(labels, n_rings).astype(numpy.int32)
+    if gaps is not None:
+        labels[gaps] = 0
+    return labels
+
+
+def _best(times):
+    return min(times) if times else float("nan")
+
+
+def _wall(argv, env=None) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, env=env)
+    return time.perf_counter() - t
+
+
+def import_times(modules: Sequence[str] = IMPORTS) -> dict:
+    """Cumulative import time (s) of each module in a new process, after Python's start-up."""
+    out = {}
+    for name in modules:
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {name}"],
+                              capture_output=True, text=True)
+        best = 0
+        for line in proc.stderr.splitlines():
+            m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s*(\S+)", line)
+            if m and m.group(2) == name:
+                best = max(best, int(m.group(1)))
+        out[name] = best / 1e6
+    return out
+
+
+def probe(argv, runs: int = 1) -> list:
+    """Run :data:`PROBE` with ``argv`` ``runs`` times in one new process; its JSON lines."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), str(runs)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"probe failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def stages(marks) -> dict:
+    """Durations (s) between the stamps of one run: start-up, each task, the parts inside."""
+    t = {}
+    first = {}
+    for when, what in marks:
+        first.setdefault(what, when)
+        t[what] = when
+    out = {}
+
+    def span(a, b, name):
+        if a in first and b in t:
+            out[name] = t[b] - first[a] if b != a else 0.0
+
+    start = "python started" if "python started" in first else "next run"
+    origin = first[start]
+    if start == "python started":  # times from the process's start
+        out["python start-up"] = origin
+        origin = 0.0
+    span(start, "cli imported", "cli import")
+    span("cli imported", "ewokscore imported", "ewokscore import")
+    order = [w for _, w in marks if w.startswith("  = ")]
+    tasks = [w[4:] for w in order]
+    task_marks = [(when, what) for when, what in marks if what in ("task start", "task end")]
+    for i, name in enumerate(tasks):
+        if 2 * i + 1 < len(task_marks):
+            out[f"task {name}"] = task_marks[2 * i + 1][0] - task_marks[2 * i][0]
+    if task_marks:
+        out["to first task"] = task_marks[0][0] - origin
+    if "first frame read" in first:
+        out["to first frame read"] = first["first frame read"] - origin
+    for label in ("binning", "opencl device", "fit", "write nexus", "commit"):
+        total = 0.0
+        opened = None
+        for when, what in marks:
+            if what == f"{label} start" and opened is None:
+                opened = when
+            elif what == f"{label} end" and opened is not None:
+                total += when - opened
+                opened = None
+        if f"{label} start" in first:
+            out[label] = total
+    builds = [m for m in marks if m[1].startswith("opencl program")]
+    if builds:
+        out["opencl programs"] = sum(b[0] - a[0] for a, b in zip(builds[::2], builds[1::2]))
+    for _, what in marks:
+        m = re.match(r"png wait ([0-9.]+) s, drawn in (\w+)", what)
+        if m:
+            out["png wait after the result is written"] = float(m.group(1))
+            out["png drawn in"] = m.group(2)
+    out["total"] = t["main returned"] - origin
+    return out
+
+
+def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: float = 0.01,
+                 run_options: Sequence[str] = (), repeat: int = 2, keep: bool = False,
+                 on_step=print) -> dict:
+    """Generate the scan and measure the fixed costs (module docstring).
+
+    Returns
+    -------
+    dict
+        ``version_s``, ``cli_import_s``, ``imports`` (module -> s), ``runs`` (per kind: the
+        best ``stages`` of ``repeat`` runs: "new process", "persistent worker (2nd run)"),
+        ``first_read_modules``, ``load`` (load averages before and after).
+    """
+    from .synthetic_eiger import eiger_gap_mask, write_eiger_scan
+    from .benchmark_e2e import EIGER_4M
+
+    own = workdir is None
+    workdir = tempfile.mkdtemp(prefix="ewoksxpcs-overhead-") if own else workdir
+    os.makedirs(workdir, exist_ok=True)
+    out = {"frames": n_frames, "shape": list(EIGER_4M), "counts": counts,
+           "run_options": list(run_options), "load": [os.getloadavg()]}
+    try:
+        master = os.path.join(workdir, "scan", "scan.h5")
+        if not os.path.exists(master):
+            master = write_eiger_scan(os.path.join(workdir, "scan"), n_frames=n_frames,
+                                      counts=counts, frames_per_file=-(-n_frames // 16))
+        labels = os.path.join(workdir, "labels16.npy")
+        numpy.save(labels, ring_labels(EIGER_4M, 16, eiger_gap_mask(EIGER_4M)))
+        exe = [sys.executable, "-m", "ewoksxpcs"]
+        out["version_s"] = _best([_wall(exe + ["--version"]) for _ in range(repeat)])
+        out["cli_import_s"] = _best([_wall([sys.executable, "-c", "import ewoksxpcs.app.cli"])
+                                     for _ in range(repeat)])
+        on_step(f"--version {out['version_s']:.3f} s, import ewoksxpcs.app.cli "
+                f"{out['cli_import_s']:.3f} s")
+        out["imports"] = import_times()
+        on_step("imports: " + ", ".join(f"{k} {v:.3f} s" for k, v in out["imports"].items()))
+        argv = ["run", master, "--qmask", labels, "-o", os.path.join(workdir, "r.h5"),
+                "--overwrite", "-q", *run_options]
+        kinds = {"new process": [], "persistent worker (2nd run)": []}
+        for _ in range(repeat):
+            one = probe(argv, runs=1)[0]
+            kinds["new process"].append(stages(one["marks"]))
+            out["first_read_modules"] = one["first_read_modules"]
+            two = probe(argv, runs=2)
+            kinds["persistent worker (2nd run)"].append(stages(two[1]["marks"]))
+        out["runs"] = {k: min(v, key=lambda s: s["total"]) for k, v in kinds.items()}
+        out["load"].append(os.getloadavg())
+        on_step(table(out))
+        return out
+    finally:
+        if own and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def table(out: dict) -> str:
+    """The measured costs as a text table (one column per run kind)."""
+    kinds = list(out.get("runs", {}))
+    names = []
+    for k in kinds:
+        names += [n for n in out["runs"][k] if n not in names]
+    lines = [f"ewoksxpcs run, {out['frames']} frames of {out['shape'][0]}x{out['shape'][1]} "
+             f"uint16 bitshuffle-LZ4 (Bliss master + 16 files), {out['counts']:g} counts, 16 "
+             f"rings; options: {' '.join(out['run_options']) or '(defaults)'}",
+             f"load average before/after: {out['load'][0][0]:.1f} / "
+             f"{out['load'][-1][0]:.1f}",
+             f"ewoksxpcs --version                      {out['version_s']:8.3f} s",
+             f"python -c 'import ewoksxpcs.app.cli'     {out['cli_import_s']:8.3f} s"]
+    for k, v in out.get("imports", {}).items():
+        lines.append(f"import {k:34s}{v:8.3f} s (new process, -X importtime)")
+    lines.append(f"{'stage (s)':40s}" + "".join(f"{k:>30s}" for k in kinds))
+    for n in names:
+        cells = []
+        for k in kinds:
+            v = out["runs"][k].get(n)
+            cells.append(f"{v:30.3f}" if isinstance(v, float) else f"{str(v or '-'):>30s}")
+        lines.append(f"{n:40s}" + "".join(cells))
+    heavy = sorted(set(out.get("first_read_modules") or ()) & {
+        "matplotlib", "scipy", "dask", "distributed", "celery", "pyFAI", "Orange", "PyQt5",
+        "ewoksjob"})
+    lines.append(f"heavy modules imported at the first frame read: {heavy or 'none'}")
+    return "\n".join(lines)

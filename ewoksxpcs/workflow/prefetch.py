@@ -1,0 +1,43 @@
+"""Imports of the stages after the correlation, started in a thread once frames are read.
+
+The normalisation imports ``scipy.fft`` and the fit ``scipy.optimize`` (together 0.3–0.9 s);
+imported when those stages start, they lengthen the run by that much. The correlation mostly
+waits for the device, the disk or NumPy, which release the GIL, so the imports can run
+meanwhile. They are started only once the first frames were read, so that reaching the first
+frame read stays fast (``tests/test_cli.py`` checks that nothing heavy is imported before).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+from typing import Sequence
+
+__all__ = ["AFTER_CORRELATION", "prefetch"]
+
+#: Modules the normalisation and the fit import.
+AFTER_CORRELATION = ("scipy.fft", "scipy.optimize")
+
+_started = set()
+_lock = threading.Lock()
+
+
+def prefetch(modules: Sequence[str] = AFTER_CORRELATION) -> None:
+    """Import ``modules`` in a background thread (once per process; errors are left for the
+    real import to report)."""
+    with _lock:
+        todo = [m for m in modules if m not in _started and m not in sys.modules]
+        _started.update(todo)
+    if not todo:
+        return
+
+    def imports():
+        for name in todo:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the stage that needs it reports it
+                pass
+
+    # Not a daemon thread: one stopped inside an extension's initialisation at exit aborts.
+    threading.Thread(target=imports, daemon=False, name="ewoksxpcs-prefetch").start()
