@@ -96,3 +96,18 @@ def r_binning(sim):
     from ewoksxpcs.engine.qmask import Binning
 
     return Binning(sim.labels)
+
+
+def test_gamma_figure_without_a_positive_rate(tmp_path):
+    """No fit of status ok and no rate > 0 (short, noisy scans): the Γ(q) figure says so
+    instead of failing on log axes, so that the run still writes its result and PNGs."""
+    from ewoksxpcs.engine.fit import fit_g2
+
+    tau = numpy.arange(1, 20) * 1e-3
+    fit = fit_g2(tau, numpy.ones((3, tau.size)), numpy.full((3, tau.size), 0.1))
+    fit.status[:] = 3
+    fit.params["gamma"][:] = numpy.array([-1.0, 0.0, numpy.nan])
+    fig = gamma_figure(numpy.array([0.01, 0.02, 0.03]), fit, None)
+    save_figure(fig, str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").stat().st_size > 1000
+    assert fig.axes[0].get_yscale() == "linear"

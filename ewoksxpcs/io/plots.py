@@ -129,7 +129,7 @@ def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
     fig.subplots_adjust(left=0.17, right=0.97, bottom=0.12, top=0.92)  # no tight_layout pass
     ax = fig.add_subplot(1, 1, 1)
     q = numpy.asarray(q, dtype=numpy.float64)
-    ok = fit.ok & numpy.isfinite(fit.gamma) & (q > 0)
+    ok = fit.ok & numpy.isfinite(fit.gamma) & (fit.gamma > 0) & (q > 0)
     ax.errorbar(q[ok], fit.gamma[ok], yerr=numpy.nan_to_num(fit.gamma_err[ok]), fmt="o",
                 color="C0", ms=4, label="Γ (fit ok)")
     bad = ~fit.ok & numpy.isfinite(fit.gamma) & (fit.gamma > 0) & (q > 0)
@@ -142,9 +142,13 @@ def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
                 label=f"D·qⁿ: n = {power_law.n:.3f} ± {power_law.n_err:.3f}")
         ax.plot(qq, power_law.D2 * qq**2, "--", color="C2", lw=0.8,
                 label=f"n = 2: D = {power_law.D2:.4g} ± {power_law.D2_err:.2g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain_log_x(ax, ("x", "y"))
+    if not (ok | bad).any():  # log axes of no positive value: matplotlib refuses to draw
+        ax.text(0.5, 0.5, "no relaxation rate > 0 to draw", transform=ax.transAxes,
+                ha="center", va="center")
+    else:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log_x(ax, ("x", "y"))
     if ok.any() and q[ok].max() < 10 * q[ok].min():  # less than a decade: label the minor ticks
         from matplotlib.ticker import FuncFormatter
 
@@ -154,7 +158,8 @@ def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
     ax.set_ylabel(f"Γ ({tau_unit}⁻¹)")
     ax.set_title(f"relaxation rate ({fit.model} fit)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if (ok | bad).any():
+        ax.legend(fontsize=7)
     return fig
 
 

@@ -58,6 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         choices=("multitau", "linear", "twotime"),
                         help="live suite: correlation modes, one run each (default multitau "
                              "linear)")
+    parser.add_argument("--modes", nargs="+", choices=("linear", "multitau", "twotime"),
+                        help="e2e suite: correlation modes (default: all three)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="live suite: frames per second of the writer (default 100)")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -76,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="do not time dynamix")
     parser.add_argument("--quick", action="store_true",
                         help="small cases, one call each (smoke test, seconds)")
-    parser.add_argument("--device", help="OpenCL device: cpu, gpu or P:D (gpu suite: default gpu)")
+    parser.add_argument("--device", help="OpenCL device: cpu, gpu or P:D (gpu suite: default gpu; "
+                                         "e2e suite: given to every run, default none)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine as JSON")
     args = parser.parse_args(argv)
     if args.suite == "gpu":
@@ -183,11 +186,12 @@ def _main_cpu(args) -> int:
 
 def _main_e2e(args) -> int:
     """``--suite e2e``: :func:`ewoksxpcs.tools.benchmark_e2e.run_e2e` (defaults only)."""
-    from .benchmark_e2e import run_e2e
+    from .benchmark_e2e import MODES, run_e2e
 
     try:
         out = run_e2e(workdir=args.workdir, scale=args.scale,
-                      counts=tuple(args.counts or (0.01, 0.1)))
+                      counts=tuple(args.counts or (0.01, 0.1)), device=args.device,
+                      modes=tuple(args.modes or MODES))
     except ValueError as e:
         print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
         return 2

@@ -19,8 +19,9 @@ warm_s
     The command again: files in the page cache, kernels in the caches.
 worker_s
     The same scans through one already-started Python process (``ewoksxpcs.app.cli.main`` called
-    in a loop after one warm-up run, as an ewoksjob worker runs jobs): no start-up, imports or
-    kernel builds.
+    in a loop after one warm-up run of every case, as an ewoksjob worker runs jobs): no
+    start-up, imports or kernel builds; the PNG helper process already running. Printed as the
+    rows "through one persistent worker process".
 stages
     Per warm run, from the result file (``parameters/correlate/timings_s``): ``compact_s``
     (read, host→device, decompression and compaction on the device), ``correlate_s``, and
@@ -191,8 +192,8 @@ _WORKER = """
 import json, sys, time
 from ewoksxpcs.app.cli import main
 cases = json.loads(sys.argv[1])
-if cases:
-    main(cases[0][1])  # warm-up: imports, kernels, file handles as a long-lived worker has them
+for label, argv in cases:  # warm-up: imports, kernels of every mode, the PNG helper process
+    main(argv)
 out = {}
 for label, argv in cases:
     t = time.perf_counter()
@@ -213,7 +214,7 @@ def _worker(cases) -> dict:
 
 def run_e2e(workdir: Optional[str] = None, scale: float = 1.0, counts=(0.01, 0.1),
             modes=MODES, processes: int = 0, keep: bool = False, worker: bool = True,
-            drop_caches: bool = True, on_step=print) -> dict:
+            drop_caches: bool = True, on_step=print, device: Optional[str] = None) -> dict:
     """Generate the scans, time ``ewoksxpcs run`` with defaults on them (cold, warm, worker).
 
     Parameters
@@ -233,6 +234,9 @@ def run_e2e(workdir: Optional[str] = None, scale: float = 1.0, counts=(0.01, 0.1
     drop_caches : bool
         Drop the page cache before the cold runs (root only; it slows every process of the
         machine for a while).
+    device : str, optional
+        OpenCL device ("cpu", "gpu", "P:D") given to every run (``--device``) and used for the
+        floors; default: none given (the defaults-only figure).
 
     Returns
     -------
@@ -270,15 +274,17 @@ def run_e2e(workdir: Optional[str] = None, scale: float = 1.0, counts=(0.01, 0.1
                     f"{info['raw_bytes'] / 1e9:.3g} GB of frames ({info['generate_s']:.1f} s)")
         out["bytecode"] = _compile_bytecode()
         all_files = [f for _, _, fs in scans.values() for f in fs]
-        out["floors"] = {"warm": measure_floors(all_files)}
-        out["floors"]["cold"] = measure_floors(all_files, cold=drop_caches)
+        out["floors"] = {"warm": measure_floors(all_files, device)}
+        out["floors"]["cold"] = measure_floors(all_files, device, cold=drop_caches)
+        out["device_option"] = device
         on_step(f"floors: {json.dumps(out['floors'], default=float)}")
         argvs = {}
         for c, (master, labels, _) in scans.items():
             for mode in modes:
                 label = f"{mode} {c:g}"
                 result = os.path.join(workdir, f"result_{mode}_{c:g}")
-                argv = ["run", master, "--qmask", labels, "--mode", mode, "-q", "-o"]
+                argv = ["run", master, "--qmask", labels, "--mode", mode, "-q"]
+                argv += (["--device", device] if device else []) + ["-o"]
                 argvs[label] = argv + [result + "_worker.h5", "--overwrite"]
                 row = {"mode": mode, "counts": c}
                 for name in ("cold", "warm"):
@@ -342,6 +348,14 @@ def table(out: dict) -> str:
             f"{s['correlate_s']:7.2f} {s['rest_s']:7.2f} {f['read_s']:7.3f} "
             f"{f.get('h2d_s', float('nan')):7.3f} {f.get('decode_s', float('nan')):7.3f} "
             f"{f['data_vs_floor']:7.1f}  {s['method']} @ {s['device']}")
+    workers = [r for r in out["rows"] if r.get("worker_s") is not None]
+    if workers:
+        lines.append("through one persistent worker process (cli.main called in one "
+                     "already-started process, every case run once before):")
+        for r in workers:
+            lines.append(f"  {r['mode']:8s} {r['counts']:6g} {r['worker_s']:7.2f} s")
+    if out.get("device_option"):
+        lines.append(f"(runs given --device {out['device_option']})")
     fl = out.get("floors", {})
     if fl:
         w, c = fl["warm"], fl["cold"]

@@ -11,6 +11,8 @@ image of 16 rings (so that the PNG has 16 curves). Then, each ``repeat`` times (
   counts) of: the CLI imported, ewokscore imported, each workflow task's start and end, the
   first frame read (raw chunks or h5py), the q-mask binning, the OpenCL device and program
   builds, the fit, the NeXus writing, the wait for the PNG after it and the commit;
+- the same run with the OpenCL kernel caches off (pyopencl's on-disk cache, NVIDIA's, PoCL's:
+  :data:`ewoksxpcs.tools.benchmark_e2e.COLD_ENV`): what the caches save a new process;
 - the same run twice through one process (``main()`` called again, as a persistent worker
   runs jobs): the second run's stamps.
 
@@ -173,10 +175,11 @@ def import_times(modules: Sequence[str] = IMPORTS) -> dict:
     return out
 
 
-def probe(argv, runs: int = 1) -> list:
-    """Run :data:`PROBE` with ``argv`` ``runs`` times in one new process; its JSON lines."""
+def probe(argv, runs: int = 1, env: Optional[dict] = None) -> list:
+    """Run :data:`PROBE` with ``argv`` ``runs`` times in one new process (``env``: added to
+    the environment); its JSON lines."""
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), str(runs)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=dict(os.environ, **(env or {})))
     if proc.returncode:
         raise RuntimeError(f"probe failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -237,31 +240,37 @@ def stages(marks) -> dict:
 
 def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: float = 0.01,
                  run_options: Sequence[str] = (), repeat: int = 2, keep: bool = False,
-                 on_step=print) -> dict:
+                 on_step=print, shape=None, processes: int = 0) -> dict:
     """Generate the scan and measure the fixed costs (module docstring).
+
+    ``shape`` (default: Eiger 4M) and ``processes`` (writers of the scan) are those of
+    :func:`~ewoksxpcs.tools.synthetic_eiger.write_eiger_scan`.
 
     Returns
     -------
     dict
         ``version_s``, ``cli_import_s``, ``imports`` (module -> s), ``runs`` (per kind: the
-        best ``stages`` of ``repeat`` runs: "new process", "persistent worker (2nd run)"),
+        best ``stages`` of ``repeat`` runs: "new process", "kernel caches off", "persistent
+        worker (2nd run)"),
         ``first_read_modules``, ``load`` (load averages before and after).
     """
     from .synthetic_eiger import eiger_gap_mask, write_eiger_scan
-    from .benchmark_e2e import EIGER_4M
+    from .benchmark_e2e import COLD_ENV, EIGER_4M
 
     own = workdir is None
     workdir = tempfile.mkdtemp(prefix="ewoksxpcs-overhead-") if own else workdir
     os.makedirs(workdir, exist_ok=True)
-    out = {"frames": n_frames, "shape": list(EIGER_4M), "counts": counts,
+    shape = tuple(shape or EIGER_4M)
+    out = {"frames": n_frames, "shape": list(shape), "counts": counts,
            "run_options": list(run_options), "load": [os.getloadavg()]}
     try:
         master = os.path.join(workdir, "scan", "scan.h5")
         if not os.path.exists(master):
             master = write_eiger_scan(os.path.join(workdir, "scan"), n_frames=n_frames,
-                                      counts=counts, frames_per_file=-(-n_frames // 16))
+                                      shape=shape, counts=counts, processes=processes,
+                                      frames_per_file=-(-n_frames // 16))
         labels = os.path.join(workdir, "labels16.npy")
-        numpy.save(labels, ring_labels(EIGER_4M, 16, eiger_gap_mask(EIGER_4M)))
+        numpy.save(labels, ring_labels(shape, 16, eiger_gap_mask(shape)))
         exe = [sys.executable, "-m", "ewoksxpcs"]
         out["version_s"] = _best([_wall(exe + ["--version"]) for _ in range(repeat)])
         out["cli_import_s"] = _best([_wall([sys.executable, "-c", "import ewoksxpcs.app.cli"])
@@ -272,10 +281,11 @@ def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: flo
         on_step("imports: " + ", ".join(f"{k} {v:.3f} s" for k, v in out["imports"].items()))
         argv = ["run", master, "--qmask", labels, "-o", os.path.join(workdir, "r.h5"),
                 "--overwrite", "-q", *run_options]
-        kinds = {"new process": [], "persistent worker (2nd run)": []}
+        kinds = {"new process": [], "kernel caches off": [], "persistent worker (2nd run)": []}
         for _ in range(repeat):
             one = probe(argv, runs=1)[0]
             kinds["new process"].append(stages(one["marks"]))
+            kinds["kernel caches off"].append(stages(probe(argv, env=COLD_ENV)[0]["marks"]))
             out["first_read_modules"] = one["first_read_modules"]
             two = probe(argv, runs=2)
             kinds["persistent worker (2nd run)"].append(stages(two[1]["marks"]))
