@@ -73,8 +73,28 @@ def normalise_path(value):
     return filename + (f"::{path}" if path else "")
 
 
+#: _hdf5_links results by (file identity, path): the CLI, the workflow's tasks and a
+#: persistent worker ask for the same scan files several times per run.
+_LINKS_CACHE: Dict[tuple, List[str]] = {}
+
+
 def _hdf5_links(filename: str, path: Optional[str]) -> List[str]:
-    """Files the HDF5 object ``path`` (default: the root) of ``filename`` refers to."""
+    """Files the HDF5 object ``path`` (default: the root) of ``filename`` refers to (cached
+    while the file's inode, size and modification time stay the same)."""
+    try:
+        st = os.stat(filename)
+        key = (os.path.realpath(filename), path, st.st_ino, st.st_dev, st.st_size,
+               st.st_mtime_ns)
+    except OSError:
+        return _read_hdf5_links(filename, path)
+    if key not in _LINKS_CACHE:
+        if len(_LINKS_CACHE) > 1024:
+            _LINKS_CACHE.clear()
+        _LINKS_CACHE[key] = _read_hdf5_links(filename, path)
+    return list(_LINKS_CACHE[key])
+
+
+def _read_hdf5_links(filename: str, path: Optional[str]) -> List[str]:
     import h5py
 
     found: List[str] = []
