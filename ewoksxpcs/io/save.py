@@ -642,13 +642,19 @@ def save_results(
             "png_drawn_in": None if plots is None else plots.where}
 
 
+#: Two-time maps up to this size are sent to the PNG helper process (a pipe copies them).
+SEND_MAPS_BYTES = 64 << 20
+
+
 def _start_pngs(png, result, *args):
     """Start drawing the PNGs of :func:`_render_pngs` (same arguments) off the critical path:
-    in the helper process of :mod:`ewoksxpcs.io.pngproc` (a thread for two-time results, whose
-    maps are too large to send); a :class:`~ewoksxpcs.io.pngproc.Pending` of the bytes."""
+    in the helper process of :mod:`ewoksxpcs.io.pngproc` (a thread for two-time maps beyond
+    :data:`SEND_MAPS_BYTES`, cheaper to draw here than to send); a
+    :class:`~ewoksxpcs.io.pngproc.Pending` of the bytes."""
     from . import pngproc
 
-    if _mode(result) == "twotime":
+    maps = getattr(result, "C", None)
+    if maps is not None and getattr(maps, "nbytes", 0) > SEND_MAPS_BYTES:
         return pngproc.Pending(f"{__name__}:_render_pngs", (png, result) + args, {}, remote=False)
     return pngproc.submit(f"{__name__}:_render_pngs", png, _light(result), *args)
 

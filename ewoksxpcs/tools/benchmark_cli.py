@@ -60,6 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "linear)")
     parser.add_argument("--modes", nargs="+", choices=("linear", "multitau", "twotime"),
                         help="e2e suite: correlation modes (default: all three)")
+    parser.add_argument("--no-drop-caches", action="store_true",
+                        help="e2e suite: do not drop the page cache before the cold runs (a "
+                             "shared machine: dropping it slows everyone's processes)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="live suite: frames per second of the writer (default 100)")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -191,7 +194,7 @@ def _main_e2e(args) -> int:
     try:
         out = run_e2e(workdir=args.workdir, scale=args.scale,
                       counts=tuple(args.counts or (0.01, 0.1)), device=args.device,
-                      modes=tuple(args.modes or MODES))
+                      modes=tuple(args.modes or MODES), drop_caches=not args.no_drop_caches)
     except ValueError as e:
         print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
         return 2

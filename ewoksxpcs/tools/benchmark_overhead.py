@@ -85,6 +85,7 @@ def first(real, static=False):
         if not seen:
             seen["modules"] = sorted(m for m in sys.modules if "." not in m)
             mark("first frame read")
+            mark(f"cpu {time.process_time():.4f} s")
         return real(*args, **kwargs)
     return staticmethod(wrapper) if static else wrapper
 
@@ -215,6 +216,9 @@ def stages(marks) -> dict:
         out["to first task"] = task_marks[0][0] - origin
     if "first frame read" in first:
         out["to first frame read"] = first["first frame read"] - origin
+        cpu = [float(w.split()[1]) for _, w in marks if w.startswith("cpu ")]
+        if cpu and origin == 0.0:  # CPU time of the process (all its threads) by then
+            out["CPU time to first frame read"] = cpu[0]
     for label in ("binning", "opencl device", "fit", "write nexus", "commit"):
         total = 0.0
         opened = None
