@@ -45,4 +45,7 @@ def test_floors_and_table(e2e):
     for mode in MODES:
         assert f"\n{mode}" in text
     assert "floors: read" in text and "x_floor" in text
+    worker = text.split("through one persistent worker process")[1]
+    for mode in MODES:  # one row per scan and mode, as an ewoksjob worker runs them
+        assert f"\n  {mode}" in worker
     assert out["check"]["rings"] == 8
