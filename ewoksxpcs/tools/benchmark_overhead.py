@@ -23,6 +23,7 @@ correlation itself depends on the machine and method.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -261,13 +262,10 @@ def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: flo
     from .synthetic_eiger import eiger_gap_mask, write_eiger_scan
     from .benchmark_e2e import COLD_ENV, EIGER_4M
 
-    own = workdir is None
-    workdir = tempfile.mkdtemp(prefix="ewoksxpcs-overhead-") if own else workdir
-    os.makedirs(workdir, exist_ok=True)
     shape = tuple(shape or EIGER_4M)
     out = {"frames": n_frames, "shape": list(shape), "counts": counts,
            "run_options": list(run_options), "load": [os.getloadavg()]}
-    try:
+    with _directory(workdir, keep) as workdir:
         master = os.path.join(workdir, "scan", "scan.h5")
         if not os.path.exists(master):
             master = write_eiger_scan(os.path.join(workdir, "scan"), n_frames=n_frames,
@@ -293,13 +291,25 @@ def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: flo
             out["first_read_modules"] = one["first_read_modules"]
             two = probe(argv, runs=2)
             kinds["persistent worker (2nd run)"].append(stages(two[1]["marks"]))
-        out["runs"] = {k: min(v, key=lambda s: s["total"]) for k, v in kinds.items()}
-        out["load"].append(os.getloadavg())
-        on_step(table(out))
-        return out
+    out["runs"] = {k: min(v, key=lambda s: s["total"]) for k, v in kinds.items()}
+    out["load"].append(os.getloadavg())
+    on_step(table(out))
+    return out
+
+
+@contextlib.contextmanager
+def _directory(workdir: Optional[str], keep: bool):
+    """``workdir`` (created), or a temporary directory removed at the end unless ``keep``."""
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        yield workdir
+        return
+    path = tempfile.mkdtemp(prefix="ewoksxpcs-overhead-")
+    try:
+        yield path
     finally:
-        if own and not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def table(out: dict) -> str:
