@@ -110,3 +110,22 @@ def test_save_results_commits_the_png_drawn_in_the_helper(tmp_path):
     with Image.open(tmp_path / "r_g2.png") as im:
         assert im.text["ewoksxpcs commit"] == commit
     assert sorted(os.listdir(tmp_path)) == ["r.h5", "r_g2.png"]
+
+
+def test_a_forked_child_gets_its_own_helper():
+    """A child forked after the helper started (prefork job workers) does not share the
+    parent's pipe: it starts a helper of its own, and the parent's keeps working."""
+    parent_helper = pngproc.submit("os:getpid").result()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            got = pngproc.submit("os:getpid").result()
+            ok = got not in (parent_helper, os.getpid()) and pngproc.helper_pid() == got
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert pngproc.submit("os:getpid").result() == parent_helper

@@ -88,6 +88,17 @@ def stop() -> None:
 atexit.register(stop)
 
 
+def _forget_after_fork() -> None:
+    """In a forked child (a prefork job worker, a fork pool): the parent's helper and its pipe
+    are not this process's; the next call starts a helper of its own."""
+    global _proc, _lock
+    _proc = None
+    _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _resolve(name: str):
     module, _, qualname = name.partition(":")
     obj = importlib.import_module(module)
