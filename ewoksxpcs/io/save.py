@@ -40,11 +40,12 @@ bins, ``intensity`` is per time bin, and::
             partial_g2       NXdata  g2 of successive age segments
 
 Writing is atomic, and the result and its PNG are one commit: both are written as unnamed
-files in their directories (``O_TMPFILE``: even SIGKILL leaves nothing), the PNG drawn meanwhile
-in a helper process (:mod:`ewoksxpcs.io.pngproc`), then both are named and renamed into place, SIGTERM/SIGINT held for those
-few system calls. A failure (a full disk), a cancellation or a kill leaves the old pair or
-nothing; an existing file is replaced only with ``overwrite``; an input file never (see
-:mod:`ewoksxpcs.io.inputfiles`). Files get the umask's mode.
+files in their directories (``O_TMPFILE``: even SIGKILL leaves nothing), the PNG drawn
+meanwhile in a helper process (:mod:`ewoksxpcs.io.pngproc`), then both are named and renamed
+into place, SIGTERM/SIGINT held for those few system calls. A failure (a full disk), a
+cancellation or a kill leaves the old pair or nothing; an existing file is replaced only with
+``overwrite``; an input file never (see :mod:`ewoksxpcs.io.inputfiles`). Files get the umask's
+mode.
 """
 
 from __future__ import annotations
@@ -997,7 +998,8 @@ def save_formats(filename, result, q, tau, formats=("nexus",), q_edges=None,
 
     The first format writes ``filename``, the others files next to it
     (:func:`ewoksxpcs.io.formats.format_filenames`). Every file is written to a temporary file
-    first and all are renamed together at the end, with the PNGs (drawn meanwhile by :mod:`ewoksxpcs.io.pngproc`):
+    first and all are renamed together at the end, with the PNGs (drawn meanwhile by
+    :mod:`ewoksxpcs.io.pngproc`):
     on any error none is left and no existing file was replaced. The NeXus file and the PNGs
     are unnamed until then (:class:`PendingFile`: nothing left even after SIGKILL); the other
     layouts' writers need a name, a hidden ``.<name>.<random>.tmp``. ``inputs``: files the run

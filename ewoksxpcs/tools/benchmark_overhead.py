@@ -271,6 +271,12 @@ def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: flo
             master = write_eiger_scan(os.path.join(workdir, "scan"), n_frames=n_frames,
                                       shape=shape, counts=counts, processes=processes,
                                       frames_per_file=-(-n_frames // 16))
+        else:  # a scan of the workdir: its own frame count and shape
+            from ..io.load import load_frames
+
+            source = load_frames(master)
+            out["frames"], shape = int(source.n_frames), tuple(source.frame_shape)
+            out["shape"] = list(shape)
         labels = os.path.join(workdir, "labels16.npy")
         numpy.save(labels, ring_labels(shape, 16, eiger_gap_mask(shape)))
         exe = [sys.executable, "-m", "ewoksxpcs"]

@@ -4,7 +4,8 @@
 
 STAGE is where the signal is sent, from the code that reaches it: ``load`` (LoadFrames starts),
 ``compaction`` (compact_frames starts), ``correlation`` (correlate_sums starts), ``writing``
-(the result's HDF5 content is being written), ``png`` (the PNG starts being drawn, in the helper process, while the result is written),
+(the result's HDF5 content is being written), ``png`` (the PNG starts being drawn, by the
+helper process, while the result is written),
 ``commit`` (both files complete, before any rename), ``rename`` (after the first rename of
 the commit). SIGNAL is KILL or TERM. A real signal ends the real process: nothing is mocked
 but the moment.
