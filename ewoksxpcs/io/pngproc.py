@@ -42,8 +42,14 @@ def _enabled() -> bool:
     return os.environ.get("EWOKSXPCS_PNG_PROCESS", "1").strip().lower() not in ("0", "no", "false")
 
 
-def start() -> bool:
+def start(preload=()) -> bool:
     """Start the helper process if it is not running (it warms up in the background).
+
+    Parameters
+    ----------
+    preload : sequence of str
+        Modules the helper imports while it waits for its first call (the callers' drawing
+        modules: this module knows none of them).
 
     Returns whether a helper is running.
     """
@@ -56,7 +62,7 @@ def start() -> bool:
         try:
             env = dict(os.environ, MPLBACKEND="Agg")
             _proc = subprocess.Popen(
-                [sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                [sys.executable, "-m", __name__, *preload], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
         except OSError as e:  # no process allowed: the thread fallback
             logger.info("no PNG helper process (%s): figures drawn in a thread", e)
@@ -175,8 +181,9 @@ def submit(name: str, *args, **kwargs) -> Pending:
     return Pending(name, args, kwargs, remote=_enabled())
 
 
-def _serve() -> None:  # pragma: no cover - runs in the helper process (tested through it)
-    """The helper's loop: read a call, run it, write (status, value), until end of input."""
+def _serve(preload=()) -> None:  # pragma: no cover - runs in the helper process (tested through it)
+    """The helper's loop: read a call, run it, write (status, value), until end of input;
+    first the modules ``preload`` are imported."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
@@ -187,7 +194,8 @@ def _serve() -> None:  # pragma: no cover - runs in the helper process (tested t
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
         from matplotlib.figure import Figure  # noqa: F401
 
-        from . import plots, save  # noqa: F401
+        for module in preload:
+            importlib.import_module(module)
     except Exception:  # the real call reports it
         pass
     while True:
@@ -211,4 +219,4 @@ def _serve() -> None:  # pragma: no cover - runs in the helper process (tested t
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _serve()
+    _serve(sys.argv[1:])

@@ -1147,4 +1147,4 @@ def warm_up_plotting() -> None:
     """
     from . import pngproc
 
-    pngproc.start()
+    pngproc.start(preload=(f"{__package__}.plots", __name__))
