@@ -117,6 +117,7 @@ def test_run_pipeline_from_the_file_equals_the_steps_on_the_frames(small_scan, m
     out = run_pipeline(filename + "::/1.1", labels, method=method, mode=mode, fit=True)
     ref = correlate(frames, labels, method=method, mode=mode)
     assert out["frame_period"] == pytest.approx(1e-3)
+    numpy.testing.assert_array_equal(out["q_bins"].qmask, labels)
     assert out["tau_unit"] == "s" and out["n_frames"] == frames.shape[0]
     numpy.testing.assert_array_equal(out["labels"], ref.labels)
     numpy.testing.assert_allclose(out["g2"], ref.g2, rtol=1e-12, equal_nan=True)
@@ -125,6 +126,36 @@ def test_run_pipeline_from_the_file_equals_the_steps_on_the_frames(small_scan, m
     if mode != "twotime":
         assert out["sums"].n2.dtype == numpy.int64
     assert out["fit"].gamma.shape == (3,) and out["power_law"] is not None
+
+
+def test_run_pipeline_equals_the_shipped_workflow(small_scan, tmp_path):
+    """The same inputs through the Ewoks workflow ``xpcs`` and through run_pipeline: the same
+    sums, g2, τ, q and fit (q-mask and q per bin read from the file, a bad frame)."""
+    import h5py
+    from ewokscore import execute_graph
+
+    from ewoksxpcs.workflow.pipeline import run_pipeline
+    from ewoksxpcs.workflows import workflow_path
+
+    filename, frames, labels = small_scan
+    qmask = {"qmask": f"{filename}::/1.1/simulation/labels",
+             "q_values": f"{filename}::/1.1/simulation/q"}
+    out_file = str(tmp_path / "r.h5")
+    values = {"load": {"url": f"{filename}::/1.1"}, "qmask": qmask,
+              "correlate": {"method": "matmul", "bad_frames": "7"},
+              "save": {"output": out_file, "plot": False, "fit": "exp"}}
+    wf = execute_graph(workflow_path("xpcs"), inputs=[
+        {"id": node, "name": k, "value": v} for node, kv in values.items() for k, v in kv.items()])
+    out = run_pipeline(f"{filename}::/1.1", qmask.pop("qmask"), qmask_options=qmask,
+                       method="matmul", bad_frames="7", fit="exp")
+    with h5py.File(out_file, "r") as f:
+        proc = f["entry/xpcs"]
+        numpy.testing.assert_array_equal(proc["sums/n2"][()], out["result"].n2)
+        numpy.testing.assert_array_equal(proc["g2/g2"][()], out["g2"])
+        numpy.testing.assert_array_equal(proc["g2/tau"][()], out["tau"])
+        numpy.testing.assert_array_equal(proc["g2/q"][()], out["q"])
+    numpy.testing.assert_array_equal(wf["fit"]["gamma"], out["fit"].gamma)
+    assert out["bad_frames"]["scan_indices"].tolist() == [7]
 
 
 def test_the_source_is_opened_once_and_monitored_once_per_pass(small_scan, monkeypatch):

@@ -7,10 +7,13 @@ the Ewoks tasks (:mod:`ewoksxpcs.tasks`) also call, one task per step or group o
       1. open_source         file/URL/array -> FrameSource or     LoadFrames
                              EventStack, built once here and
                              passed down unchanged
-      2. make_binning        q-mask, labels, bad pixels ->         Correlate (correlate_sums,
-                             Binning (pixel groups)                steps 2-7; the q-mask from
-      3. exclude_bad_frames  bad frames given or detected          geometry: BuildQMask,
-         weight_frames       per-frame monitor weights             workflow.maskbin)
+      2. build_q_bins        label image or geometry, masks ->     BuildQMask
+                             q-mask, q per bin, bad pixels
+         correlate_sums:                                           Correlate
+         make_binning        q-mask, labels, bad pixels ->
+                             Binning (pixel groups)
+      3. exclude_bad_frames  bad frames given or detected
+         weight_frames       per-frame monitor weights
       4. choose_correlator   (mode, backend) from the registry;
                              ``auto`` picks by the cost model
       5. correlator_input    what the backend reads: the frames,
@@ -23,11 +26,10 @@ the Ewoks tasks (:mod:`ewoksxpcs.tasks`) also call, one task per step or group o
       8. normalise_sums      g2, jackknife errors, tau, q           Normalise
       9. fit_decays          (optional) g2 fits, Gamma(q) law       SaveResults (+ writing)
 
-The source is wrapped once: :func:`open_source` is the only place of the workflow that turns
-its input into a frame source; the later steps take that source (or the views of it that
-exclude bad frames, weight frames or cut a time segment) and the cancellation/progress monitor
-is built once per pass over the frames (:func:`run_correlator`, :func:`compact_frames`, the
-bad-frame detection).
+The source is wrapped once: :func:`open_source` (step 1) builds it, and the later steps take
+it as it is (or the views of it that exclude bad frames, weight frames or cut a time segment);
+the cancellation/progress monitor is built once per pass over the frames
+(:func:`run_correlator`, :func:`compact_frames`, the bad-frame detection).
 
 Each step works without Ewoks, takes an optional
 :class:`~ewoksxpcs.workflow.cancellation.CancelToken` and an optional ``progress(fraction)``
@@ -64,6 +66,7 @@ from ..engine.qmask import DEFAULT_GROUPS, Binning
 __all__ = [
     "run_pipeline",
     "open_source",
+    "build_q_bins",
     "make_binning",
     "exclude_bad_frames",
     "weight_frames",
@@ -93,45 +96,45 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------ file -> result
 def run_pipeline(
     frames,
-    qmask,
+    qmask=None,
     method: str = "auto",
     device: Optional[str] = None,
     mode: str = "linear",
     mode_options: Optional[dict] = None,
     options: Optional[dict] = None,
-    labels=None,
-    bad_pixels=None,
     n_groups: int = DEFAULT_GROUPS,
     bad_frames=None,
     auto_bad_frames=None,
     normalise_by=None,
     segments: Optional[int] = None,
-    q=None,
-    q_labels=None,
-    chi=None,
     fit=None,
+    qmask_options: Optional[dict] = None,
+    load_options: Optional[dict] = None,
     token: Optional[CancelToken] = None,
     progress: Progress = None,
-    **load_options,
 ) -> dict:
     """From a file (or frames) to the normalised result: every step of this module, in order.
 
     What the shipped workflow ``xpcs`` computes (without writing), in one process and without
-    Ewoks.
+    Ewoks: the same steps with the same inputs give the same result.
 
     Parameters
     ----------
     frames : str, os.PathLike, ndarray (Nt, Ny, Nx), FrameSource or EventStack
         What :func:`open_source` takes (``file.h5::/path``, events file, array ...).
-    qmask : ndarray (Ny, Nx) of int, or Binning
-        Label image (0 = unused).
-    q, q_labels, chi
-        q (and sector centre) per bin, as for :func:`normalise_sums`.
-    fit : bool or str, optional
-        Fit model of :func:`fit_decays` (True: "exp"); None: no fit.
-    **load_options
+    qmask : ndarray (Ny, Nx) of int, str (file, URL), or Binning, optional
+        Label image (0 = unused); None: built from the geometry of ``qmask_options``. A
+        :class:`Binning` is used as it is (no q, no masks).
+    qmask_options : dict, optional
+        Keyword arguments of :func:`ewoksxpcs.workflow.maskbin.build_qmask` (the BuildQMask
+        task): ``q_values``, geometry (``poni`` or ``beam_center``, ``distance``,
+        ``pixel_size``, ``wavelength``/``energy``), q bins, sectors, ``mask``, ``auto_mask``,
+        ``file_mask``.
+    load_options : dict, optional
         ``start``, ``stop``, ``step``, ``frame_period`` (s), ``detector``: see
         :func:`open_source`.
+    fit : bool or str, optional
+        Fit model of :func:`fit_decays` (True: "exp"); None: no fit.
 
     Other parameters are those of :func:`correlate_sums`.
 
@@ -139,25 +142,47 @@ def run_pipeline(
     -------
     dict
         The keys of :func:`correlate_sums` and of :func:`normalise_sums`, ``frame_period``
-        (s, or None), ``fit`` (G2Fit or None) and ``power_law`` (PowerLawFit or None).
+        (s, or None), ``q_bins`` (the :class:`~ewoksxpcs.workflow.maskbin.QBinning`, or None
+        for a Binning given), ``fit`` (G2Fit or None) and ``power_law`` (PowerLawFit or None).
     """
-    source = open_source(frames, **load_options)
+    source = open_source(frames, **(load_options or {}))
     frame_period = getattr(source, "frame_period", None)
+    q_bins = None if isinstance(qmask, Binning) else build_q_bins(source, qmask, qmask_options)
     correlated = correlate_sums(
-        source, qmask, method=method, device=device, mode=mode, options=options, labels=labels,
-        bad_pixels=bad_pixels, n_groups=n_groups, token=token, progress=progress,
-        mode_options=mode_options, bad_frames=bad_frames, auto_bad_frames=auto_bad_frames,
-        normalise_by=normalise_by, segments=segments,
+        source,
+        qmask if q_bins is None else q_bins.qmask,
+        method=method,
+        device=device,
+        mode=mode,
+        options=options,
+        labels=None if q_bins is None else q_bins.labels,
+        bad_pixels=None if q_bins is None else q_bins.bad_pixels,
+        n_groups=n_groups,
+        token=token,
+        progress=progress,
+        mode_options=mode_options,
+        bad_frames=bad_frames,
+        auto_bad_frames=auto_bad_frames,
+        normalise_by=normalise_by,
+        segments=segments,
     )
     info = {"auto_reason": correlated["auto_reason"]} if correlated["auto_reason"] else {}
     normalised = normalise_sums(
-        correlated["sums"], correlated["binning"], frame_period=frame_period, q=q,
-        q_labels=q_labels, chi=chi, method=correlated["method"], device=correlated["device"],
-        mode=mode, info=info, mode_options=correlated["mode_options"],
+        correlated["sums"],
+        correlated["binning"],
+        frame_period=frame_period,
+        q=None if q_bins is None else q_bins.q,
+        q_labels=None if q_bins is None else q_bins.labels,
+        chi=None if q_bins is None else q_bins.chi,
+        method=correlated["method"],
+        device=correlated["device"],
+        mode=mode,
+        info=info,
+        mode_options=correlated["mode_options"],
     )
     g2_fit, power_law = fit_decays(normalised["tau"], normalised["result"], normalised["q"], fit)
-    return {**correlated, **normalised, "frame_period": frame_period, "fit": g2_fit,
-            "power_law": power_law}
+    return {**correlated, **normalised, "frame_period": frame_period, "q_bins": q_bins,
+            "fit": g2_fit, "power_law": power_law}
 
 
 def correlate_sums(
@@ -179,7 +204,7 @@ def correlate_sums(
     segments: Optional[int] = None,
 ) -> dict:
     """Correlate frames (or events) into the additive sums, with progress and cancellation:
-    steps 1 to 7 (the Correlate task).
+    steps 3 to 7 (the Correlate task), on the source of step 1 (opened here if need be).
 
     Parameters
     ----------
@@ -294,8 +319,25 @@ def open_source(frames, start: int = 0, stop: Optional[int] = None, step: int = 
                        detector=detector)
 
 
+def build_q_bins(source, qmask=None, qmask_options: Optional[dict] = None):
+    """Step 2 (the BuildQMask task): the q-mask of ``source``'s frames, q per bin and the
+    pixels left out, from a label image or the geometry, with the masks (given, automatic,
+    the detector's own mask stored with the frames): :func:`ewoksxpcs.workflow.maskbin.build_qmask`.
+
+    Returns
+    -------
+    QBinning
+        ``.qmask`` (Ny, Nx), ``.labels``, ``.q`` (nm⁻¹), ``.chi``, ``.bad_pixels`` (Ny, Nx) bool.
+    """
+    from .maskbin import build_qmask
+
+    return build_qmask(tuple(source.frame_shape), qmask=qmask, frames=source,
+                       **(qmask_options or {}))
+
+
 def make_binning(qmask, labels=None, bad_pixels=None, n_groups: int = DEFAULT_GROUPS) -> Binning:
-    """A :class:`Binning` from a label image (kept as is when it already is one)."""
+    """The first step of :func:`correlate_sums`: a :class:`Binning` (bins, pixel groups) from a label image and the bad pixels
+    (kept as is when it already is one)."""
     if isinstance(qmask, Binning):
         if labels is not None and not numpy.array_equal(numpy.unique(labels), qmask.labels):
             raise ValueError("labels differ from those of the given Binning")
