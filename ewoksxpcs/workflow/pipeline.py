@@ -257,10 +257,11 @@ def correlate_sums(
     correlator = choose_correlator(mode, binning, method, device, source, options, mode_options)
     if token is not None:
         token.check("correlation")
-    data, compaction_s = correlator_input(correlator, source, bad_pixels, token, progress)
+    data, events, compaction_s = correlator_input(correlator, source, bad_pixels, token,
+                                                  progress)
     t0 = time.perf_counter()
-    sums, mean_image, correlate_s = run_correlator(mode, correlator, data, token, progress,
-                                                   compaction_s)
+    sums, mean_image, correlate_s = run_correlator(mode, correlator, data, events, token,
+                                                   progress, compaction_s)
     mean_image = _record_excluded(sums, mean_image, source)
     seg = None
     if segments:
@@ -392,7 +393,8 @@ def choose_correlator(mode: str, binning: Binning, method: str, device: Optional
 
 def correlator_input(correlator, source, bad_pixels=None, token: Optional[CancelToken] = None,
                      progress: Progress = None):
-    """Step 5: (what ``correlator`` reads, seconds spent compacting).
+    """Step 5: (what ``correlator`` reads, the EventStack behind it or None for frames,
+    seconds spent compacting).
 
     An EventStack given to a dense backend is read as frames rebuilt from the events; frames
     given to an OpenCL event backend are compacted on its device first (raw compressed chunks
@@ -404,11 +406,11 @@ def correlator_input(correlator, source, bad_pixels=None, token: Optional[Cancel
         if getattr(correlator, "input_kind", "dense") == "dense":
             from ..io.load import EventFrameSource
 
-            return EventFrameSource(source, getattr(source, "frame_period", None)), 0.0
-        return source, 0.0
+            return EventFrameSource(source, getattr(source, "frame_period", None)), source, 0.0
+        return source, source, 0.0
     options = getattr(correlator, "compaction_options", lambda: None)()
     if options is None:
-        return source, 0.0
+        return source, None, 0.0
     t_c = time.perf_counter()
     events = compact_frames(
         source,
@@ -420,25 +422,23 @@ def correlator_input(correlator, source, bad_pixels=None, token: Optional[Cancel
     compaction_s = time.perf_counter() - t_c
     logger.info("compacted %d frames into %d events in %.2f s (%s)", events.n_frames,
                 events.n_events, compaction_s, getattr(events, "compaction", ""))
-    return events, compaction_s
+    return events, events, compaction_s
 
 
-def run_correlator(mode: str, correlator, data, token: Optional[CancelToken] = None,
+def run_correlator(mode: str, correlator, data, events=None, token: Optional[CancelToken] = None,
                    progress: Progress = None, compaction_s: float = 0.0):
     """Step 6: (the sums of ``data``, the mean image (Ny, Nx) float64 or None, seconds spent
     correlating).
 
     Frames stream through one :class:`MonitoredFrameSource` (cancellation, progress, the sum
-    image of the mean image: no second pass); events are read in place, their mean image
-    is that of the events. Progress: [lo, read_end) while the frames stream, [read_end, 0.95)
+    image of the mean image: no second pass); ``events`` (the EventStack behind ``data``, if
+    any) are read in place and give the mean image. Progress: [lo, read_end) while the frames stream, [read_end, 0.95)
     for the work a correlator does after reading them (its ``compute_share`` of the time),
     which it reports through ``report_progress(fraction)``; ``lo`` is 0.5 after a compaction.
     """
     from ..engine.events import EventStack
-    from ..io.load import EventFrameSource
 
-    events = data.events if isinstance(data, EventFrameSource) else data
-    is_events = isinstance(events, EventStack)
+    is_events = events is not None
     lo = 0.5 if compaction_s else 0.0
     share = 1.0 if isinstance(data, EventStack) else float(getattr(correlator, "compute_share", 0))
     read_end = lo + (0.95 - lo) * (1.0 - share)
