@@ -337,8 +337,8 @@ def build_q_bins(source, qmask=None, qmask_options: Optional[dict] = None):
 
 
 def make_binning(qmask, labels=None, bad_pixels=None, n_groups: int = DEFAULT_GROUPS) -> Binning:
-    """The first step of :func:`correlate_sums`: a :class:`Binning` (bins, pixel groups) from a label image and the bad pixels
-    (kept as is when it already is one)."""
+    """The first step of :func:`correlate_sums`: a :class:`Binning` (bins, pixel groups) from
+    a label image and the bad pixels (kept as is when it already is one)."""
     if isinstance(qmask, Binning):
         if labels is not None and not numpy.array_equal(numpy.unique(labels), qmask.labels):
             raise ValueError("labels differ from those of the given Binning")
@@ -348,9 +348,8 @@ def make_binning(qmask, labels=None, bad_pixels=None, n_groups: int = DEFAULT_GR
     return Binning(qmask, labels=labels, bad_pixels=bad_pixels, n_groups=int(n_groups))
 
 
-
 def exclude_bad_frames(source, bad_frames=None, auto_bad_frames=None, binning=None, token=None):
-    """Step 3a: (the source with its bad frames excluded, what was excluded or None).
+    """Step 3: (the source with its bad frames excluded, what was excluded or None).
 
     The detection pass reads through its own monitor (cancellable).
     """
@@ -368,7 +367,7 @@ def exclude_bad_frames(source, bad_frames=None, auto_bad_frames=None, binning=No
 
 
 def weight_frames(source, normalise_by=None, binning=None):
-    """Step 3b: (the source with each frame weighted by its monitor, record or None); see
+    """Step 3 (continued): (the source with each frame weighted by its monitor, record or None); see
     :mod:`ewoksxpcs.engine.frameweights`."""
     if normalise_by is None:
         return source, None
