@@ -89,7 +89,9 @@ class MonitoredFrameSource(FrameSource):
         what: str = "work",
     ):
         if not isinstance(source, FrameSource):
-            raise TypeError(f"a monitored source wraps a FrameSource, not a {type(source).__name__}")
+            raise TypeError(
+                f"a monitored source wraps a FrameSource, not a {type(source).__name__}"
+            )
         self.source = source
         self.token = token
         self.progress = progress

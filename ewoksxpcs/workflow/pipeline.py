@@ -35,8 +35,8 @@ Each step works without Ewoks, takes an optional
 :class:`~ewoksxpcs.workflow.cancellation.CancelToken` and an optional ``progress(fraction)``
 callback (fraction in [0, 1]) where it streams frames, and returns plain data.
 
-Correlation *modes* are those of the registry (:data:`ewoksxpcs.engine.correlation_modes.MODES`);
-:data:`MODES` holds each one's ``create``, ``correlate`` and ``normalise`` functions:
+Correlation *modes* are those of the registry
+(:data:`ewoksxpcs.engine.correlation_modes.MODES`); :data:`MODES` holds each one's ``create``, ``correlate`` and ``normalise`` functions:
 
 - ``linear``: every lag 0 … Nt−1 (:mod:`ewoksxpcs.correlators`, :mod:`ewoksxpcs.engine.normalise`);
 - ``multitau``: log-spaced lags (:mod:`ewoksxpcs.engine.multitau`); options ``lags_per_level`` and
