@@ -91,3 +91,132 @@ def test_float_events_read_after_the_compaction():
                 numpy.testing.assert_allclose(sums.C, ref.C, rtol=1e-5, atol=1e-6)
             else:
                 numpy.testing.assert_allclose(sums.n2, ref.n2, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ one path, top to bottom
+@pytest.fixture(scope="module")
+def small_scan(tmp_path_factory):
+    """A Bliss-layout HDF5 scan with a known g2 (exponential decay), its frames and labels."""
+    from ewoksxpcs.tools.synthetic import SyntheticXPCS
+
+    sim = SyntheticXPCS(shape=(24, 24), n_frames=120, mean_counts=0.5, contrast=0.3, n_bins=3,
+                        q_per_pixel=1e-3, diffusion=5e4, frame_period=1e-3, seed=4, n_threads=1)
+    filename = str(tmp_path_factory.mktemp("path") / "scan.h5")
+    sim.write_bliss_h5(filename, detector="eiger")
+    return filename, sim.frames(), sim.labels
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_run_pipeline_from_the_file_equals_the_steps_on_the_frames(small_scan, mode):
+    """run_pipeline(url) = the public correlate() on the frames in memory (exact int64 sums)."""
+    from ewoksxpcs import correlate
+    from ewoksxpcs.workflow.pipeline import run_pipeline
+
+    filename, frames, labels = small_scan
+    method = "reference" if mode == "linear" else "numpy"
+    out = run_pipeline(filename + "::/1.1", labels, method=method, mode=mode, fit=True)
+    ref = correlate(frames, labels, method=method, mode=mode)
+    assert out["frame_period"] == pytest.approx(1e-3)
+    numpy.testing.assert_array_equal(out["q_bins"].qmask, labels)
+    assert out["tau_unit"] == "s" and out["n_frames"] == frames.shape[0]
+    numpy.testing.assert_array_equal(out["labels"], ref.labels)
+    numpy.testing.assert_allclose(out["g2"], ref.g2, rtol=1e-12, equal_nan=True)
+    numpy.testing.assert_allclose(out["tau"], ref.lags * 1e-3)
+    numpy.testing.assert_allclose(out["mean_image"], frames.mean(axis=0), rtol=1e-12)
+    if mode != "twotime":
+        assert out["sums"].n2.dtype == numpy.int64
+    assert out["fit"].gamma.shape == (3,) and out["power_law"] is not None
+
+
+def test_run_pipeline_equals_the_shipped_workflow(small_scan, tmp_path):
+    """The same inputs through the Ewoks workflow ``xpcs`` and through run_pipeline: the same
+    sums, g2, τ, q and fit (q-mask and q per bin read from the file, a bad frame)."""
+    import h5py
+    from ewokscore import execute_graph
+
+    from ewoksxpcs.workflow.pipeline import run_pipeline
+    from ewoksxpcs.workflows import workflow_path
+
+    filename, frames, labels = small_scan
+    qmask = {"qmask": f"{filename}::/1.1/simulation/labels",
+             "q_values": f"{filename}::/1.1/simulation/q"}
+    out_file = str(tmp_path / "r.h5")
+    values = {"load": {"url": f"{filename}::/1.1"}, "qmask": qmask,
+              "correlate": {"method": "matmul", "bad_frames": "7"},
+              "save": {"output": out_file, "plot": False, "fit": "exp"}}
+    wf = execute_graph(workflow_path("xpcs"), inputs=[
+        {"id": node, "name": k, "value": v} for node, kv in values.items() for k, v in kv.items()])
+    out = run_pipeline(f"{filename}::/1.1", qmask.pop("qmask"), qmask_options=qmask,
+                       method="matmul", bad_frames="7", fit="exp")
+    with h5py.File(out_file, "r") as f:
+        proc = f["entry/xpcs"]
+        numpy.testing.assert_array_equal(proc["sums/n2"][()], out["result"].n2)
+        numpy.testing.assert_array_equal(proc["g2/g2"][()], out["g2"])
+        numpy.testing.assert_array_equal(proc["g2/tau"][()], out["tau"])
+        numpy.testing.assert_array_equal(proc["g2/q"][()], out["q"])
+    numpy.testing.assert_array_equal(wf["fit"]["gamma"], out["fit"].gamma)
+    assert out["bad_frames"]["scan_indices"].tolist() == [7]
+
+
+def test_the_source_is_opened_once_and_monitored_once_per_pass(small_scan, monkeypatch):
+    """The frame source the pipeline opens is the one every pass reads (no re-wrapping): the
+    bad-frame detection and the correlation each read it through one monitor, whose chain of
+    sources ends at that very object."""
+    from ewoksxpcs.engine.frames import FrameSource
+    from ewoksxpcs.io.load import load_frames
+    from ewoksxpcs.workflow import pipeline
+    from ewoksxpcs.workflow.cancellation import MonitoredFrameSource
+
+    monitors = []
+
+    class Counted(MonitoredFrameSource):
+        def __init__(self, source, **kwargs):
+            monitors.append(self)
+            super().__init__(source, **kwargs)
+
+    monkeypatch.setattr(pipeline, "MonitoredFrameSource", Counted)
+    filename, frames, labels = small_scan
+    source = load_frames(filename + "::/1.1")
+    out = pipeline.correlate_sums(source, labels, method="reference", bad_frames="3",
+                                  auto_bad_frames=True, normalise_by="frame-sum")
+    assert out["bad_frames"]["scan_indices"].tolist()[:1] == [3]
+    assert [m.what for m in monitors] == ["bad-frame detection", "correlation"]
+    for monitor in monitors:
+        bottom = monitor.source
+        while isinstance(getattr(bottom, "source", None), FrameSource):
+            bottom = bottom.source
+        assert bottom is source
+    with pytest.raises(TypeError, match="wraps a FrameSource, not a ndarray"):
+        MonitoredFrameSource(frames)
+
+
+def test_open_source_passes_a_built_source_through(small_scan):
+    from ewoksxpcs.engine.events import compact
+    from ewoksxpcs.workflow.pipeline import open_source
+
+    filename, frames, _ = small_scan
+    source = open_source(filename + "::/1.1")
+    assert open_source(source) is source
+    events = compact(frames)
+    assert open_source(events) is events
+    assert open_source(frames, step=2).n_frames == frames.shape[0] // 2
+
+
+def test_the_pipeline_modes_are_those_of_the_registry():
+    from ewoksxpcs.correlators.registry import MODES as REGISTRY
+    from ewoksxpcs.workflow.pipeline import MODES as PIPELINE, register_mode
+
+    assert tuple(PIPELINE) == REGISTRY
+    with pytest.raises(ValueError, match="not a mode of the correlator registry"):
+        register_mode("fourtime", *(lambda *a, **k: None,) * 3)
+    assert "fourtime" not in PIPELINE
+
+
+def test_fit_decays_options():
+    from ewoksxpcs.workflow.pipeline import fit_decays, fit_model
+
+    assert fit_model(True) == "exp" and fit_model("kww") == "kww"
+    assert fit_model(None) is None and fit_model("none") is None and fit_model(False) is None
+    assert fit_decays(numpy.arange(3.0), None, None, None) == (None, None)
+    with pytest.raises(ValueError, match="unknown fit model 'lorentz'"):
+        fit_model("lorentz")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple, Type
 
+from ..engine.correlation_modes import MODES as CORRELATION_MODES
+
 __all__ = ["register", "get_correlator_class", "get_backend", "available_methods",
            "available_backends", "METHODS", "BACKENDS", "MODES"]
 
-#: Values of ``correlate(mode=...)``.
-MODES = ("linear", "multitau", "twotime")
+#: Values of ``correlate(mode=...)`` (:mod:`ewoksxpcs.engine.correlation_modes`).
+MODES = CORRELATION_MODES
 
 #: (mode, backend name) -> correlator class, in registration order.
 BACKENDS: Dict[Tuple[str, str], type] = {}

@@ -111,9 +111,9 @@ class BuildQMask(XpcsTask, input_model=Inputs, output_model=Outputs):
         if shape is None:
             shape = getattr(frames, "shape", (None, None, None))[1:]
         if i.auto_mask and not hasattr(frames, "frame_shape"):
-            from ..io.load import load_frames
+            from ..workflow.pipeline import open_source
 
-            frames = load_frames(frames)
+            frames = open_source(frames)
         qb = build_qmask(
             shape,
             qmask=i.qmask,

@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..io.load import load_frames
+from ..workflow.pipeline import open_source
 from .base import XpcsTask
 
 __all__ = ["LoadFrames"]
@@ -68,7 +68,7 @@ class LoadFrames(XpcsTask, input_model=Inputs, output_model=Outputs):
     def run(self):
         self.start_progress()
         inputs = self.inputs
-        frames = load_frames(
+        frames = open_source(
             self.source_url(),
             start=inputs.start,
             stop=inputs.stop,

@@ -8,10 +8,10 @@ from typing import Any, Optional, Union
 from ewokscore.model import BaseInputModel, BaseOutputModel
 from pydantic import Field
 
-from ..engine.fit import MODELS, fit_g2, fit_power_law
 from ..io.formats import check_formats, format_filenames
 from ..io.inputfiles import check_not_input
 from ..io.save import check_output, default_png, save_formats
+from ..workflow.pipeline import fit_decays
 from .base import XpcsTask
 
 __all__ = ["SaveResults"]
@@ -78,17 +78,6 @@ class Outputs(BaseOutputModel):
     )
 
 
-def _fit_model(fit):
-    """The model name of the ``fit`` input, or None for no fit."""
-    if fit is True:
-        return "exp"
-    if fit is False or fit in (None, "none", ""):
-        return None
-    if fit not in MODELS:
-        raise ValueError(f"unknown fit model {fit!r}; valid: {', '.join(MODELS)}, none")
-    return fit
-
-
 class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
     """Write the NeXus result (default plot: g2 vs q and tau, with errors) and the PNG.
 
@@ -117,9 +106,7 @@ class SaveResults(XpcsTask, input_model=Inputs, output_model=Outputs):
         for name, what in ((i.output, "result file"), (png, "PNG")):
             check_not_input(name, inputs, what)
         result = i.result
-        model = _fit_model(i.fit)
-        fit = None if model is None else fit_g2(i.tau, result.g2, result.g2_err, model=model)
-        power_law = None if fit is None else fit_power_law(i.q, fit.gamma, fit.gamma_err, fit.ok)
+        fit, power_law = fit_decays(i.tau, result, i.q, i.fit)
         self.report(0.3)
         params = self.record(
             "save",

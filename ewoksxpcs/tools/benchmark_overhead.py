@@ -109,7 +109,7 @@ import ewoksxpcs.workflow.pipeline as pipeline
 import ewoksxpcs.opencl.device as device
 wrap(save, "_write_nexus", "write nexus")
 wrap(save, "commit", "commit")
-wrap(save_task, "fit_g2", "fit")
+wrap(save_task, "fit_decays", "fit")
 wrap(pipeline, "make_binning", "binning")
 wrap(device, "get_device", "opencl device")
 wrap(device, "build_program", "opencl program")

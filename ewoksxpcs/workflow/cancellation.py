@@ -4,7 +4,7 @@ A :class:`CancelToken` is set from any thread (an Ewoks task's ``cancel()``, a s
 the streaming loops check it between chunks and raise :class:`Cancelled`. Chunks are capped
 (:data:`MONITOR_CHUNK_BYTES`) so that a check comes well within a second.
 
-:class:`MonitoredFrameSource` wraps any frame source: between chunks it checks the token, reports
+:class:`MonitoredFrameSource` wraps a frame source: between chunks it checks the token, reports
 the progress ``progress(frames_done, n_frames)`` and, if asked, accumulates the sum image of the
 frames it streams (for the mean image of the results, without a second pass over the data).
 """
@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy
 
-from ..engine.frames import FrameSource, as_frame_source, default_chunk_frames
+from ..engine.frames import FrameSource, default_chunk_frames
 from ..engine.options import positive_int
 
 __all__ = ["Cancelled", "CancelToken", "MonitoredFrameSource", "MONITOR_CHUNK_BYTES"]
@@ -65,8 +65,8 @@ class MonitoredFrameSource(FrameSource):
 
     Parameters
     ----------
-    source : FrameSource or array_like
-        The frames.
+    source : FrameSource
+        The frames (as the pipeline opened them: a monitor wraps a source, never an array).
     token : CancelToken, optional
         Checked before each chunk.
     progress : callable, optional
@@ -88,7 +88,11 @@ class MonitoredFrameSource(FrameSource):
         max_chunk_bytes: int = MONITOR_CHUNK_BYTES,
         what: str = "work",
     ):
-        self.source = as_frame_source(source)
+        if not isinstance(source, FrameSource):
+            raise TypeError(
+                f"a monitored source wraps a FrameSource, not a {type(source).__name__}"
+            )
+        self.source = source
         self.token = token
         self.progress = progress
         self.want_sum = sum_image
