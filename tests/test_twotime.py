@@ -208,8 +208,11 @@ def test_auto_never_uses_an_opencl_cpu_device():
         specs += [d["spec"] for d in list_devices() if d["kind"] == "cpu"]
     except Exception:  # no OpenCL platform: the named-device case is not there to test
         pass
+    frames = numpy.ones((8, 4, 5), dtype=numpy.uint8)
     for device in specs:
         assert isinstance(create_twotime(q, method="auto", device=device), NumpyTwoTime), device
+        assert isinstance(create_twotime(q, method="auto", device=device, data=frames),
+                          NumpyTwoTime), device
         assert isinstance(create_multitau(q, method="auto", device=device), NumpyMultiTau), device
 
 
@@ -226,3 +229,22 @@ def test_gram_exact_sparse_and_dense(density, rng, monkeypatch):
         exact = x.astype(numpy.int64) @ x.T.astype(numpy.int64)
         assert numpy.array_equal(G, numpy.triu(exact))
         assert (G.dtype == numpy.int64) == (density < engine_twotime.GRAM_EVENTS_DENSITY)
+    # Values whose squares summed over a time bin pass 2**31: int64 tiles, still exact.
+    big = x.astype(numpy.int64) * 2**12
+    G = engine_twotime.gram(big)
+    assert numpy.array_equal(G, numpy.triu(big @ big.T))
+
+
+def test_unbinned_integer_frames_keep_their_type():
+    # time_bin 1: no wider copy of every frame; binning further later sums in a wider type.
+    from ewoksxpcs.engine.twotime import TwoTimeStream, binned_dtype
+
+    assert binned_dtype(numpy.uint8, 1) == numpy.uint8
+    assert binned_dtype(numpy.uint8, 2) == numpy.int32
+    s = TwoTimeStream(numpy.arange(6), None, max_frames=4, dtype=numpy.uint8)
+    frames = numpy.full((8, 2, 3), 200, dtype=numpy.uint8)
+    s.feed(frames[:5])
+    s.feed(frames[5:])
+    x, b, n = s.binned()
+    assert (b, n) == (2, 8) and x.shape == (4, 6)
+    assert numpy.all(x == 400)

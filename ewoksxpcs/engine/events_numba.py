@@ -217,31 +217,27 @@ def merge_chunk(c_values, c_times, c_offsets, pos, values, times):
 
 
 # ------------------------------------------------------------------ two-time Gram matrix
-@numba.njit(cache=True, nogil=True, inline="always")
-def _first_at_least(times, e0, e1, t):
-    """First index in e0 … e1 with times[index] >= t (times ascending)."""
-    lo, hi = e0, e1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if times[mid] < t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 @numba.njit(cache=True, parallel=True)
-def gram_events(times, values, starts, ends, n_t, block, G):
+def gram_events(times, values, starts, ends, n_t, block, G, probe):
     """Upper triangle of G[T1, T2] = Σ_p X(T1, p)·X(T2, p) from each pixel's non-zero values.
 
     ``times``/``values`` hold pixel p's non-zero entries at starts[p] … ends[p] − 1, times
     ascending; G (n_t, n_t) int64 or float64, zero on entry. Tiles of ``block`` × ``block``
-    (I ≤ J) are summed in parallel, each in a local array that stays in cache: every pair of a
-    pixel's entries is added once, so the work is Σ_p n_p²/2, not n_t²·n_p.
+    (I ≤ J) are summed in parallel, each in a local array of ``probe``'s dtype that stays in
+    cache (int32 where the caller bounded every entry below 2³¹): every pair of a pixel's
+    entries is added once, so the work is Σ_p n_p²/2, not n_t²·n_p.
     """
     nb = (n_t + block - 1) // block
     n_tiles = nb * (nb + 1) // 2
     n_pix = starts.size
+    # cut[p, I]: first entry of pixel p at a time >= I·block (no search per tile and pixel)
+    cut = numpy.empty((n_pix, nb + 1), dtype=numpy.int64)
+    for p in numba.prange(n_pix):
+        e, e1 = starts[p], ends[p]
+        for I in range(nb + 1):
+            while e < e1 and times[e] < I * block:
+                e += 1
+            cut[p, I] = e
     for k in numba.prange(n_tiles):
         # tile k -> (I, J), I ≤ J, row by row of the upper triangle
         I = 0
@@ -252,20 +248,17 @@ def gram_events(times, values, starts, ends, n_t, block, G):
         J = I + (k - first)
         i0, j0 = I * block, J * block
         i1, j1 = min(n_t, i0 + block), min(n_t, j0 + block)
-        local = numpy.zeros((i1 - i0, j1 - j0), dtype=G.dtype)
+        local = numpy.zeros((i1 - i0, j1 - j0), dtype=probe.dtype)
         for p in range(n_pix):
-            e0, e1 = starts[p], ends[p]
-            if e1 == e0:
-                continue
-            a0 = _first_at_least(times, e0, e1, i0)
-            a1 = _first_at_least(times, a0, e1, i1)
+            a0, a1 = cut[p, I], cut[p, I + 1]
             if a1 == a0:
                 continue
-            b0 = _first_at_least(times, a0, e1, j0)
-            b1 = _first_at_least(times, b0, e1, j1)
+            b0, b1 = cut[p, J], cut[p, J + 1]
             for a in range(a0, a1):
-                ta = times[a] - i0
                 va = values[a]
+                row = local[times[a] - i0]
                 for b in range(max(b0, a), b1):
-                    local[ta, times[b] - j0] += va * values[b]
-        G[i0:i1, j0:j1] = local
+                    row[times[b] - j0] += va * values[b]
+        for r in range(i1 - i0):
+            for c in range(j1 - j0):
+                G[i0 + r, j0 + c] = local[r, c]

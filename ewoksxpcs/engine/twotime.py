@@ -272,10 +272,13 @@ def choose_time_bin(n_frames: Optional[int], time_bin: Optional[int] = None,
 
 
 def binned_dtype(dtype, time_bin: int) -> numpy.dtype:
-    """Exact storage type of sums of ``time_bin`` values of ``dtype`` (float64 for floats)."""
+    """Exact storage type of sums of ``time_bin`` values of ``dtype`` (float64 for floats;
+    integer frames unbinned keep their type: no wider copy of every frame)."""
     dtype = numpy.dtype(dtype)
     if dtype.kind == "f":
         return numpy.dtype(numpy.float64)
+    if int(time_bin) == 1 and dtype.kind in "iu":
+        return dtype
     info = numpy.iinfo(dtype)
     peak = max(abs(int(info.min)), int(info.max)) * int(time_bin)
     check_int64_bound(peak, what=f"a time bin of {time_bin} {dtype} frames",
@@ -311,7 +314,9 @@ class TimeBinner:
         n = x.shape[0] // b
         if self._rows is None:
             self._rows = SpillArray((x.shape[1],), self.dtype, capacity=self._capacity)
-        if n:
+        if n and b == 1:
+            self._rows.append(x)
+        elif n:
             self._rows.append(x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
         self._carry = x[n * b:].copy() if x.shape[0] > n * b else None
 
@@ -353,9 +358,10 @@ def gram_dtype(x: numpy.ndarray) -> numpy.dtype:
 #: Below this fraction of non-zero values, :func:`gram` adds the pairs of each pixel's non-zero
 #: values (Σ_p n_p²/2 products) instead of the dense product (nT²·n_p/2 multiply-adds).
 GRAM_EVENTS_DENSITY = 0.1
-#: Time bins per side of the tiles of the sparse Gram matrix (int64: 2 MiB; 256 and 1024 were
-#: slower on the 2-core AMD EPYC machine: more passes over the pixels, or a tile out of cache).
-GRAM_TILE = 512
+#: Time bins per side of the tiles of the sparse Gram matrix (int32: 576 KiB, about a core's L2
+#: cache; 256 and 512 were slower on the 2-core AMD EPYC machine: more passes over the pixels, or
+#: a tile out of cache).
+GRAM_TILE = 384
 
 
 def sparse_gram(x: numpy.ndarray) -> bool:
@@ -375,12 +381,15 @@ def gram_sparse_into(x: numpy.ndarray, G: numpy.ndarray) -> None:
 
     xt = numpy.ascontiguousarray(x.T)  # pixel-major: nonzero() walks each pixel's times
     pix, t = numpy.nonzero(xt)
-    values = xt[pix, t].astype(numpy.int64)
+    values = xt[pix, t].astype(numpy.int64)  # products of int64 values: no wrap-around
     bounds = numpy.searchsorted(pix, numpy.arange(x.shape[1] + 1))
+    # Every entry is at most max_T Σ_p X(T, p)² (Cauchy–Schwarz): int32 tiles below 2³¹.
+    peak = numpy.bincount(t, weights=values.astype(numpy.float64) ** 2, minlength=1).max()
+    probe = numpy.zeros(1, dtype=numpy.int32 if peak < 2**31 else numpy.int64)
     previous = numba.set_parallel_chunksize(1)  # tiles handed out one at a time
     try:
-        events_numba.gram_events(t.astype(numpy.int64), values, bounds[:-1], bounds[1:],
-                                 x.shape[0], GRAM_TILE, G)
+        events_numba.gram_events(t.astype(numpy.int64, copy=False), values, bounds[:-1],
+                                 bounds[1:], x.shape[0], GRAM_TILE, G, probe)
     finally:
         numba.set_parallel_chunksize(previous)
 
@@ -485,7 +494,8 @@ class TwoTimeStream:
             # Length unknown in advance: bin the stored rows further.
             extra = choose_time_bin(x.shape[0], None, self.max_frames)
             n = x.shape[0] // extra
-            x = x[: n * extra].reshape(n, extra, -1).sum(axis=1, dtype=x.dtype)
+            x = x[: n * extra].reshape(n, extra, -1).sum(axis=1,
+                                                         dtype=binned_dtype(x.dtype, extra))
             b *= extra
         return x, b, self.binner.n_frames
 
