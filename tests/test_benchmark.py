@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+import sys
 
 import numpy
 import pytest
@@ -342,6 +343,20 @@ def test_cpu_suite_agreement(cpu_smoke):
             assert float(r["agreement"].split()[-1]) < 1e-4, r  # float32 peers
     events = [r for r in rows if r["case"] == "sparse-0.01" and r["side"] == "peer" and r["wall_s"]]
     assert any(r["agreement"].startswith("g2 rel") for r in events)
+
+
+def test_cpu_suite_boost_corr_in_a_peer_python():
+    # --peer-python: the boost_corr peers run in a process of that interpreter (here ours).
+    from ewoksxpcs.tools.benchmark_cpu import run_cpu_suite
+
+    out = io.StringIO()
+    rows = run_cpu_suite(scale=0.001, repeat=1, cases=["twotime"], file=out,
+                         peer_python=sys.executable)
+    (peer,) = [r for r in rows if r["tool"].startswith("boost_corr")]
+    assert f"own process ({sys.executable})" in peer["feed"]
+    assert f"boost_corr peers in their own process of {sys.executable}" in out.getvalue()
+    assert (peer["wall_s"] and peer["agreement"].startswith("map rel")) or \
+        peer["note"].startswith("not installed in"), peer
 
 
 def test_cpu_suite_bad_arguments():

@@ -81,6 +81,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="do not time dynamix")
     parser.add_argument("--quick", action="store_true",
                         help="small cases, one call each (smoke test, seconds)")
+    parser.add_argument("--peer-python", metavar="PYTHON",
+                        help="cpu suite: Python interpreter of the boost_corr peers, each run "
+                             "in a process of its own (default: $EWOKSXPCS_PEER_PYTHON, else in "
+                             "this process)")
     parser.add_argument("--device", help="OpenCL device: cpu, gpu or P:D (gpu suite: default gpu; "
                                          "e2e suite: given to every run, default none)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine as JSON")
@@ -179,7 +183,8 @@ def _main_cpu(args) -> int:
 
     try:
         rows = run_cpu_suite(scale=args.scale, repeat=2 if args.repeat is None else args.repeat,
-                             cases=args.cases, device=args.device or "cpu", on_row=save)
+                             cases=args.cases, device=args.device or "cpu", on_row=save,
+                             peer_python=args.peer_python)
     except ValueError as e:
         print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
         return 2

@@ -161,7 +161,21 @@ def _skbeam_multitau(frames, labels, m, n_levels):
     return g2.T, lags
 
 
-def _versions() -> str:
+def _versions(python: Optional[str] = None) -> str:
+    """Versions of the tools, here or in another interpreter."""
+    if python:
+        import subprocess
+
+        code = ("import sys, importlib.metadata as m\n"
+                "for d in ('numpy', 'boost-corr', 'torch'):\n"
+                "    try: print(d, m.version(d), end=', ')\n"
+                "    except m.PackageNotFoundError: print(d, 'absent', end=', ')\n"
+                "print('Python', sys.version.split()[0])")
+        try:
+            return subprocess.run([python, "-c", code], capture_output=True, text=True,
+                                  timeout=120).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"unusable ({type(e).__name__})"
     from importlib import metadata
 
     out = []
@@ -190,9 +204,19 @@ class _Entry:
     run: Optional[Callable] = None  # full-size call
     warm: Optional[Callable] = None  # untimed first call on the first frames
     note: str = ""
+    timed: bool = False  # run/warm return (result, wall_s, cpu_s) measured by the peer's process
+    close: Optional[Callable] = None
     wall: Optional[float] = None
     cpu: Optional[float] = None
     result: object = None
+
+
+#: Events per pixel beyond which the slowest rows of an events case are skipped (the pairs grow
+#: as its square): at 0.1 counts × 2 500 frames on the 2-core AMD EPYC machine, loaded, dynamix's
+#: EventCorrelator took 17×, xpcs-correlator on a 2-worker dask cluster 5.9× and our
+#: opencl-events on PoCL 1.7× the time of cpu-events (doc/benchmarks/cpu_suite_2core.txt):
+#: at 10 000 frames, 16× those times, dynamix alone over an hour.
+HEAVY_EVENTS_PER_PIXEL = 500
 
 
 def _peer(name: str, feed: str, missing: Optional[str], fn: Callable, data, small) -> _Entry:
@@ -203,8 +227,45 @@ def _peer(name: str, feed: str, missing: Optional[str], fn: Callable, data, smal
     return e
 
 
+def _remote_peer(name: str, feed: str, missing: Optional[str], python: str, function: str,
+                 arrays: dict, small: dict) -> _Entry:
+    """A peer's row run by ``python`` in a process of its own (:mod:`.peer_process`)."""
+    from .peer_process import RemotePeer
+
+    e = _Entry(name, "peer", feed + f"; own process ({python})", note=missing or "",
+               timed=True)
+    if not missing:
+        peer = RemotePeer(python, function, arrays, small)
+        e.run, e.warm, e.close = (lambda: peer.call("data")), (lambda: peer.call("small")), \
+            peer.close
+    return e
+
+
+def _peer_missing(python: Optional[str], modules) -> Optional[str]:
+    """Why the peer's modules cannot be imported by ``python`` (None: here), or None."""
+    if not python:
+        return next((m for m in map(_missing, modules) if m), None)
+    import subprocess
+
+    code = "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None " \
+           f"for m in {list(modules)!r}))"
+    try:
+        ok = subprocess.run([python, "-c", code], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"peer Python {python!r} unusable ({type(e).__name__})"
+    return None if ok else f"not installed in {python} ({', '.join(modules)})"
+
+
+def boost_multitau_peer(frames, pixel_index):
+    """boost_corr's multi-tau of ``frames`` on torch CPU, the pixels ``pixel_index`` (bin by
+    bin), fed as :func:`.benchmark_gpu.boost_multitau` does (what a peer process calls)."""
+    from .benchmark_gpu import boost_multitau
+
+    return boost_multitau(frames, frames.shape[0], pixel_index, device="cpu", feed="pageable")
+
+
 def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
-             xpcscorr_dask: bool = True) -> List[_Entry]:
+             xpcscorr_dask: bool = True, peer_python: Optional[str] = None) -> List[_Entry]:
     from ..correlators import correlate, multitau, twotime
 
     out: List[_Entry] = []
@@ -225,6 +286,9 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                          _missing("xpcscorr"), lambda x: _xpcscorr_dense(x, labels), data, small))
     elif kind == "events":
         ev, ev_small = data, small
+        heavy = case.mean_counts * case.n_frames > HEAVY_EVENTS_PER_PIXEL
+        why = (f"skipped: over {HEAVY_EVENTS_PER_PIXEL} events per pixel, one of the slowest "
+               "rows at quarter frames")
         out.append(_Entry("ewoksxpcs cpu-events", "ours", "EventStack (pixel-major CSR)",
                           lambda: correlate(ev, labels, method="cpu-events"),
                           lambda: correlate(ev_small, labels, method="cpu-events")))
@@ -237,7 +301,10 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
         else:
             out.append(_Entry("ewoksxpcs cpu-events from frames (numba compaction)", "ours",
                               "frames", note="skipped: frames above 1 GB"))
-        if opencl_device:
+        if opencl_device and heavy:
+            out.append(_Entry("ewoksxpcs opencl-events (OpenCL CPU)", "ours",
+                              "EventStack (pixel-major CSR)", note=why))
+        elif opencl_device:
             out.append(_Entry("ewoksxpcs opencl-events (OpenCL CPU)", "ours",
                               "EventStack (pixel-major CSR)",
                               lambda: correlate(ev, labels, method="opencl-events",
@@ -251,7 +318,7 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
         else:
             out.append(_Entry("ewoksxpcs fft", "ours", "EventStack", note="skipped: Nt·N > 5e8 "
                               "(an FFT of every pixel: minutes)"))
-        for workers in (None, threads):
+        for workers in (None,) if heavy else (None, threads):
             label = ("no dask (numba, one thread)" if not workers
                      else f"local dask cluster of {workers} workers")
             out.append(_peer(f"xpcs-correlator sparse pixel, {label}",
@@ -260,6 +327,10 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                              lambda x, w=workers: _xpcscorr_sparse(x, labels, w), ev, ev_small))
             if workers is None and (threads <= 1 or not xpcscorr_dask):
                 break
+
+        if heavy and threads > 1 and xpcscorr_dask:
+            out.append(_Entry(f"xpcs-correlator sparse pixel, local dask cluster of {threads} "
+                              "workers", "peer", "CSC arrays", note=why))
 
         def dyn(events):
             from dynamix.correlator.event import EventCorrelator
@@ -271,7 +342,8 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
 
         out.append(_peer("dynamix 0.1.0 EventCorrelator (OpenCL CPU)",
                          "int32 times, values, uint32 per-pixel offsets over the frame",
-                         _missing("dynamix") or (None if opencl_device else "no OpenCL device"),
+                         _missing("dynamix") or (None if opencl_device else "no OpenCL device")
+                         or (why if heavy else None),
                          dyn, ev, ev_small))
     elif kind == "multitau":
         out.append(_Entry("ewoksxpcs multi-tau NumPy", "ours", "frames (Nt, Ny, Nx) uint8 array",
@@ -286,16 +358,20 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                                                device=opencl_device, normalisation="symmetric"),
                               lambda: multitau(small, labels, method="opencl",
                                                device=opencl_device, normalisation="symmetric")))
-        def boost(frames):
-            from ..engine.qmask import as_binning
-            from .benchmark_gpu import boost_multitau
+        from ..engine.qmask import as_binning
 
-            pix = as_binning(labels).pixel_index  # bin by bin: columns of a bin are contiguous
-            return boost_multitau(frames, frames.shape[0], pix, device="cpu", feed="pageable")
-
-        out.append(_peer("boost_corr 0.1.7 MultitauCorrelator (torch CPU)",
-                         "256-frame batches of the binned pixels as torch tensors",
-                         _missing("boost_corr") or _missing("torch"), boost, data, small))
+        pix = as_binning(labels).pixel_index  # bin by bin: columns of a bin are contiguous
+        name = "boost_corr 0.1.7 MultitauCorrelator (torch CPU)"
+        feed = "256-frame batches of the binned pixels as torch tensors"
+        missing = _peer_missing(peer_python, ("boost_corr", "torch"))
+        if peer_python:
+            out.append(_remote_peer(name, feed, missing, peer_python,
+                                    "ewoksxpcs.tools.benchmark_cpu:boost_multitau_peer",
+                                    {"frames": data, "pixel_index": pix},
+                                    {"frames": small, "pixel_index": pix}))
+        else:
+            out.append(_peer(name, feed, missing, lambda x: boost_multitau_peer(x, pix), data,
+                             small))
         out.append(_peer("scikit-beam multi_tau_auto_corr", "frames (Nt, Ny, Nx) uint8 array",
                          _missing("skbeam"),
                          lambda x: _skbeam_multitau(x, labels, 8,
@@ -306,10 +382,17 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                           "frames (Nt, Ny, Nx) uint8 array",
                           lambda: twotime(data, labels, method="numpy"),
                           lambda: twotime(small, labels, method="numpy")))
-        out.append(_peer("boost_corr 0.1.7 TwotimeCorrelator (torch CPU)",
-                         "1024-frame batches of the binned pixels as float32 tensors",
-                         _missing("boost_corr") or _missing("torch"),
-                         lambda x: _boost_twotime(x, labels), data, small))
+        name = "boost_corr 0.1.7 TwotimeCorrelator (torch CPU)"
+        feed = "1024-frame batches of the binned pixels as float32 tensors"
+        missing = _peer_missing(peer_python, ("boost_corr", "torch"))
+        if peer_python:
+            out.append(_remote_peer(name, feed, missing, peer_python,
+                                    "ewoksxpcs.tools.benchmark_cpu:_boost_twotime",
+                                    {"frames": data, "labels": labels},
+                                    {"frames": small, "labels": labels}))
+        else:
+            out.append(_peer(name, feed, missing, lambda x: _boost_twotime(x, labels), data,
+                             small))
     return out
 
 
@@ -354,7 +437,8 @@ def _agreement(case: CPUCase, ours, entry: _Entry) -> str:
 
 
 def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optional[str] = "cpu",
-                  file=None, on_row=None, xpcscorr_dask: bool = True) -> List[dict]:
+                  file=None, on_row=None, xpcscorr_dask: bool = True,
+                  peer_python: Optional[str] = None) -> List[dict]:
     """Run the suite; print it; return one row per (case, tool).
 
     Parameters
@@ -370,7 +454,13 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
     xpcscorr_dask : bool
         Also time xpcs-correlator's sparse correlator on a local dask cluster (one worker per
         core; its start-up, seconds, is part of each call).
+    peer_python : str, optional
+        Python interpreter of the boost_corr peers (default: the environment variable
+        ``EWOKSXPCS_PEER_PYTHON``): each runs in a process of its own there, with the inputs
+        loaded before the timing (:mod:`.peer_process`). Unset: in our process.
     """
+    from .peer_process import PEER_PYTHON_ENV
+
     from .benchmark import machine_description
 
     file = file or sys.stdout
@@ -390,7 +480,11 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
           f"{m.get('available_ram_gib')} GiB RAM available, load average {load} "
           f"(shared with other work: read the ratios)", file=file)
     print(f"OpenCL devices: {'; '.join(m.get('opencl_devices', []))}", file=file)
+    peer_python = peer_python or os.environ.get(PEER_PYTHON_ENV) or None
     print(f"versions: {_versions()}", file=file)
+    if peer_python:
+        print(f"boost_corr peers in their own process of {peer_python}: "
+              f"{_versions(peer_python)}", file=file)
     print(f"suite cpu, scale {scale:g} (frames x{scale:g}), {repeat} timed round(s), "
           f"tools alternating", file=file)
     rows: List[dict] = []
@@ -412,7 +506,8 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
         gen = time.perf_counter() - t0
         print(f"\n== {case.name}: {case.describe()} (generated in {gen:.1f} s, not timed)",
               file=file, flush=True)
-        entries = _entries(case, labels, data, small, opencl_device, threads, xpcscorr_dask)
+        entries = _entries(case, labels, data, small, opencl_device, threads, xpcscorr_dask,
+                           peer_python)
         for e in entries:
             if e.run is not None:
                 try:
@@ -424,7 +519,7 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
                 if e.run is None:
                     continue
                 try:
-                    result, wall, cpu = _measure(e.run)
+                    result, wall, cpu = e.run() if e.timed else _measure(e.run)
                 except Exception as err:
                     e.run, e.note = None, f"error: {type(err).__name__}: {err}"[:160]
                     continue
@@ -454,6 +549,8 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
               "is faster)", file=file, flush=True)
         for e in entries:
             e.result = None
+            if e.close is not None:
+                e.close()
         del data, small
         if on_row is not None:
             on_row(rows)
