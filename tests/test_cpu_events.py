@@ -44,6 +44,28 @@ def test_uint32_histograms_flushed_exactly(rng):
     numpy.testing.assert_array_equal(result.n2, ref.n2)
 
 
+def test_uint16_histograms_flushed_exactly(rng, monkeypatch):
+    # uint16 histograms (long lags; here from 0 lags on): a pixel adds up to 3·Σv at one lag
+    # and a sub-bin far beyond 2¹⁶ at lag 0; with 20 000 frames, a pixel of Σv·3 ≥ 2¹⁶ needs
+    # uint32 ones.
+    monkeypatch.setattr(cpu_events, "U16_MIN_LAGS", 0)
+    frames = rng.poisson(0.8, (400, 40, 40)).clip(0, 3).astype(numpy.uint8)
+    qmask = rng.integers(0, 3, (40, 40))
+    for n_threads in (1, 2):
+        result = correlate(compact(frames), qmask, method="cpu-events", n_threads=n_threads,
+                           n_groups=1)
+        ref = _reference(frames, qmask, n_groups=1)
+        assert ref.sums.n2[:, 0].min() > 2**16
+        numpy.testing.assert_array_equal(result.n2, ref.n2)
+        numpy.testing.assert_array_equal(result.sums.frame_sums, ref.sums.frame_sums)
+    monkeypatch.setattr(cpu_events, "U16_MIN_LAGS", 10_000)
+    frames = numpy.zeros((20_000, 1, 2), numpy.uint8)
+    frames[::2, 0, 0] = 3
+    frames[::7, 0, 1] = 1
+    result = correlate(compact(frames), numpy.ones((1, 2), int), method="cpu-events")
+    numpy.testing.assert_array_equal(result.n2, _reference(frames, numpy.ones((1, 2), int)).n2)
+
+
 def test_bright_pixels_int64_histograms(rng):
     # A pixel whose products may exceed 2³²: int64 histograms, still exact.
     frames = (rng.poisson(0.3, (300, 6, 7)) * rng.integers(1, 60000, (300, 6, 7))).astype(numpy.uint16)

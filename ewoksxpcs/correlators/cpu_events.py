@@ -12,9 +12,9 @@ sparse data are single photons) and the few events with v ≠ 1 add the differen
 (:func:`ewoksxpcs.engine.events_numba._pairs_not_ones`). The binned pixels are taken in sub-bin order and cut into *tasks*
 (runs of pixels of equal pair counts, more tasks than threads so that a loaded machine balances
 them); a thread adds a task's pairs into a private uint32 histogram of the lags (Nt·4 bytes: it
-stays in the L1/L2 cache where an int64 one would not) and flushes it into the int64 n2 when the
-sub-bin changes or before the products added since the last flush could reach 2³², so the sums
-stay exact. A task writes the sub-bins that lie wholly inside it straight into n2 (no other task
+stays in the L1/L2 cache where an int64 one would not; uint16 from :data:`U16_MIN_LAGS` lags on)
+and flushes it into the int64 n2 when the sub-bin changes or before the count at one lag could
+pass the histogram's range (a pixel adds at most Σv·max v at one lag), so the sums stay exact. A task writes the sub-bins that lie wholly inside it straight into n2 (no other task
 touches them) and its first and last sub-bins into rows of its own, added afterwards.
 
 The cost is O(Σ_p n_p²): ahead of the FFT methods while events per pixel are few
@@ -30,8 +30,12 @@ from .registry import register
 
 __all__ = ["CPUEventCorrelator", "event_rows", "plan_pixel_tasks", "n2_events_cpu"]
 
-#: Largest sum of products a uint32 histogram takes between two flushes.
+#: Largest count a uint16 / uint32 histogram takes at one lag between two flushes.
+_U16_LIMIT = 2**16 - 1
 _U32_LIMIT = 2**32 - 1
+#: From this many lags on, uint16 histograms (beyond 32 KiB as uint32: out of a core's L1 cache;
+#: 1.3× faster at 10 000 frames on the 2-core AMD EPYC machine), flushed more often.
+U16_MIN_LAGS = 8192
 _INT64_LIMIT = 2**63 - 1
 #: Tasks per thread (balance on a machine shared with other work).
 TASKS_PER_THREAD = 16
@@ -126,19 +130,27 @@ def n2_events_cpu(events, binning, n_threads=None):
     previous_chunk = numba.set_parallel_chunksize(1)
     try:
         if integer:
-            # A pixel adds Σ_{i≤j} v_i·v_j ≤ vmax²·n(n+1)/2 to the histogram. While that stays
-            # below 2³² for every pixel, uint32 histograms flushed in time are exact (the
-            # kernel counts each pixel's products exactly); otherwise int64 ones.
+            # A pixel adds at most s1·vmax at one lag (s1 = Σv; its times are distinct). While
+            # that stays below the histogram's range for every pixel, narrow histograms
+            # flushed in time are exact (the kernel bounds each pixel's additions exactly):
+            # uint16 for long lags (the histogram stays in L1), uint32, else int64.
             vmax = float(values.max()) if values.size else 0.0
+            c1 = numpy.concatenate([[0.0], numpy.cumsum(values, dtype=numpy.float64)])
+            s1 = c1[ends] - c1[starts]
             n = (ends - starts).astype(numpy.float64)
-            pair_bound = vmax * vmax * n * (n + 1) / 2
-            if pair_bound.sum() >= 2.0**62 and _exact_products(values, starts, ends) >= 2.0**62:
+            if (vmax * vmax * n * (n + 1) / 2).sum() >= 2.0**62 and \
+                    _exact_products(values, starts, ends) >= 2.0**62:
                 raise ValueError("cpu-events: n2 could exceed the int64 range; use 'fft'")
-            narrow = pair_bound.max() <= _U32_LIMIT
-            probe = numpy.zeros(1, dtype=numpy.uint32 if narrow else numpy.int64)
-            events_numba.pairs_int(times, values, starts, ends,
-                                   _U32_LIMIT if narrow else _INT64_LIMIT, pix_sub, n_lags, cuts,
-                                   n2, edge_first, edge_last, fs, fs_first, fs_last, probe)
+            lag_bound = vmax * float(s1.max())
+            if n_lags >= U16_MIN_LAGS and lag_bound <= _U16_LIMIT:
+                hist_dtype, limit = numpy.uint16, _U16_LIMIT
+            elif lag_bound <= _U32_LIMIT:
+                hist_dtype, limit = numpy.uint32, _U32_LIMIT
+            else:
+                hist_dtype, limit = numpy.int64, _INT64_LIMIT
+            events_numba.pairs_int(times, values, starts, ends, limit, pix_sub, n_lags, cuts,
+                                   n2, edge_first, edge_last, fs, fs_first, fs_last,
+                                   numpy.zeros(1, dtype=hist_dtype))
         else:
             events_numba.pairs_float(times, values, starts, ends, pix_sub, cuts, n2, edge_first,
                                      edge_last, fs, fs_first, fs_last)

@@ -74,9 +74,11 @@ def _task_int(times, values, starts, ends, limit, pix_sub, n_lags, first, last, 
     """Pairs of pixels first … last − 1 (sub-bin order), integer values, into n2 and the edges;
     per-frame sums into ``fs`` (n_sub, n_lags) and the edge rows the same way.
 
-    ``hist`` (n_lags,) uint32 or int64 takes at most ``limit`` of products between two flushes;
-    pixel q adds exactly Σ_{i≤j} v_i·v_j = ((Σv)² + Σv²)/2 (the caller made sure that one pixel's
-    products stay below ``limit``).
+    ``hist`` (n_lags,) uint16, uint32 or int64 takes at most ``limit`` at any lag between two
+    flushes: pixel q adds at most s1·vmax at one lag (s1 = Σv, vmax its largest value; its
+    times are distinct, so an event pairs with at most one other at a given lag), and every
+    addition is non-negative (the caller made sure that one pixel's s1·vmax stays below
+    ``limit``).
     """
     cur = pix_sub[first]
     first_sub = cur
@@ -100,14 +102,16 @@ def _task_int(times, values, starts, ends, limit, pix_sub, n_lags, first, last, 
         e0, e1 = starts[q], ends[q]
         s1 = numpy.int64(0)
         s2 = numpy.int64(0)
+        vmax = numpy.int64(0)
         for i in range(e0, e1):
             v = numpy.int64(values[i])
             fsd[times[i]] += v
             s1 += v
             s2 += v * v
+            vmax = max(vmax, v)
         # s2 = s1 = n when every value is 1
-        products = (s1 * s1 + s2) // 2
-        if products > limit - added:
+        bound = s1 * vmax
+        if bound > limit - added:
             if cur == first_sub:
                 _flush(hist, edge_first, n_lags)
             elif cur == last_sub:
@@ -115,7 +119,7 @@ def _task_int(times, values, starts, ends, limit, pix_sub, n_lags, first, last, 
             else:
                 _flush(hist, n2[cur], n_lags)
             added = 0
-        added += products
+        added += bound
         _pairs_ones(times, e0, e1, hist)
         if s2 != e1 - e0:
             _pairs_not_ones(times, values, e0, e1, hist)
