@@ -5,7 +5,8 @@ Cases (``--scale`` multiplies the number of frames)::
     dense       115×116×10 000 uint8, 0.5 counts, 10 bins     linear lags: ours auto (fft)
     sparse-0.01 512×512×10 000, 0.01 counts, 10 bins          ours cpu-events (and opencl-events
     sparse-0.1  512×512×10 000, 0.1 counts, 10 bins           on the OpenCL CPU device, fft)
-    multitau    256×256×20 000 uint8, 0.05 counts, 10 bins    ours NumPy (and OpenCL on CPU)
+    multitau    256×256×20 000 uint8, 0.05 counts, 10 bins    ours NumPy (and OpenCL, dense and
+                                                              events, on the OpenCL CPU device)
     twotime     10 000 px (100×100) × 5 000 frames, 0.05 counts, one bin: ours NumPy
 
 Peers, each fed its best input form (printed with the rows): dynamix 0.1.0 (``MatMulCorrelator``
@@ -14,7 +15,8 @@ on the dense frames; ``EventCorrelator`` on OpenCL with its own event arrays), x
 numba, without a dask cluster, and with a local cluster of one worker per core),
 boost_corr 0.1.7 on PyTorch CPU (``MultitauCorrelator`` fed frame batches as float32 tensors;
 ``TwotimeCorrelator``), scikit-beam (``multi_tau_auto_corr`` on the frames). A peer that is
-not installed is reported as missing. Every tool first makes one call on the first frames
+not installed is reported as missing. Each case first prints what ``auto`` would run there
+and its cost-model estimates (compare with the measured rows). Every tool first makes one call on the first frames
 (numba and OpenCL compilation, not timed), then the timed calls of all tools alternate
 (``--repeat`` rounds; the best wall time of each is kept, with its CPU time): on a machine
 shared with other work, read the ratios of one run rather than the seconds.
@@ -358,6 +360,12 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                                                device=opencl_device, normalisation="symmetric"),
                               lambda: multitau(small, labels, method="opencl",
                                                device=opencl_device, normalisation="symmetric")))
+            out.append(_Entry("ewoksxpcs multi-tau OpenCL events (CPU device)", "ours",
+                              "frames (Nt, Ny, Nx) uint8 array",
+                              lambda: multitau(data, labels, method="opencl-events",
+                                               device=opencl_device, normalisation="symmetric"),
+                              lambda: multitau(small, labels, method="opencl-events",
+                                               device=opencl_device, normalisation="symmetric")))
         from ..engine.qmask import as_binning
 
         pix = as_binning(labels).pixel_index  # bin by bin: columns of a bin are contiguous
@@ -394,6 +402,21 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
             out.append(_peer(name, feed, missing, lambda x: _boost_twotime(x, labels), data,
                              small))
     return out
+
+
+def _auto_choice(case: CPUCase, data, labels, opencl_device) -> str:
+    """What ``auto`` would run on this case here, and its cost-model estimates (not timed)."""
+    from ..correlators.auto import choose
+    from ..engine.qmask import as_binning
+
+    mode = {"linear": "linear", "events": "linear"}.get(case.kind, case.kind)
+    try:
+        c = choose(mode, data, as_binning(labels), device=opencl_device or "none")
+    except Exception as e:  # a courtesy line: never fail the timing on it
+        return f"? ({type(e).__name__}: {e})"
+    ranked = ", ".join(f"{m} {t:.3g} s" for m, t in sorted(c.estimates.items(),
+                                                             key=lambda x: x[1]))
+    return f"{c.method} (cost model estimates: {ranked})"
 
 
 def _agreement(case: CPUCase, ours, entry: _Entry) -> str:
@@ -506,6 +529,8 @@ def run_cpu_suite(scale: float = 1.0, repeat: int = 2, cases=None, device: Optio
         gen = time.perf_counter() - t0
         print(f"\n== {case.name}: {case.describe()} (generated in {gen:.1f} s, not timed)",
               file=file, flush=True)
+        print(f"   auto: {_auto_choice(case, data, labels, opencl_device)}", file=file,
+              flush=True)
         entries = _entries(case, labels, data, small, opencl_device, threads, xpcscorr_dask,
                            peer_python)
         for e in entries:
