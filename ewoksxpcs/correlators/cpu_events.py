@@ -14,7 +14,8 @@ sparse data are single photons) and the few events with v ≠ 1 add the differen
 them); a thread adds a task's pairs into a private uint32 histogram of the lags (Nt·4 bytes: it
 stays in the L1/L2 cache where an int64 one would not; uint16 from :data:`U16_MIN_LAGS` lags on)
 and flushes it into the int64 n2 when the sub-bin changes or before the count at one lag could
-pass the histogram's range (a pixel adds at most Σv·max v at one lag), so the sums stay exact. A task writes the sub-bins that lie wholly inside it straight into n2 (no other task
+pass the histogram's range (a pixel adds at most Σv·max v at one lag), so the sums stay exact.
+A task writes the sub-bins that lie wholly inside it straight into n2 (no other task
 touches them) and its first and last sub-bins into rows of its own, added afterwards.
 
 The cost is O(Σ_p n_p²): ahead of the FFT methods while events per pixel are few

@@ -14,11 +14,12 @@ on the dense frames; ``EventCorrelator`` on OpenCL with its own event arrays), x
 (``correlator_dense_chunked`` on the frames; ``correlator_sparse_pixel_chunked`` on CSC arrays,
 numba, without a dask cluster, and with a local cluster of one worker per core),
 boost_corr 0.1.7 on PyTorch CPU (``MultitauCorrelator`` fed frame batches as float32 tensors;
-``TwotimeCorrelator``), scikit-beam (``multi_tau_auto_corr`` on the frames). A peer that is
-not installed is reported as missing. Each case first prints what ``auto`` would run there
-and its cost-model estimates (compare with the measured rows). Every tool first makes one call on the first frames
-(numba and OpenCL compilation, not timed), then the timed calls of all tools alternate
-(``--repeat`` rounds; the best wall time of each is kept, with its CPU time): on a machine
+``TwotimeCorrelator``; in a process of another Python with ``--peer-python``), scikit-beam
+(``multi_tau_auto_corr`` on the frames). A peer that is not installed is reported as missing.
+Each case first prints what ``auto`` would run there and its cost-model estimates (compare with
+the measured rows). Every tool first makes one call on the first frames (numba and OpenCL
+compilation, not timed), then the timed calls of all tools alternate (``--repeat`` rounds; the
+best wall time of each is kept, with its CPU time): on a machine
 shared with other work, read the ratios of one run rather than the seconds.
 """
 
