@@ -136,13 +136,11 @@ def n2_events_cpu(events, binning, n_threads=None):
             # flushed in time are exact (the kernel bounds each pixel's additions exactly):
             # uint16 for long lags (the histogram stays in L1), uint32, else int64.
             vmax = float(values.max()) if values.size else 0.0
-            c1 = numpy.concatenate([[0.0], numpy.cumsum(values, dtype=numpy.float64)])
-            s1 = c1[ends] - c1[starts]
             n = (ends - starts).astype(numpy.float64)
             if (vmax * vmax * n * (n + 1) / 2).sum() >= 2.0**62 and \
                     _exact_products(values, starts, ends) >= 2.0**62:
                 raise ValueError("cpu-events: n2 could exceed the int64 range; use 'fft'")
-            lag_bound = vmax * float(s1.max())
+            lag_bound = vmax * vmax * float(n.max())  # ≥ s1·vmax of every pixel, no pass
             if n_lags >= U16_MIN_LAGS and lag_bound <= _U16_LIMIT:
                 hist_dtype, limit = numpy.uint16, _U16_LIMIT
             elif lag_bound <= _U32_LIMIT:
