@@ -259,6 +259,18 @@ def _peer_missing(python: Optional[str], modules) -> Optional[str]:
     return None if ok else f"not installed in {python} ({', '.join(modules)})"
 
 
+def _boost_peer(name: str, feed: str, peer_python: Optional[str], function: str, extra: dict,
+                data, small) -> _Entry:
+    """A boost_corr row: ``function(frames=…, **extra)`` of this module, in a process of
+    ``peer_python`` when given, else here."""
+    missing = _peer_missing(peer_python, ("boost_corr", "torch"))
+    if peer_python:
+        return _remote_peer(name, feed, missing, peer_python, f"{__name__}:{function}",
+                            dict(extra, frames=data), dict(extra, frames=small))
+    fn = globals()[function]
+    return _peer(name, feed, missing, lambda x: fn(frames=x, **extra), data, small)
+
+
 def boost_multitau_peer(frames, pixel_index):
     """boost_corr's multi-tau of ``frames`` on torch CPU, the pixels ``pixel_index`` (bin by
     bin), fed as :func:`.benchmark_gpu.boost_multitau` does (what a peer process calls)."""
@@ -354,33 +366,23 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                                            normalisation="symmetric"),
                           lambda: multitau(small, labels, method="numpy",
                                            normalisation="symmetric")))
-        if opencl_device:
-            out.append(_Entry("ewoksxpcs multi-tau OpenCL (CPU device)", "ours",
-                              "frames (Nt, Ny, Nx) uint8 array",
-                              lambda: multitau(data, labels, method="opencl",
-                                               device=opencl_device, normalisation="symmetric"),
-                              lambda: multitau(small, labels, method="opencl",
-                                               device=opencl_device, normalisation="symmetric")))
-            out.append(_Entry("ewoksxpcs multi-tau OpenCL events (CPU device)", "ours",
-                              "frames (Nt, Ny, Nx) uint8 array",
-                              lambda: multitau(data, labels, method="opencl-events",
-                                               device=opencl_device, normalisation="symmetric"),
-                              lambda: multitau(small, labels, method="opencl-events",
-                                               device=opencl_device, normalisation="symmetric")))
+        for method, label in (("opencl", "OpenCL"), ("opencl-events", "OpenCL events")):
+            if opencl_device:
+                out.append(_Entry(f"ewoksxpcs multi-tau {label} (CPU device)", "ours",
+                                  "frames (Nt, Ny, Nx) uint8 array",
+                                  lambda m=method: multitau(data, labels, method=m,
+                                                            device=opencl_device,
+                                                            normalisation="symmetric"),
+                                  lambda m=method: multitau(small, labels, method=m,
+                                                            device=opencl_device,
+                                                            normalisation="symmetric")))
         from ..engine.qmask import as_binning
 
         pix = as_binning(labels).pixel_index  # bin by bin: columns of a bin are contiguous
-        name = "boost_corr 0.1.7 MultitauCorrelator (torch CPU)"
-        feed = "256-frame batches of the binned pixels as torch tensors"
-        missing = _peer_missing(peer_python, ("boost_corr", "torch"))
-        if peer_python:
-            out.append(_remote_peer(name, feed, missing, peer_python,
-                                    "ewoksxpcs.tools.benchmark_cpu:boost_multitau_peer",
-                                    {"frames": data, "pixel_index": pix},
-                                    {"frames": small, "pixel_index": pix}))
-        else:
-            out.append(_peer(name, feed, missing, lambda x: boost_multitau_peer(x, pix), data,
-                             small))
+        out.append(_boost_peer("boost_corr 0.1.7 MultitauCorrelator (torch CPU)",
+                               "256-frame batches of the binned pixels as torch tensors",
+                               peer_python, "boost_multitau_peer", {"pixel_index": pix}, data,
+                               small))
         out.append(_peer("scikit-beam multi_tau_auto_corr", "frames (Nt, Ny, Nx) uint8 array",
                          _missing("skbeam"),
                          lambda x: _skbeam_multitau(x, labels, 8,
@@ -391,17 +393,9 @@ def _entries(case: CPUCase, labels, data, small, opencl_device, threads,
                           "frames (Nt, Ny, Nx) uint8 array",
                           lambda: twotime(data, labels, method="numpy"),
                           lambda: twotime(small, labels, method="numpy")))
-        name = "boost_corr 0.1.7 TwotimeCorrelator (torch CPU)"
-        feed = "1024-frame batches of the binned pixels as float32 tensors"
-        missing = _peer_missing(peer_python, ("boost_corr", "torch"))
-        if peer_python:
-            out.append(_remote_peer(name, feed, missing, peer_python,
-                                    "ewoksxpcs.tools.benchmark_cpu:_boost_twotime",
-                                    {"frames": data, "labels": labels},
-                                    {"frames": small, "labels": labels}))
-        else:
-            out.append(_peer(name, feed, missing, lambda x: _boost_twotime(x, labels), data,
-                             small))
+        out.append(_boost_peer("boost_corr 0.1.7 TwotimeCorrelator (torch CPU)",
+                               "1024-frame batches of the binned pixels as float32 tensors",
+                               peer_python, "_boost_twotime", {"labels": labels}, data, small))
     return out
 
 
