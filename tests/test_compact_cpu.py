@@ -37,3 +37,22 @@ def test_negative_value_named(rng):
     frames[11, 3, 1] = -2
     with pytest.raises(ValueError, match=r"frame 11 has a negative value at pixel \(y=3, x=1\)"):
         compact_cpu(frames, Binning(numpy.ones((4, 5), int)), chunk_frames=4)
+
+
+def _file_backed(a) -> bool:
+    while a is not None:
+        if isinstance(a, numpy.memmap):
+            return True
+        a = a.base
+    return False
+
+
+@pytest.mark.parametrize("max_memory, spilled", [(0, True), (2**30, False)])
+def test_events_beyond_the_cap_live_in_a_file(rng, max_memory, spilled):
+    """Host memory bounded (issue 10): the events of every chunk and the merged arrays are
+    file-backed past ``max_memory``, with the same events as in RAM."""
+    frames = rng.poisson(0.3, (90, 6, 7)).astype(numpy.uint16)
+    binning = Binning(1 + rng.integers(0, 2, (6, 7)))
+    ours = compact_cpu(frames, binning, chunk_frames=20, max_memory=max_memory)
+    assert ours == compact_cpu(frames, binning, chunk_frames=90)
+    assert _file_backed(ours.values) is spilled and _file_backed(ours.times) is spilled

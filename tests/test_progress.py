@@ -73,3 +73,48 @@ def test_twotime_numpy_moves_during_the_products(rng):
     correlate_sums(frames, qmask, method="numpy", mode="twotime", progress=seen.append)
     assert seen == sorted(seen)
     assert [f for f in seen if 0.95 * 0.5 < f < 0.95]
+
+
+@pytest.mark.parametrize("as_events", [False, True])
+def test_cpu_events_moves_during_the_pairs(rng, as_events):
+    """``cpu-events``: the compaction moves with the frames read, the pairs after it by batches
+    of tasks; same sums as without progress."""
+    from ewoksxpcs import compact
+
+    frames = rng.poisson(0.4, size=(300, 16, 16)).astype(numpy.uint8)
+    qmask = 1 + (numpy.arange(256) % 3).reshape(16, 16)
+    data = compact(frames) if as_events else frames
+    seen = []
+    with_progress = correlate_sums(data, qmask, method="cpu-events", options={"chunk_frames": 30},
+                                   progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    read_end = 0.0 if as_events else 0.95 * (1 - 0.3)  # compute_share 0.3
+    if not as_events:
+        assert len([f for f in seen if 0 < f < read_end]) >= 5  # 10 chunks read and compacted
+    pairs = [f for f in seen if read_end < f < 0.95]
+    assert len(pairs) >= 3  # 16 tasks per thread, reported by batches of 2 per thread
+    plain = correlate_sums(data, qmask, method="cpu-events")
+    numpy.testing.assert_array_equal(with_progress["sums"].n2, plain["sums"].n2)
+    numpy.testing.assert_array_equal(with_progress["sums"].frame_sums, plain["sums"].frame_sums)
+
+
+def test_opencl_compaction_moves_by_batches_on_a_cpu_device(tmp_path, monkeypatch):
+    """``opencl-events`` on a CPU device from a bitshuffle-LZ4 file: raw chunks decoded and
+    compacted by batches of CPU_BATCH_BYTES (not the GPU's 2 GiB), each a step of the bar."""
+    from conftest import require_opencl
+
+    from ewoksxpcs.io.load import load_frames
+    from ewoksxpcs.opencl import compact as opencl_compact
+    from ewoksxpcs.tools.benchmark_memory import write_scan
+
+    require_opencl("cpu")
+    scan = write_scan(str(tmp_path / "s.h5"), 200, (16, 16), 0.3)
+    monkeypatch.setattr(opencl_compact, "CPU_BATCH_BYTES", 20 * 16 * 16)  # 20 frames (uint8)
+    seen = []
+    out = correlate_sums(load_frames(f"{scan}::/data"), numpy.ones((16, 16), int),
+                         method="opencl-events", device="cpu", progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert len([f for f in seen if 0 < f < 0.5]) >= 5  # 10 batches of the compaction
+    ref = correlate_sums(load_frames(f"{scan}::/data"), numpy.ones((16, 16), int),
+                         method="reference")
+    numpy.testing.assert_array_equal(out["sums"].n2, ref["sums"].n2)

@@ -82,7 +82,7 @@ def plan_pixel_tasks(n_events: numpy.ndarray, n_tasks: int) -> numpy.ndarray:
     return numpy.concatenate([[0], numpy.minimum(inner, n.size), [n.size]]).astype(numpy.int64)
 
 
-def n2_events_cpu(events, binning, n_threads=None):
+def n2_events_cpu(events, binning, n_threads=None, progress=None):
     """n2 and the frame sums of an EventStack on the CPU threads (see the module docstring).
 
     Parameters
@@ -92,6 +92,8 @@ def n2_events_cpu(events, binning, n_threads=None):
     binning : Binning
     n_threads : int, optional
         numba threads (default: numba's, i.e. the usable cores).
+    progress : callable, optional
+        ``progress(fraction)`` after each batch of tasks (2 per thread: about 8 calls).
 
     Returns
     -------
@@ -147,12 +149,22 @@ def n2_events_cpu(events, binning, n_threads=None):
                 hist_dtype, limit = numpy.uint32, _U32_LIMIT
             else:
                 hist_dtype, limit = numpy.int64, _INT64_LIMIT
-            events_numba.pairs_int(times, values, starts, ends, limit, pix_sub, n_lags, cuts,
-                                   n2, edge_first, edge_last, fs, fs_first, fs_last,
-                                   numpy.zeros(1, dtype=hist_dtype))
-        else:
-            events_numba.pairs_float(times, values, starts, ends, pix_sub, cuts, n2, edge_first,
-                                     edge_last, fs, fs_first, fs_last)
+            probe = numpy.zeros(1, dtype=hist_dtype)
+        # Batches of tasks (all at once without progress): the bar moves between them.
+        batch = n_tasks if progress is None else 2 * threads
+        for i0 in range(0, n_tasks, batch):
+            i1 = min(n_tasks, i0 + batch)
+            c, rows_ = cuts[i0:i1 + 1], slice(i0, i1)
+            if integer:
+                events_numba.pairs_int(times, values, starts, ends, limit, pix_sub, n_lags, c,
+                                       n2, edge_first[rows_], edge_last[rows_], fs,
+                                       fs_first[rows_], fs_last[rows_], probe)
+            else:
+                events_numba.pairs_float(times, values, starts, ends, pix_sub, c, n2,
+                                         edge_first[rows_], edge_last[rows_], fs,
+                                         fs_first[rows_], fs_last[rows_])
+            if progress is not None:
+                progress(i1 / n_tasks)
     finally:
         numba.set_num_threads(previous)
         numba.set_parallel_chunksize(previous_chunk)
@@ -189,6 +201,7 @@ class CPUEventCorrelator(EventCorrelator):
     """
 
     name = "cpu-events"
+    compute_share = 0.3  # the pairs, after the frames are read and compacted
     description = "every event pair once on the CPU threads (numba), exact integer sums"
 
     @classmethod
@@ -210,6 +223,7 @@ class CPUEventCorrelator(EventCorrelator):
             events.check_counts()
         else:
             events = compact_cpu(data, self.binning, chunk_frames=self.options.get("chunk_frames"))
-        n2, frame_sums = n2_events_cpu(events, self.binning, self.options.get("n_threads"))
+        n2, frame_sums = n2_events_cpu(events, self.binning, self.options.get("n_threads"),
+                                       progress=self._report if self.report_progress else None)
         return CorrelationSums(n2=n2, frame_sums=frame_sums,
                                lags=numpy.arange(events.n_frames, dtype=numpy.int64))

@@ -18,6 +18,7 @@ import numpy
 from .events import EventStack, check_non_negative
 from .frames import as_frame_source
 from .qmask import Binning
+from .spill import SpillArray, empty as empty_spillable
 
 __all__ = ["compact_cpu"]
 
@@ -25,7 +26,8 @@ __all__ = ["compact_cpu"]
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 
-def compact_cpu(frames, binning: Binning, chunk_frames: Optional[int] = None):
+def compact_cpu(frames, binning: Binning, chunk_frames: Optional[int] = None,
+                max_memory: Optional[int] = None):
     """Compact the binned pixels of frames into an EventStack.
 
     Parameters
@@ -35,6 +37,9 @@ def compact_cpu(frames, binning: Binning, chunk_frames: Optional[int] = None):
     binning : Binning
     chunk_frames : int, optional
         Frames per chunk (default: about 64 MiB of frames).
+    max_memory : int, optional
+        Bytes of events kept in RAM per array, beyond in a temporary file (default:
+        :func:`ewoksxpcs.engine.spill.check_max_memory`).
 
     Returns
     -------
@@ -61,7 +66,11 @@ def compact_cpu(frames, binning: Binning, chunk_frames: Optional[int] = None):
     if chunk_frames is None:
         chunk_frames = max(1, DEFAULT_CHUNK_BYTES // max(1, dtype.itemsize * shape[0] * shape[1]))
     counts_total = numpy.zeros(n_pix, dtype=numpy.int64)
-    chunks = []
+    # Every chunk's events, appended: in RAM up to the host cap, beyond in a temporary file
+    # (ewoksxpcs.engine.spill), so that the memory does not grow with the frames.
+    all_values = SpillArray((), dtype, max_memory)
+    all_times = SpillArray((), numpy.uint32, max_memory)
+    chunk_offsets = []  # per chunk: its pixels' offsets into its slice of all_values
     t0 = 0
     for chunk in source.iter_chunks(chunk_frames):
         n = chunk.shape[0]
@@ -78,20 +87,28 @@ def compact_cpu(frames, binning: Binning, chunk_frames: Optional[int] = None):
         if c_values.size:
             events_numba.scan_chunk(flat, idx, block_cuts, t0, c_offsets[:-1].copy(), c_values,
                                     c_times, True)
-        chunks.append((c_values, c_times, c_offsets))
+        all_values.append(c_values)
+        all_times.append(c_times)
+        chunk_offsets.append(c_offsets)
         counts_total += counts
         t0 += n
     if t0 >= 2**32:
         raise ValueError(f"too many frames for uint32 times: {t0}")
     offsets = numpy.concatenate([[0], numpy.cumsum(counts_total)]).astype(numpy.int64)
-    if len(chunks) == 1:
-        values, times = chunks[0][0], chunks[0][1]
+    if len(chunk_offsets) == 1:
+        values, times = all_values.array(), all_times.array()
     else:
-        values = numpy.empty(int(offsets[-1]), dtype=dtype)
-        times = numpy.empty(int(offsets[-1]), dtype=numpy.uint32)
+        values = numpy.asarray(empty_spillable(int(offsets[-1]), dtype, max_memory))
+        times = numpy.asarray(empty_spillable(int(offsets[-1]), numpy.uint32, max_memory))
         pos = offsets[:-1].copy()
-        while chunks:
-            c_values, c_times, c_offsets = chunks.pop(0)  # freed as soon as merged
-            if c_values.size:
-                events_numba.merge_chunk(c_values, c_times, c_offsets, pos, values, times)
+        start = 0
+        for c_offsets in chunk_offsets:
+            stop = start + int(c_offsets[-1])
+            if stop > start:
+                events_numba.merge_chunk(numpy.asarray(all_values.view(start, stop)),
+                                         numpy.asarray(all_times.view(start, stop)),
+                                         c_offsets, pos, values, times)
+            start = stop
+        all_values.close()
+        all_times.close()
     return EventStack(values, times, offsets, idx, shape, t0, dtype)

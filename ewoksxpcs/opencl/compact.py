@@ -42,6 +42,9 @@ __all__ = ["compact_opencl", "DEFAULT_BATCH_BYTES"]
 
 #: Frames per batch on the device: about this many bytes of decompressed frames.
 DEFAULT_BATCH_BYTES = 2 * 1024**3
+#: The same on a CPU device (PoCL): its buffers are host memory, and the progress bar moves
+#: once per batch.
+CPU_BATCH_BYTES = 64 * 1024**2
 
 
 def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None = None,
@@ -121,7 +124,8 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
     compactor = _DeviceCompactor(dev, shape, dtype, kept, binning, budget)
     frame_bytes = shape[0] * shape[1] * dtype.itemsize
     if chunk_frames is None:
-        chunk_frames = max(1, min(DEFAULT_BATCH_BYTES, budget // 4) // max(1, frame_bytes))
+        batch_bytes = DEFAULT_BATCH_BYTES if dev.kind != "cpu" else CPU_BATCH_BYTES
+        chunk_frames = max(1, min(batch_bytes, budget // 4) // max(1, frame_bytes))
     chunk_frames = int(chunk_frames)
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")

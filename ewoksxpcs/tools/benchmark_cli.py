@@ -1,6 +1,7 @@
 """``ewoksxpcs benchmark`` command line: the default suite (:mod:`.benchmark`), the GPU suite
 (:mod:`.benchmark_gpu`), the end-to-end suite (:mod:`.benchmark_e2e`), the host memory
-suite (:mod:`.benchmark_memory`) and the CPU suite (:mod:`.benchmark_cpu`).
+suite (:mod:`.benchmark_memory`), the CPU suite (:mod:`.benchmark_cpu`) and ``auto`` against every
+method (:mod:`.benchmark_auto`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
     parser.add_argument("--suite", choices=("default", "gpu", "e2e", "costs", "memory", "cpu",
-                                            "live", "overhead"),
+                                            "live", "overhead", "auto"),
                         default="default",
                         help="default: every method and dynamix on CPU-sized cases; gpu: our "
                              "OpenCL multi-tau, events and two-time against boost_corr, dynamix "
@@ -45,7 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "(ewoksxpcs.tools.benchmark_live; --scale, --mode, --rate); "
                              "overhead: the fixed costs of 'ewoksxpcs run' stage by stage on an "
                              "Eiger 4M scan of --frames N (default 200), --methods M: --method M "
-                             "(ewoksxpcs.tools.benchmark_overhead)")
+                             "(ewoksxpcs.tools.benchmark_overhead); auto: "
+                             "'ewoksxpcs run' with defaults against every method on issue 10's "
+                             "CPU cases (ewoksxpcs.tools.benchmark_auto; --cases, --scale)")
     parser.add_argument("--paths", nargs="+", metavar="PATH",
                         help="memory suite: paths (default: all; see "
                              "ewoksxpcs.tools.benchmark_memory.PATHS)")
@@ -101,6 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main_cpu(args)
     if args.suite == "overhead":
         return _main_overhead(args)
+    if args.suite == "auto":
+        return _main_auto(args)
     if args.suite == "live":
         from .benchmark_live import live_summary, run_live_benchmark
 
@@ -151,6 +156,7 @@ def _main_memory(args) -> int:
                       f, indent=1, default=float)
     return 1 if any(r["returncode"] for r in rows) else 0
 
+
 def _main_overhead(args) -> int:
     """``--suite overhead``: :func:`ewoksxpcs.tools.benchmark_overhead.run_overhead`."""
     from .benchmark_overhead import run_overhead
@@ -167,6 +173,24 @@ def _main_overhead(args) -> int:
         with open(args.json, "w") as f:
             json.dump({"suite": "overhead", "machine": machine_description(args.device), **out},
                       f, indent=1, default=float)
+    return 0
+
+
+def _main_auto(args) -> int:
+    """``--suite auto``: :func:`.benchmark_auto.run_auto_suite`, then its table."""
+    from .benchmark_auto import format_rows, run_auto_suite
+
+    try:
+        rows = run_auto_suite(cases=args.cases, scale=args.scale, workdir=args.workdir,
+                              rounds=args.repeat or 2, methods=args.methods)
+    except ValueError as e:
+        print(f"ewoksxpcs benchmark: error: {e}", file=sys.stderr)
+        return 2
+    print(format_rows(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "auto", "machine": machine_description(None), "rows": rows}, f,
+                      indent=1, default=float)
     return 0
 
 
@@ -216,7 +240,7 @@ def _main_costs(args) -> int:
 
     # The frames of the cases times --scale; > 1 on a GPU, where small cases measure set-up.
     out = run_costs(device=args.device, scale=args.scale, repeat=args.repeat or 1,
-                    workdir=args.workdir)
+                    workdir=args.workdir, methods=args.methods)
     print(f"fitted constants for COSTS[{out['machine']!r}]:")
     print(json.dumps(out["fitted"], indent=1))
     if args.json:

@@ -45,8 +45,12 @@ def _time(fn, repeat: int) -> float:
 
 
 def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
-              max_s: float = 60.0, workdir: Optional[str] = None, on_step=print) -> dict:
+              max_s: float = 60.0, workdir: Optional[str] = None, on_step=print,
+              methods=None) -> dict:
     """Time every method of the cost table on the cases and fit its constants.
+
+    ``methods`` (names, default all) restricts the methods timed and fitted, e.g. to re-measure
+    one backend: the others keep their constants.
 
     Returns
     -------
@@ -84,8 +88,10 @@ def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
                                feat.occupancy, n_t)
             on_step(f"case {name}: {shape[0]}x{shape[1]}x{n_frames}, occupancy "
                     f"{feat.occupancy:.3g}")
-            for mode, methods in costs.COSTS[machine].items():
-                for method in methods:
+            for mode, table in costs.COSTS[machine].items():
+                for method in table:
+                    if methods and method not in methods:
+                        continue
                     predicted = costs.estimate(machine, mode, method, f)
                     if predicted > max_s:
                         on_step(f"  {mode:8s} {method:14s} skipped (predicted {predicted:.0f} s)")
@@ -108,8 +114,8 @@ def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
     fitted = {}
-    for mode, methods in costs.COSTS[machine].items():
-        for method, entry in methods.items():
+    for mode, table in costs.COSTS[machine].items():
+        for method, entry in table.items():
             mine = [r for r in rows if r["mode"] == mode and r["method"] == method]
             if not mine:
                 continue

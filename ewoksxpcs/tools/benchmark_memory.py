@@ -26,6 +26,10 @@ __all__ = ["PATHS", "write_scan", "ring_qmask", "peak_rss_anon", "run_memory_sui
 
 #: path name -> (extra ``ewoksxpcs run`` arguments, mean counts of its data)
 PATHS: Dict[str, tuple] = {
+    "auto sparse": ([], 0.05),  # defaults only: what auto picks on this machine
+    "auto dense": ([], 2.0),
+    "cpu-events": (["--method", "cpu-events"], 0.05),  # numba compaction to events
+    "fft spill": (["--method", "fft", "--option", "max_memory=1048576"], 0.05),
     "fft sparse": (["--method", "fft"], 0.05),
     "fft dense": (["--method", "fft"], 2.0),
     "compaction+fft": (["--method", "fft", "--events-file", "{workdir}/events.h5"], 0.05),
