@@ -91,6 +91,17 @@ class _Overflow(Exception):
     """A time-binned sum did not fit the narrow X type tried first."""
 
 
+def _raise_if_overflow(queue, ovf, X) -> None:
+    """Raise :class:`_Overflow` (X released) when the kernels set the flag ``ovf``."""
+    import pyopencl
+
+    flag = numpy.zeros(1, numpy.int32)
+    pyopencl.enqueue_copy(queue, flag, ovf)
+    if flag[0]:
+        X.release()
+        raise _Overflow()
+
+
 class OpenCLTwoTime(DeviceDataPath):
     """Two-time correlator on an OpenCL device; see the module docstring.
 
@@ -302,11 +313,7 @@ class OpenCLTwoTime(DeviceDataPath):
         queue.finish()
         copy_q.finish()
         if narrow:
-            flag = numpy.zeros(1, numpy.int32)
-            pyopencl.enqueue_copy(queue, flag, ovf)
-            if flag[0]:
-                X.release()
-                raise _Overflow()
+            _raise_if_overflow(queue, ovf, X)
         return X, P, t
 
     def _x_from_events(self, events, group, b, n_t, x_t, x_np, queue):
@@ -363,11 +370,7 @@ class OpenCLTwoTime(DeviceDataPath):
         pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(P, LOCAL),), (LOCAL,))
         queue.finish()
         if narrow:
-            flag = numpy.zeros(1, numpy.int32)
-            pyopencl.enqueue_copy(queue, flag, ovf)
-            if flag[0]:
-                X.release()
-                raise _Overflow()
+            _raise_if_overflow(queue, ovf, X)
         return X, P, events.n_frames
 
     # ------------------------------------------------------------------ maps
