@@ -216,6 +216,11 @@ def test_live_task(tmp_path):
     assert result["n_frames"] == 120 and result["ended_early"] == "" and result["png"] is None
     ref = offline(f"{scan}::/1.1", "twotime", frame_period=0.01)
     numpy.testing.assert_array_equal(saved_g2(output)[0], ref["g2"])
+    from ewoksxpcs.engine.twotime import TwoTimeResult
+
+    with h5py.File(output, "r") as f:  # the maps on disk too (written without gzip)
+        numpy.testing.assert_array_equal(
+            TwoTimeResult.read_maps(f["entry/xpcs/twotime/maps"]), ref["result"].C, strict=True)
 
 
 @pytest.mark.parametrize("dtype", [numpy.uint8, numpy.int32, numpy.uint32])

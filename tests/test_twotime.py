@@ -193,6 +193,27 @@ def test_write_nexus(rng, tmp_path):
         assert f["twotime/time_bin"][()] == 2
 
 
+def test_write_nexus_uncompressed_maps_read_back_equal(rng, tmp_path):
+    """compress=False (live updates): the same maps, stored without gzip."""
+    import dataclasses
+
+    h5py = pytest.importorskip("h5py")
+    r = twotime(_frames(rng, 30), _qmask(), bins=[2, 5], time_bin=2, method="numpy")
+    # Maps above the gzip threshold (2**20 values), of rounded values as Poisson data give.
+    big = dataclasses.replace(r, C=(rng.integers(0, 8, (2, 1030, 1030)) / 4).astype("f4"))
+    sizes = {}
+    for compress in (True, False):
+        name = tmp_path / f"r{compress}.h5"
+        with h5py.File(name, "w") as f:
+            big.write_nexus(f, compress=compress)
+        with h5py.File(name, "r") as f:
+            m = f["twotime/maps"]
+            assert m["C"].compression == ("gzip" if compress else None)
+            numpy.testing.assert_array_equal(TwoTimeResult.read_maps(m), big.C, strict=True)
+        sizes[compress] = name.stat().st_size
+    assert sizes[False] > 2 * sizes[True]
+
+
 def test_auto_never_uses_an_opencl_cpu_device():
     # OpenCL on a CPU device is many times slower than NumPy for two-time and multi-tau:
     # "auto" with a CPU device (named or by kind) runs NumPy.

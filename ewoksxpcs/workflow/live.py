@@ -305,7 +305,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
                      frame_period=source.frame_period,
                      parameters={**parameters, "final": final, "n_frames": snap["n_frames"],
                                  "ended_early": getattr(source, "ended_early", "")},
-                     chi=snap["chi"], overwrite=replace, title=title)
+                     chi=snap["chi"], overwrite=replace, title=title,
+                     compress_maps=False)  # two-time: gzip took most of the final write
         written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
         if png:  # drawn after the result file: it takes longer than the correlation
             plot_g2(png, snap["tau"], snap["g2"], snap["g2_err"], snap["q"], q_unit=q_unit,
