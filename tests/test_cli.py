@@ -98,6 +98,28 @@ def test_run_qmask(scan, tmp_path, capsys):
     assert listing(tmp_path) == ["r.h5", "r_g2.png", "r_gamma.png"]
 
 
+def test_run_builds_the_binning_once(scan, tmp_path, monkeypatch):
+    """BuildQMask's Binning reaches Correlate with the label image: one pixel sort per run."""
+    from ewoksxpcs.engine.qmask import Binning
+
+    filename, frames, labels = scan
+    built = []
+    real = Binning.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(kwargs.get("n_groups"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Binning, "__init__", counting)
+    argv = ["run", f"{filename}::/1.1", "--qmask", f"{filename}::/1.1/simulation/labels",
+            "-o", str(tmp_path / "r.h5"), "--method", "reference", "-q"]
+    assert main(argv) == 0
+    assert len(built) == 1
+    expected = correlate(frames, labels, method="reference")
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        numpy.testing.assert_array_equal(f["entry/xpcs/sums/n2"][()], expected.n2)
+
+
 def test_run_geometry_events_and_rebin(scan, tmp_path):
     filename, frames, labels = scan
     poni = tmp_path / "det.poni"

@@ -118,3 +118,71 @@ def test_opencl_compaction_moves_by_batches_on_a_cpu_device(tmp_path, monkeypatc
     ref = correlate_sums(load_frames(f"{scan}::/data"), numpy.ones((16, 16), int),
                          method="reference")
     numpy.testing.assert_array_equal(out["sums"].n2, ref["sums"].n2)
+
+
+def _reports_after_reading(monkeypatch, correlator_class):
+    """(every report, the reports made once the frames are read: in ``_finish``)."""
+    seen, after = [], []
+    finishing = []
+    real = correlator_class._finish
+
+    def finish(self, *args, **kwargs):
+        finishing.append(True)
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            finishing.clear()
+
+    monkeypatch.setattr(correlator_class, "_finish", finish)
+
+    def report(f):
+        seen.append(f)
+        if finishing:
+            after.append(f)
+
+    return seen, after, report
+
+
+@pytest.mark.parametrize("as_events", [False, True])
+def test_opencl_events_moves_during_the_kernels(rng, monkeypatch, as_events):
+    """``opencl-events`` after the compaction: the correlation kernels report as they complete
+    (checkpoints), not only the compaction; same sums as without progress."""
+    from conftest import require_opencl
+
+    from ewoksxpcs import compact
+    from ewoksxpcs.correlators.opencl_events import OpenCLEventCorrelator
+
+    require_opencl("cpu")
+    frames = rng.poisson(0.4, size=(300, 16, 16)).astype(numpy.uint8)
+    qmask = 1 + (numpy.arange(256) % 3).reshape(16, 16)
+    data = compact(frames) if as_events else frames
+    seen, after, report = _reports_after_reading(monkeypatch, OpenCLEventCorrelator)
+    out = correlate_sums(data, qmask, method="opencl-events", device="cpu", progress=report)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    lo = 0.0 if as_events else 0.5  # after the compaction
+    assert len([f for f in after if lo < f < 0.96]) >= 5, after
+    ref = correlate_sums(data, qmask, method="reference")
+    numpy.testing.assert_array_equal(out["sums"].n2, ref["sums"].n2)
+    numpy.testing.assert_array_equal(out["sums"].frame_sums, ref["sums"].frame_sums)
+
+
+def test_opencl_dense_on_a_cpu_device_moves_after_the_last_frame(rng, monkeypatch):
+    """``opencl-dense`` on a CPU device runs most of its queued kernels after the last frame is
+    read: that phase moves the progress (checkpoints), from 0.095 (compute_share 0.9) on."""
+    from conftest import require_opencl
+
+    from ewoksxpcs.correlators.opencl_dense import OpenCLDenseCorrelator
+
+    require_opencl("cpu")
+    frames = rng.poisson(0.4, size=(640, 8, 8)).astype(numpy.uint8)
+    qmask = 1 + (numpy.arange(64) % 2).reshape(8, 8)
+    seen, after, report = _reports_after_reading(monkeypatch, OpenCLDenseCorrelator)
+    out = correlate_sums(frames, qmask, method="opencl-dense", device="cpu",
+                         options={"window_frames": 64, "chunk_frames": 64}, progress=report)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    read_end = 0.95 * (1 - 0.9)
+    reading = [f for f in seen if f not in after and f < 1.0]
+    assert reading and max(reading) <= read_end + 1e-12  # the frames streamed up to there
+    assert len([f for f in after if read_end < f < 0.96]) >= 5, after
+    ref = correlate_sums(frames, qmask, method="reference")
+    numpy.testing.assert_array_equal(out["sums"].n2, ref["sums"].n2)

@@ -7,7 +7,8 @@ import warnings
 import numpy
 import pytest
 
-from ewoksxpcs.engine.qmask import DEFAULT_GROUPS, Binning, as_binning
+from ewoksxpcs.engine.qmask import (DEFAULT_GROUPS, Binning, as_binning, cached_binning,
+                                   remember_binning)
 
 
 def test_labels_sorted_and_non_contiguous():
@@ -166,3 +167,16 @@ def test_label_rows_and_present_labels_match_sorting(top):
         expected[flat == v] = i
     assert numpy.array_equal(rows, expected)
     assert numpy.array_equal(label_rows(flat, subset[:0]), numpy.full(flat.size, -1))
+
+
+def test_remembered_binning_only_for_the_same_image_and_arguments():
+    qmask = numpy.array([[1, 1, 2], [0, 2, 2]], dtype=numpy.int32)
+    binning = Binning(qmask)
+    remember_binning(qmask, binning)
+    assert not qmask.flags.writeable  # cannot go stale
+    assert cached_binning(qmask) is binning
+    assert cached_binning(qmask, labels=[2, 1], bad_pixels=qmask == 0) is binning
+    assert cached_binning(qmask.copy()) is None  # another image
+    assert cached_binning(qmask, labels=[1]) is None
+    assert cached_binning(qmask, n_groups=DEFAULT_GROUPS + 1) is None
+    assert cached_binning(qmask, bad_pixels=qmask == 2) is None  # masks binned pixels

@@ -33,7 +33,7 @@ import time
 import numpy
 
 from ..engine.intrange import check_int64_bound, peak_bound
-from ..opencl.device import CTYPES, get_device, get_kernel, pinned_empty, zero_buffer
+from ..opencl.device import CTYPES, Checkpoints, get_device, get_kernel, pinned_empty, zero_buffer
 from ..engine.result import CorrelationSums
 from .base import DenseCorrelator
 from .registry import register
@@ -130,6 +130,10 @@ class OpenCLDenseCorrelator(DenseCorrelator):
         self.profile = False
         self.last_profile = {}
         self.check_positive_int_options(("max_device_memory", "window_frames", "chunk_frames"))
+        if self.dev.kind == "cpu":
+            # Most queued kernels run after the last frame is read (the host and the device
+            # share the cores): that phase moves the progress through checkpoints.
+            self.compute_share = 0.9
 
     @property
     def device_name(self) -> str:
@@ -191,6 +195,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
                 f"largest buffer ({dev.max_mem_alloc} bytes): lower window_frames"
             )
         self._W = w
+        self._checkpoints = Checkpoints(dev.queue, self._report if self.report_progress else None)
         self.last_profile = {"window_frames": w, "upload_s": 0.0, "kernels_s": 0.0, "n_launches": 0}
         mf = pyopencl.mem_flags
 
@@ -230,6 +235,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
     def _finish(self, n_frames):
         if self._n_cur:
             self._process_window()
+        self._checkpoints.wait(0.0, 0.95)  # the Gram kernels still queued
         return self._assemble(n_frames)
 
     # ------------------------------------------------------------------ internals
@@ -372,6 +378,7 @@ class OpenCLDenseCorrelator(DenseCorrelator):
                 numpy.int32(winB.index), self._D.buffer,
             )
         self._toc("kernels_s", t)
+        self._checkpoints.mark()
         self.last_profile["n_launches"] += 1
 
     def _assemble(self, n_frames: int) -> numpy.ndarray:

@@ -50,7 +50,7 @@ import numpy
 from ..opencl.compact import compact_opencl
 from ..engine.intrange import INT64_LIMIT, check_int64_bound
 from ..engine.normalise import _s2_safe, normalise, s2_rows
-from ..opencl.device import CTYPES, default_device_memory, device_buffer, get_device, get_kernel, \
+from ..opencl.device import CTYPES, Checkpoints, default_device_memory, device_buffer, get_device, get_kernel, \
     upload_pinned
 from ..engine.result import CorrelationSums
 from .base import EventCorrelator
@@ -67,6 +67,9 @@ DEVICE_PLANNED = ("fold", "rows", "local32")
 #: Device bytes of that plan per binned pixel and upload chunk (pair and event counts, their
 #: running sums); above 1/8 of the memory budget "local" (planned on the host) is used instead.
 PLAN_BYTES = 32
+
+#: Reports of the progress of the correlation kernels (after compaction) in a run.
+PROGRESS_STEPS = 20
 
 
 def _pairs(n):
@@ -603,6 +606,9 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         import pyopencl
 
+        self._checkpoints = Checkpoints(self.dev.queue, self._report if self.report_progress
+                                        else None, PROGRESS_STEPS)
+
         dev, queue = self.dev, self.dev.queue
         n_sub = self.binning.n_sub
         geometry = self._geometry(is_float, events.values_dtype, n_frames)
@@ -679,10 +685,13 @@ class OpenCLEventCorrelator(EventCorrelator):
                 sums_copied = pyopencl.enqueue_copy(queue, frame_sums, d_sums, is_blocking=False)
             if n_c:
                 for t0, nt in launches:
-                    corr(queue, (n_c * wg, nt), (wg, 1), d_values, d_times, d_seg_i0, d_seg_end,
-                         d_seg_cum, d_task_seg, d_task_sub, numpy.int32(0), numpy.int32(t0),
-                         numpy.int32(n_frames), d_n2, wait_for=waits or None)
-                    waits = None
+                    for k0, nk in self._task_ranges(n_c, n_c, n_chunks * len(launches)):
+                        corr(queue, (nk * wg, nt), (wg, 1), d_values, d_times, d_seg_i0,
+                             d_seg_end, d_seg_cum, d_task_seg, d_task_sub, numpy.int32(k0),
+                             numpy.int32(t0), numpy.int32(n_frames), d_n2,
+                             wait_for=waits or None)
+                        waits = None
+                        self._checkpoints.mark()
             if on_launched is not None:
                 on_launched(c, pyopencl.enqueue_marker(queue, wait_for=waits or None))
             queue.flush()
@@ -781,8 +790,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             if n_c:
                 d_task_cum = upload(task_cum[c])
                 per_launch = max(1, (1 << 16) // n_tiles)
-                for task0 in range(0, n_c, per_launch):
-                    n_l = min(per_launch, n_c - task0)
+                for task0, n_l in self._task_ranges(n_c, per_launch, n_chunks):
                     for t0 in range(n_tiles):
                         corr(queue, (n_l * wg, 1), (wg, 1), d_values, d_times, d_offsets,
                              numpy.int64(ev_base[c]), d_rows, d_cum, d_rcum,
@@ -791,6 +799,7 @@ class OpenCLEventCorrelator(EventCorrelator):
                              numpy.int32(task0), numpy.int32(t0), numpy.int32(n_frames),
                              numpy.int32(n_sub), d_n2, d_sums, wait_for=waits or None)
                         waits = None  # in-order queue: later launches follow this one
+                    self._checkpoints.mark()
             if on_launched is not None:
                 on_launched(c, pyopencl.enqueue_marker(queue, wait_for=waits or None))
             queue.flush()
@@ -818,8 +827,18 @@ class OpenCLEventCorrelator(EventCorrelator):
             self._s2 = s2
             self.last_profile["s2_s"] = time.perf_counter() - ts
         t = self._step("s2_wait_s", t)
+        self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
         pyopencl.enqueue_copy(queue, out, d_n2)
         if sums_copied is not None:
             sums_copied.wait()
         self._step("download_s", t)
+        self._report(1.0)
         return out, frame_sums
+
+    def _task_ranges(self, n_c: int, most: int, n_groups: int) -> list:
+        """(first task, tasks) of the launches over a chunk's ``n_c`` tasks, ``most`` at most
+        each; with progress reported, small enough for about PROGRESS_STEPS launches over the
+        ``n_groups`` (chunks × tiles) of the run, each followed by a checkpoint."""
+        if self.report_progress is not None:
+            most = min(most, max(1, -(-n_c * n_groups // PROGRESS_STEPS)))
+        return [(k, min(most, n_c - k)) for k in range(0, n_c, most)]

@@ -13,14 +13,15 @@ sub-bin; bins and the jackknife error bars are derived from those (see :mod:`ewo
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Optional, Sequence
 
 import numpy
 
 from .options import positive_int
 
-__all__ = ["Binning", "DEFAULT_GROUPS", "as_label_image", "check_label_range", "label_rows",
-           "present_labels"]
+__all__ = ["Binning", "DEFAULT_GROUPS", "as_label_image", "cached_binning", "check_label_range",
+           "label_rows", "present_labels", "remember_binning"]
 
 #: Default number of pixel groups per bin for the jackknife error bars.
 DEFAULT_GROUPS = 16
@@ -302,6 +303,45 @@ def as_label_image(qmask, what: str = "qmask") -> numpy.ndarray:
             raise TypeError(f"{what} must hold integer labels; {at} holds "
                             f"{a[idx].item()!r} ({a.dtype})")
     return a.astype(numpy.int32, copy=False)
+
+
+#: id(label image) -> (weak reference to it, its Binning): see :func:`remember_binning`.
+_BINNINGS: dict = {}
+
+
+def remember_binning(qmask: numpy.ndarray, binning: Binning) -> None:
+    """Keep ``binning`` (built from ``qmask``) for :func:`cached_binning`, while ``qmask`` lives.
+
+    Lets the BuildQMask step hand its Binning on to Correlate with the label image, so that a
+    run sorts the pixels of a large q-mask once (0.1-2 s for an Eiger 4M). ``qmask`` is made
+    read-only, so that the Binning cannot go stale.
+    """
+    qmask.flags.writeable = False
+    key = id(qmask)
+
+    def forget(ref, key=key):
+        if _BINNINGS.get(key, (None,))[0] is ref:
+            del _BINNINGS[key]
+
+    _BINNINGS[key] = (weakref.ref(qmask, forget), binning)
+
+
+def cached_binning(qmask, labels=None, bad_pixels=None,
+                   n_groups: int = DEFAULT_GROUPS) -> Optional[Binning]:
+    """The Binning remembered for this very label image, if it is the one
+    ``Binning(qmask, labels, bad_pixels, n_groups)`` would build; else None."""
+    ref, binning = _BINNINGS.get(id(qmask), (None, None))
+    if ref is None or ref() is not qmask or qmask.flags.writeable:
+        return None
+    if int(n_groups) != binning.n_groups:
+        return None
+    if labels is not None and not numpy.array_equal(numpy.unique(labels), binning.labels):
+        return None
+    if bad_pixels is not None:  # the remembered Binning has them zeroed in the image already
+        bad_pixels = numpy.asarray(bad_pixels, dtype=bool)
+        if bad_pixels.shape != binning.shape or (qmask[bad_pixels] > 0).any():
+            return None
+    return binning
 
 
 def as_binning(qmask, **kwargs) -> Binning:

@@ -28,6 +28,7 @@ import numpy
 os.environ.setdefault("PYOPENCL_COMPILER_OUTPUT", "0")
 
 __all__ = [
+    "Checkpoints",
     "OpenCLDevice",
     "OpenCLUnavailableError",
     "FILL_MAX_BYTES",
@@ -45,6 +46,47 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _KINDS = {"gpu": "GPU", "cpu": "CPU", "accelerator": "ACC", "acc": "ACC"}
+
+
+class Checkpoints:
+    """Progress of the work queued on an in-order OpenCL queue, reported as it completes.
+
+    Kernels run asynchronously: on a CPU device most of them run after the host has queued
+    them all (after the last frame is read). A marker after each batch of kernels
+    (:meth:`mark`), waited on in turn (:meth:`wait`), tells how much of that work is done.
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        In-order queue of the kernels.
+    report : callable, optional
+        ``report(fraction)``, fraction in [0, 1]; None: nothing is marked nor waited on.
+    steps : int
+        At most this many reports (markers in between are not waited on).
+    """
+
+    def __init__(self, queue, report=None, steps: int = 20):
+        self.queue, self.report, self.steps = queue, report, int(steps)
+        self.markers: list = []
+
+    def mark(self) -> None:
+        """Mark the end of the work queued so far."""
+        if self.report is not None:
+            import pyopencl
+
+            self.markers.append(pyopencl.enqueue_marker(self.queue))
+
+    def wait(self, lo: float = 0.0, hi: float = 1.0) -> None:
+        """Wait for the marked work, reporting ``lo`` to ``hi`` as the markers complete."""
+        n = len(self.markers)
+        if self.report is None or not n:
+            return
+        self.queue.flush()
+        picks = sorted({max(0, -(-(k * n) // self.steps) - 1) for k in range(1, self.steps + 1)})
+        for i in picks:
+            self.markers[i].wait()
+            self.report(lo + (hi - lo) * (i + 1) / n)
+        self.markers = []
 
 
 class OpenCLUnavailableError(RuntimeError):

@@ -53,7 +53,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy
 
-from ..engine.qmask import as_label_image, label_rows, present_labels
+from ..engine.qmask import Binning, as_label_image, present_labels, remember_binning
 
 __all__ = [
     "Geometry",
@@ -883,11 +883,13 @@ def build_qmask(
         info["auto_mask"] = stats
     info["n_masked"] = int(bad.sum())
     labels_img = numpy.where(bad, 0, labels_img).astype(numpy.int32, copy=False)
-    row = label_rows(labels_img.ravel(), labels)
-    valid = row >= 0
-    n_pixels = numpy.bincount(row[valid], minlength=labels.size).astype(numpy.int64)
-    if n_pixels.sum() == 0:
+    if not (labels_img > 0).any():
         raise ValueError("every pixel of the q-mask is masked")
+    # The Binning of Correlate, built here once (it sorts the pixels by bin) and kept with the
+    # label image (pipeline.make_binning finds it).
+    binning = Binning(labels_img, labels=labels)
+    remember_binning(labels_img, binning)
+    n_pixels = binning.n_pixels
     # q per bin.
     q_unit = "nm^-1"
     if q_values is not None:
@@ -897,7 +899,10 @@ def build_qmask(
                 f"q_values has {q.size} values for {labels.size} labels {labels.tolist()[:10]}"
             )
     elif q_map is not None:
-        s = numpy.bincount(row[valid], weights=q_map.ravel()[valid], minlength=labels.size)
+        # Per bin, in raster order: the same sums as a bincount over the image.
+        row = numpy.repeat(numpy.arange(labels.size), n_pixels)
+        s = numpy.bincount(row, weights=q_map.ravel()[binning.pixel_index],
+                           minlength=labels.size)
         with numpy.errstate(invalid="ignore", divide="ignore"):
             q = s / n_pixels
         if edges is not None:

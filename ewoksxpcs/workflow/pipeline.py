@@ -61,7 +61,7 @@ import numpy
 from .cancellation import CancelToken, MonitoredFrameSource
 from ..engine.correlation_modes import MODE_OPTIONS, MODES as REGISTRY_MODES
 from ..engine.options import check_options, positive_int
-from ..engine.qmask import DEFAULT_GROUPS, Binning
+from ..engine.qmask import DEFAULT_GROUPS, Binning, cached_binning
 
 __all__ = [
     "run_pipeline",
@@ -345,6 +345,9 @@ def make_binning(qmask, labels=None, bad_pixels=None, n_groups: int = DEFAULT_GR
         return qmask
     if qmask is None:
         raise ValueError("no q-mask given")
+    cached = cached_binning(qmask, labels, bad_pixels, n_groups)  # that of build_q_bins
+    if cached is not None:
+        return cached
     return Binning(qmask, labels=labels, bad_pixels=bad_pixels, n_groups=int(n_groups))
 
 
