@@ -1134,7 +1134,7 @@ def g2_figure(tau, g2, g2_err, q, q_unit: str = "nm^-1", tau_unit: str = "s", fi
     ax = fig.add_subplot(1, 1, 1)
     draw_g2(ax, tau, g2, g2_err, q, q_unit=q_unit, fit=fit, chi=chi, keep=keep, fig=fig)
     ax.set_xlabel(f"τ ({tau_unit})")
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)  # fixed height: no tick measured to place it (see gamma_figure)
     return fig
 
 

@@ -182,6 +182,7 @@ class OpenCLDevice:
 
 
 _DEVICES: dict[tuple[int, int], OpenCLDevice] = {}
+_DEVICE_LOCK = threading.RLock()
 _SPECS: dict[str | None, tuple[int, int]] = {}
 
 
@@ -226,6 +227,15 @@ def get_device(device=None) -> OpenCLDevice:
         Malformed spec.
     """
     cacheable = device is None or isinstance(device, str)
+    if cacheable and device in _SPECS:
+        return _DEVICES[_SPECS[device]]
+    # One device per (platform, device), even when threads ask at once (``ewoksxpcs run``
+    # creates it in a warm-up thread while its steps start).
+    with _DEVICE_LOCK:
+        return _get_device(device, cacheable)
+
+
+def _get_device(device, cacheable: bool) -> OpenCLDevice:
     if cacheable and device in _SPECS:
         return _DEVICES[_SPECS[device]]
     how, ids = _parse_spec(device)
