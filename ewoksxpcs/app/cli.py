@@ -340,18 +340,23 @@ def _warm_up(args, plot: bool) -> None:
     """Start the run's set-up work that depends on none of its steps, off the critical path.
 
     A thread creates the OpenCL device that the correlation will ask for (``auto`` asks for
-    it too; silx's inventory, pyopencl and the context: 0.3-1 s) while this thread imports
+    it too; silx's inventory, pyopencl and the context: 0.3-1 s) and the prefix-sum program of
+    the compaction while this thread imports
     ewokscore and runs the first steps; :func:`ewoksxpcs.opencl.device.get_device` hands the
     same device to the Correlate step (its cache, under a lock). The PNG helper process
-    (matplotlib) is started once the frames are being read
-    (:func:`ewoksxpcs.workflow.prefetch.after_first_read`): at the start it would take CPU
-    from these steps on a small machine. Only for the in-process engine (``core``): other
-    engines run the tasks in other processes.
+    (matplotlib) starts at once on a machine of 4 cores or more; on a smaller one once the
+    frames are being read (:func:`ewoksxpcs.workflow.prefetch.after_first_read`): at the
+    start it would take CPU from these steps. Only for the in-process engine (``core``):
+    other engines run the tasks in other processes.
     """
     if plot:
         from ..io.save import warm_up_plotting
 
-        if args.engine in ("core", None):
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cores = os.cpu_count() or 1
+        if args.engine in ("core", None) and cores < 4:
             from ..workflow.prefetch import after_first_read
 
             after_first_read(warm_up_plotting)
@@ -366,8 +371,12 @@ def _warm_up(args, plot: bool) -> None:
     def device():
         try:
             from ..opencl.device import get_device
+            from ..opencl.prefix_sum import DeviceScan
 
-            get_device(args.device)
+            dev = get_device(args.device)
+            # The prefix sum of the compaction (events path): its program depends on the
+            # device only (0.07 s from the kernel cache on PoCL).
+            DeviceScan(dev)
         except Exception:  # no OpenCL, or not this device: the correlation step reports it
             pass
 
