@@ -496,6 +496,37 @@ def test_run_imports_nothing_heavy_before_the_first_frame_read(tmp_path, mode):
     assert "matplotlib" not in got["end_modules"]
     assert "scipy" in got["end_modules"]  # the fit ran (after the read)
     assert out.exists() and (tmp_path / "r_g2.png").exists()
+    # Below 4 cores the PNG helper (matplotlib) starts once frames are read, not before.
+    assert got["png_helper_at_first_read"] == (len(os.sched_getaffinity(0)) >= 4)
+
+
+@pytest.mark.parametrize("cores", [1, 8])
+def test_run_warm_up_defers_the_png_helper_on_small_machines(monkeypatch, cores):
+    """``run`` starts the PNG helper at once from 4 cores, else hands it to the prefetch of
+    the first frame read; the OpenCL warm-up thread only for methods that use a device."""
+    import argparse
+    import threading
+
+    from ewoksxpcs.app import cli
+    from ewoksxpcs.io import save
+    from ewoksxpcs.workflow import prefetch
+
+    started = []
+    monkeypatch.setattr(save, "warm_up_plotting", lambda: started.append(True))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(prefetch, "_deferred", [])
+    before = {t.name for t in threading.enumerate()}
+    args = argparse.Namespace(engine="core", method="matmul", device=None)
+    cli._warm_up(args, plot=True)
+    assert started == ([True] if cores >= 4 else [])
+    assert len(prefetch._deferred) == (0 if cores >= 4 else 1)
+    assert "ewoksxpcs-warm-up" not in {t.name for t in threading.enumerate()} - before
+    if cores < 4:
+        prefetch.prefetch(modules=())  # what Correlate calls once frames are read
+        for t in threading.enumerate():
+            if t.name == "ewoksxpcs-prefetch":
+                t.join()
+        assert started == [True] and not prefetch._deferred
 
 
 def test_main_restores_the_sigterm_handler(tmp_path):

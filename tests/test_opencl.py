@@ -94,6 +94,41 @@ def test_program_cache(cpu):
         build_program(cpu, "nothing.cl")
 
 
+def test_threads_asking_at_once_share_one_device_and_one_program(cpu, monkeypatch):
+    """``ewoksxpcs run`` creates the device in a warm-up thread while its steps start: threads
+    asking for it (and for one program) at once get one context and one program."""
+    import threading
+    import time
+
+    monkeypatch.setattr(opencl, "_DEVICES", {})
+    monkeypatch.setattr(opencl, "_SPECS", {})
+    made = []
+    real_init = opencl.OpenCLDevice.__init__
+
+    def slow_init(self, *args):  # wide open for a race without the lock
+        made.append(args)
+        time.sleep(0.2)
+        real_init(self, *args)
+
+    monkeypatch.setattr(opencl.OpenCLDevice, "__init__", slow_init)
+    barrier = threading.Barrier(6)
+    got = []
+
+    def ask():
+        barrier.wait()
+        dev = get_device("cpu")
+        got.append((dev, build_program(dev, "scan.cl", {"WG": 4, "ITEMS": 4})))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(got) == 6
+    assert len({id(d) for d, _ in got}) == 1 and len({id(p) for _, p in got}) == 1
+    assert got[0][0] is not cpu and get_device("cpu") is got[0][0]
+
+
 _ATOMIC_TEST = """
 __kernel void add(__global const ulong *v, const int n, __global ulong *out_g)
 {

@@ -336,12 +336,57 @@ def _rebin_argv(argv: List[str]) -> List[str]:
     return ["run", url] + extra + rest
 
 
-def cmd_run(args) -> int:
-    plan = _run_parameters(args)
-    if plan["parameters"].get("plot"):
+def _warm_up(args, plot: bool) -> None:
+    """Start the run's set-up work that depends on none of its steps, off the critical path.
+
+    A thread creates the OpenCL device that the correlation will ask for (``auto`` asks for
+    it too; silx's inventory, pyopencl and the context: 0.3-1 s) and the prefix-sum program of
+    the compaction while this thread imports
+    ewokscore and runs the first steps; :func:`ewoksxpcs.opencl.device.get_device` hands the
+    same device to the Correlate step (its cache, under a lock). The PNG helper process
+    (matplotlib) starts at once on a machine of 4 cores or more; on a smaller one once the
+    frames are being read (:func:`ewoksxpcs.workflow.prefetch.after_first_read`): at the
+    start it would take CPU from these steps. Only for the in-process engine (``core``):
+    other engines run the tasks in other processes.
+    """
+    if plot:
         from ..io.save import warm_up_plotting
 
-        warm_up_plotting()
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cores = os.cpu_count() or 1
+        if args.engine in ("core", None) and cores < 4:
+            from ..workflow.prefetch import after_first_read
+
+            after_first_read(warm_up_plotting)
+        else:
+            warm_up_plotting()
+    method = (args.method or "auto").strip().lower()
+    if args.engine not in ("core", None) or args.device == "none" or not (
+            method == "auto" or method.startswith("opencl")):
+        return
+    import threading
+
+    def device():
+        try:
+            from ..opencl.device import get_device
+            from ..opencl.prefix_sum import DeviceScan
+
+            dev = get_device(args.device)
+            # The prefix sum of the compaction (events path): its program depends on the
+            # device only (0.07 s from the kernel cache on PoCL).
+            DeviceScan(dev)
+        except Exception:  # no OpenCL, or not this device: the correlation step reports it
+            pass
+
+    # Not a daemon: a thread stopped inside the driver's initialisation at exit may abort.
+    threading.Thread(target=device, daemon=False, name="ewoksxpcs-warm-up").start()
+
+
+def cmd_run(args) -> int:
+    plan = _run_parameters(args)
+    _warm_up(args, bool(plan["parameters"].get("plot")))
     t0 = time.perf_counter()
     outputs = run_workflow(
         plan["workflow"],

@@ -3,8 +3,9 @@
 Drawing the g2 PNG of 16 curves costs 0.3–0.4 s of CPU (matplotlib Agg), and importing
 matplotlib about as much again. In a thread of the run's process both share the GIL with the
 HDF5 writing, so they barely overlap it; in a helper process they do. :func:`start` spawns the
-helper (``python -m ewoksxpcs.io.pngproc``) when a run begins: it imports matplotlib's Agg
-machinery while the run reads and correlates, in its own process (the run's process never
+helper (``python -m ewoksxpcs.io.pngproc``) when a run begins (on a machine of fewer than 4
+cores once the frames are being read: ``ewoksxpcs.app.cli._warm_up``): it imports matplotlib's
+Agg machinery while the run reads and correlates, in its own process (the run's process never
 imports matplotlib). :func:`submit` sends it a drawing call by name with its arguments
 (pickled through a pipe) and returns a :class:`Pending` whose :meth:`Pending.result` is the
 call's return value (PNG bytes): the caller writes the result file meanwhile, then commits both

@@ -432,7 +432,7 @@ def _dataset(
     return d
 
 
-def gzip_image(group, name: str, data, level: int = 4):
+def gzip_image(group, name: str, data, level: int = 1):
     """Write an image as a gzip-compressed dataset, its chunks compressed in threads.
 
     h5py compresses the chunks one after the other (0.5 s for a float64 Eiger 4M image); zlib
@@ -446,7 +446,10 @@ def gzip_image(group, name: str, data, level: int = 4):
     name : str
     data : ndarray, (Ny, Nx)
     level : int
-        zlib level (h5py's default for gzip: 4).
+        zlib level. 1 (the events files' level too): half the CPU time of h5py's default 4
+        for an Eiger 4M mean image (0.25 s against 0.45 s of one core) for a file 10 % larger
+        (4.1 MB against 3.7 MB at 0.01 counts over 10 000 frames; q-mask 0.19 MB against
+        0.13 MB).
 
     Returns
     -------
@@ -1134,7 +1137,7 @@ def g2_figure(tau, g2, g2_err, q, q_unit: str = "nm^-1", tau_unit: str = "s", fi
     ax = fig.add_subplot(1, 1, 1)
     draw_g2(ax, tau, g2, g2_err, q, q_unit=q_unit, fit=fit, chi=chi, keep=keep, fig=fig)
     ax.set_xlabel(f"τ ({tau_unit})")
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)  # fixed height: no tick measured to place it (see gamma_figure)
     return fig
 
 

@@ -172,6 +172,9 @@ class OpenCLDevice:
         self.has_fp64 = "cl_khr_fp64" in ext or bool(getattr(dev, "double_fp_config", 0))
         self._programs: dict[tuple, object] = {}
         self._kernels: dict[int, dict] = {}
+        # Builds one at a time: a program built twice by two threads would leave kernels
+        # cached under the id of the one dropped.
+        self._build_lock = threading.RLock()
 
     @property
     def spec(self) -> str:
@@ -182,6 +185,7 @@ class OpenCLDevice:
 
 
 _DEVICES: dict[tuple[int, int], OpenCLDevice] = {}
+_DEVICE_LOCK = threading.RLock()
 _SPECS: dict[str | None, tuple[int, int]] = {}
 
 
@@ -226,6 +230,15 @@ def get_device(device=None) -> OpenCLDevice:
         Malformed spec.
     """
     cacheable = device is None or isinstance(device, str)
+    if cacheable and device in _SPECS:
+        return _DEVICES[_SPECS[device]]
+    # One device per (platform, device), even when threads ask at once (``ewoksxpcs run``
+    # creates it in a warm-up thread while its steps start).
+    with _DEVICE_LOCK:
+        return _get_device(device, cacheable)
+
+
+def _get_device(device, cacheable: bool) -> OpenCLDevice:
     if cacheable and device in _SPECS:
         return _DEVICES[_SPECS[device]]
     how, ids = _parse_spec(device)
@@ -310,12 +323,15 @@ def build_program(dev: OpenCLDevice, filename: str, defines: dict | None = None)
     key = (filename, tuple(sorted((str(k), str(v)) for k, v in defines.items())))
     program = dev._programs.get(key)
     if program is None:
-        source = kernel_source("common.cl") + "\n" + kernel_source(filename)
-        options = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in key[1]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", pyopencl.CompilerWarning)
-            program = pyopencl.Program(dev.context, source).build(options=options)
-        dev._programs[key] = program
+        with dev._build_lock:
+            program = dev._programs.get(key)
+            if program is None:
+                source = kernel_source("common.cl") + "\n" + kernel_source(filename)
+                options = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in key[1]]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", pyopencl.CompilerWarning)
+                    program = pyopencl.Program(dev.context, source).build(options=options)
+                dev._programs[key] = program
     return program
 
 
@@ -330,7 +346,10 @@ def get_kernel(dev: OpenCLDevice, filename: str, name: str, defines: dict | None
     kernels = dev._kernels.setdefault(id(program), {})
     kernel = kernels.get(name)
     if kernel is None:
-        kernel = kernels[name] = pyopencl.Kernel(program, name)
+        with dev._build_lock:
+            kernel = kernels.get(name)
+            if kernel is None:
+                kernel = kernels[name] = pyopencl.Kernel(program, name)
     return kernel
 
 

@@ -170,6 +170,10 @@ class Correlate(XpcsTask, input_model=Inputs, output_model=Outputs):
             normalise_by=i.normalise_by,
             segments=i.segments,
         )
+        if not prefetching:  # no progress was reported while reading: now, for what follows
+            from ..workflow.prefetch import prefetch
+
+            prefetch()
         for name in (
             "sums",
             "binning",

@@ -75,6 +75,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="e2e suite: photons per pixel per frame of each scan "
                              "(default 0.01 0.1); live suite: of its scan (the first value, "
                              "default 0.01)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="overhead suite: a source checkout of another version (the "
+                             "directory holding its ewoksxpcs package, e.g. 'git archive' of "
+                             "main unpacked), measured in the same rounds, interleaved")
     parser.add_argument("--workdir", help="e2e and live suites: directory of the scan and results "
                                           "(default: a temporary one, removed)")
     parser.add_argument("--torch-device", default="cuda",
@@ -168,7 +172,7 @@ def _main_overhead(args) -> int:
         options += ["--device", args.device]
     out = run_overhead(workdir=args.workdir, n_frames=(args.frames or [200])[0],
                        counts=(args.counts or [0.01])[0], run_options=options,
-                       repeat=args.repeat or 2)
+                       repeat=args.repeat or 2, baseline=args.baseline)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"suite": "overhead", "machine": machine_description(args.device), **out},

@@ -16,6 +16,15 @@ image of 16 rings (so that the PNG has 16 curves). Then, each ``repeat`` times (
 - the same run twice through one process (``main()`` called again, as a persistent worker
   runs jobs): the second run's stamps.
 
+With ``baseline`` (a source checkout of another version, e.g. ``git archive`` of main
+unpacked), each round also runs the new-process and persistent-worker cases with that version
+first on ``PYTHONPATH``, interleaved with this one, for a before/after under the same load.
+
+Every process compiles its modules' bytecode once into ``WORKDIR/pycache``
+(``PYTHONPYCACHEPREFIX``, set also when the environment has ``PYTHONDONTWRITEBYTECODE``, as
+the development machine does): otherwise an editable install compiles the package's ~70
+modules from source in every run (0.5 s of CPU that an installed package does not pay).
+
 The stamps come from wrappers put around those functions in the measuring process (nothing is
 changed but the clock readings). Machine-independent enough to find the costs on a CPU; the
 correlation itself depends on the machine and method.
@@ -79,12 +88,14 @@ mark("python started")
 import ewoksxpcs.app.cli as cli
 mark("cli imported")
 import ewoksxpcs.io.hdf5chunks as chunks
+from ewoksxpcs.io import pngproc
 from ewoksxpcs.io.load import HDF5FrameSource
 
 def first(real, static=False):
     def wrapper(*args, **kwargs):
         if not seen:
             seen["modules"] = sorted(m for m in sys.modules if "." not in m)
+            seen["png_helper"] = pngproc.helper_pid() is not None
             mark("first frame read")
             mark(f"cpu {time.process_time():.4f} s")
         return real(*args, **kwargs)
@@ -133,6 +144,7 @@ for run in range(int(sys.argv[2])):
     mark("main returned")
     first_read_modules = first_read_modules or seen.get("modules")
     print(json.dumps({"rc": rc, "marks": marks, "first_read_modules": first_read_modules,
+                      "png_helper_at_first_read": seen.get("png_helper"),
                       "end_modules": sorted(m for m in sys.modules if "." not in m)}),
           flush=True)
 """
@@ -243,13 +255,27 @@ def stages(marks) -> dict:
     return out
 
 
+def _bytecode_env(workdir: str, pythonpath: Optional[str] = None) -> dict:
+    """Environment of the measured processes: bytecode cached under ``workdir`` (module
+    docstring), ``pythonpath`` first on the path (a baseline checkout)."""
+    env = {"PYTHONPYCACHEPREFIX": os.path.join(workdir, "pycache"),
+           "PYTHONDONTWRITEBYTECODE": ""}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [os.path.abspath(pythonpath)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return env
+
+
 def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: float = 0.01,
                  run_options: Sequence[str] = (), repeat: int = 2, keep: bool = False,
-                 on_step=print, shape=None, processes: int = 0) -> dict:
+                 on_step=print, shape=None, processes: int = 0,
+                 baseline: Optional[str] = None) -> dict:
     """Generate the scan and measure the fixed costs (module docstring).
 
     ``shape`` (default: Eiger 4M) and ``processes`` (writers of the scan) are those of
-    :func:`~ewoksxpcs.tools.synthetic_eiger.write_eiger_scan`.
+    :func:`~ewoksxpcs.tools.synthetic_eiger.write_eiger_scan`. ``baseline``: a source
+    checkout of another version (its ``ewoksxpcs`` package directory's parent), measured in
+    the same rounds.
 
     Returns
     -------
@@ -289,13 +315,29 @@ def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: flo
         on_step("imports: " + ", ".join(f"{k} {v:.3f} s" for k, v in out["imports"].items()))
         argv = ["run", master, "--qmask", labels, "-o", os.path.join(workdir, "r.h5"),
                 "--overwrite", "-q", *run_options]
+        env = _bytecode_env(workdir)
+        base_env = _bytecode_env(workdir, baseline) if baseline else None
+        for e in filter(None, (env, base_env)):  # the bytecode of every module, once
+            subprocess.run([sys.executable, "-c", "import ewoksxpcs.app.cli as c, ewoksxpcs, "
+                            "ewoksxpcs.tasks, ewoksxpcs.correlators, ewoksxpcs.io.save"],
+                           env=dict(os.environ, **e), capture_output=True)
         kinds = {"new process": [], "kernel caches off": [], "persistent worker (2nd run)": []}
+        if baseline:
+            kinds.update({"baseline: new process": [], "baseline: worker (2nd run)": []})
         for _ in range(repeat):
-            one = probe(argv, runs=1)[0]
+            if baseline:  # first in each round: the same load for both, in turn
+                kinds["baseline: new process"].append(
+                    stages(probe(argv, runs=1, env=base_env)[0]["marks"]))
+            one = probe(argv, runs=1, env=env)[0]
             kinds["new process"].append(stages(one["marks"]))
-            kinds["kernel caches off"].append(stages(probe(argv, env=COLD_ENV)[0]["marks"]))
+            kinds["kernel caches off"].append(
+                stages(probe(argv, env=dict(env, **COLD_ENV))[0]["marks"]))
             out["first_read_modules"] = one["first_read_modules"]
-            two = probe(argv, runs=2)
+            out["png_helper_at_first_read"] = one.get("png_helper_at_first_read")
+            if baseline:
+                kinds["baseline: worker (2nd run)"].append(
+                    stages(probe(argv, runs=2, env=base_env)[1]["marks"]))
+            two = probe(argv, runs=2, env=env)
             kinds["persistent worker (2nd run)"].append(stages(two[1]["marks"]))
     out["runs"] = {k: min(v, key=lambda s: s["total"]) for k, v in kinds.items()}
     out["load"].append(os.getloadavg())
@@ -344,4 +386,7 @@ def table(out: dict) -> str:
         "matplotlib", "scipy", "dask", "distributed", "celery", "pyFAI", "Orange", "PyQt5",
         "ewoksjob"})
     lines.append(f"heavy modules imported at the first frame read: {heavy or 'none'}")
+    if out.get("png_helper_at_first_read") is not None:
+        lines.append("PNG helper process running at the first frame read: "
+                     f"{'yes' if out['png_helper_at_first_read'] else 'no'}")
     return "\n".join(lines)

@@ -5,6 +5,11 @@ imported when those stages start, they lengthen the run by that much. The correl
 waits for the device, the disk or NumPy, which release the GIL, so the imports can run
 meanwhile. They are started only once the first frames were read, so that reaching the first
 frame read stays fast (``tests/test_cli.py`` checks that nothing heavy is imported before).
+
+Other work of that kind (the PNG helper process of :mod:`ewoksxpcs.io.pngproc`, whose
+matplotlib import would take CPU from the start of the run on a small machine) is handed to
+:func:`after_first_read` by the front that knows it will be needed (``ewoksxpcs run``); it is
+started by the same :func:`prefetch` call.
 """
 
 from __future__ import annotations
@@ -12,15 +17,23 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
-__all__ = ["AFTER_CORRELATION", "prefetch"]
+__all__ = ["AFTER_CORRELATION", "after_first_read", "prefetch"]
 
 #: Modules the normalisation and the fit import.
 AFTER_CORRELATION = ("scipy.fft", "scipy.optimize")
 
 _started = set()
 _lock = threading.Lock()
+_deferred: list = []  # callables for the next prefetch() call
+
+
+def after_first_read(work: Callable[[], None]) -> None:
+    """Run ``work()`` (in the prefetch thread) when :func:`prefetch` is next called, i.e. once
+    the frames are being read; errors are ignored (the step that needs the work does it)."""
+    with _lock:
+        _deferred.append(work)
 
 
 def prefetch(modules: Sequence[str] = AFTER_CORRELATION) -> None:
@@ -29,10 +42,17 @@ def prefetch(modules: Sequence[str] = AFTER_CORRELATION) -> None:
     with _lock:
         todo = [m for m in modules if m not in _started and m not in sys.modules]
         _started.update(todo)
-    if not todo:
+        work = list(_deferred)
+        _deferred.clear()
+    if not todo and not work:
         return
 
     def imports():
+        for job in work:
+            try:
+                job()
+            except Exception:  # the stage that needs it does it again and reports
+                pass
         for name in todo:
             try:
                 importlib.import_module(name)
