@@ -25,3 +25,16 @@ def test_after_first_read_runs_once_at_the_next_prefetch(monkeypatch):
     prefetch.prefetch(modules=())
     _join_prefetch()
     assert calls == ["a", "b"]  # once
+
+
+def test_prefetch_off_imports_nothing_but_runs_deferred_work(monkeypatch):
+    monkeypatch.setenv("EWOKSXPCS_PREFETCH", "0")
+    monkeypatch.setattr(prefetch, "_deferred", [])
+    monkeypatch.setattr(prefetch, "_started", set())
+    imported = []
+    monkeypatch.setattr(prefetch.importlib, "import_module", imported.append)
+    calls = []
+    prefetch.after_first_read(lambda: calls.append("png helper"))
+    prefetch.prefetch(modules=("a_module_never_imported",))
+    _join_prefetch()
+    assert imported == [] and calls == ["png helper"] and prefetch._started == set()

@@ -10,11 +10,16 @@ Other work of that kind (the PNG helper process of :mod:`ewoksxpcs.io.pngproc`, 
 matplotlib import would take CPU from the start of the run on a small machine) is handed to
 :func:`after_first_read` by the front that knows it will be needed (``ewoksxpcs run``); it is
 started by the same :func:`prefetch` call.
+
+``EWOKSXPCS_PREFETCH=0`` in the environment turns the module imports off (each stage then
+imports what it needs when it starts): the A/B of whether the import thread, which holds the
+GIL while it runs Python code, slows the correlation more than it saves afterwards.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import threading
 from typing import Callable, Sequence
@@ -39,6 +44,8 @@ def after_first_read(work: Callable[[], None]) -> None:
 def prefetch(modules: Sequence[str] = AFTER_CORRELATION) -> None:
     """Import ``modules`` in a background thread (once per process; errors are left for the
     real import to report)."""
+    if os.environ.get("EWOKSXPCS_PREFETCH", "1") == "0":
+        modules = ()
     with _lock:
         todo = [m for m in modules if m not in _started and m not in sys.modules]
         _started.update(todo)
