@@ -577,7 +577,12 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
     return C, S
 
 
-def _diagonal_sums(C2: numpy.ndarray, block: int = 512):
+#: Rows per block of :func:`_diagonal_sums` (its order of summation, which
+#: :class:`~ewoksxpcs.engine.live_pairs.LiveGram` reproduces).
+DIAGONAL_BLOCK = 512
+
+
+def _diagonal_sums(C2: numpy.ndarray, block: int = DIAGONAL_BLOCK):
     """Sums, sums of squares and counts of the finite entries of each upper diagonal of C2 (n, n).
 
     Rows are processed in blocks; in a block, rows are padded with NaN and viewed with a
@@ -850,18 +855,20 @@ class NumpyTwoTime:
 
     def result_from_gram(self, live_gram, time_bin: int, n_frames: int,
                          frame_period: Optional[float] = None, **info) -> TwoTimeResult:
-        """The two-time maps and g2 from the Gram matrices of the binned frames, built as they
-        came (:class:`~ewoksxpcs.engine.live_pairs.LiveGram`, integer frames): the same maps as
-        :meth:`result_from_binned` of those frames."""
+        """The two-time maps and g2 kept up to date as the binned frames came
+        (:class:`~ewoksxpcs.engine.live_pairs.LiveGram`, integer frames): the same result as
+        :meth:`result_from_binned` of those frames; only the g2 of the age segments is computed
+        here. The maps are a view of the live ones (later time bins do not change it)."""
         t0 = time.perf_counter()
         S = live_gram.frame_sums()
-        n_t = S.shape[0]
-        C = empty_spillable((S.shape[1], n_t, n_t), numpy.float32)
-        rows = max(1, TWOTIME_BLOCK_BYTES // (8 * max(n_t, 1)))
-        for j in range(S.shape[1]):
-            maps_from_gram(C[j], live_gram.gram(j), S[:, j],
-                           int(self.col_offsets[j + 1] - self.col_offsets[j]), rows)
-        return self._result(C, S, time_bin, n_frames, frame_period, t0, info)
+        C = live_gram.maps()
+        t1 = time.perf_counter()
+        result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
+                             frame_period, self.name, self.device_name, info,
+                             diag=live_gram.diagonal_sums(self.n_segments))
+        result.info.setdefault("timings", {}).update(correlate_s=t1 - t0,
+                                                     g2_s=time.perf_counter() - t1)
+        return result
 
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         t0 = time.perf_counter()

@@ -49,7 +49,7 @@ LIVE_PAIRS = "live-pairs"
 #: The same on an OpenCL device (the registry's event backend: its events on the device).
 OPENCL_PAIRS = "opencl-events"
 
-#: Two-time: largest Gram matrices (bytes, all bins) kept up to date; past it (or past
+#: Two-time: largest maps (bytes, float32, all bins) kept up to date; past it (or past
 #: ``max_frames`` time bins without a ``time_bin``) a snapshot computes the maps from the binned
 #: frames, as offline.
 LIVE_GRAM_BYTES = 2 * 1024**3
@@ -175,7 +175,7 @@ class LiveCorrelator:
         if self.mode == "twotime" and self.gram is not None:
             rows = self.stream.binner.finish(self.correlator.pixel_index.size)
             n_t, n_sel = rows.shape[0], self.correlator.col_offsets.size - 1
-            if (n_sel * n_t * n_t * 8 > LIVE_GRAM_BYTES
+            if (n_sel * n_t * n_t * 4 > LIVE_GRAM_BYTES
                     or (self.stream.time_bin is None and n_t > self.stream.max_frames)):
                 self.gram = None  # too large, or binned further: maps from X at a snapshot
             elif n_t > self.gram.n_frames:  # new complete time bins
