@@ -324,6 +324,41 @@ def test_live_twotime_g2_past_the_diagonal_blocks_equals_offline():
     assert_identical(final, ref)
 
 
+@pytest.mark.parametrize("budget", [None, 2 * 300 * 300 * 4])
+def test_run_live_twotime_maps_written_while_the_scan_runs(tmp_path, monkeypatch, budget):
+    """Two-time maps written to the final file stripe by stripe during the scan (600 time
+    bins: two whole stripes of 256, the rest at the end), with updates in between; or, past the
+    maps' budget mid-scan, that file dropped and the maps written at the end: either way the
+    file's maps and g2 equal the offline ones, and nothing else is left in the directory."""
+    import ewoksxpcs.workflow.live as live_module
+    from ewoksxpcs.engine.frames import IterableFrameSource
+    from ewoksxpcs.engine.twotime import TwoTimeResult
+
+    if budget is not None:
+        monkeypatch.setattr(live_module, "LIVE_GRAM_BYTES", budget)  # 2 maps of 300²
+    frames = numpy.random.default_rng(5).poisson(0.5, (600, 6, 8)).astype(numpy.uint16)
+    qmask = numpy.repeat(numpy.arange(1, 3), 24).reshape(6, 8)
+    source = IterableFrameSource(frames[t:t + 30] for t in range(0, 600, 30))
+    output = str(tmp_path / "result.h5")
+    snaps = []
+    final = run_live(source, qmask, output, every=1e-6, mode="twotime", png=False,
+                     report=None, on_snapshot=snaps.append)
+    assert len(snaps) >= 2 and final["n_frames"] == 600  # an update mid-scan, the final
+    out = correlate_sums(frames, qmask, mode="twotime")
+    ref = normalise_sums(out["sums"], out["binning"], mode="twotime",
+                         mode_options=out["mode_options"])
+    assert_identical(final, ref)
+    with h5py.File(output, "r") as f:
+        assert "_live_maps" not in f
+        maps = f["entry/xpcs/twotime/maps"]
+        assert maps["C"].chunks == ((1, 256, 256) if budget is None else (1, 600, 600))
+        numpy.testing.assert_array_equal(TwoTimeResult.read_maps(maps), ref["result"].C,
+                                         strict=True)
+        numpy.testing.assert_array_equal(f["entry/xpcs/twotime/g2/g2"][()],
+                                         ref["result"].g2)
+    assert os.listdir(tmp_path) == ["result.h5"]
+
+
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 def opencl_device(request):
     from conftest import require_opencl

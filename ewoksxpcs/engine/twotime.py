@@ -133,7 +133,7 @@ class TwoTimeResult:
         """Alias of :attr:`g2_lags` (frames)."""
         return self.g2_lags
 
-    def write_nexus(self, parent, name: str = "twotime", compress: bool = True):
+    def write_nexus(self, parent, name: str = "twotime", compress: bool = True, maps=None):
         """Write as NeXus into an open h5py group: an NXcollection ``name`` holding NXdata
         ``maps`` (C, an image stack: one nT×nT image per bin in ``silx view``), ``g2`` and
         ``partial_g2``; returned.
@@ -141,6 +141,10 @@ class TwoTimeResult:
         ``compress``: gzip maps of more than 2²⁰ values. Without it the file is ~4× larger
         (Poisson data of 0.01 counts: 40 MB instead of 9 MB for 10 maps of 1000²) but written
         ~4× faster: gzip took most of the final write of a live two-time run.
+
+        ``maps``: an h5py dataset of the same file already holding C as this method writes it
+        (diagonal NaN; :class:`~ewoksxpcs.io.save.LiveMapsFile`, written while a live scan
+        ran): moved into place (a link, no copy) instead of written.
         """
         from .multitau import _nx_group
 
@@ -159,7 +163,13 @@ class TwoTimeResult:
         # without a copy of the maps.
         n = self.C.shape[-1]
         diag = numpy.arange(n)
-        if self.C.size:
+        if maps is not None:
+            if maps.shape != self.C.shape or maps.dtype != self.C.dtype:
+                raise ValueError(f"maps written beforehand are {maps.shape} {maps.dtype}, "
+                                 f"the result's {self.C.shape} {self.C.dtype}")
+            parent.file.move(maps.name, f"{m.name}/C")
+            d = m["C"]
+        elif self.C.size:
             rows = max(1, min(n, 2**20 // max(n, 1)))
             d = m.create_dataset("C", shape=self.C.shape, dtype=self.C.dtype,
                                  chunks=(1, rows, n),

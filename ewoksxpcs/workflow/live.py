@@ -278,7 +278,7 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         chunk to the source reporting the end of the scan) and ``written_at`` (``time.time()``
         when the final result file was written).
     """
-    from ..io.save import check_output, default_png, plot_g2, save_results
+    from ..io.save import LiveMapsFile, check_output, default_png, plot_g2, save_results
     from .maskbin import build_qmask
 
     check_output(output, overwrite)
@@ -296,17 +296,24 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
                            "method": method, "mode_options": live.mode_options,
                            "every": every}}
     written = {"n": 0}
+    # Two-time maps kept up to date: the final file's maps written while the scan runs.
+    maps_file = (LiveMapsFile(output, live.correlator.col_offsets.size - 1)
+                 if getattr(live, "gram", None) is not None else None)
 
     def write(snap, final: bool):
+        nonlocal maps_file
         title = "XPCS g2" + ("" if final else f" (live, {snap['n_frames']} frames)")
         replace = overwrite or written["n"] > 0
+        prewritten = maps_file if final and getattr(live, "gram", None) is not None else None
+        maps_file = None if prewritten is not None else maps_file
         save_results(output, snap["result"], snap["q"], snap["tau"], q_unit=q_unit,
                      tau_unit=snap["tau_unit"], qmask=qb.qmask, mean_image=snap["mean_image"],
                      frame_period=source.frame_period,
                      parameters={**parameters, "final": final, "n_frames": snap["n_frames"],
                                  "ended_early": getattr(source, "ended_early", "")},
                      chi=snap["chi"], overwrite=replace, title=title,
-                     compress_maps=False)  # two-time: gzip took most of the final write
+                     compress_maps=False,  # two-time: gzip took most of the final write
+                     maps_file=prewritten)
         written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
         if png:  # drawn after the result file: it takes longer than the correlation
             plot_g2(png, snap["tau"], snap["g2"], snap["g2_err"], snap["q"], q_unit=q_unit,
@@ -319,26 +326,38 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
 
     t_last = time.monotonic()
     next_write, last = t_last + every, None
-    for chunk in source.iter_chunks():
-        t_last = time.monotonic()  # when the (so far) last frames arrived
-        if token is not None:
-            token.check("live correlation")
-        live.feed(chunk)
-        t_update = time.monotonic()
-        if every and t_update >= next_write and live.n_frames >= 2:
-            last = live.snapshot()
-            write(last, final=False)
-            now = time.monotonic()
-            # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
-            next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_update))
-    t_end = time.monotonic()
-    ended_early = getattr(source, "ended_early", "")
-    if ended_early and report is not None:
-        report(ended_early)
-    # No frame since the last update: its snapshot is the final result (not computed twice).
-    final = last if last is not None and last["n_frames"] == live.n_frames else live.snapshot()
-    updates = written["n"]
-    write(final, final=True)
+    try:
+        for chunk in source.iter_chunks():
+            t_last = time.monotonic()  # when the (so far) last frames arrived
+            if token is not None:
+                token.check("live correlation")
+            live.feed(chunk)
+            if maps_file is not None:
+                if live.gram is None:  # past the budget: the maps at the end, as offline
+                    maps_file.discard()
+                    maps_file = None
+                else:
+                    maps_file.update(live.gram.maps())
+            t_update = time.monotonic()
+            if every and t_update >= next_write and live.n_frames >= 2:
+                last = live.snapshot()
+                write(last, final=False)
+                now = time.monotonic()
+                # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
+                next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_update))
+        t_end = time.monotonic()
+        ended_early = getattr(source, "ended_early", "")
+        if ended_early and report is not None:
+            report(ended_early)
+        # No frame since the last update: its snapshot is the final result (not computed
+        # twice).
+        final = (last if last is not None and last["n_frames"] == live.n_frames
+                 else live.snapshot())
+        updates = written["n"]
+        write(final, final=True)
+    finally:
+        if maps_file is not None:  # not committed (an error, or the maps computed at the end)
+            maps_file.discard()
     final.update(output=os.path.abspath(output), png=None if not png else os.path.abspath(png),
                  updates=updates, ended_early=ended_early,
                  latency_s=written["t"] - t_last, end_detection_s=t_end - t_last,
