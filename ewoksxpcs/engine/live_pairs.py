@@ -266,6 +266,25 @@ class LiveGram(_LiveEvents):
         diagonal_moments(self._C, t0, t1, DIAGONAL_BLOCK, m["tot1"], m["tot2"], self._cnt,
                          m["part1"], m["part2"], self._current)
 
+    def binned_rows(self, dtype, block_bytes: int = 64 * 1024**2):
+        """The rows fed so far, X (nT, n_columns) of ``dtype``, rebuilt from the events (a
+        :class:`~ewoksxpcs.engine.spill.SpillArray`'s view: in a temporary file beyond its RAM
+        cap), filled ``block_bytes`` of rows at a time."""
+        from .spill import SpillArray
+
+        n_cols = int(self.col_offsets[-1])
+        out = SpillArray((n_cols,), dtype, capacity=self.n_frames)
+        step = max(1, block_bytes // max(1, n_cols * numpy.dtype(dtype).itemsize))
+        columns = [numpy.repeat(numpy.arange(n_cols), numpy.diff(seg[2]))
+                   for seg in self._segments]
+        for r in range(0, self.n_frames, step):
+            rows = numpy.zeros((min(step, self.n_frames - r), n_cols), dtype=dtype)
+            for seg, col in zip(self._segments, columns):
+                inside = (seg[1] >= r) & (seg[1] < r + rows.shape[0])
+                rows[seg[1][inside] - r, col[inside]] = seg[0][inside]
+            out.append(rows)
+        return out.array()
+
     def maps(self) -> numpy.ndarray:
         """C (n_sel, nT, nT) float32 of the time bins so far (a view: later blocks write only
         outside it)."""

@@ -319,6 +319,12 @@ class TimeBinner:
         self._capacity = capacity
         self._rows = None  # SpillArray of binned rows, made at the first block (its width)
         self.n_frames = 0
+        #: Binned rows so far, and those completed by the last :meth:`feed`.
+        self.n_rows = 0
+        self.last_rows = None
+        #: Whether the rows are kept for :meth:`finish` (live two-time with its maps kept up to
+        #: date does not need them; :meth:`restore` gives them back).
+        self.keep = True
 
     def feed(self, block: numpy.ndarray) -> None:
         """Take the next frames (n, n_pixels)."""
@@ -328,17 +334,33 @@ class TimeBinner:
             x = numpy.concatenate([self._carry, x])
         b = self.time_bin
         n = x.shape[0] // b
-        if self._rows is None:
+        if self._rows is None and self.keep:
             self._rows = SpillArray((x.shape[1],), self.dtype, capacity=self._capacity)
-        if n and b == 1:
-            self._rows.append(x)
-        elif n:
-            self._rows.append(x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
+        new = (x[:n] if b == 1 or not n
+               else x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
+        if n and self.keep:
+            self._rows.append(new)
+        self.n_rows += n
+        self.last_rows = new
         self._carry = x[n * b:].copy() if x.shape[0] > n * b else None
+
+    def restore(self, rows: numpy.ndarray) -> None:
+        """Keep the rows from now on, starting with ``rows`` (n_rows, n_pixels): the rows
+        completed before the last feed (not kept), then that feed's ones."""
+        if self.keep:
+            raise RuntimeError("the binned rows were kept: nothing to restore")
+        if rows.shape[0] + self.last_rows.shape[0] != self.n_rows:
+            raise ValueError(f"{rows.shape[0]} rows restored, {self.n_rows} binned")
+        self._rows = SpillArray((rows.shape[1],), self.dtype, capacity=self._capacity)
+        self._rows.append(rows)
+        self._rows.append(self.last_rows)
+        self.keep = True
 
     def finish(self, n_pixels: int) -> numpy.ndarray:
         """Binned frames X (nT, n_pixels): in RAM, or a view of a temporary file's mapping
         beyond :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY` bytes."""
+        if not self.keep:
+            raise RuntimeError("the binned rows were not kept")
         if self._rows is None or not len(self._rows):
             return numpy.zeros((0, n_pixels), dtype=self.dtype)
         return self._rows.array()

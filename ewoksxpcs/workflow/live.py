@@ -124,6 +124,9 @@ class LiveCorrelator:
                 from ..engine.live_pairs import LiveGram
 
                 self.gram = LiveGram(self.correlator.col_offsets, self.stream.binner.dtype)
+                # The binned frames are in the Gram's events: not kept twice (restored if
+                # the maps must be computed from them after all).
+                self.stream.binner.keep = False
         elif mode == "linear" and method in ("auto", LIVE_PAIRS, OPENCL_PAIRS):
             self.stream = None  # made at the first chunk: auto looks at the data
             self._live_device = device
@@ -173,13 +176,15 @@ class LiveCorrelator:
         self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
         self.stream.feed(chunk)
         if self.mode == "twotime" and self.gram is not None:
-            rows = self.stream.binner.finish(self.correlator.pixel_index.size)
-            n_t, n_sel = rows.shape[0], self.correlator.col_offsets.size - 1
+            binner = self.stream.binner
+            n_t, n_sel = binner.n_rows, self.correlator.col_offsets.size - 1
             if (n_sel * n_t * n_t * 4 > LIVE_GRAM_BYTES
                     or (self.stream.time_bin is None and n_t > self.stream.max_frames)):
-                self.gram = None  # too large, or binned further: maps from X at a snapshot
-            elif n_t > self.gram.n_frames:  # new complete time bins
-                self.gram.feed_block(rows[self.gram.n_frames:])
+                # Too large, or binned further: the maps from X at a snapshot.
+                binner.restore(self.gram.binned_rows(binner.dtype))
+                self.gram = None
+            elif binner.last_rows.shape[0]:  # new complete time bins
+                self.gram.feed_block(binner.last_rows)
 
     def snapshot(self) -> dict:
         """The result of the frames fed so far (feeding may go on).
@@ -197,11 +202,11 @@ class LiveCorrelator:
         if self.mode == "multitau":
             sums, method, device = self.stream.sums(), "numpy", "cpu"
         elif self.mode == "twotime":
-            x, b, n_frames = self.stream.binned()
-            if self.gram is not None and b == self.stream.binner.time_bin:
-                sums = self.correlator.result_from_gram(self.gram, b, n_frames,
-                                                        self.frame_period)
+            if self.gram is not None:  # (past max_frames time bins it is dropped)
+                sums = self.correlator.result_from_gram(self.gram, self.stream.binner.time_bin,
+                                                        n, self.frame_period)
             else:  # float frames, Gram matrices too large, or time bins binned further
+                x, b, n_frames = self.stream.binned()
                 sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
             method, device = self.correlator.name, self.correlator.device_name
         elif self.method in (LIVE_PAIRS, OPENCL_PAIRS):
@@ -275,8 +280,12 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         The final snapshot, plus ``output``, ``png``, ``updates`` (number of intermediate
         writes), ``ended_early`` (message or ""), ``latency_s`` (from the last chunk received to
         the final result file written; its PNG follows), ``end_detection_s`` (from the last
-        chunk to the source reporting the end of the scan) and ``written_at`` (``time.time()``
-        when the final result file was written).
+        chunk to the source reporting the end of the scan), ``written_at`` (``time.time()``
+        when the final result file was written) and ``timings`` (seconds: ``last_feed_s``, the
+        last chunk correlated (two-time: its stripe of maps written; None: no chunk),
+        ``end_wait_s`` then the end of the
+        scan seen (an update in between included), ``snapshot_s`` the final result computed,
+        ``write_s`` its file written).
     """
     from ..io.save import LiveMapsFile, check_output, default_png, plot_g2, save_results
     from .maskbin import build_qmask
@@ -325,7 +334,7 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
             report(("final  " if final else "live   ") + format_g2(snap))
 
     t_last = time.monotonic()
-    next_write, last = t_last + every, None
+    next_write, last, t_fed = t_last + every, None, None
     try:
         for chunk in source.iter_chunks():
             t_last = time.monotonic()  # when the (so far) last frames arrived
@@ -338,7 +347,7 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
                     maps_file = None
                 else:
                     maps_file.update(live.gram.maps())
-            t_update = time.monotonic()
+            t_update = t_fed = time.monotonic()
             if every and t_update >= next_write and live.n_frames >= 2:
                 last = live.snapshot()
                 write(last, final=False)
@@ -353,6 +362,7 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         # twice).
         final = (last if last is not None and last["n_frames"] == live.n_frames
                  else live.snapshot())
+        t_snapshot = time.monotonic()
         updates = written["n"]
         write(final, final=True)
     finally:
@@ -361,5 +371,9 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     final.update(output=os.path.abspath(output), png=None if not png else os.path.abspath(png),
                  updates=updates, ended_early=ended_early,
                  latency_s=written["t"] - t_last, end_detection_s=t_end - t_last,
-                 written_at=written["wall"])
+                 written_at=written["wall"],
+                 timings={"last_feed_s": None if t_fed is None else t_fed - t_last,
+                          "end_wait_s": t_end - (t_last if t_fed is None else t_fed),
+                          "snapshot_s": t_snapshot - t_end,
+                          "write_s": written["t"] - t_snapshot})
     return final
