@@ -327,7 +327,7 @@ def test_live_twotime_g2_past_the_diagonal_blocks_equals_offline():
 @pytest.mark.parametrize("budget", [None, 2 * 300 * 300 * 4])
 def test_run_live_twotime_maps_written_while_the_scan_runs(tmp_path, monkeypatch, budget):
     """Two-time maps written to the final file stripe by stripe during the scan (600 time
-    bins: two whole stripes of 256, the rest at the end), with updates in between; or, past the
+    bins: four whole stripes of 128, the rest at the end), with updates in between; or, past the
     maps' budget mid-scan, that file dropped and the maps written at the end: either way the
     file's maps and g2 equal the offline ones, and nothing else is left in the directory."""
     import ewoksxpcs.workflow.live as live_module
@@ -351,7 +351,7 @@ def test_run_live_twotime_maps_written_while_the_scan_runs(tmp_path, monkeypatch
     with h5py.File(output, "r") as f:
         assert "_live_maps" not in f
         maps = f["entry/xpcs/twotime/maps"]
-        assert maps["C"].chunks == ((1, 256, 256) if budget is None else (1, 600, 600))
+        assert maps["C"].chunks == ((1, 128, 128) if budget is None else (1, 600, 600))
         numpy.testing.assert_array_equal(TwoTimeResult.read_maps(maps), ref["result"].C,
                                          strict=True)
         numpy.testing.assert_array_equal(f["entry/xpcs/twotime/g2/g2"][()],

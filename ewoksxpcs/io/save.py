@@ -293,7 +293,7 @@ class LiveMapsFile:
         Time bins per side of the chunks; a stripe is ``tile`` columns (and their rows).
     """
 
-    def __init__(self, target, n_sel: int, tile: int = 256):
+    def __init__(self, target, n_sel: int, tile: int = 128):
         import concurrent.futures
 
         import h5py
@@ -420,9 +420,23 @@ class atomic_output:
 
 def _place(tmp: str, target: str, overwrite: bool) -> None:
     """Rename ``tmp`` to ``target``; without ``overwrite``, never replace an existing target
-    (a hard link fails if the target exists, where a rename would replace it)."""
+    (a hard link fails if the target exists, where a rename would replace it).
+
+    A replaced file is held open across the rename and closed by a background thread: its
+    blocks are freed there, not in the rename (0.8 s for 1 GB on the development machine's
+    disk, mounted with ``discard``). A process that dies meanwhile leaves nothing: the kernel
+    closes the file."""
     if overwrite:
-        os.replace(tmp, target)
+        try:
+            old = os.open(target, os.O_RDONLY)
+        except OSError:
+            old = None
+        try:
+            os.replace(tmp, target)
+        finally:
+            if old is not None:
+                threading.Thread(target=os.close, args=(old,), name="free-replaced-file",
+                                 daemon=True).start()
         return
     try:
         os.link(tmp, target)
