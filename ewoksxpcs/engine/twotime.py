@@ -477,8 +477,8 @@ def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
 def maps_from_gram(C_j: numpy.ndarray, G: numpy.ndarray, s: numpy.ndarray, n_pixels: int,
                    rows: int) -> None:
     """C_j = N·G/(S·Sᵀ) (nT, nT) float32 from the upper triangle of an integer Gram matrix G
-    (:func:`gram_sparse_into`, or :class:`~ewoksxpcs.engine.live_pairs.LiveGram`), ``rows`` rows
-    at a time; ``s`` (nT,) the sums of the bin per time bin, ``n_pixels`` its pixels."""
+    (:func:`gram_sparse_into`; :class:`~ewoksxpcs.engine.live_pairs.LiveGram` repeats its
+    operations column block by column block), ``rows`` rows at a time; ``s`` (nT,) the sums of the bin per time bin, ``n_pixels`` its pixels."""
     n_t = G.shape[0]
     s = s.astype(numpy.float64)
     with numpy.errstate(invalid="ignore", divide="ignore"):

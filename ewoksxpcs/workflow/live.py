@@ -8,10 +8,13 @@ the very same objects, so the last snapshot *is* the offline result of the finis
 - ``multitau``: :class:`~ewoksxpcs.engine.multitau.MultiTauStream` (the sums n2_L, S_0 are updated
   by each chunk; a snapshot normalises them);
 - ``twotime``: :class:`~ewoksxpcs.engine.twotime.TwoTimeStream` (frames binned in time as they
-  come) and, for integer frames, :class:`~ewoksxpcs.engine.live_pairs.LiveGram` (the Gram
-  matrices of each bin updated by each block of new time bins); a snapshot normalises them
-  into the maps (float frames, or more time bins than ``max_frames`` without a ``time_bin``:
-  the maps of the binned frames so far are computed at the snapshot);
+  come) and, for integer frames, :class:`~ewoksxpcs.engine.live_pairs.LiveGram` (each block of
+  new time bins gives the maps' new columns and the diagonal sums of the g2; the binned frames
+  are then not kept); a snapshot computes only the g2 of the age segments, and
+  :func:`run_live` writes the final file's maps while the scan runs
+  (:class:`~ewoksxpcs.io.save.LiveMapsFile`). Float frames, more time bins than
+  ``max_frames`` without a ``time_bin``, or maps beyond :data:`LIVE_GRAM_BYTES`: the maps of
+  the binned frames so far are computed at the snapshot;
 - ``linear``: :class:`~ewoksxpcs.engine.live_pairs.LivePairs` (each chunk's events paired with
   themselves and the earlier ones as they come: n2 is always up to date, a snapshot normalises
   it); with an explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
