@@ -318,7 +318,7 @@ class LiveMapsFile:
         n_t = C.shape[-1]
         end = n_t if final else (n_t // self.tile) * self.tile
         w = self.written
-        if end <= w and not (final and self.maps.shape[-1] != n_t):
+        if end <= w:
             return
         self.maps.resize((C.shape[0], end, end))
         k = numpy.arange(w, end)
