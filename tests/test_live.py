@@ -336,14 +336,27 @@ def test_run_live_twotime_maps_written_while_the_scan_runs(tmp_path, monkeypatch
 
     if budget is not None:
         monkeypatch.setattr(live_module, "LIVE_GRAM_BYTES", budget)  # 2 maps of 300²
+    monkeypatch.setattr(live_module, "LIVE_UPDATE_MAPS_BYTES", 0)  # updates without maps
     frames = numpy.random.default_rng(5).poisson(0.5, (600, 6, 8)).astype(numpy.uint16)
     qmask = numpy.repeat(numpy.arange(1, 3), 24).reshape(6, 8)
     source = IterableFrameSource(frames[t:t + 30] for t in range(0, 600, 30))
     output = str(tmp_path / "result.h5")
-    snaps = []
+    snaps, updates = [], []
+
+    def on_snapshot(snap):  # called once its file is written
+        snaps.append(snap)
+        with h5py.File(output, "r") as f:
+            maps = f["entry/xpcs/twotime/maps"]
+            updates.append(("C" in maps, maps.attrs["signal"], maps["C_diagonal"][()]))
+
     final = run_live(source, qmask, output, every=1e-6, mode="twotime", png=False,
-                     report=None, on_snapshot=snaps.append)
+                     report=None, on_snapshot=on_snapshot)
     assert len(snaps) >= 2 and final["n_frames"] == 600  # an update mid-scan, the final
+    for snap, (has_c, signal, diagonal) in zip(snaps[:-1], updates):  # only the diagonal
+        assert not has_c and signal == "C_diagonal"
+        d = numpy.arange(snap["result"].C.shape[-1])
+        numpy.testing.assert_array_equal(diagonal, snap["result"].C[:, d, d])
+    assert updates[-1][:2] == (True, "C")
     out = correlate_sums(frames, qmask, mode="twotime")
     ref = normalise_sums(out["sums"], out["binning"], mode="twotime",
                          mode_options=out["mode_options"])

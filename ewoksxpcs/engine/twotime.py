@@ -144,7 +144,8 @@ class TwoTimeResult:
 
         ``maps``: an h5py dataset of the same file already holding C as this method writes it
         (diagonal NaN; :class:`~ewoksxpcs.io.save.LiveMapsFile`, written while a live scan
-        ran): moved into place (a link, no copy) instead of written.
+        ran): moved into place (a link, no copy) instead of written. ``False``: C is not
+        written (the updates of a live run with large maps), only its diagonal (the signal).
         """
         from .multitau import _nx_group
 
@@ -163,7 +164,13 @@ class TwoTimeResult:
         # without a copy of the maps.
         n = self.C.shape[-1]
         diag = numpy.arange(n)
-        if maps is not None:
+        if maps is False:
+            m.attrs.update(signal="C_diagonal", axes=["labels", "t1"])
+            del m.attrs["t2_indices"]
+            m["note"] = (f"C ({self.C.nbytes / 2**20:.0f} MiB) not written in this update of a "
+                         "live run; the final file has it")
+            d = None
+        elif maps is not None:
             if maps.shape != self.C.shape or maps.dtype != self.C.dtype:
                 raise ValueError(f"maps written beforehand are {maps.shape} {maps.dtype}, "
                                  f"the result's {self.C.shape} {self.C.dtype}")
@@ -183,8 +190,9 @@ class TwoTimeResult:
                     d[j, r: r + block.shape[0]] = block
         else:
             d = m.create_dataset("C", data=self.C)
-        d.attrs["interpretation"] = "image"
-        d.attrs["diagonal"] = "NaN here: C(q, t, t) is in C_diagonal"
+        if d is not None:
+            d.attrs["interpretation"] = "image"
+            d.attrs["diagonal"] = "NaN here: C(q, t, t) is in C_diagonal"
         m.create_dataset("C_diagonal", data=self.C[:, diag, diag])
         m.create_dataset("labels", data=self.labels)
         for axis in ("t1", "t2"):

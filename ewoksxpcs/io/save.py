@@ -619,6 +619,7 @@ def save_results(
     inputs: Optional[Sequence[str]] = None,
     compress_maps: bool = True,
     maps_file: Optional[LiveMapsFile] = None,
+    write_maps: bool = True,
 ) -> dict:
     """Write a :class:`~ewoksxpcs.engine.result.CorrelationResult` as NeXus (layout in the module doc).
 
@@ -669,6 +670,8 @@ def save_results(
     maps_file : LiveMapsFile, optional
         Two-time: the file of ``filename`` whose maps were written while a live scan ran; the
         result is completed in it and committed (it is closed and discarded after).
+    write_maps : bool
+        Two-time: False writes the maps' diagonal only (a live run's updates of large maps).
 
     Returns
     -------
@@ -736,7 +739,8 @@ def save_results(
                 f, result, q, tau, g2, mode, info, q_unit, tau_unit, qmask, mean_image,
                 frame_period, parameters, fit, chi, title, segments, power_law, q_edges,
                 geometry, compress_maps,
-                maps=None if maps_file is None else maps_file.finish(result.C),
+                maps=(maps_file.finish(result.C) if maps_file is not None
+                      else None if write_maps else False),
             )
             f.attrs["commit"] = commit_id
             if png is not None:

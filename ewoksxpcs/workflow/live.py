@@ -57,6 +57,11 @@ OPENCL_PAIRS = "opencl-events"
 #: frames, as offline.
 LIVE_GRAM_BYTES = 2 * 1024**3
 
+#: Two-time: the updates (not the final result) write maps up to this size (bytes); beyond,
+#: only their diagonal (an update of 10 maps of 5000² float32, 1 GB, took 3.4 s: a scan ending
+#: meanwhile waited for it).
+LIVE_UPDATE_MAPS_BYTES = 64 * 1024**2
+
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
 UPDATE_SHARE = 5
@@ -325,7 +330,9 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
                                  "ended_early": getattr(source, "ended_early", "")},
                      chi=snap["chi"], overwrite=replace, title=title,
                      compress_maps=False,  # two-time: gzip took most of the final write
-                     maps_file=prewritten)
+                     maps_file=prewritten,
+                     write_maps=final or getattr(snap["result"], "C", numpy.zeros(0)).nbytes
+                     <= LIVE_UPDATE_MAPS_BYTES)
         written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
         if png:  # drawn after the result file: it takes longer than the correlation
             plot_g2(png, snap["tau"], snap["g2"], snap["g2_err"], snap["q"], q_unit=q_unit,
