@@ -41,7 +41,8 @@ def assert_identical(a: dict, b: dict):
     for key in ("g2", "g2_err", "tau", "labels", "n_pixels"):
         numpy.testing.assert_array_equal(a[key], b[key], err_msg=key, strict=True)
     ra, rb = a["result"], b["result"]
-    for name in ("n2", "s2", "frame_sums", "C"):  # the sums behind g2, where the mode has them
+    for name in ("n2", "s2", "frame_sums", "C", "partial_g2", "partial_g2_err"):  # where the
+        # mode has them: the sums behind g2, two-time's maps and the g2 of its age segments
         if getattr(ra, name, None) is not None:
             numpy.testing.assert_array_equal(getattr(ra, name), getattr(rb, name), err_msg=name)
 
@@ -272,10 +273,9 @@ def test_live_pairs_float_frames_and_range():
 
 @pytest.mark.parametrize("lam", [0.02, 2.0])  # offline: sparse (event pairs) and dense (BLAS)
 def test_live_twotime_maps_by_blocks_equal_offline(lam):
-    """Two-time: the Gram matrices updated by blocks of new time bins (LiveGram) give the
+    """Two-time: the maps' columns computed by blocks of new time bins (LiveGram) are the
     offline maps bit for bit, mid-scan and at the end."""
     from ewoksxpcs.engine.live_pairs import LiveGram
-    from ewoksxpcs.engine.twotime import gram
 
     rng = numpy.random.default_rng(7)
     frames = rng.poisson(lam, (96, 24, 32)).astype(numpy.uint16)
@@ -290,15 +290,86 @@ def test_live_twotime_maps_by_blocks_equal_offline(lam):
             out = correlate_sums(frames[:49], W.qmask(), mode="twotime", mode_options=options)
             numpy.testing.assert_array_equal(mid["result"].C, out["sums"].C)
     assert live.gram.n_frames == 48
-    x = live.stream.binner.finish(live.correlator.pixel_index.size)
-    c = live.correlator.col_offsets
-    numpy.testing.assert_array_equal(live.gram.gram(1), gram(x[:, c[1]:c[2]]).astype(numpy.int64)
-                                     if lam > 1 else gram(x[:, c[1]:c[2]]))
+    numpy.testing.assert_array_equal(mid["result"].C, live.gram.maps()[:, :24, :24])  # kept
     final = live.snapshot()
     out = correlate_sums(frames, W.qmask(), mode="twotime", mode_options=options)
     ref = normalise_sums(out["sums"], out["binning"], mode="twotime",
                          mode_options=out["mode_options"])
     assert_identical(final, ref)
+
+
+def test_live_twotime_g2_past_the_diagonal_blocks_equals_offline():
+    """Two-time g2 summed along the diagonals as the columns come: past two blocks of
+    DIAGONAL_BLOCK rows (the offline order of summation), in uneven chunks, every g2 (whole
+    maps and age segments) bit for bit that of the offline maps."""
+    from ewoksxpcs.engine.twotime import DIAGONAL_BLOCK
+
+    n = 2 * DIAGONAL_BLOCK + 77
+    frames = numpy.random.default_rng(3).poisson(0.3, (n, 6, 8)).astype(numpy.uint16)
+    qmask = numpy.repeat(numpy.arange(1, 4), 16).reshape(6, 8)
+    live = LiveCorrelator(qmask, frames.shape[1:], frames.dtype, mode="twotime")
+    t = 0
+    for k in range(10**6):
+        step = 1 + (37 * k) % 90
+        live.feed(frames[t:t + step])
+        t += step
+        if t >= n:
+            break
+    assert live.gram is not None and live.gram.n_frames == n
+    final = live.snapshot()
+    out = correlate_sums(frames, qmask, mode="twotime")
+    ref = normalise_sums(out["sums"], out["binning"], mode="twotime",
+                         mode_options=out["mode_options"])
+    assert numpy.isnan(final["result"].C).any() and numpy.isfinite(final["g2"]).any()
+    assert_identical(final, ref)
+
+
+@pytest.mark.parametrize("budget", [None, 2 * 300 * 300 * 4])
+def test_run_live_twotime_maps_written_while_the_scan_runs(tmp_path, monkeypatch, budget):
+    """Two-time maps written to the final file stripe by stripe during the scan (600 time
+    bins: four whole stripes of 128, the rest at the end), with updates in between; or, past the
+    maps' budget mid-scan, that file dropped and the maps written at the end: either way the
+    file's maps and g2 equal the offline ones, and nothing else is left in the directory."""
+    import ewoksxpcs.workflow.live as live_module
+    from ewoksxpcs.engine.frames import IterableFrameSource
+    from ewoksxpcs.engine.twotime import TwoTimeResult
+
+    if budget is not None:
+        monkeypatch.setattr(live_module, "LIVE_GRAM_BYTES", budget)  # 2 maps of 300²
+    monkeypatch.setattr(live_module, "LIVE_UPDATE_MAPS_BYTES", 0)  # updates without maps
+    frames = numpy.random.default_rng(5).poisson(0.5, (600, 6, 8)).astype(numpy.uint16)
+    qmask = numpy.repeat(numpy.arange(1, 3), 24).reshape(6, 8)
+    source = IterableFrameSource(frames[t:t + 30] for t in range(0, 600, 30))
+    output = str(tmp_path / "result.h5")
+    snaps, updates = [], []
+
+    def on_snapshot(snap):  # called once its file is written
+        snaps.append(snap)
+        with h5py.File(output, "r") as f:
+            maps = f["entry/xpcs/twotime/maps"]
+            updates.append(("C" in maps, maps.attrs["signal"], maps["C_diagonal"][()]))
+
+    final = run_live(source, qmask, output, every=1e-6, mode="twotime", png=False,
+                     report=None, on_snapshot=on_snapshot)
+    assert len(snaps) >= 2 and final["n_frames"] == 600  # an update mid-scan, the final
+    for snap, (has_c, signal, diagonal) in zip(snaps[:-1], updates):  # only the diagonal
+        assert not has_c and signal == "C_diagonal"
+        d = numpy.arange(snap["result"].C.shape[-1])
+        numpy.testing.assert_array_equal(diagonal, snap["result"].C[:, d, d])
+    assert updates[-1][:2] == (True, "C")
+    out = correlate_sums(frames, qmask, mode="twotime")
+    ref = normalise_sums(out["sums"], out["binning"], mode="twotime",
+                         mode_options=out["mode_options"])
+    assert_identical(final, ref)
+    with h5py.File(output, "r") as f:
+        assert "_live_maps" not in f
+        maps = f["entry/xpcs/twotime/maps"]
+        assert maps["C"].chunks == ((1, 128, 128) if budget is None else (1, 600, 600))
+        numpy.testing.assert_array_equal(TwoTimeResult.read_maps(maps), ref["result"].C,
+                                         strict=True)
+        numpy.testing.assert_array_equal(f["entry/xpcs/twotime/g2/g2"][()],
+                                         ref["result"].g2)
+    assert os.listdir(tmp_path) == ["result.h5"]
 
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
@@ -352,7 +423,7 @@ def test_live_linear_auto_stays_on_the_cpu_without_gpu():
 def test_live_twotime_past_the_gram_budget_computes_the_maps_at_the_snapshot(monkeypatch):
     import ewoksxpcs.workflow.live as live_module
 
-    monkeypatch.setattr(live_module, "LIVE_GRAM_BYTES", 2 * 20 * 20 * 8)  # 2 bins × 20²
+    monkeypatch.setattr(live_module, "LIVE_GRAM_BYTES", 2 * 20 * 20 * 4)  # 2 maps of 20²
     frames = W.frames(25, 50)
     options = {"time_bin": 2, "twotime_bins": [1, 3]}
     live = LiveCorrelator(W.qmask(), frames.shape[1:], frames.dtype, mode="twotime",

@@ -7,7 +7,8 @@ while the scan runs (:class:`LivePairs`): a chunk of frames is compacted to its 
 added to n2, and a result of the frames so far is n2 as it stands. The work is that of
 ``cpu-events``, Σ_p n_p²/2 pairs, spread over the scan; the end of the scan only normalises.
 Two-time: the Gram matrices G[T1, T2] = Σ_{p ∈ bin} X(T1, p)·X(T2, p) of the binned frames are
-built the same way, a block of new rows at a time (:class:`LiveGram`).
+built the same way, a block of new rows at a time, and turned at once into the maps' new columns
+and the g2's diagonal sums (:class:`LiveGram`).
 
 The earlier events are kept in a few *segments* (pixel-major arrays of consecutive frames):
 a new chunk is paired with each segment, then becomes a segment itself, and two neighbouring
@@ -166,7 +167,17 @@ class LivePairs(_LiveEvents):
 
 
 class LiveGram(_LiveEvents):
-    """Two-time Gram matrices of binned frames fed a block of rows at a time.
+    """Two-time maps of binned frames fed a block of rows (time bins) at a time.
+
+    A block of new time bins [t0, t1) changes only the Gram entries G[T1, T2] with T2 in the
+    block (G[T1, T2] = Σ_p X(T1, p)·X(T2, p) needs nothing but time bins T1 and T2): those
+    columns are computed from the block's event pairs (a (n_sel, t1, t1 − t0) int64 block, freed
+    after), turned into the maps' columns C = N·G/(S·Sᵀ) (and their mirrored rows) with the
+    float64 operations of :func:`~ewoksxpcs.engine.twotime.maps_from_gram`, and added to the
+    moments of the maps' upper diagonals (the g2) in the order of
+    :func:`~ewoksxpcs.engine.twotime.diagonal_means`: maps and g2 are always up to date, and
+    equal bit for bit to the offline ones of the time bins so far. Only the g2 of the age
+    segments, whose edges move with nT, is computed at a snapshot (:meth:`diagonal_sums`).
 
     Parameters
     ----------
@@ -175,27 +186,136 @@ class LiveGram(_LiveEvents):
     dtype : numpy.dtype
         Type of the binned frames.
 
-    Memory: the events, and G, n_sel × nT² × 8 bytes (capacity doubled as nT grows).
+    Memory: the events, and the maps, n_sel × nT² float32 (capacity doubled as nT grows: only
+    the nT² part of each map is touched).
     """
 
     def __init__(self, col_offsets, dtype):
         super().__init__(col_offsets, dtype)
-        self._G = numpy.zeros((self.col_offsets.size - 1, 0, 0), dtype=self.acc_dtype)
+        n_sel = self.col_offsets.size - 1
+        self.n_pixels = numpy.diff(self.col_offsets)
+        self._C = numpy.empty((n_sel, 0, 0), dtype=numpy.float32)
+        # Moments of each upper diagonal: closed blocks of rows (tot), block being filled (part).
+        self._moments = {name: numpy.zeros((n_sel, 0), dtype=numpy.float64)
+                         for name in ("tot1", "tot2", "part1", "part2")}
+        self._cnt = numpy.zeros((n_sel, 0), dtype=numpy.int64)
+        self._current = numpy.zeros((n_sel, 0), dtype=numpy.int64)
+        self._block = None
+        self._col0 = 0
+
+    def feed_block(self, block: numpy.ndarray) -> None:
+        """Take the next rows, binned frames (n, n_columns) of the given dtype: the maps gain
+        their columns (and rows)."""
+        if block.shape[0] == 0:
+            return
+        self._col0 = t0 = self.n_frames
+        super().feed_block(block)  # the block's pairs to self._block (made by _grow)
+        try:
+            self._add_columns(t0, self.n_frames)
+        finally:
+            self._block = None
 
     def _grow(self, n_frames: int) -> None:
-        cap = self._G.shape[1]
+        n_sel, cap = self._C.shape[0], self._C.shape[1]
+        self._block = numpy.zeros((n_sel, n_frames, n_frames - self._col0),
+                                  dtype=self.acc_dtype)
         if cap < n_frames:
             new = max(2 * cap, n_frames, 64)
-            grown = numpy.zeros((self._G.shape[0], new, new), dtype=self.acc_dtype)
-            grown[:, :cap, :cap] = self._G
-            self._G = grown
+            grown = numpy.empty((n_sel, new, new), dtype=numpy.float32)  # pages touched: nT²
+            grown[:, :cap, :cap] = self._C
+            self._C = grown
+            for name, a in self._moments.items():
+                self._moments[name] = numpy.zeros((n_sel, new), dtype=numpy.float64)
+                self._moments[name][:, :cap] = a
+            for name in ("_cnt", "_current"):
+                old = getattr(self, name)
+                grown_m = numpy.full((n_sel, new), 0 if name == "_cnt" else -1, dtype=numpy.int64)
+                grown_m[:, :cap] = old
+                setattr(self, name, grown_m)
 
     def _pair(self, values, times, offsets, active, active_offsets, seg, within) -> None:
         from .live_pairs_numba import pairs_new
 
         pairs_new(values, times, offsets, active, active_offsets, seg[0], seg[1], seg[2],
-                  within, True, self._G)
+                  within, True, self._block, self._col0)
 
-    def gram(self, j: int) -> numpy.ndarray:
-        """G of selected bin j (nT, nT): its upper triangle, diagonal included (a view)."""
-        return self._G[j, : self.n_frames, : self.n_frames]
+    def _add_columns(self, t0: int, t1: int) -> None:
+        """Maps' columns t0 … t1 − 1 (rows 0 … t1 − 1) and their mirrored rows from the block
+        of Gram columns; their entries added to the diagonals' moments."""
+        from .live_pairs_numba import diagonal_moments
+        from .twotime import DIAGONAL_BLOCK
+
+        s = self.frame_sums()[:t1].astype(numpy.float64)  # (t1, n_sel)
+        n = t1 - t0
+        k = numpy.arange(n)
+        for j in range(self._C.shape[0]):
+            g = self._block[j]  # (t1, n): G[T1, t0 + c], upper triangle (T1 ≤ t0 + c)
+            num = g.astype(numpy.float64)
+            # The block's square: G of its rows below the diagonal is that of its columns.
+            square = g[t0:t1]
+            num[t0:t1] += square.T
+            num[t0 + k, k] -= square[k, k]  # the diagonal was added twice
+            num *= int(self.n_pixels[j])
+            cols = self._C[j, :t1, t0:t1]
+            # As maps_from_gram: float64 N·G/(S_T1·S_T2), rounded once into the float32 maps.
+            with numpy.errstate(invalid="ignore", divide="ignore"):
+                numpy.divide(num, numpy.outer(s[:, j], s[t0:t1, j]), out=cols,
+                             casting="same_kind")
+            self._C[j, t0:t1, :t0] = cols[:t0].T
+        m = self._moments
+        diagonal_moments(self._C, t0, t1, DIAGONAL_BLOCK, m["tot1"], m["tot2"], self._cnt,
+                         m["part1"], m["part2"], self._current)
+
+    def binned_rows(self, dtype, block_bytes: int = 64 * 1024**2):
+        """The rows fed so far, X (nT, n_columns) of ``dtype``, rebuilt from the events (a
+        :class:`~ewoksxpcs.engine.spill.SpillArray`'s view: in a temporary file beyond its RAM
+        cap), filled ``block_bytes`` of rows at a time."""
+        from .spill import SpillArray
+
+        n_cols = int(self.col_offsets[-1])
+        out = SpillArray((n_cols,), dtype, capacity=self.n_frames)
+        step = max(1, block_bytes // max(1, n_cols * numpy.dtype(dtype).itemsize))
+        columns = [numpy.repeat(numpy.arange(n_cols), numpy.diff(seg[2]))
+                   for seg in self._segments]
+        for r in range(0, self.n_frames, step):
+            rows = numpy.zeros((min(step, self.n_frames - r), n_cols), dtype=dtype)
+            for seg, col in zip(self._segments, columns):
+                inside = (seg[1] >= r) & (seg[1] < r + rows.shape[0])
+                rows[seg[1][inside] - r, col[inside]] = seg[0][inside]
+            out.append(rows)
+        return out.array()
+
+    def maps(self) -> numpy.ndarray:
+        """C (n_sel, nT, nT) float32 of the time bins so far (a view: later blocks write only
+        outside it)."""
+        return self._C[:, : self.n_frames, : self.n_frames]
+
+    def diagonal_sums(self, n_segments: int):
+        """(s1, s2, cnt), each (n_sel, 1 + n_segments', nT): the moments of the upper diagonals
+        of each whole map (index 0, kept up to date) and of its age segments (indices 1 …,
+        :func:`~ewoksxpcs.engine.twotime.segment_edges`, computed now), as
+        :func:`~ewoksxpcs.engine.twotime.make_result` takes them."""
+        from .live_pairs_numba import diagonal_moments
+        from .twotime import DIAGONAL_BLOCK, segment_edges
+
+        n_t, n_sel = self.n_frames, self._C.shape[0]
+        edges = segment_edges(n_t, n_segments)
+        s1 = numpy.zeros((n_sel, edges.size, n_t))
+        s2 = numpy.zeros_like(s1)
+        cnt = numpy.zeros((n_sel, edges.size, n_t), dtype=numpy.int64)
+        m = self._moments
+        s1[:, 0] = m["tot1"][:, :n_t] + m["part1"][:, :n_t]
+        s2[:, 0] = m["tot2"][:, :n_t] + m["part2"][:, :n_t]
+        cnt[:, 0] = self._cnt[:, :n_t]
+        for k in range(edges.size - 1):
+            a, b = int(edges[k]), int(edges[k + 1])
+            w = b - a
+            parts = [numpy.zeros((n_sel, w)) for _ in range(4)]
+            current = numpy.full((n_sel, w), -1, dtype=numpy.int64)
+            cnt_k = numpy.zeros((n_sel, w), dtype=numpy.int64)
+            diagonal_moments(self._C[:, a:b, a:b], 0, w, DIAGONAL_BLOCK, parts[0], parts[1],
+                             cnt_k, parts[2], parts[3], current)
+            s1[:, 1 + k, :w] = parts[0] + parts[2]
+            s2[:, 1 + k, :w] = parts[1] + parts[3]
+            cnt[:, 1 + k, :w] = cnt_k
+        return s1, s2, cnt

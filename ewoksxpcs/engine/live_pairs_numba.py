@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy
 
-__all__ = ["scan_block", "fill_block", "pairs_new", "merge_segments"]
+__all__ = ["scan_block", "fill_block", "pairs_new", "merge_segments", "diagonal_moments"]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -65,11 +65,12 @@ def fill_block(block, sub_offsets, t0, offsets, values, times):
 
 @numba.njit(cache=True, parallel=True)
 def pairs_new(values, times, offsets, active, active_offsets, a_values, a_times, a_offsets,
-              within, two_time, dst):
+              within, two_time, dst, col0=0):
     """Add v_i·v_j for the pairs of a pixel's events where j is new: those with the events i of
     an earlier segment ``a`` (all of whose frames come before the chunk's), and with ``within``
     the pairs i ≤ j of the new events themselves; to dst[s, 0, t_j − t_i] (linear n2), or with
-    ``two_time`` to dst[s, t_i, t_j] (Gram matrices: t_i ≤ t_j, the upper triangle).
+    ``two_time`` to dst[s, t_i, t_j − col0] (Gram matrices: t_i ≤ t_j, the upper triangle; the
+    columns from ``col0``, the first new time bin).
 
     Parameters
     ----------
@@ -86,8 +87,10 @@ def pairs_new(values, times, offsets, active, active_offsets, a_values, a_times,
     a_values, a_times, a_offsets
         The earlier segment, as values/times/offsets (empty: only the pairs ``within``).
     within, two_time : bool
-    dst : ndarray (n_groups, 1, ≥ Nt) or (n_groups, ≥ nT, ≥ nT), int64 or float64
+    dst : ndarray (n_groups, 1, ≥ Nt) or (n_groups, ≥ nT, ≥ nT − col0), int64 or float64
         Updated in place.
+    col0 : int
+        Two-time: time bin of dst's first column.
     """
     for s in numba.prange(active_offsets.size - 1):
         g = dst[s]
@@ -97,14 +100,14 @@ def pairs_new(values, times, offsets, active, active_offsets, a_values, a_times,
             i0 = e0 if within else e1
             for i in range(i0, e1):  # the new events' pairs among themselves
                 ti = times[i]
-                row, shift = (g[ti], 0) if two_time else (g[0], ti)
+                row, shift = (g[ti], col0) if two_time else (g[0], ti)
                 vi = values[i]
                 for j in range(i, e1):
                     row[times[j] - shift] += vi * values[j]
             a1 = a_offsets[q + 1] if a_offsets.size else 0
             for i in range(a_offsets[q] if a_offsets.size else 0, a1):  # with earlier events
                 ti = a_times[i]
-                row, shift = (g[ti], 0) if two_time else (g[0], ti)
+                row, shift = (g[ti], col0) if two_time else (g[0], ti)
                 vi = a_values[i]
                 for j in range(e0, e1):
                     row[times[j] - shift] += vi * values[j]
@@ -126,3 +129,46 @@ def merge_segments(a_values, a_times, a_offsets, b_values, b_times, b_offsets, o
             times[k] = b_times[i]
             k += 1
 
+
+
+@numba.njit(cache=True, parallel=True)
+def diagonal_moments(C, c0, c1, block, tot1, tot2, cnt, part1, part2, current):
+    """Add the entries C[s, i, c] of columns c0 … c1 − 1 (rows i ≤ c) to the moments of their
+    upper diagonals τ = c − i: Σ v, Σ v² and the count of the finite values v (float64 of the
+    float32 maps), in the order of :func:`ewoksxpcs.engine.twotime._diagonal_sums` (each
+    diagonal's entries in row order, summed per block of ``block`` rows, the block sums added
+    in turn), so that columns fed in any runs give the same float64 sums as that function.
+
+    Parameters
+    ----------
+    C : ndarray (n_sel, ≥ c1, ≥ c1) float32
+        Maps (a view may be given: sub-maps of age segments).
+    c0, c1 : int
+        Columns to add (the earlier ones were added before).
+    block : int
+        Rows per block of the order reproduced.
+    tot1, tot2 : ndarray (n_sel, ≥ c1) float64
+        Σ v and Σ v² of the closed blocks of each diagonal; updated.
+    cnt : ndarray (n_sel, ≥ c1) int64
+        Finite entries of each diagonal; updated.
+    part1, part2 : ndarray (n_sel, ≥ c1) float64
+        The same sums in the block being filled (the sums are tot + part); updated.
+    current : ndarray (n_sel, ≥ c1) int64
+        Block being filled of each diagonal (−1 at the start); updated.
+    """
+    for s in numba.prange(C.shape[0]):
+        for i in range(c1):  # row-major: each diagonal's entries still come in row order
+            k = i // block
+            for c in range(max(c0, i), c1):
+                tau = c - i
+                if current[s, tau] != k:  # the diagonal enters a new block of rows
+                    tot1[s, tau] += part1[s, tau]
+                    tot2[s, tau] += part2[s, tau]
+                    part1[s, tau] = 0.0
+                    part2[s, tau] = 0.0
+                    current[s, tau] = k
+                v = numpy.float64(C[s, i, c])
+                if numpy.isfinite(v):
+                    part1[s, tau] += v
+                    part2[s, tau] += v * v
+                    cnt[s, tau] += 1

@@ -133,7 +133,7 @@ class TwoTimeResult:
         """Alias of :attr:`g2_lags` (frames)."""
         return self.g2_lags
 
-    def write_nexus(self, parent, name: str = "twotime", compress: bool = True):
+    def write_nexus(self, parent, name: str = "twotime", compress: bool = True, maps=None):
         """Write as NeXus into an open h5py group: an NXcollection ``name`` holding NXdata
         ``maps`` (C, an image stack: one nT×nT image per bin in ``silx view``), ``g2`` and
         ``partial_g2``; returned.
@@ -141,6 +141,11 @@ class TwoTimeResult:
         ``compress``: gzip maps of more than 2²⁰ values. Without it the file is ~4× larger
         (Poisson data of 0.01 counts: 40 MB instead of 9 MB for 10 maps of 1000²) but written
         ~4× faster: gzip took most of the final write of a live two-time run.
+
+        ``maps``: an h5py dataset of the same file already holding C as this method writes it
+        (diagonal NaN; :class:`~ewoksxpcs.io.save.LiveMapsFile`, written while a live scan
+        ran): moved into place (a link, no copy) instead of written. ``False``: C is not
+        written (the updates of a live run with large maps), only its diagonal (the signal).
         """
         from .multitau import _nx_group
 
@@ -159,7 +164,19 @@ class TwoTimeResult:
         # without a copy of the maps.
         n = self.C.shape[-1]
         diag = numpy.arange(n)
-        if self.C.size:
+        if maps is False:
+            m.attrs.update(signal="C_diagonal", axes=["labels", "t1"])
+            del m.attrs["t2_indices"]
+            m["note"] = (f"C ({self.C.nbytes / 2**20:.0f} MiB) not written in this update of a "
+                         "live run; the final file has it")
+            d = None
+        elif maps is not None:
+            if maps.shape != self.C.shape or maps.dtype != self.C.dtype:
+                raise ValueError(f"maps written beforehand are {maps.shape} {maps.dtype}, "
+                                 f"the result's {self.C.shape} {self.C.dtype}")
+            parent.file.move(maps.name, f"{m.name}/C")
+            d = m["C"]
+        elif self.C.size:
             rows = max(1, min(n, 2**20 // max(n, 1)))
             d = m.create_dataset("C", shape=self.C.shape, dtype=self.C.dtype,
                                  chunks=(1, rows, n),
@@ -173,8 +190,9 @@ class TwoTimeResult:
                     d[j, r: r + block.shape[0]] = block
         else:
             d = m.create_dataset("C", data=self.C)
-        d.attrs["interpretation"] = "image"
-        d.attrs["diagonal"] = "NaN here: C(q, t, t) is in C_diagonal"
+        if d is not None:
+            d.attrs["interpretation"] = "image"
+            d.attrs["diagonal"] = "NaN here: C(q, t, t) is in C_diagonal"
         m.create_dataset("C_diagonal", data=self.C[:, diag, diag])
         m.create_dataset("labels", data=self.labels)
         for axis in ("t1", "t2"):
@@ -309,6 +327,12 @@ class TimeBinner:
         self._capacity = capacity
         self._rows = None  # SpillArray of binned rows, made at the first block (its width)
         self.n_frames = 0
+        #: Binned rows so far, and those completed by the last :meth:`feed`.
+        self.n_rows = 0
+        self.last_rows = None
+        #: Whether the rows are kept for :meth:`finish` (live two-time with its maps kept up to
+        #: date does not need them; :meth:`restore` gives them back).
+        self.keep = True
 
     def feed(self, block: numpy.ndarray) -> None:
         """Take the next frames (n, n_pixels)."""
@@ -318,17 +342,33 @@ class TimeBinner:
             x = numpy.concatenate([self._carry, x])
         b = self.time_bin
         n = x.shape[0] // b
-        if self._rows is None:
+        if self._rows is None and self.keep:
             self._rows = SpillArray((x.shape[1],), self.dtype, capacity=self._capacity)
-        if n and b == 1:
-            self._rows.append(x)
-        elif n:
-            self._rows.append(x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
+        new = (x[:n] if b == 1 or not n
+               else x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
+        if n and self.keep:
+            self._rows.append(new)
+        self.n_rows += n
+        self.last_rows = new
         self._carry = x[n * b:].copy() if x.shape[0] > n * b else None
+
+    def restore(self, rows: numpy.ndarray) -> None:
+        """Keep the rows from now on, starting with ``rows`` (n_rows, n_pixels): the rows
+        completed before the last feed (not kept), then that feed's ones."""
+        if self.keep:
+            raise RuntimeError("the binned rows were kept: nothing to restore")
+        if rows.shape[0] + self.last_rows.shape[0] != self.n_rows:
+            raise ValueError(f"{rows.shape[0]} rows restored, {self.n_rows} binned")
+        self._rows = SpillArray((rows.shape[1],), self.dtype, capacity=self._capacity)
+        self._rows.append(rows)
+        self._rows.append(self.last_rows)
+        self.keep = True
 
     def finish(self, n_pixels: int) -> numpy.ndarray:
         """Binned frames X (nT, n_pixels): in RAM, or a view of a temporary file's mapping
         beyond :data:`ewoksxpcs.engine.spill.DEFAULT_MAX_MEMORY` bytes."""
+        if not self.keep:
+            raise RuntimeError("the binned rows were not kept")
         if self._rows is None or not len(self._rows):
             return numpy.zeros((0, n_pixels), dtype=self.dtype)
         return self._rows.array()
@@ -445,8 +485,8 @@ def _symmetric_rows(G: numpy.ndarray, r0: int, r1: int) -> numpy.ndarray:
 def maps_from_gram(C_j: numpy.ndarray, G: numpy.ndarray, s: numpy.ndarray, n_pixels: int,
                    rows: int) -> None:
     """C_j = N·G/(S·Sᵀ) (nT, nT) float32 from the upper triangle of an integer Gram matrix G
-    (:func:`gram_sparse_into`, or :class:`~ewoksxpcs.engine.live_pairs.LiveGram`), ``rows`` rows
-    at a time; ``s`` (nT,) the sums of the bin per time bin, ``n_pixels`` its pixels."""
+    (:func:`gram_sparse_into`; :class:`~ewoksxpcs.engine.live_pairs.LiveGram` repeats its
+    operations column block by column block), ``rows`` rows at a time; ``s`` (nT,) the sums of the bin per time bin, ``n_pixels`` its pixels."""
     n_t = G.shape[0]
     s = s.astype(numpy.float64)
     with numpy.errstate(invalid="ignore", divide="ignore"):
@@ -577,7 +617,12 @@ def twotime_from_binned(x: numpy.ndarray, col_offsets: numpy.ndarray,
     return C, S
 
 
-def _diagonal_sums(C2: numpy.ndarray, block: int = 512):
+#: Rows per block of :func:`_diagonal_sums` (its order of summation, which
+#: :class:`~ewoksxpcs.engine.live_pairs.LiveGram` reproduces).
+DIAGONAL_BLOCK = 512
+
+
+def _diagonal_sums(C2: numpy.ndarray, block: int = DIAGONAL_BLOCK):
     """Sums, sums of squares and counts of the finite entries of each upper diagonal of C2 (n, n).
 
     Rows are processed in blocks; in a block, rows are padded with NaN and viewed with a
@@ -850,18 +895,20 @@ class NumpyTwoTime:
 
     def result_from_gram(self, live_gram, time_bin: int, n_frames: int,
                          frame_period: Optional[float] = None, **info) -> TwoTimeResult:
-        """The two-time maps and g2 from the Gram matrices of the binned frames, built as they
-        came (:class:`~ewoksxpcs.engine.live_pairs.LiveGram`, integer frames): the same maps as
-        :meth:`result_from_binned` of those frames."""
+        """The two-time maps and g2 kept up to date as the binned frames came
+        (:class:`~ewoksxpcs.engine.live_pairs.LiveGram`, integer frames): the same result as
+        :meth:`result_from_binned` of those frames; only the g2 of the age segments is computed
+        here. The maps are a view of the live ones (later time bins do not change it)."""
         t0 = time.perf_counter()
         S = live_gram.frame_sums()
-        n_t = S.shape[0]
-        C = empty_spillable((S.shape[1], n_t, n_t), numpy.float32)
-        rows = max(1, TWOTIME_BLOCK_BYTES // (8 * max(n_t, 1)))
-        for j in range(S.shape[1]):
-            maps_from_gram(C[j], live_gram.gram(j), S[:, j],
-                           int(self.col_offsets[j + 1] - self.col_offsets[j]), rows)
-        return self._result(C, S, time_bin, n_frames, frame_period, t0, info)
+        C = live_gram.maps()
+        t1 = time.perf_counter()
+        result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
+                             frame_period, self.name, self.device_name, info,
+                             diag=live_gram.diagonal_sums(self.n_segments))
+        result.info.setdefault("timings", {}).update(correlate_s=t1 - t0,
+                                                     g2_s=time.perf_counter() - t1)
+        return result
 
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         t0 = time.perf_counter()

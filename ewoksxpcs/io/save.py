@@ -72,6 +72,7 @@ __all__ = [
     "save_figure",
     "figure_png",
     "PendingFile",
+    "LiveMapsFile",
     "commit",
     "atomic_output",
     "default_png",
@@ -269,6 +270,89 @@ class _DeferSignals:
         return False
 
 
+class LiveMapsFile:
+    """The final result file of a live two-time run, started while the scan runs: the maps are
+    written into it stripe by stripe as their columns become final, so that the end of the scan
+    writes only the last stripe and the small datasets (the maps are n_sel × nT² float32: 1 GB
+    for 10 bins of 5000 time bins, ~5 s to write and flush at the end on the development
+    machine's disk).
+
+    The file is a :class:`PendingFile` (unnamed until the final :func:`save_results` commits
+    it) opened by h5py; the maps are a dataset ``/_live_maps`` (n_sel, nT, nT) float32, chunks
+    of ``tile``² values, diagonal NaN as :meth:`~ewoksxpcs.engine.twotime.TwoTimeResult.write_nexus`
+    writes it, which moves it into place. Each stripe written is flushed to disk by a
+    background thread (``fdatasync``), so that the final flush has little left to do.
+
+    Parameters
+    ----------
+    target : str
+        The result file.
+    n_sel : int
+        Maps (selected bins).
+    tile : int
+        Time bins per side of the chunks; a stripe is ``tile`` columns (and their rows).
+    """
+
+    def __init__(self, target, n_sel: int, tile: int = 128):
+        import concurrent.futures
+
+        import h5py
+
+        self.pending = PendingFile(target, overwrite=True)  # its overwrite is set at the end
+        try:
+            self.h5 = h5py.File(self.pending.file, "w")
+            self.tile = int(tile)
+            self.maps = self.h5.create_dataset(
+                "_live_maps", shape=(n_sel, 0, 0), maxshape=(n_sel, None, None),
+                chunks=(1, self.tile, self.tile), dtype=numpy.float32)
+        except BaseException:
+            self.pending.discard()
+            raise
+        self.written = 0  # C[:, :written, :written] is on disk
+        self._sync = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="live-maps")
+        self._synced = None
+
+    def update(self, C: numpy.ndarray, final: bool = False) -> None:
+        """Write the stripes of ``C`` (n_sel, nT, nT) float32, final up to nT, not written yet:
+        whole ``tile`` stripes only (all of it with ``final``)."""
+        n_t = C.shape[-1]
+        end = n_t if final else (n_t // self.tile) * self.tile
+        w = self.written
+        if end <= w:
+            return
+        self.maps.resize((C.shape[0], end, end))
+        k = numpy.arange(w, end)
+        for j in range(C.shape[0]):
+            cols = numpy.array(C[j, :end, w:end])  # the new columns, then their rows
+            cols[k, k - w] = numpy.nan  # the diagonal is written apart (C_diagonal)
+            self.maps[j, :end, w:end] = cols
+            if w:
+                self.maps[j, w:end, :w] = C[j, w:end, :w]
+        self.written = end
+        if not final:
+            self.h5.flush()
+            self.pending.file.flush()
+            if self._synced is None or self._synced.done():  # the disk catches up meanwhile
+                self._synced = self._sync.submit(os.fdatasync, self.pending.file.fileno())
+
+    def finish(self, C: numpy.ndarray):
+        """Write what remains of ``C``; the maps dataset (for
+        :meth:`~ewoksxpcs.engine.twotime.TwoTimeResult.write_nexus`)."""
+        self.update(C, final=True)
+        if self._synced is not None:
+            self._synced.result()
+        return self.maps
+
+    def discard(self) -> None:
+        """Close and forget the file (the run ended otherwise, or it was committed)."""
+        self._sync.shutdown(wait=True)
+        try:
+            self.h5.close()
+        except Exception:  # noqa: BLE001  (already closed by save_results)
+            pass
+        self.pending.discard()
+
+
 def commit(pending: Sequence[PendingFile]) -> List[str]:
     """Give every pending file its name, together; return the names.
 
@@ -336,9 +420,23 @@ class atomic_output:
 
 def _place(tmp: str, target: str, overwrite: bool) -> None:
     """Rename ``tmp`` to ``target``; without ``overwrite``, never replace an existing target
-    (a hard link fails if the target exists, where a rename would replace it)."""
+    (a hard link fails if the target exists, where a rename would replace it).
+
+    A replaced file is held open across the rename and closed by a background thread: its
+    blocks are freed there, not in the rename (0.8 s for 1 GB on the development machine's
+    disk, mounted with ``discard``). A process that dies meanwhile leaves nothing: the kernel
+    closes the file."""
     if overwrite:
-        os.replace(tmp, target)
+        try:
+            old = os.open(target, os.O_RDONLY)
+        except OSError:
+            old = None
+        try:
+            os.replace(tmp, target)
+        finally:
+            if old is not None:
+                threading.Thread(target=os.close, args=(old,), name="free-replaced-file",
+                                 daemon=True).start()
         return
     try:
         os.link(tmp, target)
@@ -523,6 +621,8 @@ def save_results(
     geometry: Optional[dict] = None,
     inputs: Optional[Sequence[str]] = None,
     compress_maps: bool = True,
+    maps_file: Optional[LiveMapsFile] = None,
+    write_maps: bool = True,
 ) -> dict:
     """Write a :class:`~ewoksxpcs.engine.result.CorrelationResult` as NeXus (layout in the module doc).
 
@@ -570,6 +670,11 @@ def save_results(
     compress_maps : bool
         gzip the two-time maps (False: ~4× larger file, written ~4× faster; what a live run's
         updates use, see :meth:`~ewoksxpcs.engine.twotime.TwoTimeResult.write_nexus`).
+    maps_file : LiveMapsFile, optional
+        Two-time: the file of ``filename`` whose maps were written while a live scan ran; the
+        result is completed in it and committed (it is closed and discarded after).
+    write_maps : bool
+        Two-time: False writes the maps' diagonal only (a live run's updates of large maps).
 
     Returns
     -------
@@ -623,13 +728,22 @@ def save_results(
             power_law, segments, _PLOT_TITLES.get(mode, "{}").format(title),
             {"ewoksxpcs commit": commit_id, "ewoksxpcs result": filename},
         )
-    pending = [PendingFile(filename, overwrite)]
+    if maps_file is not None:
+        if maps_file.pending.target != filename or mode != "twotime":
+            raise ValueError(f"the maps written beforehand are for {maps_file.pending.target!r}"
+                             f", not a two-time result of {filename!r}")
+        maps_file.pending.overwrite = overwrite
+        pending = [maps_file.pending]
+    else:
+        pending = [PendingFile(filename, overwrite)]
     try:
-        with h5py.File(pending[0].file, "w") as f:
+        with (h5py.File(pending[0].file, "w") if maps_file is None else maps_file.h5) as f:
             _write_nexus(
                 f, result, q, tau, g2, mode, info, q_unit, tau_unit, qmask, mean_image,
                 frame_period, parameters, fit, chi, title, segments, power_law, q_edges,
                 geometry, compress_maps,
+                maps=(maps_file.finish(result.C) if maps_file is not None
+                      else None if write_maps else False),
             )
             f.attrs["commit"] = commit_id
             if png is not None:
@@ -646,6 +760,8 @@ def save_results(
     finally:
         for p in pending:
             p.discard()
+        if maps_file is not None:
+            maps_file.discard()
     return {"filename": filename, "png": png, "png_wait_s": png_wait_s,
             "png_drawn_in": None if plots is None else plots.where}
 
@@ -681,10 +797,11 @@ def _light(result):
 def _write_nexus(
     f, result, q, tau, g2, mode, info, q_unit, tau_unit, qmask, mean_image, frame_period,
     parameters, fit, chi, title, segments=None, power_law=None, q_edges=None, geometry=None,
-    compress_maps=True,
+    compress_maps=True, maps=None,
 ) -> None:
     """Write the layout of the module doc into the open h5py file ``f`` (``compress_maps``: as
-    for :func:`save_results`)."""
+    for :func:`save_results`; ``maps``: two-time maps already in ``f``, see
+    :meth:`~ewoksxpcs.engine.twotime.TwoTimeResult.write_nexus`)."""
     from .. import __version__
 
     now = datetime.datetime.now().astimezone().isoformat()
@@ -742,7 +859,7 @@ def _write_nexus(
             "g2 = mean over t of C(q, t, t + tau) of the two-time maps; errors: "
             "standard error of that mean"
         )
-        tt = result.write_nexus(proc, "twotime", compress=compress_maps)
+        tt = result.write_nexus(proc, "twotime", compress=compress_maps, maps=maps)
         for name in ("maps", "g2"):
             _dataset(tt[name], "q", q, units=q_unit or None, long_name=q_label)
 

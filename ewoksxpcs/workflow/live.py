@@ -8,10 +8,13 @@ the very same objects, so the last snapshot *is* the offline result of the finis
 - ``multitau``: :class:`~ewoksxpcs.engine.multitau.MultiTauStream` (the sums n2_L, S_0 are updated
   by each chunk; a snapshot normalises them);
 - ``twotime``: :class:`~ewoksxpcs.engine.twotime.TwoTimeStream` (frames binned in time as they
-  come) and, for integer frames, :class:`~ewoksxpcs.engine.live_pairs.LiveGram` (the Gram
-  matrices of each bin updated by each block of new time bins); a snapshot normalises them
-  into the maps (float frames, or more time bins than ``max_frames`` without a ``time_bin``:
-  the maps of the binned frames so far are computed at the snapshot);
+  come) and, for integer frames, :class:`~ewoksxpcs.engine.live_pairs.LiveGram` (each block of
+  new time bins gives the maps' new columns and the diagonal sums of the g2; the binned frames
+  are then not kept); a snapshot computes only the g2 of the age segments, and
+  :func:`run_live` writes the final file's maps while the scan runs
+  (:class:`~ewoksxpcs.io.save.LiveMapsFile`). Float frames, more time bins than
+  ``max_frames`` without a ``time_bin``, or maps beyond :data:`LIVE_GRAM_BYTES`: the maps of
+  the binned frames so far are computed at the snapshot;
 - ``linear``: :class:`~ewoksxpcs.engine.live_pairs.LivePairs` (each chunk's events paired with
   themselves and the earlier ones as they come: n2 is always up to date, a snapshot normalises
   it); with an explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
@@ -49,10 +52,15 @@ LIVE_PAIRS = "live-pairs"
 #: The same on an OpenCL device (the registry's event backend: its events on the device).
 OPENCL_PAIRS = "opencl-events"
 
-#: Two-time: largest Gram matrices (bytes, all bins) kept up to date; past it (or past
+#: Two-time: largest maps (bytes, float32, all bins) kept up to date; past it (or past
 #: ``max_frames`` time bins without a ``time_bin``) a snapshot computes the maps from the binned
 #: frames, as offline.
 LIVE_GRAM_BYTES = 2 * 1024**3
+
+#: Two-time: the updates (not the final result) write maps up to this size (bytes); beyond,
+#: only their diagonal (an update of 10 maps of 5000² float32, 1 GB, took 3.4 s: a scan ending
+#: meanwhile waited for it).
+LIVE_UPDATE_MAPS_BYTES = 64 * 1024**2
 
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
@@ -124,6 +132,9 @@ class LiveCorrelator:
                 from ..engine.live_pairs import LiveGram
 
                 self.gram = LiveGram(self.correlator.col_offsets, self.stream.binner.dtype)
+                # The binned frames are in the Gram's events: not kept twice (restored if
+                # the maps must be computed from them after all).
+                self.stream.binner.keep = False
         elif mode == "linear" and method in ("auto", LIVE_PAIRS, OPENCL_PAIRS):
             self.stream = None  # made at the first chunk: auto looks at the data
             self._live_device = device
@@ -173,13 +184,15 @@ class LiveCorrelator:
         self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
         self.stream.feed(chunk)
         if self.mode == "twotime" and self.gram is not None:
-            rows = self.stream.binner.finish(self.correlator.pixel_index.size)
-            n_t, n_sel = rows.shape[0], self.correlator.col_offsets.size - 1
-            if (n_sel * n_t * n_t * 8 > LIVE_GRAM_BYTES
+            binner = self.stream.binner
+            n_t, n_sel = binner.n_rows, self.correlator.col_offsets.size - 1
+            if (n_sel * n_t * n_t * 4 > LIVE_GRAM_BYTES
                     or (self.stream.time_bin is None and n_t > self.stream.max_frames)):
-                self.gram = None  # too large, or binned further: maps from X at a snapshot
-            elif n_t > self.gram.n_frames:  # new complete time bins
-                self.gram.feed_block(rows[self.gram.n_frames:])
+                # Too large, or binned further: the maps from X at a snapshot.
+                binner.restore(self.gram.binned_rows(binner.dtype))
+                self.gram = None
+            elif binner.last_rows.shape[0]:  # new complete time bins
+                self.gram.feed_block(binner.last_rows)
 
     def snapshot(self) -> dict:
         """The result of the frames fed so far (feeding may go on).
@@ -197,11 +210,11 @@ class LiveCorrelator:
         if self.mode == "multitau":
             sums, method, device = self.stream.sums(), "numpy", "cpu"
         elif self.mode == "twotime":
-            x, b, n_frames = self.stream.binned()
-            if self.gram is not None and b == self.stream.binner.time_bin:
-                sums = self.correlator.result_from_gram(self.gram, b, n_frames,
-                                                        self.frame_period)
+            if self.gram is not None:  # (past max_frames time bins it is dropped)
+                sums = self.correlator.result_from_gram(self.gram, self.stream.binner.time_bin,
+                                                        n, self.frame_period)
             else:  # float frames, Gram matrices too large, or time bins binned further
+                x, b, n_frames = self.stream.binned()
                 sums = self.correlator.result_from_binned(x, b, n_frames, self.frame_period)
             method, device = self.correlator.name, self.correlator.device_name
         elif self.method in (LIVE_PAIRS, OPENCL_PAIRS):
@@ -275,10 +288,14 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         The final snapshot, plus ``output``, ``png``, ``updates`` (number of intermediate
         writes), ``ended_early`` (message or ""), ``latency_s`` (from the last chunk received to
         the final result file written; its PNG follows), ``end_detection_s`` (from the last
-        chunk to the source reporting the end of the scan) and ``written_at`` (``time.time()``
-        when the final result file was written).
+        chunk to the source reporting the end of the scan), ``written_at`` (``time.time()``
+        when the final result file was written) and ``timings`` (seconds: ``last_feed_s``, the
+        last chunk correlated (two-time: its stripe of maps written; None: no chunk),
+        ``end_wait_s`` then the end of the
+        scan seen (an update in between included), ``snapshot_s`` the final result computed,
+        ``write_s`` its file written).
     """
-    from ..io.save import check_output, default_png, plot_g2, save_results
+    from ..io.save import LiveMapsFile, check_output, default_png, plot_g2, save_results
     from .maskbin import build_qmask
 
     check_output(output, overwrite)
@@ -296,17 +313,26 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
                            "method": method, "mode_options": live.mode_options,
                            "every": every}}
     written = {"n": 0}
+    # Two-time maps kept up to date: the final file's maps written while the scan runs.
+    maps_file = (LiveMapsFile(output, live.correlator.col_offsets.size - 1)
+                 if getattr(live, "gram", None) is not None else None)
 
     def write(snap, final: bool):
+        nonlocal maps_file
         title = "XPCS g2" + ("" if final else f" (live, {snap['n_frames']} frames)")
         replace = overwrite or written["n"] > 0
+        prewritten = maps_file if final and getattr(live, "gram", None) is not None else None
+        maps_file = None if prewritten is not None else maps_file
         save_results(output, snap["result"], snap["q"], snap["tau"], q_unit=q_unit,
                      tau_unit=snap["tau_unit"], qmask=qb.qmask, mean_image=snap["mean_image"],
                      frame_period=source.frame_period,
                      parameters={**parameters, "final": final, "n_frames": snap["n_frames"],
                                  "ended_early": getattr(source, "ended_early", "")},
                      chi=snap["chi"], overwrite=replace, title=title,
-                     compress_maps=False)  # two-time: gzip took most of the final write
+                     compress_maps=False,  # two-time: gzip took most of the final write
+                     maps_file=prewritten,
+                     write_maps=final or getattr(snap["result"], "C", numpy.zeros(0)).nbytes
+                     <= LIVE_UPDATE_MAPS_BYTES)
         written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
         if png:  # drawn after the result file: it takes longer than the correlation
             plot_g2(png, snap["tau"], snap["g2"], snap["g2_err"], snap["q"], q_unit=q_unit,
@@ -318,29 +344,46 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
             report(("final  " if final else "live   ") + format_g2(snap))
 
     t_last = time.monotonic()
-    next_write, last = t_last + every, None
-    for chunk in source.iter_chunks():
-        t_last = time.monotonic()  # when the (so far) last frames arrived
-        if token is not None:
-            token.check("live correlation")
-        live.feed(chunk)
-        t_update = time.monotonic()
-        if every and t_update >= next_write and live.n_frames >= 2:
-            last = live.snapshot()
-            write(last, final=False)
-            now = time.monotonic()
-            # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
-            next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_update))
-    t_end = time.monotonic()
-    ended_early = getattr(source, "ended_early", "")
-    if ended_early and report is not None:
-        report(ended_early)
-    # No frame since the last update: its snapshot is the final result (not computed twice).
-    final = last if last is not None and last["n_frames"] == live.n_frames else live.snapshot()
-    updates = written["n"]
-    write(final, final=True)
+    next_write, last, t_fed = t_last + every, None, None
+    try:
+        for chunk in source.iter_chunks():
+            t_last = time.monotonic()  # when the (so far) last frames arrived
+            if token is not None:
+                token.check("live correlation")
+            live.feed(chunk)
+            if maps_file is not None:
+                if live.gram is None:  # past the budget: the maps at the end, as offline
+                    maps_file.discard()
+                    maps_file = None
+                else:
+                    maps_file.update(live.gram.maps())
+            t_update = t_fed = time.monotonic()
+            if every and t_update >= next_write and live.n_frames >= 2:
+                last = live.snapshot()
+                write(last, final=False)
+                now = time.monotonic()
+                # Updates take at most ~1/UPDATE_SHARE of the time: the correlation keeps up.
+                next_write = now + max(every, (UPDATE_SHARE - 1) * (now - t_update))
+        t_end = time.monotonic()
+        ended_early = getattr(source, "ended_early", "")
+        if ended_early and report is not None:
+            report(ended_early)
+        # No frame since the last update: its snapshot is the final result (not computed
+        # twice).
+        final = (last if last is not None and last["n_frames"] == live.n_frames
+                 else live.snapshot())
+        t_snapshot = time.monotonic()
+        updates = written["n"]
+        write(final, final=True)
+    finally:
+        if maps_file is not None:  # not committed (an error, or the maps computed at the end)
+            maps_file.discard()
     final.update(output=os.path.abspath(output), png=None if not png else os.path.abspath(png),
                  updates=updates, ended_early=ended_early,
                  latency_s=written["t"] - t_last, end_detection_s=t_end - t_last,
-                 written_at=written["wall"])
+                 written_at=written["wall"],
+                 timings={"last_feed_s": None if t_fed is None else t_fed - t_last,
+                          "end_wait_s": t_end - (t_last if t_fed is None else t_fed),
+                          "snapshot_s": t_snapshot - t_end,
+                          "write_s": written["t"] - t_snapshot})
     return final
