@@ -428,7 +428,7 @@ def _place(tmp: str, target: str, overwrite: bool) -> None:
     closes the file."""
     if overwrite:
         try:
-            old = os.open(target, os.O_RDONLY)
+            old = os.open(target, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block us
         except OSError:
             old = None
         try:
