@@ -42,7 +42,9 @@ def test_every_stage_is_stamped(overhead):
         assert 0 < stages["to first frame read"] < stages["total"], name
         assert stages["png drawn in"] == "process" and stages["png wait after the result is "
                                                               "written"] >= 0
-        assert stages["binning"] > 0 and stages["write nexus"] > 0 and stages["fit"] > 0
+        # The binning is stamped (>= 0: BuildQMask's Binning is reused, a lookup of
+        # microseconds that a coarse clock may show as 0).
+        assert stages["binning"] >= 0 and stages["write nexus"] > 0 and stages["fit"] > 0
     new = kinds["new process"]
     assert new["python start-up"] > 0 and new["ewokscore import"] > 0
     assert new["opencl programs"] >= 0
