@@ -463,7 +463,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _plan(self, events, pix_sub, is_float, n_frames, geometry):
         """Task size of the first-event walk: (n_tiles, task_pairs)."""
-        strategy, wg, lag_tile, hist32 = geometry
+        strategy, _, lag_tile, _ = geometry
         n_tiles = 1 if strategy == "global" else -(-n_frames // lag_tile)
         if is_float:
             return n_tiles, None  # one task per sub-bin
@@ -602,8 +602,6 @@ class OpenCLEventCorrelator(EventCorrelator):
         """The rest of :meth:`_run`, while the events are uploaded: chunk ``c``'s events are in
         ``slots[c % len(slots)]`` (values, times buffers) from event ``ev_base[c]`` on;
         ``on_launched(c, marker)`` once its kernels are enqueued (marker: their end)."""
-        import time
-
         import pyopencl
 
         self._checkpoints = Checkpoints(self.dev.queue, self._report if self.report_progress
@@ -634,7 +632,8 @@ class OpenCLEventCorrelator(EventCorrelator):
             defines["WALK" if strategy == "local32" else "FOLD"] = 1
         if strategy in DEVICE_PLANNED:
             return self._fold_and_launch(strategy, events, n_frames, n_chunks, pix_edges, ready,
-                                         slots, ev_base, out, t, on_launched, defines, lag_tile)
+                                         slots, ev_base, out, t, on_launched, defines, lag_tile,
+                                         upload)
         pix_sub = events.pixel_sub_bins(self.binning)
         frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
                       else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
@@ -715,7 +714,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         return rank
 
     def _fold_and_launch(self, strategy, events, n_frames, n_chunks, pix_edges, ready, slots,
-                         ev_base, out, t, on_launched, defines, lag_tile):
+                         ev_base, out, t, on_launched, defines, lag_tile, upload):
         """The device-planned strategies' part of :meth:`_plan_and_launch` (integer events):
         tasks planned on the device (``fold_slots``, prefix sums, ``fold_sub_slots``; one small
         read), then ``event_corr_planned`` per chunk as its events arrive."""
@@ -724,20 +723,13 @@ class OpenCLEventCorrelator(EventCorrelator):
         dev, queue = self.dev, self.dev.queue
         b = self.binning
         n_sub = b.n_sub
-        mf = pyopencl.mem_flags
         rows = self._binned_rows(events)
         n_binned = int(rows.size)
 
-        def upload(a):
-            # Small arrays (the offsets and rows: 8 bytes a pixel) on the kernels' queue.
-            a = numpy.ascontiguousarray(a, dtype=numpy.int64)
-            buf = pyopencl.Buffer(dev.context, mf.READ_ONLY, max(a.nbytes, 8))
-            if a.nbytes:
-                pyopencl.enqueue_copy(queue, buf, a, is_blocking=False)
-            return buf
-
+        # Small arrays (the offsets and rows: 8 bytes a pixel), int64 as the kernels read them.
         d_offsets, d_rows, d_sub_first, d_pix_edges = (
-            upload(a) for a in (events.offsets, rows, b.sub_offsets, pix_edges))
+            upload(numpy.asarray(a, dtype=numpy.int64))
+            for a in (events.offsets, rows, b.sub_offsets, pix_edges))
         n_all = n_chunks * n_binned
         d_slots, d_counts = (device_buffer(dev, queue, 8 * n_all) for _ in range(2))
         d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
@@ -776,7 +768,6 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
         corr = get_kernel(dev, "events.cl", "event_corr_planned", defines)
         wg = int(defines["WG"])
-        sums_copied = None
         for c in range(n_chunks):
             d_values, d_times = slots[c % len(slots)]
             waits = []

@@ -275,13 +275,18 @@ class LiveGram(_LiveEvents):
         n_cols = int(self.col_offsets[-1])
         out = SpillArray((n_cols,), dtype, capacity=self.n_frames)
         step = max(1, block_bytes // max(1, n_cols * numpy.dtype(dtype).itemsize))
-        columns = [numpy.repeat(numpy.arange(n_cols), numpy.diff(seg[2]))
-                   for seg in self._segments]
+        # Each segment's events in time order, once: a block of rows takes a slice of them
+        # (not a pass over every event per block).
+        by_time = []
+        for values, times, offsets, _ in self._segments:
+            order = numpy.argsort(times, kind="stable")
+            col = numpy.repeat(numpy.arange(n_cols), numpy.diff(offsets))
+            by_time.append((times[order], col[order], values[order]))
         for r in range(0, self.n_frames, step):
             rows = numpy.zeros((min(step, self.n_frames - r), n_cols), dtype=dtype)
-            for seg, col in zip(self._segments, columns):
-                inside = (seg[1] >= r) & (seg[1] < r + rows.shape[0])
-                rows[seg[1][inside] - r, col[inside]] = seg[0][inside]
+            for times, col, values in by_time:
+                lo, hi = numpy.searchsorted(times, (r, r + rows.shape[0]))
+                rows[times[lo:hi] - r, col[lo:hi]] = values[lo:hi]
             out.append(rows)
         return out.array()
 
@@ -295,8 +300,7 @@ class LiveGram(_LiveEvents):
         of each whole map (index 0, kept up to date) and of its age segments (indices 1 …,
         :func:`~ewoksxpcs.engine.twotime.segment_edges`, computed now), as
         :func:`~ewoksxpcs.engine.twotime.make_result` takes them."""
-        from .live_pairs_numba import diagonal_moments
-        from .twotime import DIAGONAL_BLOCK, segment_edges
+        from .twotime import _diagonal_sums, segment_edges
 
         n_t, n_sel = self.n_frames, self._C.shape[0]
         edges = segment_edges(n_t, n_segments)
@@ -307,15 +311,10 @@ class LiveGram(_LiveEvents):
         s1[:, 0] = m["tot1"][:, :n_t] + m["part1"][:, :n_t]
         s2[:, 0] = m["tot2"][:, :n_t] + m["part2"][:, :n_t]
         cnt[:, 0] = self._cnt[:, :n_t]
-        for k in range(edges.size - 1):
+        for k in range(edges.size - 1):  # as offline: each segment's map from scratch
             a, b = int(edges[k]), int(edges[k + 1])
             w = b - a
-            parts = [numpy.zeros((n_sel, w)) for _ in range(4)]
-            current = numpy.full((n_sel, w), -1, dtype=numpy.int64)
-            cnt_k = numpy.zeros((n_sel, w), dtype=numpy.int64)
-            diagonal_moments(self._C[:, a:b, a:b], 0, w, DIAGONAL_BLOCK, parts[0], parts[1],
-                             cnt_k, parts[2], parts[3], current)
-            s1[:, 1 + k, :w] = parts[0] + parts[2]
-            s2[:, 1 + k, :w] = parts[1] + parts[3]
-            cnt[:, 1 + k, :w] = cnt_k
+            for j in range(n_sel):
+                s1[j, 1 + k, :w], s2[j, 1 + k, :w], cnt[j, 1 + k, :w] = _diagonal_sums(
+                    self._C[j, a:b, a:b])
         return s1, s2, cnt

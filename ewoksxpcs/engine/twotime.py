@@ -327,12 +327,16 @@ class TimeBinner:
         self._capacity = capacity
         self._rows = None  # SpillArray of binned rows, made at the first block (its width)
         self.n_frames = 0
-        #: Binned rows so far, and those completed by the last :meth:`feed`.
-        self.n_rows = 0
+        #: The rows completed by the last :meth:`feed`.
         self.last_rows = None
         #: Whether the rows are kept for :meth:`finish` (live two-time with its maps kept up to
         #: date does not need them; :meth:`restore` gives them back).
         self.keep = True
+
+    @property
+    def n_rows(self) -> int:
+        """Binned rows so far (the carry holds fewer than ``time_bin`` frames)."""
+        return self.n_frames // self.time_bin
 
     def feed(self, block: numpy.ndarray) -> None:
         """Take the next frames (n, n_pixels)."""
@@ -348,7 +352,6 @@ class TimeBinner:
                else x[: n * b].reshape(n, b, -1).sum(axis=1, dtype=self.dtype))
         if n and self.keep:
             self._rows.append(new)
-        self.n_rows += n
         self.last_rows = new
         self._carry = x[n * b:].copy() if x.shape[0] > n * b else None
 
@@ -884,11 +887,14 @@ class NumpyTwoTime:
         C, S = twotime_from_binned(x, self.col_offsets, progress=self.report_progress)
         return self._result(C, S, time_bin, n_frames, frame_period, t0, info)
 
-    def _result(self, C, S, time_bin, n_frames, frame_period, t0, info) -> TwoTimeResult:
-        """:func:`make_result` of maps computed since ``t0`` (perf_counter), timings added."""
+    def _result(self, C, S, time_bin, n_frames, frame_period, t0, info,
+                diag=None) -> TwoTimeResult:
+        """:func:`make_result` of maps computed since ``t0`` (perf_counter), timings added;
+        ``diag``: None, or a callable giving make_result's ``diag`` (timed with the g2)."""
         t1 = time.perf_counter()
         result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
-                             frame_period, self.name, self.device_name, info)
+                             frame_period, self.name, self.device_name, info,
+                             diag=None if diag is None else diag())
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t0, g2_s=time.perf_counter() - t1)
         return result
@@ -900,15 +906,9 @@ class NumpyTwoTime:
         :meth:`result_from_binned` of those frames; only the g2 of the age segments is computed
         here. The maps are a view of the live ones (later time bins do not change it)."""
         t0 = time.perf_counter()
-        S = live_gram.frame_sums()
-        C = live_gram.maps()
-        t1 = time.perf_counter()
-        result = make_result(C, S, self.rows, self.binning, time_bin, n_frames, self.n_segments,
-                             frame_period, self.name, self.device_name, info,
-                             diag=live_gram.diagonal_sums(self.n_segments))
-        result.info.setdefault("timings", {}).update(correlate_s=t1 - t0,
-                                                     g2_s=time.perf_counter() - t1)
-        return result
+        return self._result(live_gram.maps(), live_gram.frame_sums(), time_bin, n_frames,
+                            frame_period, t0, info,
+                            diag=lambda: live_gram.diagonal_sums(self.n_segments))
 
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
         t0 = time.perf_counter()

@@ -321,8 +321,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         nonlocal maps_file
         title = "XPCS g2" + ("" if final else f" (live, {snap['n_frames']} frames)")
         replace = overwrite or written["n"] > 0
-        prewritten = maps_file if final and getattr(live, "gram", None) is not None else None
-        maps_file = None if prewritten is not None else maps_file
+        # The feed loop drops maps_file as soon as the maps stop being kept up to date.
+        prewritten, maps_file = (maps_file, None) if final else (None, maps_file)
         save_results(output, snap["result"], snap["q"], snap["tau"], q_unit=q_unit,
                      tau_unit=snap["tau_unit"], qmask=qb.qmask, mean_image=snap["mean_image"],
                      frame_period=source.frame_period,

@@ -702,10 +702,11 @@ def register_mode(
     create: Callable,
     correlate: Callable,
     normalise: Callable,
-    options: Tuple[str, ...] = (),
+    options: Optional[Tuple[str, ...]] = None,
 ) -> None:
     """Make a correlation mode selectable in :func:`correlate_sums` / :func:`normalise_sums`
-    (and so in the Correlate and Normalise tasks); ``options`` names its mode options.
+    (and so in the Correlate and Normalise tasks); ``options`` names its mode options
+    (default: those of :data:`ewoksxpcs.engine.correlation_modes.MODE_OPTIONS`).
 
     ``name`` must be a mode of the registry (:data:`ewoksxpcs.engine.correlation_modes.MODES`,
     the modes of :mod:`ewoksxpcs.correlators.registry`).
@@ -719,15 +720,13 @@ def register_mode(
         "create": create,
         "correlate": correlate,
         "normalise": normalise,
-        "options": tuple(options),
+        "options": tuple(MODE_OPTIONS[name] if options is None else options),
     }
 
 
 register_mode("linear", _linear_create, _linear_correlate, _linear_normalise)
-register_mode("multitau", _multitau_create, _multitau_correlate, _multitau_normalise,
-              options=MODE_OPTIONS["multitau"])
-register_mode("twotime", _twotime_create, _twotime_correlate, _twotime_normalise,
-              options=MODE_OPTIONS["twotime"])
+register_mode("multitau", _multitau_create, _multitau_correlate, _multitau_normalise)
+register_mode("twotime", _twotime_create, _twotime_correlate, _twotime_normalise)
 
 
 def check_mode(mode: str) -> str:
