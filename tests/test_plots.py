@@ -42,6 +42,27 @@ def test_drawn_lags(data):
     assert (m.n_pairs[keep] >= MIN_PAIRS).all() and (m.n_pairs[~keep] < 20).all()
 
 
+def test_display_map_block_means_without_the_diagonal():
+    from ewoksxpcs.io.plots import display_map
+
+    rng = numpy.random.default_rng(3)
+    C = rng.random((23, 23)).astype(numpy.float32)
+    shown, k = display_map(C, max_side=10)
+    assert k == 3 and shown.shape == (7, 7)  # k = ceil(23 / 10); 7 whole blocks, 2 bins dropped
+    expected = numpy.empty((7, 7))
+    for a in range(7):
+        for b in range(7):
+            block = C[3 * a: 3 * a + 3, 3 * b: 3 * b + 3].astype(numpy.float64)
+            if a == b:
+                block = block[~numpy.eye(3, dtype=bool)]
+            expected[a, b] = block.mean()
+    numpy.fill_diagonal(expected, numpy.nan)
+    numpy.testing.assert_allclose(shown, expected, rtol=1e-12)
+    small, k1 = display_map(C, max_side=23)
+    assert k1 == 1 and numpy.isnan(numpy.diagonal(small)).all()
+    numpy.testing.assert_array_equal(small[0, 1:], C[0, 1:])
+
+
 def test_twotime_colour_range():
     rng = numpy.random.default_rng(0)
     C = 1.0 + 0.01 * rng.standard_normal((50, 50))

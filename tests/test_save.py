@@ -207,6 +207,28 @@ def test_multitau_and_twotime_results(result, tmp_path):
         numpy.testing.assert_allclose(f["entry/xpcs/intensity/time"][()], tt.times * 1e-3)
 
 
+def test_large_twotime_maps_flushed_to_disk_map_by_map(result, tmp_path, monkeypatch):
+    """Maps beyond FLUSH_MAPS_BYTES: fdatasync in the background after the maps are written,
+    the file the same."""
+    from ewoksxpcs.correlators import twotime
+    from ewoksxpcs.io import save
+
+    res, labels, frames = result
+    tt = twotime(frames, labels, time_bin=2, method="numpy", frame_period=1e-3)
+    tau, _ = tau_axis(tt.lags, 1e-3)
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(save.os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    for limit, name in ((tt.C.nbytes, "small.h5"), (tt.C.nbytes - 1, "big.h5")):
+        monkeypatch.setattr(save, "FLUSH_MAPS_BYTES", limit)
+        before = len(synced)
+        save_results(str(tmp_path / name), tt, [0.01, 0.02], tau, frame_period=1e-3)
+        assert (len(synced) > before) == (name == "big.h5")
+        with h5py.File(tmp_path / name, "r") as f:
+            numpy.testing.assert_array_equal(
+                TwoTimeResult.read_maps(f["entry/xpcs/twotime/maps"]), tt.C)
+
+
 def test_pending_files_are_invisible_until_committed_together(tmp_path, monkeypatch):
     from ewoksxpcs.io import save
 

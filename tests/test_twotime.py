@@ -193,25 +193,34 @@ def test_write_nexus(rng, tmp_path):
         assert f["twotime/time_bin"][()] == 2
 
 
-def test_write_nexus_uncompressed_maps_read_back_equal(rng, tmp_path):
-    """compress=False (live updates): the same maps, stored without gzip."""
+def test_write_nexus_uncompressed_maps_read_back_equal(rng, tmp_path, monkeypatch):
+    """compress=False (live updates) and "auto" above GZIP_MAPS_MAX_BYTES: the same maps,
+    stored without gzip; True and "auto" below it: gzip."""
     import dataclasses
+
+    from ewoksxpcs.engine import twotime as twotime_module
 
     h5py = pytest.importorskip("h5py")
     r = twotime(_frames(rng, 30), _qmask(), bins=[2, 5], time_bin=2, method="numpy")
     # Maps above the gzip threshold (2**20 values), of rounded values as Poisson data give.
     big = dataclasses.replace(r, C=(rng.integers(0, 8, (2, 1030, 1030)) / 4).astype("f4"))
     sizes = {}
-    for compress in (True, False):
-        name = tmp_path / f"r{compress}.h5"
+    cases = [(True, None, "gzip"), (False, None, None),
+             ("auto", big.C.nbytes, "gzip"), ("auto", big.C.nbytes - 1, None)]
+    for i, (compress, limit, expected) in enumerate(cases):
+        if limit is not None:
+            monkeypatch.setattr(twotime_module, "GZIP_MAPS_MAX_BYTES", limit)
+        name = tmp_path / f"r{i}.h5"
         with h5py.File(name, "w") as f:
             big.write_nexus(f, compress=compress)
         with h5py.File(name, "r") as f:
             m = f["twotime/maps"]
-            assert m["C"].compression == ("gzip" if compress else None)
+            assert m["C"].compression == expected, compress
             numpy.testing.assert_array_equal(TwoTimeResult.read_maps(m), big.C, strict=True)
-        sizes[compress] = name.stat().st_size
-    assert sizes[False] > 2 * sizes[True]
+        sizes[expected] = name.stat().st_size
+    assert sizes[None] > 2 * sizes["gzip"]
+    with h5py.File(tmp_path / "bad.h5", "w") as f, pytest.raises(ValueError, match="compress"):
+        big.write_nexus(f, compress="yes")
 
 
 def test_auto_never_uses_an_opencl_cpu_device():

@@ -67,6 +67,11 @@ __all__ = [
 DEFAULT_MAX_FRAMES = 10_000
 #: Default number of age segments of the partial g2.
 DEFAULT_SEGMENTS = 4
+#: Maps up to this size are gzipped by default (``write_nexus(compress="auto")``); larger ones are
+#: stored plain: gzip (one thread in HDF5) writes two-time maps at 20-40 MB/s, so the 4 GB of
+#: the defaults at 10 000 frames (10 bins of 10 000²) took minutes for a file only ~1.6x smaller
+#: (noisy float32 compresses poorly), against ~2 s plain.
+GZIP_MAPS_MAX_BYTES = 16 << 20
 
 
 @dataclass
@@ -133,19 +138,26 @@ class TwoTimeResult:
         """Alias of :attr:`g2_lags` (frames)."""
         return self.g2_lags
 
-    def write_nexus(self, parent, name: str = "twotime", compress: bool = True, maps=None):
+    def write_nexus(self, parent, name: str = "twotime", compress="auto", maps=None,
+                    map_written=None):
         """Write as NeXus into an open h5py group: an NXcollection ``name`` holding NXdata
         ``maps`` (C, an image stack: one nT×nT image per bin in ``silx view``), ``g2`` and
         ``partial_g2``; returned.
 
-        ``compress``: gzip maps of more than 2²⁰ values. Without it the file is ~4× larger
-        (Poisson data of 0.01 counts: 40 MB instead of 9 MB for 10 maps of 1000²) but written
-        ~4× faster: gzip took most of the final write of a live two-time run.
+        ``compress``: True gzips maps of more than 2²⁰ values; False stores them plain (the
+        file ~1.6-4× larger: 40 MB instead of 9 MB for 10 maps of 1000² of Poisson data at
+        0.01 counts, but written many times faster: gzip took most of the final write of a
+        live two-time run); "auto" (default) gzips maps of at most
+        :data:`GZIP_MAPS_MAX_BYTES` and stores larger ones plain. The dataset's
+        ``compression`` says which.
 
         ``maps``: an h5py dataset of the same file already holding C as this method writes it
         (diagonal NaN; :class:`~ewoksxpcs.io.save.LiveMapsFile`, written while a live scan
         ran): moved into place (a link, no copy) instead of written. ``False``: C is not
         written (the updates of a live run with large maps), only its diagonal (the signal).
+
+        ``map_written``: called with j after map j was written (the writer of the file
+        flushes it to disk meanwhile: :func:`ewoksxpcs.io.save.save_results`).
         """
         from .multitau import _nx_group
 
@@ -178,6 +190,10 @@ class TwoTimeResult:
             d = m["C"]
         elif self.C.size:
             rows = max(1, min(n, 2**20 // max(n, 1)))
+            if compress == "auto":
+                compress = self.C.nbytes <= GZIP_MAPS_MAX_BYTES
+            elif not isinstance(compress, bool):
+                raise ValueError(f"compress must be True, False or 'auto', got {compress!r}")
             d = m.create_dataset("C", shape=self.C.shape, dtype=self.C.dtype,
                                  chunks=(1, rows, n),
                                  compression="gzip" if compress and self.C.size > 2**20
@@ -188,6 +204,8 @@ class TwoTimeResult:
                     k = numpy.arange(r, r + block.shape[0])
                     block[k - r, k] = numpy.nan
                     d[j, r: r + block.shape[0]] = block
+                if map_written is not None:
+                    map_written(j)
         else:
             d = m.create_dataset("C", data=self.C)
         if d is not None:

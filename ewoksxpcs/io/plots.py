@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy
 
 __all__ = ["MIN_PAIRS", "MIN_PAIR_FRACTION", "drawn_lags", "draw_g2", "gamma_figure",
-           "stability_figure", "twotime_figure", "twotime_colour_range", "new_figure"]
+           "stability_figure", "twotime_figure", "twotime_colour_range", "display_map",
+           "new_figure"]
 
 #: A lag is drawn when it averages at least MIN_PAIRS pairs of (level) frames ...
 MIN_PAIRS = 10
@@ -233,23 +234,67 @@ def twotime_colour_range(C):
     return float(lo), float(hi)
 
 
+#: Two-time maps larger than this many time bins per side are drawn block-averaged to it
+#: (a 3.3-inch panel at 110 dpi shows ~360 pixels; maps of nT = 10 000 took seconds each
+#: to draw whole).
+MAX_DRAWN_SIDE = 512
+
+
+def display_map(C_j, max_side: int = MAX_DRAWN_SIDE):
+    """A two-time map reduced for drawing: blocks of k×k time bins averaged (k the smallest
+    with ⌈nT/k⌉ <= ``max_side``; a last partial block dropped), the diagonal t1 = t2 (shot
+    noise) left out of the averages and NaN in the result.
+
+    Parameters
+    ----------
+    C_j : ndarray (nT, nT)
+        One map.
+    max_side : int
+        Largest side of the result.
+
+    Returns
+    -------
+    (ndarray (m, m) float64, int)
+        The drawn map and k (1: the map itself, diagonal NaN).
+    """
+    n = C_j.shape[0]
+    k = max(1, -(-n // max_side))
+    m = n // k
+    if k == 1:
+        shown = numpy.array(C_j, dtype=numpy.float64)
+    else:
+        # Sums of k×k blocks (a view of the map: no copy), the diagonal blocks without their
+        # k diagonal values.
+        shown = C_j[: m * k, : m * k].reshape(m, k, m, k).sum(axis=(1, 3), dtype=numpy.float64)
+        diag = numpy.diagonal(C_j)[: m * k].reshape(m, k).sum(axis=1, dtype=numpy.float64)
+        counts = numpy.full((m, m), float(k * k))
+        i = numpy.arange(m)
+        shown[i, i] -= diag
+        counts[i, i] -= k
+        shown /= counts
+    idx = numpy.arange(m)
+    shown[idx, idx] = numpy.nan
+    return shown, k
+
+
 def twotime_figure(result, q, q_unit="nm^-1"):
-    """Two-time maps of up to 4 bins, colour scale from the off-diagonal (module docstring)."""
-    C = numpy.asarray(result.C)
+    """Two-time maps of up to 4 bins, colour scale from the off-diagonal (module docstring);
+    maps of more than :data:`MAX_DRAWN_SIDE` time bins drawn block-averaged (the title says
+    so)."""
+    C = result.C
     n = min(4, C.shape[0])
     picks = numpy.unique(numpy.linspace(0, C.shape[0] - 1, n).astype(int))
     fig = new_figure(3.3 * picks.size + 0.6, 3.4)
     t = numpy.asarray(result.times, dtype=numpy.float64) * (result.frame_period or 1.0)
     unit = q_unit.replace("^-1", "⁻¹")
-    idx = numpy.arange(C.shape[1])
     for j, i in enumerate(picks):
         ax = fig.add_subplot(1, picks.size, j + 1)
-        m = C[i].astype(numpy.float64)
-        vmin, vmax = twotime_colour_range(m)
-        shown = numpy.where(idx[:, None] != idx[None, :], m, numpy.nan)
+        shown, k = display_map(C[i])
+        vmin, vmax = twotime_colour_range(shown)
         im = ax.imshow(shown, origin="lower", extent=(t[0], t[-1], t[0], t[-1]),
                        vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
-        ax.set_title(_q_text(q[i], unit), fontsize=8)
+        title = _q_text(q[i], unit) + (f" (means of {k}x{k} bins)" if k > 1 else "")
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel("t1 (s)" if result.frame_period else "t1 (frame)")
         if j == 0:
             ax.set_ylabel("t2 (s)" if result.frame_period else "t2 (frame)")

@@ -620,7 +620,7 @@ def save_results(
     q_edges=None,
     geometry: Optional[dict] = None,
     inputs: Optional[Sequence[str]] = None,
-    compress_maps: bool = True,
+    compress_maps="auto",
     maps_file: Optional[LiveMapsFile] = None,
     write_maps: bool = True,
 ) -> dict:
@@ -667,9 +667,9 @@ def save_results(
     inputs : sequence of str, optional
         Files the run read (:func:`ewoksxpcs.io.inputfiles.input_files`): no output may be
         one of them, even with ``overwrite``.
-    compress_maps : bool
-        gzip the two-time maps (False: ~4× larger file, written ~4× faster; what a live run's
-        updates use, see :meth:`~ewoksxpcs.engine.twotime.TwoTimeResult.write_nexus`).
+    compress_maps : bool or "auto"
+        gzip the two-time maps: True, False (what a live run's updates use) or "auto" (small
+        maps only), see :meth:`~ewoksxpcs.engine.twotime.TwoTimeResult.write_nexus`.
     maps_file : LiveMapsFile, optional
         Two-time: the file of ``filename`` whose maps were written while a live scan ran; the
         result is completed in it and committed (it is closed and discarded after).
@@ -736,15 +736,22 @@ def save_results(
         pending = [maps_file.pending]
     else:
         pending = [PendingFile(filename, overwrite)]
+    flusher = None
     try:
         with (h5py.File(pending[0].file, "w") if maps_file is None else maps_file.h5) as f:
+            maps_bytes = getattr(getattr(result, "C", None), "nbytes", 0)
+            if maps_file is None and write_maps and maps_bytes > FLUSH_MAPS_BYTES:
+                flusher = _BackgroundFlush(f, pending[0].file)
             _write_nexus(
                 f, result, q, tau, g2, mode, info, q_unit, tau_unit, qmask, mean_image,
                 frame_period, parameters, fit, chi, title, segments, power_law, q_edges,
                 geometry, compress_maps,
                 maps=(maps_file.finish(result.C) if maps_file is not None
                       else None if write_maps else False),
+                map_written=flusher,
             )
+            if flusher is not None:
+                flusher.wait()  # what remains is flushed by the commit's fsync
             f.attrs["commit"] = commit_id
             if png is not None:
                 f["entry/xpcs/plot"] = png
@@ -758,12 +765,57 @@ def save_results(
         png_wait_s = time.perf_counter() - t_written
         commit(pending)
     finally:
+        if flusher is not None:
+            flusher.close()
         for p in pending:
             p.discard()
         if maps_file is not None:
             maps_file.discard()
     return {"filename": filename, "png": png, "png_wait_s": png_wait_s,
             "png_drawn_in": None if plots is None else plots.where}
+
+
+#: Two-time maps beyond this size are flushed to disk map by map while the next is written.
+FLUSH_MAPS_BYTES = 256 << 20
+
+
+class _BackgroundFlush:
+    """Called after each two-time map is written (``map_written`` of
+    :meth:`~ewoksxpcs.engine.twotime.TwoTimeResult.write_nexus`): flushes the HDF5 file and
+    starts ``fdatasync`` in a thread, so that the disk takes the maps while the next ones are
+    written and the commit's ``fsync`` has little left (4 GB of maps at 10 000 time bins)."""
+
+    def __init__(self, h5file, fileobj):
+        self.h5file, self.fileobj = h5file, fileobj
+        self.future = None
+        self.pool = None
+
+    def __call__(self, j: int) -> None:
+        import concurrent.futures
+
+        if self.future is not None and not self.future.done():
+            return  # the disk is still busy: a later map's call flushes more at once
+        self.h5file.flush()
+        self.fileobj.flush()
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="maps-sync")
+        self.future = self.pool.submit(os.fdatasync, self.fileobj.fileno())
+
+    def wait(self) -> None:
+        """Wait for the last ``fdatasync`` (its error, if any, raised here)."""
+        future, self.future = self.future, None
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+        if future is not None:
+            future.result()
+
+    def close(self) -> None:
+        """Let a running ``fdatasync`` end (after an error elsewhere: its own is not raised)."""
+        self.future = None
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
 
 #: Two-time maps up to this size are sent to the PNG helper process (a pipe copies them).
@@ -797,7 +849,7 @@ def _light(result):
 def _write_nexus(
     f, result, q, tau, g2, mode, info, q_unit, tau_unit, qmask, mean_image, frame_period,
     parameters, fit, chi, title, segments=None, power_law=None, q_edges=None, geometry=None,
-    compress_maps=True, maps=None,
+    compress_maps="auto", maps=None, map_written=None,
 ) -> None:
     """Write the layout of the module doc into the open h5py file ``f`` (``compress_maps``: as
     for :func:`save_results`; ``maps``: two-time maps already in ``f``, see
@@ -859,7 +911,8 @@ def _write_nexus(
             "g2 = mean over t of C(q, t, t + tau) of the two-time maps; errors: "
             "standard error of that mean"
         )
-        tt = result.write_nexus(proc, "twotime", compress=compress_maps, maps=maps)
+        tt = result.write_nexus(proc, "twotime", compress=compress_maps, maps=maps,
+                                map_written=map_written)
         for name in ("maps", "g2"):
             _dataset(tt[name], "q", q, units=q_unit or None, long_name=q_label)
 
