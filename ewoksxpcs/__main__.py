@@ -1,8 +1,6 @@
 """``python -m ewoksxpcs``: the ``ewoksxpcs`` command line."""
 
-import sys
-
-from .app.cli import main
+from .app.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

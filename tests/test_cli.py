@@ -543,3 +543,64 @@ def test_main_restores_the_sigterm_handler(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+_CONSOLE = """
+import atexit, json, sys
+from ewoksxpcs.io import pngproc
+started = pngproc.start
+def start(*a, **k):  # the helper's pid, for the test to see it end
+    ok = started(*a, **k)
+    with open({pidfile!r}, "w") as f:
+        json.dump(pngproc.helper_pid(), f)
+    return ok
+pngproc.start = start
+atexit.register(lambda: open({marker!r}, "w").close())
+from ewoksxpcs.app.cli import console_main
+console_main({argv!r})
+"""
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_console_main_ends_at_once_after_a_run(scan, tmp_path, fast):
+    """After a successful ``run``, ``console_main`` ends the process without the interpreter's
+    teardown (atexit handlers do not run), the result and PNG complete, the exit status 0,
+    the PNG helper process gone by itself; ``EWOKSXPCS_FAST_EXIT=0`` exits normally."""
+    psutil = pytest.importorskip("psutil")
+    import json
+    import time
+
+    filename, frames, labels = scan
+    out, marker, pidfile = tmp_path / "r.h5", tmp_path / "atexit-ran", tmp_path / "pid.json"
+    argv = ["run", f"{filename}::/1.1", "--qmask", f"{filename}::/1.1/simulation/labels",
+            "-o", str(out), "--method", "matmul", "-q"]
+    env = dict(os.environ, EWOKSXPCS_FAST_EXIT="1" if fast else "0", EWOKSXPCS_PNG_PROCESS="1")
+    code = _CONSOLE.format(pidfile=str(pidfile), marker=str(marker), argv=argv)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert marker.exists() != fast  # atexit handlers skipped only by the fast exit
+    with h5py.File(out, "r") as f:
+        numpy.testing.assert_array_equal(
+            f["entry/xpcs/g2/g2"][()],
+            correlate(frames, labels, method="matmul").g2)
+    assert (tmp_path / "r_g2.png").stat().st_size > 1000
+    pid = json.loads(pidfile.read_text())
+    assert pid is not None  # the run drew its PNG in the helper process
+    deadline = time.monotonic() + 20  # the helper sees its pipe closed and ends
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"PNG helper {pid} still running after the command ended")
+
+
+def test_console_main_exits_normally_on_failure(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ewoksxpcs", "run", str(tmp_path / "no.h5"),
+                           "--qmask", str(tmp_path / "no.npy"), "-o", str(tmp_path / "r.h5")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "does not exist" in proc.stderr and not (tmp_path / "r.h5").exists()

@@ -27,7 +27,7 @@ from typing import List, Optional
 
 from .errors import reason
 
-__all__ = ["main"]
+__all__ = ["main", "console_main"]
 
 PROG = "ewoksxpcs"
 
@@ -927,3 +927,37 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+#: Commands after which :func:`console_main` ends the process at once.
+FAST_EXIT_COMMANDS = ("run", "rebin")
+
+
+def console_main(argv: Optional[List[str]] = None) -> None:
+    """The ``ewoksxpcs`` command (``python -m ewoksxpcs`` too): :func:`main`, then the exit.
+
+    After a successful ``run`` (or ``rebin``) every output is written, committed and fsynced, so
+    the process ends at once (``os._exit``, standard streams and logging flushed first) instead
+    of tearing the interpreter down: stopping the PNG helper process, finalising modules and
+    the OpenCL context took 0.4-0.6 s of the command's wall time after the result was on disk
+    (2-core machine). The PNG helper ends by itself on its closed pipe. Other commands, failures,
+    a profiler or tracer (cProfile, coverage: they write at exit) and ``EWOKSXPCS_FAST_EXIT=0``
+    exit normally.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rc = main(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if (rc == 0 and first in FAST_EXIT_COMMANDS and sys.getprofile() is None
+            and sys.gettrace() is None
+            and os.environ.get("EWOKSXPCS_FAST_EXIT", "1").strip() != "0"):
+        import logging
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        logging.shutdown()
+        os._exit(0)
+    sys.exit(rc)
+
