@@ -192,12 +192,36 @@ __kernel void bslz4_decode(__global const uchar *src,
         if (len > out_size - op) break;
         const uint from = op - offset;
         if (from < last) {
-            // Non-zero source. Without overlap only [from, last) can be non-zero; with overlap
-            // (offset < len) the period repeats, byte by byte as LZ4 defines it.
-            const uint n = (offset >= len) ? min(len, last - from) : len;
-            for (uint i = 0; i < n; i++) {
-                const uchar v = dst[from + i];
-                if (v) { dst[op + i] = v; last = op + i + 1; }
+            // Non-zero source. Without overlap only [from, last) can be non-zero.
+            if (offset >= len) {
+                const uint n = min(len, last - from);
+                for (uint i = 0; i < n; i++) {
+                    const uchar v = dst[from + i];
+                    if (v) { dst[op + i] = v; last = op + i + 1; }
+                }
+            } else if (offset == 1) {
+                // A run of one byte (an Eiger's gap rows at 65535: whole blocks of 0xFF planes):
+                // stored by words, never read back (LZ4's byte-by-byte copy reads each byte it
+                // has just written, one global memory round trip per byte).
+                const uchar v = dst[from];
+                if (v) {
+                    __global uchar *p = dst + op;
+                    uint i = 0;
+                    for (; i < len && (((ulong)(p + i)) & 3); i++) p[i] = v;
+                    const uint w = (uint)v * 0x01010101u;
+                    for (; i + 4 <= len; i += 4) *(__global uint *)(p + i) = w;
+                    for (; i < len; i++) p[i] = v;
+                    last = op + len;
+                }
+            } else {
+                // Overlap: byte i repeats byte i - offset, that is byte from + i % offset of
+                // the period, already final: read from there, not from what was just written.
+                uint j = 0;
+                for (uint i = 0; i < len; i++) {
+                    const uchar v = dst[from + j];
+                    if (v) { dst[op + i] = v; last = op + i + 1; }
+                    if (++j == offset) j = 0;
+                }
             }
         }
         op += len;

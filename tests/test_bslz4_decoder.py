@@ -406,3 +406,42 @@ def test_hand_made_lz4_streams(dev, rng, dtype):
         expected.append(numpy.concatenate(values))
     out = decode_chunks(chunks, dtype, (n,), device=dev)
     numpy.testing.assert_array_equal(out, numpy.array(expected))
+
+
+def test_eiger_gap_rows_and_columns(dev, tmp_path, rng):
+    """Frames with an Eiger's gaps at 65535 (whole rows and short column runs: one-byte runs
+    and short periods in the bit planes, the decoder's word-store and periodic paths) over
+    sparse counts: bit-identical to h5py."""
+    frames = poisson(rng, (5, 70, 61), 0.02)
+    frames[:, 20:27] = 65535          # gap rows: blocks of 0xFF planes
+    frames[:, :, 30:33] = 65535       # gap columns: short runs in every row
+    frames[:, 50, ::3] = 65535        # a period of 3 elements
+    frames[2, 60, 5] = 65534          # not all bit planes
+    raw, ref = write_read(tmp_path, frames, (1, 70, 61))
+    numpy.testing.assert_array_equal(decoded_frames(dev, raw, ref, (1, 70, 61)), ref)
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3, 5, 8, 13])
+def test_overlapping_matches_of_short_periods(dev, rng, offset):
+    """Matches longer than their offset (periodic copies), non-zero periods, starting at every
+    alignment and of lengths around the word size: decoded like LZ4 byte by byte."""
+    dtype = numpy.uint8
+    block_elems, nblocks = 512, 1
+    n = block_elems * nblocks
+    chunks, expected = [], []
+    for shift in range(8):
+        seqs, size = [], 0
+        for ml in (4, 5, 6, 7, 9, 31, 64, 100):
+            lit = rng.integers(1, 256, shift + offset).astype(numpy.uint8).tobytes()
+            if size + len(lit) + ml + 5 > n:
+                break
+            seqs.append((lit, offset, ml))
+            size += len(lit) + ml
+        tail = bytes(n - size)
+        shuffled = lz4_reference(seqs, tail)
+        stream = lz4_block(seqs, tail)
+        body = len(stream).to_bytes(4, "big") + stream
+        chunks.append(n.to_bytes(8, "big") + n.to_bytes(4, "big") + body)
+        expected.append(unshuffle_reference(shuffled, dtype, block_elems))
+    out = decode_chunks(chunks, dtype, (n,), device=dev)
+    numpy.testing.assert_array_equal(out, numpy.array(expected))

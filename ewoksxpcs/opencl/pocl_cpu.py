@@ -14,6 +14,14 @@ name of the x86-64 micro-architecture level that the CPU's flags support (``x86-
 AVX-512, ``x86-64-v3`` with AVX2/FMA/BMI2, ``x86-64-v2`` with SSE4.2), which LLVM 14 knows.
 ``EWOKSXPCS_POCL_CPU`` names another CPU (``EWOKSXPCS_POCL_CPU=0`` turns this off). Nothing is
 done on other platforms, other architectures, or when LLVM knows the CPU.
+
+LLVM 14 also names some CPUs it knows only in part: an AMD Zen 4 (family 25, with AVX-512) is
+``znver3``, which has no AVX-512. PoCL then links its AVX-512 built-in library (chosen from the
+CPU's flags) into kernels compiled for a CPU without AVX-512, and LLVM crashes compiling some
+of them (the bitshuffle-LZ4 decoder of 64-bit elements: a segmentation fault at the first
+launch, and a kernel cache entry left behind that later fails with INVALID_KERNEL_NAME). So a
+CPU whose flags give ``x86-64-v4`` is also patched when LLVM's name for it is not one of
+:data:`AVX512_CPUS` (:func:`llvm_cpu_name`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import os
 import platform
 import threading
 
-__all__ = ["prepare_pocl", "host_cpu_level"]
+__all__ = ["prepare_pocl", "host_cpu_level", "llvm_cpu_name", "AVX512_CPUS"]
 
 _DONE = False
 _LOCK = threading.Lock()
@@ -50,6 +58,34 @@ def host_cpu_level(flags=None) -> str:
     if {"sse4_2", "popcnt", "ssse3"} <= flags:
         return "x86-64-v2"
     return "x86-64"
+
+
+#: LLVM 14's CPU names with AVX-512 (the others lack it).
+AVX512_CPUS = frozenset((
+    "knl", "knm", "skylake-avx512", "skx", "cascadelake", "cooperlake", "cannonlake",
+    "icelake-client", "icelake-server", "tigerlake", "sapphirerapids", "rocketlake",
+    "x86-64-v4"))
+
+
+def llvm_cpu_name(current: str, host_level: str, choice: str = "") -> str | None:
+    """The CPU name PoCL's LLVM should compile for, or None to keep ``current``.
+
+    Parameters
+    ----------
+    current : str
+        What PoCL's LLVM names this CPU (``"generic"``: unknown to it).
+    host_level : str
+        :func:`host_cpu_level` of this CPU.
+    choice : str
+        ``EWOKSXPCS_POCL_CPU`` (a name to use in any case), or "".
+    """
+    if choice:
+        return choice
+    if current in ("", "generic"):
+        return host_level
+    if host_level == "x86-64-v4" and current not in AVX512_CPUS:
+        return host_level  # PoCL links its AVX-512 library: the CPU must have AVX-512
+    return None
 
 
 def _wheel_pocl():
@@ -90,9 +126,10 @@ def prepare_pocl() -> str | None:
         ptr = get_name()
         current = ctypes.string_at(ptr).decode() if ptr else ""
         libc.free(ctypes.c_void_p(ptr))
-        if current not in ("", "generic") and not choice:
+        name = llvm_cpu_name(current, host_cpu_level(), choice)
+        if name is None:
             return None
-        name = (choice or host_cpu_level()).encode()
+        name = name.encode()
         libc.strdup.restype = ctypes.c_void_p
         libc.strdup.argtypes = (ctypes.c_char_p,)
         kept = libc.strdup(name)  # never freed: PoCL may ask again at any time
