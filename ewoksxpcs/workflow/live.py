@@ -17,7 +17,13 @@ the very same objects, so the last snapshot *is* the offline result of the finis
   the binned frames so far are computed at the snapshot;
 - ``linear``: :class:`~ewoksxpcs.engine.live_pairs.LivePairs` (each chunk's events paired with
   themselves and the earlier ones as they come: n2 is always up to date, a snapshot normalises
-  it); with an explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
+  it), or on an OpenCL device (:class:`~ewoksxpcs.opencl.live_pairs.LivePairsOpenCL`); when the
+  source hands on the stored chunks of its file (:class:`~ewoksxpcs.io.live.RawChunks`,
+  bitshuffle-LZ4 or unfiltered, one frame per chunk: Eiger, Lima) and the sums run on an OpenCL
+  device, the chunks are decoded and compacted on the device
+  (:class:`~ewoksxpcs.opencl.live_pairs.LiveDevicePairs`: the host never decodes them, as the
+  offline ``opencl-events``), the sum image for the mean image kept there too; with an
+  explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
   chunk compacted to events on the CPU; a snapshot correlates the events so far through
   :func:`~ewoksxpcs.workflow.pipeline.correlate_sums`).
 
@@ -149,10 +155,38 @@ class LiveCorrelator:
     def n_frames(self) -> int:
         return 0 if self.stream is None else self.stream.n_frames
 
-    def _live_pairs(self, chunk: numpy.ndarray):
+    #: How the frames of the chunks fed so far were read: "frames" (decoded by the source),
+    #: "raw chunks decoded on the device", "raw chunks decoded on the host".
+    path = "frames"
+
+    def accepts_raw(self, source) -> bool:
+        """Whether to read ``source``'s stored chunks (its ``iter_raw_chunks``) rather than its
+        decoded frames: the linear sums may run on an OpenCL device (``opencl-events``, or
+        ``auto`` with a GPU), the frames are unsigned integers and the source's dataset is
+        chunked one frame per chunk, bitshuffle-LZ4 or unfiltered. Otherwise the source's
+        frames are read as always."""
+        if (self.mode != "linear" or self.method not in ("auto", OPENCL_PAIRS)
+                or self.stream is not None or self.dtype.kind != "u"
+                or self.dtype.itemsize not in (1, 2, 4)
+                or not hasattr(source, "iter_raw_chunks")):
+            return False
+        codec, _ = source.raw_codec()
+        if codec not in ("bslz4", "none"):
+            return False
+        if self.method == OPENCL_PAIRS:
+            return True
+        try:  # auto: only where it may pick the events on a GPU
+            from ..opencl.device import get_device
+
+            return get_device(self._live_device).kind == "gpu"
+        except Exception:  # no OpenCL: the CPU path
+            return False
+
+    def _live_pairs(self, chunk: numpy.ndarray, raw: bool = False):
         """Linear mode's incremental sums: on the OpenCL device when asked (``opencl-events``)
         or when ``auto`` would correlate such data there with the events on a GPU (integer
-        frames: the device's atomic sums are exact), else on the CPU threads."""
+        frames: the device's atomic sums are exact), else on the CPU threads. ``raw``: the
+        chunks come stored (decoded and compacted on the device when it is taken)."""
         from ..engine.live_pairs import LivePairs
 
         device = self._live_device
@@ -166,22 +200,45 @@ class LiveCorrelator:
                 if get_device(choice.device).kind == "gpu":
                     self.method, device = OPENCL_PAIRS, choice.device
         if self.method == OPENCL_PAIRS:
-            from ..opencl.live_pairs import LivePairsOpenCL
+            from ..opencl.live_pairs import LiveDevicePairs, LivePairsOpenCL
 
-            stream = LivePairsOpenCL(self.binning, self.dtype, device)
+            stream = (LiveDevicePairs(self.binning, self.frame_shape, self.dtype, device) if raw
+                      else LivePairsOpenCL(self.binning, self.dtype, device))
             self.device = stream.device_name
             return stream
         self.method = LIVE_PAIRS
         return LivePairs(self.binning, self.dtype)
 
-    def feed(self, chunk: numpy.ndarray) -> None:
-        """Take the next frames, (n, Ny, Nx) of the given dtype."""
+    def feed(self, chunk) -> None:
+        """Take the next frames, (n, Ny, Nx) of the given dtype, or their stored chunks
+        (:class:`~ewoksxpcs.io.live.RawChunks`, from a source's ``iter_raw_chunks`` when
+        :meth:`accepts_raw`): decoded on the device when the sums run there, else on the
+        host."""
+        from ..io.live import RawChunks
+
+        raw = chunk if isinstance(chunk, RawChunks) else None
+        if raw is not None:
+            layout = raw.layout
+            if tuple(layout.frame_shape) != self.frame_shape or layout.dtype != self.dtype:
+                raise ValueError(f"chunks of frames of shape {tuple(layout.frame_shape)} "
+                                 f"{layout.dtype}, expected {self.frame_shape} {self.dtype}")
+            if self.stream is None:
+                # auto looks at decoded frames; the first chunk is decoded on the host for it.
+                sample = raw.decode() if self.method != OPENCL_PAIRS else None
+                self.stream = self._live_pairs(sample, raw=True)
+            if hasattr(self.stream, "feed_raw"):
+                self.stream.feed_raw(raw)
+                self.path = "raw chunks decoded on the device"
+                return
+            chunk = raw.decode()  # the sums on the CPU: frames decoded on the host
+            self.path = "raw chunks decoded on the host"
         if chunk.shape[1:] != self.frame_shape or chunk.dtype != self.dtype:
             raise ValueError(f"frames of shape {chunk.shape[1:]} {chunk.dtype}, expected "
                              f"{self.frame_shape} {self.dtype}")
         if self.stream is None:
             self.stream = self._live_pairs(chunk)
-        self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
+        if not getattr(self.stream, "sums_frames", False):  # else summed where the frames are
+            self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
         self.stream.feed(chunk)
         if self.mode == "twotime" and self.gram is not None:
             binner = self.stream.binner
@@ -230,7 +287,11 @@ class LiveCorrelator:
                                 q_labels=self.q_labels, chi=self.chi, method=method,
                                 device=device, mode=self.mode, mode_options=self.mode_options,
                                 info={"live": True})
-        result.update(n_frames=n, mean_image=self._sum_image / n, sums=sums, method=method)
+        sum_image = self._sum_image
+        if getattr(self.stream, "sums_frames", False):
+            sum_image = sum_image + self.stream.sum_image()
+        result.update(n_frames=n, mean_image=sum_image / n, sums=sums, method=method,
+                      live_path=self.path)
         return result
 
 
@@ -346,7 +407,9 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     t_last = time.monotonic()
     next_write, last, t_fed = t_last + every, None, None
     try:
-        for chunk in source.iter_chunks():
+        # Stored chunks decoded where the sums are (a device) rather than frames decoded here.
+        chunks = source.iter_raw_chunks() if live.accepts_raw(source) else source.iter_chunks()
+        for chunk in chunks:
             t_last = time.monotonic()  # when the (so far) last frames arrived
             if token is not None:
                 token.check("live correlation")
