@@ -49,69 +49,65 @@ DETECTORS = {
 }
 
 
-def _write(filename, n_frames, shape, rate, counts, chunk, seed, stamp):
-    """The writer process: Poisson frames at ``rate`` Hz, chunk by chunk, flushed (SWMR)."""
+def _write_scan(filename, shape, dtype, rate, n_frames, chunk, stamp, put, **layout):
+    """A growing scan: /1.1/instrument/det/data (linked as /1.1/measurement/det) under SWMR,
+    ``put(dset, t, n)`` writing frames t … t + n − 1 at ``rate`` Hz, flushed every ``chunk``
+    frames; ``end_time`` at the end as Bliss writes it; the times of the first and last frames
+    and of ``end_time`` in ``stamp`` (JSON)."""
     import h5py
 
-    rng = numpy.random.default_rng(seed)
     with h5py.File(filename, "w", libver="latest") as f:
         det = f.create_group("1.1/instrument/det")
         dset = det.create_dataset("data", shape=(0,) + shape, maxshape=(None,) + shape,
-                                  dtype=numpy.uint16, chunks=(chunk,) + shape)
+                                  dtype=dtype, **layout)
         det["acq_parameters/acq_expo_time"] = 1.0 / rate
         f["1.1/measurement/det"] = dset
         f.swmr_mode = True
         t0 = time.time()
         for t in range(0, n_frames, chunk):
             n = min(chunk, n_frames - t)
-            frames = rng.poisson(counts, (n,) + shape).astype(numpy.uint16)
             delay = t0 + (t + n) / rate - time.time()  # the frames exist at their time
             if delay > 0:
                 time.sleep(delay)
             dset.resize(t + n, axis=0)
-            dset[t:] = frames
+            put(dset, t, n)
             dset.flush()
         t_last = time.time()
     with h5py.File(filename, "a", locking=False) as f:
         f["1.1/end_time"] = "end"
     with open(stamp, "w") as f:
         json.dump({"t_last_frame": t_last, "t_first_frame": t0, "t_end_time": time.time()}, f)
+
+
+def _write(filename, n_frames, shape, rate, counts, chunk, seed, stamp):
+    """The writer process: Poisson frames at ``rate`` Hz, drawn chunk by chunk, written
+    through h5py in chunks of ``chunk`` frames."""
+    rng = numpy.random.default_rng(seed)
+
+    def put(dset, t, n):
+        dset[t:] = rng.poisson(counts, (n,) + shape).astype(numpy.uint16)
+
+    _write_scan(filename, shape, numpy.uint16, rate, n_frames, chunk, stamp, put,
+                chunks=(chunk,) + shape)
 
 
 def _write_eiger(filename, pool_file, n_frames, rate, chunk, stamp):
     """The writer process of the Eiger case: pre-compressed bitshuffle-LZ4 chunks of the pool
     (``pool_file``: ``data`` bytes, ``offsets``, ``shape``, ``dtype``), one frame per chunk,
     appended with ``write_direct_chunk`` at ``rate`` Hz and flushed every ``chunk`` frames."""
-    import h5py
     import hdf5plugin
 
     pool = numpy.load(pool_file)
     data, offsets = pool["data"], pool["offsets"]
     shape, dtype = tuple(int(n) for n in pool["shape"]), numpy.dtype(str(pool["dtype"]))
     chunks = [data[offsets[i]:offsets[i + 1]].tobytes() for i in range(offsets.size - 1)]
-    with h5py.File(filename, "w", libver="latest") as f:
-        det = f.create_group("1.1/instrument/det")
-        dset = det.create_dataset("data", shape=(0,) + shape, maxshape=(None,) + shape,
-                                  dtype=dtype, chunks=(1,) + shape,
-                                  **hdf5plugin.Bitshuffle(cname="lz4"))
-        det["acq_parameters/acq_expo_time"] = 1.0 / rate
-        f["1.1/measurement/det"] = dset
-        f.swmr_mode = True
-        t0 = time.time()
-        for t in range(0, n_frames, chunk):
-            n = min(chunk, n_frames - t)
-            delay = t0 + (t + n) / rate - time.time()  # the frames exist at their time
-            if delay > 0:
-                time.sleep(delay)
-            dset.resize(t + n, axis=0)
-            for i in range(t, t + n):
-                dset.id.write_direct_chunk((i, 0, 0), chunks[i % len(chunks)])
-            dset.flush()
-        t_last = time.time()
-    with h5py.File(filename, "a", locking=False) as f:
-        f["1.1/end_time"] = "end"
-    with open(stamp, "w") as f:
-        json.dump({"t_last_frame": t_last, "t_first_frame": t0, "t_end_time": time.time()}, f)
+
+    def put(dset, t, n):
+        for i in range(t, t + n):
+            dset.id.write_direct_chunk((i, 0, 0), chunks[i % len(chunks)])
+
+    _write_scan(filename, shape, dtype, rate, n_frames, chunk, stamp, put, chunks=(1,) + shape,
+                **hdf5plugin.Bitshuffle(cname="lz4"))
 
 
 def prepare_eiger_pool(directory, n_frames: int, shape: Sequence[int], counts: float,

@@ -68,6 +68,11 @@ LIVE_GRAM_BYTES = 2 * 1024**3
 #: meanwhile waited for it).
 LIVE_UPDATE_MAPS_BYTES = 64 * 1024**2
 
+#: Stored chunks read at once at most (bytes of their decoded frames), when they are decoded on
+#: a device: larger than the host's chunks (the compressed bytes are a fraction of it), so that
+#: a run behind its detector catches up in a few large steps of device work.
+RAW_CHUNK_BYTES = 512 * 1024**2
+
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
 UPDATE_SHARE = 5
@@ -87,8 +92,10 @@ class LiveCorrelator:
         Linear mode: ``auto`` or ``live-pairs`` updates the sums with each chunk
         (:class:`~ewoksxpcs.engine.live_pairs.LivePairs`, a snapshot only normalises them);
         ``opencl-events`` does the same on the OpenCL ``device``
-        (:class:`~ewoksxpcs.opencl.live_pairs.LivePairsOpenCL`, integer frames), which
-        ``auto`` takes when the registry's cost model would run such data there on a GPU;
+        (:class:`~ewoksxpcs.opencl.live_pairs.LivePairsOpenCL`, integer frames; stored
+        chunks fed: :class:`~ewoksxpcs.opencl.live_pairs.LiveDevicePairs`, decoded and
+        compacted on the device), which ``auto`` takes when the registry's cost model, between
+        the event methods, would run such data there on a GPU;
         another registry name (e.g. ``fft`` for dense frames, whose pairs are too many)
         correlates the events so far with that backend at each snapshot. Multi-tau and two-time
         run their streams.
@@ -184,8 +191,8 @@ class LiveCorrelator:
 
     def _live_pairs(self, chunk: numpy.ndarray, raw: bool = False):
         """Linear mode's incremental sums: on the OpenCL device when asked (``opencl-events``)
-        or when ``auto`` would correlate such data there with the events on a GPU (integer
-        frames: the device's atomic sums are exact), else on the CPU threads. ``raw``: the
+        or when ``auto``, choosing between the event methods, would correlate such data there
+        on a GPU (integer frames: the device's atomic sums are exact), else on the CPU threads. ``raw``: the
         chunks come stored (decoded and compacted on the device when it is taken)."""
         from ..engine.live_pairs import LivePairs
 
@@ -193,7 +200,11 @@ class LiveCorrelator:
         if self.method == "auto" and self.dtype.kind in "iub":
             from ..correlators.auto import choose
 
-            choice = choose("linear", chunk, self.binning, device)
+            # The live sums are event pairs wherever they run: the choice is between the
+            # event methods (the dense ones' costs on a first chunk of a few frames would
+            # send a long scan to the CPU).
+            choice = choose("linear", chunk, self.binning, device,
+                            methods=("cpu-events", OPENCL_PAIRS))
             if choice.method == OPENCL_PAIRS:
                 from ..opencl.device import get_device
 
@@ -408,7 +419,12 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     next_write, last, t_fed = t_last + every, None, None
     try:
         # Stored chunks decoded where the sums are (a device) rather than frames decoded here.
-        chunks = source.iter_raw_chunks() if live.accepts_raw(source) else source.iter_chunks()
+        if live.accepts_raw(source):
+            frame_bytes = int(numpy.prod(source.frame_shape)) * live.dtype.itemsize
+            most = source.chunk_frames or max(1, RAW_CHUNK_BYTES // frame_bytes)
+            chunks = source.iter_raw_chunks(most)
+        else:
+            chunks = source.iter_chunks()
         for chunk in chunks:
             t_last = time.monotonic()  # when the (so far) last frames arrived
             if token is not None:
