@@ -4,8 +4,8 @@
 //
 // Compile-time constants: VAL_T, TIME_T, the types of the events' values and times: int64 and
 // int32 for the events compacted on the host (default), the frames' type and uint32 for those
-// compacted on the device (kernels/compact.cl), whose programs also use sum_frames and
-// add_offsets.
+// compacted on the device (kernels/compact.cl), whose segments are merged with add_offsets and
+// compact.cl's merge_part.
 #ifndef VAL_T
 #define VAL_T long
 #endif
@@ -43,20 +43,6 @@ __kernel void live_pairs(__global const VAL_T *values, __global const TIME_T *ti
                 atomic_add_u64_global(row + ((long)times[j] - ti), (ulong)(vi * (long)values[j]));
         }
     }
-}
-
-// Launch: global (npix,). sums[p] += the values of pixel p over n frames (int64: the sum image
-// of the frames decoded on the device, for the mean image of a snapshot).
-__kernel void sum_frames(__global const VAL_T *frames, const int n, const long npix,
-                         __global long *sums)
-{
-    const long p = get_global_id(0);
-    if (p >= npix)
-        return;
-    long s = 0;
-    for (int t = 0; t < n; t++)
-        s += (long)frames[(long)t * npix + p];
-    sums[p] += s;
 }
 
 // Launch: global (n,). out = a + b: the offsets of two segments of events merged pixel by pixel.

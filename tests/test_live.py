@@ -560,3 +560,69 @@ def test_live_raw_chunks_only_where_the_sums_may_run_on_a_device(tmp_path):
         live.feed(piece)
     assert live.path == "raw chunks decoded on the host"
     assert_identical(live.snapshot(), offline(frames, "multitau"))
+
+
+@pytest.mark.parametrize("codec", ["bslz4", "none"])
+def test_live_multitau_on_opencl_from_raw_chunks_equals_offline(opencl_device, codec, tmp_path,
+                                                               monkeypatch):
+    """Live multi-tau on the OpenCL device (the offline OpenCL multi-tau's stream, unknown
+    length): stored chunks decoded there, decoded frames uploaded, chunks split past the
+    stream's launch size; the sums, g2 and mean image equal the offline ones, mid-scan and at
+    the end."""
+    import hdf5plugin
+
+    import ewoksxpcs.workflow.live as live_module
+    from ewoksxpcs.correlators.opencl_multitau import LiveOpenCLMultiTau
+
+    monkeypatch.setattr(live_module, "MULTITAU_CHUNK_FRAMES", 16)  # launches of 16 frames
+    frames = W.frames(37, 150)
+    frames[7, 1, 1] = 65535
+    filename = str(tmp_path / "scan.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("data", data=frames, chunks=(1, 24, 32),
+                         **(hdf5plugin.Bitshuffle(cname="lz4") if codec == "bslz4" else {}))
+    live = LiveCorrelator(W.qmask(), frames.shape[1:], frames.dtype, mode="multitau",
+                          method="opencl", device=opencl_device,
+                          mode_options=MODES["multitau"])
+    assert isinstance(live.stream, LiveOpenCLMultiTau) and live.stream.stream.chunk == 16
+    t = 0
+    for piece in raw_pieces(filename, "data", (1, 2, 37, 9, 1)):  # 50 frames
+        live.feed(piece)
+        t += piece.n_frames
+        if t in (3, 50):
+            snap = live.snapshot()
+            assert snap["n_frames"] == t and snap["method"] == "opencl"
+            assert_identical(snap, offline(frames[:t], "multitau"))
+            numpy.testing.assert_array_equal(snap["mean_image"],
+                                             frames[:t].sum(axis=0, dtype=numpy.int64) / t)
+    live.feed(frames[50:83])  # decoded frames: uploaded
+    for piece in raw_pieces(filename, "data", (83, 67))[1:]:
+        live.feed(piece)
+    final = live.snapshot()
+    assert final["live_path"] == "raw chunks decoded on the device"
+    assert live.stream.paths == {"raw chunks decoded on the device", "frames uploaded"}
+    assert_identical(final, offline(frames, "multitau"))
+    numpy.testing.assert_array_equal(final["mean_image"],
+                                     frames.sum(axis=0, dtype=numpy.int64) / 150)
+
+
+def test_run_live_multitau_growing_bslz4_file_on_the_device(tmp_path):
+    """run_live, multi-tau with ``opencl``: the growing file's stored chunks decoded and
+    correlated on the device; final result as offline."""
+    from conftest import require_opencl
+
+    from ewoksxpcs.io.live import GrowingHDF5Source
+
+    require_opencl("cpu")
+    scan = str(tmp_path / "scan.h5")
+    writer = subprocess.Popen([sys.executable, WRITER, "hdf5", json.dumps(
+        dict(filename=scan, seed=15, n=260, chunk=20, period=0.03, codec="bslz4"))])
+    try:
+        source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=10, wait_timeout=20)
+        final = run_live(source, W.qmask(), str(tmp_path / "result.h5"), every=0.2,
+                         mode="multitau", method="opencl", device="cpu",
+                         mode_options=MODES["multitau"], report=None, png=False)
+    finally:
+        writer.wait(30)
+    assert final["n_frames"] == 260 and final["live_path"] == "raw chunks decoded on the device"
+    assert_identical(final, offline(f"{scan}::/1.1", "multitau", frame_period=0.01))

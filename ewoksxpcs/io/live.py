@@ -84,6 +84,24 @@ class RawChunks:
     def codec(self) -> str:
         return self.layout.codec
 
+    def split(self, most: int) -> Iterator["RawChunks"]:
+        """The same chunks in pieces of at most ``most`` frames (views of ``data``)."""
+        import dataclasses
+
+        most = max(1, int(most))
+        if self.n_frames <= most:
+            yield self
+            return
+        lay = self.layout
+        for a in range(0, self.n_frames, most):
+            b = min(self.n_frames, a + most)
+            layout = dataclasses.replace(
+                lay, file_index=lay.file_index[a:b], offsets=lay.offsets[a:b],
+                sizes=lay.sizes[a:b], first_frame=lay.first_frame[a:b] - lay.first_frame[a],
+                n_frames=b - a)
+            lo, hi = int(self.offsets[a]), int(self.offsets[b])
+            yield RawChunks(layout, self.data[lo:hi], self.offsets[a:b + 1] - lo)
+
     def decode(self, threads: int = 0) -> numpy.ndarray:
         """The frames, (n_frames, Ny, Nx) of the layout's dtype, decoded on the host (the same
         bits as h5py + hdf5plugin)."""

@@ -4,8 +4,8 @@ events go to the device as each chunk is compacted, and whose n2 lives there.
 :class:`LivePairsOpenCL` compacts each chunk of decoded frames on the host and uploads its
 events; :class:`LiveDevicePairs` takes the stored chunks of a growing file as they are
 (:class:`~ewoksxpcs.io.live.RawChunks`: bitshuffle-LZ4 or unfiltered, one frame per chunk),
-uploads their bytes, decodes them on the device (:class:`~ewoksxpcs.opencl.bslz4_decoder.BSLZ4Decoder`)
-and compacts the frames there with the offline kernels (:mod:`ewoksxpcs.opencl.compact`): the
+decodes them on the device (:class:`~ewoksxpcs.opencl.live_frames.DeviceFrames`) and compacts
+the frames there with the offline kernels (:mod:`ewoksxpcs.opencl.compact`): the
 host never touches decoded frames, and the events, their segments and n2 stay on the device.
 
 Each chunk is compacted on the host (the numba passes of :mod:`ewoksxpcs.engine.live_pairs`),
@@ -26,6 +26,7 @@ import numpy
 from ..engine.live_pairs import LivePairs
 from ..engine.qmask import Binning
 from ..engine.result import CorrelationSums
+from .live_frames import DeviceFrames
 
 __all__ = ["LivePairsOpenCL", "LiveDevicePairs"]
 
@@ -168,7 +169,7 @@ class LiveDevicePairs(LivePairsOpenCL):
 
     def __init__(self, binning: Binning, frame_shape, dtype, device: Optional[str] = None):
         from .compact import _DeviceCompactor
-        from .device import CTYPES, device_buffer, get_kernel
+        from .device import CTYPES, get_kernel
 
         dtype = numpy.dtype(dtype)
         if dtype.kind != "u" or dtype.itemsize not in (1, 2, 4):
@@ -185,7 +186,6 @@ class LiveDevicePairs(LivePairsOpenCL):
                                            binning.pixel_index, None, 0)
         defines = {"VAL_T": CTYPES[dtype.name], "TIME_T": "uint"}
         self._k_pairs = get_kernel(self.dev, "live_pairs.cl", "live_pairs", defines)
-        self._k_sum = get_kernel(self.dev, "live_pairs.cl", "sum_frames", defines)
         self._k_add = get_kernel(self.dev, "live_pairs.cl", "add_offsets", defines)
         wg = self._compactor.wg
         self._k_bin_sums = get_kernel(self.dev, "compact.cl", "bin_sums_wg",
@@ -195,82 +195,28 @@ class LiveDevicePairs(LivePairsOpenCL):
         self._d_sub_offsets = self._upload(binning.sub_offsets)
         self._d_columns = self._upload(numpy.arange(n_cols, dtype=numpy.int64))
         self._d_column_sub = self._upload(binning.sub_of_pixel().astype(numpy.int32))
-        self._d_sum_image = device_buffer(self.dev, self.queue, 8 * self.npix, zero=True)
         self._device_segments = []  # (values, times, offsets, n_frames, n_events) on the device
         self._total_counts = 0
-        self._decoder = None
-        self._d_frames = self._d_raw = None
-        #: How the chunks reached the device so far ("raw chunks decoded on the device",
-        #: "frames uploaded").
-        self.paths = set()
+        self.frames = DeviceFrames(self.dev, self.frame_shape, dtype)
 
     @property
     def n_events(self) -> int:
         return sum(seg[4] for seg in self._device_segments)
 
-    def _buffer(self, name: str, nbytes: int):
-        """A device buffer kept between chunks, grown (doubled) when too small."""
-        from .device import device_buffer
-
-        buf = getattr(self, name)
-        if buf is None or buf.size < nbytes:
-            size = max(int(nbytes), 2 * (0 if buf is None else buf.size))
-            buf = device_buffer(self.dev, self.queue, size)
-            setattr(self, name, buf)
-        return buf
+    @property
+    def paths(self) -> set:
+        """How the chunks reached the device so far (:attr:`DeviceFrames.paths`)."""
+        return self.frames.paths
 
     # ------------------------------------------------------------------ chunks in
     def feed(self, chunk: numpy.ndarray) -> None:
         """Take the next frames, (n, Ny, Nx) of the given dtype, uploaded to the device."""
-        import pyopencl
-
-        n = int(chunk.shape[0])
-        if n == 0:
-            return
-        chunk = numpy.ascontiguousarray(chunk, dtype=self.dtype)
-        d_frames = self._buffer("_d_frames", chunk.nbytes)
-        pyopencl.enqueue_copy(self.queue, d_frames, chunk)
-        self.paths.add("frames uploaded")
-        self._feed_device(d_frames, n)
+        self._feed_device(*self.frames.land(chunk))
 
     def feed_raw(self, raw) -> None:
         """Take the next frames as their stored chunks (:class:`~ewoksxpcs.io.live.RawChunks`,
         bitshuffle-LZ4 or unfiltered), decoded on the device."""
-        import pyopencl
-
-        from .bslz4_decoder import BSLZ4Decoder
-
-        layout, n = raw.layout, raw.n_frames
-        if n == 0:
-            return
-        if tuple(layout.frame_shape) != self.frame_shape or layout.dtype != self.dtype:
-            raise ValueError(f"chunks of {layout.frame_shape} {layout.dtype} frames, expected "
-                             f"{self.frame_shape} {self.dtype}")
-        nbytes = int(raw.offsets[-1])
-        frame_bytes = self.npix * self.dtype.itemsize
-        if layout.codec == "none":
-            if nbytes != n * frame_bytes:
-                raise ValueError(f"{nbytes} bytes of unfiltered chunks for {n} frames of "
-                                 f"{frame_bytes} bytes")
-            d_frames = self._buffer("_d_frames", nbytes)
-            pyopencl.enqueue_copy(self.queue, d_frames, raw.data[:nbytes])
-        elif layout.codec == "bslz4":
-            if self._decoder is None:
-                self._decoder = BSLZ4Decoder(self.dev, self.dtype, self.npix,
-                                             block_elems=layout.block_size or None)
-            d_raw = self._buffer("_d_raw", max(8, nbytes))
-            pyopencl.enqueue_copy(self.queue, d_raw, raw.data[:nbytes])
-            d_frames = self._buffer("_d_frames", n * frame_bytes)
-            try:
-                self._decoder.decode(d_raw, raw.offsets, d_frames, queue=self.queue)
-            except ValueError as e:
-                chunk = getattr(e, "chunk", None)
-                where = layout.where(chunk) if chunk is not None else "live chunks"
-                raise ValueError(f"{where}: {e}") from None
-        else:
-            raise ValueError(f"chunks of codec {layout.codec!r} are not decoded on the device")
-        self.paths.add("raw chunks decoded on the device")
-        self._feed_device(d_frames, n)
+        self._feed_device(*self.frames.land(raw))
 
     def _feed_device(self, d_frames, n: int) -> None:
         """Compact, sum and pair ``n`` frames in ``d_frames`` (from its first byte)."""
@@ -279,6 +225,8 @@ class LiveDevicePairs(LivePairsOpenCL):
         from .device import device_buffer
 
         c, queue, n_cols = self._compactor, self.queue, self.n_cols
+        if n == 0:
+            return
         t0 = self.n_frames
         if t0 + n >= 2**31:
             raise ValueError("live correlation: more than 2^31 frames")
@@ -291,8 +239,6 @@ class LiveDevicePairs(LivePairsOpenCL):
             c.k_scatter(queue, (n_cols,), None, d_frames, numpy.int64(0), numpy.int32(n),
                         numpy.int64(self.npix), c.d_kept, numpy.int32(n_cols), d_off,
                         numpy.int64(0), numpy.uint32(t0), d_values, d_times)
-        self._k_sum(queue, (self.npix,), None, d_frames, numpy.int32(n),
-                    numpy.int64(self.npix), self._d_sum_image)
         frame_sums = numpy.zeros((n, self.binning.n_sub), dtype=numpy.int64)
         if frame_sums.size:
             d_sums = device_buffer(self.dev, queue, frame_sums.nbytes)
@@ -368,8 +314,4 @@ class LiveDevicePairs(LivePairsOpenCL):
 
     def sum_image(self) -> numpy.ndarray:
         """Sum of every pixel over the frames so far, (Ny, Nx) int64."""
-        import pyopencl
-
-        out = numpy.empty(self.npix, dtype=numpy.int64)
-        pyopencl.enqueue_copy(self.queue, out, self._d_sum_image)
-        return out.reshape(self.frame_shape)
+        return self.frames.sum_image()

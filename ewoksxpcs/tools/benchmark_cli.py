@@ -63,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--mode", nargs="+", default=None,
                         choices=("multitau", "linear", "twotime"),
                         help="live suite: correlation modes, one run each (default: multitau "
-                             "linear for 512x512, linear for eiger4m)")
+                             "linear for 512x512, linear multitau for eiger4m)")
     parser.add_argument("--detector", choices=("512x512", "eiger4m"), default="512x512",
                         help="live suite: 512x512 (Poisson frames written through h5py, 100 Hz "
                              "x 5000 frames) or eiger4m (pre-compressed bitshuffle-LZ4 Eiger 4M "

@@ -45,7 +45,7 @@ DETECTORS = {
     "512x512": {"shape": (512, 512), "n_frames": 5000, "rate": 100.0, "chunk": 10,
                 "modes": ("multitau", "linear")},
     "eiger4m": {"shape": (2162, 2068), "n_frames": 10000, "rate": 1000.0, "chunk": 10,
-                "modes": ("linear",)},
+                "modes": ("linear", "multitau")},
 }
 
 

@@ -6,7 +6,10 @@ without stopping. Per mode, it keeps the state the offline correlators build chu
 the very same objects, so the last snapshot *is* the offline result of the finished data:
 
 - ``multitau``: :class:`~ewoksxpcs.engine.multitau.MultiTauStream` (the sums n2_L, S_0 are updated
-  by each chunk; a snapshot normalises them);
+  by each chunk; a snapshot normalises them); with ``opencl`` (or ``auto``, integer frames and a
+  GPU) the offline OpenCL multi-tau's stream on the device
+  (:class:`~ewoksxpcs.correlators.opencl_multitau.LiveOpenCLMultiTau`: the frames uploaded, or
+  the stored chunks of the file decoded there);
 - ``twotime``: :class:`~ewoksxpcs.engine.twotime.TwoTimeStream` (frames binned in time as they
   come) and, for integer frames, :class:`~ewoksxpcs.engine.live_pairs.LiveGram` (each block of
   new time bins gives the maps' new columns and the diagonal sums of the g2; the binned frames
@@ -73,9 +76,26 @@ LIVE_UPDATE_MAPS_BYTES = 64 * 1024**2
 #: a run behind its detector catches up in a few large steps of device work.
 RAW_CHUNK_BYTES = 512 * 1024**2
 
+#: Multi-tau's methods that run its stream on an OpenCL device
+#: (:class:`~ewoksxpcs.correlators.opencl_multitau.LiveOpenCLMultiTau`); ``auto`` takes it for
+#: integer frames when the device is a GPU.
+DEVICE_MULTITAU = ("opencl", "opencl-events")
+#: Live multi-tau on a device: most frames per launch (its buffers of pair sums grow with it).
+MULTITAU_CHUNK_FRAMES = 1024
+
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
 UPDATE_SHARE = 5
+
+
+def _gpu(device) -> bool:
+    """Whether the OpenCL device ``device`` (default: the best one) is a GPU."""
+    try:
+        from ..opencl.device import get_device
+
+        return get_device(device).kind == "gpu"
+    except Exception:  # no OpenCL: the CPU paths
+        return False
 
 
 class LiveCorrelator:
@@ -97,8 +117,9 @@ class LiveCorrelator:
         compacted on the device), which ``auto`` takes when the registry's cost model, between
         the event methods, would run such data there on a GPU;
         another registry name (e.g. ``fft`` for dense frames, whose pairs are too many)
-        correlates the events so far with that backend at each snapshot. Multi-tau and two-time
-        run their streams.
+        correlates the events so far with that backend at each snapshot. Multi-tau runs its
+        NumPy stream, or with ``opencl``/``opencl-events`` (``auto``: integer frames and a GPU)
+        the OpenCL one on the ``device``; two-time runs its stream.
     device : str, optional
         OpenCL device of a linear OpenCL backend.
     mode_options : dict, optional
@@ -132,8 +153,19 @@ class LiveCorrelator:
         if mode == "multitau":
             from ..engine.multitau import DEFAULT_LAGS_PER_LEVEL, MultiTauStream
 
-            self.stream = MultiTauStream(
-                self.binning, opts.get("lags_per_level", DEFAULT_LAGS_PER_LEVEL), self.dtype)
+            m = opts.get("lags_per_level", DEFAULT_LAGS_PER_LEVEL)
+            if method in DEVICE_MULTITAU or (method == "auto" and self.dtype.kind in "iu"
+                                             and _gpu(device)):
+                from ..correlators.opencl_multitau import LiveOpenCLMultiTau
+
+                frame_bytes = int(numpy.prod(self.frame_shape)) * self.dtype.itemsize
+                self.stream = LiveOpenCLMultiTau(
+                    self.binning, self.frame_shape, self.dtype, m, device,
+                    chunk_frames=min(MULTITAU_CHUNK_FRAMES,
+                                     max(2, RAW_CHUNK_BYTES // max(1, frame_bytes))))
+                self.device = self.stream.device_name
+            else:
+                self.stream = MultiTauStream(self.binning, m, self.dtype)
         elif mode == "twotime":
             from ..engine.twotime import NumpyTwoTime
 
@@ -172,22 +204,19 @@ class LiveCorrelator:
         ``auto`` with a GPU), the frames are unsigned integers and the source's dataset is
         chunked one frame per chunk, bitshuffle-LZ4 or unfiltered. Otherwise the source's
         frames are read as always."""
-        if (self.mode != "linear" or self.method not in ("auto", OPENCL_PAIRS)
-                or self.stream is not None or self.dtype.kind != "u"
-                or self.dtype.itemsize not in (1, 2, 4)
+        if (self.dtype.kind not in "iu" or self.dtype.itemsize not in (1, 2, 4)
                 or not hasattr(source, "iter_raw_chunks")):
             return False
+        if self.mode == "multitau":  # when its stream runs on a device
+            if not hasattr(self.stream, "feed_raw"):
+                return False
+        elif (self.mode != "linear" or self.method not in ("auto", OPENCL_PAIRS)
+                or self.stream is not None or self.dtype.kind != "u"):
+            return False
+        elif self.method == "auto" and not _gpu(self._live_device):
+            return False  # auto: only where it may pick the events on a GPU
         codec, _ = source.raw_codec()
-        if codec not in ("bslz4", "none"):
-            return False
-        if self.method == OPENCL_PAIRS:
-            return True
-        try:  # auto: only where it may pick the events on a GPU
-            from ..opencl.device import get_device
-
-            return get_device(self._live_device).kind == "gpu"
-        except Exception:  # no OpenCL: the CPU path
-            return False
+        return codec in ("bslz4", "none")
 
     def _live_pairs(self, chunk: numpy.ndarray, raw: bool = False):
         """Linear mode's incremental sums: on the OpenCL device when asked (``opencl-events``)
@@ -276,7 +305,9 @@ class LiveCorrelator:
         if n < 2:
             raise ValueError(f"{n} frame(s) so far: a correlation needs at least 2")
         if self.mode == "multitau":
-            sums, method, device = self.stream.sums(), "numpy", "cpu"
+            sums = self.stream.sums()
+            method, device = ((self.stream.name, self.device) if hasattr(self.stream, "feed_raw")
+                              else ("numpy", "cpu"))
         elif self.mode == "twotime":
             if self.gram is not None:  # (past max_frames time bins it is dropped)
                 sums = self.correlator.result_from_gram(self.gram, self.stream.binner.time_bin,
