@@ -529,13 +529,15 @@ def test_run_live_growing_bslz4_file_decoded_on_the_device(tmp_path):
 
 
 def test_live_raw_chunks_only_where_the_sums_may_run_on_a_device(tmp_path):
-    """accepts_raw: linear opencl-events (or auto with a GPU) on unsigned frames of a dataset
-    stored one frame per chunk; multi-tau, signed frames and auto without a GPU read frames."""
+    """accepts_raw: linear opencl-events and multi-tau opencl (or auto with a GPU) on frames of
+    a dataset stored one frame per chunk; the CPU paths, two-time, signed frames in linear mode
+    and auto without a GPU read decoded frames."""
     import hdf5plugin
 
-    from conftest import opencl_device_types
+    from conftest import opencl_device_types, require_opencl
     from ewoksxpcs.io.live import GrowingHDF5Source
 
+    require_opencl("cpu")
     frames = W.frames(3, 10)
     filename = str(tmp_path / "scan.h5")
     with h5py.File(filename, "w") as f:
@@ -548,11 +550,15 @@ def test_live_raw_chunks_only_where_the_sums_may_run_on_a_device(tmp_path):
         return LiveCorrelator(W.qmask(), (24, 32), dtype, mode=mode, method=method,
                               mode_options=MODES[mode]).accepts_raw(source)
 
+    gpu = "gpu" in opencl_device_types()
     assert accepts()
-    assert not accepts(mode="multitau", method="auto")
+    assert accepts(mode="multitau", method="opencl")  # its stream on the device
+    assert accepts(mode="multitau", method="auto") == gpu
+    assert not accepts(mode="multitau", method="numpy")
+    assert not accepts(mode="twotime", method="auto")
     assert not accepts(dtype=numpy.int32)
     assert not accepts(method="live-pairs")
-    assert accepts(method="auto") == ("gpu" in opencl_device_types())
+    assert accepts(method="auto") == gpu
     # Fed stored chunks anyway, a CPU path decodes them on the host: the same result.
     live = LiveCorrelator(W.qmask(), (24, 32), numpy.uint16, mode="multitau",
                           mode_options=MODES["multitau"])
