@@ -211,3 +211,26 @@ def test_growing_hdf5_raw_codec_of_other_layouts(tmp_path, writer):
     assert codec is None and "20 frames per chunk" in why
     frames = numpy.concatenate(list(source.iter_raw_chunks()))
     numpy.testing.assert_array_equal(frames, W.frames(6, 40))
+
+
+def test_raw_chunks_split_into_pieces(tmp_path):
+    """RawChunks.split: pieces of at most n frames, each decoding to its frames."""
+    import h5py
+    import hdf5plugin
+
+    from ewoksxpcs.io.hdf5chunks import read_chunks, stored_frame_chunks
+    from ewoksxpcs.io.live import RawChunks
+
+    frames = W.frames(8, 11)
+    filename = str(tmp_path / "f.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("d", data=frames, chunks=(1, 24, 32), **hdf5plugin.Bitshuffle())
+    with h5py.File(filename, "r") as f:
+        layout, _ = stored_frame_chunks(f["d"], 2, 11)
+    raw = RawChunks(layout, *read_chunks(layout, 0, layout.n_chunks))
+    pieces = list(raw.split(4))
+    assert [p.n_frames for p in pieces] == [4, 4, 1]
+    assert [int(p.layout.first_frame[0]) for p in pieces] == [0, 0, 0]
+    numpy.testing.assert_array_equal(numpy.concatenate([p.decode() for p in pieces]),
+                                     frames[2:])
+    assert list(raw.split(20)) == [raw]

@@ -76,6 +76,10 @@ LIVE_UPDATE_MAPS_BYTES = 64 * 1024**2
 #: a run behind its detector catches up in a few large steps of device work.
 RAW_CHUNK_BYTES = 512 * 1024**2
 
+#: Stored chunks fed first to ``auto``: frames of the first chunk decoded on the host for its
+#: choice.
+AUTO_SAMPLE_FRAMES = 8
+
 #: Multi-tau's methods that run its stream on an OpenCL device
 #: (:class:`~ewoksxpcs.correlators.opencl_multitau.LiveOpenCLMultiTau`); ``auto`` takes it for
 #: integer frames when the device is a GPU.
@@ -200,10 +204,11 @@ class LiveCorrelator:
 
     def accepts_raw(self, source) -> bool:
         """Whether to read ``source``'s stored chunks (its ``iter_raw_chunks``) rather than its
-        decoded frames: the linear sums may run on an OpenCL device (``opencl-events``, or
-        ``auto`` with a GPU), the frames are unsigned integers and the source's dataset is
-        chunked one frame per chunk, bitshuffle-LZ4 or unfiltered. Otherwise the source's
-        frames are read as always."""
+        decoded frames: the source's dataset is chunked one frame per chunk, bitshuffle-LZ4 or
+        unfiltered, and the frames go to an OpenCL device: linear sums that may run there
+        (``opencl-events``, or ``auto`` with a GPU; unsigned frames, which the device
+        compaction takes), or multi-tau's stream on the device (integer frames). Otherwise the
+        source's frames are read as always."""
         if (self.dtype.kind not in "iu" or self.dtype.itemsize not in (1, 2, 4)
                 or not hasattr(source, "iter_raw_chunks")):
             return False
@@ -221,8 +226,9 @@ class LiveCorrelator:
     def _live_pairs(self, chunk: numpy.ndarray, raw: bool = False):
         """Linear mode's incremental sums: on the OpenCL device when asked (``opencl-events``)
         or when ``auto``, choosing between the event methods, would correlate such data there
-        on a GPU (integer frames: the device's atomic sums are exact), else on the CPU threads. ``raw``: the
-        chunks come stored (decoded and compacted on the device when it is taken)."""
+        on a GPU (integer frames: the device's atomic sums are exact), else on the CPU threads.
+        ``raw``: the chunks come stored (decoded and compacted on the device when it is
+        taken)."""
         from ..engine.live_pairs import LivePairs
 
         device = self._live_device
@@ -263,8 +269,9 @@ class LiveCorrelator:
                 raise ValueError(f"chunks of frames of shape {tuple(layout.frame_shape)} "
                                  f"{layout.dtype}, expected {self.frame_shape} {self.dtype}")
             if self.stream is None:
-                # auto looks at decoded frames; the first chunk is decoded on the host for it.
-                sample = raw.decode() if self.method != OPENCL_PAIRS else None
+                # auto looks at decoded frames: a few of the first chunk's, decoded on the host.
+                sample = (next(raw.split(AUTO_SAMPLE_FRAMES)).decode()
+                          if self.method != OPENCL_PAIRS else None)
                 self.stream = self._live_pairs(sample, raw=True)
             if hasattr(self.stream, "feed_raw"):
                 self.stream.feed_raw(raw)
