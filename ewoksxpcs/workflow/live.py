@@ -49,6 +49,7 @@ from typing import Callable, Optional
 
 import numpy
 
+from ..engine.frames import read_ahead
 from ..engine.qmask import DEFAULT_GROUPS
 from .pipeline import check_mode_options, correlate_sums, make_binning, normalise_sums
 
@@ -75,6 +76,9 @@ LIVE_UPDATE_MAPS_BYTES = 64 * 1024**2
 #: a device: larger than the host's chunks (the compressed bytes are a fraction of it), so that
 #: a run behind its detector catches up in a few large steps of device work.
 RAW_CHUNK_BYTES = 512 * 1024**2
+
+#: Stored chunks read ahead of the device work (by a thread of their own), at most.
+RAW_READ_AHEAD = 4
 
 #: Stored chunks fed first to ``auto``: frames of the first chunk decoded on the host for its
 #: choice.
@@ -460,7 +464,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         if live.accepts_raw(source):
             frame_bytes = int(numpy.prod(source.frame_shape)) * live.dtype.itemsize
             most = source.chunk_frames or max(1, RAW_CHUNK_BYTES // frame_bytes)
-            chunks = source.iter_raw_chunks(most)
+            # Read by a thread of their own: reading overlaps the device work and the updates.
+            chunks = read_ahead(source.iter_raw_chunks(most), RAW_READ_AHEAD)
         else:
             chunks = source.iter_chunks()
         for chunk in chunks:
