@@ -41,16 +41,25 @@ def _hang():
         time.sleep(1)
 
 
-def write_hdf5(filename, seed, n, chunk, period, stop_at=None):
-    """Bliss-like scan /1.1/measurement/eiger growing under SWMR; end_time at the end."""
+def write_hdf5(filename, seed, n, chunk, period, stop_at=None, codec=None, unfiltered=()):
+    """Bliss-like scan /1.1/measurement/eiger growing under SWMR; end_time at the end. Stored
+    in chunks of ``chunk`` frames, or with ``codec`` ("bslz4" or "none") of one frame each as
+    an Eiger writes; the frames ``unfiltered`` then stored without the filter (filter mask)."""
     import h5py
 
     data = frames(seed, n)
     with h5py.File(filename, "w", libver="latest") as f:
         entry = f.create_group("1.1")
         det = entry.create_group("instrument/eiger")
+        layout = {"chunks": (chunk,) + data.shape[1:]}
+        if codec is not None:
+            import hdf5plugin
+
+            layout = {"chunks": (1,) + data.shape[1:]}
+            if codec == "bslz4":
+                layout.update(hdf5plugin.Bitshuffle(cname="lz4"))
         dset = det.create_dataset("data", shape=(0,) + data.shape[1:], maxshape=(None,) + data.shape[1:],
-                                  dtype=data.dtype, chunks=(chunk,) + data.shape[1:])
+                                  dtype=data.dtype, **layout)
         det["acq_parameters/acq_expo_time"] = 0.01
         entry["measurement/eiger"] = dset  # hard link, as Bliss links measurement/<det>
         f.swmr_mode = True
@@ -61,6 +70,9 @@ def write_hdf5(filename, seed, n, chunk, period, stop_at=None):
             part = data[t:t + chunk]
             dset.resize(t + part.shape[0], axis=0)
             dset[t:] = part
+            for i in unfiltered:
+                if t <= i < t + part.shape[0]:
+                    dset.id.write_direct_chunk((i, 0, 0), data[i].tobytes(), filter_mask=1)
             dset.flush()
             time.sleep(period)
     with h5py.File(filename, "a", locking=False) as f:

@@ -164,3 +164,42 @@ def test_default_chunk_frames():
     # 64 MiB chunks by default: 16 frames of 4 MiB.
     assert source.default_chunk_frames() == 16
     assert ArrayFrameSource(numpy.zeros((3, 1, 1), numpy.uint8)).default_chunk_frames() >= 3
+
+
+def test_read_ahead_order_errors_and_early_stop():
+    """read_ahead: the items in order from a producer thread; its error raised at its place;
+    the consumer stopping early stops the producer."""
+    import threading
+    import time
+
+    from ewoksxpcs.engine.frames import read_ahead
+
+    assert list(read_ahead(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        yield 2
+        raise KeyError("bad chunk")
+
+    got = []
+    with pytest.raises(KeyError, match="bad chunk"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+    produced = []
+
+    def endless():
+        for i in range(10**6):
+            produced.append(i)
+            yield i
+
+    gen = read_ahead(endless(), depth=3)
+    assert next(gen) == 0
+    gen.close()
+    time.sleep(0.2)
+    n = len(produced)
+    time.sleep(0.2)
+    assert len(produced) == n < 10  # stopped, a few items ahead at most
+    assert not any(t.name == "ewoksxpcs-read-ahead" and t.is_alive()
+                   for t in threading.enumerate())

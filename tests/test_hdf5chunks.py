@@ -315,3 +315,36 @@ def test_frame_source_on_vds(tmp_path):
     assert numpy.array_equal(got, expected[2:])
     with pytest.raises(ValueError, match="decode_threads"):
         HDF5FrameSource(scan, "/1.1/measurement/det", decode_threads=-1)
+
+
+def test_stored_frame_chunks_of_a_growing_dataset(tmp_path):
+    """The leading run of stored chunks: up to a chunk not written yet, or one stored without
+    its filter (the caller reads that one decoded); bytes decode to h5py's frames."""
+    from ewoksxpcs.io.hdf5chunks import frame_chunks_codec, stored_frame_chunks
+
+    data = frames(6, shape=(20, 30))
+    filename = str(tmp_path / "grow.h5")
+    with h5py.File(filename, "w") as f:
+        dset = f.create_dataset("data", shape=(8, 20, 30), maxshape=(None, 20, 30),
+                                dtype=data.dtype, chunks=(1, 20, 30), **BSLZ4)
+        dset[:6] = data  # frames 6 and 7: not written yet
+        dset.id.write_direct_chunk((2, 0, 0), data[2].tobytes(), filter_mask=1)
+        f.create_dataset("gz", data=data, chunks=(1, 20, 30), compression="gzip")
+        f.create_dataset("plain", data=data, chunks=(1, 20, 30))
+    with h5py.File(filename, "r") as f:
+        dset = f["data"]
+        assert frame_chunks_codec(dset) == ("bslz4", "")
+        layout, unfiltered = stored_frame_chunks(dset, 0, 8)
+        assert layout.n_chunks == 2 and unfiltered  # frames 0, 1; frame 2 unfiltered
+        layout, unfiltered = stored_frame_chunks(dset, 3, 8)
+        assert layout.n_chunks == 3 and not unfiltered  # frames 3-5; 6 not stored
+        assert layout.block_size == default_block_elems(2)
+        buf, offsets = read_chunks(layout, 0, layout.n_chunks)
+        numpy.testing.assert_array_equal(decode_chunks_cpu(layout, buf, offsets), data[3:6])
+        assert stored_frame_chunks(dset, 6, 8) == (None, False)
+        codec, why = frame_chunks_codec(f["gz"])
+        assert codec is None and "gzip" in why
+        with pytest.raises(ValueError, match="gzip"):
+            stored_frame_chunks(f["gz"], 0, 2)
+        layout, _ = stored_frame_chunks(f["plain"], 1, 4)
+        assert layout.codec == "none" and layout.n_chunks == 3

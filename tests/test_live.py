@@ -5,6 +5,7 @@ the command in another process; the writer killed mid-scan."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -434,3 +435,200 @@ def test_live_twotime_past_the_gram_budget_computes_the_maps_at_the_snapshot(mon
     assert live.gram is None
     out = correlate_sums(frames, W.qmask(), mode="twotime", mode_options=options)
     numpy.testing.assert_array_equal(live.snapshot()["result"].C, out["sums"].C)
+
+
+def raw_pieces(filename, path, sizes):
+    """The frames of ``filename::path`` as RawChunks of ``sizes`` frames each (read raw)."""
+    from ewoksxpcs.io.hdf5chunks import read_chunks, stored_frame_chunks
+    from ewoksxpcs.io.live import RawChunks
+
+    out, t = [], 0
+    with h5py.File(filename, "r") as f:
+        for n in sizes:
+            layout, _ = stored_frame_chunks(f[path], t, t + n)
+            assert layout.n_chunks == n
+            out.append(RawChunks(layout, *read_chunks(layout, 0, n)))
+            t += n
+    return out
+
+
+@pytest.mark.parametrize("codec", ["bslz4", "none"])
+def test_live_linear_raw_chunks_decoded_on_the_device(opencl_device, codec, tmp_path):
+    """Stored chunks (bitshuffle-LZ4 or unfiltered) decoded and compacted on the OpenCL device,
+    a chunk of decoded frames between them: n2, frame sums and the mean image equal the offline
+    ones, mid-scan and at the end."""
+    import hdf5plugin
+
+    from ewoksxpcs.correlators import create_correlator
+    from ewoksxpcs.opencl.live_pairs import LiveDevicePairs
+
+    frames = W.frames(31, 140)
+    frames[5, 3, 4] = 60000  # large values: products past 2^32
+    filename = str(tmp_path / "scan.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("data", data=frames, chunks=(1, 24, 32),
+                         **(hdf5plugin.Bitshuffle(cname="lz4") if codec == "bslz4" else {}))
+    live = LiveCorrelator(W.qmask(), frames.shape[1:], frames.dtype, mode="linear",
+                          method="opencl-events", device=opencl_device)
+    pieces = raw_pieces(filename, "data", (1, 2, 29, 33, 5, 1))  # 71 frames: past 64 lags
+    t = 0
+    for piece in pieces:
+        live.feed(piece)
+        t += piece.n_frames
+        if t == 32:
+            mid = live.snapshot()
+            ref = create_correlator(live.binning, method="reference").compute_sums(frames[:32])
+            numpy.testing.assert_array_equal(mid["sums"].n2, ref.n2, strict=True)
+            numpy.testing.assert_array_equal(mid["mean_image"],
+                                             frames[:32].sum(axis=0, dtype=numpy.int64) / 32)
+    live.feed(frames[t:t + 9])  # decoded frames (a chunk stored without its filter)
+    for piece in raw_pieces(filename, "data", (t + 9, 60))[1:]:
+        live.feed(piece)
+    assert isinstance(live.stream, LiveDevicePairs) and live.method == "opencl-events"
+    assert live.stream.paths == {"raw chunks decoded on the device", "frames uploaded"}
+    final = live.snapshot()
+    assert final["live_path"] == "raw chunks decoded on the device" and final["n_frames"] == 140
+    numpy.testing.assert_array_equal(final["mean_image"],
+                                     frames.sum(axis=0, dtype=numpy.int64) / 140)
+    assert_identical(final, offline(frames, "linear"))
+    wrong = dataclasses.replace(pieces[0].layout, dtype=numpy.dtype(numpy.uint32))
+    with pytest.raises(ValueError, match="expected"):
+        live.feed(dataclasses.replace(pieces[0], layout=wrong))
+
+
+def test_run_live_growing_bslz4_file_decoded_on_the_device(tmp_path):
+    """run_live on a growing bitshuffle-LZ4 file (one frame per chunk, one chunk stored
+    without its filter) with the sums on an OpenCL device: the source hands on the stored
+    chunks, the device decodes them; the final result equals the offline run bit for bit."""
+    from conftest import require_opencl
+
+    from ewoksxpcs.io.live import GrowingHDF5Source
+
+    require_opencl("cpu")
+    scan = str(tmp_path / "scan.h5")
+    writer = subprocess.Popen([sys.executable, WRITER, "hdf5", json.dumps(
+        dict(filename=scan, seed=14, n=300, chunk=20, period=0.03, codec="bslz4",
+             unfiltered=[45]))])
+    try:
+        source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=10, wait_timeout=20)
+        output = str(tmp_path / "result.h5")
+        final = run_live(source, W.qmask(), output, every=0.2, mode="linear",
+                         method="opencl-events", device="cpu", report=None, png=False)
+    finally:
+        writer.wait(30)
+    assert final["n_frames"] == 300 and final["ended_early"] == ""
+    assert final["live_path"] == "raw chunks decoded on the device"
+    ref = offline(f"{scan}::/1.1", "linear", frame_period=0.01)
+    assert_identical(final, ref)
+    g2, err = saved_g2(output)
+    numpy.testing.assert_array_equal(g2, ref["g2"])
+    numpy.testing.assert_array_equal(err, ref["g2_err"])
+    frames = W.frames(14, 300)
+    numpy.testing.assert_array_equal(final["mean_image"],
+                                     frames.sum(axis=0, dtype=numpy.int64) / 300)
+
+
+def test_live_raw_chunks_only_where_the_sums_may_run_on_a_device(tmp_path):
+    """accepts_raw: linear opencl-events and multi-tau opencl (or auto with a GPU) on frames of
+    a dataset stored one frame per chunk; the CPU paths, two-time, signed frames in linear mode
+    and auto without a GPU read decoded frames."""
+    import hdf5plugin
+
+    from conftest import opencl_device_types, require_opencl
+    from ewoksxpcs.io.live import GrowingHDF5Source
+
+    require_opencl("cpu")
+    frames = W.frames(3, 10)
+    filename = str(tmp_path / "scan.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("1.1/measurement/det", data=frames, chunks=(1, 24, 32),
+                         **hdf5plugin.Bitshuffle(cname="lz4"))
+        f["1.1/end_time"] = "end"
+    source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=5)
+
+    def accepts(mode="linear", method="opencl-events", dtype=numpy.uint16):
+        return LiveCorrelator(W.qmask(), (24, 32), dtype, mode=mode, method=method,
+                              mode_options=MODES[mode]).accepts_raw(source)
+
+    gpu = "gpu" in opencl_device_types()
+    assert accepts()
+    assert accepts(mode="multitau", method="opencl")  # its stream on the device
+    assert accepts(mode="multitau", method="auto") == gpu
+    assert not accepts(mode="multitau", method="numpy")
+    assert not accepts(mode="twotime", method="auto")
+    assert not accepts(dtype=numpy.int32)
+    assert not accepts(method="live-pairs")
+    assert accepts(method="auto") == gpu
+    # Fed stored chunks anyway, a CPU path decodes them on the host: the same result.
+    live = LiveCorrelator(W.qmask(), (24, 32), numpy.uint16, mode="multitau",
+                          mode_options=MODES["multitau"])
+    for piece in raw_pieces(filename, "1.1/measurement/det", (4, 6)):
+        live.feed(piece)
+    assert live.path == "raw chunks decoded on the host"
+    assert_identical(live.snapshot(), offline(frames, "multitau"))
+
+
+@pytest.mark.parametrize("codec", ["bslz4", "none"])
+def test_live_multitau_on_opencl_from_raw_chunks_equals_offline(opencl_device, codec, tmp_path,
+                                                               monkeypatch):
+    """Live multi-tau on the OpenCL device (the offline OpenCL multi-tau's stream, unknown
+    length): stored chunks decoded there, decoded frames uploaded, chunks split past the
+    stream's launch size; the sums, g2 and mean image equal the offline ones, mid-scan and at
+    the end."""
+    import hdf5plugin
+
+    import ewoksxpcs.workflow.live as live_module
+    from ewoksxpcs.correlators.opencl_multitau import LiveOpenCLMultiTau
+
+    monkeypatch.setattr(live_module, "MULTITAU_CHUNK_FRAMES", 16)  # launches of 16 frames
+    frames = W.frames(37, 150)
+    frames[7, 1, 1] = 65535
+    filename = str(tmp_path / "scan.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("data", data=frames, chunks=(1, 24, 32),
+                         **(hdf5plugin.Bitshuffle(cname="lz4") if codec == "bslz4" else {}))
+    live = LiveCorrelator(W.qmask(), frames.shape[1:], frames.dtype, mode="multitau",
+                          method="opencl", device=opencl_device,
+                          mode_options=MODES["multitau"])
+    assert isinstance(live.stream, LiveOpenCLMultiTau) and live.stream.stream.chunk == 16
+    t = 0
+    for piece in raw_pieces(filename, "data", (1, 2, 37, 9, 1)):  # 50 frames
+        live.feed(piece)
+        t += piece.n_frames
+        if t in (3, 50):
+            snap = live.snapshot()
+            assert snap["n_frames"] == t and snap["method"] == "opencl"
+            assert_identical(snap, offline(frames[:t], "multitau"))
+            numpy.testing.assert_array_equal(snap["mean_image"],
+                                             frames[:t].sum(axis=0, dtype=numpy.int64) / t)
+    live.feed(frames[50:83])  # decoded frames: uploaded
+    for piece in raw_pieces(filename, "data", (83, 67))[1:]:
+        live.feed(piece)
+    final = live.snapshot()
+    assert final["live_path"] == "raw chunks decoded on the device"
+    assert live.stream.paths == {"raw chunks decoded on the device", "frames uploaded"}
+    assert_identical(final, offline(frames, "multitau"))
+    numpy.testing.assert_array_equal(final["mean_image"],
+                                     frames.sum(axis=0, dtype=numpy.int64) / 150)
+
+
+def test_run_live_multitau_growing_bslz4_file_on_the_device(tmp_path):
+    """run_live, multi-tau with ``opencl``: the growing file's stored chunks decoded and
+    correlated on the device; final result as offline."""
+    from conftest import require_opencl
+
+    from ewoksxpcs.io.live import GrowingHDF5Source
+
+    require_opencl("cpu")
+    scan = str(tmp_path / "scan.h5")
+    writer = subprocess.Popen([sys.executable, WRITER, "hdf5", json.dumps(
+        dict(filename=scan, seed=15, n=260, chunk=20, period=0.03, codec="bslz4"))])
+    try:
+        source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=10, wait_timeout=20)
+        final = run_live(source, W.qmask(), str(tmp_path / "result.h5"), every=0.2,
+                         mode="multitau", method="opencl", device="cpu",
+                         mode_options=MODES["multitau"], report=None, png=False)
+    finally:
+        writer.wait(30)
+    assert final["n_frames"] == 260 and final["live_path"] == "raw chunks decoded on the device"
+    assert_identical(final, offline(f"{scan}::/1.1", "multitau", frame_period=0.01))

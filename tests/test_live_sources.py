@@ -178,3 +178,59 @@ def test_bliss_bad_input(tmp_path, store):
         open_live_source(store)
     scan.stop()
     scan.close()
+
+
+def test_growing_hdf5_raw_chunks_while_written(tmp_path, writer):
+    """iter_raw_chunks: the stored bitshuffle-LZ4 chunks of a growing file as they come
+    (decoded here on the host to check them); a chunk stored without its filter comes decoded."""
+    from ewoksxpcs.io.live import RawChunks
+
+    filename = str(tmp_path / "scan.h5")
+    writer("hdf5", filename=filename, seed=5, n=120, chunk=10, period=0.03, codec="bslz4",
+           unfiltered=[37])
+    source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20,
+                               chunk_frames=16)
+    assert source.raw_codec() == ("bslz4", "")
+    items = list(source.iter_raw_chunks())
+    raw = [item for item in items if isinstance(item, RawChunks)]
+    decoded = [item for item in items if not isinstance(item, RawChunks)]
+    assert len(decoded) == 1 and decoded[0].shape == (1, 24, 32)  # frame 37
+    assert all(item.codec == "bslz4" and item.n_frames <= 16 for item in raw)
+    frames = numpy.concatenate([item.decode() if isinstance(item, RawChunks) else item
+                                for item in items])
+    numpy.testing.assert_array_equal(frames, W.frames(5, 120))
+    assert source.n_frames == 120 and source.frames_read == 120 and source.ended_early == ""
+
+
+def test_growing_hdf5_raw_codec_of_other_layouts(tmp_path, writer):
+    """Chunks of several frames: no raw chunks (the frames are read decoded, as always)."""
+    filename = str(tmp_path / "scan.h5")
+    writer("hdf5", filename=filename, seed=6, n=40, chunk=20, period=0.0)
+    source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20)
+    codec, why = source.raw_codec()
+    assert codec is None and "20 frames per chunk" in why
+    frames = numpy.concatenate(list(source.iter_raw_chunks()))
+    numpy.testing.assert_array_equal(frames, W.frames(6, 40))
+
+
+def test_raw_chunks_split_into_pieces(tmp_path):
+    """RawChunks.split: pieces of at most n frames, each decoding to its frames."""
+    import h5py
+    import hdf5plugin
+
+    from ewoksxpcs.io.hdf5chunks import read_chunks, stored_frame_chunks
+    from ewoksxpcs.io.live import RawChunks
+
+    frames = W.frames(8, 11)
+    filename = str(tmp_path / "f.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("d", data=frames, chunks=(1, 24, 32), **hdf5plugin.Bitshuffle())
+    with h5py.File(filename, "r") as f:
+        layout, _ = stored_frame_chunks(f["d"], 2, 11)
+    raw = RawChunks(layout, *read_chunks(layout, 0, layout.n_chunks))
+    pieces = list(raw.split(4))
+    assert [p.n_frames for p in pieces] == [4, 4, 1]
+    assert [int(p.layout.first_frame[0]) for p in pieces] == [0, 0, 0]
+    numpy.testing.assert_array_equal(numpy.concatenate([p.decode() for p in pieces]),
+                                     frames[2:])
+    assert list(raw.split(20)) == [raw]

@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between updates of the result, e.g. 2s (default 2s; 0: final only)")
     p.add_argument("--mode", default="multitau", choices=["multitau", "linear", "twotime"],
                    help="correlation mode (default: multitau)")
-    p.add_argument("--method", default="auto", help="linear mode: backend (default: auto)")
+    p.add_argument("--method", default="auto",
+                   help="linear mode: backend (default: auto); multitau: opencl runs it on the "
+                        "OpenCL --device (auto: integer frames on a GPU)")
     p.add_argument("--device", help="linear mode: OpenCL device (cpu, gpu, P:D)")
     p.add_argument("--lags-per-level", type=int, help="multitau: lags per level (even)")
     p.add_argument("--normalisation", choices=["standard", "symmetric"], help="multitau")

@@ -56,7 +56,8 @@ from ..opencl.device import (CTYPES, default_device_memory, device_buffer, get_d
                       StagingSlots, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 
-__all__ = ["OpenCLMultiTau", "OpenCLEventsMultiTau", "DeviceDataPath"]
+__all__ = ["OpenCLMultiTau", "OpenCLEventsMultiTau", "DeviceDataPath", "DenseMultiTauStream",
+           "LiveOpenCLMultiTau"]
 
 logger = logging.getLogger(__name__)
 
@@ -236,155 +237,32 @@ class OpenCLMultiTau(DeviceDataPath):
         return slots[:, cols], level, k
 
     # ------------------------------------------------------------------ dense frames
+    def stream(self, frame_shape, dtype, n_frames: Optional[int] = None,
+               chunk_frames: Optional[int] = None) -> "DenseMultiTauStream":
+        """A :class:`DenseMultiTauStream` of this correlator: frames fed chunk by chunk (host
+        arrays, or frames already in device memory), the sums of the frames so far at any time.
+        ``n_frames``: of the whole data when known (else :data:`UNKNOWN_LENGTH_LEVELS` levels
+        are kept); ``chunk_frames``: most frames per call (default: ``chunk_frames`` of the
+        correlator, else ~128 MB of frames)."""
+        return DenseMultiTauStream(self, frame_shape, dtype, n_frames, chunk_frames)
+
     def _dense_sums(self, data) -> MultiTauSums:
-        import pyopencl
-
         t_begin = time.perf_counter()
-        dev, b = self.dev, self.binning
         source = as_frame_source(data)
-        b.check_frame_shape(source.frame_shape)
-        dtype = numpy.dtype(source.dtype)
-        in_t = CTYPES[str(dtype)]
-        P = int(b.n_binned_pixels)
-        frame_pixels = int(b.shape[0] * b.shape[1])
-        if frame_pixels >= 2**31:
-            raise ValueError(f"frames of {frame_pixels} pixels: the OpenCL kernels index pixels in int32")
-        n_levels = self._levels_for(source.n_frames)
-        m = self.m
-        val_t, acc_t, vsize, acc_np, level_defines = self._types(dtype, n_levels)
-        self._val_t, self._acc_t, self._acc_dtype = val_t, acc_t, acc_np
-        bases = self._slot_bases(m, n_levels)
-        n_slots = bases[n_levels]
-        # Memory: fixed state, then chunk buffers sized to the rest of the budget.
-        fixed = (n_levels * (m - 1) * P * vsize + n_slots * P * 8 + P * 8
-                 + (b.n_sub + 1) * 8)
-        per_frame = 2 * frame_pixels * dtype.itemsize + P * vsize + b.n_sub * 8
-        room = self.budget - fixed
-        if room < per_frame * 2:
-            raise ValueError(
-                f"multi-tau state for {P} pixels and {n_levels} levels needs "
-                f"{fixed + 2 * per_frame} bytes of device memory, more than max_device_memory="
-                f"{self.budget}: raise max_device_memory, lower lags_per_level or max_levels, "
-                "or bin fewer pixels"
-            )
-        chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_pixels * dtype.itemsize))
-        chunk = int(max(2, min(chunk, room // per_frame,
-                               dev.max_mem_alloc // max(1, frame_pixels * dtype.itemsize))))
-        if source.n_frames:
-            chunk = min(chunk, max(2, int(source.n_frames)))
-        self.plan = dict(chunk_frames=chunk, levels=n_levels,
-                         device_bytes=int(fixed + chunk * per_frame), budget=self.budget)
-        ctx = dev.context
-        mf = pyopencl.mem_flags
-        copy_q = pyopencl.CommandQueue(ctx)
-        comp_q = pyopencl.CommandQueue(ctx)
-
-        def zeros(nbytes):
-            return device_buffer(dev, comp_q, nbytes, zero=True)
-
-        pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
-                              hostbuf=numpy.ascontiguousarray(b.pixel_index, numpy.int32))
-        sub_off = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
-                                  hostbuf=numpy.ascontiguousarray(b.sub_offsets, numpy.int64))
-        rings = [zeros((m - 1) * P * vsize) for _ in range(n_levels)]
-        acc = zeros(n_slots * P * 8)
-        vmax_buf = zeros(P * 4)
-        half = chunk // 2 + 1
-        pingpong = [pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, half * P * vsize)) for _ in range(2)]
-        fs_buf = pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, chunk * b.n_sub * 8))
-        frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_pixels * dtype.itemsize))
-                      for _ in range(2)]
-        staging = StagingSlots(dev, (chunk, frame_pixels), dtype)
-        copy_evt = [None, None]
-        done_evt = [None, None]
-
-        k_fs = self._kernel("mt_frame_sums", in_t, val_t, acc_t, 0, level_defines(0))
-        k_level = [self._kernel("mt_level", in_t if L == 0 else val_t, val_t, acc_t,
-                                0 if L == 0 else m // 2,
-                                dict(level_defines(L), **({"GATHER": 1} if L == 0 else {})))
-                   for L in range(n_levels)]
-        counts = [0] * n_levels  # level frames processed so far
-        fs_parts = []
-        # Known length: the per-frame sums are downloaded straight into one array.
-        fs_all = (numpy.empty((int(source.n_frames), b.n_sub), dtype=acc_np)
-                  if source.n_frames is not None else None)
-        slot = 0
-        comp_q.finish()
+        stream = self.stream(source.frame_shape, source.dtype, source.n_frames)
         t_setup = time.perf_counter()
-        wait_s = copy_s = 0.0
-
-        def pieces():
-            for c in source.iter_chunks(chunk):
-                for i in range(0, c.shape[0], chunk):
-                    yield c[i: i + chunk]
-
-        for piece in pieces():
-            n = piece.shape[0]
-            s = slot % 2
-            slot += 1
-            if copy_evt[s] is not None:
-                tw = time.perf_counter()
-                copy_evt[s].wait()  # the staging buffer's previous copy is done
-                wait_s += time.perf_counter() - tw
-            tc = time.perf_counter()
-            copy_evt[s], direct = upload_chunk(
-                copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging, s,
-                wait_for=[done_evt[s]] if done_evt[s] is not None else None)
-            copy_s += time.perf_counter() - tc
-            copy_q.flush()
-            t_first = counts[0]
-            fits = fs_all is not None and t_first + n <= fs_all.shape[0]
-            fs_host = fs_all[t_first: t_first + n] if fits else numpy.empty((n, b.n_sub), acc_np)
-            k_fs.set_args(frames_dev[s], numpy.int64(frame_pixels), pix, sub_off,
-                          numpy.int32(b.n_sub), fs_buf)
-            pyopencl.enqueue_nd_range_kernel(comp_q, k_fs, (b.n_sub * WG, n), (WG, 1),
-                                             wait_for=[copy_evt[s]])
-            fs_parts.append((fs_host, pyopencl.enqueue_copy(comp_q, fs_host, fs_buf, is_blocking=False)))
-            # Level 0 reads the frames; each further level reads the pair sums of the previous.
-            n_l, src = n, frames_dev[s]
-            last_reader = None
-            for L in range(n_levels):
-                if n_l <= 0:
-                    break
-                t0 = counts[L]
-                write_out = L + 1 < n_levels
-                out = pingpong[L % 2]
-                kern = k_level[L]
-                kern.set_args(src, numpy.int64(frame_pixels), pix, numpy.int32(P), numpy.int32(n_l),
-                              numpy.int64(t0), rings[L], acc, numpy.int64(bases[L]), out,
-                              numpy.int32(write_out), vmax_buf)
-                evt = pyopencl.enqueue_nd_range_kernel(comp_q, kern, (_round_up(P, LOCAL),), (LOCAL,))
-                if L == 0:
-                    last_reader = evt
-                counts[L] += n_l
-                n_next = ((t0 + n_l) >> 1) - (t0 >> 1)
-                n_l, src = n_next, out
-            done_evt[s] = last_reader
-            comp_q.flush()
-            if direct:  # read in place: the source may reuse the piece's memory once we go on
-                tw = time.perf_counter()
-                copy_evt[s].wait()
-                wait_s += time.perf_counter() - tw
+        chunk = stream.chunk
+        for c in source.iter_chunks(chunk):
+            for i in range(0, c.shape[0], chunk):
+                stream.feed(c[i: i + chunk])
         t_stream = time.perf_counter()
-        comp_q.finish()
-        copy_q.finish()
+        stream.drain()
         t_drain = time.perf_counter()
-        n_frames = counts[0]
-        slots = self._reduce(comp_q, acc, n_slots, P)
-        fs = (fs_all if fs_all is not None and n_frames == fs_all.shape[0]
-              and all(numpy.shares_memory(f, fs_all) for f, _ in fs_parts)
-              else numpy.concatenate([f for f, _ in fs_parts]) if fs_parts
-              else numpy.zeros((0, b.n_sub), dtype=acc_np))
-        n2, level, k = self._assemble(slots, n_frames, n_levels)
-        if acc_np.kind == "i":
-            vm = numpy.empty(P, numpy.uint32)
-            pyopencl.enqueue_copy(comp_q, vm, vmax_buf)
-            totals = fs.sum(axis=0) if dtype.kind == "u" else numpy.abs(fs).sum(axis=0)
-            check_int64_range(n2_bound(level, int(vm.max()) if P else 0, totals))
+        sums = stream.sums()
         self.plan.update(setup_s=t_setup - t_begin, stream_s=t_stream - t_setup,
-                         wait_staging_s=wait_s, copy_s=copy_s, drain_s=t_drain - t_stream,
-                         finish_s=time.perf_counter() - t_drain)
-        return MultiTauSums(n2, fs, level, k, m)
+                         wait_staging_s=stream.wait_s, copy_s=stream.copy_s,
+                         drain_s=t_drain - t_stream, finish_s=time.perf_counter() - t_drain)
+        return sums
 
     # ------------------------------------------------------------------ events
     def _event_sums(self, events) -> MultiTauSums:
@@ -531,6 +409,290 @@ class OpenCLMultiTau(DeviceDataPath):
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
         return result
+
+
+class DenseMultiTauStream:
+    """The state of :class:`OpenCLMultiTau`'s dense path between chunks of frames, on the device.
+
+    Chunks of whole frames go host → device from two page-locked staging buffers (or straight
+    from page-locked frames) on a transfer queue while the compute queue works on the previous
+    chunk (:meth:`feed`), or are read where they already lie in device memory (:meth:`feed_device`:
+    frames decoded there). Per chunk and level one launch of ``mt_level``, per-frame sub-bin sums
+    by ``mt_frame_sums``; :meth:`sums` reduces the per-pixel accumulators of the frames so far
+    (feeding may go on), which are those of the offline run on these frames.
+
+    Parameters
+    ----------
+    corr : OpenCLMultiTau
+    frame_shape : (int, int)
+    dtype : numpy.dtype
+    n_frames : int, optional
+        Frames of the whole data, when known (sets the number of levels kept).
+    chunk_frames : int, optional
+        Most frames per call.
+    """
+
+    def __init__(self, corr: "OpenCLMultiTau", frame_shape, dtype, n_frames=None,
+                 chunk_frames=None):
+        import pyopencl
+
+        self.corr = corr
+        dev, b = corr.dev, corr.binning
+        self.dev, self.binning = dev, b
+        b.check_frame_shape(frame_shape)
+        dtype = numpy.dtype(dtype)
+        self.dtype = dtype
+        in_t = CTYPES[str(dtype)]
+        P = int(b.n_binned_pixels)
+        frame_pixels = int(b.shape[0] * b.shape[1])
+        if frame_pixels >= 2**31:
+            raise ValueError(f"frames of {frame_pixels} pixels: the OpenCL kernels index pixels in int32")
+        n_levels = corr._levels_for(n_frames)
+        m = corr.m
+        val_t, acc_t, vsize, acc_np, level_defines = corr._types(dtype, n_levels)
+        corr._val_t, corr._acc_t, corr._acc_dtype = val_t, acc_t, acc_np
+        self.acc_np, self.vsize = acc_np, vsize
+        bases = corr._slot_bases(m, n_levels)
+        n_slots = bases[n_levels]
+        # Memory: fixed state, then chunk buffers sized to the rest of the budget.
+        fixed = (n_levels * (m - 1) * P * vsize + n_slots * P * 8 + P * 8
+                 + (b.n_sub + 1) * 8)
+        per_frame = 2 * frame_pixels * dtype.itemsize + P * vsize + b.n_sub * 8
+        room = corr.budget - fixed
+        if room < per_frame * 2:
+            raise ValueError(
+                f"multi-tau state for {P} pixels and {n_levels} levels needs "
+                f"{fixed + 2 * per_frame} bytes of device memory, more than max_device_memory="
+                f"{corr.budget}: raise max_device_memory, lower lags_per_level or max_levels, "
+                "or bin fewer pixels"
+            )
+        chunk = chunk_frames or corr.chunk_frames or max(
+            1, DEFAULT_CHUNK_BYTES // max(1, frame_pixels * dtype.itemsize))
+        chunk = int(max(2, min(chunk, room // per_frame,
+                               dev.max_mem_alloc // max(1, frame_pixels * dtype.itemsize))))
+        if n_frames:
+            chunk = min(chunk, max(2, int(n_frames)))
+        self.chunk = chunk
+        corr.plan = dict(chunk_frames=chunk, levels=n_levels,
+                         device_bytes=int(fixed + chunk * per_frame), budget=corr.budget)
+        ctx = dev.context
+        mf = pyopencl.mem_flags
+        self.copy_q = pyopencl.CommandQueue(ctx)
+        self.comp_q = comp_q = pyopencl.CommandQueue(ctx)
+
+        def zeros(nbytes):
+            return device_buffer(dev, comp_q, nbytes, zero=True)
+
+        self.pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                   hostbuf=numpy.ascontiguousarray(b.pixel_index, numpy.int32))
+        self.sub_off = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                       hostbuf=numpy.ascontiguousarray(b.sub_offsets, numpy.int64))
+        self.rings = [zeros((m - 1) * P * vsize) for _ in range(n_levels)]
+        self.acc = zeros(n_slots * P * 8)
+        self.vmax_buf = zeros(P * 4)
+        half = chunk // 2 + 1
+        self.pingpong = [pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, half * P * vsize))
+                         for _ in range(2)]
+        self.fs_buf = pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, chunk * b.n_sub * 8))
+        self.frames_dev = [None, None]  # allocated at the first host chunk
+        self.staging = None
+        self.copy_evt = [None, None]
+        self.done_evt = [None, None]
+        self.k_fs = corr._kernel("mt_frame_sums", in_t, val_t, acc_t, 0, level_defines(0))
+        self.k_level = [corr._kernel("mt_level", in_t if L == 0 else val_t, val_t, acc_t,
+                                     0 if L == 0 else m // 2,
+                                     dict(level_defines(L), **({"GATHER": 1} if L == 0 else {})))
+                        for L in range(n_levels)]
+        self.P, self.frame_pixels, self.n_levels = P, frame_pixels, n_levels
+        self.bases, self.n_slots = bases, n_slots
+        self.counts = [0] * n_levels  # level frames processed so far
+        self.fs_parts = []
+        # Known length: the per-frame sums are downloaded straight into one array.
+        self.fs_all = (numpy.empty((int(n_frames), b.n_sub), dtype=acc_np)
+                       if n_frames is not None else None)
+        self.slot = 0
+        self.wait_s = self.copy_s = 0.0
+        comp_q.finish()
+
+    @property
+    def n_frames(self) -> int:
+        return self.counts[0]
+
+    def feed(self, piece: numpy.ndarray) -> None:
+        """Take the next frames, (n, Ny, Nx) of the dtype, n at most :attr:`chunk`."""
+        import pyopencl
+
+        n = piece.shape[0]
+        if n == 0:
+            return
+        if n > self.chunk:
+            raise ValueError(f"{n} frames in one chunk, more than the stream's {self.chunk}")
+        ctx, mf = self.dev.context, pyopencl.mem_flags
+        if self.frames_dev[0] is None:
+            nbytes = max(8, self.chunk * self.frame_pixels * self.dtype.itemsize)
+            self.frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, nbytes) for _ in range(2)]
+            self.staging = StagingSlots(self.dev, (self.chunk, self.frame_pixels), self.dtype)
+        s = self.slot % 2
+        self.slot += 1
+        if self.copy_evt[s] is not None:
+            tw = time.perf_counter()
+            self.copy_evt[s].wait()  # the staging buffer's previous copy is done
+            self.wait_s += time.perf_counter() - tw
+        tc = time.perf_counter()
+        self.copy_evt[s], direct = upload_chunk(
+            self.copy_q, self.frames_dev[s], piece.reshape(n, self.frame_pixels), self.staging,
+            s, wait_for=[self.done_evt[s]] if self.done_evt[s] is not None else None)
+        self.copy_s += time.perf_counter() - tc
+        self.copy_q.flush()
+        self.done_evt[s] = self._compute(self.frames_dev[s], n, [self.copy_evt[s]])
+        if direct:  # read in place: the source may reuse the piece's memory once we go on
+            tw = time.perf_counter()
+            self.copy_evt[s].wait()
+            self.wait_s += time.perf_counter() - tw
+
+    def feed_device(self, d_frames, n: int, wait_for=None) -> None:
+        """Take ``n`` frames lying in device memory (``d_frames`` from its first byte, C
+        order); returns once the kernels reading them are done (the buffer may be reused)."""
+        if n == 0:
+            return
+        if n > self.chunk:
+            raise ValueError(f"{n} frames in one chunk, more than the stream's {self.chunk}")
+        self._compute(d_frames, n, wait_for, wait=True)
+
+    def _compute(self, d_frames, n: int, wait_for, wait: bool = False):
+        """Frame sums and every level's launch for the chunk; the event of the last kernel
+        reading ``d_frames`` (waited for with ``wait``)."""
+        import pyopencl
+
+        comp_q, b = self.comp_q, self.binning
+        t_first = self.counts[0]
+        fs_all = self.fs_all
+        fits = fs_all is not None and t_first + n <= fs_all.shape[0]
+        fs_host = fs_all[t_first: t_first + n] if fits else numpy.empty((n, b.n_sub), self.acc_np)
+        self.k_fs.set_args(d_frames, numpy.int64(self.frame_pixels), self.pix, self.sub_off,
+                           numpy.int32(b.n_sub), self.fs_buf)
+        fs_evt = pyopencl.enqueue_nd_range_kernel(comp_q, self.k_fs, (b.n_sub * WG, n), (WG, 1),
+                                                  wait_for=wait_for)
+        self.fs_parts.append((fs_host, pyopencl.enqueue_copy(comp_q, fs_host, self.fs_buf,
+                                                             is_blocking=False)))
+        # Level 0 reads the frames; each further level reads the pair sums of the previous.
+        n_l, src = n, d_frames
+        last_reader = None
+        for L in range(self.n_levels):
+            if n_l <= 0:
+                break
+            t0 = self.counts[L]
+            write_out = L + 1 < self.n_levels
+            out = self.pingpong[L % 2]
+            kern = self.k_level[L]
+            kern.set_args(src, numpy.int64(self.frame_pixels), self.pix, numpy.int32(self.P),
+                          numpy.int32(n_l), numpy.int64(t0), self.rings[L], self.acc,
+                          numpy.int64(self.bases[L]), out, numpy.int32(write_out),
+                          self.vmax_buf)
+            evt = pyopencl.enqueue_nd_range_kernel(comp_q, kern, (_round_up(self.P, LOCAL),),
+                                                   (LOCAL,))
+            if L == 0:
+                last_reader = evt
+            self.counts[L] += n_l
+            n_next = ((t0 + n_l) >> 1) - (t0 >> 1)
+            n_l, src = n_next, out
+        comp_q.flush()
+        if wait:
+            pyopencl.wait_for_events([fs_evt, last_reader])
+        return last_reader
+
+    def drain(self) -> None:
+        """Wait for the work queued so far."""
+        self.comp_q.finish()
+        self.copy_q.finish()
+
+    def sums(self) -> MultiTauSums:
+        """The sums of the frames fed so far (feeding may go on)."""
+        import pyopencl
+
+        self.drain()
+        b, comp_q = self.binning, self.comp_q
+        n_frames = self.counts[0]
+        slots = self.corr._reduce(comp_q, self.acc, self.n_slots, self.P)
+        fs_all, fs_parts = self.fs_all, self.fs_parts
+        fs = (fs_all if fs_all is not None and n_frames == fs_all.shape[0]
+              and all(numpy.shares_memory(f, fs_all) for f, _ in fs_parts)
+              else numpy.concatenate([f for f, _ in fs_parts]) if fs_parts
+              else numpy.zeros((0, b.n_sub), dtype=self.acc_np))
+        if len(fs_parts) > 1 and fs is not fs_all:
+            self.fs_parts = [(fs, None)]  # concatenated once
+        n2, level, k = self.corr._assemble(slots, n_frames, self.n_levels)
+        if self.acc_np.kind == "i":
+            vm = numpy.empty(self.P, numpy.uint32)
+            pyopencl.enqueue_copy(comp_q, vm, self.vmax_buf)
+            totals = fs.sum(axis=0) if self.dtype.kind == "u" else numpy.abs(fs).sum(axis=0)
+            check_int64_range(n2_bound(level, int(vm.max()) if self.P else 0, totals))
+        return MultiTauSums(n2, fs, level, k, self.corr.m)
+
+
+class LiveOpenCLMultiTau:
+    """Live multi-tau on an OpenCL device: the frames (uploaded, or stored chunks decoded on the
+    device, :class:`~ewoksxpcs.opencl.live_frames.DeviceFrames`) fed to a
+    :class:`DenseMultiTauStream` of unknown length; the sums of the frames so far at any time,
+    those of the offline run on these frames (exact int64 for integer frames).
+
+    Parameters
+    ----------
+    binning : Binning
+    frame_shape : (int, int)
+    dtype : numpy.dtype
+        Integer pixel type (1, 2 or 4 bytes).
+    lags_per_level : int
+    device : str, optional
+    chunk_frames : int, optional
+        Most frames per launch (larger chunks are split).
+    """
+
+    #: The sum image is kept on the device (:meth:`sum_image`).
+    sums_frames = True
+    name = OpenCLMultiTau.name
+
+    def __init__(self, binning, frame_shape, dtype, lags_per_level: int = DEFAULT_LAGS_PER_LEVEL,
+                 device=None, chunk_frames: Optional[int] = None):
+        from ..opencl.live_frames import DeviceFrames
+
+        dtype = numpy.dtype(dtype)
+        if dtype.kind not in "iu":
+            raise ValueError(f"live multi-tau on OpenCL needs integer frames, not {dtype}")
+        self.corr = OpenCLMultiTau(binning, device=device, lags_per_level=lags_per_level)
+        self.corr.plan = {}
+        self.stream = self.corr.stream(frame_shape, dtype, None, chunk_frames)
+        self.frames = DeviceFrames(self.corr.dev, frame_shape, dtype)
+
+    @property
+    def device_name(self) -> str:
+        return f"{self.corr.dev.kind} {self.corr.dev.name}"
+
+    @property
+    def n_frames(self) -> int:
+        return self.stream.n_frames
+
+    @property
+    def paths(self) -> set:
+        return self.frames.paths
+
+    def feed(self, chunk: numpy.ndarray) -> None:
+        """Take the next frames, (n, Ny, Nx) of the given dtype."""
+        step = self.stream.chunk
+        for i in range(0, chunk.shape[0], step):
+            self.stream.feed_device(*self.frames.land(chunk[i:i + step]))
+
+    def feed_raw(self, raw) -> None:
+        """Take the next frames as their stored chunks (:class:`~ewoksxpcs.io.live.RawChunks`),
+        decoded on the device."""
+        for piece in raw.split(self.stream.chunk):
+            self.stream.feed_device(*self.frames.land(piece))
+
+    def sums(self) -> MultiTauSums:
+        return self.stream.sums()
+
+    def sum_image(self) -> numpy.ndarray:
+        return self.frames.sum_image()
 
 
 class OpenCLEventsMultiTau(OpenCLMultiTau):

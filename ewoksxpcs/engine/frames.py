@@ -15,6 +15,8 @@ floating point data, finite values.
 from __future__ import annotations
 
 import numbers
+import queue
+import threading
 from typing import Iterable, Iterator, Optional, Tuple
 
 import numpy
@@ -31,6 +33,7 @@ __all__ = [
     "frames_at",
     "check_dtype",
     "validate_chunk",
+    "read_ahead",
 ]
 
 #: Pixel types the engine accepts (detectors count photons in unsigned integers; float32 for
@@ -311,3 +314,53 @@ def as_frame_source(frames, frame_period: Optional[float] = None,
             f"not {type(frames).__name__}"
         ) from None
     return IterableFrameSource(iterator, n_frames=n_frames, frame_period=frame_period)
+
+
+class _Failed:
+    """An exception of :func:`read_ahead`'s producer, handed to the consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def read_ahead(items: Iterable, depth: int = 2, join_timeout: float = 1.0) -> Iterator:
+    """The items of ``items``, produced by a thread of its own up to ``depth`` items ahead of
+    the consumer: reading the next chunks overlaps the work on the previous ones.
+
+    An error of the producer is raised in the consumer, at the item where it happened. Closing
+    the generator (or an error of the consumer) stops the producer at its next item; it is
+    waited for at most ``join_timeout`` seconds (a producer blocked waiting for data it may
+    never get, such as a live source's next frames, is a daemon thread left to end alone).
+    """
+    out: "queue.Queue" = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        out.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            out.put(done)
+        except BaseException as e:  # handed to the consumer
+            out.put(_Failed(e))
+
+    thread = threading.Thread(target=produce, name="ewoksxpcs-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is done:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join(join_timeout)

@@ -47,6 +47,8 @@ from .bslz4 import FILTER_ID, HEADER_BYTES, default_block_elems, parse_header
 __all__ = [
     "ChunkLayout",
     "chunk_layout",
+    "frame_chunks_codec",
+    "stored_frame_chunks",
     "read_chunks",
     "decode_chunks_cpu",
     "default_threads",
@@ -204,8 +206,19 @@ def _check_dtype(dtype: numpy.dtype, where: str) -> None:
         raise _Unsupported(f"{where}: non-native byte order ({dtype})")
 
 
-def _plain_chunks(dset, lo: int, hi: int, h5py) -> _Stored:
-    """Allocated chunks of a chunked (non-virtual) dataset that overlap frames [lo, hi)."""
+def frame_chunks_codec(dset) -> Tuple[Optional[str], str]:
+    """Whether a (non-virtual) 3-D dataset's chunks can be read raw: ``(codec, "")`` with codec
+    ``"bslz4"`` or ``"none"`` when it is chunked by whole frames, else ``(None, reason)``."""
+    import h5py
+
+    try:
+        return _frame_chunks(dset, h5py)[0], ""
+    except _Unsupported as e:
+        return None, str(e)
+
+
+def _frame_chunks(dset, h5py) -> Tuple[str, int]:
+    """(codec, frames per chunk) of a dataset chunked by whole frames; _Unsupported if not."""
     filename = os.path.abspath(dset.file.filename)
     where = f"{filename}::{dset.name}"
     layout = dset.id.get_create_plist().get_layout()
@@ -225,8 +238,72 @@ def _plain_chunks(dset, lo: int, hi: int, h5py) -> _Stored:
         raise _Unsupported(
             f"{where}: chunks split frames (chunk shape {chunks}, frame shape {frame_shape})"
         )
-    codec = _codec(dset, where)
-    k = chunks[0]
+    return _codec(dset, where), chunks[0]
+
+
+def stored_frame_chunks(dset, start: int, stop: int) -> Tuple[Optional[ChunkLayout], bool]:
+    """Layout of the stored chunks of frames ``[start, stop)`` of a dataset chunked one frame
+    per chunk (a dataset still being written: looked up chunk by chunk, not iterated).
+
+    Parameters
+    ----------
+    dset : h5py.Dataset
+        Non-virtual, 3-D, chunked (1, Ny, Nx), bitshuffle-LZ4 or unfiltered
+        (:func:`frame_chunks_codec`).
+    start, stop : int
+        Frames (dataset coordinates), ``stop`` at most the dataset's length.
+
+    Returns
+    -------
+    (ChunkLayout or None, unfiltered)
+        The leading run of stored chunks (``first_frame`` counts from ``start``; None when it is
+        empty); it ends before the first chunk not allocated yet or, ``unfiltered`` True, before
+        a chunk stored without its filter (filter mask set), which the caller reads decoded.
+
+    Raises
+    ------
+    ValueError
+        The dataset is not chunked one frame per chunk with a supported codec.
+    """
+    import h5py
+
+    try:
+        codec, k = _frame_chunks(dset, h5py)
+    except _Unsupported as e:
+        raise ValueError(str(e)) from None
+    if k != 1:
+        raise ValueError(f"{dset.file.filename}::{dset.name}: {k} frames per chunk, not one")
+    found, unfiltered = [], False
+    for t in range(int(start), int(stop)):
+        info = dset.id.get_chunk_info_by_coord((t, 0, 0))
+        if info.byte_offset is None:
+            break  # not written yet
+        if info.filter_mask and codec != "none":
+            unfiltered = True
+            break
+        found.append((info.byte_offset, info.size))
+    if not found:
+        return None, unfiltered
+    arr = numpy.array(found, dtype=numpy.int64)
+    filename = os.path.abspath(dset.file.filename)
+    dtype = numpy.dtype(dset.dtype)
+    block_size = _block_size(filename, int(arr[0, 0]), dtype) if codec == "bslz4" else 0
+    n = arr.shape[0]
+    shape = tuple(int(m) for m in dset.shape[1:])
+    layout = ChunkLayout(codec=codec, dtype=dtype, frame_shape=shape, frames_per_chunk=1,
+                         files=(filename,), file_index=numpy.zeros(n, numpy.int32),
+                         offsets=arr[:, 0].copy(),
+                         sizes=arr[:, 1].copy(), first_frame=numpy.arange(n, dtype=numpy.int64),
+                         n_frames=n, block_size=int(block_size))
+    return layout, unfiltered
+
+
+def _plain_chunks(dset, lo: int, hi: int, h5py) -> _Stored:
+    """Allocated chunks of a chunked (non-virtual) dataset that overlap frames [lo, hi)."""
+    filename = os.path.abspath(dset.file.filename)
+    where = f"{filename}::{dset.name}"
+    codec, k = _frame_chunks(dset, h5py)
+    frame_shape = tuple(int(n) for n in dset.shape[1:])
     found = []
     bad_mask = []
 
@@ -546,13 +623,8 @@ def _assemble(parts, sel: range, dtype, where: str) -> ChunkLayout:
         first_frame = g0 - sel.start
     block_size = 0
     if first.codec == "bslz4":
-        block_size = default_block_elems(dtype.itemsize)
-        if arr.shape[0]:
-            header = _pread_exact(files[int(arr[0, 1])], int(arr[0, 2]), HEADER_BYTES)
-            if len(header) == HEADER_BYTES:
-                bs = parse_header(header)[1] // dtype.itemsize
-                if bs > 0 and bs % 8 == 0:
-                    block_size = bs
+        block_size = _block_size(files[int(arr[0, 1])] if arr.shape[0] else None,
+                                 int(arr[0, 2]) if arr.shape[0] else 0, dtype)
     return ChunkLayout(
         codec=first.codec,
         dtype=numpy.dtype(dtype),
@@ -566,6 +638,19 @@ def _assemble(parts, sel: range, dtype, where: str) -> ChunkLayout:
         n_frames=len(sel),
         block_size=int(block_size),
     )
+
+
+def _block_size(filename: Optional[str], offset: int, dtype) -> int:
+    """Bitshuffle block size (elements) from the header of the chunk at ``offset`` of
+    ``filename`` (bitshuffle's default when there is none or it is unreadable)."""
+    itemsize = numpy.dtype(dtype).itemsize
+    if filename is not None:
+        header = _pread_exact(filename, offset, HEADER_BYTES)
+        if len(header) == HEADER_BYTES:
+            bs = parse_header(header)[1] // itemsize
+            if bs > 0 and bs % 8 == 0:
+                return bs
+    return default_block_elems(itemsize)
 
 
 def _pread_exact(filename: str, offset: int, size: int) -> bytes:

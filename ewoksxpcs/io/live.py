@@ -11,6 +11,11 @@ frames read so far stand as the data.
   with file locking off, as Bliss and Lima run), or Lima data files appearing one after another
   (``files`` glob pattern). The scan has ended when its entry holds ``end_time`` (Bliss writes it
   at the end of a scan), or after ``quiet_timeout`` seconds without a new frame.
+  When the dataset is chunked one frame per chunk, bitshuffle-LZ4 or unfiltered (Eiger,
+  Lima), :meth:`~GrowingHDF5Source.iter_raw_chunks` yields the stored chunks as they are
+  (:class:`RawChunks`: bytes read around HDF5 by :func:`~ewoksxpcs.io.hdf5chunks.read_chunks`)
+  for a consumer that decodes them itself (an OpenCL device), instead of frames decoded by h5py
+  on the host.
 - :class:`BlissScanSource`: a scan published by Bliss in its Redis data store, read through
   ``blissdata`` (>= 2.4): the scan is loaded by key, the source waits for it to start and reads
   the image stream's slices as they are published; frames no longer in Redis memory
@@ -24,15 +29,17 @@ import glob
 import logging
 import os
 import time
-from typing import Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy
 
 from ..engine.frames import FrameSource, check_dtype, validate_chunk
+from .hdf5chunks import ChunkLayout
 from .load import _import_hdf5, find_frames_dataset, parse_url, read_frame_period
 
-__all__ = ["LiveSource", "GrowingHDF5Source", "BlissScanSource", "LIMA_DATA_PATH", "open_hdf5",
-           "open_live_source"]
+__all__ = ["LiveSource", "GrowingHDF5Source", "BlissScanSource", "RawChunks", "LIMA_DATA_PATH",
+           "open_hdf5", "open_live_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +55,63 @@ def open_hdf5(filename: str):
         return h5py.File(filename, "r", swmr=True, locking=False)
     except OSError:
         return h5py.File(filename, "r", locking=False)
+
+
+@dataclass(frozen=True, eq=False)
+class RawChunks:
+    """Stored chunks of consecutive frames, one frame per chunk, not decoded.
+
+    Attributes
+    ----------
+    layout : ChunkLayout
+        Codec (``"bslz4"`` or ``"none"``), dtype, frame shape, bitshuffle block size of the
+        chunks (:class:`~ewoksxpcs.io.hdf5chunks.ChunkLayout`, ``frames_per_chunk`` 1).
+    data : numpy.ndarray
+        (nbytes,) uint8, the chunks back to back.
+    offsets : numpy.ndarray
+        (n_frames + 1,) int64: frame ``i`` is ``data[offsets[i]:offsets[i + 1]]``.
+    """
+
+    layout: ChunkLayout
+    data: numpy.ndarray
+    offsets: numpy.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.offsets.size - 1)
+
+    @property
+    def codec(self) -> str:
+        return self.layout.codec
+
+    def split(self, most: int) -> Iterator["RawChunks"]:
+        """The same chunks in pieces of at most ``most`` frames (views of ``data``)."""
+        import dataclasses
+
+        most = max(1, int(most))
+        if self.n_frames <= most:
+            yield self
+            return
+        lay = self.layout
+        for a in range(0, self.n_frames, most):
+            b = min(self.n_frames, a + most)
+            layout = dataclasses.replace(
+                lay, file_index=lay.file_index[a:b], offsets=lay.offsets[a:b],
+                sizes=lay.sizes[a:b], first_frame=lay.first_frame[a:b] - lay.first_frame[a],
+                n_frames=b - a)
+            lo, hi = int(self.offsets[a]), int(self.offsets[b])
+            yield RawChunks(layout, self.data[lo:hi], self.offsets[a:b + 1] - lo)
+
+    def decode(self, threads: int = 0) -> numpy.ndarray:
+        """The frames, (n_frames, Ny, Nx) of the layout's dtype, decoded on the host (the same
+        bits as h5py + hdf5plugin)."""
+        layout = self.layout
+        if layout.codec == "none":
+            shape = (self.n_frames,) + tuple(layout.frame_shape)
+            return self.data[: int(self.offsets[-1])].view(layout.dtype).reshape(shape).copy()
+        from .hdf5chunks import decode_chunks_cpu
+
+        return decode_chunks_cpu(layout, self.data, self.offsets, threads=threads)
 
 
 class LiveSource(FrameSource):
@@ -220,7 +284,69 @@ class GrowingHDF5Source(LiveSource):
         except OSError:
             return None  # being written: look again at the next poll
 
+    def _read_raw(self, filename: str, start: int, most: int):
+        """Frames ``start`` … (at most ``most``) of the dataset in ``filename`` as
+        :class:`RawChunks` (their stored bytes); decoded frames (an ndarray) where the chunks
+        cannot be read raw (another codec, a chunk stored without its filter); None: none
+        readable now."""
+        from .hdf5chunks import frame_chunks_codec, read_chunks, stored_frame_chunks
+
+        try:
+            with open_hdf5(filename) as f:
+                dset = f.get(self.path)
+                if dset is None or dset.shape[0] <= start:
+                    return None
+                stop = min(int(dset.shape[0]), start + most)
+                codec, _ = frame_chunks_codec(dset)
+                if codec is None or dset.chunks[0] != 1:
+                    return dset[start:stop]
+                layout, unfiltered = stored_frame_chunks(dset, start, stop)
+                if layout is None:
+                    return dset[start:start + 1] if unfiltered else None
+        except OSError:
+            return None  # being written: look again at the next poll
+        data, offsets = read_chunks(layout, 0, layout.n_chunks)
+        return RawChunks(layout, data, offsets)
+
+    def raw_codec(self) -> Tuple[Optional[str], str]:
+        """``(codec, "")`` when the frames' dataset (the first file's) is chunked one frame per
+        chunk with a codec :meth:`iter_raw_chunks` hands on raw (``"bslz4"``, ``"none"``),
+        else ``(None, reason)``."""
+        from .hdf5chunks import frame_chunks_codec
+
+        filename = self._segments()[0] if self.files else self.master
+        try:
+            with open_hdf5(filename) as f:
+                dset = f[self.path]
+                codec, why = frame_chunks_codec(dset)
+                if codec is not None and dset.chunks[0] != 1:
+                    codec, why = None, f"{dset.chunks[0]} frames per chunk"
+                return codec, why
+        except (OSError, KeyError, IndexError) as e:
+            return None, str(e)
+
     def iter_chunks(self, chunk_frames: Optional[int] = None):
+        return self._follow(self._read, chunk_frames)
+
+    def iter_raw_chunks(self, chunk_frames: Optional[int] = None
+                        ) -> Iterator[Union[RawChunks, numpy.ndarray]]:
+        """As :meth:`iter_chunks`, but the frames come as their stored chunks
+        (:class:`RawChunks`), not decoded; frames whose chunks cannot be read raw come decoded
+        (an ndarray), as from :meth:`iter_chunks`."""
+        return self._follow(self._read_raw, chunk_frames)
+
+    def _raw_or_chunk(self, item):
+        if isinstance(item, RawChunks):
+            layout = item.layout
+            if layout.frame_shape != tuple(self.frame_shape) or layout.dtype != self.dtype:
+                raise ValueError(f"{self.url}: chunks of {layout.frame_shape} "
+                                 f"{layout.dtype} frames, expected {self.frame_shape} "
+                                 f"{self.dtype}")
+            self.frames_read += item.n_frames
+            return item
+        return self._chunk(item, self.frames_read)
+
+    def _follow(self, read, chunk_frames: Optional[int]):
         self._start()
         segment, done = 0, 0  # current file, frames read from it
         last_new = time.monotonic()
@@ -231,11 +357,13 @@ class GrowingHDF5Source(LiveSource):
             most = int(chunk_frames or self.chunk_frames or self.default_chunk_frames())
             while segment < len(names):
                 # A reader behind its writer catches up chunk by chunk, never reading it all.
-                frames = self._read(names[segment], done, most)
-                if frames is not None and frames.shape[0]:
-                    done += frames.shape[0]
+                frames = read(names[segment], done, most)
+                n = 0 if frames is None else (frames.n_frames if isinstance(frames, RawChunks)
+                                              else frames.shape[0])
+                if n:
+                    done += n
                     progressed = True
-                    yield self._chunk(frames, self.frames_read)
+                    yield self._raw_or_chunk(frames)
                     continue
                 if segment + 1 < len(names):
                     segment, done = segment + 1, 0  # the next file exists: this one is complete

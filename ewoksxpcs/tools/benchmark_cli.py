@@ -23,7 +23,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Time the correlation methods, and dynamix 0.1.0 on the same data.",
     )
     parser.add_argument("--methods", nargs="+", metavar="NAME",
-                        help="registry names (default: every registered method)")
+                        help="registry names (default: every registered method); live "
+                             "suite: the method of the live runs (the first name, default auto)")
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help=f"cases (default: all): {', '.join(CASES)}; quick: "
                              f"{', '.join(QUICK_CASES)}")
@@ -42,8 +43,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "against dynamix, xpcs-correlator, boost_corr (torch CPU) and "
                              "scikit-beam (ewoksxpcs.tools.benchmark_cpu); live: "
                              "latency of the final result of 'ewoksxpcs live' after the last "
-                             "frame of a 512x512 scan written at 100 Hz x 5000 frames "
-                             "(ewoksxpcs.tools.benchmark_live; --scale, --mode, --rate); "
+                             "frame of a 512x512 scan written at 100 Hz x 5000 frames, or "
+                             "with --detector eiger4m of an Eiger 4M bitshuffle-LZ4 scan at "
+                             "1 kHz x 10 000 frames (ewoksxpcs.tools.benchmark_live; --scale, "
+                             "--mode, --rate, --methods, --device); "
                              "overhead: the fixed costs of 'ewoksxpcs run' stage by stage on an "
                              "Eiger 4M scan of --frames N (default 200), --methods M: --method M "
                              "(ewoksxpcs.tools.benchmark_overhead); auto: "
@@ -57,17 +60,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "overhead suite: frames of its scan (default 200)")
     parser.add_argument("--shape", nargs=2, type=int, default=[256, 256], metavar=("NY", "NX"),
                         help="memory suite: frame shape (default 256 256)")
-    parser.add_argument("--mode", nargs="+", default=["multitau", "linear"],
+    parser.add_argument("--mode", nargs="+", default=None,
                         choices=("multitau", "linear", "twotime"),
-                        help="live suite: correlation modes, one run each (default multitau "
-                             "linear)")
+                        help="live suite: correlation modes, one run each (default: multitau "
+                             "linear for 512x512, linear multitau for eiger4m)")
+    parser.add_argument("--detector", choices=("512x512", "eiger4m"), default="512x512",
+                        help="live suite: 512x512 (Poisson frames written through h5py, 100 Hz "
+                             "x 5000 frames) or eiger4m (pre-compressed bitshuffle-LZ4 Eiger 4M "
+                             "chunks appended with write_direct_chunk, 1 kHz x 10 000 frames: "
+                             "issue 15's GPU target)")
+    parser.add_argument("--pool", type=int, default=200,
+                        help="live suite, eiger4m: frames of the pool of compressed chunks "
+                             "written beforehand and cycled over the scan (default 200)")
     parser.add_argument("--modes", nargs="+", choices=("linear", "multitau", "twotime"),
                         help="e2e suite: correlation modes (default: all three)")
     parser.add_argument("--no-drop-caches", action="store_true",
                         help="e2e suite: do not drop the page cache before the cold runs (a "
                              "shared machine: dropping it slows everyone's processes)")
-    parser.add_argument("--rate", type=float, default=100.0,
-                        help="live suite: frames per second of the writer (default 100)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="live suite: frames per second of the writer (default 100 for "
+                             "512x512, 1000 for eiger4m)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="gpu, e2e and live suites: size factor in (0, 1] of frames and "
                              "pixels; cpu suite: of frames (default 1)")
@@ -113,13 +125,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.suite == "live":
         from .benchmark_live import live_summary, run_live_benchmark
 
-        side = max(8, int(round(512 * args.scale ** 0.5)))
+        from .benchmark_live import DETECTORS
+
+        case = DETECTORS[args.detector]
+        shape = tuple(max(16, int(round(n * args.scale ** 0.5))) for n in case["shape"])
+        n_frames = max(2, int(round(case["n_frames"] * args.scale)))
         counts = args.counts[0] if args.counts else 0.01
+        method = args.methods[0] if args.methods else "auto"
         rows = []
-        for mode in args.mode:
-            rows.append(run_live_benchmark(n_frames=max(2, int(round(5000 * args.scale))),
-                                           shape=(side, side), rate=args.rate, counts=counts,
-                                           mode=mode, workdir=args.workdir))
+        for mode in args.mode or case["modes"]:
+            rows.append(run_live_benchmark(n_frames=n_frames, shape=shape,
+                                           rate=args.rate or case["rate"], counts=counts,
+                                           mode=mode, workdir=args.workdir,
+                                           detector=args.detector, chunk=case["chunk"],
+                                           pool=args.pool,
+                                           method=method, device=args.device))
         print(machine_description(None))
         for row in rows:
             print(live_summary(row))

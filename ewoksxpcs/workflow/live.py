@@ -6,7 +6,10 @@ without stopping. Per mode, it keeps the state the offline correlators build chu
 the very same objects, so the last snapshot *is* the offline result of the finished data:
 
 - ``multitau``: :class:`~ewoksxpcs.engine.multitau.MultiTauStream` (the sums n2_L, S_0 are updated
-  by each chunk; a snapshot normalises them);
+  by each chunk; a snapshot normalises them); with ``opencl`` (or ``auto``, integer frames and a
+  GPU) the offline OpenCL multi-tau's stream on the device
+  (:class:`~ewoksxpcs.correlators.opencl_multitau.LiveOpenCLMultiTau`: the frames uploaded, or
+  the stored chunks of the file decoded there);
 - ``twotime``: :class:`~ewoksxpcs.engine.twotime.TwoTimeStream` (frames binned in time as they
   come) and, for integer frames, :class:`~ewoksxpcs.engine.live_pairs.LiveGram` (each block of
   new time bins gives the maps' new columns and the diagonal sums of the g2; the binned frames
@@ -17,7 +20,13 @@ the very same objects, so the last snapshot *is* the offline result of the finis
   the binned frames so far are computed at the snapshot;
 - ``linear``: :class:`~ewoksxpcs.engine.live_pairs.LivePairs` (each chunk's events paired with
   themselves and the earlier ones as they come: n2 is always up to date, a snapshot normalises
-  it); with an explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
+  it), or on an OpenCL device (:class:`~ewoksxpcs.opencl.live_pairs.LivePairsOpenCL`); when the
+  source hands on the stored chunks of its file (:class:`~ewoksxpcs.io.live.RawChunks`,
+  bitshuffle-LZ4 or unfiltered, one frame per chunk: Eiger, Lima) and the sums run on an OpenCL
+  device, the chunks are decoded and compacted on the device
+  (:class:`~ewoksxpcs.opencl.live_pairs.LiveDevicePairs`: the host never decodes them, as the
+  offline ``opencl-events``), the sum image for the mean image kept there too; with an
+  explicit backend name, :class:`~ewoksxpcs.engine.events.EventCompactor` (each
   chunk compacted to events on the CPU; a snapshot correlates the events so far through
   :func:`~ewoksxpcs.workflow.pipeline.correlate_sums`).
 
@@ -40,6 +49,7 @@ from typing import Callable, Optional
 
 import numpy
 
+from ..engine.frames import read_ahead
 from ..engine.qmask import DEFAULT_GROUPS
 from .pipeline import check_mode_options, correlate_sums, make_binning, normalise_sums
 
@@ -62,9 +72,38 @@ LIVE_GRAM_BYTES = 2 * 1024**3
 #: meanwhile waited for it).
 LIVE_UPDATE_MAPS_BYTES = 64 * 1024**2
 
+#: Stored chunks read at once at most (bytes of their decoded frames), when they are decoded on
+#: a device: larger than the host's chunks (the compressed bytes are a fraction of it), so that
+#: a run behind its detector catches up in a few large steps of device work.
+RAW_CHUNK_BYTES = 512 * 1024**2
+
+#: Stored chunks read ahead of the device work (by a thread of their own), at most.
+RAW_READ_AHEAD = 4
+
+#: Stored chunks fed first to ``auto``: frames of the first chunk decoded on the host for its
+#: choice.
+AUTO_SAMPLE_FRAMES = 8
+
+#: Multi-tau's methods that run its stream on an OpenCL device
+#: (:class:`~ewoksxpcs.correlators.opencl_multitau.LiveOpenCLMultiTau`); ``auto`` takes it for
+#: integer frames when the device is a GPU.
+DEVICE_MULTITAU = ("opencl", "opencl-events")
+#: Live multi-tau on a device: most frames per launch (its buffers of pair sums grow with it).
+MULTITAU_CHUNK_FRAMES = 1024
+
 #: An update (snapshot, result file, PNG) is followed by at least UPDATE_SHARE − 1 times its
 #: duration of correlation before the next one (large detectors: fewer updates than ``every``).
 UPDATE_SHARE = 5
+
+
+def _gpu(device) -> bool:
+    """Whether the OpenCL device ``device`` (default: the best one) is a GPU."""
+    try:
+        from ..opencl.device import get_device
+
+        return get_device(device).kind == "gpu"
+    except Exception:  # no OpenCL: the CPU paths
+        return False
 
 
 class LiveCorrelator:
@@ -81,11 +120,14 @@ class LiveCorrelator:
         Linear mode: ``auto`` or ``live-pairs`` updates the sums with each chunk
         (:class:`~ewoksxpcs.engine.live_pairs.LivePairs`, a snapshot only normalises them);
         ``opencl-events`` does the same on the OpenCL ``device``
-        (:class:`~ewoksxpcs.opencl.live_pairs.LivePairsOpenCL`, integer frames), which
-        ``auto`` takes when the registry's cost model would run such data there on a GPU;
+        (:class:`~ewoksxpcs.opencl.live_pairs.LivePairsOpenCL`, integer frames; stored
+        chunks fed: :class:`~ewoksxpcs.opencl.live_pairs.LiveDevicePairs`, decoded and
+        compacted on the device), which ``auto`` takes when the registry's cost model, between
+        the event methods, would run such data there on a GPU;
         another registry name (e.g. ``fft`` for dense frames, whose pairs are too many)
-        correlates the events so far with that backend at each snapshot. Multi-tau and two-time
-        run their streams.
+        correlates the events so far with that backend at each snapshot. Multi-tau runs its
+        NumPy stream, or with ``opencl``/``opencl-events`` (``auto``: integer frames and a GPU)
+        the OpenCL one on the ``device``; two-time runs its stream.
     device : str, optional
         OpenCL device of a linear OpenCL backend.
     mode_options : dict, optional
@@ -119,8 +161,19 @@ class LiveCorrelator:
         if mode == "multitau":
             from ..engine.multitau import DEFAULT_LAGS_PER_LEVEL, MultiTauStream
 
-            self.stream = MultiTauStream(
-                self.binning, opts.get("lags_per_level", DEFAULT_LAGS_PER_LEVEL), self.dtype)
+            m = opts.get("lags_per_level", DEFAULT_LAGS_PER_LEVEL)
+            if method in DEVICE_MULTITAU or (method == "auto" and self.dtype.kind in "iu"
+                                             and _gpu(device)):
+                from ..correlators.opencl_multitau import LiveOpenCLMultiTau
+
+                frame_bytes = int(numpy.prod(self.frame_shape)) * self.dtype.itemsize
+                self.stream = LiveOpenCLMultiTau(
+                    self.binning, self.frame_shape, self.dtype, m, device,
+                    chunk_frames=min(MULTITAU_CHUNK_FRAMES,
+                                     max(2, RAW_CHUNK_BYTES // max(1, frame_bytes))))
+                self.device = self.stream.device_name
+            else:
+                self.stream = MultiTauStream(self.binning, m, self.dtype)
         elif mode == "twotime":
             from ..engine.twotime import NumpyTwoTime
 
@@ -149,39 +202,94 @@ class LiveCorrelator:
     def n_frames(self) -> int:
         return 0 if self.stream is None else self.stream.n_frames
 
-    def _live_pairs(self, chunk: numpy.ndarray):
+    #: How the frames of the chunks fed so far were read: "frames" (decoded by the source),
+    #: "raw chunks decoded on the device", "raw chunks decoded on the host".
+    path = "frames"
+
+    def accepts_raw(self, source) -> bool:
+        """Whether to read ``source``'s stored chunks (its ``iter_raw_chunks``) rather than its
+        decoded frames: the source's dataset is chunked one frame per chunk, bitshuffle-LZ4 or
+        unfiltered, and the frames go to an OpenCL device: linear sums that may run there
+        (``opencl-events``, or ``auto`` with a GPU; unsigned frames, which the device
+        compaction takes), or multi-tau's stream on the device (integer frames). Otherwise the
+        source's frames are read as always."""
+        if (self.dtype.kind not in "iu" or self.dtype.itemsize not in (1, 2, 4)
+                or not hasattr(source, "iter_raw_chunks")):
+            return False
+        if self.mode == "multitau":  # when its stream runs on a device
+            if not hasattr(self.stream, "feed_raw"):
+                return False
+        elif (self.mode != "linear" or self.method not in ("auto", OPENCL_PAIRS)
+                or self.stream is not None or self.dtype.kind != "u"):
+            return False
+        elif self.method == "auto" and not _gpu(self._live_device):
+            return False  # auto: only where it may pick the events on a GPU
+        codec, _ = source.raw_codec()
+        return codec in ("bslz4", "none")
+
+    def _live_pairs(self, chunk: numpy.ndarray, raw: bool = False):
         """Linear mode's incremental sums: on the OpenCL device when asked (``opencl-events``)
-        or when ``auto`` would correlate such data there with the events on a GPU (integer
-        frames: the device's atomic sums are exact), else on the CPU threads."""
+        or when ``auto``, choosing between the event methods, would correlate such data there
+        on a GPU (integer frames: the device's atomic sums are exact), else on the CPU threads.
+        ``raw``: the chunks come stored (decoded and compacted on the device when it is
+        taken)."""
         from ..engine.live_pairs import LivePairs
 
         device = self._live_device
         if self.method == "auto" and self.dtype.kind in "iub":
             from ..correlators.auto import choose
 
-            choice = choose("linear", chunk, self.binning, device)
+            # The live sums are event pairs wherever they run: the choice is between the
+            # event methods (the dense ones' costs on a first chunk of a few frames would
+            # send a long scan to the CPU).
+            choice = choose("linear", chunk, self.binning, device,
+                            methods=("cpu-events", OPENCL_PAIRS))
             if choice.method == OPENCL_PAIRS:
                 from ..opencl.device import get_device
 
                 if get_device(choice.device).kind == "gpu":
                     self.method, device = OPENCL_PAIRS, choice.device
         if self.method == OPENCL_PAIRS:
-            from ..opencl.live_pairs import LivePairsOpenCL
+            from ..opencl.live_pairs import LiveDevicePairs, LivePairsOpenCL
 
-            stream = LivePairsOpenCL(self.binning, self.dtype, device)
+            stream = (LiveDevicePairs(self.binning, self.frame_shape, self.dtype, device) if raw
+                      else LivePairsOpenCL(self.binning, self.dtype, device))
             self.device = stream.device_name
             return stream
         self.method = LIVE_PAIRS
         return LivePairs(self.binning, self.dtype)
 
-    def feed(self, chunk: numpy.ndarray) -> None:
-        """Take the next frames, (n, Ny, Nx) of the given dtype."""
+    def feed(self, chunk) -> None:
+        """Take the next frames, (n, Ny, Nx) of the given dtype, or their stored chunks
+        (:class:`~ewoksxpcs.io.live.RawChunks`, from a source's ``iter_raw_chunks`` when
+        :meth:`accepts_raw`): decoded on the device when the sums run there, else on the
+        host."""
+        from ..io.live import RawChunks
+
+        raw = chunk if isinstance(chunk, RawChunks) else None
+        if raw is not None:
+            layout = raw.layout
+            if tuple(layout.frame_shape) != self.frame_shape or layout.dtype != self.dtype:
+                raise ValueError(f"chunks of frames of shape {tuple(layout.frame_shape)} "
+                                 f"{layout.dtype}, expected {self.frame_shape} {self.dtype}")
+            if self.stream is None:
+                # auto looks at decoded frames: a few of the first chunk's, decoded on the host.
+                sample = (next(raw.split(AUTO_SAMPLE_FRAMES)).decode()
+                          if self.method != OPENCL_PAIRS else None)
+                self.stream = self._live_pairs(sample, raw=True)
+            if hasattr(self.stream, "feed_raw"):
+                self.stream.feed_raw(raw)
+                self.path = "raw chunks decoded on the device"
+                return
+            chunk = raw.decode()  # the sums on the CPU: frames decoded on the host
+            self.path = "raw chunks decoded on the host"
         if chunk.shape[1:] != self.frame_shape or chunk.dtype != self.dtype:
             raise ValueError(f"frames of shape {chunk.shape[1:]} {chunk.dtype}, expected "
                              f"{self.frame_shape} {self.dtype}")
         if self.stream is None:
             self.stream = self._live_pairs(chunk)
-        self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
+        if not getattr(self.stream, "sums_frames", False):  # else summed where the frames are
+            self._sum_image += chunk.sum(axis=0, dtype=self._sum_image.dtype)
         self.stream.feed(chunk)
         if self.mode == "twotime" and self.gram is not None:
             binner = self.stream.binner
@@ -208,7 +316,9 @@ class LiveCorrelator:
         if n < 2:
             raise ValueError(f"{n} frame(s) so far: a correlation needs at least 2")
         if self.mode == "multitau":
-            sums, method, device = self.stream.sums(), "numpy", "cpu"
+            sums = self.stream.sums()
+            method, device = ((self.stream.name, self.device) if hasattr(self.stream, "feed_raw")
+                              else ("numpy", "cpu"))
         elif self.mode == "twotime":
             if self.gram is not None:  # (past max_frames time bins it is dropped)
                 sums = self.correlator.result_from_gram(self.gram, self.stream.binner.time_bin,
@@ -230,7 +340,11 @@ class LiveCorrelator:
                                 q_labels=self.q_labels, chi=self.chi, method=method,
                                 device=device, mode=self.mode, mode_options=self.mode_options,
                                 info={"live": True})
-        result.update(n_frames=n, mean_image=self._sum_image / n, sums=sums, method=method)
+        sum_image = self._sum_image
+        if getattr(self.stream, "sums_frames", False):
+            sum_image = sum_image + self.stream.sum_image()
+        result.update(n_frames=n, mean_image=sum_image / n, sums=sums, method=method,
+                      live_path=self.path)
         return result
 
 
@@ -346,7 +460,15 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     t_last = time.monotonic()
     next_write, last, t_fed = t_last + every, None, None
     try:
-        for chunk in source.iter_chunks():
+        # Stored chunks decoded where the sums are (a device) rather than frames decoded here.
+        if live.accepts_raw(source):
+            frame_bytes = int(numpy.prod(source.frame_shape)) * live.dtype.itemsize
+            most = source.chunk_frames or max(1, RAW_CHUNK_BYTES // frame_bytes)
+            # Read by a thread of their own: reading overlaps the device work and the updates.
+            chunks = read_ahead(source.iter_raw_chunks(most), RAW_READ_AHEAD)
+        else:
+            chunks = source.iter_chunks()
+        for chunk in chunks:
             t_last = time.monotonic()  # when the (so far) last frames arrived
             if token is not None:
                 token.check("live correlation")
