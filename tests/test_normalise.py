@@ -199,7 +199,7 @@ def test_jackknife_paths_give_the_same_bits(kind, monkeypatch):
     """The blocked NumPy jackknife and the fused numba one (large results) both give the bits of
     jackknife_error over g2₋g = (N_q − N_g)·(n2 − n2_g)/s2[S − S_g], bin by bin, with s2 rows
     strided (host FFTs) or contiguous (device); bins of several group counts, of one pixel and
-    empty."""
+    empty; the bin sums (numba for large int64 ones) too."""
     from ewoksxpcs.engine import normalise as module
     from ewoksxpcs.engine.normalise import expected_pairs, jackknife_error, s2_rows, undefined_lags
 
@@ -243,3 +243,7 @@ def test_jackknife_paths_give_the_same_bits(kind, monkeypatch):
             got = normalise(sums, binning, s2=s2)
             numpy.testing.assert_array_equal(got.g2_err, err)
             numpy.testing.assert_array_equal(got.g2, ref.g2)
+            for key in ("n2", "frame_sums", "s2", "expected_pairs"):
+                a, b = getattr(got, key), getattr(ref, key)
+                assert a.dtype == b.dtype
+                numpy.testing.assert_array_equal(a, b)
