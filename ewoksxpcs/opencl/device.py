@@ -371,11 +371,38 @@ MAX_DEFAULT_CPU_DEVICE_MEMORY = 8 * 1024**3
 MAX_DEFAULT_DEVICE_MEMORY = MAX_DEFAULT_CPU_DEVICE_MEMORY
 
 
+#: NVML device handles by PCI bus id, once NVML is initialised (None: NVML unusable here).
+_NVML_HANDLES: dict | None = None
+_NVML_LOCK = threading.Lock()
+
+
+def _nvml_handles() -> dict | None:
+    """{PCI bus id: NVML handle} of the NVIDIA devices, NVML initialised once per process (its
+    init and shutdown cost milliseconds, at every correlate when done per query); None when
+    ``pynvml`` or the driver's NVML is missing."""
+    global _NVML_HANDLES
+    with _NVML_LOCK:
+        if _NVML_HANDLES is None:
+            handles = {}
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                for i in range(pynvml.nvmlDeviceGetCount()):
+                    h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                    handles[int(pynvml.nvmlDeviceGetPciInfo(h).bus)] = h
+            except Exception:
+                handles = {}
+            _NVML_HANDLES = handles
+        return _NVML_HANDLES or None
+
+
 def free_device_memory(dev: OpenCLDevice) -> int | None:
     """Free memory of a GPU, bytes, or None when it cannot be queried.
 
     AMD devices report it through ``cl_amd_device_attribute_query``; NVIDIA devices through
-    NVML (``pynvml``, when installed), matched by PCI bus id. OpenCL itself has no such query.
+    NVML (``pynvml``, when installed; initialised once per process), matched by PCI bus id.
+    OpenCL itself has no such query.
     """
     d = dev.device
     try:
@@ -383,20 +410,18 @@ def free_device_memory(dev: OpenCLDevice) -> int | None:
     except Exception:
         pass
     try:
+        bus = int(d.pci_bus_id_nv)
+    except Exception:
+        return None
+    handles = _nvml_handles()
+    if not handles or bus not in handles:
+        return None
+    try:
         import pynvml
 
-        bus = int(d.pci_bus_id_nv)
-        pynvml.nvmlInit()
-        try:
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                h = pynvml.nvmlDeviceGetHandleByIndex(i)
-                if int(pynvml.nvmlDeviceGetPciInfo(h).bus) == bus:
-                    return int(pynvml.nvmlDeviceGetMemoryInfo(h).free)
-        finally:
-            pynvml.nvmlShutdown()
+        return int(pynvml.nvmlDeviceGetMemoryInfo(handles[bus]).free)
     except Exception:
-        pass
-    return None
+        return None
 
 
 def default_device_memory(dev: OpenCLDevice) -> int:

@@ -131,7 +131,9 @@ def host_steps(events, binning, device=None, frame_sums=None) -> dict:
     Returns
     -------
     dict
-        check_events_s, budget_s (the device memory budget's query, once per run),
+        check_events_s, budget_first_s and budget_s (two queries of the device memory
+        budget, made once per run: with NVML, on NVIDIA GPUs, the first of a process
+        initialises it, as with ``--host-steps``), nvml (whether NVML answers it),
         sub_bins_s + plan_tasks_s + total_pairs_s (host-planned first-event walk: "local",
         "global"), fold_rows_s (the host part of the device-planned "fold", "rows",
         "local32"), staging_s (the events copied by threads into staging memory, as
@@ -145,12 +147,15 @@ def host_steps(events, binning, device=None, frame_sums=None) -> dict:
         plan_tasks
     from ..engine.normalise import normalise, s2_rows
     from ..engine.result import CorrelationSums
-    from ..opencl.device import copy_into, default_device_memory
+    from ..opencl.device import _nvml_handles, copy_into, default_device_memory
 
     c = OpenCLEventCorrelator(binning, device=device, strategy="local")
     out = {}
     _, out["check_events_s"] = _timed(lambda: c._check_events(events))
+    # The budget's query (NVML on NVIDIA GPUs): the process's first one, and a later one.
+    _, out["budget_first_s"] = _timed(lambda: default_device_memory(c.dev))
     _, out["budget_s"] = _timed(lambda: default_device_memory(c.dev))
+    out["nvml"] = "yes" if _nvml_handles() else "no"
     pix_sub, out["sub_bins_s"] = _timed(lambda: events.pixel_sub_bins(binning))
     total, out["total_pairs_s"] = _timed(
         lambda: _total_pairs(numpy.diff(events.offsets)[pix_sub >= 0]))
