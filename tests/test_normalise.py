@@ -201,7 +201,10 @@ def test_jackknife_paths_give_the_same_bits(kind, monkeypatch):
     strided (host FFTs) or contiguous (device); bins of several group counts, of one pixel and
     empty; the bin sums (numba for large int64 ones) too."""
     from ewoksxpcs.engine import normalise as module
+    from ewoksxpcs.engine import normalise_numba  # loaded here: used by normalise from now on
     from ewoksxpcs.engine.normalise import expected_pairs, jackknife_error, s2_rows, undefined_lags
+
+    assert module._numba_kernels() is normalise_numba
 
     rng = numpy.random.default_rng(8)
     qmask = rng.integers(1, 5, (9, 11))
@@ -247,3 +250,18 @@ def test_jackknife_paths_give_the_same_bits(kind, monkeypatch):
                 a, b = getattr(got, key), getattr(ref, key)
                 assert a.dtype == b.dtype
                 numpy.testing.assert_array_equal(a, b)
+
+
+def test_numba_kernels_load_in_the_background():
+    """warm_numba(): once per process, a thread loads the kernels; normalise never waits."""
+    import threading
+
+    from ewoksxpcs.engine import normalise as module
+
+    module.warm_numba()
+    module.warm_numba()  # no second thread
+    loaders = [t for t in threading.enumerate() if t.name == "ewoksxpcs-numba-normalise"]
+    assert len(loaders) <= 1
+    for t in loaders:
+        t.join(60)
+    assert module._numba_kernels() is not None

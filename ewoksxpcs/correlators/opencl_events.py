@@ -49,7 +49,7 @@ import numpy
 
 from ..opencl.compact import compact_opencl
 from ..engine.intrange import INT64_LIMIT, check_int64_bound
-from ..engine.normalise import _s2_safe, normalise, s2_rows
+from ..engine.normalise import _s2_safe, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, default_device_memory, device_buffer, download_pinned, \
     get_device, get_kernel, upload_pinned
 from ..engine.result import CorrelationSums
@@ -404,6 +404,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         import time
 
         t0 = time.perf_counter()
+        warm_numba()  # normalisation's kernels load while the device works (once per process)
         self._s2_wanted, self._s2 = True, None
         try:
             sums = self.compute_sums(data)

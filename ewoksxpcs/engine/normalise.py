@@ -39,6 +39,8 @@ Float frames (not counts) have no pair count: the rule does not apply to them.
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Optional
 
 import numpy
@@ -49,7 +51,7 @@ from .qmask import Binning
 from .result import CorrelationResult, CorrelationSums
 
 __all__ = ["normalise", "bin_sums", "jackknife_error", "s2_rows", "expected_pairs",
-           "undefined_lags", "MIN_EXPECTED_PAIRS"]
+           "undefined_lags", "warm_numba", "MIN_EXPECTED_PAIRS"]
 
 #: Fewer expected photon pairs than this at a lag: g2 is undefined (NaN) for integer counts.
 MIN_EXPECTED_PAIRS = 10.0
@@ -213,12 +215,12 @@ def bin_sums(sums: CorrelationSums, binning: Binning):
     n2 = numpy.zeros((nb,) + sums.n2.shape[1:], dtype=sums.n2.dtype)
     fs = numpy.zeros((sums.frame_sums.shape[0], nb), dtype=sums.frame_sums.dtype)
     full = binning.n_groups_per_bin > 0
-    if (sums.n2.size >= NUMBA_JACKKNIFE_SIZE and sums.n2.dtype == numpy.int64
-            and sums.frame_sums.dtype == numpy.int64):
-        from .normalise_numba import bin_sums_int  # one pass each, 5x faster
-
-        bin_sums_int(numpy.ascontiguousarray(sums.n2), numpy.ascontiguousarray(sums.frame_sums),
-                     binning.bin_sub_offsets, n2, fs)
+    kernels = _numba_kernels() if sums.n2.size >= NUMBA_JACKKNIFE_SIZE else None
+    if (kernels is not None and sums.n2.dtype == numpy.int64
+            and sums.frame_sums.dtype == numpy.int64):  # one pass each, 5x faster
+        kernels.bin_sums_int(numpy.ascontiguousarray(sums.n2),
+                             numpy.ascontiguousarray(sums.frame_sums), binning.bin_sub_offsets,
+                             n2, fs)
     elif full.any():
         starts = binning.bin_sub_offsets[:-1][full]
         if sums.n2.dtype.kind in "iu":
@@ -233,11 +235,45 @@ def bin_sums(sums: CorrelationSums, binning: Binning):
 
 #: Group rows × lags from which :func:`normalise` takes the jackknife with the fused numba kernel,
 #: and :func:`bin_sums` int64 sums with a numba pass (:mod:`ewoksxpcs.engine.normalise_numba`,
-#: same bits) rather than NumPy: their compilation (once per machine, cached on disk) is not
-#: worth it for small results.
+#: same bits) rather than NumPy, once :func:`warm_numba` has loaded them.
 NUMBA_JACKKNIFE_SIZE = 1 << 18
 #: Lags per block of that kernel (its G × 512 float64 scratch stays in L2).
 NUMBA_LAGS = 512
+
+_WARM_LOCK = threading.Lock()
+_warm_started = False
+
+
+def warm_numba() -> None:
+    """Import :mod:`ewoksxpcs.engine.normalise_numba` in a background thread (once per process).
+
+    Its kernels replace NumPy in :func:`normalise` for large results once they are loaded
+    (numba's import and first call: ~0.7 s, on the thread that imports it): a backend calls
+    this when a correlation starts, and the host works meanwhile (a GPU backend waits for its
+    device). Until then, and without numba, normalisation takes the NumPy path, same bits.
+    """
+    global _warm_started
+    with _WARM_LOCK:
+        if _warm_started:
+            return
+        _warm_started = True
+
+    def load():
+        try:
+            import importlib
+
+            importlib.import_module(".normalise_numba", __package__)
+        except Exception:  # pragma: no cover - numba missing or broken: NumPy path
+            pass
+
+    threading.Thread(target=load, name="ewoksxpcs-numba-normalise", daemon=False).start()
+
+
+def _numba_kernels():
+    """:mod:`~ewoksxpcs.engine.normalise_numba` once loaded and warm, else None (never waits)."""
+    module = sys.modules.get(__package__ + ".normalise_numba")
+    return module if getattr(module, "READY", False) else None
+
 
 #: Lags per block of the jackknife in :func:`normalise`: a bin's G rows of a block (16 × 2048
 #: float64, 256 KiB) stay in cache through its passes, in one reused work buffer.
@@ -325,7 +361,8 @@ def normalise(
     mean = numpy.empty(min(nl, JACKKNIFE_LAGS))
     fused = None
     if sums.n2.size >= NUMBA_JACKKNIFE_SIZE and sums.n2.dtype in (numpy.int64, numpy.float64):
-        from .normalise_numba import jackknife_into as fused
+        kernels = _numba_kernels()  # loaded by warm_numba(), or None: NumPy, same bits
+        fused = None if kernels is None else kernels.jackknife_into
     for i in range(nb):
         s0, s1 = int(binning.bin_sub_offsets[i]), int(binning.bin_sub_offsets[i + 1])
         n_groups = s1 - s0

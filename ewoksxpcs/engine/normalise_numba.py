@@ -105,3 +105,25 @@ def bin_sums_int(n2_sub, frame_sums, bin_sub_offsets, n2, fs):
             for k in range(bin_sub_offsets[i], bin_sub_offsets[i + 1]):
                 acc += src[k]
             dst[i] = acc
+
+
+def _warm() -> None:
+    """Load the kernels' cached machine code for the usual argument types (int64 sums, s2 rows
+    contiguous as the device gives them or strided as the host's FFTs do; float64 sums): the
+    first call of a process costs ~0.4 s (numba's code generator starting), paid here, in the
+    thread that imports this module (:func:`ewoksxpcs.engine.normalise.warm_numba`)."""
+    err, nb, factor = numpy.empty(3), numpy.ones(3), numpy.ones(2)
+    for dtype in (numpy.int64, numpy.float64):
+        sub = numpy.ones((2, 3), dtype)
+        c = numpy.ones((3, 3), dtype)
+        jackknife_into(err, nb, sub, c, factor, 2)
+        jackknife_into(err, nb, sub, numpy.asfortranarray(c), factor, 2)
+    fs = numpy.ones((3, 2), numpy.int64)
+    bin_sums_int(numpy.ones((2, 3), numpy.int64), fs, numpy.array([0, 2]),
+                 numpy.zeros((1, 3), numpy.int64), numpy.zeros((3, 1), numpy.int64))
+
+
+_warm()
+#: Set once the kernels are loaded: :func:`ewoksxpcs.engine.normalise.normalise` uses them only
+#: then (never waiting for numba on the caller's thread).
+READY = True
