@@ -49,7 +49,7 @@ import numpy
 
 from ..opencl.compact import compact_opencl
 from ..engine.intrange import INT64_LIMIT, check_int64_bound
-from ..engine.normalise import _s2_safe, normalise, s2_rows, warm_numba
+from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, _s2_safe, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, default_device_memory, device_buffer, download_pinned, \
     get_device, get_kernel, upload_pinned
 from ..engine.result import CorrelationSums
@@ -404,7 +404,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         import time
 
         t0 = time.perf_counter()
-        warm_numba()  # normalisation's kernels load while the device works (once per process)
+        n_frames = getattr(data, "n_frames", None) or getattr(data, "shape", (0,))[0]
+        if self.binning.n_sub * int(n_frames) >= NUMBA_JACKKNIFE_SIZE:
+            warm_numba()  # normalisation's kernels load while the device works (once per process)
         self._s2_wanted, self._s2 = True, None
         try:
             sums = self.compute_sums(data)

@@ -249,8 +249,11 @@ def warm_numba() -> None:
 
     Its kernels replace NumPy in :func:`normalise` for large results once they are loaded
     (numba's import and first call: ~0.7 s, on the thread that imports it): a backend calls
-    this when a correlation starts, and the host works meanwhile (a GPU backend waits for its
-    device). Until then, and without numba, normalisation takes the NumPy path, same bits.
+    this when a correlation of a large result (:data:`NUMBA_JACKKNIFE_SIZE`) starts, and the
+    host works meanwhile (a GPU backend waits for its device). Until then, and without numba,
+    normalisation takes the NumPy path, same bits. The thread is not a daemon (one stopped
+    inside numba's initialisation at exit would abort the process): a process that ends
+    sooner waits for it.
     """
     global _warm_started
     with _WARM_LOCK:
