@@ -196,7 +196,7 @@ def test_float_frames():
 
 @pytest.mark.parametrize("kind", ["int", "float"])
 def test_jackknife_paths_give_the_same_bits(kind, monkeypatch):
-    """The blocked NumPy jackknife and the fused numba one (large results) both give the bits of
+    """The NumPy jackknife and the fused numba one (large results) both give the bits of
     jackknife_error over g2₋g = (N_q − N_g)·(n2 − n2_g)/s2[S − S_g], bin by bin, with s2 rows
     strided (host FFTs) or contiguous (device); bins of several group counts, of one pixel and
     empty; the bin sums (numba for large int64 ones) too."""
@@ -238,9 +238,8 @@ def test_jackknife_paths_give_the_same_bits(kind, monkeypatch):
     undefined_lags(ref.g2.copy(), err, n2_bins, expected_pairs(ref.s2, binning.n_pixels),
                    counts=kind == "int")
     assert numpy.isnan(err).any() and numpy.isfinite(err).any()
-    monkeypatch.setattr(module, "JACKKNIFE_LAGS", 7)  # several blocks, a partial last one
-    monkeypatch.setattr(module, "NUMBA_LAGS", 11)
-    for size in (0, 10**12):  # fused numba kernel, NumPy blocks
+    monkeypatch.setattr(module, "NUMBA_LAGS", 11)  # several blocks, a partial last one
+    for size in (0, 10**12):  # fused numba kernel, NumPy
         monkeypatch.setattr(module, "NUMBA_JACKKNIFE_SIZE", size)
         for s2 in (rows, [None if r is None else numpy.ascontiguousarray(r) for r in rows]):
             got = normalise(sums, binning, s2=s2)

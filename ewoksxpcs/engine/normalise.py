@@ -217,10 +217,9 @@ def bin_sums(sums: CorrelationSums, binning: Binning):
     full = binning.n_groups_per_bin > 0
     kernels = _numba_kernels() if sums.n2.size >= NUMBA_JACKKNIFE_SIZE else None
     if (kernels is not None and sums.n2.dtype == numpy.int64
-            and sums.frame_sums.dtype == numpy.int64):  # one pass each, 5x faster
-        kernels.bin_sums_int(numpy.ascontiguousarray(sums.n2),
-                             numpy.ascontiguousarray(sums.frame_sums), binning.bin_sub_offsets,
-                             n2, fs)
+            and sums.frame_sums.dtype == numpy.int64 and _warm_types(sums.n2, True)
+            and _warm_types(sums.frame_sums, True)):  # one pass each, 5x faster
+        kernels.bin_sums_int(sums.n2, sums.frame_sums, binning.bin_sub_offsets, n2, fs)
     elif full.any():
         starts = binning.bin_sub_offsets[:-1][full]
         if sums.n2.dtype.kind in "iu":
@@ -231,6 +230,13 @@ def bin_sums(sums: CorrelationSums, binning: Binning):
             n2[full] = numpy.add.reduceat(sums.n2, starts, axis=0)
         fs[:, full] = numpy.add.reduceat(sums.frame_sums, starts, axis=1)
     return n2, fs
+
+
+def _warm_types(a: numpy.ndarray, contiguous: bool = False) -> bool:
+    """Whether ``a`` has the array type the numba kernels were loaded for (:func:`warm_numba`;
+    another one would be compiled on the caller's thread, for seconds)."""
+    return bool(a.flags.aligned and a.flags.writeable
+                and (a.flags.c_contiguous or not contiguous))
 
 
 #: Group rows × lags from which :func:`normalise` takes the jackknife with the fused numba kernel,
@@ -278,52 +284,6 @@ def _numba_kernels():
     return module if getattr(module, "READY", False) else None
 
 
-#: Lags per block of the jackknife in :func:`normalise`: a bin's G rows of a block (16 × 2048
-#: float64, 256 KiB) stay in cache through its passes, in one reused work buffer.
-JACKKNIFE_LAGS = 2048
-
-
-def _jackknife_into(err, n2_bin, n2_sub, c, npix: int, n_g, work, mean) -> None:
-    """g2_err of one bin of G ≥ 2 groups (before the few-pairs rule), into ``err`` (n_lags,).
-
-    The same floating-point operations, in the same order, as
-    ``jackknife_error((npix - n_g)[:, None] * (n2_bin - n2_sub) / c[1:])``, block of lags by
-    block of lags in the preallocated ``work`` (≥ G, JACKKNIFE_LAGS) and ``mean``
-    (JACKKNIFE_LAGS,) float64: no temporary of G × n_lags (whose fresh pages cost more than the
-    arithmetic), every input read once per block whatever its strides.
-
-    Parameters
-    ----------
-    err : ndarray, (n_lags,) float64
-    n2_bin : ndarray, (n_lags,) float64
-        n2 of the bin.
-    n2_sub : ndarray, (G, n_lags)
-        n2 of its groups (int64 or float64).
-    c : ndarray, (1 + G, n_lags)
-        s2 rows of the bin (:func:`s2_rows`), any strides.
-    npix : int
-        N_q.
-    n_g : ndarray, (G,) float64
-        Pixels of each group.
-    """
-    n_groups, n_lags = n2_sub.shape
-    factor = (npix - n_g)[:, None]
-    scale = (n_groups - 1) / n_groups
-    for a in range(0, n_lags, JACKKNIFE_LAGS):
-        b = min(a + JACKKNIFE_LAGS, n_lags)
-        w, m = work[:n_groups, : b - a], mean[: b - a]
-        numpy.subtract(n2_bin[None, a:b], n2_sub[:, a:b], out=w, dtype=numpy.float64)
-        numpy.multiply(factor, w, out=w)
-        numpy.divide(w, c[1:, a:b], out=w, dtype=numpy.float64)  # g2 without each group
-        numpy.add.reduce(w, axis=0, out=m)  # jackknife_error, as ndarray.mean then sums
-        numpy.divide(m, n_groups, out=m)
-        numpy.subtract(w, m, out=w)
-        numpy.multiply(w, w, out=w)
-        numpy.add.reduce(w, axis=0, out=m)
-        numpy.multiply(scale, m, out=m)
-        numpy.sqrt(m, out=err[a:b])
-
-
 def normalise(
     sums: CorrelationSums,
     binning: Binning,
@@ -359,11 +319,9 @@ def normalise(
     s2_list = []
     g2 = numpy.full((nb, nl), numpy.nan)
     g2_err = numpy.full((nb, nl), numpy.nan)
-    most = int(binning.n_groups_per_bin.max()) if nb else 0
-    work = numpy.empty((most, min(nl, JACKKNIFE_LAGS)))
-    mean = numpy.empty(min(nl, JACKKNIFE_LAGS))
     fused = None
-    if sums.n2.size >= NUMBA_JACKKNIFE_SIZE and sums.n2.dtype in (numpy.int64, numpy.float64):
+    if (sums.n2.size >= NUMBA_JACKKNIFE_SIZE and sums.n2.dtype in (numpy.int64, numpy.float64)
+            and _warm_types(sums.n2, contiguous=True)):
         kernels = _numba_kernels()  # loaded by warm_numba(), or None: NumPy, same bits
         fused = None if kernels is None else kernels.jackknife_into
     for i in range(nb):
@@ -377,15 +335,16 @@ def normalise(
         npix = int(binning.n_pixels[i])
         with numpy.errstate(invalid="ignore", divide="ignore"):
             n2_bin = n2[i].astype(numpy.float64)
-            numpy.multiply(npix, n2_bin, out=g2[i])
-            numpy.divide(g2[i], c[0], out=g2[i], dtype=numpy.float64)
+            g2[i] = npix * n2_bin / c[0].astype(numpy.float64)
             if n_groups > 1:
                 n_g = binning.sub_n_pixels[s0:s1].astype(numpy.float64)
-                if fused is not None and c.dtype in (numpy.int64, numpy.float64):
+                if fused is not None and c.dtype == sums.n2.dtype and _warm_types(c):
+                    # One pass, the same operations in the same order as below.
                     fused(g2_err[i], n2_bin, sums.n2[s0:s1], c, npix - n_g, NUMBA_LAGS)
                 else:
-                    _jackknife_into(g2_err[i], n2_bin, sums.n2[s0:s1], c, npix, n_g, work,
-                                    mean)
+                    n2_loo = n2_bin[None, :] - sums.n2[s0:s1].astype(numpy.float64)
+                    g2_loo = (npix - n_g)[:, None] * n2_loo / c[1:].astype(numpy.float64)
+                    g2_err[i] = jackknife_error(g2_loo)
     # Empty bins keep zero sums (exact dtypes stay), their g2 rows are NaN.
     if all(numpy.asarray(c).dtype.kind in "iu" for c in s2_list):
         s2 = numpy.stack(s2_list).astype(numpy.int64)

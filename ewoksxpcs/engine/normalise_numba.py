@@ -3,7 +3,7 @@ and the integer bin sums.
 
 Imported on first use by large normalisations (numba compiles it once; the machine code is
 cached on disk beside this module). Same floating-point operations, in the same order, as the
-NumPy path (:func:`ewoksxpcs.engine.normalise._jackknife_into`), so both give the same bits: one
+NumPy path of :func:`~ewoksxpcs.engine.normalise.normalise`, so both give the same bits: one
 pass over the group rows of n2 and s2 instead of nine (1.2 ms instead of ~5 for 16 groups ×
 10 000 lags × 10 bins on one core of this project's 2-core machine; the whole normalisation
 from 9.3 to 5.6 ms).
@@ -108,16 +108,17 @@ def bin_sums_int(n2_sub, frame_sums, bin_sub_offsets, n2, fs):
 
 
 def _warm() -> None:
-    """Load the kernels' cached machine code for the usual argument types (int64 sums, s2 rows
-    contiguous as the device gives them or strided as the host's FFTs do; float64 sums): the
+    """Load the kernels' cached machine code for the usual argument types (int64 or float64
+    sums, s2 rows contiguous as the device gives them or strided as the host's FFTs do): the
     first call of a process costs ~0.4 s (numba's code generator starting), paid here, in the
     thread that imports this module (:func:`ewoksxpcs.engine.normalise.warm_numba`)."""
     err, nb, factor = numpy.empty(3), numpy.ones(3), numpy.ones(2)
     for dtype in (numpy.int64, numpy.float64):
         sub = numpy.ones((2, 3), dtype)
         c = numpy.ones((3, 3), dtype)
-        jackknife_into(err, nb, sub, c, factor, 2)
-        jackknife_into(err, nb, sub, numpy.asfortranarray(c), factor, 2)
+        strided = numpy.ones((3, 6), dtype)[:, ::2]  # numba layouts C, F and A
+        for rows in (c, numpy.asfortranarray(c), strided):
+            jackknife_into(err, nb, sub, rows, factor, 2)
     fs = numpy.ones((3, 2), numpy.int64)
     bin_sums_int(numpy.ones((2, 3), numpy.int64), fs, numpy.array([0, 2]),
                  numpy.zeros((1, 3), numpy.int64), numpy.zeros((3, 1), numpy.int64))
