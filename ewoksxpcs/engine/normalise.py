@@ -209,18 +209,12 @@ def bin_sums(sums: CorrelationSums, binning: Binning):
     """
     # Sub-bins of a bin are contiguous: one reduceat per array (empty bins stay zero). Integer
     # n2, exact in any order: one add.reduce over each bin's rows instead (3x faster than
-    # reduceat along axis 0; float n2 keeps reduceat's order of additions); large int64 sums:
-    # a numba pass (normalise_numba.bin_sums_int).
+    # reduceat along axis 0; float n2 keeps reduceat's order of additions).
     nb = binning.n_bins
     n2 = numpy.zeros((nb,) + sums.n2.shape[1:], dtype=sums.n2.dtype)
     fs = numpy.zeros((sums.frame_sums.shape[0], nb), dtype=sums.frame_sums.dtype)
     full = binning.n_groups_per_bin > 0
-    kernels = _numba_kernels() if sums.n2.size >= NUMBA_JACKKNIFE_SIZE else None
-    if (kernels is not None and sums.n2.dtype == numpy.int64
-            and sums.frame_sums.dtype == numpy.int64 and _warm_types(sums.n2, True)
-            and _warm_types(sums.frame_sums, True)):  # one pass each, 5x faster
-        kernels.bin_sums_int(sums.n2, sums.frame_sums, binning.bin_sub_offsets, n2, fs)
-    elif full.any():
+    if full.any():
         starts = binning.bin_sub_offsets[:-1][full]
         if sums.n2.dtype.kind in "iu":
             for i in numpy.flatnonzero(full):
@@ -239,9 +233,9 @@ def _warm_types(a: numpy.ndarray, contiguous: bool = False) -> bool:
                 and (a.flags.c_contiguous or not contiguous))
 
 
-#: Group rows × lags from which :func:`normalise` takes the jackknife with the fused numba kernel,
-#: and :func:`bin_sums` int64 sums with a numba pass (:mod:`ewoksxpcs.engine.normalise_numba`,
-#: same bits) rather than NumPy, once :func:`warm_numba` has loaded them.
+#: Group rows × lags from which :func:`normalise` takes the jackknife with the fused numba kernel
+#: (:mod:`ewoksxpcs.engine.normalise_numba`, same bits) rather than NumPy, once
+#: :func:`warm_numba` has loaded it.
 NUMBA_JACKKNIFE_SIZE = 1 << 18
 #: Lags per block of that kernel (its G × 512 float64 scratch stays in L2).
 NUMBA_LAGS = 512

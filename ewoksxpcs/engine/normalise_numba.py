@@ -1,5 +1,4 @@
-"""numba kernels of :func:`ewoksxpcs.engine.normalise.normalise`: the jackknife of one bin, fused,
-and the integer bin sums.
+"""numba kernel of :func:`ewoksxpcs.engine.normalise.normalise`: the jackknife of one bin, fused.
 
 Imported on first use by large normalisations (numba compiles it once; the machine code is
 cached on disk beside this module). Same floating-point operations, in the same order, as the
@@ -16,7 +15,7 @@ import math
 import numba
 import numpy
 
-__all__ = ["jackknife_into", "bin_sums_int"]
+__all__ = ["jackknife_into"]
 
 
 # Serial: a parallel region of a millisecond waits for its slowest thread, 70 ms when
@@ -76,39 +75,8 @@ def jackknife_into(err, n2_bin, n2_sub, c, factor, block):
             out[t] = math.sqrt(scale * s[t])
 
 
-@numba.njit(cache=True, nogil=True)
-def bin_sums_int(n2_sub, frame_sums, bin_sub_offsets, n2, fs):
-    """Integer sub-bin sums added into bin sums (exact in any order), into ``n2`` and ``fs``.
-
-    Parameters
-    ----------
-    n2_sub : ndarray, (n_sub, n_lags) int64
-    frame_sums : ndarray, (n_frames, n_sub) int64
-    bin_sub_offsets : ndarray, (n_bins + 1,) int64
-        Sub-bins of bin i: bin_sub_offsets[i] … bin_sub_offsets[i + 1] − 1.
-    n2 : ndarray, (n_bins, n_lags) int64
-        Output, zeroed by the caller.
-    fs : ndarray, (n_frames, n_bins) int64
-        Output, zeroed by the caller.
-    """
-    n_bins = bin_sub_offsets.size - 1
-    for i in range(n_bins):
-        out = n2[i]
-        for k in range(bin_sub_offsets[i], bin_sub_offsets[i + 1]):
-            row = n2_sub[k]
-            for t in range(out.size):
-                out[t] += row[t]
-    for t in range(frame_sums.shape[0]):
-        src, dst = frame_sums[t], fs[t]
-        for i in range(n_bins):
-            acc = 0
-            for k in range(bin_sub_offsets[i], bin_sub_offsets[i + 1]):
-                acc += src[k]
-            dst[i] = acc
-
-
 def _warm() -> None:
-    """Load the kernels' cached machine code for the usual argument types (int64 or float64
+    """Load the kernel's cached machine code for the usual argument types (int64 or float64
     sums, s2 rows contiguous as the device gives them or strided as the host's FFTs do): the
     first call of a process costs ~0.4 s (numba's code generator starting), paid here, in the
     thread that imports this module (:func:`ewoksxpcs.engine.normalise.warm_numba`)."""
@@ -119,9 +87,6 @@ def _warm() -> None:
         strided = numpy.ones((3, 6), dtype)[:, ::2]  # numba layouts C, F and A
         for rows in (c, numpy.asfortranarray(c), strided):
             jackknife_into(err, nb, sub, rows, factor, 2)
-    fs = numpy.ones((3, 2), numpy.int64)
-    bin_sums_int(numpy.ones((2, 3), numpy.int64), fs, numpy.array([0, 2]),
-                 numpy.zeros((1, 3), numpy.int64), numpy.zeros((3, 1), numpy.int64))
 
 
 _warm()
