@@ -35,6 +35,7 @@ def test_tiny_run_every_variant_exact(tmp_path, device):
     text = out.read_text()
     assert "exact vs NumPy" in text and "NO" not in text
     assert "host steps (no kernel; seconds)" in text
+    assert "pinned feed: values and times page-locked: yes" in text
     for label, _ in bench.VARIANTS:
         for feed in ("host", "pinned", "device"):
             assert f"{label:<12} {feed:<7}" in text

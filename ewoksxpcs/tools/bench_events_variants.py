@@ -239,7 +239,7 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
     from .. import create_correlator
     from ..correlators.opencl_events import pin_events
     from ..engine.qmask import Binning
-    from ..opencl.device import get_device
+    from ..opencl.device import get_device, is_pinned
     from .benchmark import _beamstop_labels, dynamix_event_inputs
     from .benchmark_gpu import poisson_events, resident_events
 
@@ -290,7 +290,10 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
         warm = poisson_events((16, 16), n_frames, mean, seed=1)  # same programs: compiled
         warm_binning = Binning(_beamstop_labels((16, 16), 2))
         resident = resident_events(events, dev)
-        pinned = pin_events(events, dev)
+        pinned, pin_s = _timed(lambda: pin_events(events, dev))
+        say(f"pinned feed: values and times page-locked: "
+            f"{'yes' if is_pinned(pinned.values) and is_pinned(pinned.times) else 'NO'} "
+            f"(pin_events {pin_s:.2f} s, once, not timed below)")
         first = frame_sums = None
         case_rows = []
         say(f"{'variant':<12} {'feed':<7} {'best_s':>8} " + " ".join(
