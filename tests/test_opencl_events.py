@@ -330,6 +330,33 @@ def test_pinned_events(device, rng):
         check_equal(c.correlate(pinned), ref, "uint8")
 
 
+def test_numba_normalisation_warmed_for_repeated_large_runs(rng, monkeypatch):
+    """correlate() loads normalisation's numba kernel (in the background) for large results
+    from the correlator's second run on, or at once where numba is already imported."""
+    import types
+
+    from ewoksxpcs.correlators import opencl_events as module
+
+    calls = []
+    monkeypatch.setattr(module, "warm_numba", lambda: calls.append(1))
+    monkeypatch.setattr(module, "sys", types.SimpleNamespace(modules={}))  # numba not imported
+    monkeypatch.setattr(module, "NUMBA_JACKKNIFE_SIZE", 10**12)
+    events = compact(sparse_frames(rng, "uint8", (20, 4, 5)))
+    c = create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu")
+    c.correlate(events)
+    c.correlate(events)
+    assert calls == []  # small results: never
+    monkeypatch.setattr(module, "NUMBA_JACKKNIFE_SIZE", 0)
+    c = create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu")
+    c.correlate(events)
+    assert calls == []  # first run of a process without numba
+    c.correlate(events)
+    assert calls == [1]
+    monkeypatch.setattr(module, "sys", types.SimpleNamespace(modules={"numba": None}))
+    create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu").correlate(events)
+    assert calls == [1, 1]  # numba imported already: from the first run
+
+
 def test_s2_on_device_many_frames(device, rng):
     """Device s2 over several lag work-groups and frame tiles equals the exact host FFT's."""
     frames = sparse_frames(rng, "uint8", (300, 5, 9), rate=0.5)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import queue as queue_module
+import sys
 import threading
 
 import numpy
@@ -395,6 +396,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             raise ValueError(f"{dev.name} has too little local memory ({dev.local_mem} bytes)")
         return lag_tile
 
+    #: correlate() calls of this correlator.
+    _runs = 0
+
     #: Set by correlate(): compute s2 on the host while the device computes n2 (_run sets _s2).
     _s2_wanted = False
     _s2 = None
@@ -404,9 +408,16 @@ class OpenCLEventCorrelator(EventCorrelator):
         import time
 
         t0 = time.perf_counter()
+        # normalisation's numba kernel loads while the device works (once per process), for
+        # large results, from this correlator's second run on or where numba is already
+        # imported: a single run in a fresh process does not pay numba's import and start
+        # (~0.7 s of a thread that holds the GIL at times, waited for at exit) for the few
+        # milliseconds it saves.
+        self._runs += 1
         n_frames = getattr(data, "n_frames", None) or getattr(data, "shape", (0,))[0]
-        if self.binning.n_sub * int(n_frames) >= NUMBA_JACKKNIFE_SIZE:
-            warm_numba()  # normalisation's kernels load while the device works (once per process)
+        if (self.binning.n_sub * int(n_frames) >= NUMBA_JACKKNIFE_SIZE
+                and (self._runs > 1 or "numba" in sys.modules)):
+            warm_numba()
         self._s2_wanted, self._s2 = True, None
         try:
             sums = self.compute_sums(data)
