@@ -357,6 +357,17 @@ def test_numba_normalisation_warmed_for_repeated_large_runs(rng, monkeypatch):
     assert calls == [1, 1]  # numba imported already: from the first run
 
 
+@pytest.mark.parametrize("s2_device", [True, False])
+def test_s2_beyond_int64_refused(device, s2_device):
+    """Frame sums S with (max S)²·Nt ≥ 2⁶² (n2 fits): s2 refused, whether the device summed it
+    (its sums dropped) or the host."""
+    frames = numpy.full((8, 4, 4), 2**26, numpy.uint32)
+    c = create_correlator(numpy.ones((4, 4), int), method="opencl-events", device=device,
+                          s2_device=s2_device)
+    with pytest.raises(ValueError, match=r"s2 of q bin 1 can reach .*int64 range"):
+        c.correlate(compact(frames))
+
+
 def test_s2_on_device_many_frames(device, rng):
     """Device s2 over several lag work-groups and frame tiles equals the exact host FFT's."""
     frames = sparse_frames(rng, "uint8", (300, 5, 9), rate=0.5)

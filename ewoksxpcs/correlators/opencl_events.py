@@ -487,10 +487,6 @@ class OpenCLEventCorrelator(EventCorrelator):
             ex += groups
         if not k0:
             return None
-        full = b.n_groups_per_bin > 0
-        bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
-        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
-            return None
         n_rows = len(k0)
         mf = pyopencl.mem_flags
         rows = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR,
@@ -504,6 +500,11 @@ class OpenCLEventCorrelator(EventCorrelator):
                numpy.int32(b.n_sub), *rows, d_x)
         auto(queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
         queue.flush()
+        # Checked while the device sums (its sums are dropped when they could have wrapped).
+        full = b.n_groups_per_bin > 0
+        bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
+        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
+            return None
 
         def fetch():
             c = numpy.empty((n_rows, n_frames), dtype=numpy.int64)
