@@ -328,6 +328,7 @@ def test_pinned_events(device, rng):
     for options in ({}, {"strategy": "rows", "upload_chunks": 3}):
         c = create_correlator(q, method="opencl-events", device=device, **options)
         check_equal(c.correlate(pinned), ref, "uint8")
+        check_equal(c.correlate(events), ref, "uint8")  # "rows": the binning's rows kept
 
 
 def test_numba_normalisation_warmed_for_repeated_large_runs(rng, monkeypatch):

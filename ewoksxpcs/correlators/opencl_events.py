@@ -816,9 +816,16 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_binned = int(rows.size)
 
         # Small arrays (the offsets and rows: 8 bytes a pixel), int64 as the kernels read them.
-        d_offsets, d_rows, d_sub_first, d_pix_edges = (
-            upload(numpy.asarray(a, dtype=numpy.int64))
-            for a in (events.offsets, rows, b.sub_offsets, pix_edges))
+        d_offsets, d_pix_edges = (upload(numpy.asarray(a, dtype=numpy.int64))
+                                  for a in (events.offsets, pix_edges))
+        cached = getattr(self, "_d_binning", None)
+        if rows is b.pixel_index and cached is not None and cached[0] is dev:
+            d_rows, d_sub_first = cached[1:]  # the binning's rows: uploaded by an earlier run
+        else:
+            d_rows, d_sub_first = (upload(numpy.asarray(a, dtype=numpy.int64))
+                                   for a in (rows, b.sub_offsets))
+            if rows is b.pixel_index:  # every pixel held: the same rows at every run
+                self._d_binning = (dev, d_rows, d_sub_first)
         n_all = n_chunks * n_binned
         d_slots, d_counts = (device_buffer(dev, queue, 8 * n_all) for _ in range(2))
         d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
