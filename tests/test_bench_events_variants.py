@@ -35,16 +35,31 @@ def test_tiny_run_every_variant_exact(tmp_path, device):
     text = out.read_text()
     assert "exact vs NumPy" in text and "NO" not in text
     assert "host steps (no kernel; seconds)" in text
+    assert "pinned feed: values and times page-locked: yes" in text
     for label, _ in bench.VARIANTS:
-        assert f"{label:<12} host" in text and f"{label:<12} device" in text
+        for feed in ("host", "pinned", "device"):
+            assert f"{label:<12} {feed:<7}" in text
     assert "dynamix EventCorrelator:" in text and "!= dynamix" not in text
     rows = bench.run(0.002, (0.3,), bench.VARIANTS[:2], device, repeat=1, dynamix=True,
                      file=io.StringIO())
-    assert len(rows) == 4
+    assert len(rows) == 6
     for row in rows:
         assert "error" not in row
         assert row["exact_ref"] and row["same_as_first"] and row["same_as_dynamix"]
         assert row["steps"]["plan_kernels_s"] > 0 and row["best_s"] > 0
+
+
+def test_host_steps_only(capsys):
+    """--host-steps: the data's host steps, every one timed, and no kernel variant or peer."""
+    require_opencl("cpu")
+    assert bench.main(["--host-steps", "--scale", "0.002", "--device", "cpu", "--repeat", "2",
+                       "--counts", "0.3"]) == 0
+    text = capsys.readouterr().out
+    assert "host steps (no kernel; seconds, best of 2)" in text
+    for key in ("budget_s", "sub_bins_s", "total_pairs_s", "staging_s", "pin_s",
+                "check_range_s", "normalise_s", "normalise_dev_s"):
+        assert f"{key}=" in text
+    assert "exact vs NumPy" not in text and "dynamix" not in text
 
 
 def test_bad_arguments_exit_with_one_line(capsys):

@@ -192,3 +192,75 @@ def test_float_frames():
     assert jackknife.any() and (~jackknife).any()
     numpy.testing.assert_allclose(result.g2_err[jackknife], ref.g2_err[jackknife], rtol=1e-8)
     assert (result.g2_err[~jackknife] <= ref.g2_err[~jackknife] * (1 + 1e-9)).all()
+
+
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_jackknife_paths_give_the_same_bits(kind, monkeypatch):
+    """The NumPy jackknife and the fused numba one (large results) both give the bits of
+    jackknife_error over g2₋g = (N_q − N_g)·(n2 − n2_g)/s2[S − S_g], bin by bin, with s2 rows
+    strided (host FFTs) or contiguous (device); bins of several group counts, of one pixel and
+    empty; the bin sums (numba for large int64 ones) too."""
+    from ewoksxpcs.engine import normalise as module
+    from ewoksxpcs.engine import normalise_numba  # loaded here: used by normalise from now on
+    from ewoksxpcs.engine.normalise import expected_pairs, jackknife_error, s2_rows, undefined_lags
+
+    assert module._numba_kernels() is normalise_numba
+
+    rng = numpy.random.default_rng(8)
+    qmask = rng.integers(1, 5, (9, 11))
+    qmask[0, 0] = 6  # one pixel
+    with pytest.warns(RuntimeWarning, match="have no pixel"):
+        binning = Binning(qmask, labels=[1, 2, 3, 4, 5, 6], n_groups=7)
+    binning_groups = set(binning.n_groups_per_bin.tolist())
+    assert {0, 1, 7} <= binning_groups
+    nt = 300
+    if kind == "int":
+        fs = rng.poisson(4.0, (nt, binning.n_sub)).astype(numpy.int64)
+        n2 = rng.poisson(20.0, (binning.n_sub, nt)).astype(numpy.int64)
+        n2[:, nt // 2:] //= 8  # zeros: undefined lags
+    else:
+        fs = rng.random((nt, binning.n_sub)) * 4
+        n2 = rng.random((binning.n_sub, nt)) * 20
+    sums = CorrelationSums(n2=n2, frame_sums=fs, lags=numpy.arange(nt))
+    rows = s2_rows(fs, binning, sums.lags)
+    n2_bins, _ = bin_sums(sums, binning)
+    err = numpy.full((binning.n_bins, nt), numpy.nan)
+    for i in range(binning.n_bins):
+        s0, s1 = binning.bin_sub_offsets[i], binning.bin_sub_offsets[i + 1]
+        if s1 - s0 > 1:
+            npix = int(binning.n_pixels[i])
+            n_g = binning.sub_n_pixels[s0:s1].astype(numpy.float64)
+            loo = ((npix - n_g)[:, None] * (n2_bins[i].astype(numpy.float64)
+                                             - n2[s0:s1].astype(numpy.float64))
+                   / rows[i][1:].astype(numpy.float64))
+            err[i] = jackknife_error(loo)
+    ref = normalise(sums, binning, s2=rows)
+    undefined_lags(ref.g2.copy(), err, n2_bins, expected_pairs(ref.s2, binning.n_pixels),
+                   counts=kind == "int")
+    assert numpy.isnan(err).any() and numpy.isfinite(err).any()
+    monkeypatch.setattr(module, "NUMBA_LAGS", 11)  # several blocks, a partial last one
+    for size in (0, 10**12):  # fused numba kernel, NumPy
+        monkeypatch.setattr(module, "NUMBA_JACKKNIFE_SIZE", size)
+        for s2 in (rows, [None if r is None else numpy.ascontiguousarray(r) for r in rows]):
+            got = normalise(sums, binning, s2=s2)
+            numpy.testing.assert_array_equal(got.g2_err, err)
+            numpy.testing.assert_array_equal(got.g2, ref.g2)
+            for key in ("n2", "frame_sums", "s2", "expected_pairs"):
+                a, b = getattr(got, key), getattr(ref, key)
+                assert a.dtype == b.dtype
+                numpy.testing.assert_array_equal(a, b)
+
+
+def test_numba_kernels_load_in_the_background():
+    """warm_numba(): once per process, a thread loads the kernels; normalise never waits."""
+    import threading
+
+    from ewoksxpcs.engine import normalise as module
+
+    module.warm_numba()
+    module.warm_numba()  # no second thread
+    loaders = [t for t in threading.enumerate() if t.name == "ewoksxpcs-numba-normalise"]
+    assert len(loaders) <= 1
+    for t in loaders:
+        t.join(60)
+    assert module._numba_kernels() is not None

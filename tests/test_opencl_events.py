@@ -283,6 +283,92 @@ def test_upload_through_small_staging_pieces(device, rng, monkeypatch):
         check_equal(c.correlate(compact(frames)), ref, "uint16")
 
 
+def test_download_through_small_staging_pieces(device, rng, monkeypatch):
+    """n2 and the device s2 rows come back through the pinned staging ring in many pieces
+    (odd sizes, more pieces than buffers), copied out by several threads: the same sums."""
+    import pyopencl
+
+    from ewoksxpcs.opencl import device as opencl
+
+    dev = opencl.get_device(device)
+    a = rng.integers(-2**62, 2**62, 1001)
+    buf = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE | pyopencl.mem_flags.COPY_HOST_PTR,
+                          hostbuf=a)
+    frames = sparse_frames(rng, "uint16", (120, 6, 11))
+    q = qmask_of((6, 11))
+    events = compact(frames)
+    ref = correlate(frames, q, method="reference")
+    monkeypatch.setattr(opencl, "DOWNLOAD_PINNED_BYTES", 0)
+    monkeypatch.setattr(opencl, "DOWNLOAD_PIECE_BYTES", 44)  # not a multiple of 8 bytes
+    monkeypatch.setattr(opencl, "THREADED_COPY_BYTES", 8)
+    back = numpy.zeros_like(a)
+    opencl.download_pinned(dev, dev.queue, back, buf)
+    assert numpy.array_equal(back, a)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        opencl.download_pinned(dev, dev.queue, numpy.zeros((4, 4))[:, :2], buf)
+    for strategy in ("rows", "local"):
+        c = create_correlator(q, method="opencl-events", device=device, strategy=strategy,
+                              s2_device=True)
+        check_equal(c.correlate(events), ref, "uint16")
+
+
+def test_pinned_events(device, rng):
+    """pin_events: values and times in page-locked memory (uploaded from where they lie), the
+    same sums as from the plain arrays."""
+    from ewoksxpcs.correlators.opencl_events import pin_events
+    from ewoksxpcs.opencl.device import is_pinned
+
+    frames = sparse_frames(rng, "uint8", (70, 7, 9))
+    q = qmask_of((7, 9))
+    events = compact(frames)
+    pinned = pin_events(events, device)
+    assert is_pinned(pinned.values) and is_pinned(pinned.times)
+    assert pinned == events and pinned.offsets is events.offsets
+    ref = correlate(frames, q, method="reference")
+    for options in ({}, {"strategy": "rows", "upload_chunks": 3}):
+        c = create_correlator(q, method="opencl-events", device=device, **options)
+        check_equal(c.correlate(pinned), ref, "uint8")
+        check_equal(c.correlate(events), ref, "uint8")  # "rows": the binning's rows kept
+
+
+def test_numba_normalisation_warmed_for_repeated_large_runs(rng, monkeypatch):
+    """correlate() loads normalisation's numba kernel (in the background) for large results
+    from the correlator's second run on, or at once where numba is already imported."""
+    import types
+
+    from ewoksxpcs.correlators import opencl_events as module
+
+    calls = []
+    monkeypatch.setattr(module, "warm_numba", lambda: calls.append(1))
+    monkeypatch.setattr(module, "sys", types.SimpleNamespace(modules={}))  # numba not imported
+    monkeypatch.setattr(module, "NUMBA_JACKKNIFE_SIZE", 10**12)
+    events = compact(sparse_frames(rng, "uint8", (20, 4, 5)))
+    c = create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu")
+    c.correlate(events)
+    c.correlate(events)
+    assert calls == []  # small results: never
+    monkeypatch.setattr(module, "NUMBA_JACKKNIFE_SIZE", 0)
+    c = create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu")
+    c.correlate(events)
+    assert calls == []  # first run of a process without numba
+    c.correlate(events)
+    assert calls == [1]
+    monkeypatch.setattr(module, "sys", types.SimpleNamespace(modules={"numba": None}))
+    create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu").correlate(events)
+    assert calls == [1, 1]  # numba imported already: from the first run
+
+
+@pytest.mark.parametrize("s2_device", [True, False])
+def test_s2_beyond_int64_refused(device, s2_device):
+    """Frame sums S with (max S)²·Nt ≥ 2⁶² (n2 fits): s2 refused, whether the device summed it
+    (its sums dropped) or the host."""
+    frames = numpy.full((8, 4, 4), 2**26, numpy.uint32)
+    c = create_correlator(numpy.ones((4, 4), int), method="opencl-events", device=device,
+                          s2_device=s2_device)
+    with pytest.raises(ValueError, match=r"s2 of q bin 1 can reach .*int64 range"):
+        c.correlate(compact(frames))
+
+
 def test_s2_on_device_many_frames(device, rng):
     """Device s2 over several lag work-groups and frame tiles equals the exact host FFT's."""
     frames = sparse_frames(rng, "uint8", (300, 5, 9), rate=0.5)

@@ -43,20 +43,21 @@ from __future__ import annotations
 
 import logging
 import queue as queue_module
+import sys
 import threading
 
 import numpy
 
 from ..opencl.compact import compact_opencl
 from ..engine.intrange import INT64_LIMIT, check_int64_bound
-from ..engine.normalise import _s2_safe, normalise, s2_rows
-from ..opencl.device import CTYPES, Checkpoints, default_device_memory, device_buffer, get_device, get_kernel, \
-    upload_pinned
+from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, _s2_safe, normalise, s2_rows, warm_numba
+from ..opencl.device import CTYPES, Checkpoints, default_device_memory, device_buffer, download_pinned, \
+    get_device, get_kernel, upload_pinned
 from ..engine.result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
 
-__all__ = ["OpenCLEventCorrelator", "compact_opencl", "plan_tasks", "STRATEGIES"]
+__all__ = ["OpenCLEventCorrelator", "compact_opencl", "pin_events", "plan_tasks", "STRATEGIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,52 @@ def _pairs(n):
     """Event pairs i <= j of a pixel with n events."""
     n = numpy.asarray(n, dtype=numpy.int64)
     return n * (n + 1) // 2
+
+
+def _total_pairs(n) -> int:
+    """Σ n(n + 1)/2 over pixels of n events, (n·n + Σ n)/2: two passes over n, no temporary."""
+    n = numpy.asarray(n, dtype=numpy.int64)
+    return (int(n @ n) + int(n.sum())) // 2
+
+
+def pin_events(events, device=None):
+    """The EventStack ``events`` with its values and times copied into page-locked host memory.
+
+    :meth:`OpenCLEventCorrelator.correlate` uploads page-locked events straight from where they
+    lie, at the bus's full speed (55 GB/s on an H200 host instead of ~9 GB/s through the staging
+    copies of pageable ones): worth it for an EventStack this package makes and correlates
+    (a compaction's output, a benchmark's data), as for the frames kept in
+    :func:`~ewoksxpcs.opencl.device.pinned_empty` memory by the dense backends. The copy itself
+    costs one pass over the events' bytes, like the staging copies it replaces (once, not at
+    every correlate).
+
+    Parameters
+    ----------
+    events : EventStack
+        Host events (a device-resident stack is returned as it is).
+    device : str or OpenCLDevice, optional
+        Whose OpenCL context pins the memory (see :func:`~ewoksxpcs.opencl.device.get_device`).
+
+    Returns
+    -------
+    EventStack
+        Same offsets, pixel_index, frame sums and labels (shared), values and times in
+        page-locked memory (plain memory where the driver refuses to pin).
+    """
+    from ..engine.events import EventStack
+    from ..opencl.device import copy_into, pinned_empty
+
+    if events.resident is not None:
+        return events
+    dev = get_device(device)
+    arrays = []
+    for a in (events.values, events.times):
+        pinned = pinned_empty(dev, a.shape, a.dtype)
+        copy_into(pinned, a)
+        arrays.append(pinned)
+    return EventStack(arrays[0], arrays[1], events.offsets, events.pixel_index,
+                      events.frame_shape, events.n_frames, events.dtype,
+                      frame_sums=events.frame_sums, labels=events.labels, trusted=True)
 
 
 def plan_tasks(offsets, pix_sub, task_pairs: int | None, split: bool = True):
@@ -237,8 +284,14 @@ class OpenCLEventCorrelator(EventCorrelator):
             data = compact_opencl(data, **self.compaction_options())
         self._check_events(data)
         self.binning.check_frame_shape(data.frame_shape)
-        n2, frame_sums = self._run(data)
-        if n2.dtype.kind == "i":
+        # The range check runs as soon as the frame sums are on the host, while the device
+        # computes s2 (or n2): off the critical path (_finish).
+        self._range_events = data
+        try:
+            n2, frame_sums = self._run(data)
+        finally:
+            pending, self._range_events = self._range_events, None
+        if n2.dtype.kind == "i" and pending is not None:
             self._check_range(data, frame_sums)
         return CorrelationSums(n2=n2, frame_sums=frame_sums,
                                lags=numpy.arange(data.n_frames, dtype=numpy.int64))
@@ -274,8 +327,13 @@ class OpenCLEventCorrelator(EventCorrelator):
         p)² from the per-pixel sums the device compaction measured (resident events), or Σ v²
         itself."""
         b = self.binning
-        totals = frame_sums.sum(axis=0, dtype=numpy.float64)
-        peaks = frame_sums.max(axis=0).astype(numpy.float64) if frame_sums.size else totals
+        if not frame_sums.size:
+            return
+        peaks = frame_sums.max(axis=0).astype(numpy.float64)
+        if float(peaks.max()) * frame_sums.shape[0] < 2.0**62:  # the int64 totals cannot wrap
+            totals = frame_sums.sum(axis=0).astype(numpy.float64)  # 3x faster than in float64
+        else:
+            totals = frame_sums.sum(axis=0, dtype=numpy.float64)
         bound = numpy.minimum(float(numpy.iinfo(events.values_dtype).max), peaks) * totals
         if (bound < INT64_LIMIT).all():
             return
@@ -338,6 +396,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             raise ValueError(f"{dev.name} has too little local memory ({dev.local_mem} bytes)")
         return lag_tile
 
+    #: correlate() calls of this correlator.
+    _runs = 0
+
     #: Set by correlate(): compute s2 on the host while the device computes n2 (_run sets _s2).
     _s2_wanted = False
     _s2 = None
@@ -347,6 +408,16 @@ class OpenCLEventCorrelator(EventCorrelator):
         import time
 
         t0 = time.perf_counter()
+        # normalisation's numba kernel loads while the device works (once per process), for
+        # large results, from this correlator's second run on or where numba is already
+        # imported: a single run in a fresh process does not pay numba's import and start
+        # (~0.7 s of a thread that holds the GIL at times, waited for at exit) for the few
+        # milliseconds it saves.
+        self._runs += 1
+        n_frames = getattr(data, "n_frames", None) or getattr(data, "shape", (0,))[0]
+        if (self.binning.n_sub * int(n_frames) >= NUMBA_JACKKNIFE_SIZE
+                and (self._runs > 1 or "numba" in sys.modules)):
+            warm_numba()
         self._s2_wanted, self._s2 = True, None
         try:
             sums = self.compute_sums(data)
@@ -397,8 +468,9 @@ class OpenCLEventCorrelator(EventCorrelator):
     def _s2_device(self, frame_sums, d_sums, n_frames, defines):
         """s2 rows as :func:`ewoksxpcs.engine.normalise.s2_rows` gives them, by direct exact int64
         sums on the device (O(rows·Nt²): ~1e10 multiply-adds take milliseconds on a GPU, less
-        than the host's FFTs); None when a sum could leave the int64 range (the host's
-        :func:`~ewoksxpcs.engine.normalise.s2_rows` then refuses it)."""
+        than the host's FFTs): the kernels are queued, and the returned ``fetch()`` waits for
+        them and gives the rows (the host works meanwhile); None when a sum could leave the
+        int64 range (the host's :func:`~ewoksxpcs.engine.normalise.s2_rows` then refuses it)."""
         import pyopencl
 
         b, dev, queue = self.binning, self.dev, self.dev.queue
@@ -415,10 +487,6 @@ class OpenCLEventCorrelator(EventCorrelator):
             ex += groups
         if not k0:
             return None
-        full = b.n_groups_per_bin > 0
-        bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
-        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
-            return None
         n_rows = len(k0)
         mf = pyopencl.mem_flags
         rows = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR,
@@ -431,9 +499,19 @@ class OpenCLEventCorrelator(EventCorrelator):
         series(queue, (n_frames, n_rows), None, d_sums, numpy.int32(n_frames),
                numpy.int32(b.n_sub), *rows, d_x)
         auto(queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
-        c = numpy.empty((n_rows, n_frames), dtype=numpy.int64)
-        pyopencl.enqueue_copy(queue, c, d_c)
-        return [None if sp is None else c[sp[0]: sp[0] + sp[1]] for sp in spans]
+        queue.flush()
+        # Checked while the device sums (its sums are dropped when they could have wrapped).
+        full = b.n_groups_per_bin > 0
+        bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
+        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
+            return None
+
+        def fetch():
+            c = numpy.empty((n_rows, n_frames), dtype=numpy.int64)
+            download_pinned(dev, queue, c, d_c)
+            return [None if sp is None else c[sp[0]: sp[0] + sp[1]] for sp in spans]
+
+        return fetch
 
     def _n2(self, events) -> numpy.ndarray:
         return self._run(events)[0]
@@ -469,7 +547,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             return n_tiles, None  # one task per sub-bin
         total = 0
         if self.options.get("task_pairs") is None:
-            total = int(_pairs(numpy.diff(events.offsets)[pix_sub >= 0]).sum())
+            total = _total_pairs(numpy.diff(events.offsets)[pix_sub >= 0])
         return n_tiles, self._task_pairs(total, strategy, lag_tile, n_tiles)
 
     def _run(self, events):
@@ -480,6 +558,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         dev = self.dev
         self.last_profile = {}
+        self._run_budget = None  # the free memory is read anew at each run
         t = time.perf_counter()
         n_sub = self.binning.n_sub
         n_frames = events.n_frames
@@ -588,9 +667,19 @@ class OpenCLEventCorrelator(EventCorrelator):
             failed.set()
             uploader.join()
 
+    #: The default budget, queried once per run (:meth:`_run`).
+    _run_budget = None
+
     def _budget(self) -> int:
-        """Device memory budget (option max_device_memory; default: default_device_memory)."""
-        return int(self.options.get("max_device_memory") or default_device_memory(self.dev))
+        """Device memory budget (option max_device_memory; default: default_device_memory,
+        queried once per run: on NVIDIA GPUs through NVML, whose init and shutdown per query
+        may cost milliseconds)."""
+        chosen = self.options.get("max_device_memory")
+        if chosen:
+            return int(chosen)
+        if self._run_budget is None:
+            self._run_budget = int(default_device_memory(self.dev))
+        return self._run_budget
 
     def _event_room(self, n2_bytes: int) -> int:
         """Bytes of the budget left for events: n2, the frame sums and s2's two series of
@@ -727,9 +816,16 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_binned = int(rows.size)
 
         # Small arrays (the offsets and rows: 8 bytes a pixel), int64 as the kernels read them.
-        d_offsets, d_rows, d_sub_first, d_pix_edges = (
-            upload(numpy.asarray(a, dtype=numpy.int64))
-            for a in (events.offsets, rows, b.sub_offsets, pix_edges))
+        d_offsets, d_pix_edges = (upload(numpy.asarray(a, dtype=numpy.int64))
+                                  for a in (events.offsets, pix_edges))
+        cached = getattr(self, "_d_binning", None)
+        if rows is b.pixel_index and cached is not None and cached[0] is dev:
+            d_rows, d_sub_first = cached[1:]  # the binning's rows: uploaded by an earlier run
+        else:
+            d_rows, d_sub_first = (upload(numpy.asarray(a, dtype=numpy.int64))
+                                   for a in (rows, b.sub_offsets))
+            if rows is b.pixel_index:  # every pixel held: the same rows at every run
+                self._d_binning = (dev, d_rows, d_sub_first)
         n_all = n_chunks * n_binned
         d_slots, d_counts = (device_buffer(dev, queue, 8 * n_all) for _ in range(2))
         d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
@@ -799,32 +895,48 @@ class OpenCLEventCorrelator(EventCorrelator):
         return self._finish(frame_sums, d_sums, sums_copied, d_n2, out, n_frames, defines, t)
 
     def _finish(self, frame_sums, d_sums, sums_copied, d_n2, out, n_frames, defines, t):
-        """s2 (when correlate() wants it) and the download of n2 once the kernels are queued;
-        returns (n2, frame sums)."""
+        """The range check, s2 (when correlate() wants it) and the download of n2 once the
+        kernels are queued; returns (n2, frame sums)."""
         import time
 
-        import pyopencl
-
         queue = self.dev.queue
+        fetch_s2 = None
         if self._s2_wanted:
             if sums_copied is not None:
                 sums_copied.wait()
             ts = time.perf_counter()
-            s2 = None
             if d_sums is not None and self._s2_on_device():
-                s2 = self._s2_device(frame_sums, d_sums, n_frames, defines)  # queued after n2
+                fetch_s2 = self._s2_device(frame_sums, d_sums, n_frames, defines)  # after n2
+            self.last_profile["s2_s"] = time.perf_counter() - ts
+        self._range_check_early(out, frame_sums, sums_copied)  # while the device works
+        if self._s2_wanted:
+            ts = time.perf_counter()
+            s2 = fetch_s2() if fetch_s2 is not None else None
             if s2 is None:  # on the host, while the device works on n2
                 s2 = s2_rows(frame_sums, self.binning, numpy.arange(n_frames), self.s2_method)
             self._s2 = s2
-            self.last_profile["s2_s"] = time.perf_counter() - ts
+            self.last_profile["s2_s"] += time.perf_counter() - ts
         t = self._step("s2_wait_s", t)
         self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
-        pyopencl.enqueue_copy(queue, out, d_n2)
+        download_pinned(self.dev, queue, out, d_n2)
         if sums_copied is not None:
             sums_copied.wait()
         self._step("download_s", t)
         self._report(1.0)
         return out, frame_sums
+
+    #: Events whose int64 range compute_sums checks; _finish checks them early and clears this.
+    _range_events = None
+
+    def _range_check_early(self, out, frame_sums, sums_copied) -> None:
+        """:meth:`_check_range` of integer events as soon as their frame sums are on the host
+        (compute_sums checks them after the run otherwise)."""
+        events, self._range_events = self._range_events, None
+        if events is None or out.dtype.kind != "i":
+            return
+        if sums_copied is not None:
+            sums_copied.wait()
+        self._check_range(events, frame_sums)
 
     def _task_ranges(self, n_c: int, most: int, n_groups: int) -> list:
         """(first task, tasks) of the launches over a chunk's ``n_c`` tasks, ``most`` at most

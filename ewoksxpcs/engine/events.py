@@ -185,6 +185,10 @@ class EventStack:
         """
         binning.check_frame_shape(self.frame_shape)
         sub_image = binning.sub_image()
+        if self.n_pixels == sub_image.size:
+            # Every pixel of the frame held (pixel_index strictly ascending inside the frame:
+            # 0 … n − 1): the image is the answer, no check and no gather.
+            return sub_image
         kept = numpy.zeros(sub_image.size, dtype=bool)
         kept[self.pixel_index] = True
         missing = numpy.flatnonzero(~kept[binning.pixel_index])

@@ -5,6 +5,7 @@
     python -m ewoksxpcs.tools.bench_events_variants --out ev.txt            # the H200 case
     python -m ewoksxpcs.tools.bench_events_variants --counts 0.1 --out ev01.txt  # one level
     python -m ewoksxpcs.tools.bench_events_variants --scale 0.05 --device cpu   # small, PoCL
+    python -m ewoksxpcs.tools.bench_events_variants --host-steps --device cpu   # host steps only
 
 Data: i.i.d. Poisson counts on 1024×1024 pixels × 10 000 frames at 0.01 and 0.1 counts/pixel/
 frame, generated directly as an EventStack (:func:`ewoksxpcs.tools.benchmark_gpu.poisson_events`),
@@ -14,14 +15,18 @@ pixel count and the frame count by ``s`` (sides by √s).
 For each case:
 
 1. **Host steps** without any kernel: every step of :meth:`OpenCLEventCorrelator.correlate` that
-   runs on the host, timed alone (checks, the host-planned walk's planning, the device plan's
-   pixel rows, the staging copy of the events, the range check, s2 on the host, normalisation).
+   runs on the host, timed alone (checks, the device memory budget query, the host-planned
+   walk's planning, the device plan's pixel rows, the staging copy of the events, the copy of
+   :func:`~ewoksxpcs.correlators.opencl_events.pin_events`, the range check, s2 on the host,
+   normalisation with s2 rows as the host's FFTs and as the device gives them).
+   ``--host-steps`` runs only these (and the data's generation): on any machine, at full size.
 2. **Exactness**: every variant's n2 and frame sums on a band of detector rows of the same data
    (as many rows as keep the NumPy reference to ~``--ref-pairs`` pairs) equal
    :func:`numpy_event_n2`, an exact NumPy sum over event pairs; on the whole stack every variant
    equals the first one, and dynamix's integer sums when dynamix runs.
-3. **Speed**: per variant and feed (``host``: an EventStack in host memory; ``device``: its
-   events already on the device), the best of ``--repeat`` whole ``correlate`` calls (n2, s2,
+3. **Speed**: per variant and feed (``host``: an EventStack in host memory; ``pinned``: the
+   same in page-locked host memory, :func:`~ewoksxpcs.correlators.opencl_events.pin_events`,
+   uploaded without staging copies; ``device``: its events already on the device), the best of ``--repeat`` whole ``correlate`` calls (n2, s2,
    normalisation), then one profiled call (``profile = True``: the device is waited for after each
    step, so the steps add up to more than the unprofiled call) giving upload (host time of the
    uploading thread), plan (host and device planning), plan_kernels (launches and kernels, with
@@ -126,23 +131,34 @@ def host_steps(events, binning, device=None, frame_sums=None) -> dict:
     Returns
     -------
     dict
-        check_events_s, sub_bins_s + plan_tasks_s + total_pairs_s (host-planned first-event
-        walk: "local", "global"), fold_rows_s (the host part of the device-planned "fold",
-        "rows", "local32"), staging_s (the events copied by threads into staging memory, as
-        :func:`ewoksxpcs.opencl.device.upload_pinned` does for pageable arrays), check_range_s,
-        s2_host_s (FFTs, CPU devices), normalise_s (s2 given), n_tasks_walk.
+        check_events_s, budget_first_s and budget_s (two queries of the device memory
+        budget, made once per run: with NVML, on NVIDIA GPUs, the first of a process
+        initialises it, as with ``--host-steps``), nvml (whether NVML answers it),
+        sub_bins_s + plan_tasks_s + total_pairs_s (host-planned first-event walk: "local",
+        "global"), fold_rows_s (the host part of the device-planned "fold", "rows",
+        "local32"), staging_s (the events copied by threads into staging memory, as
+        :func:`ewoksxpcs.opencl.device.upload_pinned` does for pageable arrays; none for
+        pinned events), pin_s (:func:`~ewoksxpcs.correlators.opencl_events.pin_events`: once
+        per EventStack, not per call), check_range_s, s2_host_s (FFTs, CPU devices),
+        normalise_s (s2 rows of the host's FFTs given), normalise_dev_s (s2 rows laid out as
+        the device's, GPUs), both with the numba jackknife loaded, n_tasks_walk.
     """
-    from ..correlators.opencl_events import OpenCLEventCorrelator, _pairs, plan_tasks
+    from ..correlators.opencl_events import OpenCLEventCorrelator, _total_pairs, pin_events, \
+        plan_tasks
     from ..engine.normalise import normalise, s2_rows
     from ..engine.result import CorrelationSums
-    from ..opencl.device import copy_into
+    from ..opencl.device import _nvml_handles, copy_into, default_device_memory
 
     c = OpenCLEventCorrelator(binning, device=device, strategy="local")
     out = {}
     _, out["check_events_s"] = _timed(lambda: c._check_events(events))
+    # The budget's query (NVML on NVIDIA GPUs): the process's first one, and a later one.
+    _, out["budget_first_s"] = _timed(lambda: default_device_memory(c.dev))
+    _, out["budget_s"] = _timed(lambda: default_device_memory(c.dev))
+    out["nvml"] = "yes" if _nvml_handles() else "no"
     pix_sub, out["sub_bins_s"] = _timed(lambda: events.pixel_sub_bins(binning))
     total, out["total_pairs_s"] = _timed(
-        lambda: int(_pairs(numpy.diff(events.offsets)[pix_sub >= 0]).sum()))
+        lambda: _total_pairs(numpy.diff(events.offsets)[pix_sub >= 0]))
     geometry = c._geometry(False, events.values_dtype, events.n_frames)
     n_tiles = -(-events.n_frames // geometry[2])
     task_pairs = c._task_pairs(total, "local", geometry[2], n_tiles)
@@ -164,6 +180,8 @@ def host_steps(events, binning, device=None, frame_sums=None) -> dict:
     _, out["staging_s"] = _timed(
         lambda: [copy_into(d, a) for d, a in zip(dst, (events.values, events.times))])
     del dst
+    pinned, out["pin_s"] = _timed(lambda: pin_events(events, c.dev))
+    del pinned
     if frame_sums is None:
         frame_sums = events.frame_sums_for(binning)
     _, out["check_range_s"] = _timed(lambda: c._check_range(events, frame_sums))
@@ -171,7 +189,16 @@ def host_steps(events, binning, device=None, frame_sums=None) -> dict:
     rows, out["s2_host_s"] = _timed(lambda: s2_rows(frame_sums, binning, lags, "auto"))
     sums = CorrelationSums(n2=numpy.zeros((binning.n_sub, events.n_frames), numpy.int64),
                            frame_sums=frame_sums, lags=lags)
+    try:  # the fused jackknife, as loaded in the background by correlate (warm_numba)
+        import importlib
+
+        importlib.import_module("ewoksxpcs.engine.normalise_numba")
+    except ImportError:  # pragma: no cover - numba missing: the NumPy path is timed
+        pass
+    normalise(sums, binning, s2=rows)  # first call: not timed
     _, out["normalise_s"] = _timed(lambda: normalise(sums, binning, s2=rows))
+    rows = [None if r is None else numpy.ascontiguousarray(r) for r in rows]
+    _, out["normalise_dev_s"] = _timed(lambda: normalise(sums, binning, s2=rows))
     return out
 
 
@@ -197,8 +224,11 @@ def _fmt(v, spec="8.4f"):
 
 def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
         device: Optional[str] = "gpu", repeat: int = 3, ref_pairs: float = 2e8,
-        dynamix: bool = True, file=None) -> list:
+        dynamix: bool = True, file=None, host_only: bool = False) -> list:
     """Run the benchmark (see the module docstring); print to ``file``; return the rows.
+
+    ``host_only``: only the data and the host steps (best of ``repeat`` each), one row per case
+    (case, steps).
 
     Returns
     -------
@@ -207,8 +237,9 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
         (bool), same_as_first (bool), dynamix_s, same_as_dynamix.
     """
     from .. import create_correlator
+    from ..correlators.opencl_events import pin_events
     from ..engine.qmask import Binning
-    from ..opencl.device import get_device
+    from ..opencl.device import get_device, is_pinned
     from .benchmark import _beamstop_labels, dynamix_event_inputs
     from .benchmark_gpu import poisson_events, resident_events
 
@@ -231,6 +262,16 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
         n = numpy.diff(events.offsets).astype(numpy.float64)[labels.ravel() > 0]
         say(f"\n## {mean:g} counts/px/frame: {events.n_events} events, "
             f"{(n * (n + 1) / 2).sum():.3g} pairs (generated in {time.perf_counter() - t0:.1f} s)")
+        if host_only:
+            steps = [host_steps(events, binning, device, events.frame_sums_for(binning))
+                     for _ in range(max(1, repeat))]
+            best = {k: (min(st[k] for st in steps) if isinstance(v, float) else v)
+                    for k, v in steps[0].items()}
+            say(f"host steps (no kernel; seconds, best of {max(1, repeat)}): " + ", ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()))
+            rows.append(dict(case=f"{mean:g}", steps=best))
+            del events
+            continue
         # Exactness against NumPy on a band of rows.
         n_rows = min(side, _ref_rows(events, labels, ref_pairs))
         band, band_labels = _row_band(events, labels, n_rows)
@@ -249,6 +290,10 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
         warm = poisson_events((16, 16), n_frames, mean, seed=1)  # same programs: compiled
         warm_binning = Binning(_beamstop_labels((16, 16), 2))
         resident = resident_events(events, dev)
+        pinned, pin_s = _timed(lambda: pin_events(events, dev))
+        say(f"pinned feed: values and times page-locked: "
+            f"{'yes' if is_pinned(pinned.values) and is_pinned(pinned.times) else 'NO'} "
+            f"(pin_events {pin_s:.2f} s, once, not timed below)")
         first = frame_sums = None
         case_rows = []
         say(f"{'variant':<12} {'feed':<7} {'best_s':>8} " + " ".join(
@@ -259,7 +304,7 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
                                   **options).correlate(warm)
             except Exception:
                 pass  # the error shows again in the timed calls
-            for feed, data in (("host", events), ("device", resident)):
+            for feed, data in (("host", events), ("pinned", pinned), ("device", resident)):
                 row = dict(case=f"{mean:g}", variant=label, feed=feed, exact_ref=exact[label])
                 try:
                     c = create_correlator(binning, method="opencl-events", device=device,
@@ -285,7 +330,7 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
                     f"{steps.get('n_tasks', '-'):>5}  {'yes' if row['exact_ref'] else 'NO':>5} "
                     f"{'yes' if row.get('same_as_first') else 'NO':>4}"
                     + (f"  {row['error']}" if "error" in row else ""))
-        del resident
+        del resident, pinned
         say("host steps (no kernel; seconds): " + ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
             for k, v in host_steps(events, binning, device, frame_sums).items()))
@@ -336,6 +381,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ref-pairs", type=float, default=2e8,
                         help="pairs of the NumPy reference's band of rows")
     parser.add_argument("--no-dynamix", action="store_true")
+    parser.add_argument("--host-steps", action="store_true",
+                        help="only the host steps (no kernel, no peer): any machine, full size")
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error(f"--scale must be in (0, 1], got {args.scale}")
@@ -362,7 +409,8 @@ def main(argv=None) -> int:
     out = open(args.out, "w") if args.out else None
     try:
         run(args.scale, args.counts, variants, args.device, args.repeat, args.ref_pairs,
-            not args.no_dynamix, file=Tee(sys.stdout, out) if out else sys.stdout)
+            not args.no_dynamix, file=Tee(sys.stdout, out) if out else sys.stdout,
+            host_only=args.host_steps)
     finally:
         if out:
             out.close()
