@@ -142,3 +142,34 @@ def test_partial_g2_stability(runs, tmp_path):
             numpy.testing.assert_array_equal(g2[:, k, :], seg["g2"][:, :, hit[0]])
         else:
             assert numpy.isnan(g2[:, k, :]).all()
+
+
+def test_large_twotime_maps_stored_plain(runs, tmp_path, monkeypatch):
+    """Maps above GZIP_MAPS_MAX_BYTES: the c2 maps (and ID02's ttcf) without gzip, read the
+    same by xpcs-viewer."""
+    from ewoksxpcs.io import save_aps, save_id02
+    from _formatruns import GEOMETRY
+
+    monkeypatch.setattr(save_aps, "GZIP_MAPS_MAX_BYTES", 0)
+    monkeypatch.setattr(save_id02, "GZIP_MAPS_MAX_BYTES", 0)
+    output = str(tmp_path / "tt.h5")
+    assert main(["run", runs["scan"] + "::/1.1", "-o", output, "-q", "--no-plot", "--no-fit",
+                 "--format", "aps", "--format", "id02", "--mode", "twotime", "--time-bin", "2",
+                 "--twotime-bins", "2", "4", "5", "--bins", "3", "--sectors", "2"]
+                + GEOMETRY) == 0
+    aps = str(tmp_path / "tt.h5")  # the first format takes the output name
+    with h5py.File(aps, "r") as f:
+        maps = f["xpcs/twotime/correlation_map"]
+        assert all(maps[name].compression is None for name in maps)
+    with h5py.File(os.path.splitext(runs["twotime"])[0] + "_results.hdf", "r") as f:
+        assert f["xpcs/twotime/correlation_map/c2_00001"].compression == "gzip"
+    ref = XpcsFile(os.path.splitext(runs["twotime"])[0] + "_results.hdf")
+    xf = XpcsFile(aps)
+    for sel in range(3):
+        numpy.testing.assert_array_equal(
+            xf.get_twotime_c2(selection=sel, correct_diag=False)["c2_mat"],
+            ref.get_twotime_c2(selection=sel, correct_diag=False)["c2_mat"])
+    with h5py.File(tmp_path / "tt_id02.h5", "r") as f:
+        found = []
+        f.visititems(lambda name, obj: found.append(obj) if name.endswith("ttcf") else None)
+        assert found and all(d.compression is None for d in found)

@@ -38,6 +38,7 @@ from typing import Optional
 
 import numpy
 
+from ..engine.twotime import GZIP_MAPS_MAX_BYTES
 from .formats import ResultView, sector_grid
 
 __all__ = ["write_aps"]
@@ -232,8 +233,11 @@ def _write_twotime(f, view: ResultView, cols: numpy.ndarray) -> None:
     for k, c in enumerate(cols):
         # Named by column (the q-map value of its pixels), in the columns' grid order. Upper
         # triangle: the reader adds the transpose and halves the diagonal.
+        # gzip only for small maps, as the NeXus result (GZIP_MAPS_MAX_BYTES: HDF5's one
+        # thread gzips noisy float32 at 20-40 MB/s).
+        small = r.C[c].nbytes <= GZIP_MAPS_MAX_BYTES
         maps.create_dataset(f"c2_{k + 1:05d}", data=numpy.triu(r.C[c]).astype(numpy.float32),
-                            compression="gzip")
+                            compression="gzip" if small else None)
     tt.create_dataset("processed_bins", data=numpy.arange(1, cols.size + 1, dtype=numpy.int64))
     tt.create_dataset("normalized_g2", data=view.g2[cols].T)
     tt.create_dataset("normalized_g2_err", data=view.g2_err[cols].T)

@@ -30,6 +30,7 @@ import time
 
 import numpy
 
+from ..engine.twotime import GZIP_MAPS_MAX_BYTES
 from .formats import ResultView
 
 __all__ = ["write_id02", "MAGIC", "lag_age"]
@@ -108,4 +109,4 @@ def write_id02(filename: str, view: ResultView, title: str = "XPCS g2") -> None:
             tt.create_dataset("lag", data=numpy.arange(nT) * step).attrs["units"] = unit
             tt.create_dataset("age", data=numpy.asarray(r.times) * scale).attrs["units"] = unit
             tt.create_dataset("ttcf", data=lag_age(r.C), chunks=(1, nT, nT),
-                              compression="gzip")
+                              compression="gzip" if r.C.nbytes <= GZIP_MAPS_MAX_BYTES else None)
