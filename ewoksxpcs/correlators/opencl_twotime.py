@@ -43,8 +43,8 @@ from typing import Optional
 import numpy
 
 from ..engine.frames import as_frame_source
-from ..opencl.device import (CTYPES, copy_into, default_device_memory, device_buffer, get_device,
-                             get_kernel, shared_staging, StagingSlots, upload_chunk)
+from ..opencl.device import (CTYPES, StagingSlots, default_device_memory, device_buffer,
+                             download_pinned, get_device, get_kernel, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -521,44 +521,11 @@ class OpenCLTwoTime(DeviceDataPath):
                                                  (LOCAL, 1, 1))
                 for host, dev_buf in zip(self._diag, self._diag_dev):
                     pyopencl.enqueue_copy(queue, host[j0:j1], dev_buf)
-            self._read_maps(queue, C[j0:j1], maps_dev)
+            # Through the page-locked staging ring: a direct copy into fresh pageable memory
+            # runs at a few GB/s (page faults).
+            download_pinned(self.dev, queue, C[j0:j1], maps_dev)
         queue.finish()
         self._timing["gram_s"] += time.perf_counter() - t0
-
-    def _read_maps(self, queue, dst, maps_dev):
-        """dst (k, nT, nT) float32 ← the first k maps of ``maps_dev``, in blocks of rows through
-        the device's page-locked staging buffers (:func:`~ewoksxpcs.opencl.device.shared_staging`,
-        allocated once): the device copies the next blocks (bus rate) while threads copy one
-        into ``dst`` (a direct copy into fresh pageable memory runs at a few GB/s: page faults).
-        """
-        import pyopencl
-
-        k, n_t = dst.shape[0], dst.shape[2]
-        row_bytes = n_t * 4
-        bufs, lock = shared_staging(self.dev)
-        rows = bufs[0].size // row_bytes
-        if rows == 0:  # rows longer than a staging buffer: direct copy
-            pyopencl.enqueue_copy(queue, dst, maps_dev)
-            return
-        blocks = [(m, r0, min(n_t, r0 + rows)) for m in range(k) for r0 in range(0, n_t, rows)]
-        nb = len(bufs)
-        with lock:
-            views = [b[: rows * row_bytes].view(numpy.float32).reshape(rows, n_t) for b in bufs]
-            events = [None] * len(blocks)
-
-            def enqueue(i):
-                m, r0, r1 = blocks[i]
-                events[i] = pyopencl.enqueue_copy(
-                    queue, views[i % nb][: r1 - r0], maps_dev,
-                    src_offset=(m * n_t + r0) * row_bytes, is_blocking=False)
-
-            for i in range(min(nb - 1, len(blocks))):
-                enqueue(i)
-            for i, (m, r0, r1) in enumerate(blocks):
-                if i + nb - 1 < len(blocks):
-                    enqueue(i + nb - 1)  # into the buffer emptied at the previous step
-                events[i].wait()
-                copy_into(dst[m, r0:r1], views[i % nb][: r1 - r0])
 
     # ------------------------------------------------------------------ public
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
