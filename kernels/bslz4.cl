@@ -249,6 +249,40 @@ inline ulong trans_bit_8x8(ulong x)
     return x;
 }
 
+// Unshuffle group g of 8 elements of a block whose bit planes are bytes LB[p * G + g] (planes of
+// byte rows >= ROWS are zero), and store the 8 elements at O (a __global uchar pointer).
+#ifdef VEC_ALIGNED
+#define STORE_ELEM8(v, O) (*(__global elem8_t *)(O) = (v))
+#else
+#define STORE_ELEM8(v, O) vstore8((v), 0, (__global elem_t *)(O))
+#endif
+#define UNSHUFFLE_GROUP(LB, G, g, ROWS, O)                                                      \
+    do {                                                                                        \
+        ulong t_[ES];                                                                           \
+        ulong any_ = 0;                                                                         \
+        for (uint r_ = 0; r_ < ES; r_++) {                                                      \
+            ulong x_ = 0;                                                                       \
+            if (r_ < (ROWS)) {                                                                  \
+                for (uint k_ = 0; k_ < 8; k_++)                                                 \
+                    x_ |= (ulong)(LB)[(8 * r_ + k_) * (G) + (g)] << (8 * k_);                   \
+            }                                                                                   \
+            any_ |= x_;                                                                         \
+            t_[r_] = x_;                                                                        \
+        }                                                                                       \
+        elem8_t v_ = (elem8_t)(0);                                                              \
+        if (any_) {                                                                             \
+            elem_t e_[8];                                                                       \
+            for (uint k_ = 0; k_ < 8; k_++) e_[k_] = 0;                                         \
+            for (uint r_ = 0; r_ < ES; r_++) {                                                  \
+                const ulong x_ = trans_bit_8x8(t_[r_]); /* byte k: byte r_ of element k */      \
+                for (uint k_ = 0; k_ < 8; k_++)                                                 \
+                    e_[k_] |= (elem_t)(((x_ >> (8 * k_)) & 0xFF)) << (8 * r_);                  \
+            }                                                                                   \
+            v_ = (elem8_t)(e_[0], e_[1], e_[2], e_[3], e_[4], e_[5], e_[6], e_[7]);             \
+        }                                                                                       \
+        STORE_ELEM8(v_, O);                                                                     \
+    } while (0)
+
 #define MAX_WORDS ((BLOCK_BYTES + 3) / 4)
 
 // Launch: global (n_chunks * NB * WG), local (WG). Work-group = one block. Without GLOBAL_SRC the
@@ -296,39 +330,256 @@ void bslz4_unshuffle(__global uchar *out,
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
 
-    for (uint g = lid; g < G; g += WG) {
-        ulong t[ES];
-        ulong any = 0;
-#pragma unroll
-        for (uint r = 0; r < ES; r++) {
-            ulong x = 0;
-            if (r < rows) {
-#pragma unroll
-                for (uint k = 0; k < 8; k++)
-                    x |= (ulong)lb[(8 * r + k) * G + g] << (8 * k);
-            }
-            any |= x;
-            t[r] = x;
+    for (uint g = lid; g < G; g += WG)
+        UNSHUFFLE_GROUP(lb, G, g, rows, out + base + (ulong)g * (8 * ES));
+}
+
+// ------------------------------------------------------------------------------------------------
+// bslz4_decode_local: LZ4 decoding and unshuffle of one block per work-group, in local memory.
+//
+// One work-item per block (bslz4_decode) walks its block alone, reads back bytes it has just
+// written to global memory for every match that copies non-zero bytes (one round trip per byte:
+// an Eiger's gap columns make every bit plane of every block such a match), and its warp waits
+// for the slowest of its 32 blocks. Here the work-group decodes one block into local memory:
+//   1. work-item 0 walks up to SEQ_CAP sequences and records their literal runs and the matches
+//      whose source may hold non-zero bytes (a bitmap of the bytes written from literals or by
+//      such matches: a match whose source has no such byte copies zeros and is dropped, the
+//      block being zero-filled first);
+//   2. every work-item copies literals (short runs one per work-item, long runs together);
+//   3. the recorded matches are copied together (by words where source and destination share
+//      their alignment), in batches: a match joins the current batch when its source ends before
+//      the batch's first destination byte, so that no match of a batch writes what another
+//      reads; a barrier between batches;
+//   4. repeat from 1 until the block ends; then unshuffle from local memory and write every
+//      element of the block (zeros included: no zero fill of the output is needed).
+// 3.2x faster than bslz4_decode + bslz4_unshuffle on an H200 (Eiger 4M frames, 0.01 counts).
+//
+// Extra compile-time constants: LWG (work-items per work-group), SEQ_CAP (sequences per round).
+// BLOCK_BYTES must fit local memory.
+#ifdef LOCAL_DECODE
+
+#define OB_WORDS ((BLOCK_BYTES + 3) / 4)
+#define NZ_WORDS ((BLOCK_BYTES + 31) / 32)
+#define NEW_BATCH 0x80000000u
+#define SHORT_LITERAL 16u
+#define ST_GOING 0u
+#define ST_DONE 1u
+#define ST_ERROR 2u
+
+// Set the bits of bytes [a, b) in the bitmap nz.
+inline void nz_mark(__local uint *nz, const uint a, const uint b)
+{
+    if (a >= b) return;
+    const uint wa = a >> 5, wb = (b - 1) >> 5;
+    const uint ma = 0xFFFFFFFFu << (a & 31);
+    const uint mb = 0xFFFFFFFFu >> (31 - ((b - 1) & 31));
+    if (wa == wb) { nz[wa] |= ma & mb; return; }
+    nz[wa] |= ma;
+    for (uint w = wa + 1; w < wb; w++) nz[w] = 0xFFFFFFFFu;
+    nz[wb] |= mb;
+}
+
+// Whether any byte of [a, b) is marked in nz.
+inline bool nz_any(__local const uint *nz, const uint a, const uint b)
+{
+    if (a >= b) return false;
+    const uint wa = a >> 5, wb = (b - 1) >> 5;
+    const uint ma = 0xFFFFFFFFu << (a & 31);
+    const uint mb = 0xFFFFFFFFu >> (31 - ((b - 1) & 31));
+    if (wa == wb) return (nz[wa] & ma & mb) != 0;
+    if (nz[wa] & ma) return true;
+    for (uint w = wa + 1; w < wb; w++)
+        if (nz[w]) return true;
+    return (nz[wb] & mb) != 0;
+}
+
+// Step 1 (work-item 0). st: 0 ip, 1 op, 2 literal runs, 3 matches, 4 state, 5 end of the last
+// possibly non-zero byte. Same checks as bslz4_decode.
+inline void lz4_walk(__global const uchar *in, const uint in_size, const uint out_size,
+                     __local uint *st, __local uint *nz,
+                     __local uint *lit_ip, __local uint *lit_op, __local uint *lit_len,
+                     __local uint *m_from, __local uint *m_op, __local uint *m_len,
+                     __local uint *m_off)
+{
+    uint ip = st[0], op = st[1], hi = st[5];
+    uint nl = 0, nm = 0, state = ST_GOING, bstart = 0;
+    while (nl < SEQ_CAP && nm < SEQ_CAP) {
+        if (ip >= in_size) { state = ST_ERROR; break; }
+        const uint token = in[ip++];
+        uint len = token >> 4;
+        if (len == 15 && !lz4_length(in, &ip, in_size, &len, out_size)) { state = ST_ERROR; break; }
+        if (len > in_size - ip || len > out_size - op) { state = ST_ERROR; break; }
+        if (len) {
+            lit_ip[nl] = ip; lit_op[nl] = op; lit_len[nl] = len; nl++;
+            nz_mark(nz, op, op + len);
+            hi = op + len;
         }
-        elem8_t v = (elem8_t)(0);
-        if (any) {
-            elem_t e[8];
-#pragma unroll
-            for (uint k = 0; k < 8; k++) e[k] = 0;
-#pragma unroll
-            for (uint r = 0; r < ES; r++) {
-                const ulong x = trans_bit_8x8(t[r]);  // byte k: byte r of element k
-#pragma unroll
-                for (uint k = 0; k < 8; k++)
-                    e[k] |= (elem_t)(((x >> (8 * k)) & 0xFF)) << (8 * r);
-            }
-            v = (elem8_t)(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]);
+        ip += len;
+        op += len;
+        if (ip == in_size) { state = (op == out_size) ? ST_DONE : ST_ERROR; break; }
+        if (in_size - ip < 2) { state = ST_ERROR; break; }
+        const uint offset = (uint)in[ip] | ((uint)in[ip + 1] << 8);
+        ip += 2;
+        if (offset == 0 || offset > op) { state = ST_ERROR; break; }
+        len = token & 15;
+        if (len == 15 && !lz4_length(in, &ip, in_size, &len, out_size)) { state = ST_ERROR; break; }
+        len += 4;
+        if (len > out_size - op) { state = ST_ERROR; break; }
+        const uint from = op - offset;
+        const uint src_end = from + min(len, offset);
+        if (nz_any(nz, from, src_end)) {
+            const bool join = nm > 0 && src_end <= bstart;
+            if (!join) bstart = op;
+            m_from[nm] = from; m_op[nm] = op; m_off[nm] = offset;
+            m_len[nm] = len | (join ? 0u : NEW_BATCH);
+            nm++;
+            nz_mark(nz, op, op + len);
+            hi = op + len;
         }
-        __global uchar *o = out + base + (ulong)g * (8 * ES);
-#ifdef VEC_ALIGNED
-        *(__global elem8_t *)o = v;
-#else
-        vstore8(v, 0, (__global elem_t *)o);
-#endif
+        op += len;
+    }
+    st[0] = ip; st[1] = op; st[2] = nl; st[3] = nm; st[4] = state; st[5] = hi;
+}
+
+// Step 3 for one match, by the whole work-group: ob[o + i] = ob[f + i % off], i < len (the
+// period off is final: it lies before o). Index i % off is stepped, not divided.
+inline void copy_match(__local uchar *ob, const uint f, const uint o, const uint len,
+                       const uint off, const uint lid)
+{
+    uint i0 = 0;
+    if ((off & 3) == 0 && len >= 8) {
+        // source and destination share their alignment: head bytes, words, tail bytes
+        const uint head = (4 - (o & 3)) & 3;  // < 4 <= off: byte i of the head is byte f + i
+        if (lid < head) ob[o + lid] = ob[f + lid];
+        const uint nw = (len - head) / 4, pw = off / 4;
+        __local uint *dw = (__local uint *)(ob + o + head);
+        __local const uint *sw = (__local const uint *)(ob + f + head);
+        if (off >= len) {
+            for (uint w = lid; w < nw; w += LWG) dw[w] = sw[w];
+        } else {
+            // Destination word w repeats word w % pw of [f + head, o + head); that period's last
+            // word holds the head bytes [o, o + head), being written now: assembled from their
+            // sources, bytes [f, f + head).
+            uint last = 0;
+            for (uint k = 0; k < 4; k++) {
+                const uint p = o + head - 4 + k;
+                last |= (uint)ob[(p < o) ? p : p - off] << (8 * k);
+            }
+            const uint step = LWG % pw;
+            uint j = lid % pw;
+            for (uint w = lid; w < nw; w += LWG) {
+                dw[w] = (j == pw - 1) ? last : sw[j];
+                j += step;
+                if (j >= pw) j -= pw;
+            }
+        }
+        i0 = head + 4 * nw;
+    }
+    if (off >= len) {
+        for (uint i = i0 + lid; i < len; i += LWG) ob[o + i] = ob[f + i];
+    } else {
+        const uint step = LWG % off;
+        uint j = (i0 + lid) % off;
+        for (uint i = i0 + lid; i < len; i += LWG) {
+            ob[o + i] = ob[f + j];
+            j += step;
+            if (j >= off) j -= off;
+        }
     }
 }
+
+// Launch: global (n_chunks * NB * LWG), local (LWG). Writes every byte of each decoded block
+// (zeros for a block with an LZ4 error); chunks marked NO_BLOCK in the table are not touched.
+__kernel __attribute__((reqd_work_group_size(LWG, 1, 1)))
+void bslz4_decode_local(__global const uchar *src,
+                        __global const ulong *chunk_offsets,
+                        __global const uint *table,
+                        __global uchar *out,
+                        const ulong out_offset,
+                        __global uint *status,
+                        volatile __global uint *err)
+{
+    __local uint obuf[OB_WORDS];
+    __local uint nz[NZ_WORDS];
+    __local uint lit_ip[SEQ_CAP], lit_op[SEQ_CAP], lit_len[SEQ_CAP];
+    __local uint m_from[SEQ_CAP], m_op[SEQ_CAP], m_len[SEQ_CAP], m_off[SEQ_CAP];
+    __local uint st[8];
+    const ulong blk = get_group_id(0);
+    const uint lid = get_local_id(0);
+    const uint pos = table[blk];
+    if (pos == NO_BLOCK) return;  // bad or raw chunk (uniform over the work-group)
+    const uint c = (uint)(blk / NB);
+    const uint b = (uint)(blk - (ulong)c * NB);
+    __global const uchar *bp = src + chunk_offsets[c] + pos;
+    const uint in_size = read_be32(bp);  // the block table checked it fits the chunk
+    __global const uchar *in = bp + 4;
+    const uint out_size = (b < NB_FULL) ? BLOCK_BYTES : LAST_BYTES;
+    __local uchar *ob = (__local uchar *)obuf;
+
+    for (uint i = lid; i < OB_WORDS; i += LWG) obuf[i] = 0u;
+    for (uint i = lid; i < NZ_WORDS; i += LWG) nz[i] = 0u;
+    if (lid == 0) { st[0] = 0; st[1] = 0; st[4] = ST_GOING; st[5] = 0; }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    uint state = ST_GOING;
+    while (state == ST_GOING) {
+#ifndef DBG_NO_WALK
+        if (lid == 0)
+            lz4_walk(in, in_size, out_size, st, nz, lit_ip, lit_op, lit_len, m_from, m_op,
+                     m_len, m_off);
+#else
+        if (lid == 0) { st[2] = 0; st[3] = 0; st[4] = ST_DONE; st[5] = out_size; }
+#endif
+        barrier(CLK_LOCAL_MEM_FENCE);
+        const uint nl = st[2], nm = st[3];
+        state = st[4];
+        if (state == ST_ERROR) break;
+        // 2. literals: short runs one per work-item, long runs by the whole work-group
+        for (uint r = lid; r < nl; r += LWG) {
+            const uint len = lit_len[r];
+            if (len <= SHORT_LITERAL) {
+                const uint o = lit_op[r], s = lit_ip[r];
+                for (uint i = 0; i < len; i++) ob[o + i] = in[s + i];
+            }
+        }
+        for (uint r = 0; r < nl; r++) {
+            const uint len = lit_len[r];
+            if (len > SHORT_LITERAL) {
+                const uint o = lit_op[r], s = lit_ip[r];
+                for (uint i = lid; i < len; i += LWG) ob[o + i] = in[s + i];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        // 3. matches, batch by batch
+        uint r = 0;
+        while (r < nm) {
+            uint e = r + 1;
+            while (e < nm && !(m_len[e] & NEW_BATCH)) e++;
+#ifndef DBG_NO_MATCH
+            for (uint q = r; q < e; q++)
+                copy_match(ob, m_from[q], m_op[q], m_len[q] & ~NEW_BATCH, m_off[q], lid);
+#endif
+            barrier(CLK_LOCAL_MEM_FENCE);
+            r = e;
+        }
+    }
+
+    // 4. unshuffle from local memory, every element of the block written
+    const uint G = out_size / (8 * ES);
+    const ulong base = out_offset + (ulong)c * CHUNK_BYTES + (ulong)b * BLOCK_BYTES;
+    uint rows = 0;
+    if (state == ST_DONE) {
+        const uint nz_planes = (st[5] + G - 1) / G;
+        rows = min((uint)ES, (nz_planes + 7) / 8);
+    } else if (lid == 0) {
+        status[c] = ERR_LZ4;  // the host zeroes the whole chunk
+        set_error(err, c, ERR_LZ4);
+    }
+#ifdef DBG_NO_UNSHUFFLE
+    rows = 0;
+#endif
+    for (uint g = lid; g < G; g += LWG)
+        UNSHUFFLE_GROUP(ob, G, g, rows, out + base + (ulong)g * (8 * ES));
+}
+
+#endif  // LOCAL_DECODE

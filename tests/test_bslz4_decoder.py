@@ -28,6 +28,17 @@ def dev(request):
     return opencl.get_device(request.param)
 
 
+@pytest.fixture(scope="module", autouse=True, params=["local", "global"])
+def kernels(request):
+    """Both decoding kernels: a work-group per block in local memory, a work-item per block."""
+    from ewoksxpcs.opencl import bslz4_decoder
+
+    saved = bslz4_decoder.DEFAULT_KERNELS
+    bslz4_decoder.DEFAULT_KERNELS = request.param
+    yield request.param
+    bslz4_decoder.DEFAULT_KERNELS = saved
+
+
 def write_read(tmp_path, data, chunks, nelems=0):
     """(raw chunks of ``data`` written by hdf5plugin, h5py's read of it)."""
     path = tmp_path / "bslz4.h5"
@@ -102,10 +113,15 @@ def test_small_and_odd_sizes(dev, tmp_path, rng, shape):
 
 
 @pytest.mark.parametrize("nelems", [8, 256, 8192, 20000])
-def test_explicit_block_sizes(dev, tmp_path, rng, nelems):
+def test_explicit_block_sizes(dev, tmp_path, rng, nelems, kernels):
     data = poisson(rng, (2, 101, 211), 0.3)
     raw, ref = write_read(tmp_path, data, (1, 101, 211), nelems=nelems)
     assert parse_header(raw[0]) == (data[0].nbytes, nelems * 2)
+    probe = BSLZ4Decoder(dev, numpy.uint16, 101 * 211, block_elems=nelems, kernels="global")
+    if kernels == "local" and not probe.local_fits:  # 40 kB blocks on a GPU's 48 kB
+        with pytest.raises(ValueError, match="do not fit the local memory"):
+            decode_chunks(raw, ref.dtype, (1, 101, 211), device=dev)
+        return
     numpy.testing.assert_array_equal(decoded_frames(dev, raw, ref, (1, 101, 211)), ref)
     # Explicit block size: same result; a wrong one is reported with the right one.
     out = decode_chunks(raw, ref.dtype, (1, 101, 211), device=dev, block_elems=nelems)
@@ -120,10 +136,12 @@ def test_large_blocks_global_fallback(dev, tmp_path, rng, monkeypatch):
     monkeypatch.setattr(bslz4_opencl, "LOCAL_BYTES_MAX", 0)
     data = poisson(rng, (3, 50, 123), 0.5)
     raw, ref = write_read(tmp_path, data, (1, 50, 123))
-    decoder = BSLZ4Decoder(dev, numpy.uint16, 50 * 123, block_elems=0)
-    assert decoder.global_src
-    out = decoded_frames(dev, raw, ref, (1, 50, 123))
-    numpy.testing.assert_array_equal(out, ref)
+    decoder = BSLZ4Decoder(dev, numpy.uint16, 50 * 123, block_elems=0, kernels="auto")
+    assert decoder.global_src and not decoder.local_decode
+    with pytest.raises(ValueError, match="do not fit the local memory"):
+        BSLZ4Decoder(dev, numpy.uint16, 50 * 123, block_elems=0, kernels="local")
+    out = decode_chunks(raw, ref.dtype, (1, 50, 123), device=dev, kernels="auto")
+    numpy.testing.assert_array_equal(out.reshape(ref.shape), ref)
 
 
 def test_two_frames_per_chunk_with_partial_edge_chunk(dev, tmp_path, rng):
