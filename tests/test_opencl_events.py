@@ -304,6 +304,10 @@ def test_download_through_small_staging_pieces(device, rng, monkeypatch):
     back = numpy.zeros_like(a)
     opencl.download_pinned(dev, dev.queue, back, buf)
     assert numpy.array_equal(back, a)
+    monkeypatch.setattr(opencl, "LARGE_DOWNLOAD_BYTES", 64)  # whole staging buffers
+    back = numpy.zeros_like(a)
+    opencl.download_pinned(dev, dev.queue, back, buf)
+    assert numpy.array_equal(back, a)
     with pytest.raises(ValueError, match="C-contiguous"):
         opencl.download_pinned(dev, dev.queue, numpy.zeros((4, 4))[:, :2], buf)
     for strategy in ("rows", "local"):

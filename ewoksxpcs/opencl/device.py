@@ -743,6 +743,10 @@ def upload_pinned(dev: OpenCLDevice, queue, items, on_item=None) -> None:
 DOWNLOAD_PINNED_BYTES = 1024**2
 #: Bytes per piece of those reads: the first pieces' host copies overlap the later ones' transfers.
 DOWNLOAD_PIECE_BYTES = 4 * 1024**2
+#: Reads of at least this many bytes go in pieces of a whole staging buffer instead, copied out by
+#: several threads (:func:`copy_into`): one thread copying 4 MiB pieces into fresh pageable
+#: memory (page faults) made the 4 GB of two-time maps of an Eiger 4M x 10 000 run seconds slower.
+LARGE_DOWNLOAD_BYTES = 128 * 1024**2
 
 
 def download_pinned(dev: OpenCLDevice, queue, dst: numpy.ndarray, src, wait_for=None) -> None:
@@ -750,8 +754,9 @@ def download_pinned(dev: OpenCLDevice, queue, dst: numpy.ndarray, src, wait_for=
 
     Device → host copies into pageable memory run at a fraction of the bus speed (NVIDIA's
     driver stages them itself: ~2.5 GB/s measured for n2 on an H200). Here pieces of
-    :data:`DOWNLOAD_PIECE_BYTES` land in the pinned ring of :func:`shared_staging` at bus speed
-    and are copied out while the next pieces travel. A page-locked ``dst`` (:func:`is_pinned`)
+    :data:`DOWNLOAD_PIECE_BYTES` (whole staging buffers from :data:`LARGE_DOWNLOAD_BYTES` on) land
+    in the pinned ring of :func:`shared_staging` at bus speed and are copied out while the next
+    pieces travel. A page-locked ``dst`` (:func:`is_pinned`)
     or one under :data:`DOWNLOAD_PINNED_BYTES` is read directly.
 
     Parameters
@@ -776,7 +781,8 @@ def download_pinned(dev: OpenCLDevice, queue, dst: numpy.ndarray, src, wait_for=
         return
     flat = dst.reshape(-1).view(numpy.uint8)
     bufs, lock = shared_staging(dev)
-    piece = max(1, min(DOWNLOAD_PIECE_BYTES, bufs[0].size))
+    piece = bufs[0].size if flat.size >= LARGE_DOWNLOAD_BYTES else DOWNLOAD_PIECE_BYTES
+    piece = max(1, min(piece, bufs[0].size))
     starts = list(range(0, flat.size, piece))
     with lock:
         pending = {}  # piece index -> (staging buffer, its read)
