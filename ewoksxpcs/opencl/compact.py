@@ -24,6 +24,7 @@ one-shot iterable spills its events to the host, where they are merged (same res
 
 from __future__ import annotations
 
+import contextlib
 import queue as queue_module
 import threading
 
@@ -292,6 +293,11 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
     from ..io.hdf5chunks import read_chunks
 
     ctx, queue = dev.context, dev.queue
+    # Unsigned frames: a bad chunk's error is raised once the batch has been compacted, so that
+    # the host does not wait for the device between decoding and compacting (the compaction
+    # of garbage cannot fail first); signed ones are checked for negative values, whose error
+    # must not hide a corrupted chunk.
+    deferred_errors = numpy.dtype(layout.dtype).kind == "u"
     k = int(layout.frames_per_chunk)
     n_chunks = int(layout.sizes.size)
     per_batch = max(1, chunk_frames // k)
@@ -351,13 +357,9 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
                                                  is_blocking=False)
             upload_queue.flush()
             pyopencl.enqueue_barrier(queue, wait_for=[copied[slot]])
-            try:
-                decoder.decode(d_comp[slot], offsets, d_frames, queue=queue,
-                               first_chunk=a)
-            except ValueError as e:
-                chunk = getattr(e, "chunk", None)
-                where = layout.where(chunk) if chunk is not None else getattr(source, "url", "")
-                raise ValueError(f"{where}: {e}") from None
+            with _chunk_errors(layout, source):
+                pending = decoder.decode(d_comp[slot], offsets, d_frames, queue=queue,
+                                         first_chunk=a, wait=not deferred_errors)
             copied[slot].wait()
             free[slot].set()  # the staging buffer may take the batch after next
             prof.stop("decode_s", tick)
@@ -366,11 +368,25 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
             lo, hi = max(0, f0), min(layout.n_frames, f0 + (b - a) * k)
             if hi > lo:
                 yield d_frames, lo - f0, hi - lo, None
+            if pending is not None:  # done by now: the consumer has read results back
+                with _chunk_errors(layout, source):
+                    pending.wait()
     finally:
         stop.set()
         for f in free:
             f.set()
         _drain_and_join(reader, ready)
+
+
+@contextlib.contextmanager
+def _chunk_errors(layout, source):
+    """A decoding error names the chunk's file and dataset."""
+    try:
+        yield
+    except ValueError as e:
+        chunk = getattr(e, "chunk", None)
+        where = layout.where(chunk) if chunk is not None else getattr(source, "url", "")
+        raise ValueError(f"{where}: {e}") from None
 
 
 # ------------------------------------------------------------------------------ compactor
@@ -469,12 +485,15 @@ class _DeviceCompactor:
         self.batch_bytes = max(self.batch_bytes, n * npix * self.dtype.itemsize)
         base_el = numpy.int64(int(base) * npix)
         neg = numpy.zeros(1, dtype=numpy.int32)
-        pyopencl.enqueue_copy(queue, self.d_neg, neg, is_blocking=False)
+        signed = self.dtype.kind != "u"  # unsigned frames: no value to check, no wait
+        if signed:
+            pyopencl.enqueue_copy(queue, self.d_neg, neg, is_blocking=False)
         if n_kept:
             self.k_count(queue, (n_kept,), None, d_frames, base_el, numpy.int32(n),
                          numpy.int64(npix), self.d_kept, numpy.int32(n_kept), self.d_counts,
                          self.d_total, self.d_pixel_sums, self.d_neg)
-        pyopencl.enqueue_copy(queue, neg, self.d_neg)
+        if signed:
+            pyopencl.enqueue_copy(queue, neg, self.d_neg)
         if neg[0]:
             if host_chunk is None:
                 host_chunk = numpy.empty((n,) + self.shape, dtype=self.dtype)
@@ -551,7 +570,8 @@ class _DeviceCompactor:
             self.k_sums(queue, (n, b.n_bins), None, *args)
         else:
             self.k_sums(queue, (b.n_bins * self.wg, n), (self.wg, 1), *args)
-        pyopencl.enqueue_copy(queue, sums, d_sums)
+        # Not waited for: read by finish() (or the range passes) after the queue is finished
+        pyopencl.enqueue_copy(queue, sums, d_sums, is_blocking=False)
         return sums
 
     def _spill(self):
@@ -591,6 +611,7 @@ class _DeviceCompactor:
             d_values, d_times = self._merge_device(d_final, n_events, prof)
             resident = DeviceEvents(dev, d_values, d_times, n_events, self.dtype)
         frame_sums = None
+        queue.finish()  # the frame sums' reads
         if self.binning is not None:
             frame_sums = (numpy.concatenate(self.sum_parts, axis=0) if self.sum_parts else
                           numpy.zeros((0, self.binning.n_bins),
@@ -676,6 +697,7 @@ def _compact_in_ranges(compactor: "_DeviceCompactor", make_batches, prof):
             passes += 1
         q0 = q1
     prof.set("range_passes", passes)
+    queue.finish()  # the frame sums' reads
     frame_sums = None
     if c.binning is not None:
         frame_sums = numpy.concatenate(c.sum_parts, axis=0) if c.sum_parts else numpy.zeros(
