@@ -117,6 +117,11 @@ def test_run_live_growing_file_final_equals_offline(tmp_path):
     numpy.testing.assert_array_equal(g2, ref["g2"])
     numpy.testing.assert_array_equal(err, ref["g2_err"])
     assert os.path.getsize(final["png"]) > 0
+    # Drawn by the PNG helper process, the final one after the final result file
+    from ewoksxpcs.io import pngproc
+
+    assert pngproc.helper_pid() is not None
+    assert os.stat(final["png"]).st_mtime_ns >= os.stat(output).st_mtime_ns
     assert 0 <= final["latency_s"] < 30
     # The result exists: a new run refuses to replace it without overwrite.
     with pytest.raises(FileExistsError):

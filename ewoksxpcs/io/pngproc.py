@@ -166,6 +166,10 @@ class Pending:
             raise value
         return value
 
+    def done(self) -> bool:
+        """Whether the call has ended (then :meth:`result` does not wait)."""
+        return not self._thread.is_alive()
+
     def result(self):
         """The call's return value (raises its error)."""
         self._thread.join()

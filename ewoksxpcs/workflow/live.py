@@ -409,13 +409,16 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         scan seen (an update in between included), ``snapshot_s`` the final result computed,
         ``write_s`` its file written).
     """
-    from ..io.save import LiveMapsFile, check_output, default_png, plot_g2, save_results
+    from ..io import pngproc
+    from ..io.save import (LiveMapsFile, check_output, default_png, save_results,
+                           warm_up_plotting)
     from .maskbin import build_qmask
 
     check_output(output, overwrite)
     png = default_png(output) if png is True else (png or None)
     if png:
         check_output(png, overwrite)
+        warm_up_plotting()  # the PNG helper process imports matplotlib while frames come
     qb = build_qmask(source.frame_shape, qmask=qmask, q_values=q, mask=mask, file_mask=False)
     q_unit = qb.q_unit or q_unit
     live = LiveCorrelator(qb.qmask, source.frame_shape, source.dtype, mode=mode, method=method,
@@ -430,6 +433,23 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
     # Two-time maps kept up to date: the final file's maps written while the scan runs.
     maps_file = (LiveMapsFile(output, live.correlator.col_offsets.size - 1)
                  if getattr(live, "gram", None) is not None else None)
+
+    drawing = []  # the PNG being drawn, at most one
+
+    def draw(snap, title, replace, final):
+        """The g2 PNG drawn and written by the PNG helper process (:mod:`ewoksxpcs.io.pngproc`)
+        while frames are correlated here: an update's PNG is skipped while the previous one
+        is still being drawn; the final one is waited for."""
+        if drawing:
+            if not final and not drawing[-1].done():
+                return
+            drawing.pop().result()  # its errors; and the files in order
+        drawing.append(pngproc.submit(
+            "ewoksxpcs.io.save:plot_g2", png, snap["tau"], snap["g2"], snap["g2_err"],
+            snap["q"], q_unit=q_unit, tau_unit=snap["tau_unit"], chi=snap["chi"],
+            overwrite=replace, title=title))
+        if final:
+            drawing.pop().result()
 
     def write(snap, final: bool):
         nonlocal maps_file
@@ -448,9 +468,8 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
                      write_maps=final or getattr(snap["result"], "C", numpy.zeros(0)).nbytes
                      <= LIVE_UPDATE_MAPS_BYTES)
         written["t"], written["wall"] = time.monotonic(), time.time()  # on disk; PNG follows
-        if png:  # drawn after the result file: it takes longer than the correlation
-            plot_g2(png, snap["tau"], snap["g2"], snap["g2_err"], snap["q"], q_unit=q_unit,
-                    tau_unit=snap["tau_unit"], chi=snap["chi"], overwrite=replace, title=title)
+        if png:
+            draw(snap, title, replace, final)
         written["n"] += 1
         if on_snapshot is not None:
             on_snapshot(snap)
