@@ -355,7 +355,8 @@ void bslz4_unshuffle(__global uchar *out,
 // 3.2x faster than bslz4_decode + bslz4_unshuffle on an H200 (Eiger 4M frames, 0.01 counts).
 //
 // Extra compile-time constants: LWG (work-items per work-group), SEQ_CAP (sequences per round).
-// BLOCK_BYTES must fit local memory.
+// BLOCK_BYTES must fit local memory. For measurements only (ewoksxpcs.tools.bench_bslz4_kernels;
+// the output is then wrong): DBG_NO_WALK, DBG_NO_MATCH, DBG_NO_UNSHUFFLE switch a step off.
 #ifdef LOCAL_DECODE
 
 #define OB_WORDS ((BLOCK_BYTES + 3) / 4)

@@ -169,6 +169,13 @@ class BSLZ4Decoder:
         return out + bitmap + 7 * 4 * LOCAL_SEQ_CAP + 32
 
     def _kernels(self, aligned: bool):
+        defines = self._defines(aligned)
+        names = (("bslz4_blocks", "bslz4_decode_local") if self.local_decode else
+                 ("bslz4_blocks", "bslz4_decode", "bslz4_unshuffle"))
+        return tuple(get_kernel(self.dev, "bslz4.cl", name, defines) for name in names)
+
+    def _defines(self, aligned: bool) -> dict:
+        """Compile-time constants of the kernels (``kernels/bslz4.cl``)."""
         defines = {
             "ES": self.itemsize, "CHUNK_BYTES": f"{self.chunk_bytes}UL",
             "BLOCK_BYTES": f"{self.block_bytes}u", "NB_FULL": f"{self.n_full}u",
@@ -179,12 +186,9 @@ class BSLZ4Decoder:
             defines["VEC_ALIGNED"] = None
         if self.local_decode:
             defines.update(LOCAL_DECODE=None, LWG=self._lwg, SEQ_CAP=f"{LOCAL_SEQ_CAP}u")
-            return tuple(get_kernel(self.dev, "bslz4.cl", name, defines)
-                         for name in ("bslz4_blocks", "bslz4_decode_local"))
-        if self.global_src:
+        elif self.global_src:
             defines["GLOBAL_SRC"] = None
-        return tuple(get_kernel(self.dev, "bslz4.cl", name, defines)
-                     for name in ("bslz4_blocks", "bslz4_decode", "bslz4_unshuffle"))
+        return defines
 
     def _scratch(self, n: int):
         """Block table, per-block ends of non-zero bytes, offsets, raw flags, error word."""
