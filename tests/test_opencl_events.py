@@ -388,6 +388,36 @@ def test_s2_on_device_many_frames(device, rng):
     assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)
 
 
+def test_sums_carry_the_device_s2(device, rng):
+    """compute_sums (the pipeline's Correlate step) takes s2 on the device with n2 and hands it
+    on with the sums: normalise uses it for the same binning (identical result to the host's
+    s2), not for another binning, and a sum of sums carries none."""
+    from ewoksxpcs.engine.normalise import normalise, s2_rows
+
+    frames = sparse_frames(rng, "uint16", (120, 6, 11), rate=0.4)
+    q = qmask_of((6, 11))
+    events = compact(frames)
+    on = create_correlator(q, method="opencl-events", device=device, s2_device=True)
+    off = create_correlator(q, method="opencl-events", device=device, s2_device=False)
+    sums, plain = on.compute_sums(events), off.compute_sums(events)
+    assert plain.s2 is None and sums.s2_binning is on.binning
+    host = s2_rows(sums.frame_sums, on.binning, sums.lags)
+    assert len(sums.s2) == len(host)
+    for a, b in zip(sums.s2, host):
+        assert (a is None and b is None) or numpy.array_equal(a, b)
+    sums.s2 = [None if r is None else r + 1 for r in sums.s2]  # marked: is it used?
+    used = normalise(sums, on.binning)
+    ref = normalise(plain, on.binning)
+    assert not numpy.array_equal(used.s2, ref.s2)
+    other = Binning(numpy.where(q > 0, 1, 0))  # another binning: the rows are not its own
+    numpy.testing.assert_array_equal(normalise(sums, other).s2, normalise(plain, other).s2)
+    assert (sums + plain).s2 is None
+    sums.s2 = host
+    r = normalise(sums, on.binning)
+    numpy.testing.assert_array_equal(r.g2, ref.g2)
+    numpy.testing.assert_array_equal(r.g2_err, ref.g2_err)
+
+
 @pytest.mark.parametrize("dtype", ["uint16", "int32", "float32"])
 def test_events_resident_on_the_device(device, rng, dtype):
     """Events compacted on the device stay there: the correlator reads them in place (same

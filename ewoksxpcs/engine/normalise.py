@@ -181,6 +181,17 @@ def s2_rows(frame_sums: numpy.ndarray, binning: Binning, lags, s2_method: str = 
     return out
 
 
+def same_binning(a, b) -> bool:
+    """Whether two binnings group the same sub-bins into the same labelled bins (the s2 rows
+    of one serve the other)."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return (numpy.array_equal(a.labels, b.labels)
+            and numpy.array_equal(a.bin_sub_offsets, b.bin_sub_offsets))
+
+
 def jackknife_error(g2_loo: numpy.ndarray) -> numpy.ndarray:
     """Delete-one-group jackknife standard error.
 
@@ -307,6 +318,8 @@ def normalise(
     lags = numpy.asarray(sums.lags, dtype=numpy.int64)
     nb, nl = binning.n_bins, lags.size
     n2, frame_sums = bin_sums(sums, binning)
+    if s2 is None and sums.s2 is not None and same_binning(sums.s2_binning, binning):
+        s2 = sums.s2  # computed by the backend with the sums
     rows = s2_rows(sums.frame_sums, binning, lags, s2_method) if s2 is None else s2
     if len(rows) != nb:
         raise ValueError(f"s2 has {len(rows)} entries, the binning has {nb} bins")

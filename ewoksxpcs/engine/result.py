@@ -26,11 +26,21 @@ class CorrelationSums:
         S[t, k] = Σ_{p ∈ sub-bin k} I(t, p); int64 for integer frames, float64 otherwise.
     lags : ndarray, (n_lags,) int64
         Lags τ in frames.
+    s2 : list, optional
+        :func:`ewoksxpcs.engine.normalise.s2_rows` of these frame sums, lags and the binning
+        ``s2_binning``, when the backend computed them with the sums (``opencl-events`` on a GPU
+        does, on the device while it computes n2); :func:`~ewoksxpcs.engine.normalise.normalise`
+        uses them for that binning instead of computing them again. Not additive: a sum of
+        CorrelationSums has none.
+    s2_binning : Binning, optional
+        The binning of ``s2``.
     """
 
     n2: numpy.ndarray
     frame_sums: numpy.ndarray
     lags: numpy.ndarray
+    s2: Optional[list] = field(default=None, repr=False, compare=False)
+    s2_binning: Optional[object] = field(default=None, repr=False, compare=False)
 
     @property
     def n_frames(self) -> int:
