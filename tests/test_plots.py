@@ -132,3 +132,34 @@ def test_gamma_figure_without_a_positive_rate(tmp_path):
     save_figure(fig, str(tmp_path / "g.png"))
     assert (tmp_path / "g.png").stat().st_size > 1000
     assert fig.axes[0].get_yscale() == "linear"
+
+
+@pytest.mark.parametrize("n", [3, 12])
+def test_g2_error_bars_of_every_curve(n):
+    """Up to 6 curves (a legend): error-bar containers; more (a colour bar): the markers of each
+    curve and one collection of every bar, in the curve's colour, ±err around each point."""
+    from matplotlib.collections import LineCollection
+
+    from ewoksxpcs.io.save import g2_figure
+
+    tau = numpy.geomspace(1e-3, 1.0, 20)
+    g2 = 1.0 + 0.2 * numpy.exp(-tau[None, :] * numpy.arange(1, n + 1)[:, None])
+    err = numpy.full_like(g2, 0.01)
+    err[0, 3] = numpy.nan  # drawn without a bar
+    fig = g2_figure(tau, g2, err, numpy.arange(1, n + 1) * 0.01)
+    ax = fig.axes[0]
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    if n <= 6:
+        assert len(ax.containers) == n
+        return
+    assert not ax.containers and len(bars) == 1
+    segs = bars[0].get_segments()
+    assert len(segs) == n * tau.size
+    seg = segs[5 * tau.size + 7]  # curve 5, point 7
+    numpy.testing.assert_allclose(seg[:, 0], tau[7])
+    numpy.testing.assert_allclose(seg[:, 1], [g2[5, 7] - 0.01, g2[5, 7] + 0.01])
+    assert numpy.ptp(segs[3][:, 1]) == 0  # no bar where the error is not finite
+    markers = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(markers) == n
+    numpy.testing.assert_allclose(bars[0].get_colors()[5 * tau.size][:3],
+                                  markers[5].get_color()[:3])

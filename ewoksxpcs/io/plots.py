@@ -98,16 +98,32 @@ def draw_g2(ax, tau, g2, err, q, q_unit="nm^-1", fit=None, chi=None, keep=None, 
     unit = q_unit.replace("^-1", "⁻¹")
     curves = None if fit is None or not sel.size else fit.model_curves(
         numpy.geomspace(tau[sel].min(), tau[sel].max(), 200))
+    # With a colour bar (no legend to show error-bar handles), the bars of every curve are one
+    # collection: errorbar() makes several artists per curve, a third of the figure's cost.
+    one_collection = n > 6 and bool(q_unit) and fig is not None
+    bars, bar_colours = [], []
     for i in range(n):
         label = f"q = {q[i]:.4g} {unit}" if q_unit else f"bin {q[i]:g}"
         if chi is not None:
             label += f", χ = {chi[i]:.0f}°"
         e = numpy.where(numpy.isfinite(err[i][sel]), err[i][sel], 0.0)
-        ax.errorbar(tau[sel], g2[i][sel], yerr=e, fmt="o", ms=2.5, lw=0.6, elinewidth=0.6,
-                    color=colours[i], label=label)
+        if one_collection:
+            x, y = tau[sel], g2[i][sel]
+            ax.plot(x, y, "o", ms=2.5, color=colours[i], label=label)
+            bars.append(numpy.stack([numpy.stack([x, y - e], axis=-1),
+                                     numpy.stack([x, y + e], axis=-1)], axis=1))
+            bar_colours += [colours[i]] * x.size
+        else:
+            ax.errorbar(tau[sel], g2[i][sel], yerr=e, fmt="o", ms=2.5, lw=0.6, elinewidth=0.6,
+                        color=colours[i], label=label)
         if curves is not None and numpy.isfinite(curves[i]).all():
             tt = numpy.geomspace(tau[sel].min(), tau[sel].max(), 200)
             ax.plot(tt, curves[i], "-", color=colours[i], lw=1.0)
+    if bars:
+        from matplotlib.collections import LineCollection
+
+        ax.add_collection(LineCollection(numpy.concatenate(bars), colors=bar_colours,
+                                         linewidths=0.6, zorder=1.9))  # under the markers
     vals = g2[:, sel][numpy.isfinite(g2[:, sel])]
     if vals.size:
         lo, hi = float(numpy.percentile(vals, 0.5)), float(numpy.percentile(vals, 99.5))
