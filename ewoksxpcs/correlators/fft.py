@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy
 
+from .._imports import import_module
 from ..engine.autocorr import PRECISION_BITS
 from ..engine.intrange import check_int64_bound
 from ..engine.pixel_series import GatheredStack
@@ -59,8 +60,7 @@ _EXACT_LIMIT = 2.0**PRECISION_BITS
 
 def fft_size(n_frames: int) -> int:
     """Transform length for Nt frames: the next 5-smooth size ≥ 2·Nt − 1 (1 for Nt ≤ 1)."""
-    from scipy.fft import next_fast_len
-
+    next_fast_len = import_module("scipy.fft").next_fast_len
     return int(next_fast_len(max(2 * int(n_frames) - 1, 1), real=True))
 
 

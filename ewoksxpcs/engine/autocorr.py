@@ -13,26 +13,22 @@ import math
 
 import numpy
 
+from .._imports import import_module
+
 # scipy.fft: multi-threaded and any 5-smooth length (a dependency; imported on first use, it
 # costs ~0.2 s of start-up).
 
 
 def _rfft(a, n):
-    import scipy.fft
-
-    return scipy.fft.rfft(a, n, axis=-1, workers=-1)
+    return import_module("scipy.fft").rfft(a, n, axis=-1, workers=-1)
 
 
 def _irfft(f, n):
-    import scipy.fft
-
-    return scipy.fft.irfft(f, n, axis=-1, workers=-1)
+    return import_module("scipy.fft").irfft(f, n, axis=-1, workers=-1)
 
 
 def _nfft(n):
-    import scipy.fft
-
-    return scipy.fft.next_fast_len(2 * n - 1, real=True)
+    return import_module("scipy.fft").next_fast_len(2 * n - 1, real=True)
 
 
 __all__ = ["autocorrelate"]

@@ -47,6 +47,7 @@ from typing import Iterable, Optional, Union
 
 import numpy
 
+from .._imports import import_module
 from .frames import FrameSource, MappedFrameSource, as_frame_source
 
 __all__ = [
@@ -268,7 +269,7 @@ def frame_bin_sums(frames, labels: numpy.ndarray, chunk_frames: Optional[int] = 
 
 def _outliers(x: numpy.ndarray, window: int, threshold: float) -> numpy.ndarray:
     """|x − running median| > threshold·(1.4826·MAD of the residuals), per column of x (n, m)."""
-    from scipy.ndimage import median_filter
+    median_filter = import_module("scipy.ndimage").median_filter
 
     x = numpy.asarray(x, dtype=numpy.float64)
     w = max(1, min(int(window), x.shape[0]) | 1)  # odd

@@ -39,6 +39,8 @@ from typing import Dict, Optional
 
 import numpy
 
+from .._imports import import_module
+
 __all__ = [
     "MODELS",
     "STATUSES",
@@ -209,7 +211,7 @@ def fit_curve(tau, g2, g2_err=None, model: str = "exp", tau_min: Optional[float]
     status : int
         Index into :data:`STATUSES`.
     """
-    from scipy.optimize import least_squares
+    least_squares = import_module("scipy.optimize").least_squares
 
     if model not in MODELS:
         raise ValueError(f"unknown fit model {model!r}; valid: {', '.join(MODELS)}")

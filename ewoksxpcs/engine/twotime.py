@@ -40,6 +40,7 @@ from typing import Optional, Sequence
 
 import numpy
 
+from .._imports import import_module
 from .frames import as_frame_source
 from .intrange import check_int64_bound
 from .qmask import DEFAULT_GROUPS, Binning, as_binning
@@ -480,7 +481,7 @@ def gram(x: numpy.ndarray, pixel_block: int = 65536) -> numpy.ndarray:
         G = numpy.zeros((n_t, n_t), dtype=numpy.int64)
         gram_sparse_into(x, G)
         return G
-    from scipy.linalg import blas
+    blas = import_module("scipy.linalg.blas")
 
     dtype = gram_dtype(x)
     syrk = blas.ssyrk if dtype == numpy.float32 else blas.dsyrk

@@ -18,11 +18,12 @@ GIL while it runs Python code, slows the correlation more than it saves afterwar
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
 from typing import Callable, Sequence
+
+from .._imports import import_module
 
 __all__ = ["AFTER_CORRELATION", "after_first_read", "prefetch"]
 
@@ -62,7 +63,7 @@ def prefetch(modules: Sequence[str] = AFTER_CORRELATION) -> None:
                 pass
         for name in todo:
             try:
-                importlib.import_module(name)
+                import_module(name)  # the lock the stages' own imports of SciPy take
             except Exception:  # the stage that needs it reports it
                 pass
 
