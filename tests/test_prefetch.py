@@ -42,10 +42,10 @@ def test_prefetch_off_imports_nothing_but_runs_deferred_work(monkeypatch):
 
 def test_prefetch_imports_under_the_shared_import_lock(monkeypatch):
     """The prefetch thread imports under the lock that ewoksxpcs' own SciPy imports take
-    (ewoksxpcs._imports): never two threads inside those packages' imports at once."""
+    (ewoksxpcs.engine.lazy_imports): never two threads inside those packages' imports at once."""
     import sys
 
-    from ewoksxpcs import _imports
+    from ewoksxpcs.engine import lazy_imports
 
     monkeypatch.setattr(prefetch, "_deferred", [])
     monkeypatch.setattr(prefetch, "_started", set())
@@ -65,13 +65,13 @@ def test_prefetch_imports_under_the_shared_import_lock(monkeypatch):
                     return None
 
                 def exec_module(self, module):
-                    module.lock_held = _imports._LOCK._is_owned()
+                    module.lock_held = lazy_imports._LOCK._is_owned()
                     ran.set()
 
             return importlib.util.spec_from_loader(fullname, Loader())
 
     monkeypatch.setattr(sys, "meta_path", [Finder] + sys.meta_path)
-    with _imports._LOCK:  # held here: the thread waits for it
+    with lazy_imports._LOCK:  # held here: the thread waits for it
         prefetch.prefetch(modules=(name,))
         assert not ran.wait(0.3)
     _join_prefetch()

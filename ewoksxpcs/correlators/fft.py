@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy
 
-from .._imports import import_module
+from ..engine.lazy_imports import import_module
 from ..engine.autocorr import PRECISION_BITS
 from ..engine.intrange import check_int64_bound
 from ..engine.pixel_series import GatheredStack

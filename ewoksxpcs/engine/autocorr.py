@@ -13,7 +13,7 @@ import math
 
 import numpy
 
-from .._imports import import_module
+from .lazy_imports import import_module
 
 # scipy.fft: multi-threaded and any 5-smooth length (a dependency; imported on first use, it
 # costs ~0.2 s of start-up).

@@ -47,7 +47,7 @@ from typing import Iterable, Optional, Union
 
 import numpy
 
-from .._imports import import_module
+from .lazy_imports import import_module
 from .frames import FrameSource, MappedFrameSource, as_frame_source
 
 __all__ = [

@@ -39,7 +39,7 @@ from typing import Dict, Optional
 
 import numpy
 
-from .._imports import import_module
+from .lazy_imports import import_module
 
 __all__ = [
     "MODELS",

@@ -40,7 +40,7 @@ from typing import Optional, Sequence
 
 import numpy
 
-from .._imports import import_module
+from .lazy_imports import import_module
 from .frames import as_frame_source
 from .intrange import check_int64_bound
 from .qmask import DEFAULT_GROUPS, Binning, as_binning

@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import Callable, Sequence
 
-from .._imports import import_module
+from ..engine.lazy_imports import import_module
 
 __all__ = ["AFTER_CORRELATION", "after_first_read", "prefetch"]
 

@@ -1,4 +1,4 @@
-"""Imports that another thread may be doing at the same time.
+"""Imports that another thread may be doing at the same time (SciPy, imported on first use).
 
 The prefetch thread of :mod:`ewoksxpcs.workflow.prefetch` imports SciPy while the frames are
 read. Two threads importing submodules of one package at once can meet in a cycle of CPython's
