@@ -4,9 +4,11 @@ HDF5 datasets written with the bitshuffle filter (id 32008) and LZ4 compression 
 files, ``hdf5plugin.Bitshuffle(cname="lz4")`` -- store chunks in the format of
 :mod:`ewoksxpcs.io.bslz4`. :class:`BSLZ4Decoder` decodes a batch of such chunks, read
 raw from the file (bypassing HDF5) and uploaded back to back into one device buffer, straight into
-a dense device buffer of chunks: a block table (one work-item per chunk), LZ4 decoding (one
-work-item per block, in place in the zero-filled output, skipping zeros) and the bit unshuffle
-(one work-group per block, through local memory). The result is bit-identical to h5py with
+a dense device buffer of chunks: a block table (one work-item per chunk), then on GPUs one
+work-group per block decoding it in local memory and writing its unshuffled elements once
+(``bslz4_decode_local``), elsewhere LZ4 decoding with one work-item per block, in place in the
+zero-filled output, skipping zeros, and the bit unshuffle (one work-group per block, through
+local memory); see :data:`KERNELS`. The result is bit-identical to h5py with
 hdf5plugin. Malformed chunks raise ValueError naming the chunk; nothing is written outside the
 batch's bytes of the output, and bad chunks' bytes are zeroed.
 
@@ -40,7 +42,7 @@ KERNELS = ("auto", "local", "global")
 #: Kernels of a decoder made without ``kernels=``.
 DEFAULT_KERNELS = "auto"
 #: Work-items per work-group of ``bslz4_decode_local`` (32 was faster than 64 and 128 on an
-#: H200: 0.27 / 0.34 / 0.32 s per 10 000 Eiger 4M frames at 0.01 counts).
+#: H200: 0.25-0.27 / 0.32-0.34 / 0.32 s per 10 000 Eiger 4M frames at 0.01 counts).
 LOCAL_WG = 32
 #: Sequences walked per round of ``bslz4_decode_local`` (its record arrays in local memory).
 LOCAL_SEQ_CAP = 64
