@@ -23,14 +23,17 @@ def test_live_benchmark_cli_prints_each_mode(tmp_path, capsys):
     from ewoksxpcs.tools.benchmark_cli import main
 
     out = tmp_path / "live.json"
+    profile = tmp_path / "live_profile.txt"
     assert main(["--suite", "live", "--scale", "0.002", "--rate", "400", "--counts", "0.5",
                  "--mode", "multitau", "linear", "--workdir", str(tmp_path),
-                 "--json", str(out)]) == 0
+                 "--json", str(out), "--profile", str(profile)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines()
              if "final result on disk" in line]
     assert [line.split()[0] for line in lines] == ["multitau", "linear"]
     assert all("kept up: " in line and "identical to offline" in line for line in lines)
     assert out.is_file()
+    text = profile.read_text()  # the live loop profiled, each mode
+    assert text.count("# live run, mode") == 2 and "run_live" in text
 
 
 def test_live_benchmark_eiger_case_appends_precompressed_chunks(tmp_path):

@@ -107,6 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", help="OpenCL device: cpu, gpu or P:D (gpu suite: default gpu; "
                                          "e2e suite: given to every run, default none)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine as JSON")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="live suite: cProfile of the live loop's thread (each mode's run), "
+                             "the heaviest functions by total and own time, written to FILE")
     args = parser.parse_args(argv)
     if args.suite == "gpu":
         return _main_gpu(args)
@@ -132,14 +135,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         n_frames = max(2, int(round(case["n_frames"] * args.scale)))
         counts = args.counts[0] if args.counts else 0.01
         method = args.methods[0] if args.methods else "auto"
-        rows = []
+        rows, profiles = [], []
         for mode in args.mode or case["modes"]:
+            prof = None
+            if args.profile:
+                import cProfile
+
+                prof = cProfile.Profile()
             rows.append(run_live_benchmark(n_frames=n_frames, shape=shape,
                                            rate=args.rate or case["rate"], counts=counts,
                                            mode=mode, workdir=args.workdir,
                                            detector=args.detector, chunk=case["chunk"],
                                            pool=args.pool,
-                                           method=method, device=args.device))
+                                           method=method, device=args.device, profile=prof))
+            profiles.append((mode, prof))
+        if args.profile:
+            _write_profiles(args.profile, profiles)
         print(machine_description(None))
         for row in rows:
             print(live_summary(row))
@@ -305,3 +316,18 @@ def _main_gpu(args) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _write_profiles(filename: str, profiles) -> None:
+    """The heaviest functions of each live run's profile, by cumulative and own time."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    for mode, prof in profiles:
+        out.write(f"# live run, mode {mode}: the live loop's thread\n")
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(30)
+    with open(filename, "w") as f:
+        f.write(out.getvalue())

@@ -148,13 +148,15 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
                        mode_options: Optional[dict] = None, workdir: Optional[str] = None,
                        check: bool = True, report=print, detector: str = "512x512",
                        pool: int = 200, method: str = "auto",
-                       device: Optional[str] = None) -> dict:
+                       device: Optional[str] = None, profile=None) -> dict:
     """Time a live run against a writer at ``rate`` Hz; returns a row of figures (s).
 
     ``detector``: ``"512x512"`` (Poisson frames drawn by the writer) or ``"eiger4m"`` (the
     writer appends pre-compressed Eiger chunks from a pool of ``pool`` frames prepared before
     the timing, :func:`prepare_eiger_pool`); ``shape`` is the frame shape of either.
     ``method``, ``device``: of the live run (:func:`~ewoksxpcs.workflow.live.run_live`).
+    ``profile``: a :class:`cProfile.Profile` enabled around the live run only (this thread: the
+    loop that reads, correlates and writes the updates).
 
     ``latency_s``: writer's last frame flushed → final result file written (the target);
     ``end_detection_s``: last chunk read → the source seeing ``end_time``; ``behind_s``: how
@@ -196,9 +198,15 @@ def run_live_benchmark(n_frames: int = 5000, shape: Sequence[int] = (512, 512),
     try:
         source = GrowingHDF5Source(f"{scan}::/1.1", quiet_timeout=60, wait_timeout=60)
         cpu0 = time.process_time()
-        final = run_live(source, qmask, output, every=every, mode=mode, method=method,
-                         device=device, mode_options=mode_options, png=True, overwrite=True,
-                         report=report)
+        if profile is not None:
+            profile.enable()
+        try:
+            final = run_live(source, qmask, output, every=every, mode=mode, method=method,
+                             device=device, mode_options=mode_options, png=True,
+                             overwrite=True, report=report)
+        finally:
+            if profile is not None:
+                profile.disable()
         t_done = time.time()
         cpu = time.process_time() - cpu0  # the live process (threads included), writer apart
         t_final = final["written_at"]  # the final result file on disk (its PNG follows)
