@@ -220,3 +220,40 @@ def test_fit_decays_options():
     assert fit_decays(numpy.arange(3.0), None, None, None) == (None, None)
     with pytest.raises(ValueError, match="unknown fit model 'lorentz'"):
         fit_model("lorentz")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32",
+                                   "float32"])
+def test_chunk_sum_exact_through_a_narrow_accumulator(dtype):
+    """The sum image of a chunk equals NumPy's int64 (float64) sum, extremes included, whatever
+    the accumulator it goes through."""
+    from ewoksxpcs.workflow.cancellation import chunk_sum
+
+    dt = numpy.dtype(dtype)
+    rng = numpy.random.default_rng(3)
+    if dt.kind == "f":
+        chunk = rng.random((50, 6, 7)).astype(dt)
+        acc = numpy.float64
+    else:
+        info = numpy.iinfo(dt)
+        chunk = rng.integers(info.min, info.max, (300, 6, 7), endpoint=True).astype(dt)
+        chunk[:, 0, 0] = info.max  # the largest sum the accumulator must hold
+        chunk[:, 0, 1] = info.min
+        acc = numpy.int64
+    out = chunk_sum(chunk, numpy.dtype(acc))
+    assert out.dtype == acc and out.shape == (6, 7)
+    numpy.testing.assert_array_equal(out, chunk.sum(axis=0, dtype=acc))
+
+
+@pytest.mark.parametrize("n", [2**15 - 1, 2**15])
+def test_chunk_sum_at_the_accumulator_bound(n):
+    """int16 frames at their extremes over as many frames as the 32-bit accumulator allows, and
+    one more (the int64 sum then)."""
+    from ewoksxpcs.workflow.cancellation import chunk_sum
+
+    chunk = numpy.empty((n, 2, 2), numpy.int16)
+    chunk[:, 0, :] = numpy.iinfo(numpy.int16).min
+    chunk[:, 1, :] = numpy.iinfo(numpy.int16).max
+    out = chunk_sum(chunk, numpy.dtype(numpy.int64))
+    numpy.testing.assert_array_equal(out, chunk.sum(axis=0, dtype=numpy.int64))
+    assert out[0, 0] == -(2**15) * n
