@@ -143,3 +143,20 @@ def test_gpu_auto_takes_the_device_events_path_for_a_sparse_scan(tmp_path):
         c = choose(mode, load_frames(master), binning)
         assert c.method == "opencl-events", (mode, c.reason)
         assert "cost model 'gpu'" in c.reason
+
+
+def test_events_on_a_cpu_device_kept_within_the_host_memory_cap(tmp_path, monkeypatch):
+    """On a CPU device (PoCL) the events of opencl-events would sit in host memory that cannot
+    spill: beyond the host-memory cap auto leaves that method out (and says so); within it,
+    the method is a candidate."""
+    require_opencl("cpu")
+    master, labels, gaps = _scan(tmp_path, "s", 0.05)
+    binning = Binning(labels, bad_pixels=gaps)
+    monkeypatch.setenv("EWOKSXPCS_MAX_MEMORY", str(2**40))
+    roomy = choose("linear", load_frames(master), binning, device="cpu")
+    assert "opencl-events" in roomy.estimates and "left out" not in roomy.reason
+    monkeypatch.setenv("EWOKSXPCS_MAX_MEMORY", "1000")
+    tight = choose("linear", load_frames(master), binning, device="cpu")
+    assert "opencl-events" not in tight.estimates and tight.method != "opencl-events"
+    assert "opencl-events left out" in tight.reason and "host-memory cap" in tight.reason
+    assert set(tight.estimates) == set(roomy.estimates) - {"opencl-events"}

@@ -11,7 +11,11 @@ Rule
 2. Machine kind: ``gpu`` when the OpenCL device (``device``, default the best one) is a GPU,
    else ``cpu``. The device's default memory budget (a fraction of its free memory) bounds the
    events kept on the device: events that need more cost one more read of the compressed data
-   per pixel range (the ``frame_pixels`` term of the events methods times the passes).
+   per pixel range (the ``frame_pixels`` term of the events methods times the passes). On a
+   CPU device (PoCL) the device's buffers are host memory that cannot spill to disk:
+   ``opencl-events`` is a candidate there only while its events fit the host-memory cap of the
+   CPU paths (:func:`ewoksxpcs.engine.spill.check_max_memory`, 64 MiB by default), so that the
+   defaults keep the process's memory bounded for any frame count.
 3. Every method of the machine's cost table for the mode that can run here
    (:mod:`ewoksxpcs.correlators.costs`) gets an estimated time; the smallest wins. The
    tables decide, e.g., sparse scans → ``opencl-events`` on a GPU (compaction on the device,
@@ -229,7 +233,7 @@ def choose(mode: str, data, binning, device: Optional[str] = None,
 
         n_time_bins = n_frames // choose_time_bin(n_frames)
     f = costs.features(n_frames, frame_pixels, binning.n_binned_pixels, occ, n_time_bins)
-    budget_txt, passes = "", 1
+    budget_txt, passes, host_events = "", 1, False
     if dev is not None:
         from ..opencl.device import default_device_memory
 
@@ -242,8 +246,21 @@ def choose(mode: str, data, binning, device: Optional[str] = None,
         budget_txt = f", device budget {budget / 1e9:.3g} GB" + (
             f" (events ~{event_bytes / 1e9:.3g} GB: {passes} compaction passes)"
             if passes > 1 else "")
+        if dev.kind == "cpu":
+            # A CPU device's buffers are host memory that cannot spill to disk: its events
+            # would grow the process beyond the host-memory cap the CPU paths keep to.
+            from ..engine.spill import check_max_memory
+
+            cap = check_max_memory(None)
+            host_events = event_bytes > cap
+            if host_events:
+                budget_txt += (f"; opencl-events left out: its events (~{event_bytes / 1e9:.3g}"
+                               f" GB) would exceed the {cap / 2**20:.0f} MiB host-memory cap "
+                               f"in the CPU device's buffers")
     estimates = {}
     for method in costs.COSTS[machine].get(mode, {}):
+        if host_events and method == "opencl-events":
+            continue
         if (methods is None or method in methods) and _runnable(mode, method, dev,
                                                                    feat.is_events):
             fm = dict(f, frame_pixels=f["frame_pixels"] * passes) \

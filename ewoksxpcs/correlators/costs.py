@@ -9,6 +9,7 @@ Features (P: binned pixels, F: pixels of a frame, Nt: frames, λ: occupancy, the
 non-zero pixel-frames, nT: time bins of a two-time map):
 
 ``frame_pixels``      F·Nt, every pixel of every frame read (file read, decode, compaction);
+``frames``            Nt, per-frame work of any size (kernel launches, per-frame calls);
 ``pixel_frames``      P·Nt, binned pixel-frames (dense streaming work);
 ``pixel_frames_log``  P·Nt·log2(2·Nt) (FFT per pixel);
 ``pixel_frames_sq``   P·Nt² (all-lag products of dense frames: BLAS, OpenCL dense);
@@ -23,9 +24,9 @@ from a machine's table is never chosen there.
 
 Machine kinds: ``cpu`` (no OpenCL GPU: NumPy/FFT methods, and OpenCL methods on a CPU OpenCL
 device such as PoCL) and ``gpu`` (an OpenCL GPU present). The constants of ``cpu`` were measured
-on the 2-core development machine (Intel Xeon, 2 logical CPUs, PoCL 6; shared with other jobs,
-so within a factor ~1.5) by ``ewoksxpcs benchmark --suite costs`` (run recorded in
-``doc/benchmarks/cpu_2core_costs.json``, 2026-12-02). The ``gpu`` constants are ESTIMATES for
+on the 2-core development machine (Intel Xeon, 2 logical CPUs, PoCL, quiet) by ``ewoksxpcs
+benchmark --suite costs`` (run recorded in ``doc/benchmarks/cpu_2core_costs_session5.json``,
+2026-12-02). The ``gpu`` constants are ESTIMATES for
 one H200 derived from the records in ``doc/benchmarks`` (``h200_e2e*.json``, ``h200_gpu_suite``):
 the lead replaces them with ``ewoksxpcs benchmark --suite costs`` on the device.
 """
@@ -39,33 +40,38 @@ __all__ = ["COSTS", "MACHINE_KINDS", "features", "estimate", "machine_kind"]
 
 #: mode -> method -> feature -> seconds per unit, per machine kind.
 COSTS: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {
-    # Measured: ewoksxpcs benchmark --suite costs --device cpu (2-core Xeon, PoCL, shared with
-    # 7 other developers' jobs: times within a factor ~2), fitted on 4 bitshuffle-LZ4 scans
-    # (256x256x2000 at 0.01 counts, 256x256x1000 at 0.002, 128x128x1000 at 0.5, 48x48x4000
-    # at 0.2); rows in doc/benchmarks/cpu_2core_costs.json. The read term (CPU decode, or
-    # PoCL decode + compaction) is inside the fitted constants.
+    # Measured (session 5): ewoksxpcs benchmark --suite costs --device cpu on the 2-core Intel
+    # Xeon, quiet (PoCL; earlier constants came from a machine shared with other jobs, 5-10x
+    # slower), fitted on 5 bitshuffle-LZ4 scans (256x256x2000 at 0.01 counts, 256x256x1000 at
+    # 0.002, 128x128x1000 at 0.5, 48x48x4000 at 0.2, 512x512x1000 at 0.01); rows in
+    # doc/benchmarks/cpu_2core_costs_session5.json. The read term (CPU decode, or PoCL decode +
+    # compaction) is inside the fitted constants. PoCL's opencl-events pays per frame and gains
+    # with large frames: slower than cpu-events at 256x256, faster at 512x512. The fixed
+    # terms of fft and cpu-events add what a new `ewoksxpcs run` process pays for them beyond
+    # opencl-events (the suite times warm calls): +0.13 s (fft) and +0.22 s (cpu-events: numba),
+    # medians of 7 paired runs of a 64x64x200 scan (farm-bench, same machine).
     "cpu": {
         "linear": {
-            "fft": {"frame_pixels": 0.0, "pixel_frames_log": 4.56e-09, "fixed": 1.11},
-            "matmul": {"frame_pixels": 0.0, "pixel_frames_sq": 5.53e-11, "fixed": 3.12},
-            "opencl-events": {"frame_pixels": 4.57e-08, "pairs": 3.44e-09, "fixed": 0.0},
-            "opencl-dense": {"frame_pixels": 0.0, "pixel_frames_sq": 4.72e-10, "fixed": 0.0},
-            # cpu-events (issue 16): pairs at 0.7x opencl-events' constant, the ratio of their
-            # times in one run of `benchmark --suite cpu` on the 2-core AMD EPYC machine (loaded:
-            # 5.06 vs 6.37 s at 0.01 counts, 14.6 vs 24.8 s at 0.1 counts, 512x512 px;
-            # doc/benchmarks/cpu_suite_2core.txt); the read term as opencl-events' (reading and
-            # decoding the file dominates; numba's compaction of frames in memory: 3.8e-8 s).
-            "cpu-events": {"frame_pixels": 4.57e-08, "pairs": 2.4e-09, "fixed": 0.0},
+            "fft": {"frame_pixels": 7.45e-09, "frames": 1.6e-05, "pixel_frames_log": 0.0,
+                    "fixed": 0.272},
+            "matmul": {"frame_pixels": 6.04e-09, "frames": 0.000214, "pixel_frames_sq": 3.85e-12,
+                       "fixed": 0.0},
+            "opencl-events": {"frame_pixels": 1.68e-09, "frames": 0.0, "pairs": 2.69e-10,
+                              "fixed": 0.189},
+            "opencl-dense": {"frame_pixels": 2.51e-09, "frames": 0.000192,
+                             "pixel_frames_sq": 4.63e-11, "fixed": 0.0},
+            "cpu-events": {"frame_pixels": 2.42e-09, "frames": 0.0, "pairs": 6.53e-10,
+                           "fixed": 0.22},
         },
         "multitau": {
-            "numpy": {"frame_pixels": 1.44e-07, "pixel_frames": 0.0, "fixed": 0.808},
-            "opencl-events": {"frame_pixels": 6.13e-08, "events": 4.1e-07, "fixed": 0.0},
-            "opencl": {"frame_pixels": 6.58e-08, "pixel_frames": 0.0, "fixed": 1.44},
+            "numpy": {"frame_pixels": 4.09e-09, "pixel_frames": 0.0, "fixed": 0.0561},
+            "opencl-events": {"frame_pixels": 2.57e-09, "events": 3.82e-08, "fixed": 0.143},
+            "opencl": {"frame_pixels": 7.56e-09, "pixel_frames": 0.0, "fixed": 0.231},
         },
         # No OpenCL two-time on a CPU device: 26-51x slower than NumPy there (issue 10).
         "twotime": {
-            "numpy": {"frame_pixels": 0.0, "pixel_frames": 0.0, "map_elements": 2.48e-10,
-                      "fixed": 0.0},
+            "numpy": {"frame_pixels": 0.0, "pixel_frames": 0.0, "map_elements": 1.13e-11,
+                      "fixed": 0.171},
         },
     },
     # ESTIMATES for one H200 (16 cores), to be replaced by a costs-suite run on the device.
@@ -118,6 +124,7 @@ def features(n_frames: int, frame_pixels: int, binned_pixels: int, occupancy: fl
     n_t = float(n_time_bins if n_time_bins is not None else nt)
     return {
         "frame_pixels": float(frame_pixels) * nt,
+        "frames": nt,
         "pixel_frames": p * nt,
         "pixel_frames_log": p * nt * math.log2(2.0 * nt),
         "pixel_frames_sq": p * nt * nt,

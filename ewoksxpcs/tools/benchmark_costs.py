@@ -32,6 +32,9 @@ COST_CASES = (
     ("sparser", (256, 256), 1000, 0.002),
     ("dense", (128, 128), 1000, 0.5),
     ("long", (48, 48), 4000, 0.2),
+    # large frames: per-frame costs apart from per-pixel ones (PoCL's opencl-events spends
+    # 2e-4 s per frame: at 256x256 it is slower than cpu-events, at 512x512 faster)
+    ("large", (512, 512), 1000, 0.01),
 )
 
 
