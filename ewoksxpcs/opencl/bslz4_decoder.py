@@ -18,13 +18,15 @@ device word, read back at the end of the batch (with ``wait=False``, by :class:`
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy
 
 from ..io.bslz4 import HEADER_BYTES, default_block_elems, parse_header
 from .device import OpenCLDevice, get_device, get_kernel, zero_buffer
 
-__all__ = ["BSLZ4Decoder", "PendingDecode", "decode_chunks", "default_block_elems",
-           "parse_header"]
+__all__ = ["BSLZ4Decoder", "PendingDecode", "chunk_errors", "decode_chunks",
+           "default_block_elems", "parse_header"]
 
 #: Bytes of a block that the in-place unshuffle keeps in local memory at most; larger blocks are
 #: unshuffled from a copy of the batch in global memory (one more buffer of the batch's size).
@@ -65,6 +67,18 @@ def _check_dtype(dtype) -> numpy.dtype:
         raise ValueError(f"bitshuffle-LZ4 decoding supports numeric dtypes of 1, 2, 4 or 8 bytes, "
                          f"not {dtype}")
     return dtype
+
+
+@contextlib.contextmanager
+def chunk_errors(layout, fallback: str = ""):
+    """A decoding error (ValueError naming a chunk) re-raised naming the chunk's file and
+    frame (``layout.where``; ``fallback`` when the error names no chunk)."""
+    try:
+        yield
+    except ValueError as e:
+        chunk = getattr(e, "chunk", None)
+        where = layout.where(chunk) if chunk is not None else fallback
+        raise ValueError(f"{where}: {e}") from None
 
 
 class PendingDecode:

@@ -24,7 +24,6 @@ one-shot iterable spills its events to the host, where they are merged (same res
 
 from __future__ import annotations
 
-import contextlib
 import queue as queue_module
 import threading
 
@@ -289,7 +288,7 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
     uploaded and decompressed on the device."""
     import pyopencl
 
-    from .bslz4_decoder import BSLZ4Decoder
+    from .bslz4_decoder import BSLZ4Decoder, chunk_errors
     from ..io.hdf5chunks import read_chunks
 
     ctx, queue = dev.context, dev.queue
@@ -357,7 +356,7 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
                                                  is_blocking=False)
             upload_queue.flush()
             pyopencl.enqueue_barrier(queue, wait_for=[copied[slot]])
-            with _chunk_errors(layout, source):
+            with chunk_errors(layout, getattr(source, "url", "")):
                 pending = decoder.decode(d_comp[slot], offsets, d_frames, queue=queue,
                                          first_chunk=a, wait=not deferred_errors)
             copied[slot].wait()
@@ -369,24 +368,13 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
             if hi > lo:
                 yield d_frames, lo - f0, hi - lo, None
             if pending is not None:  # done by now: the consumer has read results back
-                with _chunk_errors(layout, source):
+                with chunk_errors(layout, getattr(source, "url", "")):
                     pending.wait()
     finally:
         stop.set()
         for f in free:
             f.set()
         _drain_and_join(reader, ready)
-
-
-@contextlib.contextmanager
-def _chunk_errors(layout, source):
-    """A decoding error names the chunk's file and dataset."""
-    try:
-        yield
-    except ValueError as e:
-        chunk = getattr(e, "chunk", None)
-        where = layout.where(chunk) if chunk is not None else getattr(source, "url", "")
-        raise ValueError(f"{where}: {e}") from None
 
 
 # ------------------------------------------------------------------------------ compactor

@@ -101,7 +101,7 @@ class DeviceFrames:
     def _land_raw(self, raw):
         import pyopencl
 
-        from .bslz4_decoder import BSLZ4Decoder
+        from .bslz4_decoder import BSLZ4Decoder, chunk_errors
 
         layout, n = raw.layout, raw.n_frames
         if tuple(layout.frame_shape) != self.frame_shape or layout.dtype != self.dtype:
@@ -123,13 +123,9 @@ class DeviceFrames:
                                              block_elems=layout.block_size or None)
             d_raw = self._buffer("_d_raw", max(8, nbytes))
             pyopencl.enqueue_copy(self.queue, d_raw, data)
-            try:  # waits for the decoding (its error word)
+            with chunk_errors(layout, "live chunks"):  # waits for the decoding (its error word)
                 self._decoder.decode(d_raw, raw.offsets - raw.offsets[0], d_frames,
                                      queue=self.queue)
-            except ValueError as e:
-                chunk = getattr(e, "chunk", None)
-                where = layout.where(chunk) if chunk is not None else "live chunks"
-                raise ValueError(f"{where}: {e}") from None
         else:
             raise ValueError(f"chunks of codec {layout.codec!r} are not decoded on the device")
         self.paths.add("raw chunks decoded on the device")
