@@ -330,6 +330,50 @@ def test_live_twotime_g2_past_the_diagonal_blocks_equals_offline():
     assert_identical(final, ref)
 
 
+@pytest.mark.parametrize("mode", ["linear", "multitau"])
+def test_run_live_correlates_while_an_update_is_written(tmp_path, mode):
+    """An update (normalised sums, result file, PNG) runs in a thread of its own: while one is
+    being written (here held up by its on_snapshot), the next chunks are correlated; the final
+    result still equals the offline one bit for bit, and every update's snapshot is the result
+    of the frames it announces."""
+    import threading
+
+    from ewoksxpcs.engine.frames import IterableFrameSource
+
+    frames = W.frames(31, 400)
+    pulled = []  # chunks taken from the source so far
+    held = threading.Event()
+    progressed = []
+
+    def chunks():
+        for t in range(0, 400, 20):
+            if t >= 40:  # the rest once the first update is being written
+                held.wait(30)
+            pulled.append(t)
+            yield frames[t:t + 20]
+
+    def on_snapshot(snap):
+        if not held.is_set():  # the first update: do the next chunks come meanwhile?
+            held.set()
+            at = len(pulled)
+            deadline = time.monotonic() + 30
+            while len(pulled) == at and time.monotonic() < deadline:
+                time.sleep(0.01)
+            progressed.append(len(pulled) > at)
+        ref = offline(frames[: snap["n_frames"]], mode)
+        numpy.testing.assert_array_equal(snap["g2"], ref["g2"], strict=True)
+
+    output = str(tmp_path / "result.h5")
+    final = run_live(IterableFrameSource(chunks()), W.qmask(), output, every=1e-6, mode=mode,
+                     mode_options=MODES[mode], png=False, report=None,
+                     on_snapshot=on_snapshot)
+    assert progressed == [True]
+    assert final["updates"] >= 1 and final["n_frames"] == 400
+    assert_identical(final, offline(frames, mode))
+    assert set(final["timings"]) >= {"wait_s", "feed_s", "capture_s"}
+    assert os.listdir(tmp_path) == ["result.h5"]
+
+
 @pytest.mark.parametrize("budget", [None, 2 * 300 * 300 * 4])
 def test_run_live_twotime_maps_written_while_the_scan_runs(tmp_path, monkeypatch, budget):
     """Two-time maps written to the final file stripe by stripe during the scan (600 time

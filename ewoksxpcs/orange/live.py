@@ -49,7 +49,8 @@ class OWLiveCorrelate(XpcsWidget, ewokstaskclass=LiveCorrelate):
 
     def _get_task_arguments(self):
         arguments = super()._get_task_arguments()
-        # Called in the task's thread at each update: only small arrays cross to the GUI.
+        # Called at each update (by the live run's update thread; the final one by the task's
+        # thread): only small arrays cross to the GUI, through a queued signal.
         arguments["inputs"] = dict(arguments.get("inputs") or {}, on_snapshot=self._emit)
         return arguments
 

@@ -251,6 +251,10 @@ def live_summary(row: dict) -> str:
         row.get("identical"), "not checked")
     cap = row.get("capacity_hz")
     path = f" [{row['method']}{', ' + row['live_path'] if row.get('live_path') else ''}]"
+    t = row.get("final_timings") or {}
+    loop = (f"; live loop: correlating {t['feed_s']:.2f} s, waiting for frames "
+            f"{t['wait_s']:.2f} s, taking updates {t['capture_s']:.2f} s"
+            if "feed_s" in t else "")
     return (f"{row['mode']:9s} {row['n_frames']} frames {row['shape'][0]}x{row['shape'][1]} at "
             f"{row['rate_hz']:g} Hz{path}: last frame written -> final result on disk "
             f"{row['latency_s']:.2f} s; kept up: {'yes' if row['kept_up'] else 'no'} "
@@ -258,4 +262,4 @@ def live_summary(row: dict) -> str:
             f"{'-' if cap is None else f'{cap:.0f}'} frames per CPU s); "
             f"after the last chunk {row['after_last_chunk_s']:.2f} s; offline "
             f"{row.get('offline_s', float('nan')):.1f} s, {identical}; load average "
-            f"{row['load_average'][0]:.1f} -> {row['load_average'][1]:.1f}")
+            f"{row['load_average'][0]:.1f} -> {row['load_average'][1]:.1f}{loop}")
