@@ -307,6 +307,41 @@ def test_frame_source_threads_identical(tmp_path, k, start, stop, step):
     assert numpy.array_equal(numpy.concatenate(list(clone.iter_chunks())), data[start:stop:step])
 
 
+@pytest.mark.parametrize("k, start, stop, step", [(1, 0, None, 1), (1, 1, 10, 2), (3, 2, 11, 1)])
+def test_read_frames_through_stored_chunks_identical(tmp_path, k, start, stop, step):
+    """read_frames (the auto mask's sample) reads the stored chunks at once and decodes them
+    by threads: the frames h5py gives, in the order asked, repeated and unsorted indices
+    included; a bad index is refused."""
+    data = frames(12, (20, 24), "uint16", lam=2.0)
+    name = write(tmp_path / "s.h5", data, chunks=(k, 20, 24), **BSLZ4)
+    fast = HDF5FrameSource(name, "/data", start, stop, step)
+    slow = HDF5FrameSource(name, "/data", start, stop, step, decode_threads=1)
+    assert fast.chunk_layout()[0] is not None
+    n = fast.n_frames
+    for idx in ([0, n - 1], list(range(n)), [n - 1, 0, 2, 2], [1]):
+        got = fast.read_frames(idx)
+        assert got.dtype == data.dtype
+        numpy.testing.assert_array_equal(got, data[start:stop:step][idx])
+        numpy.testing.assert_array_equal(got, slow.read_frames(idx))
+    assert fast.read_frames([]).shape == (0, 20, 24)
+    with pytest.raises(IndexError, match="out of range"):
+        fast.read_frames([n])
+
+
+def test_read_frames_of_a_vds_and_a_bad_chunk(tmp_path):
+    scan, expected = make_vds(tmp_path)
+    src = HDF5FrameSource(scan, "/1.1/measurement/det", 1)
+    numpy.testing.assert_array_equal(src.read_frames([0, 5, 6, 9]), expected[1:][[0, 5, 6, 9]])
+    data = frames(6)
+    name = write(tmp_path / "p.h5", data, **BSLZ4)
+    layout, _ = chunk_layout(name, "data")
+    with open(name, "r+b") as fh:  # frame 4: garbage over its block sizes
+        fh.seek(int(layout.offsets[4]) + 12)
+        fh.write(b"\xff" * 64)
+    with pytest.raises(ValueError, match="frame 4"):
+        HDF5FrameSource(name, "/data").read_frames([1, 4])
+
+
 def test_frame_source_on_vds(tmp_path):
     scan, expected = make_vds(tmp_path)
     src = HDF5FrameSource(scan, "/1.1/measurement/det", 2)

@@ -181,6 +181,36 @@ def test_build_qmask_from_label_image(tmp_path):
         build_qmask((10, 12), qmask=labels, mask=numpy.ones((10, 12)))
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int8", "int16", "int32",
+                                   "float32"])
+def test_pixel_totals_exact_for_every_type(dtype):
+    """The sample's totals per pixel (flagged values left out: the type's maximum for 2- and
+    4-byte integers, negative values) and the flags: equal to float64 sums of the sample,
+    whichever accumulator each type takes (32-bit, int64, float64)."""
+    from ewoksxpcs.engine.frames import ArrayFrameSource
+    from ewoksxpcs.workflow.maskbin import _sample_indices, pixel_totals
+
+    rng = numpy.random.default_rng(3)
+    dt = numpy.dtype(dtype)
+    lo, hi = (numpy.iinfo(dt).min, numpy.iinfo(dt).max) if dt.kind in "iu" else (-5, 100)
+    x = rng.integers(lo, hi, size=(40, 9, 11), endpoint=True).astype(dt)
+    if dt.kind in "iu" and dt.itemsize >= 2:
+        x[::3, 2, 3] = hi  # flagged in some frames
+    totals, flagged, n = pixel_totals(ArrayFrameSource(x), 25)
+    sample = x[_sample_indices(40, 25)]
+    bad = numpy.zeros(sample.shape, dtype=bool)
+    if dt.kind in "iu" and dt.itemsize >= 2:
+        bad |= sample == numpy.iinfo(dt).max
+    if dt.kind in "if":
+        bad |= sample < 0
+    assert n == 25 and totals.dtype == numpy.float64
+    numpy.testing.assert_array_equal(totals, numpy.where(bad, 0, sample).sum(
+        axis=0, dtype=numpy.float64))
+    numpy.testing.assert_array_equal(flagged, bad.any(axis=0))
+    if dt.kind in "iu" and dt.itemsize >= 2:
+        assert flagged[2, 3]
+
+
 def test_auto_bad_pixels_dense():
     rng = numpy.random.default_rng(5)
     frames = rng.poisson(2.0, (60, 32, 32)).astype(numpy.uint16)

@@ -30,6 +30,7 @@ chunk raises ValueError instead of crashing.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import glob
 import os
 import struct
@@ -130,6 +131,14 @@ class ChunkLayout:
         c0 = int(numpy.searchsorted(self.first_frame, frame_start, side="right")) - 1
         c1 = int(numpy.searchsorted(self.first_frame, frame_stop, side="left"))
         return max(c0, 0), c1
+
+    def take(self, chunks) -> "ChunkLayout":
+        """The layout of chunks ``chunks`` (indices, in the order given) of this one: their
+        frames keep their selection indices (``first_frame``), for the error messages."""
+        chunks = numpy.asarray(chunks, dtype=numpy.int64).reshape(-1)
+        return dataclasses.replace(
+            self, file_index=self.file_index[chunks], offsets=self.offsets[chunks],
+            sizes=self.sizes[chunks], first_frame=self.first_frame[chunks])
 
     def where(self, chunk: int) -> str:
         """Human description of chunk ``chunk`` for error messages."""

@@ -583,6 +583,33 @@ class HDF5FrameSource(_IndexableSource):
                 yield validate_chunk(chunk, self.frame_shape, self.dtype, t0)
                 t0 += chunk.shape[0]
 
+    def read_frames(self, indices: Sequence[int]) -> numpy.ndarray:
+        """Frames at positions ``indices`` of the selected range, (n, Ny, Nx): their stored
+        chunks read at once (in parallel: scattered reads of a cold disk overlap) and
+        decompressed by threads, as :meth:`iter_chunks` does; through h5py, one frame at a
+        time, when the storage does not allow it. The frames are identical either way."""
+        layout = None
+        if len(indices) and getattr(self, "decode_threads", 0) != 1:
+            layout, _ = self.chunk_layout()
+        if layout is None:
+            return super().read_frames(indices)
+        from .hdf5chunks import decode_chunks_cpu, read_chunks
+
+        idx = numpy.asarray(indices, dtype=numpy.int64).reshape(-1)
+        if (idx < 0).any() or (idx >= self.n_frames).any():
+            raise IndexError(f"frames {idx.tolist()} out of range ({self.n_frames} frames)")
+        first = numpy.array([layout.chunk_range(int(i), int(i) + 1)[0] for i in idx])
+        chunks, where = numpy.unique(first, return_inverse=True)
+        sub = layout.take(chunks)
+        threads = getattr(self, "decode_threads", 0)
+        buf, offsets = read_chunks(sub, 0, sub.n_chunks, threads=threads)
+        frames = decode_chunks_cpu(sub, buf, offsets, threads=threads)
+        k = layout.frames_per_chunk
+        pick = where.reshape(-1) * k + (idx - layout.first_frame[first])
+        if numpy.array_equal(pick, numpy.arange(frames.shape[0])):
+            return frames  # one frame per chunk, increasing indices: already in place
+        return frames[pick]
+
     def _iter_decoded(self, layout, chunk_frames: int):
         """:meth:`iter_chunks` through raw chunk reads and threaded decompression; the next
         block is read and decoded while the current one is consumed."""
