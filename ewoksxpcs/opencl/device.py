@@ -99,6 +99,9 @@ def _ocl():
     from .pocl_cpu import prepare_pocl
 
     prepare_pocl()  # before the first platform query: PoCL on CPUs newer than its LLVM
+    from .icd import start_driver
+
+    start_driver()  # the drivers start without the GIL (silx's inventory would hold it)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -152,7 +155,14 @@ class OpenCLDevice:
         ocl = _ocl()
         self.platform_id = int(platform_id)
         self.device_id = int(device_id)
-        self.context = ocl.create_context(platformid=self.platform_id, deviceid=self.device_id)
+        from .icd import create_context
+
+        # Without the GIL where the ICD loader allows (the other threads of a run go on).
+        self.context = create_context(
+            pyopencl.get_platforms()[self.platform_id].get_devices()[self.device_id])
+        if self.context is None:
+            self.context = ocl.create_context(platformid=self.platform_id,
+                                              deviceid=self.device_id)
         self.device = self.context.devices[0]
         self.queue = pyopencl.CommandQueue(self.context)
         dev = self.device
