@@ -605,8 +605,14 @@ def pixel_totals(frames, n_sample: int = 100):
             return numpy.stack([numpy.asarray(source.array[r[int(i)]]) for i in some])
     else:
         raise TypeError(f"cannot sample frames from {type(source).__name__}")
-    dtype = numpy.dtype(source.dtype)
-    shape = tuple(source.frame_shape)
+    held = [read(idx[:SAMPLE_BATCH])]
+    dtype, shape = held[0].dtype, tuple(held[0].shape[1:])  # the frames' own type
+
+    def sample_batches():  # the first batch read above (then let go), the others as used
+        yield held.pop()
+        for b0 in range(SAMPLE_BATCH, idx.size, SAMPLE_BATCH):
+            yield read(idx[b0:b0 + SAMPLE_BATCH])
+
     if dtype.kind == "u":
         # Unsigned (detector counts): read by batches (memory: a batch, not the sample), frame
         # by frame into a 32-bit accumulator where it cannot wrap, the flagged values (the
@@ -616,8 +622,8 @@ def pixel_totals(frames, n_sample: int = 100):
         top = vmax if dtype.itemsize >= 2 else None
         acc = numpy.zeros(shape, dtype=numpy.uint32 if idx.size * vmax < 2**32 else numpy.int64)
         n_bad = numpy.zeros(shape, dtype=numpy.uint32) if top is not None else None
-        for b0 in range(0, idx.size, SAMPLE_BATCH):
-            for frame in read(idx[b0:b0 + SAMPLE_BATCH]):
+        for block in sample_batches():
+            for frame in block:
                 numpy.add(acc, frame, out=acc, casting="unsafe")  # (cannot wrap: see above)
                 if top is not None:
                     numpy.add(n_bad, frame == top, out=n_bad, casting="unsafe")
@@ -631,13 +637,12 @@ def pixel_totals(frames, n_sample: int = 100):
         flagged = numpy.zeros(shape, dtype=bool)
         acc = numpy.zeros(shape, dtype=numpy.int64)
         top = numpy.iinfo(dtype).max if dtype.itemsize >= 2 else None
-        for b0 in range(0, idx.size, SAMPLE_BATCH):
-            block = read(idx[b0:b0 + SAMPLE_BATCH])
+        for block in sample_batches():
             bad = block < 0 if top is None else (block == top) | (block < 0)
             flagged |= bad.any(axis=0)
             acc += block.sum(axis=0, dtype=numpy.int64, where=~bad)
         return acc.astype(numpy.float64), flagged, len(idx)
-    sample = read(idx)
+    sample = numpy.concatenate(list(sample_batches()))
     flag_values = numpy.zeros(sample.shape, dtype=bool)
     if dtype.kind == "f":
         flag_values |= sample < 0
