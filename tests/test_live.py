@@ -374,6 +374,29 @@ def test_run_live_correlates_while_an_update_is_written(tmp_path, mode):
     assert os.listdir(tmp_path) == ["result.h5"]
 
 
+def test_run_live_an_update_that_fails_stops_the_run(tmp_path):
+    """An error in the update thread (here its on_snapshot; a full disk alike) is raised by
+    run_live, not lost in the thread: the run stops, no final result is written over the last
+    update, and no update thread is left running."""
+    import threading
+
+    from ewoksxpcs.engine.frames import IterableFrameSource
+
+    frames = W.frames(32, 200)
+
+    def on_snapshot(snap):
+        raise RuntimeError("disk full (simulated)")
+
+    output = str(tmp_path / "result.h5")
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_live(IterableFrameSource(frames[t:t + 20] for t in range(0, 200, 20)), W.qmask(),
+                 output, every=1e-6, png=False, report=None, on_snapshot=on_snapshot)
+    with h5py.File(output, "r") as f:  # the update's file, not a final one
+        assert not f["entry/xpcs/parameters/final"][()]
+        assert f["entry/xpcs/parameters/n_frames"][()] < 200
+    assert not any(t.name.startswith("ewoksxpcs-update") for t in threading.enumerate())
+
+
 @pytest.mark.parametrize("budget", [None, 2 * 300 * 300 * 4])
 def test_run_live_twotime_maps_written_while_the_scan_runs(tmp_path, monkeypatch, budget):
     """Two-time maps written to the final file stripe by stripe during the scan (600 time
