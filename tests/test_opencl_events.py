@@ -373,13 +373,18 @@ def test_s2_beyond_int64_refused(device, s2_device):
         c.correlate(compact(frames))
 
 
+def s2_on_and_off(q, device):
+    """Two opencl-events correlators of ``q``: s2 on the device, s2 on the host."""
+    return tuple(create_correlator(q, method="opencl-events", device=device, s2_device=on)
+                 for on in (True, False))
+
+
 def test_s2_on_device_many_frames(device, rng):
     """Device s2 over several lag work-groups and frame tiles equals the exact host FFT's."""
     frames = sparse_frames(rng, "uint8", (300, 5, 9), rate=0.5)
     q = qmask_of((5, 9))
     events = compact(frames)
-    on = create_correlator(q, method="opencl-events", device=device, s2_device=True)
-    off = create_correlator(q, method="opencl-events", device=device, s2_device=False)
+    on, off = s2_on_and_off(q, device)
     r_on, r_off = on.correlate(events), off.correlate(events)
     assert r_on.info["timings"]["s2_s"] is not None
     ref = correlate(frames, q, method="reference")
@@ -397,8 +402,7 @@ def test_sums_carry_the_device_s2(device, rng):
     frames = sparse_frames(rng, "uint16", (120, 6, 11), rate=0.4)
     q = qmask_of((6, 11))
     events = compact(frames)
-    on = create_correlator(q, method="opencl-events", device=device, s2_device=True)
-    off = create_correlator(q, method="opencl-events", device=device, s2_device=False)
+    on, off = s2_on_and_off(q, device)
     sums, plain = on.compute_sums(events), off.compute_sums(events)
     assert plain.s2 is None and sums.s2_binning is on.binning
     host = s2_rows(sums.frame_sums, on.binning, sums.lags)

@@ -203,7 +203,7 @@ class TwoTimeResult:
             # conversion in HDF5; 10 maps of 10 000², written and synced: 5.7-5.9 s against
             # 6.7-7.6 s through h5py on the 2-core development machine); gzipped ones through
             # h5py's filters.
-            direct = d.compression is None and self.C.dtype == d.dtype
+            direct = d.compression is None
             for j in range(self.C.shape[0]):
                 for r in range(0, n, rows):
                     if direct:  # a whole chunk, the rows past the map's end zero

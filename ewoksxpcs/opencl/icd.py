@@ -57,7 +57,6 @@ def _loader():
                     lib.clGetPlatformIDs.argtypes = [
                         ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p),
                         ctypes.POINTER(ctypes.c_uint)]
-                    lib.clReleaseContext.argtypes = [ctypes.c_void_p]
                     _lib = lib
             except Exception as e:  # no /proc, no pyopencl, no such symbol
                 logger.debug("no ICD loader through ctypes: %s", e)

@@ -41,33 +41,31 @@ VARIANTS = (
 
 
 def raw_chunks(directory: str):
-    """(list of compressed chunks, frame shape, first frames read by h5py) of a scan."""
-    import h5py
-    import hdf5plugin  # noqa: F401  (h5py's reference read)
+    """(compressed chunks back to back (uint8), their offsets (n + 1,) int64, frame shape,
+    the first frames as h5py reads them) of the scan in ``directory``."""
+    from ..io.hdf5chunks import read_chunks
+    from ..io.load import load_frames
 
-    chunks, ref, shape = [], None, None
-    for name in sorted(n for n in os.listdir(directory) if n.startswith("data_")):
-        with h5py.File(os.path.join(directory, name), "r") as f:
-            d = f["entry/data/data"]
-            shape = d.shape[1:]
-            if ref is None:
-                ref = d[: min(4, d.shape[0])]
-            chunks += [d.id.read_direct_chunk((i, 0, 0))[1] for i in range(d.shape[0])]
-    return chunks, shape, ref
+    source = load_frames(os.path.join(directory, "scan.h5"))
+    layout, why = source.chunk_layout()
+    if layout is None:
+        raise ValueError(f"{directory}: its chunks cannot be read raw ({why})")
+    data, offsets = read_chunks(layout, 0, layout.n_chunks)
+    source.decode_threads = 1  # the reference: h5py's own decoding
+    ref = source.read_frames(range(min(4, source.n_frames)))
+    return data, offsets, tuple(source.frame_shape), ref
 
 
-def time_variants(dev, chunks, shape, ref, batch: int = 230, variants=VARIANTS,
+def time_variants(dev, data, offsets, shape, ref, batch: int = 230, variants=VARIANTS,
                   report=print) -> list:
-    """Decode ``chunks`` with every variant; one record (dict) per variant."""
+    """Decode the chunks of :func:`raw_chunks` (``data``, ``offsets``) with every variant; one
+    record (dict) per variant."""
     import pyopencl
 
     from ..opencl import bslz4_decoder as bd
 
-    n = len(chunks)
+    n = offsets.size - 1
     npix = int(shape[0] * shape[1])
-    offsets = numpy.zeros(n + 1, numpy.int64)
-    offsets[1:] = numpy.cumsum([len(c) for c in chunks])
-    data = numpy.frombuffer(b"".join(chunks), numpy.uint8)
     mf = pyopencl.mem_flags
     d_comp = pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=data)
     d_out = pyopencl.Buffer(dev.context, mf.READ_WRITE, n * npix * 2)
@@ -159,12 +157,12 @@ def main(argv=None) -> int:
         if not os.path.exists(os.path.join(directory, "scan.h5")):
             write_eiger_scan(directory, n_frames=args.frames, shape=tuple(args.shape),
                              counts=counts, frames_per_file=max(1, args.frames // 2))
-        chunks, shape, ref = raw_chunks(directory)
-        size = sum(len(c) for c in chunks)
-        print(f"counts {counts}: {len(chunks)} chunks, {size / 1e6:.1f} MB compressed",
+        data, offsets, shape, ref = raw_chunks(directory)
+        n = offsets.size - 1
+        print(f"counts {counts}: {n} chunks, {offsets[-1] / 1e6:.1f} MB compressed",
               flush=True)
-        for rec in time_variants(dev, chunks, shape, ref, batch=args.batch):
-            records.append({"counts": counts, "frames": len(chunks), **rec})
+        for rec in time_variants(dev, data, offsets, shape, ref, batch=args.batch):
+            records.append({"counts": counts, "frames": n, **rec})
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": dev.name, "records": records}, f, indent=1)

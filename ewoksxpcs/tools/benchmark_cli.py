@@ -314,10 +314,6 @@ def _main_gpu(args) -> int:
     return 1 if errors else 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _write_profiles(filename: str, profiles) -> None:
     """The heaviest functions of each live run's profile, by cumulative and own time."""
     import io
@@ -331,3 +327,7 @@ def _write_profiles(filename: str, profiles) -> None:
         stats.sort_stats("tottime").print_stats(30)
     with open(filename, "w") as f:
         f.write(out.getvalue())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
