@@ -34,3 +34,23 @@ def check_equal(result, ref, dtype, method):
     assert numpy.array_equal(result.frame_sums, ref.frame_sums)
     numpy.testing.assert_allclose(result.g2, ref.g2, rtol=1e-6, equal_nan=True)
     numpy.testing.assert_allclose(result.g2_err, ref.g2_err, rtol=1e-6, atol=1e-12, equal_nan=True)
+
+
+def recording_compiles(monkeypatch, dev):
+    """Fresh program caches on ``dev``; every compile recorded as (thread name, file, defines)."""
+    import threading
+
+    from ewoksxpcs.opencl import device as opencl
+
+    monkeypatch.setattr(dev, "_programs", {})
+    monkeypatch.setattr(dev, "_kernels", {})
+    monkeypatch.setattr(dev, "_building", {})
+    compiled = []
+    real = opencl._compile
+
+    def compile_(d, key):
+        compiled.append((threading.current_thread().name, key[0], dict(key[1])))
+        return real(d, key)
+
+    monkeypatch.setattr(opencl, "_compile", compile_)
+    return compiled

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy
 import pytest
+from _opencl_checks import recording_compiles
 from conftest import require_opencl
 
 from ewoksxpcs.opencl import device as opencl
@@ -223,3 +224,53 @@ def test_upload_chunk_reads_pinned_memory_in_place(cpu):
         pyopencl.enqueue_copy(cpu.queue, back, dst)
         assert numpy.array_equal(back, piece)
     assert numpy.array_equal(staging[1][:3], plain)  # the plain piece went through slot 1
+
+
+def test_different_programs_compile_at_the_same_time(cpu, monkeypatch):
+    """Two programs asked for by two threads compile together (no lock over the whole build);
+    a thread asking for a program in flight waits for that build instead of compiling it."""
+    import threading
+    import time
+
+    compiled = recording_compiles(monkeypatch, cpu)
+    real = opencl._compile
+    running, overlap = [], []
+
+    def slow(d, key):
+        running.append(key)
+        time.sleep(0.3)
+        overlap.append(len(running))
+        try:
+            return real(d, key)
+        finally:
+            running.remove(key)
+
+    monkeypatch.setattr(opencl, "_compile", slow)
+    keys = [("scan.cl", {"WG": 4, "ITEMS": 4}), ("scan.cl", {"WG": 8, "ITEMS": 4})] * 2
+    got = [None] * len(keys)
+
+    def ask(i):
+        got[i] = build_program(cpu, *keys[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(keys))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(overlap) == 2  # both programs were compiling at once
+    assert len(overlap) == len(compiled) == 2  # and each once
+    assert got[0] is got[2] and got[1] is got[3] and got[0] is not got[1]
+
+
+def test_background_build_is_used_and_its_errors_wait_for_the_foreground(cpu, monkeypatch):
+    compiled = recording_compiles(monkeypatch, cpu)
+    defines = {"WG": 4, "ITEMS": 4}
+    opencl.prepare_in_background(lambda: build_program(cpu, "scan.cl", defines)).join()
+    program = build_program(cpu, "scan.cl", defines)
+    assert [c[0] for c in compiled] == ["ewoksxpcs-build"]
+    assert build_program(cpu, "scan.cl", defines) is program
+    # A failed background build raises nothing there; the step that needs it raises its error.
+    opencl.prepare_in_background(lambda: build_program(cpu, "nothing.cl")).join()
+    with pytest.raises(ValueError, match="no OpenCL kernel file 'nothing.cl'"):
+        build_program(cpu, "nothing.cl")
+    assert cpu._building == {}

@@ -72,6 +72,42 @@ def test_device_path_equals_cpu_reference_gpu(scan):
     _device_path_equals_reference(scan, "gpu")
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("through", ["pipeline", "correlator"])
+def test_the_correlation_programs_compile_while_the_frames_are_compacted(scan, monkeypatch,
+                                                                        mode, through):
+    """The device path asks for its correlation's programs (and the decoder's) before it
+    compacts: they compile in background threads, none on the run's own thread."""
+    from _opencl_checks import recording_compiles
+    from ewoksxpcs.correlators.registry import get_backend
+    from ewoksxpcs.opencl.device import get_device
+
+    require_opencl("cpu")
+    master, labels, gaps, frames = scan
+    binning = Binning(labels, bad_pixels=gaps)
+    compiled = recording_compiles(monkeypatch, get_device("cpu"))
+    if through == "pipeline":
+        sums = correlate_sums(load_frames(master), binning, method="opencl-events", device="cpu",
+                              mode=mode, bad_pixels=gaps)["sums"]
+        _assert_same(mode, sums, _cpu_reference(mode, frames, binning))
+    else:  # the correlator's own compaction
+        correlator = get_backend(mode, "opencl-events")(binning, device="cpu")
+        if mode == "twotime":
+            ref = _cpu_reference(mode, frames, binning)
+            numpy.testing.assert_allclose(correlator.correlate(load_frames(master)).C, ref.C,
+                                          rtol=2e-6, atol=1e-6)
+        else:
+            _assert_same(mode, correlator.compute_sums(load_frames(master)),
+                         _cpu_reference(mode, frames, binning))
+    program = {"linear": "events.cl", "multitau": "multitau.cl", "twotime": "twotime.cl"}[mode]
+    where = {}
+    for thread, filename, _ in compiled:
+        where.setdefault(filename, set()).add(thread)
+    assert where.get(program) == {"ewoksxpcs-build"}, compiled
+    assert where.get("bslz4.cl") == {"ewoksxpcs-build"}, compiled
+    assert where.get("compact.cl") == {"MainThread"}, compiled
+
+
 def test_float_events_read_after_the_compaction():
     """Float frames (e.g. weighted by a monitor) compacted on the device: the events are read
     after the compaction's queue is done (no pixel sums downloaded to wait on), every time."""

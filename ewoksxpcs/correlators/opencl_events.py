@@ -51,8 +51,9 @@ import numpy
 from ..opencl.compact import compact_opencl
 from ..engine.intrange import INT64_LIMIT, check_int64_bound
 from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, _s2_safe, normalise, s2_rows, warm_numba
-from ..opencl.device import CTYPES, Checkpoints, default_device_memory, device_buffer, download_pinned, \
-    get_device, get_kernel, upload_pinned
+from ..opencl.device import CTYPES, Checkpoints, build_program, default_device_memory, device_buffer, \
+    download_pinned, get_device, get_kernel, prepare_in_background, upload_pinned
+from ..engine.frames import frames_type
 from ..engine.result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
@@ -281,6 +282,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         from ..engine.events import EventStack
 
         if not isinstance(data, EventStack):
+            self.prepare_programs(*frames_type(data))
             data = compact_opencl(data, **self.compaction_options())
         self._check_events(data)
         self.binning.check_frame_shape(data.frame_shape)
@@ -387,6 +389,44 @@ class OpenCLEventCorrelator(EventCorrelator):
             hist32 = values_dtype is not None and numpy.dtype(values_dtype).itemsize <= 2
             return strategy, wg, self._lag_tile(4 if hist32 else 8, n_frames), hist32
         return strategy, wg, self._lag_tile(), False
+
+    def _defines(self, geometry, values_dtype) -> dict:
+        """Compile-time constants of ``events.cl`` for a :meth:`_geometry` and value type."""
+        strategy, wg, lag_tile, hist32 = geometry
+        values_dtype = numpy.dtype(values_dtype)
+        defines = {"VAL_T": CTYPES[values_dtype.name], "L": lag_tile, "WG": wg,
+                   "SL": self._s2_lags()}
+        if values_dtype.kind == "f":
+            defines["ACC_FLOAT"] = 1
+        if strategy == "global":
+            defines["DIRECT"] = 1
+        if hist32:
+            defines["HIST32"] = 1
+        if self._local_atomics() == 32:
+            defines["LOCAL_ATOMICS_32"] = 1
+        if strategy in ("local32", "fold"):
+            defines["WALK" if strategy == "local32" else "FOLD"] = 1
+        return defines
+
+    def prepare_programs(self, dtype, n_frames) -> None:
+        """Start building, in the background, the programs that correlating the events of
+        ``n_frames`` frames of ``dtype`` will use (:func:`~ewoksxpcs.opencl.device.
+        prepare_in_background`): they compile while the frames are compacted."""
+        dtype = numpy.dtype(dtype)
+        if dtype.name not in CTYPES or not n_frames:
+            return
+        geometry = self._geometry(dtype.kind == "f", dtype, int(n_frames))
+        defines = self._defines(geometry, dtype)
+        dev = self.dev
+
+        def build():
+            build_program(dev, "events.cl", defines)
+            if geometry[0] in DEVICE_PLANNED:
+                from ..opencl.prefix_sum import DeviceScan
+
+                DeviceScan(dev, "long")  # the task plan's prefix sums
+
+        prepare_in_background(build)
 
     def _local_atomics(self) -> int:
         """Width of the local atomic adds: 32 (with a carry word) on GPUs, else 64."""
@@ -720,20 +760,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             # through a small memory budget are planned on the host instead.
             geometry = self._geometry(is_float, events.values_dtype, n_frames, "local")
         strategy, wg, lag_tile, hist32 = geometry
-        defines = {"VAL_T": CTYPES[events.values_dtype.name], "L": lag_tile, "WG": wg,
-                   "SL": self._s2_lags()}
-        if is_float:
-            defines["ACC_FLOAT"] = 1
-        if strategy == "global":
-            defines["DIRECT"] = 1
-        if hist32:
-            defines["HIST32"] = 1
-        if self._local_atomics() == 32:
-            defines["LOCAL_ATOMICS_32"] = 1
+        defines = self._defines(geometry, events.values_dtype)
         self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
                                  hist_bits=32 if hist32 else 64, n_chunks=n_chunks, n_tasks=0)
-        if strategy in ("local32", "fold"):
-            defines["WALK" if strategy == "local32" else "FOLD"] = 1
         if strategy in DEVICE_PLANNED:
             return self._fold_and_launch(strategy, events, n_frames, n_chunks, pix_edges, ready,
                                          slots, ev_base, out, t, on_launched, defines, lag_tile,

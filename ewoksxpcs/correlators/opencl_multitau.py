@@ -52,8 +52,9 @@ from ..engine.multitau import (
     n2_bound,
     normalise_multitau,
 )
-from ..opencl.device import (CTYPES, default_device_memory, device_buffer, get_device, get_kernel,
-                      StagingSlots, upload_chunk)
+from ..opencl.device import (CTYPES, build_program, default_device_memory, device_buffer,
+                             get_device, get_kernel, prepare_in_background, StagingSlots,
+                             upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 
 __all__ = ["OpenCLMultiTau", "OpenCLEventsMultiTau", "DeviceDataPath", "DenseMultiTauStream",
@@ -112,6 +113,9 @@ class DeviceDataPath:
         return {"device": self.dev, "chunk_frames": self.chunk_frames,
                 "max_device_memory": self.max_device_memory}
 
+    def prepare_programs(self, dtype, n_frames) -> None:
+        """Start building the events path's programs in the background (subclasses)."""
+
     def _events_if_needed(self, data):
         """``data`` compacted on the device when the path is events and it holds frames."""
         from ..engine.events import EventStack
@@ -119,8 +123,10 @@ class DeviceDataPath:
         options = self.compaction_options()
         if options is None or isinstance(data, EventStack):
             return data
+        from ..engine.frames import frames_type
         from ..opencl.compact import compact_opencl
 
+        self.prepare_programs(*frames_type(data))
         events = compact_opencl(data, **options)
         events.frame_period = getattr(data, "frame_period", None)
         return events
@@ -189,10 +195,44 @@ class OpenCLMultiTau(DeviceDataPath):
         return val_t, "long", vsize, numpy.dtype(numpy.int64), level_defines
 
     def _kernel(self, name, in_t, val_t, acc_t, kmin, extra=None):
+        return get_kernel(self.dev, "multitau.cl", name,
+                          self._defines(in_t, val_t, acc_t, kmin, extra))
+
+    def _defines(self, in_t, val_t, acc_t, kmin, extra=None) -> dict:
         defines = {"IN_T": in_t, "VAL_T": val_t, "ACC_T": acc_t, "M": self.m, "KMIN": kmin,
                    "WG": WG}
         defines.update(extra or {})
-        return get_kernel(self.dev, "multitau.cl", name, defines)
+        return defines
+
+    def _event_programs(self, dtype, n_levels) -> dict:
+        """Arguments of :meth:`_kernel` (after the name) of the events path's kernels, by
+        kernel name, for events of ``dtype`` over ``n_levels`` levels."""
+        val_t, acc_t, _, _, level_defines = self._types(dtype, n_levels)
+        in_t = CTYPES[numpy.dtype(dtype).name]
+        return {"mt_events": (in_t, val_t, acc_t, 0, level_defines(n_levels - 1)),
+                "mt_event_frame_sums": (in_t, val_t, acc_t, 0, level_defines(0)),
+                "mt_reduce": ("uchar", val_t, acc_t, 0)}
+
+    def prepare_programs(self, dtype, n_frames) -> None:
+        """Start building, in the background, the programs of the events path for ``n_frames``
+        frames of ``dtype`` (:func:`~ewoksxpcs.opencl.device.prepare_in_background`): they
+        compile while the frames are compacted. Nothing on the dense path."""
+        if self.data_path != "events" or dtype is None or not n_frames:
+            return
+        dtype = numpy.dtype(dtype)
+        if dtype.name not in CTYPES or (dtype.kind == "f" and not self.dev.has_fp64):
+            return
+        programs = self._event_programs(dtype, self._levels_for(int(n_frames)))
+        if dtype.kind == "f":  # its frame sums are taken on the host
+            del programs["mt_event_frame_sums"]
+        defines = [self._defines(*args) for args in programs.values()]
+        dev = self.dev
+
+        def build():
+            for d in defines:
+                build_program(dev, "multitau.cl", d)
+
+        prepare_in_background(build)
 
     @staticmethod
     def _slot_bases(m, n_levels):
@@ -288,7 +328,8 @@ class OpenCLMultiTau(DeviceDataPath):
         ctx = dev.context
         mf = pyopencl.mem_flags
         queue = pyopencl.CommandQueue(ctx)
-        kern = self._kernel("mt_events", CTYPES[str(dtype)], val_t, acc_t, 0, level_defines(n_levels - 1))
+        programs = self._event_programs(dtype, n_levels)
+        kern = self._kernel("mt_events", *programs["mt_events"])
         resident = events.resident_on(dev)
         resident_need = fixed + 12 * (events.n_pixels + 1) + n_frames * b.n_sub * 8
         if resident is not None and resident_need <= self.budget:
@@ -310,7 +351,7 @@ class OpenCLMultiTau(DeviceDataPath):
                 pyopencl.enqueue_nd_range_kernel(queue, kern, (_round_up(n_rows, LOCAL),), (LOCAL,))
             fs = (events.frame_sums_for(b) if dtype.kind == "f"  # host: fixed summation order
                   else self._device_frame_sums(queue, resident, o_buf, sub, n_rows, n_frames,
-                                               dtype, level_defines(0)))
+                                               programs["mt_event_frame_sums"]))
         else:
             acc = device_buffer(dev, queue, n_slots * P * 8, zero=True)
             self._event_blocks(events, pos, kern, acc, fixed, n_frames, n_levels, P, queue)
@@ -321,7 +362,7 @@ class OpenCLMultiTau(DeviceDataPath):
             check_int64_range(n2_bound(level, _event_value_bound(events), numpy.abs(fs).sum(axis=0)))
         return MultiTauSums(n2, fs, level, k, m)
 
-    def _device_frame_sums(self, queue, resident, o_buf, sub, n_rows, n_frames, dtype, defines):
+    def _device_frame_sums(self, queue, resident, o_buf, sub, n_rows, n_frames, program):
         """S_0(t, s) (n_frames, n_sub) int64 of integer events held in device buffers."""
         import pyopencl
 
@@ -334,8 +375,7 @@ class OpenCLMultiTau(DeviceDataPath):
         sums = device_buffer(self.dev, queue, out.nbytes, zero=True)
         s_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
                                 hostbuf=numpy.ascontiguousarray(sub, numpy.int32))
-        k = self._kernel("mt_event_frame_sums", CTYPES[str(dtype)], self._val_t, self._acc_t, 0,
-                         defines)
+        k = self._kernel("mt_event_frame_sums", *program)
         k.set_args(resident.d_values, resident.d_times, o_buf, s_buf, numpy.int32(n_rows),
                    numpy.int32(n_sub), sums)
         pyopencl.enqueue_nd_range_kernel(queue, k, (_round_up(n_rows, LOCAL),), (LOCAL,))

@@ -43,8 +43,9 @@ from typing import Optional
 import numpy
 
 from ..engine.frames import as_frame_source
-from ..opencl.device import (CTYPES, StagingSlots, default_device_memory, device_buffer,
-                             download_pinned, get_device, get_kernel, upload_chunk)
+from ..opencl.device import (CTYPES, StagingSlots, build_program, default_device_memory,
+                             device_buffer, download_pinned, get_device, get_kernel,
+                             prepare_in_background, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -186,6 +187,65 @@ class OpenCLTwoTime(DeviceDataPath):
                 return c_type, numpy.dtype(np_type)
         return "long", numpy.dtype(numpy.int64)
 
+    def _plan(self, dtype, n_frames, fixed, reiterable):
+        """(time bin, its default, time bins n_t, X's C type, X's dtype, groups of bins or None,
+        (C type, dtype) that holds any sum) for ``n_frames`` frames of ``dtype``; ``fixed``:
+        device bytes taken besides X and the maps; ``reiterable``: whether the data can be
+        read again (several passes, a retry with the safe type)."""
+        b = choose_time_bin(n_frames, self.time_bin, self.max_frames)
+        b_default = b
+        while True:
+            n_t = int(n_frames) // b
+            x_t, x_np = self._x_type(dtype, b)
+            groups = self._groups_or_none(n_t, x_np.itemsize, fixed)
+            safe = (x_t, x_np)
+            if (x_np.kind == "u" and x_np.itemsize > 1 and reiterable
+                    and (self._narrow_first or (b > 1 and (groups is None or len(groups) > 1)))):
+                # Binned counts are usually small: try X in uint8 (a flag tells when a sum does
+                # not fit and the frames are read again with the safe type), for fewer passes
+                # or for the tensor-core products.
+                narrow = self._groups_or_none(n_t, 1, fixed)
+                if narrow is not None and (self._narrow_first or groups is None
+                                           or len(narrow) < len(groups)):
+                    groups, x_t, x_np = narrow, "uchar", numpy.dtype(numpy.uint8)
+            fits = groups is not None and (len(groups) == 1 or reiterable)
+            if fits or self.time_bin is not None or n_t <= 1:
+                return b, b_default, n_t, x_t, x_np, groups, safe
+            # Default time binning: the next coarser one whose maps fit the budget.
+            b += max(1, b // 8)
+
+    def prepare_programs(self, dtype, n_frames) -> None:
+        """Start building, in the background, the programs that the events path will use for
+        ``n_frames`` frames of ``dtype`` (:func:`~ewoksxpcs.opencl.device.
+        prepare_in_background`): they compile while the frames are compacted. The tensor-core
+        kernel is prepared in its variant for binned counts whose products fit 32 bits."""
+        if self.data_path != "events" or dtype is None or not n_frames:
+            return
+        dtype = numpy.dtype(dtype)
+        if dtype.name not in CTYPES:
+            return
+        try:
+            b, _, n_t, x_t, x_np, _, _ = self._plan(dtype, int(n_frames), 0, True)
+        except ValueError:  # refused: correlate() says why
+            return
+        float_data = dtype.kind == "f"
+        narrow = x_np.kind == "u" and self._x_type(dtype, b)[1].itemsize > x_np.itemsize
+        variants = [self._defines(CTYPES[dtype.name], x_t, float_data,
+                                  int(numpy.iinfo(x_np).max) if narrow else None),  # tt_events
+                    self._defines("uchar", x_t, float_data)]  # tt_rowsums, tt_gram
+        if self.dev.has_fp64:
+            variants.append(self._defines("uchar", "uchar", False))  # tt_diag
+        mma = self._mma and x_t == "uchar" and not float_data
+        dev = self.dev
+
+        def build():
+            if mma:
+                build_program(dev, "gram_mma.cl")
+            for defines in variants:
+                build_program(dev, "twotime.cl", defines)
+
+        prepare_in_background(build)
+
     def _map_reserve(self, n_t):
         """Device bytes kept for the maps: one whole map (written in both halves by the kernel,
         read straight into the result) when it fits half the budget, else one band of rows."""
@@ -193,12 +253,17 @@ class OpenCLTwoTime(DeviceDataPath):
         return whole if whole <= self.budget // 2 else 0
 
     def _kernel(self, name, in_t, x_t, float_data, x_max=None):
+        return get_kernel(self.dev, "twotime.cl", name,
+                          self._defines(in_t, x_t, float_data, x_max))
+
+    def _defines(self, in_t, x_t, float_data, x_max=None) -> dict:
+        """Compile-time constants of ``twotime.cl``."""
         acc_t = "double" if (float_data and self.dev.has_fp64) else ("float" if float_data else "long")
         defines = {"IN_T": in_t, "X_T": x_t, "ACC_T": acc_t, "WG": WG, "TS": TS, "WPT": self.wpt,
                    "TK": TK}
         if x_max is not None:
             defines["X_MAX"] = f"{int(x_max)}UL"
-        return get_kernel(self.dev, "twotime.cl", name, defines)
+        return defines
 
     def _groups(self, n_t, x_size, fixed):
         """Split the selected bins into groups that fit the budget: per bin its columns of X, a
@@ -553,28 +618,9 @@ class OpenCLTwoTime(DeviceDataPath):
             raise ValueError("frames of 2^31 pixels or more: the OpenCL kernels index pixels in int32")
         frame_bytes = int(self.binning.shape[0] * self.binning.shape[1]) * dtype.itemsize
         fixed = 0 if is_events else 2 * frame_bytes
-        b = choose_time_bin(n_frames, self.time_bin, self.max_frames)
-        b_default = b
-        while True:
-            n_t = int(n_frames) // b
-            x_t, x_np = self._x_type(dtype, b)
-            groups = self._groups_or_none(n_t, x_np.itemsize, fixed)
-            safe = (x_t, x_np)
-            if (x_np.kind == "u" and x_np.itemsize > 1 and (is_events or source.reiterable)
-                    and (self._narrow_first or (b > 1 and (groups is None or len(groups) > 1)))):
-                # Binned counts are usually small: try X in uint8 (a flag tells when a sum does
-                # not fit and the frames are read again with the safe type), for fewer passes
-                # or for the tensor-core products.
-                narrow = self._groups_or_none(n_t, 1, fixed)
-                if narrow is not None and (self._narrow_first or groups is None
-                                           or len(narrow) < len(groups)):
-                    groups, x_t, x_np = narrow, "uchar", numpy.dtype(numpy.uint8)
-            fits = groups is not None and (len(groups) == 1 or source is None
-                                           or source.reiterable)
-            if fits or self.time_bin is not None or n_t <= 1:
-                break
-            # Default time binning: the next coarser one whose maps fit the budget.
-            b += max(1, b // 8)
+        reiterable = is_events or source.reiterable
+        b, b_default, n_t, x_t, x_np, groups, safe = self._plan(dtype, n_frames, fixed,
+                                                                 reiterable)
         if b != b_default:
             logger.info("two-time: time_bin %d (default %d) to fit max_device_memory=%d",
                         b, b_default, self.budget)

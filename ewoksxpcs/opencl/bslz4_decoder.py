@@ -184,6 +184,16 @@ class BSLZ4Decoder:
         bitmap = -(-self.block_bytes // 32) * 4
         return out + bitmap + 7 * 4 * LOCAL_SEQ_CAP + 32
 
+    def prepare(self) -> None:
+        """Build the programs that :meth:`decode` into a buffer's start will use (known once
+        the block size is: given, or read from the first chunk by the first decode)."""
+        if self.block_elems is not None:
+            self._kernels(self._aligned(0))
+
+    def _aligned(self, out_offset: int) -> bool:
+        vec = 8 * self.itemsize
+        return out_offset % vec == 0 and self.chunk_bytes % vec == 0
+
     def _kernels(self, aligned: bool):
         defines = self._defines(aligned)
         names = (("bslz4_blocks", "bslz4_decode_local") if self.local_decode else
@@ -336,9 +346,7 @@ class BSLZ4Decoder:
         if self.block_elems is None:
             self._detect_block_elems(queue, offsets, sizes, is_raw, header_of)
         bufs = self._scratch(n)
-        vec = 8 * self.itemsize
-        aligned = out_offset % vec == 0 and self.chunk_bytes % vec == 0
-        kernels = self._kernels(aligned)
+        kernels = self._kernels(self._aligned(out_offset))
         k_blocks = kernels[0]
 
         pyopencl.enqueue_copy(queue, bufs["offsets"], offsets.astype(numpy.uint64),

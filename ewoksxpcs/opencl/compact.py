@@ -33,7 +33,7 @@ from ..engine.badframes import excluded_of
 from ..engine.events import DeviceEvents, EventStack, _kept_pixels, check_non_negative
 from ..engine.frames import as_frame_source
 from .device import (CTYPES, OpenCLDevice, default_device_memory, device_buffer, get_device,
-                     get_kernel, pinned_empty, power_of_two_work_group)
+                     get_kernel, pinned_empty, power_of_two_work_group, prepare_in_background)
 from ..engine.qmask import Binning
 from .prefix_sum import DeviceScan
 
@@ -121,6 +121,14 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
             layout, reason = None, f"dtype {dtype} is not decoded on the device"
         if layout is None and decode == "device":
             raise ValueError(f"cannot decompress {source!r} on the device: {reason}")
+    if layout is not None:
+        # The decoder's programs compile while this thread compiles the compactor's.
+        from .bslz4_decoder import BSLZ4Decoder
+
+        ny, nx = layout.frame_shape
+        decoder = BSLZ4Decoder(dev, layout.dtype, layout.frames_per_chunk * ny * nx,
+                               block_elems=layout.block_size)
+        prepare_in_background(decoder.prepare)
     compactor = _DeviceCompactor(dev, shape, dtype, kept, binning, budget)
     frame_bytes = shape[0] * shape[1] * dtype.itemsize
     if chunk_frames is None:
@@ -135,7 +143,8 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
 
     def make_batches():
         if layout is not None:
-            batches = _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof)
+            batches = _decoded_batches(dev, source, layout, decoder, chunk_frames, read_threads,
+                                       prof)
             # Bad frames (read as zeros by the source's own reader): zeroed on the device.
             return batches if excluded is None else _zero_excluded(dev, batches, excluded,
                                                                   frame_bytes)
@@ -282,13 +291,13 @@ class _Profile:
             self.record[key] = self.record.get(key, 0.0) + time.perf_counter() - tick
 
 
-def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
+def _decoded_batches(dev, source, layout, decoder, chunk_frames, read_threads, prof):
     """(device frames, first frame in the buffer, n, None) per batch of whole chunks, read raw
     by threads into page-locked buffers (the next batch while the device decodes this one),
     uploaded and decompressed on the device."""
     import pyopencl
 
-    from .bslz4_decoder import BSLZ4Decoder, chunk_errors
+    from .bslz4_decoder import chunk_errors
     from ..io.hdf5chunks import read_chunks
 
     ctx, queue = dev.context, dev.queue
@@ -304,9 +313,6 @@ def _decoded_batches(dev, source, layout, chunk_frames, read_threads, prof):
     batch_bytes = max(int(layout.sizes[a:b].sum()) for a, b in zip(edges[:-1], edges[1:]))
     npix = layout.frame_shape[0] * layout.frame_shape[1]
     itemsize = numpy.dtype(layout.dtype).itemsize
-    tick = prof.start()
-    decoder = BSLZ4Decoder(dev, layout.dtype, k * npix, block_elems=layout.block_size)
-    prof.stop("decoder_init_s", tick)
     staging = [pinned_empty(dev, (max(1, batch_bytes),), numpy.uint8) for _ in range(2)]
     d_comp = [pyopencl.Buffer(ctx, pyopencl.mem_flags.READ_ONLY, max(8, batch_bytes))
               for _ in range(2)]

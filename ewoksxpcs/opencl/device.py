@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import warnings
+from concurrent.futures import Future
 from importlib import resources
 
 import numpy
@@ -40,6 +41,7 @@ __all__ = [
     "get_kernel",
     "list_devices",
     "pinned_empty",
+    "prepare_in_background",
     "upload_pinned",
     "zero_buffer",
 ]
@@ -183,8 +185,9 @@ class OpenCLDevice:
         self.has_fp64 = "cl_khr_fp64" in ext or bool(getattr(dev, "double_fp_config", 0))
         self._programs: dict[tuple, object] = {}
         self._kernels: dict[int, dict] = {}
-        # Builds one at a time: a program built twice by two threads would leave kernels
-        # cached under the id of the one dropped.
+        # Each program is built once (a program built twice by two threads would leave kernels
+        # cached under the id of the one dropped): the builds in flight, by key.
+        self._building: dict[tuple, Future] = {}
         self._build_lock = threading.RLock()
 
     @property
@@ -311,6 +314,10 @@ def kernel_source(filename: str) -> str:
 def build_program(dev: OpenCLDevice, filename: str, defines: dict | None = None):
     """Compile ``kernels/<filename>`` (after ``kernels/common.cl``) for ``dev``, cached.
 
+    Programs compile once per (device, file, defines): a thread asking for a program that
+    another thread is compiling waits for that build; different programs compile at the same
+    time (the driver's compiler runs without the GIL).
+
     Parameters
     ----------
     dev : OpenCLDevice
@@ -324,8 +331,6 @@ def build_program(dev: OpenCLDevice, filename: str, defines: dict | None = None)
     -------
     pyopencl.Program
     """
-    import pyopencl
-
     defines = dict(defines or {})
     if dev.has_int64_atomics:
         defines.setdefault("HAS_INT64_ATOMICS", 1)
@@ -333,17 +338,68 @@ def build_program(dev: OpenCLDevice, filename: str, defines: dict | None = None)
         defines.setdefault("HAS_FP64", 1)
     key = (filename, tuple(sorted((str(k), str(v)) for k, v in defines.items())))
     program = dev._programs.get(key)
-    if program is None:
+    if program is not None:
+        return program
+    with dev._build_lock:
+        program = dev._programs.get(key)
+        if program is not None:
+            return program
+        building = dev._building.get(key)
+        mine = building is None
+        if mine:
+            building = dev._building[key] = Future()
+    if not mine:
+        return building.result()
+    try:
+        program = _compile(dev, key)
+    except BaseException as e:
         with dev._build_lock:
-            program = dev._programs.get(key)
-            if program is None:
-                source = kernel_source("common.cl") + "\n" + kernel_source(filename)
-                options = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in key[1]]
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", pyopencl.CompilerWarning)
-                    program = pyopencl.Program(dev.context, source).build(options=options)
-                dev._programs[key] = program
+            del dev._building[key]  # a later call compiles again (and reports its own error)
+        building.set_exception(e)
+        raise
+    with dev._build_lock:
+        dev._programs[key] = program
+        del dev._building[key]
+    building.set_result(program)
     return program
+
+
+def _compile(dev: OpenCLDevice, key: tuple):
+    import pyopencl
+
+    filename, defines = key
+    source = kernel_source("common.cl") + "\n" + kernel_source(filename)
+    options = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyopencl.CompilerWarning)
+        return pyopencl.Program(dev.context, source).build(options=options)
+
+
+def prepare_in_background(prepare, name: str = "ewoksxpcs-build") -> threading.Thread:
+    """Run ``prepare()`` (typically: build the programs a later step will ask for) in a thread.
+
+    Cold builds take 0.2-1 s a program on a GPU; started when the data's type is known, they
+    compile while the frames are read and compacted instead of when the step that needs them
+    starts. The step's own :func:`build_program` waits for a build in flight or builds what
+    was not prepared (a wrong guess costs nothing but the thread's time). Errors are logged
+    at debug level only: the step that needs the program meets its own.
+
+    Returns
+    -------
+    threading.Thread
+        Started; not a daemon (a thread stopped inside the driver's compiler at exit may
+        abort the process).
+    """
+
+    def run():
+        try:
+            prepare()
+        except Exception:  # the foreground build raises it, if that program is needed
+            logger.debug("background program build failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name=name, daemon=False)
+    thread.start()
+    return thread
 
 
 def get_kernel(dev: OpenCLDevice, filename: str, name: str, defines: dict | None = None):

@@ -77,7 +77,11 @@ class LoadFrames(XpcsTask, input_model=Inputs, output_model=Outputs):
             detector=inputs.detector,
         )
         from ..engine.events import EventStack
+        from ..io.readahead import start_readahead
 
+        # The stored chunks come into the page cache while the next steps start (a cold disk
+        # then delivers them during the start-up, not during the correlation).
+        start_readahead(frames)
         is_events = isinstance(frames, EventStack)
         period = getattr(frames, "frame_period", None)
         self.outputs.frames = frames

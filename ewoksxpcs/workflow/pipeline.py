@@ -413,6 +413,11 @@ def correlator_input(correlator, source, bad_pixels=None, token: Optional[Cancel
     options = getattr(correlator, "compaction_options", lambda: None)()
     if options is None:
         return source, None, 0.0
+    prepare = getattr(correlator, "prepare_programs", None)
+    if prepare is not None:  # the correlation's programs compile during the compaction
+        from ..engine.frames import frames_type
+
+        prepare(*frames_type(source))
     t_c = time.perf_counter()
     events = compact_frames(
         source,
