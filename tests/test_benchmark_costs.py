@@ -22,3 +22,19 @@ def test_costs_suite_times_and_fits_every_method(monkeypatch, tmp_path):
             assert set(fitted) == set(entry) and all(v >= 0 for v in fitted.values())
     assert all(r["seconds"] > 0 for r in out["rows"])
     assert any(line.startswith("case tiny:") for line in lines)
+
+
+def test_costs_suite_saves_every_timing_and_fits_what_it_has(monkeypatch, tmp_path):
+    """A run cut short keeps its timings: ``on_row`` sees each one, and ``fit_costs`` fits
+    the methods that have rows (the others are absent, keeping their constants)."""
+    require_opencl("cpu")
+    monkeypatch.setattr(benchmark_costs, "COST_CASES", (("tiny", (32, 32), 60, 0.05),))
+    seen = []
+    out = benchmark_costs.run_costs(device="cpu", workdir=str(tmp_path), on_step=lambda _: None,
+                                    methods=["fft", "numpy"],
+                                    on_row=lambda machine, rows: seen.append(len(rows)))
+    assert seen == list(range(1, len(out["rows"]) + 1)) and seen
+    assert {r["method"] for r in out["rows"]} == {"fft", "numpy"}
+    partial = benchmark_costs.fit_costs("cpu", out["rows"][:1])
+    first = out["rows"][0]
+    assert list(partial) == [first["mode"]] and list(partial[first["mode"]]) == [first["method"]]

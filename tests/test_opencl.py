@@ -262,15 +262,20 @@ def test_different_programs_compile_at_the_same_time(cpu, monkeypatch):
     assert got[0] is got[2] and got[1] is got[3] and got[0] is not got[1]
 
 
-def test_background_build_is_used_and_its_errors_wait_for_the_foreground(cpu, monkeypatch):
+def test_background_builds_are_used_and_their_errors_wait_for_the_foreground(cpu, monkeypatch):
     compiled = recording_compiles(monkeypatch, cpu)
-    defines = {"WG": 4, "ITEMS": 4}
-    opencl.prepare_in_background(lambda: build_program(cpu, "scan.cl", defines)).join()
-    program = build_program(cpu, "scan.cl", defines)
-    assert [c[0] for c in compiled] == ["ewoksxpcs-build"]
-    assert build_program(cpu, "scan.cl", defines) is program
+    programs = [("scan.cl", {"WG": 4, "ITEMS": 4}), ("scan.cl", {"WG": 8, "ITEMS": 4})]
+    threads = opencl.build_in_background(cpu, programs)
+    # Registered before the call returns: asked for at once, they are waited for, not rebuilt.
+    got = [build_program(cpu, *p) for p in programs]
+    for t in threads:
+        t.join()
+    assert [c[0] for c in compiled] == ["ewoksxpcs-build"] * 2
+    assert [build_program(cpu, *p) for p in programs] == got
+    assert opencl.build_in_background(cpu, programs) == []  # built: nothing to start
     # A failed background build raises nothing there; the step that needs it raises its error.
-    opencl.prepare_in_background(lambda: build_program(cpu, "nothing.cl")).join()
+    for t in opencl.build_in_background(cpu, [("nothing.cl", None)]):
+        t.join()
     with pytest.raises(ValueError, match="no OpenCL kernel file 'nothing.cl'"):
         build_program(cpu, "nothing.cl")
     assert cpu._building == {}

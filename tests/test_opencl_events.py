@@ -503,3 +503,33 @@ def test_pixel_beyond_the_memory_budget_is_a_clear_error(device, rng):
                           max_device_memory=4 * n2_bytes + 2**20 + 100)
     with pytest.raises(ValueError, match="raise max_device_memory"):
         c.correlate(events)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+@pytest.mark.parametrize("n_c, most, groups, tiles", [(4306, 65536, 1, 1), (4306, 65536, 8, 1),
+                                                      (70000, 65536, 1, 1), (50, 50, 4, 3),
+                                                      (1, 8, 1, 1), (0, 8, 1, 1)])
+def test_launches_cover_the_tasks_and_fill_the_device(progress, n_c, most, groups, tiles):
+    """Launches over a chunk's tasks: contiguous, of equal sizes, at most ``most`` each; with
+    the progress bar on, about PROGRESS_STEPS of them but none below LAUNCH_FILL work-groups
+    per compute unit (a launch of fewer leaves the device partly idle)."""
+    from types import SimpleNamespace
+
+    from ewoksxpcs.correlators import opencl_events as oe
+
+    corr = SimpleNamespace(dev=SimpleNamespace(compute_units=132),
+                           report_progress=(lambda f: None) if progress else None)
+    ranges = oe.OpenCLEventCorrelator._task_ranges(corr, n_c, most, groups, tiles)
+    starts = [k for k, _ in ranges]
+    assert starts == sorted(starts) and sum(n for _, n in ranges) == n_c
+    assert all(k0 + n0 == k1 for (k0, n0), (k1, _) in zip(ranges, ranges[1:]))
+    sizes = [n for _, n in ranges]
+    assert all(0 < n <= most for n in sizes)
+    if len(sizes) > 1:
+        assert max(sizes) - min(sizes) <= max(sizes) // len(sizes) + 1
+    fill = -(-oe.LAUNCH_FILL * 132 // tiles)
+    if progress and n_c >= fill:
+        assert min(sizes) * tiles >= oe.LAUNCH_FILL * 132 * 0.5  # equal sizes: at least half
+        assert max(sizes) * tiles >= oe.LAUNCH_FILL * 132
+    if not progress:
+        assert len(sizes) == -(-n_c // most)

@@ -152,7 +152,12 @@ def test_opencl_events_moves_during_the_kernels(rng, monkeypatch, as_events):
     from ewoksxpcs import compact
     from ewoksxpcs.correlators.opencl_events import OpenCLEventCorrelator
 
+    from ewoksxpcs.correlators import opencl_events
+
     require_opencl("cpu")
+    # Launches of one work-group at least: this small case has too few tasks to fill 8 per
+    # compute unit and still move the bar in steps.
+    monkeypatch.setattr(opencl_events, "LAUNCH_FILL", 1)
     frames = rng.poisson(0.4, size=(300, 16, 16)).astype(numpy.uint8)
     qmask = 1 + (numpy.arange(256) % 3).reshape(16, 16)
     data = compact(frames) if as_events else frames

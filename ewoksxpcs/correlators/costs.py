@@ -26,9 +26,9 @@ Machine kinds: ``cpu`` (no OpenCL GPU: NumPy/FFT methods, and OpenCL methods on 
 device such as PoCL) and ``gpu`` (an OpenCL GPU present). The constants of ``cpu`` were measured
 on the 2-core development machine (Intel Xeon, 2 logical CPUs, PoCL, quiet) by ``ewoksxpcs
 benchmark --suite costs`` (run recorded in ``doc/benchmarks/cpu_2core_costs_session5.json``,
-2026-12-02). The ``gpu`` constants are ESTIMATES for
-one H200 derived from the records in ``doc/benchmarks`` (``h200_e2e*.json``, ``h200_gpu_suite``):
-the lead replaces them with ``ewoksxpcs benchmark --suite costs`` on the device.
+2026-12-02). The ``gpu`` constants of the OpenCL methods and of ``fft`` were measured on one
+H200 (16 cores) by the same suite (``doc/benchmarks/h200_costs_gpu_session7.json``); the CPU
+methods never chosen there keep estimates from the earlier records.
 """
 
 from __future__ import annotations
@@ -74,35 +74,35 @@ COSTS: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {
                       "fixed": 0.171},
         },
     },
-    # ESTIMATES for one H200 (16 cores), to be replaced by a costs-suite run on the device.
-    # Derived from doc/benchmarks: h200_e2e.json (Eiger 4M x 10 000 frames, 0.01 counts:
-    # compaction from raw chunks 1.68 s for 4.5e10 pixel-frames -> 3.8e-11 s each; CPU decode on
-    # 16 threads 2 516 frames/s -> 9e-11 s per pixel-frame; correlation 0.29 s);
-    # h200_gpu_suite.txt (events 2.9e10 pairs/s at 0.01 and 6.7e11 at 0.1 counts -> 1.5e-11 s
-    # per pair; multi-tau 512x1024x100 000 in 3.3 s -> 6e-11 s per binned pixel-frame;
-    # two-time 10 bins x 519 020 pixels x 10 000^2 in 6.2 s -> 1.2e-13 s per map element).
-    # Dense frames on the GPU: CPU decode + host->device at ~25 GB/s (2 bytes) -> 1.7e-10.
-    # CPU methods: the 2-core constants / 6 (16 unloaded cores). Per-event multi-tau and
-    # two-time costs: not measured, 1e-10 s per event (serial walk of a pixel's events).
+    # One H200 (16 cores). Measured (session 7): ewoksxpcs benchmark --suite costs --device gpu
+    # --scale 10 --methods opencl-events opencl-dense opencl fft, fitted on 5 bitshuffle-LZ4
+    # scans (256x256x20 000 at 0.01 counts, 256x256x10 000 at 0.002, 128x128x10 000 at 0.5,
+    # 48x48x40 000 at 0.2, 512x512x10 000 at 0.01); rows in
+    # doc/benchmarks/h200_costs_gpu_session7.json. The two-time cases' maps (10 bins x 10 000^2
+    # at most) cost too little next to the fixed and per-event terms for the fit to give them
+    # a weight (0 for both OpenCL methods: they share that cost). Still ESTIMATES (not timed
+    # there: never chosen on that machine), from the earlier records: matmul (linear) and the
+    # NumPy multi-tau and two-time, the 2-core constants / 6 (16 unloaded cores).
     "gpu": {
         "linear": {
-            "fft": {"frame_pixels": 9e-11, "pixel_frames_log": 2.0e-10, "fixed": 0.01},
+            "fft": {"frame_pixels": 0.0, "pixel_frames_log": 3.42e-10, "fixed": 1.09},
             "matmul": {"frame_pixels": 9e-11, "pixel_frames_sq": 2.0e-11, "fixed": 0.01},
-            "opencl-events": {"frame_pixels": 3.8e-11, "pairs": 1.5e-11, "fixed": 0.05},
-            "opencl-dense": {"frame_pixels": 1.7e-10, "pixel_frames_sq": 1.5e-13, "fixed": 0.05},
+            "opencl-events": {"frame_pixels": 1.21e-11, "pairs": 2.45e-12, "fixed": 0.167},
+            "opencl-dense": {"frame_pixels": 2.46e-10, "pixel_frames_sq": 1.11e-13,
+                             "fixed": 0.7},
         },
         "multitau": {
             "numpy": {"frame_pixels": 9e-11, "pixel_frames": 8.0e-9, "fixed": 0.01},
-            "opencl-events": {"frame_pixels": 3.8e-11, "events": 1.0e-10, "fixed": 0.05},
-            "opencl": {"frame_pixels": 1.7e-10, "pixel_frames": 6.0e-11, "fixed": 0.05},
+            "opencl-events": {"frame_pixels": 1.95e-11, "events": 3.06e-10, "fixed": 0.186},
+            "opencl": {"frame_pixels": 4.77e-10, "pixel_frames": 0.0, "fixed": 1.06},
         },
         "twotime": {
             "numpy": {"frame_pixels": 9e-11, "pixel_frames": 2.0e-9, "map_elements": 2.0e-11,
                       "fixed": 0.01},
-            "opencl-events": {"frame_pixels": 3.8e-11, "events": 1.0e-10,
-                              "map_elements": 1.2e-13, "fixed": 0.05},
-            "opencl": {"frame_pixels": 1.7e-10, "pixel_frames": 1.0e-11,
-                       "map_elements": 1.2e-13, "fixed": 0.05},
+            "opencl-events": {"frame_pixels": 6.69e-11, "events": 3.73e-10,
+                              "map_elements": 0.0, "fixed": 0.429},
+            "opencl": {"frame_pixels": 0.0, "pixel_frames": 4.41e-10, "map_elements": 0.0,
+                       "fixed": 1.34},
         },
     },
 }

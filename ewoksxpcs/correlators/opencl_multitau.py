@@ -52,9 +52,8 @@ from ..engine.multitau import (
     n2_bound,
     normalise_multitau,
 )
-from ..opencl.device import (CTYPES, build_program, default_device_memory, device_buffer,
-                             get_device, get_kernel, prepare_in_background, StagingSlots,
-                             upload_chunk)
+from ..opencl.device import (CTYPES, build_in_background, default_device_memory,
+                             device_buffer, get_device, get_kernel, StagingSlots, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 
 __all__ = ["OpenCLMultiTau", "OpenCLEventsMultiTau", "DeviceDataPath", "DenseMultiTauStream",
@@ -215,24 +214,21 @@ class OpenCLMultiTau(DeviceDataPath):
 
     def prepare_programs(self, dtype, n_frames) -> None:
         """Start building, in the background, the programs of the events path for ``n_frames``
-        frames of ``dtype`` (:func:`~ewoksxpcs.opencl.device.prepare_in_background`): they
+        frames of ``dtype`` (:func:`~ewoksxpcs.opencl.device.build_in_background`): they
         compile while the frames are compacted. Nothing on the dense path."""
         if self.data_path != "events" or dtype is None or not n_frames:
             return
         dtype = numpy.dtype(dtype)
         if dtype.name not in CTYPES or (dtype.kind == "f" and not self.dev.has_fp64):
             return
-        programs = self._event_programs(dtype, self._levels_for(int(n_frames)))
+        try:
+            programs = self._event_programs(dtype, self._levels_for(int(n_frames)))
+        except ValueError:  # refused: the correlation says why
+            return
         if dtype.kind == "f":  # its frame sums are taken on the host
             del programs["mt_event_frame_sums"]
-        defines = [self._defines(*args) for args in programs.values()]
-        dev = self.dev
-
-        def build():
-            for d in defines:
-                build_program(dev, "multitau.cl", d)
-
-        prepare_in_background(build)
+        build_in_background(self.dev, [("multitau.cl", self._defines(*args))
+                                       for args in programs.values()])
 
     @staticmethod
     def _slot_bases(m, n_levels):

@@ -43,9 +43,9 @@ from typing import Optional
 import numpy
 
 from ..engine.frames import as_frame_source
-from ..opencl.device import (CTYPES, StagingSlots, build_program, default_device_memory,
-                             device_buffer, download_pinned, get_device, get_kernel,
-                             prepare_in_background, upload_chunk)
+from ..opencl.device import (CTYPES, StagingSlots, build_in_background,
+                             default_device_memory, device_buffer, download_pinned, get_device,
+                             get_kernel, upload_chunk)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -217,7 +217,7 @@ class OpenCLTwoTime(DeviceDataPath):
     def prepare_programs(self, dtype, n_frames) -> None:
         """Start building, in the background, the programs that the events path will use for
         ``n_frames`` frames of ``dtype`` (:func:`~ewoksxpcs.opencl.device.
-        prepare_in_background`): they compile while the frames are compacted. The tensor-core
+        build_in_background`): they compile while the frames are compacted. The tensor-core
         kernel is prepared in its variant for binned counts whose products fit 32 bits."""
         if self.data_path != "events" or dtype is None or not n_frames:
             return
@@ -235,16 +235,10 @@ class OpenCLTwoTime(DeviceDataPath):
                     self._defines("uchar", x_t, float_data)]  # tt_rowsums, tt_gram
         if self.dev.has_fp64:
             variants.append(self._defines("uchar", "uchar", False))  # tt_diag
-        mma = self._mma and x_t == "uchar" and not float_data
-        dev = self.dev
-
-        def build():
-            if mma:
-                build_program(dev, "gram_mma.cl")
-            for defines in variants:
-                build_program(dev, "twotime.cl", defines)
-
-        prepare_in_background(build)
+        programs = [("twotime.cl", defines) for defines in variants]
+        if self._mma and x_t == "uchar" and not float_data:
+            programs.append(("gram_mma.cl", None))
+        build_in_background(self.dev, programs)
 
     def _map_reserve(self, n_t):
         """Device bytes kept for the maps: one whole map (written in both halves by the kernel,

@@ -184,11 +184,13 @@ class BSLZ4Decoder:
         bitmap = -(-self.block_bytes // 32) * 4
         return out + bitmap + 7 * 4 * LOCAL_SEQ_CAP + 32
 
-    def prepare(self) -> None:
-        """Build the programs that :meth:`decode` into a buffer's start will use (known once
-        the block size is: given, or read from the first chunk by the first decode)."""
-        if self.block_elems is not None:
-            self._kernels(self._aligned(0))
+    def programs(self) -> list:
+        """[(file, defines)] of the programs that :meth:`decode` into a buffer's start will use
+        (:func:`~.device.build_in_background`); known once the block size is (given, or read
+        from the first chunk by the first decode), else none."""
+        if self.block_elems is None:
+            return []
+        return [("bslz4.cl", self._defines(self._aligned(0)))]
 
     def _aligned(self, out_offset: int) -> bool:
         vec = 8 * self.itemsize

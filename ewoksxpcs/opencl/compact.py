@@ -33,7 +33,7 @@ from ..engine.badframes import excluded_of
 from ..engine.events import DeviceEvents, EventStack, _kept_pixels, check_non_negative
 from ..engine.frames import as_frame_source
 from .device import (CTYPES, OpenCLDevice, default_device_memory, device_buffer, get_device,
-                     get_kernel, pinned_empty, power_of_two_work_group, prepare_in_background)
+                     get_kernel, pinned_empty, power_of_two_work_group, build_in_background)
 from ..engine.qmask import Binning
 from .prefix_sum import DeviceScan
 
@@ -128,7 +128,7 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
         ny, nx = layout.frame_shape
         decoder = BSLZ4Decoder(dev, layout.dtype, layout.frames_per_chunk * ny * nx,
                                block_elems=layout.block_size)
-        prepare_in_background(decoder.prepare)
+        build_in_background(dev, decoder.programs())
     compactor = _DeviceCompactor(dev, shape, dtype, kept, binning, budget)
     frame_bytes = shape[0] * shape[1] * dtype.itemsize
     if chunk_frames is None:

@@ -33,6 +33,7 @@ __all__ = [
     "OpenCLDevice",
     "OpenCLUnavailableError",
     "FILL_MAX_BYTES",
+    "build_in_background",
     "build_program",
     "copy_into",
     "device_buffer",
@@ -41,7 +42,6 @@ __all__ = [
     "get_kernel",
     "list_devices",
     "pinned_empty",
-    "prepare_in_background",
     "upload_pinned",
     "zero_buffer",
 ]
@@ -331,12 +331,7 @@ def build_program(dev: OpenCLDevice, filename: str, defines: dict | None = None)
     -------
     pyopencl.Program
     """
-    defines = dict(defines or {})
-    if dev.has_int64_atomics:
-        defines.setdefault("HAS_INT64_ATOMICS", 1)
-    if dev.has_fp64:
-        defines.setdefault("HAS_FP64", 1)
-    key = (filename, tuple(sorted((str(k), str(v)) for k, v in defines.items())))
+    key = _program_key(dev, filename, defines)
     program = dev._programs.get(key)
     if program is not None:
         return program
@@ -350,6 +345,21 @@ def build_program(dev: OpenCLDevice, filename: str, defines: dict | None = None)
             building = dev._building[key] = Future()
     if not mine:
         return building.result()
+    return _build(dev, key, building)
+
+
+def _program_key(dev: OpenCLDevice, filename: str, defines: dict | None) -> tuple:
+    """(file, sorted defines as strings), with the device's own ``HAS_*`` defines added."""
+    defines = dict(defines or {})
+    if dev.has_int64_atomics:
+        defines.setdefault("HAS_INT64_ATOMICS", 1)
+    if dev.has_fp64:
+        defines.setdefault("HAS_FP64", 1)
+    return (filename, tuple(sorted((str(k), str(v)) for k, v in defines.items())))
+
+
+def _build(dev: OpenCLDevice, key: tuple, building: Future):
+    """Compile the program ``key`` registered as in flight (``building``), publish it."""
     try:
         program = _compile(dev, key)
     except BaseException as e:
@@ -375,31 +385,47 @@ def _compile(dev: OpenCLDevice, key: tuple):
         return pyopencl.Program(dev.context, source).build(options=options)
 
 
-def prepare_in_background(prepare, name: str = "ewoksxpcs-build") -> threading.Thread:
-    """Run ``prepare()`` (typically: build the programs a later step will ask for) in a thread.
+def build_in_background(dev: OpenCLDevice, programs) -> list:
+    """Start compiling programs that a later step will ask for, each in a thread of its own.
 
     Cold builds take 0.2-1 s a program on a GPU; started when the data's type is known, they
     compile while the frames are read and compacted instead of when the step that needs them
-    starts. The step's own :func:`build_program` waits for a build in flight or builds what
-    was not prepared (a wrong guess costs nothing but the thread's time). Errors are logged
-    at debug level only: the step that needs the program meets its own.
+    starts. Each program is registered as in flight before this returns, so that the step's
+    own :func:`build_program` waits for that build instead of compiling it again; a program
+    that was not asked for here is built by the step itself (a wrong guess costs only the
+    thread's time). A failed build raises nothing here: the step that needs the program
+    compiles it again and meets the error.
+
+    Parameters
+    ----------
+    dev : OpenCLDevice
+    programs : iterable of (str, dict or None)
+        (file, defines) as :func:`build_program` takes them.
 
     Returns
     -------
-    threading.Thread
-        Started; not a daemon (a thread stopped inside the driver's compiler at exit may
-        abort the process).
+    list of threading.Thread
+        The started threads (not daemons: a thread stopped inside the driver's compiler at
+        exit may abort the process).
     """
+    threads = []
+    for filename, defines in programs:
+        key = _program_key(dev, filename, defines)
+        with dev._build_lock:
+            if key in dev._programs or key in dev._building:
+                continue
+            building = dev._building[key] = Future()
 
-    def run():
-        try:
-            prepare()
-        except Exception:  # the foreground build raises it, if that program is needed
-            logger.debug("background program build failed", exc_info=True)
+        def run(key=key, building=building):
+            try:
+                _build(dev, key, building)
+            except Exception:  # the step that needs it compiles it again and raises
+                logger.debug("background build of %s failed", key[0], exc_info=True)
 
-    thread = threading.Thread(target=run, name=name, daemon=False)
-    thread.start()
-    return thread
+        thread = threading.Thread(target=run, name="ewoksxpcs-build", daemon=False)
+        thread.start()
+        threads.append(thread)
+    return threads
 
 
 def get_kernel(dev: OpenCLDevice, filename: str, name: str, defines: dict | None = None):

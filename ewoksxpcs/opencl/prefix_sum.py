@@ -30,13 +30,19 @@ class DeviceScan:
         self.dev = dev
         self.wg = power_of_two_work_group(dev, gpu=256, cpu=16)
         self.items = 16
-        defines = {"WG": self.wg, "ITEMS": self.items}
-        if count_type == "long":
-            defines["COUNT_T"] = "long"
+        ((_, defines),) = self.programs(dev, count_type)
         self._partials = get_kernel(dev, "scan.cl", "scan_partials", defines)
         self._apply = get_kernel(dev, "scan.cl", "scan_apply", defines)
         self._cap = 0
         self._d_partial = self._d_prefix = None
+
+    @staticmethod
+    def programs(dev: OpenCLDevice, count_type: str = "int") -> list:
+        """[(file, defines)] of the scan's program (:func:`~.device.build_in_background`)."""
+        defines = {"WG": power_of_two_work_group(dev, gpu=256, cpu=16), "ITEMS": 16}
+        if count_type == "long":
+            defines["COUNT_T"] = "long"
+        return [("scan.cl", defines)]
 
     def __call__(self, queue, d_counts, n: int, d_offsets) -> int:
         """Write offsets[0 … n] (offsets[n] = total) of counts[0 … n-1]; return the total.

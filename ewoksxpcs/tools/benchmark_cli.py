@@ -271,17 +271,25 @@ def _main_e2e(args) -> int:
 
 def _main_costs(args) -> int:
     """``--suite costs``: :func:`ewoksxpcs.tools.benchmark_costs.run_costs`."""
-    from .benchmark_costs import run_costs
+    from .benchmark_costs import fit_costs, run_costs
+
+    description = None
+
+    def save(machine, rows, fitted=None):  # after every timing: a run cut short keeps them
+        nonlocal description
+        if args.json:
+            description = description or machine_description(args.device)
+            with open(args.json, "w") as f:
+                json.dump({"suite": "costs", "machine": description, "cost_table": machine,
+                           "rows": rows, "fitted": fitted or fit_costs(machine, rows)},
+                          f, indent=1, default=float)
 
     # The frames of the cases times --scale; > 1 on a GPU, where small cases measure set-up.
     out = run_costs(device=args.device, scale=args.scale, repeat=args.repeat or 1,
-                    workdir=args.workdir, methods=args.methods)
+                    workdir=args.workdir, methods=args.methods, on_row=save)
     print(f"fitted constants for COSTS[{out['machine']!r}]:")
     print(json.dumps(out["fitted"], indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"suite": "costs", "machine": machine_description(args.device), **out}, f,
-                      indent=1, default=float)
+    save(out["machine"], out["rows"], out["fitted"])
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy
 
-__all__ = ["COST_CASES", "run_costs"]
+__all__ = ["COST_CASES", "fit_costs", "run_costs"]
 
 #: (name, shape, frames, counts): bitshuffle-LZ4 uint16 scans; ``scale`` multiplies the frames
 #: (use ``--scale 10`` or more on a GPU: these sizes are set-up dominated there).
@@ -49,11 +49,12 @@ def _time(fn, repeat: int) -> float:
 
 def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
               max_s: float = 60.0, workdir: Optional[str] = None, on_step=print,
-              methods=None) -> dict:
+              methods=None, on_row=None) -> dict:
     """Time every method of the cost table on the cases and fit its constants.
 
     ``methods`` (names, default all) restricts the methods timed and fitted, e.g. to re-measure
-    one backend: the others keep their constants.
+    one backend: the others keep their constants. ``on_row(machine, rows)`` is called after
+    each timing (a run cut short keeps what it measured: :func:`fit_costs` fits those rows).
 
     Returns
     -------
@@ -61,8 +62,6 @@ def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
         ``machine`` (cost table kind), ``rows`` (case, mode, method, seconds, features),
         ``fitted`` (mode -> method -> feature -> seconds per unit).
     """
-    from scipy.optimize import nnls
-
     from ..correlators import costs
     from ..correlators.auto import _opencl, describe_data
     from .synthetic_eiger import read_eiger_truth, write_eiger_scan
@@ -79,8 +78,10 @@ def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
     try:
         for name, shape, n_frames, counts in COST_CASES:
             n_frames = max(50, int(n_frames * scale))
+            # One writer process for the small cases (a pool costs more than it saves).
+            big = n_frames * shape[0] * shape[1] > 10**8
             master = write_eiger_scan(os.path.join(workdir, name), n_frames=n_frames,
-                                      shape=shape, counts=counts, processes=1,
+                                      shape=shape, counts=counts, processes=0 if big else 1,
                                       frames_per_file=max(1, n_frames // 4), gaps=False)
             labels = read_eiger_truth(master)["labels"].astype(numpy.int32)
             source = load_frames(master)
@@ -111,11 +112,30 @@ def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
                     seconds = _time(run, repeat)
                     rows.append({"case": name, "mode": mode, "method": method,
                                  "seconds": seconds, "features": f})
+                    if on_row is not None:
+                        on_row(machine, rows)
                     on_step(f"  {mode:8s} {method:14s} {seconds:8.3f} s "
                             f"(table predicted {predicted:.3g} s)")
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
+    return {"machine": machine, "rows": rows, "fitted": fit_costs(machine, rows)}
+
+
+def fit_costs(machine: str, rows) -> dict:
+    """Constants of ``COSTS[machine]`` fitted to measured ``rows`` (:func:`run_costs`): per mode
+    and method, non-negative least squares of the relative errors on the method's features.
+
+    Returns
+    -------
+    dict
+        mode -> method -> feature -> seconds per unit (3 significant digits), for the
+        methods that have rows.
+    """
+    from scipy.optimize import nnls
+
+    from ..correlators import costs
+
     fitted = {}
     for mode, table in costs.COSTS[machine].items():
         for method, entry in table.items():
@@ -127,4 +147,4 @@ def run_costs(device: Optional[str] = None, scale: float = 1.0, repeat: int = 1,
             coef, _ = nnls(a, numpy.ones(len(mine)))
             fitted.setdefault(mode, {})[method] = {n: float(f"{c:.3g}") for n, c in
                                                    zip(names, coef)}
-    return {"machine": machine, "rows": rows, "fitted": fitted}
+    return fitted
