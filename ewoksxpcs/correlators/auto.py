@@ -219,12 +219,14 @@ def choose(mode: str, data, binning, device: Optional[str] = None,
         Candidates (default: every method of the table), e.g. the OpenCL ones to choose only
         the data path (events or dense).
     """
+    # The data first: its samples are read while ``ewoksxpcs run``'s warm-up thread is still
+    # opening the device (about 1 s on an NVIDIA GPU), which get_device then waits for.
+    feat = describe_data(data, binning)
     dev, why_not = (None, "") if device == "none" else _opencl(device)
     if device not in (None, "cpu", "auto") and dev is None:
         warnings.warn(f"auto: OpenCL device {device!r} unavailable ({why_not}); using the CPU",
                       RuntimeWarning, stacklevel=3)
     machine = machine or costs.machine_kind(dev.kind if dev is not None else None)
-    feat = describe_data(data, binning)
     n_frames = feat.n_frames or 1
     occ = 1.0 if feat.occupancy is None else feat.occupancy
     frame_pixels = int(numpy.prod(feat.frame_shape)) if not feat.is_events else 0
