@@ -53,7 +53,6 @@ from ..engine.intrange import INT64_LIMIT, check_int64_bound
 from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, _s2_safe, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, build_in_background, default_device_memory, \
     device_buffer, download_pinned, get_device, get_kernel, upload_pinned
-from ..engine.frames import frames_type
 from ..engine.result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
@@ -288,7 +287,6 @@ class OpenCLEventCorrelator(EventCorrelator):
         from ..engine.events import EventStack
 
         if not isinstance(data, EventStack):
-            self.prepare_programs(*frames_type(data))
             data = compact_opencl(data, **self.compaction_options())
         self._check_events(data)
         self.binning.check_frame_shape(data.frame_shape)
@@ -320,11 +318,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         return sums
 
     def compaction_options(self) -> dict:
-        """Keyword arguments of the compaction of frames given to this correlator (device and
-        the options chunk_frames, max_device_memory), for :func:`compact_opencl` and
-        :func:`ewoksxpcs.workflow.pipeline.compact_frames`."""
+        """Keyword arguments of the compaction of frames given to this correlator (device, the
+        options chunk_frames, max_device_memory, and :meth:`prepare_programs`), for
+        :func:`compact_opencl` and :func:`ewoksxpcs.workflow.pipeline.compact_frames`."""
         return {"device": self.dev, "chunk_frames": self.options.get("chunk_frames"),
-                "max_device_memory": self.options.get("max_device_memory")}
+                "max_device_memory": self.options.get("max_device_memory"),
+                "prepare": self.prepare_programs}
 
     @staticmethod
     def _check_events(events):

@@ -110,7 +110,7 @@ class DeviceDataPath:
         if self.data_path != "events":
             return None
         return {"device": self.dev, "chunk_frames": self.chunk_frames,
-                "max_device_memory": self.max_device_memory}
+                "max_device_memory": self.max_device_memory, "prepare": self.prepare_programs}
 
     def prepare_programs(self, dtype, n_frames) -> None:
         """Start building the events path's programs in the background (subclasses)."""
@@ -122,10 +122,8 @@ class DeviceDataPath:
         options = self.compaction_options()
         if options is None or isinstance(data, EventStack):
             return data
-        from ..engine.frames import frames_type
         from ..opencl.compact import compact_opencl
 
-        self.prepare_programs(*frames_type(data))
         events = compact_opencl(data, **options)
         events.frame_period = getattr(data, "frame_period", None)
         return events

@@ -29,7 +29,6 @@ __all__ = [
     "ArrayFrameSource",
     "IterableFrameSource",
     "as_frame_source",
-    "frames_type",
     "MappedFrameSource",
     "frames_at",
     "check_dtype",
@@ -315,18 +314,6 @@ def as_frame_source(frames, frame_period: Optional[float] = None,
             f"not {type(frames).__name__}"
         ) from None
     return IterableFrameSource(iterator, n_frames=n_frames, frame_period=frame_period)
-
-
-def frames_type(frames) -> Tuple[Optional[numpy.dtype], Optional[int]]:
-    """(dtype, number of frames) of a FrameSource or 3-D array, read without touching the
-    frames; (None, None) for what tells neither (an iterable of chunks)."""
-    dtype = getattr(frames, "dtype", None)
-    if isinstance(frames, FrameSource):
-        return dtype, frames.n_frames
-    shape = getattr(frames, "shape", None)
-    if dtype is None or shape is None or len(shape) != 3:
-        return None, None
-    return numpy.dtype(dtype), int(shape[0])
 
 
 class _Failed:

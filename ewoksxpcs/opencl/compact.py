@@ -50,7 +50,7 @@ CPU_BATCH_BYTES = 64 * 1024**2
 def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None = None,
                    device=None, progress=None, max_device_memory: int | None = None,
                    decode: str = "auto", read_threads: int = 0,
-                   profile: dict | None = None) -> EventStack:
+                   profile: dict | None = None, prepare=None) -> EventStack:
     """Compact frames into an :class:`EventStack` on an OpenCL device, streaming over batches.
 
     Parameters
@@ -78,6 +78,10 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
         decompressed frames from the source.
     read_threads : int
         Threads reading raw chunks from the files (0: one per CPU, at most 32).
+    prepare : callable, optional
+        ``prepare(dtype, n_frames)`` of the frames, called before the compaction starts: the
+        consumer of the events starts building its programs then (``prepare_programs`` of the
+        OpenCL event correlators), and they compile while the frames are compacted.
     profile : dict, optional
         Filled with wall times (s) of the steps: ``read_s`` (reader thread), ``wait_read_s``
         (device side waiting for data), ``decode_s``, ``compact_s`` (counting, scanning,
@@ -129,6 +133,8 @@ def compact_opencl(frames, bad_pixels=None, qmask=None, chunk_frames: int | None
         decoder = BSLZ4Decoder(dev, layout.dtype, layout.frames_per_chunk * ny * nx,
                                block_elems=layout.block_size)
         build_in_background(dev, decoder.programs())
+    if prepare is not None:
+        prepare(dtype, source.n_frames)
     compactor = _DeviceCompactor(dev, shape, dtype, kept, binning, budget)
     frame_bytes = shape[0] * shape[1] * dtype.itemsize
     if chunk_frames is None:

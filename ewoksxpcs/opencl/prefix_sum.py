@@ -28,9 +28,8 @@ class DeviceScan:
         if count_type not in ("int", "long"):
             raise ValueError(f"count_type must be 'int' or 'long', got {count_type!r}")
         self.dev = dev
-        self.wg = power_of_two_work_group(dev, gpu=256, cpu=16)
-        self.items = 16
         ((_, defines),) = self.programs(dev, count_type)
+        self.wg, self.items = defines["WG"], defines["ITEMS"]
         self._partials = get_kernel(dev, "scan.cl", "scan_partials", defines)
         self._apply = get_kernel(dev, "scan.cl", "scan_apply", defines)
         self._cap = 0

@@ -413,11 +413,6 @@ def correlator_input(correlator, source, bad_pixels=None, token: Optional[Cancel
     options = getattr(correlator, "compaction_options", lambda: None)()
     if options is None:
         return source, None, 0.0
-    prepare = getattr(correlator, "prepare_programs", None)
-    if prepare is not None:  # the correlation's programs compile during the compaction
-        from ..engine.frames import frames_type
-
-        prepare(*frames_type(source))
     t_c = time.perf_counter()
     events = compact_frames(
         source,
@@ -889,12 +884,14 @@ def compact_frames(
     token: Optional[CancelToken] = None,
     progress: Progress = None,
     max_device_memory: Optional[int] = None,
+    prepare=None,
 ):
     """Compact frames into an :class:`~ewoksxpcs.engine.events.EventStack`, streaming.
 
     ``device`` None compacts with NumPy (:func:`ewoksxpcs.engine.events.compact`); an OpenCL device
     spec ("cpu", "gpu", "platform:device") compacts on that device
-    (:func:`ewoksxpcs.opencl.compact.compact_opencl`). Both give identical events.
+    (:func:`ewoksxpcs.opencl.compact.compact_opencl`, with ``prepare``). Both give identical
+    events.
     """
     from ..engine.events import compact
 
@@ -910,7 +907,7 @@ def compact_frames(
 
         events = compact_opencl(
             monitor, bad_pixels=bad_pixels, qmask=qmask, chunk_frames=chunk_frames, device=device,
-            max_device_memory=max_device_memory,
+            max_device_memory=max_device_memory, prepare=prepare,
         )
     else:
         events = compact(monitor, bad_pixels=bad_pixels, qmask=qmask, chunk_frames=chunk_frames)
