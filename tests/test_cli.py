@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import threading
+
 import h5py
 import numpy
 import pytest
@@ -500,6 +502,43 @@ def test_run_imports_nothing_heavy_before_the_first_frame_read(tmp_path, mode):
     assert got["png_helper_at_first_read"] == (len(os.sched_getaffinity(0)) >= 4)
 
 
+def test_run_opens_its_scan_once_ahead_of_the_workflow(scan, tmp_path, monkeypatch):
+    """``run`` opens the scan before ewokscore starts the workflow; the LoadFrames step takes
+    that source (the file is opened once) and auto's samples are read once, in the thread
+    that works ahead."""
+    from ewoksxpcs.correlators import auto
+    from ewoksxpcs.io import hdf5chunks, load
+    from ewoksxpcs.workflow import ahead
+
+    filename, frames, labels = scan
+    numpy.save(tmp_path / "labels.npy", labels)
+    opened, reads = [], []
+    real_load, real_read = load.load_frames, hdf5chunks.read_chunks
+
+    def counting_load(frames, *args, **kwargs):
+        if isinstance(frames, str):
+            opened.append(threading.current_thread().name)
+        return real_load(frames, *args, **kwargs)
+
+    def counting_read(*args, **kwargs):
+        reads.append(threading.current_thread().name)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(load, "load_frames", counting_load)
+    monkeypatch.setattr(hdf5chunks, "read_chunks", counting_read)
+    out = tmp_path / "r.h5"
+    assert main(["run", filename, "--qmask", str(tmp_path / "labels.npy"), "-o", str(out),
+                 "--no-plot", "-q"]) == 0
+    assert len(opened) == 1  # before the workflow; its LoadFrames step took that source
+    n_sampled = len(numpy.unique(numpy.linspace(0, frames.shape[0] - 1, auto.N_SAMPLE)
+                                 .astype(int)))  # one frame per stored chunk in this scan
+    assert reads[:n_sampled] == ["ewoksxpcs-open-ahead"] * n_sampled
+    assert "ewoksxpcs-open-ahead" not in reads[n_sampled:]
+    assert not ahead._opened  # nothing left for a later run of this process
+    with h5py.File(out, "r") as f:
+        assert f["entry/xpcs/g2/q"].shape[0] == numpy.unique(labels[labels > 0]).size
+
+
 @pytest.mark.parametrize("cores", [1, 8])
 def test_run_warm_up_defers_the_png_helper_on_small_machines(monkeypatch, cores):
     """``run`` starts the PNG helper at once from 4 cores, else hands it to the prefetch of
@@ -509,15 +548,17 @@ def test_run_warm_up_defers_the_png_helper_on_small_machines(monkeypatch, cores)
 
     from ewoksxpcs.app import cli
     from ewoksxpcs.io import save
-    from ewoksxpcs.workflow import prefetch
+    from ewoksxpcs.workflow import ahead, prefetch
 
     started = []
     monkeypatch.setattr(save, "warm_up_plotting", lambda: started.append(True))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     monkeypatch.setattr(prefetch, "_deferred", [])
     before = {t.name for t in threading.enumerate()}
-    args = argparse.Namespace(engine="core", method="matmul", device=None)
+    args = argparse.Namespace(engine="core", method="matmul", device=None, input="missing.h5",
+                              start=0, stop=None, step=1, frame_period=None, detector=None)
     cli._warm_up(args, plot=True)
+    ahead.discard()  # the scan opened ahead (missing: its step would report it)
     assert started == ([True] if cores >= 4 else [])
     assert len(prefetch._deferred) == (0 if cores >= 4 else 1)
     assert "ewoksxpcs-warm-up" not in {t.name for t in threading.enumerate()} - before

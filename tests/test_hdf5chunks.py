@@ -377,3 +377,38 @@ def test_stored_frame_chunks_of_a_growing_dataset(tmp_path):
             stored_frame_chunks(f["gz"], 0, 2)
         layout, _ = stored_frame_chunks(f["plain"], 1, 4)
         assert layout.codec == "none" and layout.n_chunks == 3
+
+
+def test_frame_chunk_index_gives_the_lookups_answers(tmp_path):
+    """One pass over the chunk index finds the chunks that lookups find: the same layouts
+    from it; chunks it did not see (written after the pass) are looked up."""
+    from ewoksxpcs.io.hdf5chunks import frame_chunk_index, stored_frame_chunks
+
+    data = frames(9, shape=(20, 30))
+    filename = str(tmp_path / "grow.h5")
+    with h5py.File(filename, "w") as f:
+        dset = f.create_dataset("data", shape=(9, 20, 30), maxshape=(None, 20, 30),
+                                dtype=data.dtype, chunks=(1, 20, 30), **BSLZ4)
+        dset[:5] = data[:5]
+        dset.id.write_direct_chunk((2, 0, 0), data[2].tobytes(), filter_mask=1)
+    with h5py.File(filename, "r") as g:  # indexed before frames 5-8 come
+        index = frame_chunk_index(g["data"])
+    with h5py.File(filename, "a") as f:
+        f["data"][5:] = data[5:]
+    if index is None:
+        pytest.skip("this HDF5 has no chunk iteration (H5Dchunk_iter, HDF5 >= 1.12.3)")
+    assert index.shape == (9, 3) and (index[5:, 0] == -1).all() and index[2, 2] == 1
+    with h5py.File(filename, "r") as f:
+        dset = f["data"]
+        for start, stop in ((0, 9), (3, 9), (5, 9), (6, 8)):
+            with_index = stored_frame_chunks(dset, start, stop, index)
+            looked_up = stored_frame_chunks(dset, start, stop)
+            assert with_index[1] == looked_up[1]
+            for a, b in ((with_index[0], looked_up[0]),):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    numpy.testing.assert_array_equal(a.offsets, b.offsets)
+                    numpy.testing.assert_array_equal(a.sizes, b.sizes)
+        layout, _ = stored_frame_chunks(dset, 3, 9, index)
+        buf, offsets = read_chunks(layout, 0, layout.n_chunks)
+        numpy.testing.assert_array_equal(decode_chunks_cpu(layout, buf, offsets), data[3:])

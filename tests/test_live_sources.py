@@ -180,16 +180,18 @@ def test_bliss_bad_input(tmp_path, store):
     scan.close()
 
 
-def test_growing_hdf5_raw_chunks_while_written(tmp_path, writer):
+@pytest.mark.parametrize("in_process", [True, False])
+def test_growing_hdf5_raw_chunks_while_written(tmp_path, writer, in_process):
     """iter_raw_chunks: the stored bitshuffle-LZ4 chunks of a growing file as they come
-    (decoded here on the host to check them); a chunk stored without its filter comes decoded."""
+    (decoded here on the host to check them); a chunk stored without its filter comes decoded.
+    Read by a process of its own (the default) or in this one: the same items."""
     from ewoksxpcs.io.live import RawChunks
 
     filename = str(tmp_path / "scan.h5")
     writer("hdf5", filename=filename, seed=5, n=120, chunk=10, period=0.03, codec="bslz4",
            unfiltered=[37])
     source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20,
-                               chunk_frames=16)
+                               chunk_frames=16, read_in_process=in_process)
     assert source.raw_codec() == ("bslz4", "")
     items = list(source.iter_raw_chunks())
     raw = [item for item in items if isinstance(item, RawChunks)]
@@ -200,6 +202,60 @@ def test_growing_hdf5_raw_chunks_while_written(tmp_path, writer):
                                 for item in items])
     numpy.testing.assert_array_equal(frames, W.frames(5, 120))
     assert source.n_frames == 120 and source.frames_read == 120 and source.ended_early == ""
+
+
+def test_raw_chunks_reader_process_writer_killed(tmp_path, writer):
+    """The reading process sees the writer stop: the frames it got, and "scan ended early"
+    copied back to the caller's source; the source is read once."""
+    filename = str(tmp_path / "scan.h5")
+    p = writer("hdf5", filename=filename, seed=9, n=200, chunk=10, period=0.02, codec="bslz4",
+               stop_at=70)
+    source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=1.0, wait_timeout=20)
+    frames = []
+    for item in source.iter_raw_chunks():
+        frames.append(item.decode())
+        if source.frames_read >= 70 and p.poll() is None:
+            p.kill()
+    numpy.testing.assert_array_equal(numpy.concatenate(frames), W.frames(9, 200)[:70])
+    assert source.n_frames == source.frames_read == 70
+    assert source.ended_early.startswith("scan ended early at frame 70: no new frame for 1 s")
+    with pytest.raises(RuntimeError, match="read once"):
+        next(source.iter_raw_chunks())
+
+
+def _reader_children() -> list:
+    """Process ids of this process's children running ewoksxpcs.io.reader_process."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        if ppid == os.getpid() and b"ewoksxpcs.io.reader_process" in cmdline:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_raw_chunks_reader_process_errors_and_close(tmp_path, writer):
+    """An error of the reading process is raised here with its message; closing the items
+    early stops the process."""
+    filename = str(tmp_path / "scan.h5")
+    writer("hdf5", filename=filename, seed=10, n=400, chunk=10, period=0.02, codec="bslz4")
+    source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20)
+    items = source.iter_raw_chunks(chunk_frames=5)
+    next(items)
+    assert len(_reader_children()) == 1
+    items.close()
+    assert _reader_children() == []
+    # A source expecting other frames than the file's: the child's error, raised here.
+    other = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20)
+    other.frame_shape = (24, 31)
+    with pytest.raises(ValueError, match=r"chunks of \(24, 32\) uint16 frames, expected"):
+        list(other.iter_raw_chunks())
 
 
 def test_growing_hdf5_raw_codec_of_other_layouts(tmp_path, writer):
@@ -234,3 +290,28 @@ def test_raw_chunks_split_into_pieces(tmp_path):
     numpy.testing.assert_array_equal(numpy.concatenate([p.decode() for p in pieces]),
                                      frames[2:])
     assert list(raw.split(20)) == [raw]
+
+
+def test_raw_chunks_reader_process_from_an_unguarded_script(tmp_path):
+    """A user's script without ``if __name__ == "__main__"`` reads through the reading
+    process (a new interpreter that does not import the script again)."""
+    import h5py
+    import hdf5plugin
+
+    frames = W.frames(11, 30)
+    filename = str(tmp_path / "done.h5")
+    with h5py.File(filename, "w") as f:
+        f.create_dataset("1.1/measurement/det", data=frames, chunks=(1,) + frames.shape[1:],
+                         **hdf5plugin.Bitshuffle())
+        f["1.1/end_time"] = "now"
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import numpy\n"
+        "from ewoksxpcs.io.live import GrowingHDF5Source\n"
+        f"source = GrowingHDF5Source({filename + '::/1.1'!r}, quiet_timeout=5)\n"
+        "n = sum(item.n_frames for item in source.iter_raw_chunks())\n"
+        "print('frames', n, source.n_frames, repr(source.ended_early))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "frames 30 30 ''"

@@ -134,6 +134,34 @@ def test_gamma_figure_without_a_positive_rate(tmp_path):
     assert fig.axes[0].get_yscale() == "linear"
 
 
+@pytest.mark.parametrize("finite", [True, False])
+def test_g2_figure_of_many_bins_without_q(tmp_path, finite):
+    """16 bins given by their labels (no q unit): one collection of error bars, the legend
+    beside the axes (all 16 entries), minor log ticks at 2 and 5 only over 3 decades; a
+    short scan whose g2 is nowhere finite still gives its PNG (log τ axis over the lags)."""
+    from matplotlib.collections import LineCollection
+
+    from ewoksxpcs.io.save import g2_figure
+
+    tau = numpy.geomspace(1e-3, 5.0, 40)
+    g2 = 1.0 + 0.2 * numpy.exp(-tau[None, :] * numpy.arange(1, 17)[:, None])
+    if not finite:
+        g2[:] = numpy.nan
+    fig = g2_figure(tau, g2, numpy.full_like(g2, 0.01), numpy.arange(1, 17), q_unit="")
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert len(legend.get_texts()) == 16 and legend.get_bbox_to_anchor().x0 > ax.bbox.x1 - 1
+    assert not ax.containers
+    assert len([c for c in ax.collections if isinstance(c, LineCollection)]) == 1
+    save_figure(fig, str(tmp_path / "g2.png"), tight=False)
+    assert (tmp_path / "g2.png").stat().st_size > 1000
+    lo, hi = ax.get_xlim()
+    assert ax.get_xscale() == "log" and 0 < lo <= tau[1] and hi >= tau[-1]
+    minor = ax.xaxis.get_minor_locator().tick_values(1e-3, 1.0)
+    mantissa = numpy.round(minor / 10 ** numpy.floor(numpy.log10(minor)), 6)
+    assert set(mantissa) <= {2.0, 5.0}
+
+
 @pytest.mark.parametrize("n", [3, 12])
 def test_g2_error_bars_of_every_curve(n):
     """Up to 6 curves (a legend): error-bar containers; more (a colour bar): the markers of each

@@ -156,3 +156,15 @@ def test_load_frames_task_starts_the_readahead(scan):
             thread.join(30)
     first = layout.files[0]
     assert _settled(first, _chunk_ranges(layout, first)) > 0.9
+
+
+@linux
+def test_one_readahead_per_source(scan):
+    """The run opens the scan ahead and starts its readahead; the LoadFrames step given that
+    source starts none of its own."""
+    master, _ = scan
+    source = open_source(master)
+    first = start_readahead(source)
+    assert first is not None
+    assert start_readahead(source) is first
+    assert start_readahead(open_source(master)) is not first

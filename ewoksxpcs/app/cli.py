@@ -336,18 +336,41 @@ def _rebin_argv(argv: List[str]) -> List[str]:
     return ["run", url] + extra + rest
 
 
+def _warm_up_device(spec) -> None:
+    """Create the OpenCL device ``spec`` and the compaction's prefix-sum program in a thread
+    (:func:`ewoksxpcs.opencl.device.get_device` hands that device to the Correlate step)."""
+    import threading
+
+    def device():
+        try:
+            from ..opencl.device import get_device
+            from ..opencl.prefix_sum import DeviceScan
+
+            dev = get_device(spec)
+            # The prefix sum of the compaction (events path): its program depends on the
+            # device only (0.07 s from the kernel cache on PoCL).
+            DeviceScan(dev)
+        except Exception:  # no OpenCL, or not this device: the correlation step reports it
+            pass
+
+    # Not a daemon: a thread stopped inside the driver's initialisation at exit may abort.
+    threading.Thread(target=device, daemon=False, name="ewoksxpcs-warm-up").start()
+
+
 def _warm_up(args, plot: bool) -> None:
     """Start the run's set-up work that depends on none of its steps, off the critical path.
 
-    A thread creates the OpenCL device that the correlation will ask for (``auto`` asks for
-    it too; silx's inventory, pyopencl and the context: 0.3-1 s) and the prefix-sum program of
-    the compaction while this thread imports
-    ewokscore and runs the first steps; :func:`ewoksxpcs.opencl.device.get_device` hands the
-    same device to the Correlate step (its cache, under a lock). The PNG helper process
-    (matplotlib) starts at once on a machine of 4 cores or more; on a smaller one once the
-    frames are being read (:func:`ewoksxpcs.workflow.prefetch.after_first_read`): at the
-    start it would take CPU from these steps. Only for the in-process engine (``core``):
-    other engines run the tasks in other processes.
+    The PNG helper process (matplotlib) starts at once on a machine of 4 cores or more; on a
+    smaller one once the frames are being read
+    (:func:`ewoksxpcs.workflow.prefetch.after_first_read`): at the start it would take CPU
+    from these steps. A thread creates the OpenCL device that the correlation will ask for
+    (``auto`` asks for it too; silx's inventory, pyopencl and the context: 0.3-1 s) and the
+    prefix-sum program of the compaction (:func:`_warm_up_device`). Then the scan is opened
+    as the LoadFrames step will open it (:mod:`ewoksxpcs.workflow.ahead`: the step takes that
+    source) and a thread starts reading its chunks ahead and reads the samples ``auto``
+    decides from, while this thread imports ewokscore and runs the first steps: the disk
+    works from the start. Only for the in-process engine (``core``): other engines run the
+    tasks in other processes.
     """
     if plot:
         from ..io.save import warm_up_plotting
@@ -363,38 +386,43 @@ def _warm_up(args, plot: bool) -> None:
         else:
             warm_up_plotting()
     method = (args.method or "auto").strip().lower()
-    if args.engine not in ("core", None) or args.device == "none" or not (
+    if args.engine in ("core", None) and args.device != "none" and (
             method == "auto" or method.startswith("opencl")):
-        return
-    import threading
+        _warm_up_device(args.device)
+    if args.engine in ("core", None):
+        from ..workflow.ahead import open_source_ahead
 
-    def device():
-        try:
-            from ..opencl.device import get_device
-            from ..opencl.prefix_sum import DeviceScan
+        def readahead(source):
+            from ..io.readahead import start_readahead
 
-            dev = get_device(args.device)
-            # The prefix sum of the compaction (events path): its program depends on the
-            # device only (0.07 s from the kernel cache on PoCL).
-            DeviceScan(dev)
-        except Exception:  # no OpenCL, or not this device: the correlation step reports it
-            pass
+            start_readahead(source)
 
-    # Not a daemon: a thread stopped inside the driver's initialisation at exit may abort.
-    threading.Thread(target=device, daemon=False, name="ewoksxpcs-warm-up").start()
+        def samples(source):
+            from ..correlators.auto import read_samples
+
+            read_samples(source)
+
+        open_source_ahead(args.input, args.start, args.stop, args.step, args.frame_period,
+                          args.detector, then=(readahead,) + ((samples,) if method == "auto"
+                                                              else ()))
 
 
 def cmd_run(args) -> int:
     plan = _run_parameters(args)
     _warm_up(args, bool(plan["parameters"].get("plot")))
     t0 = time.perf_counter()
-    outputs = run_workflow(
-        plan["workflow"],
-        plan["parameters"],
-        engine=args.engine,
-        progress=not args.quiet,
-        overwrite=args.overwrite,
-    )
+    try:
+        outputs = run_workflow(
+            plan["workflow"],
+            plan["parameters"],
+            engine=args.engine,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+    finally:
+        from ..workflow.ahead import discard
+
+        discard()
     elapsed = time.perf_counter() - t0
     if not args.quiet:
         print(f"workflow {plan['workflow']} ({args.engine} engine) finished in {elapsed:.1f} s")

@@ -29,7 +29,9 @@ The choice and its reason (features, the estimates) are logged and recorded in t
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -39,7 +41,7 @@ from . import costs
 from .registry import METHODS
 
 __all__ = ["DataFeatures", "Choice", "describe_data", "choose", "choose_method",
-           "estimate_occupancy"]
+           "estimate_occupancy", "read_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,22 +103,46 @@ def _binned_occupancy(frames: numpy.ndarray, pixel_index) -> float:
     return float(numpy.count_nonzero(flat)) / max(1, flat.size)
 
 
+_sampling = threading.Lock()  # one sampling at a time: a second caller takes the first's
+_samples: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # source -> samples
+
+
 def _sample_hdf5(source, n_sample: int):
     """(frames, how) from up to ``n_sample`` stored chunks of an HDF5 source, decoded on the
-    CPU; None when the chunks cannot be read around h5py (then frames are read instead)."""
+    CPU; None when the chunks cannot be read around h5py (then frames are read instead).
+
+    Kept with the source for its chunk layout (a layout rebuilt because a file changed reads
+    new samples): :func:`read_samples` may have read them ahead.
+    """
     from ..io.hdf5chunks import decode_chunks_cpu, read_chunks
 
-    layout, _ = source.chunk_layout()
-    if layout is None or layout.n_chunks == 0:
-        return None
-    idx = numpy.unique(numpy.linspace(0, layout.n_chunks - 1, n_sample).astype(int))
-    parts = []
-    for c in idx.tolist():
-        raw, offsets = read_chunks(layout, c, 1, threads=1)
-        parts.append(decode_chunks_cpu(layout, raw, offsets, threads=1, first=c))
-    stored = float(layout.sizes.sum()) / max(1, layout.n_chunks * layout.chunk_nbytes)
-    return numpy.concatenate(parts), (f"{idx.size} stored chunks decoded ({layout.codec}, "
-                                      f"stored/raw bytes {stored:.3g})")
+    with _sampling:
+        layout, _ = source.chunk_layout()
+        if layout is None or layout.n_chunks == 0:
+            return None
+        kept = _samples.get(source)
+        if kept is not None and kept[0] is layout and kept[1] == n_sample:
+            return kept[2]
+        idx = numpy.unique(numpy.linspace(0, layout.n_chunks - 1, n_sample).astype(int))
+        parts = []
+        for c in idx.tolist():
+            raw, offsets = read_chunks(layout, c, 1, threads=1)
+            parts.append(decode_chunks_cpu(layout, raw, offsets, threads=1, first=c))
+        stored = float(layout.sizes.sum()) / max(1, layout.n_chunks * layout.chunk_nbytes)
+        sampled = numpy.concatenate(parts), (f"{idx.size} stored chunks decoded ({layout.codec},"
+                                             f" stored/raw bytes {stored:.3g})")
+        _samples[source] = (layout, n_sample, sampled)
+        return sampled
+
+
+def read_samples(source, n_sample: int = N_SAMPLE) -> None:
+    """Read now the stored chunks that :func:`describe_data` samples from an HDF5 source
+    (kept with it); other sources are left alone. ``ewoksxpcs run`` calls it in the thread
+    that opens the scan ahead (:mod:`ewoksxpcs.workflow.ahead`)."""
+    from ..io.load import HDF5FrameSource
+
+    if isinstance(source, HDF5FrameSource) and source.n_frames:
+        _sample_hdf5(source, n_sample)
 
 
 def describe_data(data, binning=None, n_sample: int = N_SAMPLE) -> DataFeatures:

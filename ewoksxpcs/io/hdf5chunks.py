@@ -50,6 +50,7 @@ __all__ = [
     "chunk_layout",
     "frame_chunks_codec",
     "stored_frame_chunks",
+    "frame_chunk_index",
     "read_chunks",
     "decode_chunks_cpu",
     "default_threads",
@@ -250,9 +251,40 @@ def _frame_chunks(dset, h5py) -> Tuple[str, int]:
     return _codec(dset, where), chunks[0]
 
 
-def stored_frame_chunks(dset, start: int, stop: int) -> Tuple[Optional[ChunkLayout], bool]:
+#: A lookup of one chunk by its coordinates in a dataset being written (SWMR) costs about as
+#: much as visiting this many chunks of the whole index with :func:`frame_chunk_index` (about
+#: 450 µs against 1.5 µs on the 2-core development machine, the writer running).
+LOOKUP_OVER_VISIT = 300
+
+
+def frame_chunk_index(dset) -> Optional[numpy.ndarray]:
+    """Where every stored chunk of a dataset chunked one frame per chunk lies, by one pass over
+    its chunk index (``H5Dchunk_iter``); None when this HDF5 has no chunk iteration.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        (n_frames, 3) int64: byte offset, stored size and filter mask of frame ``t``'s chunk;
+        offset -1 where the chunk was not stored at the time of the pass.
+    """
+    if not hasattr(dset.id, "chunk_iter"):
+        return None
+    n = int(dset.shape[0])
+    index = numpy.full((n, 3), -1, numpy.int64)
+
+    def visit(info):
+        t = info.chunk_offset[0]
+        if t < n:
+            index[t] = (info.byte_offset, info.size, info.filter_mask)
+
+    dset.id.chunk_iter(visit)
+    return index
+
+
+def stored_frame_chunks(dset, start: int, stop: int, index: Optional[numpy.ndarray] = None
+                        ) -> Tuple[Optional[ChunkLayout], bool]:
     """Layout of the stored chunks of frames ``[start, stop)`` of a dataset chunked one frame
-    per chunk (a dataset still being written: looked up chunk by chunk, not iterated).
+    per chunk (a dataset still being written: looked up chunk by chunk, or found in ``index``).
 
     Parameters
     ----------
@@ -261,6 +293,9 @@ def stored_frame_chunks(dset, start: int, stop: int) -> Tuple[Optional[ChunkLayo
         (:func:`frame_chunks_codec`).
     start, stop : int
         Frames (dataset coordinates), ``stop`` at most the dataset's length.
+    index : numpy.ndarray, optional
+        :func:`frame_chunk_index` of the dataset taken earlier: its stored chunks are not
+        looked up again (chunks it did not see are).
 
     Returns
     -------
@@ -283,14 +318,19 @@ def stored_frame_chunks(dset, start: int, stop: int) -> Tuple[Optional[ChunkLayo
     if k != 1:
         raise ValueError(f"{dset.file.filename}::{dset.name}: {k} frames per chunk, not one")
     found, unfiltered = [], False
+    known = 0 if index is None else index.shape[0]
     for t in range(int(start), int(stop)):
-        info = dset.id.get_chunk_info_by_coord((t, 0, 0))
-        if info.byte_offset is None:
-            break  # not written yet
-        if info.filter_mask and codec != "none":
+        if t < known and index[t, 0] >= 0:
+            offset, size, mask = (int(v) for v in index[t])
+        else:
+            info = dset.id.get_chunk_info_by_coord((t, 0, 0))
+            if info.byte_offset is None:
+                break  # not written yet
+            offset, size, mask = info.byte_offset, info.size, info.filter_mask
+        if mask and codec != "none":
             unfiltered = True
             break
-        found.append((info.byte_offset, info.size))
+        found.append((offset, size))
     if not found:
         return None, unfiltered
     arr = numpy.array(found, dtype=numpy.int64)

@@ -199,14 +199,19 @@ class GrowingHDF5Source(LiveSource):
         Seconds between frames (default: read from the file, as for the offline readers).
     chunk_frames : int, optional
         Most frames per chunk yielded.
+    read_in_process : bool
+        :meth:`iter_raw_chunks` reads in a process of its own (default).
     """
 
     def __init__(self, url=None, files: Optional[str] = None, data_path: str = LIMA_DATA_PATH,
                  entry: Optional[str] = None, detector: Optional[str] = None,
                  expected_frames: Optional[int] = None, quiet_timeout: float = 30.0,
                  wait_timeout: float = 60.0, poll: float = 0.05,
-                 frame_period: Optional[float] = None, chunk_frames: Optional[int] = None):
+                 frame_period: Optional[float] = None, chunk_frames: Optional[int] = None,
+                 read_in_process: bool = True):
         super().__init__(quiet_timeout, poll, chunk_frames)
+        self.read_in_process = bool(read_in_process)
+        self._chunk_index: dict = {}  # file -> frame_chunk_index of its frames dataset
         if url is None and files is None:
             raise ValueError("give the URL of the frames (file.h5::/path) or a Lima files pattern")
         self.master, master_path = (None, None)
@@ -289,18 +294,28 @@ class GrowingHDF5Source(LiveSource):
         :class:`RawChunks` (their stored bytes); decoded frames (an ndarray) where the chunks
         cannot be read raw (another codec, a chunk stored without its filter); None: none
         readable now."""
-        from .hdf5chunks import frame_chunks_codec, read_chunks, stored_frame_chunks
+        from .hdf5chunks import (LOOKUP_OVER_VISIT, frame_chunk_index, frame_chunks_codec,
+                                 read_chunks, stored_frame_chunks)
 
         try:
             with open_hdf5(filename) as f:
                 dset = f.get(self.path)
                 if dset is None or dset.shape[0] <= start:
                     return None
-                stop = min(int(dset.shape[0]), start + most)
+                n = int(dset.shape[0])
+                stop = min(n, start + most)
                 codec, _ = frame_chunks_codec(dset)
                 if codec is None or dset.chunks[0] != 1:
                     return dset[start:stop]
-                layout, unfiltered = stored_frame_chunks(dset, start, stop)
+                # The frames written since the last pass over the chunk index: one lookup
+                # each, or a new pass when that is cheaper (a reader behind its writer
+                # catches up with one pass instead of a lookup per frame).
+                index = self._chunk_index.get(filename)
+                known = 0 if index is None else index.shape[0]
+                if (n - max(start, known)) * LOOKUP_OVER_VISIT > n:
+                    index = frame_chunk_index(dset)
+                    self._chunk_index = {filename: index}  # earlier files are complete
+                layout, unfiltered = stored_frame_chunks(dset, start, stop, index)
                 if layout is None:
                     return dset[start:start + 1] if unfiltered else None
         except OSError:
@@ -328,11 +343,20 @@ class GrowingHDF5Source(LiveSource):
     def iter_chunks(self, chunk_frames: Optional[int] = None):
         return self._follow(self._read, chunk_frames)
 
-    def iter_raw_chunks(self, chunk_frames: Optional[int] = None
+    def iter_raw_chunks(self, chunk_frames: Optional[int] = None,
+                        process: Optional[bool] = None
                         ) -> Iterator[Union[RawChunks, numpy.ndarray]]:
         """As :meth:`iter_chunks`, but the frames come as their stored chunks
         (:class:`RawChunks`), not decoded; frames whose chunks cannot be read raw come decoded
-        (an ndarray), as from :meth:`iter_chunks`."""
+        (an ndarray), as from :meth:`iter_chunks`.
+
+        ``process`` (default :attr:`read_in_process`): read by a process of its own
+        (:mod:`ewoksxpcs.io.reader_process`: the per-frame chunk lookups then take no GIL from
+        the process that correlates)."""
+        if self.read_in_process if process is None else process:
+            from .reader_process import iter_in_process
+
+            return iter_in_process(self, "iter_raw_chunks", chunk_frames)
         return self._follow(self._read_raw, chunk_frames)
 
     def _raw_or_chunk(self, item):

@@ -20,7 +20,7 @@ import numpy
 
 __all__ = ["MIN_PAIRS", "MIN_PAIR_FRACTION", "drawn_lags", "draw_g2", "gamma_figure",
            "stability_figure", "twotime_figure", "twotime_colour_range", "display_map",
-           "new_figure"]
+           "new_figure", "warm_up"]
 
 #: A lag is drawn when it averages at least MIN_PAIRS pairs of (level) frames ...
 MIN_PAIRS = 10
@@ -68,6 +68,40 @@ def _plain_log_x(ax, axes=("x",)):
         axis.set_minor_formatter(NullFormatter())
 
 
+def warm_up() -> bytes:
+    """Draw a small figure of the kinds of artists of the result's figures (log axes, error
+    bars, legend, colour bar, the Greek and superscript glyphs) as PNG bytes: the first figure
+    of a process loads the fonts, glyphs and PNG encoder (0.1-0.2 s), which the PNG helper
+    process (:mod:`ewoksxpcs.io.pngproc`) does while the run correlates."""
+    import io
+
+    import matplotlib
+
+    fig = new_figure(2.0, 1.5)
+    ax = fig.add_subplot(1, 1, 1)
+    x = numpy.geomspace(1e-3, 1.0, 8)
+    ax.errorbar(x, 1 + 0.1 * numpy.exp(-x), yerr=0.01, fmt="o", ms=2, label="q = 1 nm⁻¹, χ = 0°")
+    ax.set_xscale("log")
+    _plain_log_x(ax)
+    ax.set_xlabel("τ (s)")
+    ax.set_ylabel("g2(q, τ) Γ")
+    ax.set_title("warm-up", y=1.0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, loc="upper right")
+    fig.colorbar(matplotlib.cm.ScalarMappable(), ax=ax, label="q")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})
+    return buf.getvalue()
+
+
+def _few_minor_ticks(axis):
+    # Minor ticks of a log axis at 2 and 5 only: each tick is a set of artists, and making
+    # them was a third of a figure's cost (8 per decade).
+    from matplotlib.ticker import LogLocator
+
+    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+
+
 def _q_text(value, unit) -> str:
     return f"q = {value:.4g} {unit}" if unit else f"bin {value:g}"
 
@@ -98,9 +132,9 @@ def draw_g2(ax, tau, g2, err, q, q_unit="nm^-1", fit=None, chi=None, keep=None, 
     unit = q_unit.replace("^-1", "⁻¹")
     curves = None if fit is None or not sel.size else fit.model_curves(
         numpy.geomspace(tau[sel].min(), tau[sel].max(), 200))
-    # With a colour bar (no legend to show error-bar handles), the bars of every curve are one
-    # collection: errorbar() makes several artists per curve, a third of the figure's cost.
-    one_collection = n > 6 and bool(q_unit) and fig is not None
+    # Beyond 6 curves the bars of every curve are one collection: errorbar() makes several
+    # artists per curve, a third of the figure's cost (the legend then shows the markers).
+    one_collection = n > 6
     bars, bar_colours = [], []
     for i in range(n):
         label = f"q = {q[i]:.4g} {unit}" if q_unit else f"bin {q[i]:g}"
@@ -119,7 +153,7 @@ def draw_g2(ax, tau, g2, err, q, q_unit="nm^-1", fit=None, chi=None, keep=None, 
         if curves is not None and numpy.isfinite(curves[i]).all():
             tt = numpy.geomspace(tau[sel].min(), tau[sel].max(), 200)
             ax.plot(tt, curves[i], "-", color=colours[i], lw=1.0)
-    if bars:
+    if bars and sel.size:  # (an empty collection would set the data limits to 0)
         from matplotlib.collections import LineCollection
 
         ax.add_collection(LineCollection(numpy.concatenate(bars), colors=bar_colours,
@@ -129,13 +163,22 @@ def draw_g2(ax, tau, g2, err, q, q_unit="nm^-1", fit=None, chi=None, keep=None, 
         lo, hi = float(numpy.percentile(vals, 0.5)), float(numpy.percentile(vals, 99.5))
         pad = 0.1 * max(hi - lo, 1e-3)
         ax.set_ylim(lo - pad, hi + pad)
+    if sel.size and not numpy.isfinite(ax.dataLim.x0):  # no finite g2: the lags still span x
+        ax.set_xlim(tau[sel].min() / 1.2, tau[sel].max() * 1.2)
     ax.set_xscale("log")
     _plain_log_x(ax)
+    if sel.size and tau[sel].max() > 1e3 * tau[sel].min():
+        _few_minor_ticks(ax.xaxis)
     ax.set_ylabel("g2(q, τ)")
     ax.grid(True, which="both", alpha=0.3)
     if n > 6 and q_unit and fig is not None:
         sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=ax, label=f"q ({unit})", fraction=0.05, pad=0.02)
+    elif n > 6:
+        # Many bins without q: the legend beside the axes (loc="best" tries every place
+        # against every point: 0.1 s, and covers curves anyway).
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  ncols=1 + (n - 1) // 24)
     elif n:
         ax.legend(fontsize=7, loc="best", framealpha=0.6)
 
@@ -170,6 +213,10 @@ def gamma_figure(q, fit, power_law, q_unit="nm^-1", tau_unit="s"):
         from matplotlib.ticker import FuncFormatter
 
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    elif (ok | bad).any():
+        _few_minor_ticks(ax.xaxis)
+    if (ok | bad).any():
+        _few_minor_ticks(ax.yaxis)
     unit = q_unit.replace("^-1", "⁻¹")
     ax.set_xlabel(f"q ({unit})" if unit else "bin")
     ax.set_ylabel(f"Γ ({tau_unit}⁻¹)")

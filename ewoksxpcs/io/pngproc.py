@@ -50,7 +50,9 @@ def start(preload=()) -> bool:
     ----------
     preload : sequence of str
         Modules the helper imports while it waits for its first call (the callers' drawing
-        modules: this module knows none of them).
+        modules: this module knows none of them), or ``"module:function"``: a function it
+        then calls without arguments (a warm-up drawing: the first figure of a process pays
+        for loading fonts and encoders).
 
     Returns whether a helper is running.
     """
@@ -199,8 +201,11 @@ def _serve(preload=()) -> None:  # pragma: no cover - runs in the helper process
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
         from matplotlib.figure import Figure  # noqa: F401
 
-        for module in preload:
-            importlib.import_module(module)
+        for name in preload:
+            if ":" in name:
+                _resolve(name)()
+            else:
+                importlib.import_module(name)
     except Exception:  # the real call reports it
         pass
     while True:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import List, Optional, Tuple
 
 import numpy
@@ -108,6 +109,10 @@ class _Readahead(threading.Thread):
             logger.debug("readahead stopped", exc_info=True)
 
 
+_starting = threading.Lock()  # one readahead per source, whoever starts it
+_started: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # source -> its thread
+
+
 def start_readahead(source, max_bytes: Optional[int] = None) -> Optional[threading.Thread]:
     """Start reading the stored chunks of ``source`` into the page cache, in the background.
 
@@ -135,13 +140,18 @@ def start_readahead(source, max_bytes: Optional[int] = None) -> Optional[threadi
     max_bytes = readahead_budget() if max_bytes is None else int(max_bytes)
     if max_bytes <= 0:
         return None
-    try:
-        layout, _ = get_layout()
-    except Exception:  # unreadable layout: the reader reports the file's problem itself
-        logger.debug("no readahead of %r", source, exc_info=True)
-        return None
-    if layout is None:
-        return None
-    thread = _Readahead(readahead_runs(layout, max_bytes))
-    thread.start()
+    with _starting:
+        started = _started.get(source)
+        if started is not None:  # once per source (it may have been opened ahead: ahead.py)
+            return started
+        try:
+            layout, _ = get_layout()
+        except Exception:  # unreadable layout: the reader reports the file's problem itself
+            logger.debug("no readahead of %r", source, exc_info=True)
+            return None
+        if layout is None:
+            return None
+        thread = _Readahead(readahead_runs(layout, max_bytes))
+        thread.start()
+        _started[source] = thread
     return thread

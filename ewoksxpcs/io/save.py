@@ -1302,8 +1302,10 @@ def g2_figure(tau, g2, g2_err, q, q_unit: str = "nm^-1", tau_unit: str = "s", fi
     fig = new_figure()
     # Fixed margins instead of tight_layout, which draws the figure once more (a third of
     # the PNG's cost); the colour bar of more than 6 curves needs room for its label.
-    colour_bar = numpy.atleast_2d(g2).shape[0] > 6 and bool(q_unit)
-    fig.subplots_adjust(left=0.1, right=0.86 if colour_bar else 0.97, bottom=0.11, top=0.93)
+    n = numpy.atleast_2d(g2).shape[0]
+    # Beyond 6 curves a colour bar, or the legend beside the axes (longer labels with chi).
+    right = 0.97 if n <= 6 else 0.86 if q_unit else 0.80 if chi is None else 0.74
+    fig.subplots_adjust(left=0.1, right=right, bottom=0.11, top=0.93)
     ax = fig.add_subplot(1, 1, 1)
     draw_g2(ax, tau, g2, g2_err, q, q_unit=q_unit, fit=fit, chi=chi, keep=keep, fig=fig)
     ax.set_xlabel(f"τ ({tau_unit})")
@@ -1326,4 +1328,4 @@ def warm_up_plotting() -> None:
     """
     from . import pngproc
 
-    pngproc.start(preload=(f"{__package__}.plots", __name__))
+    pngproc.start(preload=(f"{__package__}.plots", __name__, f"{__package__}.plots:warm_up"))

@@ -84,55 +84,103 @@ def wrap(owner, name, label, static=False):
 
     setattr(owner, name, staticmethod(wrapper) if static else wrapper)
 
-mark("python started")
-import ewoksxpcs.app.cli as cli
-mark("cli imported")
-import ewoksxpcs.io.hdf5chunks as chunks
-from ewoksxpcs.io import pngproc
-from ewoksxpcs.io.load import HDF5FrameSource
+# The wrappers are put in place when their module is imported (a finder ahead of the others
+# wraps the loader), so that the run imports each module when and where it would anyway:
+# importing ewokscore here before main() would move its cost ahead of the run's warm-up.
+import importlib.abc
+import importlib.util
+
+_after_import = {}  # module name -> hook(module), run once the module is executed
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        hook = _after_import.pop(name, None)
+        if hook is None:
+            return None
+        spec = importlib.util.find_spec(name)  # the real finders (this hook is gone)
+        real_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            mark(name + " import start")
+            real_exec(module)
+            mark(name + " imported")
+            hook(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _AfterImport())
+
 
 def first(real, static=False):
     def wrapper(*args, **kwargs):
         if not seen:
             seen["modules"] = sorted(m for m in sys.modules if "." not in m)
-            seen["png_helper"] = pngproc.helper_pid() is not None
+            pngproc = sys.modules.get("ewoksxpcs.io.pngproc")
+            seen["png_helper"] = pngproc is not None and pngproc.helper_pid() is not None
             mark("first frame read")
             mark(f"cpu {time.process_time():.4f} s")
         return real(*args, **kwargs)
     return staticmethod(wrapper) if static else wrapper
 
-chunks.read_chunks = first(chunks.read_chunks)
-HDF5FrameSource._read_from = first(HDF5FrameSource._read_from, static=True)
-import ewokscore
-mark("ewokscore imported")
-from ewokscore.task import Task
-wrap(Task, "execute", "task")
-real_execute = Task.execute
 
-def execute(self, *args, **kwargs):
-    marks.append((marks[-1][0], "  = " + type(self).__name__))
-    return real_execute(self, *args, **kwargs)
+def _chunks(chunks):
+    chunks.read_chunks = first(chunks.read_chunks)
 
-Task.execute = execute
-import ewoksxpcs.io.save as save
-import ewoksxpcs.tasks.save_results as save_task
-import ewoksxpcs.workflow.pipeline as pipeline
-import ewoksxpcs.opencl.device as device
-wrap(save, "_write_nexus", "write nexus")
-wrap(save, "commit", "commit")
-wrap(save_task, "fit_decays", "fit")
-wrap(pipeline, "make_binning", "binning")
-wrap(device, "get_device", "opencl device")
-wrap(device, "build_program", "opencl program")
-real_formats = save.save_formats
 
-def save_formats(*args, **kwargs):
-    out = real_formats(*args, **kwargs)
-    marks.append((marks[-1][0], f"png wait {out.get('png_wait_s', 0):.4f} s, drawn in "
-                                f"{out.get('png_drawn_in')}"))
-    return out
+def _load(load):
+    load.HDF5FrameSource._read_from = first(load.HDF5FrameSource._read_from, static=True)
 
-save_task.save_formats = save_formats
+
+def _task(task):
+    wrap(task.Task, "execute", "task")
+    real_execute = task.Task.execute
+
+    def execute(self, *args, **kwargs):
+        marks.append((marks[-1][0], "  = " + type(self).__name__))
+        return real_execute(self, *args, **kwargs)
+
+    task.Task.execute = execute
+
+
+def _save(save):
+    wrap(save, "_write_nexus", "write nexus")
+    wrap(save, "commit", "commit")
+
+
+def _save_task(save_task):
+    wrap(save_task, "fit_decays", "fit")
+    real_formats = save_task.save_formats
+
+    def save_formats(*args, **kwargs):
+        out = real_formats(*args, **kwargs)
+        marks.append((marks[-1][0], f"png wait {out.get('png_wait_s', 0):.4f} s, drawn in "
+                                    f"{out.get('png_drawn_in')}"))
+        return out
+
+    save_task.save_formats = save_formats
+
+
+def _device(device):
+    wrap(device, "get_device", "opencl device")
+    wrap(device, "build_program", "opencl program")
+
+
+_after_import.update({
+    "ewoksxpcs.io.hdf5chunks": _chunks,
+    "ewoksxpcs.io.load": _load,
+    "ewokscore": lambda module: None,  # its import start and end are stamped
+    "ewokscore.task": _task,
+    "ewoksxpcs.io.save": _save,
+    "ewoksxpcs.tasks.save_results": _save_task,
+    "ewoksxpcs.workflow.pipeline": lambda m: wrap(m, "make_binning", "binning"),
+    "ewoksxpcs.opencl.device": _device,
+})
+mark("python started")
+import ewoksxpcs.app.cli as cli
+mark("cli imported")
 argv = json.loads(sys.argv[1])
 first_read_modules = None
 for run in range(int(sys.argv[2])):
@@ -144,6 +192,7 @@ for run in range(int(sys.argv[2])):
     mark("main returned")
     first_read_modules = first_read_modules or seen.get("modules")
     print(json.dumps({"rc": rc, "marks": marks, "first_read_modules": first_read_modules,
+                      "package": os.path.dirname(sys.modules["ewoksxpcs"].__file__),
                       "png_helper_at_first_read": seen.get("png_helper"),
                       "end_modules": sorted(m for m in sys.modules if "." not in m)}),
           flush=True)
@@ -189,11 +238,14 @@ def import_times(modules: Sequence[str] = IMPORTS) -> dict:
     return out
 
 
-def probe(argv, runs: int = 1, env: Optional[dict] = None) -> list:
+def probe(argv, runs: int = 1, env: Optional[dict] = None, cwd: Optional[str] = None) -> list:
     """Run :data:`PROBE` with ``argv`` ``runs`` times in one new process (``env``: added to
-    the environment); its JSON lines."""
+    the environment; ``cwd``: its working directory, which comes first on the module path of
+    ``python -c``: a baseline on PYTHONPATH needs one without a checkout); its JSON lines
+    (``package``: the directory of the ewoksxpcs it ran)."""
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), str(runs)],
-                          capture_output=True, text=True, env=dict(os.environ, **(env or {})))
+                          capture_output=True, text=True, env=dict(os.environ, **(env or {})),
+                          cwd=cwd)
     if proc.returncode:
         raise RuntimeError(f"probe failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -218,7 +270,7 @@ def stages(marks) -> dict:
         out["python start-up"] = origin
         origin = 0.0
     span(start, "cli imported", "cli import")
-    span("cli imported", "ewokscore imported", "ewokscore import")
+    span("ewokscore import start", "ewokscore imported", "ewokscore import")
     order = [w for _, w in marks if w.startswith("  = ")]
     tasks = [w[4:] for w in order]
     task_marks = [(when, what) for when, what in marks if what in ("task start", "task end")]
@@ -292,6 +344,7 @@ def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: flo
     out = {"frames": n_frames, "shape": list(shape), "counts": counts,
            "run_options": list(run_options), "load": [os.getloadavg()]}
     with _directory(workdir, keep) as workdir:
+        workdir = os.path.abspath(workdir)  # the measured processes run there
         master = os.path.join(workdir, "scan", "scan.h5")
         if not os.path.exists(master):
             master = write_eiger_scan(os.path.join(workdir, "scan"), n_frames=n_frames,
@@ -320,25 +373,34 @@ def run_overhead(workdir: Optional[str] = None, n_frames: int = 200, counts: flo
         for e in filter(None, (env, base_env)):  # the bytecode of every module, once
             subprocess.run([sys.executable, "-c", "import ewoksxpcs.app.cli as c, ewoksxpcs, "
                             "ewoksxpcs.tasks, ewoksxpcs.correlators, ewoksxpcs.io.save"],
-                           env=dict(os.environ, **e), capture_output=True)
+                           env=dict(os.environ, **e), capture_output=True, cwd=workdir)
         kinds = {"new process": [], "kernel caches off": [], "persistent worker (2nd run)": []}
         if baseline:
             kinds.update({"baseline: new process": [], "baseline: worker (2nd run)": []})
+        base_dir = os.path.realpath(baseline) if baseline else None
+
+        def measured(env, runs=1, which=0, base=False):
+            got = probe(argv, runs=runs, env=env, cwd=workdir)
+            package = os.path.realpath(got[0].get("package", ""))
+            if base and not package.startswith(base_dir + os.sep):
+                raise RuntimeError(f"the baseline run imported ewoksxpcs from {package}, not "
+                                   f"from {baseline!r}")
+            return got[which]
+
         for _ in range(repeat):
             if baseline:  # first in each round: the same load for both, in turn
                 kinds["baseline: new process"].append(
-                    stages(probe(argv, runs=1, env=base_env)[0]["marks"]))
-            one = probe(argv, runs=1, env=env)[0]
+                    stages(measured(base_env, base=True)["marks"]))
+            one = measured(env)
             kinds["new process"].append(stages(one["marks"]))
-            kinds["kernel caches off"].append(
-                stages(probe(argv, env=dict(env, **COLD_ENV))[0]["marks"]))
+            kinds["kernel caches off"].append(stages(measured(dict(env, **COLD_ENV))["marks"]))
             out["first_read_modules"] = one["first_read_modules"]
             out["png_helper_at_first_read"] = one.get("png_helper_at_first_read")
             if baseline:
                 kinds["baseline: worker (2nd run)"].append(
-                    stages(probe(argv, runs=2, env=base_env)[1]["marks"]))
-            two = probe(argv, runs=2, env=env)
-            kinds["persistent worker (2nd run)"].append(stages(two[1]["marks"]))
+                    stages(measured(base_env, runs=2, which=1, base=True)["marks"]))
+            kinds["persistent worker (2nd run)"].append(
+                stages(measured(env, runs=2, which=1)["marks"]))
     out["runs"] = {k: min(v, key=lambda s: s["total"]) for k, v in kinds.items()}
     out["load"].append(os.getloadavg())
     on_step(table(out))
