@@ -16,6 +16,7 @@ import _live_writers as W
 from redis_server import redis_stack_url  # noqa: F401  (session fixture: a real Redis + modules)
 
 from ewoksxpcs.io.live import BlissScanSource, GrowingHDF5Source, open_live_source
+from ewoksxpcs.io.reader_process import raw_chunks
 
 WRITER = os.path.join(os.path.dirname(__file__), "_live_writers.py")
 
@@ -193,7 +194,7 @@ def test_growing_hdf5_raw_chunks_while_written(tmp_path, writer, in_process):
     source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20,
                                chunk_frames=16, read_in_process=in_process)
     assert source.raw_codec() == ("bslz4", "")
-    items = list(source.iter_raw_chunks())
+    items = list(raw_chunks(source))
     raw = [item for item in items if isinstance(item, RawChunks)]
     decoded = [item for item in items if not isinstance(item, RawChunks)]
     assert len(decoded) == 1 and decoded[0].shape == (1, 24, 32)  # frame 37
@@ -212,7 +213,7 @@ def test_raw_chunks_reader_process_writer_killed(tmp_path, writer):
                stop_at=70)
     source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=1.0, wait_timeout=20)
     frames = []
-    for item in source.iter_raw_chunks():
+    for item in raw_chunks(source):
         frames.append(item.decode())
         if source.frames_read >= 70 and p.poll() is None:
             p.kill()
@@ -220,7 +221,7 @@ def test_raw_chunks_reader_process_writer_killed(tmp_path, writer):
     assert source.n_frames == source.frames_read == 70
     assert source.ended_early.startswith("scan ended early at frame 70: no new frame for 1 s")
     with pytest.raises(RuntimeError, match="read once"):
-        next(source.iter_raw_chunks())
+        next(raw_chunks(source))
 
 
 def _reader_children() -> list:
@@ -246,7 +247,7 @@ def test_raw_chunks_reader_process_errors_and_close(tmp_path, writer):
     filename = str(tmp_path / "scan.h5")
     writer("hdf5", filename=filename, seed=10, n=400, chunk=10, period=0.02, codec="bslz4")
     source = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20)
-    items = source.iter_raw_chunks(chunk_frames=5)
+    items = raw_chunks(source, chunk_frames=5)
     next(items)
     assert len(_reader_children()) == 1
     items.close()
@@ -255,7 +256,7 @@ def test_raw_chunks_reader_process_errors_and_close(tmp_path, writer):
     other = GrowingHDF5Source(f"{filename}::/1.1", quiet_timeout=10, wait_timeout=20)
     other.frame_shape = (24, 31)
     with pytest.raises(ValueError, match=r"chunks of \(24, 32\) uint16 frames, expected"):
-        list(other.iter_raw_chunks())
+        list(raw_chunks(other))
 
 
 def test_growing_hdf5_raw_codec_of_other_layouts(tmp_path, writer):
@@ -308,8 +309,9 @@ def test_raw_chunks_reader_process_from_an_unguarded_script(tmp_path):
     script.write_text(
         "import numpy\n"
         "from ewoksxpcs.io.live import GrowingHDF5Source\n"
+        "from ewoksxpcs.io.reader_process import raw_chunks\n"
         f"source = GrowingHDF5Source({filename + '::/1.1'!r}, quiet_timeout=5)\n"
-        "n = sum(item.n_frames for item in source.iter_raw_chunks())\n"
+        "n = sum(item.n_frames for item in raw_chunks(source))\n"
         "print('frames', n, source.n_frames, repr(source.ended_early))\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=120)

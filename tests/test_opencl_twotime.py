@@ -153,12 +153,16 @@ def test_narrow_binned_x(rng, cpu, bright, events):
     assert r.info["x_dtype"] == ("uint32" if bright else "uint8")
 
 
+@pytest.mark.parametrize("how", ["rect", "gather"])
 @pytest.mark.parametrize("bins", [[1, 6], [1], [3]])
-def test_frames_in_pinned_memory_are_read_in_place(rng, cpu, bins):
-    """Pinned frames are read where they lie; with bins [1] or [3] only the rows of the frames
-    that hold their pixels cross the bus (a rectangular copy; the staged copy for pageable
-    frames in test_dense_equals_numpy)."""
+def test_frames_in_pinned_memory_are_read_in_place(rng, cpu, bins, how, monkeypatch):
+    """Pinned frames are read where they lie; with bins [1] or [3] only rectangles bounding
+    their pixels cross the bus (rectangular copies, or gathered by threads into a staging
+    buffer; the staged copy for pageable frames in test_dense_equals_numpy)."""
+    from ewoksxpcs.opencl import device
     from ewoksxpcs.opencl.device import get_device, pinned_empty
+
+    monkeypatch.setattr(device, "BOX_UPLOAD", how)
 
     frames = rng.poisson(1.1, (77, 12, 13)).astype(numpy.uint8)
     pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)

@@ -46,6 +46,7 @@ from ..engine.frames import as_frame_source
 from ..opencl.device import (CTYPES, StagingSlots, build_in_background,
                              default_device_memory, device_buffer, download_pinned, get_device,
                              get_kernel, upload_chunk)
+from ..opencl.frame_boxes import frame_boxes
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -72,8 +73,9 @@ WPT_GPU, WPT_CPU = 8, 4
 TILE = TS * WPT_GPU
 #: tt_gram_mma: columns of each bin padded to a multiple of MMA_PAD; 256 work-items per tile.
 MMA_PAD, MMA_WG = 64, 256
-#: Frames are uploaded whole unless the selected pixels lie within this fraction of them.
-SPAN_FRACTION = 0.8
+#: Frames are uploaded whole unless rectangles bounding the selected pixels hold less than
+#: this fraction of them (:func:`~ewoksxpcs.opencl.frame_boxes.frame_boxes`).
+BOXES_FRACTION = 0.8
 INT32_LIMIT = 2**31
 
 
@@ -320,14 +322,14 @@ class OpenCLTwoTime(DeviceDataPath):
         P = pix_np.size
         dtype = numpy.dtype(source.dtype)
         frame_pixels = int(self.binning.shape[0] * self.binning.shape[1])
-        # Only the span of each frame that holds the group's pixels crosses the bus (a few
-        # bins of a large detector: a fraction of the frame).
-        real = pix_np[pix_np >= 0]
-        lo, hi = (int(real.min()), int(real.max()) + 1) if real.size else (0, 1)
-        if hi - lo > SPAN_FRACTION * frame_pixels:
-            lo, hi = 0, frame_pixels
-        span = hi - lo
-        pix_np = numpy.where(pix_np >= 0, pix_np - lo, -1).astype(numpy.int32)
+        # Only rectangles that bound the group's pixels cross the bus (a few bins of a large
+        # detector: a fraction of the frame; a ring of one bin: a fifth).
+        real = pix_np >= 0
+        boxes = frame_boxes(pix_np[real], self.binning.shape, max_fraction=BOXES_FRACTION)
+        span = boxes.packed_pixels
+        packed = numpy.full(pix_np.shape, -1, numpy.int64)
+        packed[real] = boxes.positions(pix_np[real])
+        pix_np = packed.astype(numpy.int32)
         frame_bytes = span * dtype.itemsize
         x_bytes = max(8, n_t * P * x_np.itemsize)
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
@@ -359,7 +361,7 @@ class OpenCLTwoTime(DeviceDataPath):
                 copy_evt[s], direct = upload_chunk(
                     copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging, s,
                     wait_for=[done_evt[s]] if done_evt[s] is not None else None,
-                    span=(lo, hi))
+                    boxes=boxes)
                 copy_q.flush()
                 kern.set_args(frames_dev[s], numpy.int64(span), pix, numpy.int32(P),
                               numpy.int32(n), numpy.int64(t), numpy.int64(b), numpy.int64(n_t), X, ovf)

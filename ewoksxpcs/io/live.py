@@ -200,7 +200,8 @@ class GrowingHDF5Source(LiveSource):
     chunk_frames : int, optional
         Most frames per chunk yielded.
     read_in_process : bool
-        :meth:`iter_raw_chunks` reads in a process of its own (default).
+        Whether a live run reads the stored chunks (:meth:`iter_raw_chunks`) in a process of
+        its own (:func:`ewoksxpcs.io.reader_process.raw_chunks`; default).
     """
 
     def __init__(self, url=None, files: Optional[str] = None, data_path: str = LIMA_DATA_PATH,
@@ -343,20 +344,13 @@ class GrowingHDF5Source(LiveSource):
     def iter_chunks(self, chunk_frames: Optional[int] = None):
         return self._follow(self._read, chunk_frames)
 
-    def iter_raw_chunks(self, chunk_frames: Optional[int] = None,
-                        process: Optional[bool] = None
+    def iter_raw_chunks(self, chunk_frames: Optional[int] = None
                         ) -> Iterator[Union[RawChunks, numpy.ndarray]]:
         """As :meth:`iter_chunks`, but the frames come as their stored chunks
         (:class:`RawChunks`), not decoded; frames whose chunks cannot be read raw come decoded
-        (an ndarray), as from :meth:`iter_chunks`.
-
-        ``process`` (default :attr:`read_in_process`): read by a process of its own
-        (:mod:`ewoksxpcs.io.reader_process`: the per-frame chunk lookups then take no GIL from
-        the process that correlates)."""
-        if self.read_in_process if process is None else process:
-            from .reader_process import iter_in_process
-
-            return iter_in_process(self, "iter_raw_chunks", chunk_frames)
+        (an ndarray), as from :meth:`iter_chunks`. In this process; a live run reads them
+        through :func:`ewoksxpcs.io.reader_process.raw_chunks` (a process of its own when
+        :attr:`read_in_process`)."""
         return self._follow(self._read_raw, chunk_frames)
 
     def _raw_or_chunk(self, item):

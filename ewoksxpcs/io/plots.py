@@ -153,7 +153,7 @@ def draw_g2(ax, tau, g2, err, q, q_unit="nm^-1", fit=None, chi=None, keep=None, 
         if curves is not None and numpy.isfinite(curves[i]).all():
             tt = numpy.geomspace(tau[sel].min(), tau[sel].max(), 200)
             ax.plot(tt, curves[i], "-", color=colours[i], lw=1.0)
-    if bars and sel.size:  # (an empty collection would set the data limits to 0)
+    if bars:
         from matplotlib.collections import LineCollection
 
         ax.add_collection(LineCollection(numpy.concatenate(bars), colors=bar_colours,

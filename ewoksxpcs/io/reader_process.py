@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy
 
-__all__ = ["iter_in_process"]
+__all__ = ["raw_chunks", "iter_in_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _send(out, header, data=None) -> None:
 
 def _serve() -> None:  # pragma: no cover - runs in the child (tested through it)
     """The child: read ``(source, method, chunk_frames)`` from standard input, iterate
-    ``getattr(source, method)(chunk_frames, process=False)`` and write each item: ("raw",
+    ``getattr(source, method)(chunk_frames)`` and write each item: ("raw",
     layout, offsets, nbytes) or ("frames", shape, dtype, nbytes), then its bytes; at the end
     ("end", state) or ("error", exception)."""
     import signal
@@ -59,7 +59,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child (tested through it
 
     try:
         source, method, chunk_frames = pickle.load(sys.stdin.buffer)
-        for item in getattr(source, method)(chunk_frames, process=False):
+        for item in getattr(source, method)(chunk_frames):
             if isinstance(item, RawChunks):
                 data = numpy.ascontiguousarray(item.data)
                 _send(out, ("raw", item.layout, item.offsets, data.nbytes), data)
@@ -90,9 +90,18 @@ def _read_into(stream, buf) -> bool:
     return True
 
 
+def raw_chunks(source, chunk_frames=None) -> Iterator:
+    """``source.iter_raw_chunks(chunk_frames)``, read by a process of its own when the source
+    asks for it (``read_in_process``: :class:`~ewoksxpcs.io.live.GrowingHDF5Source` by
+    default), else in this one."""
+    if getattr(source, "read_in_process", False):
+        return iter_in_process(source, "iter_raw_chunks", chunk_frames)
+    return source.iter_raw_chunks(chunk_frames)
+
+
 def iter_in_process(source, method: str, chunk_frames=None) -> Iterator:
-    """The items of ``getattr(source, method)(chunk_frames, process=False)`` (frames as
-    ndarrays, or :class:`~ewoksxpcs.io.live.RawChunks`), read by a child process.
+    """The items of ``getattr(source, method)(chunk_frames)`` (frames as ndarrays, or
+    :class:`~ewoksxpcs.io.live.RawChunks`), read by a child process.
 
     ``source`` must pickle (a :class:`~ewoksxpcs.io.live.GrowingHDF5Source` does: file names
     and parameters) and is marked read (a live source is read once). Closing the generator

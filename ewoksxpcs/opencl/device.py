@@ -679,9 +679,17 @@ def copy_into(dst: numpy.ndarray, src: numpy.ndarray) -> None:
     Filling pinned staging buffers is the host-side bottleneck of uploads (one memcpy per byte
     that goes to the device); one thread copies ~5-10 GB/s, a few together saturate memory.
     """
+    def part(a, b):
+        dst[a:b] = src[a:b]
+
+    _over_rows(dst.shape[0], dst.nbytes, part)
+
+
+def _over_rows(n: int, nbytes: int, part) -> None:
+    """``part(a, b)`` over rows a … b-1 of ``n``, by a few threads when ``nbytes`` is large."""
     global _COPY_POOL
-    if dst.nbytes < THREADED_COPY_BYTES or dst.shape[0] < 2:
-        dst[...] = src
+    if nbytes < THREADED_COPY_BYTES or n < 2:
+        part(0, n)
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -690,12 +698,8 @@ def copy_into(dst: numpy.ndarray, src: numpy.ndarray) -> None:
         if _COPY_POOL is None:
             _COPY_POOL = ThreadPoolExecutor(max_workers=n_threads,
                                             thread_name_prefix="ewoksxpcs-copy")
-    edges = numpy.linspace(0, dst.shape[0], min(n_threads, dst.shape[0]) + 1).astype(int)
-
-    def part(i):
-        dst[edges[i]: edges[i + 1]] = src[edges[i]: edges[i + 1]]
-
-    list(_COPY_POOL.map(part, range(edges.size - 1)))
+    edges = numpy.linspace(0, n, min(n_threads, n) + 1).astype(int).tolist()
+    list(_COPY_POOL.map(lambda i: part(edges[i], edges[i + 1]), range(len(edges) - 1)))
 
 
 class StagingSlots:
@@ -715,21 +719,28 @@ class StagingSlots:
         return self._slots[s]
 
 
+#: How rectangles of page-locked frames cross the bus (:func:`upload_chunk`): "rect", one
+#: three-dimensional rectangular copy per rectangle; "gather", threads gather them into a
+#: page-locked staging buffer copied at once. ``EWOKSXPCS_BOX_UPLOAD`` overrides it.
+BOX_UPLOAD = "rect"
+
+
 def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: int,
-                 wait_for=None, span=None):
+                 wait_for=None, boxes=None):
     """Enqueue the copy of ``piece`` (n, ...) to the device buffer ``dst``, without blocking.
 
     A page-locked ``piece`` (:func:`is_pinned`, e.g. frames the caller keeps in
     :func:`pinned_empty` memory) is copied from where it lies; anything else is first copied
     into ``staging[slot]``, whose previous copy the caller must have waited for.
 
-    ``span`` (lo, hi), for a 2-D ``piece`` (n, frame_pixels): only columns lo … hi-1 of each
-    row cross the bus (a rectangular copy from page-locked memory), stored as (n, hi - lo).
+    ``boxes`` (:class:`~ewoksxpcs.opencl.frame_boxes.FrameBoxes`), for a 2-D ``piece``
+    (n, frame pixels): only those rectangles of each frame cross the bus, stored packed as
+    (n, ``boxes.packed_pixels``) (:data:`BOX_UPLOAD`; the staging buffer holds packed frames).
 
     Returns
     -------
     event : pyopencl.Event
-        The copy.
+        The copy (the last one: ``queue`` is in order).
     direct : bool
         True when ``piece`` itself is being read: the caller must wait for ``event`` before the
         producer of ``piece`` may reuse its memory.
@@ -737,17 +748,24 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
     import pyopencl
 
     direct = is_pinned(piece) and piece.flags.c_contiguous
-    if span is not None and (span[0] > 0 or span[1] < piece.shape[1]):
-        lo, hi = int(span[0]), int(span[1])
+    if boxes is not None and not boxes.whole:
         n, isz = piece.shape[0], piece.itemsize
-        if direct:
-            event = pyopencl.enqueue_copy(
-                queue, dst, piece, buffer_origin=(0, 0), host_origin=(lo * isz, 0),
-                region=((hi - lo) * isz, n), buffer_pitches=((hi - lo) * isz,),
-                host_pitches=(piece.shape[1] * isz,), is_blocking=False, wait_for=wait_for)
+        ny, nx = boxes.shape
+        packed = boxes.packed_pixels
+        how = os.environ.get("EWOKSXPCS_BOX_UPLOAD", BOX_UPLOAD)
+        if direct and how == "rect":
+            event, pitch = None, boxes.pitch * isz
+            for (y0, y1, x0, x1), row in zip(boxes.boxes, boxes.row_offsets[:-1].tolist()):
+                event = pyopencl.enqueue_copy(
+                    queue, dst, piece, buffer_origin=(0, row, 0),
+                    host_origin=(x0 * isz, y0, 0), region=((x1 - x0) * isz, y1 - y0, n),
+                    buffer_pitches=(pitch, packed * isz),
+                    host_pitches=(nx * isz, ny * nx * isz), is_blocking=False,
+                    wait_for=wait_for if event is None else None)
             return event, True
-        host = staging[slot].reshape(-1)[: n * (hi - lo)].reshape(n, hi - lo)
-        copy_into(host, piece[:, lo:hi])
+        host = staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
+        frames = piece.reshape(n, ny, nx)
+        _over_rows(n, host.nbytes, lambda a, b: boxes.gather(frames[a:b], host[a:b]))
         return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False, wait_for=wait_for), False
     if direct:
         host = piece

@@ -902,7 +902,9 @@ def _run_events(case, events, labels, binning, device, repeat, peers, gen_s, tor
 def _run_twotime(case, pool, labels, binning, device, repeat, peers, gen_s, torch_device,
                  bandwidth):
     from .. import correlate
+    from ..correlators.opencl_twotime import BOXES_FRACTION
     from ..engine.twotime import choose_time_bin, select_bins
+    from ..opencl.frame_boxes import frame_boxes
 
     max_frames = case.max_frames or 10_000
     b = choose_time_bin(case.n_frames, None, max_frames)
@@ -916,8 +918,13 @@ def _run_twotime(case, pool, labels, binning, device, repeat, peers, gen_s, torc
         row = _new_row(case, gen_s, "frames/s", feed, feed)
         row["data"] += (f", {rows_sel.size} bin(s) of {pixel_index.size} pixels, time_bin {b}, "
                         f"nT {n_t}, pool of {pool.shape[0]} frames")
-        _set_floor(row, case.n_frames * float(pool[0].nbytes),
+        # The floor: the selected pixels themselves must cross (whole frames for every bin);
+        # ours moves rectangles that bound them (opencl.frame_boxes).
+        moved = frame_boxes(pixel_index, case.shape, max_fraction=BOXES_FRACTION)
+        _set_floor(row, case.n_frames * float(pixel_index.size * pool.itemsize),
                    (bandwidth or {}).get("h2d_pinned"))
+        _note(row, f"floor: the bins' {pixel_index.size} pixels of each frame; ours moves "
+                   f"{len(moved.boxes)} rectangle(s) holding {moved.moved_pixels} pixels")
         C_peer = None
         if peers:
             try:

@@ -26,8 +26,11 @@ the development machine does): otherwise an editable install compiles the packag
 modules from source in every run (0.5 s of CPU that an installed package does not pay).
 
 The stamps come from wrappers put around those functions in the measuring process (nothing is
-changed but the clock readings). Machine-independent enough to find the costs on a CPU; the
-correlation itself depends on the machine and method.
+changed but the clock readings), each when its module is imported by the run itself (an
+import hook), so that the run imports everything when and where it would anyway; the measured
+processes run in the work directory (``python -c`` puts the working directory first on the
+module path: a baseline on PYTHONPATH would lose to a checkout there). Machine-independent
+enough to find the costs on a CPU; the correlation itself depends on the machine and method.
 """
 
 from __future__ import annotations

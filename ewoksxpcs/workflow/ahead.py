@@ -2,7 +2,7 @@
 
 ``ewoksxpcs run`` spends its first half second importing ewokscore and building the graph
 before the LoadFrames step opens the scan. :func:`open_source_ahead` opens it first
-(``ewoksxpcs.workflow.pipeline.open_source`` with the step's arguments), then runs the
+(as ``ewoksxpcs.workflow.pipeline.open_source`` would, with the step's arguments), then runs the
 given follow-ups on it in a thread while ewokscore is imported: the readahead of its stored
 chunks (:mod:`ewoksxpcs.io.readahead`) and the samples ``auto`` will decide from
 (:func:`ewoksxpcs.correlators.auto.read_samples`), so that the disk works from the start.
@@ -52,10 +52,10 @@ def open_source_ahead(url, start=0, stop=None, step=1, frame_period=None, detect
     if key is None:
         return None
     try:
-        from .pipeline import open_source
+        from ..io.load import load_frames  # what open_source does with a URL
 
-        source = open_source(url, start=start, stop=stop, step=step, frame_period=frame_period,
-                             detector=detector, ahead=False)
+        source = load_frames(url, start=start, stop=stop, step=step, frame_period=frame_period,
+                             detector=detector)
     except Exception:  # the step opens it again and reports the error
         logger.debug("%r not opened ahead", url, exc_info=True)
         return None

@@ -532,8 +532,11 @@ def run_live(source, qmask, output: str, every: float = 2.0, mode: str = "multit
         if live.accepts_raw(source):
             frame_bytes = int(numpy.prod(source.frame_shape)) * live.dtype.itemsize
             most = source.chunk_frames or max(1, RAW_CHUNK_BYTES // frame_bytes)
-            # Read by a thread of their own: reading overlaps the device work and the updates.
-            chunks = read_ahead(source.iter_raw_chunks(most), RAW_READ_AHEAD)
+            # Read by a process of their own (chunk lookups hold a GIL), handed on by a
+            # thread: reading overlaps the device work and the updates.
+            from ..io.reader_process import raw_chunks
+
+            chunks = read_ahead(raw_chunks(source, most), RAW_READ_AHEAD)
         else:
             chunks = source.iter_chunks()
         t_wait = time.monotonic()

@@ -302,15 +302,14 @@ def _check_correlation_options(mode, mode_options, options, n_groups):
 
 # ------------------------------------------------------------------------------ the steps
 def open_source(frames, start: int = 0, stop: Optional[int] = None, step: int = 1,
-                frame_period: Optional[float] = None, detector: Optional[str] = None,
-                ahead: bool = True):
+                frame_period: Optional[float] = None, detector: Optional[str] = None):
     """Step 1: the frames as a frame source (or an EventStack), built once.
 
     A :class:`~ewoksxpcs.engine.frames.FrameSource` or an EventStack passes through unchanged
     (the later steps call this on what an earlier one built); anything else is opened by
     :func:`ewoksxpcs.io.load.load_frames` (URL, file, events file, array, iterable of chunks),
     or taken from :mod:`ewoksxpcs.workflow.ahead` when this process opened the same frames
-    ahead (``ahead``: look there).
+    ahead.
 
     Returns
     -------
@@ -319,13 +318,11 @@ def open_source(frames, start: int = 0, stop: Optional[int] = None, step: int = 
     """
     from ..io.load import load_frames
 
-    if ahead:
-        from . import ahead as opened
+    from . import ahead
 
-        source = opened.take(opened.source_key(frames, start, stop, step, frame_period,
-                                               detector))
-        if source is not None:
-            return source
+    source = ahead.take(ahead.source_key(frames, start, stop, step, frame_period, detector))
+    if source is not None:
+        return source
     return load_frames(frames, start=start, stop=stop, step=step, frame_period=frame_period,
                        detector=detector)
 

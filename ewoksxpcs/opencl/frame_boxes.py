@@ -1,0 +1,142 @@
+"""The parts of each frame that cross the bus: a few rectangles bounding the selected pixels.
+
+A two-time map of one q bin reads a ring of pixels: on a 512×1024 detector, bin 5 of 10 rings
+holds 13 % of the pixels but touches every row and 60 % of the columns, so whole frames (or
+the rows that hold the bin) put 5-7× more bytes on the bus than needed, and the bus is the
+floor of that case (52 GB of frames at 55 GB/s). :func:`frame_boxes` bounds the pixels with
+one rectangle per run of columns in each of a few bands of rows (16 bands: 18 % of the bytes
+for that ring in 30 rectangles); the frames then cross as those rectangles, packed one after
+another per frame (:class:`FrameBoxes`), either by one three-dimensional rectangular copy per
+rectangle from page-locked memory or gathered by threads into a page-locked staging buffer
+and copied at once (:func:`ewoksxpcs.opencl.device.upload_chunk`). The kernels read the packed
+frames through :meth:`FrameBoxes.positions`, the packed place of each selected pixel.
+
+In a packed frame every rectangle's rows have the same pitch, the widest rectangle's width:
+OpenCL's rectangular copies want the slice pitch (a packed frame) to be a multiple of the row
+pitch. The copies move only each rectangle's own width; the device buffers hold the padding
+(for the ring above 76 % of a frame against the 18 % moved: a power-of-two pitch per
+rectangle, widest first, would hold 23 %; not measured on the device yet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy
+
+__all__ = ["FrameBoxes", "frame_boxes", "BANDS"]
+
+#: Bands of rows of :func:`frame_boxes` (each band: one rectangle per run of the columns it
+#: needs).
+BANDS = 16
+
+
+@dataclass(frozen=True)
+class FrameBoxes:
+    """Rectangles of a frame, packed one after another (C order within each).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        The frame (Ny, Nx).
+    boxes : tuple of (y0, y1, x0, x1)
+        Rows y0 … y1-1, columns x0 … x1-1 of each rectangle.
+    """
+
+    shape: Tuple[int, int]
+    boxes: Tuple[Tuple[int, int, int, int], ...]
+
+    @property
+    def pitch(self) -> int:
+        """Pixels between the rows of every rectangle in a packed frame (the widest width)."""
+        return max(x1 - x0 for _, _, x0, x1 in self.boxes)
+
+    @property
+    def row_offsets(self) -> numpy.ndarray:
+        """(n_boxes + 1,) int64: first packed row of each rectangle, then the total."""
+        heights = [y1 - y0 for y0, y1, _, _ in self.boxes]
+        return numpy.concatenate([[0], numpy.cumsum(heights, dtype=numpy.int64)])
+
+    @property
+    def offsets(self) -> numpy.ndarray:
+        """(n_boxes + 1,) int64: first packed pixel of each rectangle, then the total."""
+        return self.row_offsets * self.pitch
+
+    @property
+    def packed_pixels(self) -> int:
+        """Pixels of a packed frame (with the rows' padding)."""
+        return int(self.offsets[-1])
+
+    @property
+    def moved_pixels(self) -> int:
+        """Pixels of a frame that cross the bus (the rectangles without padding)."""
+        return sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in self.boxes)
+
+    @property
+    def whole(self) -> bool:
+        """Whether the one rectangle is the whole frame (no packing)."""
+        return self.boxes == ((0, self.shape[0], 0, self.shape[1]),)
+
+    def positions(self, flat_pixels) -> numpy.ndarray:
+        """Packed place (int64) of each flat pixel index (Ny·Nx order); ValueError for a pixel
+        in none of the rectangles."""
+        flat = numpy.asarray(flat_pixels, dtype=numpy.int64)
+        y, x = numpy.divmod(flat, self.shape[1])
+        out = numpy.full(flat.shape, -1, numpy.int64)
+        pitch = self.pitch
+        for (y0, y1, x0, x1), off in zip(self.boxes, self.offsets[:-1].tolist()):
+            inside = (y >= y0) & (y < y1) & (x >= x0) & (x < x1) & (out < 0)
+            out[inside] = off + (y[inside] - y0) * pitch + (x[inside] - x0)
+        if (out < 0).any():
+            raise ValueError("pixels outside the frame's rectangles")
+        return out
+
+    def gather(self, frames: numpy.ndarray, out: numpy.ndarray) -> None:
+        """Copy the rectangles of ``frames`` (n, Ny, Nx) into ``out`` (n, packed pixels; the
+        padding is left as it is)."""
+        pitch = self.pitch
+        for (y0, y1, x0, x1), off in zip(self.boxes, self.offsets[:-1].tolist()):
+            h = y1 - y0
+            rows = out[:, off: off + h * pitch].reshape(-1, h, pitch)
+            rows[:, :, : x1 - x0] = frames[:, y0:y1, x0:x1]
+
+
+def frame_boxes(flat_pixels, shape, bands: int = BANDS,
+                max_fraction: Optional[float] = None) -> FrameBoxes:
+    """Rectangles that hold the pixels ``flat_pixels`` (flat indices in a frame of ``shape``):
+    the rows are cut into ``bands`` bands of equal height; in each, the rows it needs make one
+    rectangle per run of the columns needed by any of them.
+
+    ``max_fraction``: when the rectangles hold more than this fraction of the frame, the whole
+    frame instead (one copy is cheaper than many for little gain).
+    """
+    ny, nx = (int(n) for n in shape)
+    whole = FrameBoxes((ny, nx), ((0, ny, 0, nx),))
+    flat = numpy.unique(numpy.asarray(flat_pixels, dtype=numpy.int64))
+    if flat.size == 0:
+        return FrameBoxes((ny, nx), ((0, 1, 0, 1),))
+    needed = numpy.zeros(ny * nx, bool)
+    needed[flat] = True
+    needed = needed.reshape(ny, nx)
+    boxes, last = [], {}  # last: (x0, x1) -> the latest rectangle of those columns
+    edges = numpy.unique(numpy.linspace(0, ny, max(1, int(bands)) + 1).astype(int))
+    for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
+        rows = numpy.flatnonzero(needed[a:b].any(axis=1))
+        if not rows.size:
+            continue
+        y0, y1 = a + int(rows[0]), a + int(rows[-1]) + 1
+        step = numpy.diff(numpy.concatenate([[0], needed[y0:y1].any(axis=0).view(numpy.int8),
+                                             [0]]))
+        for x0, x1 in zip(numpy.flatnonzero(step == 1).tolist(),
+                          numpy.flatnonzero(step == -1).tolist()):
+            above = last.get((x0, x1))
+            if above is not None and boxes[above][1] == y0:  # the same columns continue
+                boxes[above] = (boxes[above][0], y1, x0, x1)
+            else:
+                last[(x0, x1)] = len(boxes)
+                boxes.append((y0, y1, x0, x1))
+    packed = FrameBoxes((ny, nx), tuple(boxes))
+    if max_fraction is not None and packed.moved_pixels > max_fraction * ny * nx:
+        return whole
+    return packed

@@ -1,0 +1,61 @@
+"""ewoksxpcs.opencl.frame_boxes: rectangles bounding a bin's pixels, packed per frame."""
+
+import numpy
+import pytest
+
+from ewoksxpcs.opencl.frame_boxes import FrameBoxes, frame_boxes
+
+
+def _ring(shape, r0, r1):
+    y, x = numpy.indices(shape)
+    r = numpy.hypot(y - shape[0] / 2, x - shape[1] / 2)
+    return numpy.flatnonzero(((r >= r0) & (r < r1)).ravel())
+
+
+def test_boxes_hold_every_pixel_and_few_others():
+    shape = (512, 1024)
+    ring = _ring(shape, 229, 286)  # touches every row, 60 % of the columns
+    boxes = frame_boxes(ring, shape)
+    assert not boxes.whole
+    pos = boxes.positions(ring)
+    assert numpy.unique(pos).size == ring.size and pos.min() >= 0
+    assert pos.max() < boxes.packed_pixels
+    # a ring's bands need one or two runs: 16 bands, at most 32 rectangles, < 25 % of the frame
+    assert len(boxes.boxes) <= 32
+    assert ring.size <= boxes.moved_pixels < 0.25 * shape[0] * shape[1]
+    assert boxes.moved_pixels <= boxes.packed_pixels  # rows padded to the widest rectangle
+
+
+def test_gather_puts_each_pixel_at_its_position(rng=numpy.random.default_rng(3)):
+    shape = (40, 56)
+    pixels = _ring(shape, 8, 14)
+    boxes = frame_boxes(pixels, shape, bands=5)
+    frames = rng.integers(0, 200, (7,) + shape).astype(numpy.uint8)
+    out = numpy.zeros((7, boxes.packed_pixels), numpy.uint8)
+    boxes.gather(frames, out)
+    numpy.testing.assert_array_equal(out[:, boxes.positions(pixels)],
+                                     frames.reshape(7, -1)[:, pixels])
+
+
+def test_whole_frame_when_the_boxes_hold_most_of_it():
+    shape = (30, 40)
+    everything = numpy.arange(30 * 40)
+    assert frame_boxes(everything, shape, max_fraction=0.8).whole
+    corner = numpy.flatnonzero((numpy.indices(shape)[0] < 5).ravel())
+    boxes = frame_boxes(corner, shape, max_fraction=0.8)
+    assert boxes.boxes == ((0, 5, 0, 40),) and boxes.packed_pixels == boxes.moved_pixels == 200
+    with pytest.raises(ValueError, match="outside"):
+        boxes.positions([6 * 40])
+    assert FrameBoxes(shape, ((0, 30, 0, 40),)).whole
+
+
+def test_packed_layout_suits_rectangular_copies():
+    """Every rectangle's rows are the widest rectangle's width apart and a packed frame is a
+    whole number of such rows (OpenCL's slice pitch rule); a single rectangle keeps its width."""
+    shape = (512, 1024)
+    boxes = frame_boxes(_ring(shape, 229, 286), shape)
+    widths = numpy.array([x1 - x0 for _, _, x0, x1 in boxes.boxes])
+    assert boxes.pitch == widths.max()
+    assert (boxes.offsets % boxes.pitch == 0).all()
+    one = frame_boxes(numpy.arange(3 * 1024, 7 * 1024), shape)
+    assert one.boxes == ((3, 7, 0, 1024),) and one.pitch == 1024
