@@ -5,7 +5,7 @@ holds 13 % of the pixels but touches every row and 60 % of the columns, so whole
 the rows that hold the bin) put 5-7× more bytes on the bus than needed, and the bus is the
 floor of that case (52 GB of frames at 55 GB/s). :func:`frame_boxes` bounds the pixels with
 one rectangle per run of columns in each of a few bands of rows (16 bands: 18 % of the bytes
-for that ring in 30 rectangles); the frames then cross as those rectangles, packed one after
+for that ring in 28 rectangles); the frames then cross as those rectangles, packed one after
 another per frame (:class:`FrameBoxes`), either by one three-dimensional rectangular copy per
 rectangle from page-locked memory or gathered by threads into a page-locked staging buffer
 and copied at once (:func:`ewoksxpcs.opencl.device.upload_chunk`). The kernels read the packed
