@@ -49,3 +49,19 @@ def test_floors_and_table(e2e):
     for mode in MODES:  # one row per scan and mode, as an ewoksjob worker runs them
         assert f"\n  {mode}" in worker
     assert out["check"]["rings"] == 8
+
+
+def test_a_scan_of_the_work_directory_is_reused_or_refused(tmp_path):
+    """A second run in the same work directory (an A/B of two versions) reuses the scan the
+    first wrote when it has the same frames, shape and counts, and refuses another one."""
+    from ewoksxpcs.tools.benchmark_e2e import _existing_scan
+    from ewoksxpcs.tools.synthetic_eiger import write_eiger_scan
+
+    directory = str(tmp_path / "scan_0.01")
+    assert _existing_scan(directory, 20, (64, 72), 0.01) is None
+    master = write_eiger_scan(directory, n_frames=20, shape=(64, 72), counts=0.01, processes=1,
+                              frames_per_file=10)
+    assert _existing_scan(directory, 20, (64, 72), 0.01) == master
+    for n, shape, counts in ((40, (64, 72), 0.01), (20, (64, 64), 0.01), (20, (64, 72), 0.1)):
+        with pytest.raises(ValueError, match="holds another scan"):
+            _existing_scan(directory, n, shape, counts)
