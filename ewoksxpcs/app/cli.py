@@ -372,6 +372,7 @@ def _warm_up(args, plot: bool) -> None:
     works from the start. Only for the in-process engine (``core``): other engines run the
     tasks in other processes.
     """
+    in_process = args.engine in ("core", None)
     if plot:
         from ..io.save import warm_up_plotting
 
@@ -379,17 +380,17 @@ def _warm_up(args, plot: bool) -> None:
             cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):  # not Linux
             cores = os.cpu_count() or 1
-        if args.engine in ("core", None) and cores < 4:
+        if in_process and cores < 4:
             from ..workflow.prefetch import after_first_read
 
             after_first_read(warm_up_plotting)
         else:
             warm_up_plotting()
     method = (args.method or "auto").strip().lower()
-    if args.engine in ("core", None) and args.device != "none" and (
+    if in_process and args.device != "none" and (
             method == "auto" or method.startswith("opencl")):
         _warm_up_device(args.device)
-    if args.engine in ("core", None):
+    if in_process:
         from ..workflow.ahead import open_source_ahead
 
         def readahead(source):

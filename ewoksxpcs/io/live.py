@@ -212,7 +212,7 @@ class GrowingHDF5Source(LiveSource):
                  read_in_process: bool = True):
         super().__init__(quiet_timeout, poll, chunk_frames)
         self.read_in_process = bool(read_in_process)
-        self._chunk_index: dict = {}  # file -> frame_chunk_index of its frames dataset
+        self._chunk_index = (None, None)  # (file, frame_chunk_index of its frames dataset)
         if url is None and files is None:
             raise ValueError("give the URL of the frames (file.h5::/path) or a Lima files pattern")
         self.master, master_path = (None, None)
@@ -311,11 +311,13 @@ class GrowingHDF5Source(LiveSource):
                 # The frames written since the last pass over the chunk index: one lookup
                 # each, or a new pass when that is cheaper (a reader behind its writer
                 # catches up with one pass instead of a lookup per frame).
-                index = self._chunk_index.get(filename)
-                known = 0 if index is None else index.shape[0]
+                indexed, index = self._chunk_index
+                known = index.shape[0] if indexed == filename and index is not None else 0
                 if (n - max(start, known)) * LOOKUP_OVER_VISIT > n:
                     index = frame_chunk_index(dset)
-                    self._chunk_index = {filename: index}  # earlier files are complete
+                    self._chunk_index = (filename, index)  # earlier files are complete
+                elif indexed != filename:
+                    index = None
                 layout, unfiltered = stored_frame_chunks(dset, start, stop, index)
                 if layout is None:
                     return dset[start:start + 1] if unfiltered else None

@@ -21,6 +21,7 @@ rectangle, widest first, would hold 23 %; not measured on the device yet).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional, Tuple
 
 import numpy
@@ -47,33 +48,33 @@ class FrameBoxes:
     shape: Tuple[int, int]
     boxes: Tuple[Tuple[int, int, int, int], ...]
 
-    @property
+    @cached_property  # each computed once: the fields never change (frozen)
     def pitch(self) -> int:
         """Pixels between the rows of every rectangle in a packed frame (the widest width)."""
         return max(x1 - x0 for _, _, x0, x1 in self.boxes)
 
-    @property
+    @cached_property
     def row_offsets(self) -> numpy.ndarray:
         """(n_boxes + 1,) int64: first packed row of each rectangle, then the total."""
         heights = [y1 - y0 for y0, y1, _, _ in self.boxes]
         return numpy.concatenate([[0], numpy.cumsum(heights, dtype=numpy.int64)])
 
-    @property
+    @cached_property
     def offsets(self) -> numpy.ndarray:
         """(n_boxes + 1,) int64: first packed pixel of each rectangle, then the total."""
         return self.row_offsets * self.pitch
 
-    @property
+    @cached_property
     def packed_pixels(self) -> int:
         """Pixels of a packed frame (with the rows' padding)."""
         return int(self.offsets[-1])
 
-    @property
+    @cached_property
     def moved_pixels(self) -> int:
         """Pixels of a frame that cross the bus (the rectangles without padding)."""
         return sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in self.boxes)
 
-    @property
+    @cached_property
     def whole(self) -> bool:
         """Whether the one rectangle is the whole frame (no packing)."""
         return self.boxes == ((0, self.shape[0], 0, self.shape[1]),)

@@ -317,7 +317,6 @@ def open_source(frames, start: int = 0, stop: Optional[int] = None, step: int = 
         ``.frame_shape`` (Ny, Nx), ``.dtype``, ``.n_frames``, ``.frame_period`` (s or None).
     """
     from ..io.load import load_frames
-
     from . import ahead
 
     source = ahead.take(ahead.source_key(frames, start, stop, step, frame_period, detector))
