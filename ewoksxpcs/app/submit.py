@@ -50,6 +50,7 @@ EXECUTE_GRAPH = "ewoksjob.apps.ewoks.execute_graph"
 
 _APPS: Dict[str, Any] = {}
 _APPS_LOCK = threading.Lock()
+_SEND_LOCKS: Dict[int, threading.Lock] = {}  # id(app) -> its lock (apps are cached)
 
 
 def _read_config(config: Union[str, dict, None]) -> dict:
@@ -123,7 +124,12 @@ def submit_graph(graph: Union[dict, str], inputs: Optional[List[dict]] = None, c
     if engine:
         kwargs["engine"] = engine
     options = {"queue": queue} if queue else {}
-    return app.send_task(EXECUTE_GRAPH, args=(graph,), kwargs=kwargs, **options)
+    # One message at a time per app: kombu's virtual transports (the SQLAlchemy broker of the
+    # tests and small sites) share one channel between threads, and 20 threads submitting at
+    # once got "'NoneType' object has no attribute 'client'" while it was being opened. A
+    # submission is a small message: nothing worth running in parallel.
+    with _SEND_LOCKS.setdefault(id(app), threading.Lock()):
+        return app.send_task(EXECUTE_GRAPH, args=(graph,), kwargs=kwargs, **options)
 
 
 def submit_scan(input: str, output: str, parameters: Optional[Dict[str, Any]] = None,
