@@ -326,8 +326,8 @@ def test_pinned_events(device, rng):
     q = qmask_of((7, 9))
     events = compact(frames)
     pinned = pin_events(events, device)
-    assert is_pinned(pinned.values) and is_pinned(pinned.times)
-    assert pinned == events and pinned.offsets is events.offsets
+    assert is_pinned(pinned.values) and is_pinned(pinned.times) and is_pinned(pinned.offsets)
+    assert pinned == events and pinned.pixel_index is events.pixel_index
     ref = correlate(frames, q, method="reference")
     for options in ({}, {"strategy": "rows", "upload_chunks": 3}):
         c = create_correlator(q, method="opencl-events", device=device, **options)
@@ -391,6 +391,42 @@ def test_s2_on_device_many_frames(device, rng):
     check_equal(r_on, ref, "uint8")
     check_equal(r_off, ref, "uint8")
     assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)
+
+
+@pytest.mark.parametrize("low, high, kernel", [(0, 4, "s2_autocorr_double"),
+                                               (2**21, 2**22, "s2_autocorr")])
+def test_s2_on_device_double_where_exact(device, rng, low, high, kernel):
+    """The device s2 multiplies and adds in double where every sum is an integer below 2^53
+    (max·Σ of each bin's frame sums), in int64 beyond (sums near 2^57 here): the same rows as
+    the host's exact s2 either way."""
+    from ewoksxpcs.engine.normalise import s2_rows
+
+    frames = rng.integers(low, high, (40, 4, 4)).astype(numpy.uint32)
+    q = qmask_of((4, 4))
+    c = create_correlator(q, method="opencl-events", device=device, s2_device=True)
+    if not c.dev.has_fp64 and kernel.endswith("double"):
+        kernel = "s2_autocorr"
+    sums = c.compute_sums(compact(frames))
+    assert c.last_profile["s2_kernel"] == kernel
+    host = s2_rows(sums.frame_sums, c.binning, sums.lags)
+    for a, b in zip(sums.s2, host):
+        assert (a is None and b is None) or numpy.array_equal(a, b)
+
+
+def test_g2_and_errors_on_device_same_bits(device, rng):
+    """With s2 on the device, correlate() takes g2 and its jackknife error there too
+    (:mod:`ewoksxpcs.opencl.normalise`): the same result as with the host's normalisation."""
+    frames = sparse_frames(rng, "uint16", (400, 6, 11), rate=0.3)
+    q = numpy.zeros((6, 11), int)
+    q[0, 0], q[1:3, :], q[4:, :] = 1, 2, 4
+    on, off = s2_on_and_off(q, device)
+    events = compact(frames)
+    r_on, r_off = on.correlate(events), off.correlate(events)
+    assert on.last_profile.get("g2_on_device") is (True if on.dev.has_fp64 else None)
+    assert "g2_on_device" not in off.last_profile
+    for name in ("g2", "g2_err", "n2", "s2", "expected_pairs"):
+        assert numpy.array_equal(getattr(r_on, name), getattr(r_off, name), equal_nan=True), name
+    check_equal(r_on, correlate(frames, q, method="reference"), "uint16")
 
 
 def test_sums_carry_the_device_s2(device, rng):

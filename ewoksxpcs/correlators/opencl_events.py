@@ -49,6 +49,7 @@ import threading
 import numpy
 
 from ..opencl.compact import compact_opencl
+from ..opencl.normalise import g2_on_device
 from ..engine.intrange import INT64_LIMIT, check_int64_bound
 from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, _s2_safe, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, build_in_background, default_device_memory, \
@@ -68,6 +69,10 @@ DEVICE_PLANNED = ("fold", "rows", "local32")
 #: Device bytes of that plan per binned pixel and upload chunk (pair and event counts, their
 #: running sums); above 1/8 of the memory budget "local" (planned on the host) is used instead.
 PLAN_BYTES = 32
+
+#: Sums of integers below this are exact in double precision (with margin for the bound's own
+#: rounding): the device s2 then multiplies and adds in double (``s2_autocorr_double``).
+DOUBLE_EXACT = 2.0**53 * (1 - 1e-9)
 
 #: Reports of the progress of the correlation kernels (after compaction) in a run.
 PROGRESS_STEPS = 20
@@ -112,7 +117,7 @@ def pin_events(events, device=None):
     Returns
     -------
     EventStack
-        Same offsets, pixel_index, frame sums and labels (shared), values and times in
+        Same pixel_index, frame sums and labels (shared), values, times and offsets in
         page-locked memory (plain memory where the driver refuses to pin).
     """
     from ..engine.events import EventStack
@@ -122,11 +127,13 @@ def pin_events(events, device=None):
         return events
     dev = get_device(device)
     arrays = []
-    for a in (events.values, events.times):
+    # The offsets too (int64, as the device plan reads them): 8 bytes a pixel that would
+    # otherwise cross as a pageable copy while the events' upload holds the bus.
+    for a in (events.values, events.times, numpy.asarray(events.offsets, dtype=numpy.int64)):
         pinned = pinned_empty(dev, a.shape, a.dtype)
         copy_into(pinned, a)
         arrays.append(pinned)
-    return EventStack(arrays[0], arrays[1], events.offsets, events.pixel_index,
+    return EventStack(arrays[0], arrays[1], arrays[2], events.pixel_index,
                       events.frame_shape, events.n_frames, events.dtype,
                       frame_sums=events.frame_sums, labels=events.labels, trusted=True)
 
@@ -425,6 +432,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         except ValueError:  # refused: the correlation says why
             return
         programs = [("events.cl", self._defines(geometry, dtype))]
+        if self._s2_on_device() and self.dev.has_fp64 and dtype.kind != "f":
+            programs.append(("normalise.cl", None))  # g2 and its error where n2 and s2 are
         if geometry[0] in DEVICE_PLANNED:
             from ..opencl.prefix_sum import DeviceScan
 
@@ -460,6 +469,10 @@ class OpenCLEventCorrelator(EventCorrelator):
     #: Set by correlate(): compute s2 on the host while the device computes n2 (_run sets _s2).
     _s2_wanted = False
     _s2 = None
+    #: Set by correlate(): g2 and its error computed on the device where n2 and s2 are (integer
+    #: sums, s2 on the device, double precision): _finish sets _g2_rows.
+    _g2_wanted = False
+    _g2_rows = None
 
     def correlate(self, data, **info):
         """As :meth:`Correlator.correlate`; s2 is computed while the device works on n2."""
@@ -477,14 +490,16 @@ class OpenCLEventCorrelator(EventCorrelator):
                 and (self._runs > 1 or "numba" in sys.modules)):
             warm_numba()
         self._s2_wanted, self._s2 = True, None
+        self._g2_wanted, self._g2_rows = True, None
         try:
             sums = self.compute_sums(data)
         finally:
-            self._s2_wanted = False
+            self._s2_wanted = self._g2_wanted = False
         s2, self._s2 = self._s2, None
+        g2_rows, self._g2_rows = self._g2_rows, None
         t1 = time.perf_counter()
         result = normalise(sums, self.binning, method=self.name, device=self.device_name,
-                           s2_method=self.s2_method, info=info, s2=s2)
+                           s2_method=self.s2_method, info=info, s2=s2, g2_rows=g2_rows)
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
         if s2 is not None:
@@ -529,8 +544,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         """s2 rows as :func:`ewoksxpcs.engine.normalise.s2_rows` gives them, by direct exact int64
         sums on the device (O(rows·Nt²): ~1e10 multiply-adds take milliseconds on a GPU, less
         than the host's FFTs): the kernels are queued, and the returned ``fetch()`` waits for
-        them and gives the rows (the host works meanwhile); None when a sum could leave the
-        int64 range (the host's :func:`~ewoksxpcs.engine.normalise.s2_rows` then refuses it)."""
+        them and gives the rows (the host works meanwhile), returned with the rows' device
+        buffer and each bin's (first row, rows) in it; None when a sum could leave the int64
+        range (the host's :func:`~ewoksxpcs.engine.normalise.s2_rows` then refuses it)."""
         import pyopencl
 
         b, dev, queue = self.binning, self.dev, self.dev.queue
@@ -555,23 +571,31 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_c = device_buffer(dev, queue, n_rows * n_frames * 8)
         sl = defines["SL"]
         series = get_kernel(dev, "events.cl", "s2_series", defines)
-        auto = get_kernel(dev, "events.cl", "s2_autocorr", defines)
         series(queue, (n_frames, n_rows), None, d_sums, numpy.int32(n_frames),
                numpy.int32(b.n_sub), *rows, d_x)
-        auto(queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
         queue.flush()
-        # Checked while the device sums (its sums are dropped when they could have wrapped).
+        # Checked while the device forms the rows: the bin sums bound every row (events are
+        # >= 0), so every product and partial sum of a row is at most max · Σ of its bin.
         full = b.n_groups_per_bin > 0
         bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
-        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
+        if not _s2_safe(bin_sums.T):
             return None
+        name = "s2_autocorr"
+        if dev.has_fp64 and bin_sums.size and float(
+                (bin_sums.max(axis=0).astype(numpy.float64)
+                 * bin_sums.sum(axis=0, dtype=numpy.float64)).max()) < DOUBLE_EXACT:
+            name = "s2_autocorr_double"  # every sum an integer below 2^53: exact in double
+        self.last_profile["s2_kernel"] = name
+        get_kernel(dev, "events.cl", name, defines)(
+            queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
+        queue.flush()
 
         def fetch():
             c = numpy.empty((n_rows, n_frames), dtype=numpy.int64)
             download_pinned(dev, queue, c, d_c)
             return [None if sp is None else c[sp[0]: sp[0] + sp[1]] for sp in spans]
 
-        return fetch
+        return fetch, d_c, spans
 
     def _n2(self, events) -> numpy.ndarray:
         return self._run(events)[0]
@@ -949,13 +973,19 @@ class OpenCLEventCorrelator(EventCorrelator):
         import time
 
         queue = self.dev.queue
-        fetch_s2 = None
+        fetch_s2 = fetch_g2 = None
         if self._s2_wanted:
             if sums_copied is not None:
                 sums_copied.wait()
             ts = time.perf_counter()
             if d_sums is not None and self._s2_on_device():
-                fetch_s2 = self._s2_device(frame_sums, d_sums, n_frames, defines)  # after n2
+                on_device = self._s2_device(frame_sums, d_sums, n_frames, defines)  # after n2
+                if on_device is not None:
+                    fetch_s2, d_c, spans = on_device
+                    if self._g2_wanted and self.dev.has_fp64:  # g2 and σ from n2 and s2 there
+                        fetch_g2 = g2_on_device(self.dev, queue, d_n2, d_c, self.binning, spans,
+                                                n_frames)
+                        self.last_profile["g2_on_device"] = True
             self.last_profile["s2_s"] = time.perf_counter() - ts
         self._range_check_early(out, frame_sums, sums_copied)  # while the device works
         if self._s2_wanted:
@@ -970,6 +1000,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         download_pinned(self.dev, queue, out, d_n2)
         if sums_copied is not None:
             sums_copied.wait()
+        if fetch_g2 is not None:
+            self._g2_rows = fetch_g2()
         self._step("download_s", t)
         self._report(1.0)
         return out, frame_sums

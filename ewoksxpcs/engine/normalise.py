@@ -297,6 +297,7 @@ def normalise(
     s2_method: str = "auto",
     info: Optional[dict] = None,
     s2: Optional[list] = None,
+    g2_rows: Optional[tuple] = None,
 ) -> CorrelationResult:
     """Compute g2, its jackknife error, n2 and s2 per bin from per-sub-bin sums.
 
@@ -314,6 +315,10 @@ def normalise(
     s2 : list, optional
         ``s2_rows(sums.frame_sums, binning, sums.lags, s2_method)``, when already computed
         (a backend may compute it while its device works on n2).
+    g2_rows : (g2, g2_err), optional
+        (n_bins, n_lags) float64 each: g2 and its jackknife error computed by a device from the
+        same sums and s2 with this function's operations in its order (the same bits:
+        :mod:`ewoksxpcs.opencl.normalise`), before the few-pairs rule, which is applied here.
     """
     lags = numpy.asarray(sums.lags, dtype=numpy.int64)
     nb, nl = binning.n_bins, lags.size
@@ -339,6 +344,11 @@ def normalise(
             continue
         c = rows[i]
         s2_list.append(c[0])
+        if g2_rows is not None:
+            g2[i] = g2_rows[0][i]
+            if n_groups > 1:
+                g2_err[i] = g2_rows[1][i]
+            continue
         npix = int(binning.n_pixels[i])
         with numpy.errstate(invalid="ignore", divide="ignore"):
             n2_bin = n2[i].astype(numpy.float64)

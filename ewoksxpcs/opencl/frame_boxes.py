@@ -14,8 +14,10 @@ frames through :meth:`FrameBoxes.positions`, the packed place of each selected p
 In a packed frame every rectangle's rows have the same pitch, the widest rectangle's width:
 OpenCL's rectangular copies want the slice pitch (a packed frame) to be a multiple of the row
 pitch. The copies move only each rectangle's own width; the device buffers hold the padding
-(for the ring above 76 % of a frame against the 18 % moved: a power-of-two pitch per
-rectangle, widest first, would hold 23 %; not measured on the device yet).
+(for the ring above 76 % of a frame against the 18 % moved). The copy engine pays for each
+row of a rectangle, about 3.5 ns plus its bytes on an H200 (measured in session 9): the ring
+above crosses in 0.49-0.53 s for 100 000 frames whatever the chunk size (so a tighter packing,
+which would allow larger chunks, was not built), 0.95 s as whole frames.
 """
 
 from __future__ import annotations

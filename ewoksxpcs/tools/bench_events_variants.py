@@ -31,8 +31,9 @@ For each case:
    step, so the steps add up to more than the unprofiled call) giving upload (host time of the
    uploading thread), plan (host and device planning), plan_kernels (launches and kernels, with
    the wait for the uploads), s2 (on the device on GPUs), s2_wait, download and normalisation.
-4. **dynamix** 0.1.0 ``EventCorrelator`` (when importable) on the same device: its first call
-   (its accumulator is never cleared), host arrays.
+4. **dynamix** 0.1.0 ``EventCorrelator`` (when importable) on the same device, warmed up, each
+   timed call the first of a new instance (its accumulator is never cleared), NumPy arrays
+   (:func:`~ewoksxpcs.tools.benchmark_gpu.dynamix_events`).
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
     from ..correlators.opencl_events import pin_events
     from ..engine.qmask import Binning
     from ..opencl.device import get_device, is_pinned
-    from .benchmark import _beamstop_labels, dynamix_event_inputs
+    from .benchmark import _beamstop_labels
     from .benchmark_gpu import poisson_events, resident_events
 
     file = file or sys.stdout
@@ -335,7 +336,7 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
             for k, v in host_steps(events, binning, device, frame_sums).items()))
         if dynamix:
-            _dynamix(events, labels, device, case_rows, say, dynamix_event_inputs)
+            _dynamix(events, labels, device, case_rows, say)
         for row in case_rows:
             row.pop("n2", None)
         rows.extend(case_rows)
@@ -343,19 +344,18 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
     return rows
 
 
-def _dynamix(events, labels, device, case_rows, say, dynamix_event_inputs):
-    """dynamix's EventCorrelator on the same data and device (first call), compared."""
-    try:
-        from dynamix.correlator.event import EventCorrelator
+def _dynamix(events, labels, device, case_rows, say):
+    """dynamix's EventCorrelator on the same data and device, warmed up, fed NumPy arrays
+    (:func:`~ewoksxpcs.tools.benchmark_gpu.dynamix_events`), compared."""
+    from .benchmark_gpu import dynamix_events
 
-        kwargs, args, _ = dynamix_event_inputs(events, labels, device)
-        corr = EventCorrelator(**kwargs)
-        _, peer_s = _timed(lambda: corr.correlate(*args))
-        n2 = corr.d_res_int.get().astype(numpy.int64)
+    try:
+        peer_s, n2, _, _, _ = dynamix_events(events, labels, device, repeat=2)
     except Exception as e:
         say(f"dynamix EventCorrelator: not run ({type(e).__name__}: {e})")
         return
-    say(f"dynamix EventCorrelator: {peer_s:.4f} s (first call, host arrays)")
+    say(f"dynamix EventCorrelator: {peer_s:.4f} s (warmed up, an instance's first call, NumPy "
+        "arrays)")
     for row in case_rows:
         row["dynamix_s"] = peer_s
         if "n2" in row:

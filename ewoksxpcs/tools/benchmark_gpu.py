@@ -44,9 +44,15 @@ Every dense case runs twice per side, once per *feed*, each side fed the way its
 The frames of a dense case come from a pool of ``8 × batch`` frames (a few GB at most) cycled
 up to the case's frame count, as in the measurement of issue 12: two page-locked copies of a
 52 GB stack would not fit in host memory. Both sides read the same pool contents.
-The event cases feed ours from an EventStack in host memory (``host``) and, in a second row,
-from one already on the device (``device-resident``); dynamix is always given host arrays (its
-only input form).
+The event cases have three rows, named by the feeds of ours and of dynamix: ``pageable`` (our
+EventStack in plain NumPy memory; dynamix's NumPy arrays, its documented input), ``pinned`` (both
+in page-locked memory: :func:`~ewoksxpcs.correlators.opencl_events.pin_events` for ours, copies in
+:func:`~ewoksxpcs.opencl.device.pinned_empty` memory for dynamix) and
+``device-resident/kernels`` (our events already on the device; dynamix's correlation and
+normalisation kernels alone, by OpenCL profiling: it has no input on the device). dynamix is
+warmed up first (its first call in a process also builds PyOpenCL's ``fill`` kernel, ~0.15 s
+on an H200) and each timed call is the first call of a new instance (its accumulator is never
+cleared): :func:`dynamix_events`.
 
 Floor
 -----
@@ -834,10 +840,75 @@ def _event_bytes(events) -> tuple:
     return on_device + events.offsets.nbytes + events.pixel_index.nbytes, on_device
 
 
+#: Feeds of the event cases: (our EventStack, dynamix's arrays); see the module docstring.
+EVENT_FEEDS = (("pageable", "pageable"), ("pinned", "pinned"), ("device-resident", "kernels"))
+
+
+def dynamix_events(events, labels, device, repeat: int = 1, feed: str = "pageable"):
+    """dynamix 0.1.0's ``EventCorrelator`` on ``events``, fed and timed as its authors would run it.
+
+    Its first ``correlate`` in a process also builds PyOpenCL's own kernels (the ``fill`` of its
+    output arrays: ~0.15 s on an H200), and its integer accumulator is never cleared, so only an
+    instance's first call is right: a warm-up instance runs once, then each timed call is the
+    first call of a new instance (constructed, its programs built, outside the time).
+
+    Parameters
+    ----------
+    feed : {"pageable", "pinned", "kernels"}
+        Its event arrays as NumPy arrays (its documented input), as copies in page-locked
+        memory (:func:`~ewoksxpcs.opencl.device.pinned_empty`, as ours), or its kernels' own time
+        (OpenCL profiling of its correlation and normalisation kernels, data already uploaded:
+        the counterpart of our device-resident events).
+
+    Returns
+    -------
+    seconds : float
+        Best of ``repeat``.
+    n2 : ndarray (n_bins, n_frames) int64
+        Its integer accumulator after the first timed call.
+    g2 : ndarray
+        Its result.
+    peak : int
+        Peak bytes of its OpenCL buffers.
+    device_name : str
+    """
+    from dynamix.correlator.event import EventCorrelator
+
+    from ..opencl.device import copy_into, pinned_empty
+    from .benchmark import dynamix_event_inputs
+
+    kwargs, args, dev_name = dynamix_event_inputs(events, labels, device)
+    if feed == "pinned":
+        pinned = []
+        for a in args:
+            p = pinned_empty(device, a.shape, a.dtype)
+            copy_into(p, a)
+            pinned.append(p)
+        args = tuple(pinned)
+    EventCorrelator(**kwargs).correlate(*args)  # warm-up: PyOpenCL's kernels, the driver
+    best, n2, g2, peak = None, None, None, 0
+    for _ in range(max(1, repeat)):
+        with opencl_memory() as mem:
+            corr = EventCorrelator(**kwargs, profile=feed == "kernels")
+            t0 = time.perf_counter()
+            result = corr.correlate(*args)
+            s = time.perf_counter() - t0
+        if feed == "kernels":
+            if not corr.events:
+                raise RuntimeError("dynamix's kernels could not be profiled on this device")
+            s = sum(e.stop - e.start for e in corr.events) * 1e-9
+        if n2 is None:
+            n2, g2, peak = corr.d_res_int.get().astype(numpy.int64), result, mem.peak
+        best = s if best is None else min(best, s)
+        del corr
+    return best, n2, g2, peak, dev_name
+
+
 def _run_events(case, events, labels, binning, device, repeat, peers, gen_s, torch_device,
                 bandwidth):
     from .. import correlate
-    from .benchmark import _beamstop_labels, dynamix_event_inputs
+    from ..correlators.opencl_events import pin_events
+    from .benchmark import _beamstop_labels
 
     bandwidth = bandwidth or {}
     host_bytes, device_bytes = _event_bytes(events)
@@ -847,56 +918,52 @@ def _run_events(case, events, labels, binning, device, repeat, peers, gen_s, tor
         correlate(small, _beamstop_labels((32, 32), 4), method="opencl-events", device=device)
     except Exception:
         pass  # the error shows again in the timed call
-    for feed in ("host", "device-resident"):
-        row = _new_row(case, gen_s, "pairs/s", feed, "host")
+    for feed, peer_feed in EVENT_FEEDS:
+        row = _new_row(case, gen_s, "pairs/s", feed, peer_feed)
         row["data"] += f", {events.n_events} events"
-        if feed == "host":
-            _set_floor(row, host_bytes, bandwidth.get("h2d_pinned"))
-        else:
+        if feed == "device-resident":
             _set_floor(row, device_bytes, bandwidth.get("device"))
+        else:
+            _set_floor(row, host_bytes, bandwidth.get("h2d_pinned"))
+        data = None
         try:
-            data = events if feed == "host" else resident_events(events, device)
+            if feed == "pageable":
+                data = events
+            elif feed == "pinned":
+                data = pin_events(events, device)
+            else:
+                data = resident_events(events, device)
             res, row["ours_s"], mem = _best(
                 lambda: correlate(data, binning, method="opencl-events", device=device), repeat)
             row.update(ours_method="opencl-events", ours_device=res.device,
                        ours_mem_mib=mem / _MiB)
-            if feed != "host":
-                _note(row, "events already on the device (not counted in ours_MiB)")
-            del data
+            if feed == "device-resident":
+                _note(row, "events already on the device (not counted in ours_MiB); dynamix: "
+                           "its kernels alone (OpenCL profiling), its upload not counted")
         except Exception as e:
             _note(row, f"ours error: {type(e).__name__}: {e}")
             res = None
-        rows.append((row, res))
-    if peers:
-        try:
-            from dynamix.correlator.event import EventCorrelator
-
-            kwargs, args, dev_name = dynamix_event_inputs(events, labels, device)
-            with opencl_memory() as mem:
-                corr = EventCorrelator(**kwargs)
-                t0 = time.perf_counter()
-                g2_dx = corr.correlate(*args)  # first call only: its accumulator is never cleared
-                peer_s = time.perf_counter() - t0
-                n2_dx = corr.d_res_int.get()
-            del corr
-            for row, res in rows:
+        del data
+        if peers:
+            try:
+                peer_s, n2_dx, g2_dx, peak, dev_name = dynamix_events(
+                    events, labels, device, repeat, peer_feed)
                 row.update(peer_s=peer_s, peer_device=f"OpenCL {dev_name}",
-                           peer_mem_mib=mem.peak / _MiB)
+                           peer_mem_mib=peak / _MiB)
                 if res is not None:
-                    same = n2_dx.shape == res.n2.shape and numpy.array_equal(
-                        n2_dx.astype(numpy.int64), res.n2)
+                    same = n2_dx.shape == res.n2.shape and numpy.array_equal(n2_dx, res.n2)
                     row["exact"] = bool(same)
                     row["g2_rel_diff"] = _max_rel_diff(g2_dx, res.g2)
                     row["agreement"] = ("n2 == dynamix int32 sums" if same else
                                         "n2 DIFFERS from dynamix int32 sums") + (
                                             f", g2 max rel diff {row['g2_rel_diff']:.1e}")
-        except Exception as e:
-            for row, _ in rows:
+            except Exception as e:
                 _peer_missing(row, e)
+        rows.append(row)
     work = _events_work(events, binning)
-    for row, _ in rows:
+    for row in rows:
         _finish(row, work)
-    return [row for row, _ in rows]
+    return rows
 
 
 def _run_twotime(case, pool, labels, binning, device, repeat, peers, gen_s, torch_device,
@@ -1129,9 +1196,10 @@ def _print_summary(rows, out):
           file=out)
     print("feed: pinned = page-locked host memory on both sides (ours: pinned_empty; torch: "
           "pin_memory + non_blocking copies on a copy stream, overlapped); pageable = plain "
-          "NumPy memory on both sides; host / device-resident = our EventStack in host memory / "
-          "already on the device (dynamix: host arrays). floor_s = bytes to move / measured "
-          "bandwidth (module docstring).", file=out)
+          "NumPy memory on both sides; events ours/dynamix: pageable = NumPy arrays, pinned = "
+          "page-locked copies, device-resident = our events already on the device / kernels = "
+          "dynamix's kernels alone (profiled); dynamix warmed up, each timed call an instance's "
+          "first. floor_s = bytes to move / measured bandwidth (module docstring).", file=out)
     seen = set()
     for r in rows:
         if r["case"] in seen:

@@ -1,0 +1,57 @@
+"""g2 and its jackknife error on the device (``opencl.normalise``): the host's bits."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from conftest import require_opencl
+
+from ewoksxpcs import Binning
+from ewoksxpcs.engine.normalise import normalise
+from ewoksxpcs.engine.result import CorrelationSums
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def dev(request):
+    require_opencl(request.param)
+    from ewoksxpcs.opencl.device import get_device
+
+    d = get_device(request.param)
+    if not d.has_fp64:
+        pytest.fail(f"{d.name} has no double precision: g2_on_device is never used there")
+    return d
+
+
+def test_g2_on_device_equals_host_normalise(dev):
+    """Random int64 sums (zeros in s2: inf and NaN as the host gets them), bins of 1, 16 and
+    several groups: every g2 and error bit equal to normalise()'s own."""
+    import pyopencl
+
+    from ewoksxpcs.opencl.normalise import g2_on_device
+
+    rng = numpy.random.default_rng(7)
+    labels = numpy.zeros((20, 30), int)
+    labels[0, 0], labels[2:8, :], labels[10:12, 3:9], labels[14:, :] = 1, 2, 3, 5
+    b = Binning(labels)
+    n_lags = 300
+    n2 = rng.integers(0, 10**9, (b.n_sub, n_lags)).astype(numpy.int64)
+    spans, rows, at = [], [], 0
+    for i in range(b.n_bins):
+        g = int(b.n_groups_per_bin[i])
+        r = rng.integers(0, 10**12, (1 + (g if g > 1 else 0), n_lags)).astype(numpy.int64)
+        r[:, ::37] = 0  # x / 0
+        spans.append((at, r.shape[0]))
+        at += r.shape[0]
+        rows.append(r)
+    sums = CorrelationSums(n2=n2, frame_sums=numpy.ones((n_lags, b.n_sub), numpy.int64),
+                           lags=numpy.arange(n_lags))
+    mf = pyopencl.mem_flags
+    d_n2, d_c = (pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
+                 for a in (n2, numpy.concatenate(rows)))
+    g2, err = g2_on_device(dev, dev.queue, d_n2, d_c, b, spans, n_lags)()
+    assert numpy.isnan(err[0]).all() and numpy.isfinite(err[1]).any() and numpy.isinf(g2).any()
+    host = normalise(sums, b, s2=rows)
+    device = normalise(sums, b, s2=rows, g2_rows=(g2, err))
+    for name in ("g2", "g2_err"):
+        assert numpy.array_equal(getattr(device, name), getattr(host, name), equal_nan=True), name
+    assert numpy.isfinite(host.g2_err).sum() > 800  # the comparison compared numbers
