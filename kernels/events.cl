@@ -481,7 +481,7 @@ __kernel void s2_series(__global const long *S,          // (n_frames, n_sub) fr
 // S2_T is the type of the products and sums: long, or double where the host has checked that
 // max(X)·ΣX < 2^53 for the row's bin (the rows are non-negative, so every product and every
 // partial sum is then an integer below 2^53: exact in double, and one fused multiply-add
-// instead of an emulated 64-bit integer multiply; 4-5x faster on an H200).
+// instead of an emulated 64-bit integer multiply on GPUs).
 // Launch: global (ceil(n_frames / SL) * SL, n_rows), local (SL, 1).
 #define S2_AUTOCORR(NAME, S2_T)                                                            \
 __kernel __attribute__((reqd_work_group_size(SL, 1, 1)))                                    \
