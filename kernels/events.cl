@@ -478,39 +478,29 @@ __kernel void s2_series(__global const long *S,          // (n_frames, n_sub) fr
 // Direct autocorrelation of each row, all lags: C[r][τ] = Σ_t X[r][t]·X[r][t+τ], exact int64
 // (the host checks that no sum can overflow). A work-group takes SL consecutive lags of one row;
 // the row passes through local memory in tiles of SL frames, with its shifted copy (2·SL).
-// S2_T is the type of the products and sums: long, or double where the host has checked that
-// max(X)·ΣX < 2^53 for the row's bin (the rows are non-negative, so every product and every
-// partial sum is then an integer below 2^53: exact in double, and one fused multiply-add
-// instead of an emulated 64-bit integer multiply on GPUs).
 // Launch: global (ceil(n_frames / SL) * SL, n_rows), local (SL, 1).
-#define S2_AUTOCORR(NAME, S2_T)                                                            \
-__kernel __attribute__((reqd_work_group_size(SL, 1, 1)))                                    \
-void NAME(__global const long *X, const int n_frames, __global long *C)                     \
-{                                                                                            \
-    const int r = get_group_id(1);                                                           \
-    const int lid = get_local_id(0);                                                         \
-    const int tau0 = get_group_id(0) * SL;                                                   \
-    __global const long *x = X + (long)r * n_frames;                                         \
-    __local S2_T a[SL];                                                                      \
-    __local S2_T b[2 * SL];                                                                  \
-    S2_T acc = 0;                                                                            \
-    for (int t0 = 0; t0 < n_frames - tau0; t0 += SL) {                                       \
-        /* a[s] = x[t0 + s], b[u] = x[t0 + tau0 + u], zero past the end: the work-item of */ \
-        /* lag tau0 + lid adds a[s]·b[s + lid] = x[t]·x[t + τ] for t = t0 + s. */             \
-        int u = t0 + lid;                                                                    \
-        a[lid] = u < n_frames ? (S2_T)x[u] : 0;                                              \
-        u = t0 + tau0 + lid;                                                                 \
-        b[lid] = u < n_frames ? (S2_T)x[u] : 0;                                              \
-        u += SL;                                                                             \
-        b[lid + SL] = u < n_frames ? (S2_T)x[u] : 0;                                         \
-        barrier(CLK_LOCAL_MEM_FENCE);                                                        \
-        for (int s = 0; s < SL; s++) acc += a[s] * b[s + lid];                               \
-        barrier(CLK_LOCAL_MEM_FENCE);                                                        \
-    }                                                                                        \
-    if (tau0 + lid < n_frames) C[(long)r * n_frames + tau0 + lid] = (long)acc;               \
+__kernel __attribute__((reqd_work_group_size(SL, 1, 1)))
+void s2_autocorr(__global const long *X, const int n_frames, __global long *C)
+{
+    const int r = get_group_id(1);
+    const int lid = get_local_id(0);
+    const int tau0 = get_group_id(0) * SL;
+    __global const long *x = X + (long)r * n_frames;
+    __local long a[SL];
+    __local long b[2 * SL];
+    long acc = 0;
+    for (int t0 = 0; t0 < n_frames - tau0; t0 += SL) {
+        // a[s] = x[t0 + s], b[u] = x[t0 + tau0 + u], zero past the end: the work-item of lag
+        // tau0 + lid adds a[s]·b[s + lid] = x[t]·x[t + τ] for t = t0 + s.
+        int u = t0 + lid;
+        a[lid] = u < n_frames ? x[u] : 0;
+        u = t0 + tau0 + lid;
+        b[lid] = u < n_frames ? x[u] : 0;
+        u += SL;
+        b[lid + SL] = u < n_frames ? x[u] : 0;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int s = 0; s < SL; s++) acc += a[s] * b[s + lid];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (tau0 + lid < n_frames) C[(long)r * n_frames + tau0 + lid] = acc;
 }
-
-S2_AUTOCORR(s2_autocorr, long)
-#ifdef HAS_FP64
-S2_AUTOCORR(s2_autocorr_double, double)
-#endif

@@ -393,26 +393,6 @@ def test_s2_on_device_many_frames(device, rng):
     assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)
 
 
-@pytest.mark.parametrize("low, high, kernel", [(0, 4, "s2_autocorr_double"),
-                                               (2**21, 2**22, "s2_autocorr")])
-def test_s2_on_device_double_where_exact(device, rng, low, high, kernel):
-    """The device s2 multiplies and adds in double where every sum is an integer below 2^53
-    (max·Σ of each bin's frame sums), in int64 beyond (sums near 2^57 here): the same rows as
-    the host's exact s2 either way."""
-    from ewoksxpcs.engine.normalise import s2_rows
-
-    frames = rng.integers(low, high, (40, 4, 4)).astype(numpy.uint32)
-    q = qmask_of((4, 4))
-    c = create_correlator(q, method="opencl-events", device=device, s2_device=True)
-    if not c.dev.has_fp64 and kernel.endswith("double"):
-        kernel = "s2_autocorr"
-    sums = c.compute_sums(compact(frames))
-    assert c.last_profile["s2_kernel"] == kernel
-    host = s2_rows(sums.frame_sums, c.binning, sums.lags)
-    for a, b in zip(sums.s2, host):
-        assert (a is None and b is None) or numpy.array_equal(a, b)
-
-
 def test_g2_and_errors_on_device_same_bits(device, rng):
     """With s2 on the device, correlate() takes g2 and its jackknife error there too
     (:mod:`ewoksxpcs.opencl.normalise`): the same result as with the host's normalisation."""

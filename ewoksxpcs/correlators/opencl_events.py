@@ -28,9 +28,8 @@ Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to 
 pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
 of their own); each chunk's tasks are planned and launched as soon as its events are there, so
 the upload, the planning and the kernels overlap. The denominator's autocorrelations s2 are then
-summed directly on a GPU (exact: int64, or double where every sum is an integer below 2⁵³;
-milliseconds) or, on CPU devices, by the host's exact FFTs while the device computes n2;
-normalisation gets them ready-made. With s2 on the device, :meth:`correlate` also takes g2 and
+summed directly on a GPU (exact int64, milliseconds) or, on CPU devices, by the host's exact FFTs
+while the device computes n2; normalisation gets them ready-made. With s2 on the device, :meth:`correlate` also takes g2 and
 its jackknife error there (:mod:`ewoksxpcs.opencl.normalise`, the host's operations in the
 host's order: the same bits), so the host only applies the few-pairs rule.
 
@@ -72,10 +71,6 @@ DEVICE_PLANNED = ("fold", "rows", "local32")
 #: Device bytes of that plan per binned pixel and upload chunk (pair and event counts, their
 #: running sums); above 1/8 of the memory budget "local" (planned on the host) is used instead.
 PLAN_BYTES = 32
-
-#: Sums of integers below this are exact in double precision (with margin for the bound's own
-#: rounding): the device s2 then multiplies and adds in double (``s2_autocorr_double``).
-DOUBLE_EXACT = 2.0**53 * (1 - 1e-9)
 
 #: Reports of the progress of the correlation kernels (after compaction) in a run.
 PROGRESS_STEPS = 20
@@ -574,24 +569,16 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_c = device_buffer(dev, queue, n_rows * n_frames * 8)
         sl = defines["SL"]
         series = get_kernel(dev, "events.cl", "s2_series", defines)
+        auto = get_kernel(dev, "events.cl", "s2_autocorr", defines)
         series(queue, (n_frames, n_rows), None, d_sums, numpy.int32(n_frames),
                numpy.int32(b.n_sub), *rows, d_x)
+        auto(queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
         queue.flush()
-        # Checked while the device forms the rows: the bin sums bound every row (events are
-        # >= 0), so every product and partial sum of a row is at most max · Σ of its bin.
+        # Checked while the device sums (its sums are dropped when they could have wrapped).
         full = b.n_groups_per_bin > 0
         bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
-        if not _s2_safe(bin_sums.T):
+        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
             return None
-        name = "s2_autocorr"
-        if dev.has_fp64 and bin_sums.size and float(
-                (bin_sums.max(axis=0).astype(numpy.float64)
-                 * bin_sums.sum(axis=0, dtype=numpy.float64)).max()) < DOUBLE_EXACT:
-            name = "s2_autocorr_double"  # every sum an integer below 2^53: exact in double
-        self.last_profile["s2_kernel"] = name
-        get_kernel(dev, "events.cl", name, defines)(
-            queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
-        queue.flush()
 
         def fetch():
             c = numpy.empty((n_rows, n_frames), dtype=numpy.int64)
