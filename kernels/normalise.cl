@@ -27,13 +27,20 @@ __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums
     if (t >= n_lags) return;
     const int s0 = sub0[i], n_groups = sub0[i + 1] - s0;
     const long at = (long)i * n_lags + t;
-    if (n_groups == 0) return;  // an empty bin: the host keeps NaN
+    if (n_groups == 0) {  // an empty bin
+        g2[at] = NAN;
+        err[at] = NAN;
+        return;
+    }
     __global const long *ci = c + (long)row0[i] * n_lags + t;
     long whole = 0;
     for (int g = 0; g < n_groups; g++) whole += n2[(long)(s0 + g) * n_lags + t];
     const double nb = (double)whole;
     g2[at] = (npix[i] * nb) / (double)ci[0];
-    if (n_groups < 2) return;
+    if (n_groups < 2) {  // no error from one group
+        err[at] = NAN;
+        return;
+    }
     double mean = 0.0;
     for (int g = 0; g < n_groups; g++) {
         const double loo = (factor[s0 + g] * (nb - (double)n2[(long)(s0 + g) * n_lags + t]))

@@ -50,7 +50,7 @@ EXECUTE_GRAPH = "ewoksjob.apps.ewoks.execute_graph"
 
 _APPS: Dict[str, Any] = {}
 _APPS_LOCK = threading.Lock()
-_SEND_LOCKS: Dict[int, threading.Lock] = {}  # id(app) -> its lock (apps are cached)
+_SEND_LOCKS: Dict[int, threading.Lock] = {}  # id(app) -> its lock, made with the cached app
 
 
 def _read_config(config: Union[str, dict, None]) -> dict:
@@ -104,6 +104,7 @@ def celery_app(config: Union[str, dict, None] = None):
             app = celery.Celery("ewoksxpcs", set_as_current=False)
             app.config_from_object(settings)
             _APPS[key] = app
+            _SEND_LOCKS[id(app)] = threading.Lock()
     return app
 
 
@@ -128,7 +129,7 @@ def submit_graph(graph: Union[dict, str], inputs: Optional[List[dict]] = None, c
     # tests and small sites) share one channel between threads, and 20 threads submitting at
     # once got "'NoneType' object has no attribute 'client'" while it was being opened. A
     # submission is a small message: nothing worth running in parallel.
-    with _SEND_LOCKS.setdefault(id(app), threading.Lock()):
+    with _SEND_LOCKS[id(app)]:
         return app.send_task(EXECUTE_GRAPH, args=(graph,), kwargs=kwargs, **options)
 
 

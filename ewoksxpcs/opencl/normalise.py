@@ -39,8 +39,8 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int):
     Returns
     -------
     callable
-        ``fetch()`` → (g2, g2_err), (n_bins, n_lags) float64 each, NaN where the kernel wrote
-        nothing (empty bins; σ of one-group bins), before the few-pairs rule.
+        ``fetch()`` → (g2, g2_err), (n_bins, n_lags) float64 each, NaN for empty bins and for σ
+        of one-group bins, before the few-pairs rule.
     """
     import pyopencl
 
@@ -49,15 +49,13 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int):
     row0 = numpy.asarray([-1 if s is None else s[0] for s in spans], dtype=numpy.int32)
     npix = numpy.asarray(binning.n_pixels, dtype=numpy.float64)
     # N_q − N_g as the host computes it: float64(N_q) − float64(N_g).
-    owner = numpy.repeat(numpy.arange(nb), numpy.diff(binning.bin_sub_offsets))
-    factor = npix[owner] - binning.sub_n_pixels.astype(numpy.float64)
+    factor = npix[binning.sub_bin] - binning.sub_n_pixels.astype(numpy.float64)
     mf = pyopencl.mem_flags
     small = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
              for a in (sub0, row0, npix, numpy.ascontiguousarray(factor))]
-    g2 = numpy.full((nb, n_lags), numpy.nan)
-    err = numpy.full((nb, n_lags), numpy.nan)
-    d_g2, d_err = (pyopencl.Buffer(dev.context, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=a)
-                   for a in (g2, err))
+    g2 = numpy.empty((nb, n_lags))
+    err = numpy.empty((nb, n_lags))
+    d_g2, d_err = (pyopencl.Buffer(dev.context, mf.WRITE_ONLY, a.nbytes) for a in (g2, err))
     wg = 128
     get_kernel(dev, "normalise.cl", "g2_jackknife")(
         queue, (-(-n_lags // wg) * wg, nb), (wg, 1), d_n2, d_c, *small, numpy.int32(n_lags),

@@ -874,14 +874,14 @@ def dynamix_events(events, labels, device, repeat: int = 1, feed: str = "pageabl
     """
     from dynamix.correlator.event import EventCorrelator
 
-    from ..opencl.device import copy_into, pinned_empty
+    from ..opencl.device import copy_into, get_device, pinned_empty
     from .benchmark import dynamix_event_inputs
 
     kwargs, args, dev_name = dynamix_event_inputs(events, labels, device)
     if feed == "pinned":
         pinned = []
         for a in args:
-            p = pinned_empty(device, a.shape, a.dtype)
+            p = pinned_empty(get_device(device), a.shape, a.dtype)
             copy_into(p, a)
             pinned.append(p)
         args = tuple(pinned)
