@@ -524,8 +524,20 @@ def test_run_opens_its_scan_once_ahead_of_the_workflow(scan, tmp_path, monkeypat
         reads.append(threading.current_thread().name)
         return real_read(*args, **kwargs)
 
+    real_describe = auto.describe_data
+
+    def describe_after_ahead(*args, **kwargs):
+        # On a busy machine the step may reach auto before the thread working ahead has
+        # read the samples (then the step reads them, once); here the step waits for it, so
+        # what is tested is that the step takes the samples read ahead.
+        for t in threading.enumerate():
+            if t.name == "ewoksxpcs-open-ahead":
+                t.join()
+        return real_describe(*args, **kwargs)
+
     monkeypatch.setattr(load, "load_frames", counting_load)
     monkeypatch.setattr(hdf5chunks, "read_chunks", counting_read)
+    monkeypatch.setattr(auto, "describe_data", describe_after_ahead)
     out = tmp_path / "r.h5"
     assert main(["run", filename, "--qmask", str(tmp_path / "labels.npy"), "-o", str(out),
                  "--no-plot", "-q"]) == 0
@@ -535,6 +547,50 @@ def test_run_opens_its_scan_once_ahead_of_the_workflow(scan, tmp_path, monkeypat
     assert reads[:n_sampled] == ["ewoksxpcs-open-ahead"] * n_sampled
     assert "ewoksxpcs-open-ahead" not in reads[n_sampled:]
     assert not ahead._opened  # nothing left for a later run of this process
+    with h5py.File(out, "r") as f:
+        assert f["entry/xpcs/g2/q"].shape[0] == numpy.unique(labels[labels > 0]).size
+
+
+def test_run_reads_the_samples_once_when_the_step_comes_first(scan, tmp_path, monkeypatch):
+    """On a busy machine the step may reach ``auto`` before the thread working ahead has read
+    its samples: then the step reads them and the late thread reads nothing again."""
+    from ewoksxpcs.correlators import auto
+    from ewoksxpcs.io import hdf5chunks
+
+    filename, frames, labels = scan
+    numpy.save(tmp_path / "labels.npy", labels)
+    reads, described, late = [], threading.Event(), []
+    real_read, real_describe, real_samples = (hdf5chunks.read_chunks, auto.describe_data,
+                                              auto.read_samples)
+
+    def counting_read(*args, **kwargs):
+        reads.append(threading.current_thread().name)
+        return real_read(*args, **kwargs)
+
+    def describe_then_release(*args, **kwargs):
+        try:
+            return real_describe(*args, **kwargs)
+        finally:
+            described.set()
+
+    def samples_after_the_step(source, *args, **kwargs):
+        late.append(described.wait(timeout=120))
+        return real_samples(source, *args, **kwargs)
+
+    monkeypatch.setattr(hdf5chunks, "read_chunks", counting_read)
+    monkeypatch.setattr(auto, "describe_data", describe_then_release)
+    monkeypatch.setattr(auto, "read_samples", samples_after_the_step)
+    out = tmp_path / "r.h5"
+    assert main(["run", filename, "--qmask", str(tmp_path / "labels.npy"), "-o", str(out),
+                 "--no-plot", "-q"]) == 0
+    for t in threading.enumerate():
+        if t.name == "ewoksxpcs-open-ahead":
+            t.join()
+    assert late == [True]  # the thread working ahead came after the step
+    n_sampled = len(numpy.unique(numpy.linspace(0, frames.shape[0] - 1, auto.N_SAMPLE)
+                                 .astype(int)))
+    assert reads[:n_sampled] == ["MainThread"] * n_sampled
+    assert "ewoksxpcs-open-ahead" not in reads  # kept with the source: not read again
     with h5py.File(out, "r") as f:
         assert f["entry/xpcs/g2/q"].shape[0] == numpy.unique(labels[labels > 0]).size
 
