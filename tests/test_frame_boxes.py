@@ -1,9 +1,11 @@
-"""ewoksxpcs.opencl.frame_boxes: rectangles bounding a bin's pixels, packed per frame."""
+"""ewoksxpcs.opencl.frame_boxes: the part of each frame that crosses the bus (rectangles bounding
+a bin's pixels, or the pixels themselves), packed per frame."""
 
 import numpy
 import pytest
 
-from ewoksxpcs.opencl.frame_boxes import FrameBoxes, frame_boxes
+from ewoksxpcs.opencl.frame_boxes import (FrameBoxes, PixelRuns, frame_boxes, frame_layout,
+                                          pixel_runs)
 
 
 def _ring(shape, r0, r1):
@@ -59,3 +61,53 @@ def test_packed_layout_suits_rectangular_copies():
     assert (boxes.offsets % boxes.pitch == 0).all()
     one = frame_boxes(numpy.arange(3 * 1024, 7 * 1024), shape)
     assert one.boxes == ((3, 7, 0, 1024),) and one.pitch == 1024
+
+
+def test_pixel_runs_gather_each_pixel_at_its_position(rng=numpy.random.default_rng(4)):
+    """Runs of consecutive pixels (across rows too), packed in ascending order; any share of
+    the runs fills only its own columns."""
+    shape = (40, 56)
+    pixels = numpy.concatenate([_ring(shape, 8, 14), [55, 56, 57]])  # 55-57 cross a row end
+    runs = pixel_runs(pixels[::-1], shape)
+    assert runs.packed_pixels == numpy.unique(pixels).size
+    assert (runs.positions(pixels) == numpy.searchsorted(numpy.unique(pixels), pixels)).all()
+    frames = rng.integers(0, 60000, (5,) + shape).astype(numpy.uint16)
+    flat = frames.reshape(5, -1)
+    out = numpy.zeros((5, runs.packed_pixels), numpy.uint16)
+    half = runs.n_runs // 2
+    runs.gather(flat, out, 0, half)
+    assert not out[:, runs.run_packed[half]:].any()  # the other share's columns untouched
+    runs.gather(flat, out, half)
+    numpy.testing.assert_array_equal(out[:, runs.positions(pixels)], flat[:, pixels])
+    assert numpy.diff(runs.run_frame).min() > 1  # runs are maximal
+    with pytest.raises(ValueError, match="outside"):
+        runs.positions([0])
+    with pytest.raises(ValueError, match="outside"):
+        pixel_runs([shape[0] * shape[1]], shape)
+
+
+def test_frame_layout_by_memory_and_cost(monkeypatch):
+    """Pinned frames: rectangles (read in place). Pageable ones: the pixels, unless their runs
+    cost more than copying whole frames. "gather" treats pinned frames as pageable."""
+    from ewoksxpcs.opencl import frame_boxes
+
+    monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
+    shape = (512, 1024)
+    ring = _ring(shape, 229, 286)
+    assert isinstance(frame_layout(ring, shape, pinned=True), FrameBoxes)
+    runs = frame_layout(ring, shape, pinned=False)
+    assert isinstance(runs, PixelRuns) and runs.packed_pixels == ring.size
+    assert isinstance(frame_layout(ring, shape, pinned=True, how="gather"), PixelRuns)
+    monkeypatch.setenv("EWOKSXPCS_BOX_UPLOAD", "gather")
+    assert isinstance(frame_layout(ring, shape, pinned=True), PixelRuns)
+    monkeypatch.setenv("EWOKSXPCS_BOX_UPLOAD", "tiles")
+    with pytest.raises(ValueError, match="'rect' or 'gather'"):
+        frame_layout(ring, shape, pinned=True)
+    monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD")
+    # every other pixel: runs of one pixel cost more than whole frames
+    sparse = numpy.arange(0, shape[0] * shape[1], 2)
+    assert frame_layout(sparse, shape, pinned=False).whole
+    # the cost of a run decides: made free, the same pixels are gathered
+    monkeypatch.setattr(frame_boxes, "RUN_COST_BYTES", 0)
+    assert isinstance(frame_layout(sparse, shape, pinned=False), PixelRuns)
+    assert frame_layout([], shape, pinned=False).whole

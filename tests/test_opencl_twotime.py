@@ -112,6 +112,33 @@ def test_gpu_equals_numpy(rng):
     _close(ev.C, ref.C)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("feed", ["pageable", "pinned", "pinned-gather"])
+def test_gpu_one_ring_from_each_feed(rng, feed, monkeypatch):
+    """One ring of a 512x1024 detector (as the GPU suite's one-bin case): its pixels gathered
+    from pageable frames, rectangles read in place from pinned ones (or gathered): the same
+    maps as NumPy."""
+    from ewoksxpcs.opencl import frame_boxes
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
+    from ewoksxpcs.tools.benchmark import _beamstop_labels
+
+    require_opencl("gpu")
+    monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
+    monkeypatch.setattr(frame_boxes, "BOX_UPLOAD", "gather" if feed == "pinned-gather" else "rect")
+    labels = _beamstop_labels((512, 1024), 10)
+    frames = rng.poisson(0.05, (400, 512, 1024)).astype(numpy.uint8)
+    data = frames
+    if feed != "pageable":
+        data = pinned_empty(get_device("gpu"), frames.shape, frames.dtype)
+        data[...] = frames
+    ref = twotime(frames, labels, bins=[5], time_bin=4, method="numpy")
+    r = twotime(data, labels, bins=[5], time_bin=4, method="opencl", device="gpu",
+                chunk_frames=96)
+    _close(r.C, ref.C)
+    numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+    assert ("rectangles" if feed == "pinned" else "runs") in r.info["frames_moved"]
+
+
 def test_zero_kernel_path(rng, cpu, monkeypatch):
     """X of 2^31 bytes or more is zeroed by a kernel (NVIDIA's fill hangs on it): force it."""
     from ewoksxpcs.opencl import device as opencl
@@ -157,12 +184,14 @@ def test_narrow_binned_x(rng, cpu, bright, events):
 @pytest.mark.parametrize("bins", [[1, 6], [1], [3]])
 def test_frames_in_pinned_memory_are_read_in_place(rng, cpu, bins, how, monkeypatch):
     """Pinned frames are read where they lie; with bins [1] or [3] only rectangles bounding
-    their pixels cross the bus (rectangular copies, or gathered by threads into a staging
-    buffer; the staged copy for pageable frames in test_dense_equals_numpy)."""
-    from ewoksxpcs.opencl import device
+    their pixels cross the bus (rectangular copies), or, with "gather", the frames go through
+    a staging buffer as pageable ones do (in these small frames: whole; the pixels gathered in
+    test_pageable_frames_cross_as_the_bins_pixels)."""
+    from ewoksxpcs.opencl import frame_boxes
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
-    monkeypatch.setattr(device, "BOX_UPLOAD", how)
+    monkeypatch.setattr(frame_boxes, "BOX_UPLOAD", how)
+    monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
 
     frames = rng.poisson(1.1, (77, 12, 13)).astype(numpy.uint8)
     pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)
@@ -172,6 +201,54 @@ def test_frames_in_pinned_memory_are_read_in_place(rng, cpu, bins, how, monkeypa
     r = twotime(pinned, q, bins=bins, time_bin=3, method="opencl", device=cpu, chunk_frames=10)
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+
+
+def _ring_qmask(shape=(64, 96)):
+    y, x = numpy.indices(shape)
+    r = numpy.hypot(y - 70, x - 48)  # rings about a centre below the frame, as in SAXS
+    return numpy.digitize(r, [0, 20, 30, 40, 50, 60, 200])
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_pageable_frames_cross_as_the_bins_pixels(rng, cpu, pinned, monkeypatch):
+    """Frames in pageable memory (and pinned ones with "gather") are gathered pixel run by
+    pixel run into the staging buffer: only the selected bins' pixels cross; the same maps."""
+    from ewoksxpcs.opencl import frame_boxes
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
+
+    monkeypatch.setattr(frame_boxes, "BOX_UPLOAD", "gather" if pinned else "rect")
+    monkeypatch.setattr(frame_boxes, "RUN_COST_BYTES", 1)  # small frames: runs all the same
+    monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
+    q = _ring_qmask()
+    frames = rng.poisson(0.7, (90,) + q.shape).astype(numpy.uint16)
+    data = frames
+    if pinned:
+        data = pinned_empty(get_device(cpu), frames.shape, frames.dtype)
+        data[...] = frames
+    ref = twotime(frames, q, bins=[3], time_bin=4, method="numpy")
+    r = twotime(data, q, bins=[3], time_bin=4, method="opencl", device=cpu, chunk_frames=25)
+    _close(r.C, ref.C)
+    numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+    n_px = int((q == 3).sum())
+    assert r.info["frames_moved"].endswith(f"runs of {n_px} pixels, gathered")
+
+
+def test_rectangles_of_a_pageable_chunk_after_a_pinned_one(rng, cpu):
+    """The layout is chosen on the first chunk (pinned: rectangles); a later chunk in
+    pageable memory crosses as the same rectangles, gathered with their padding."""
+    from ewoksxpcs.engine.frames import IterableFrameSource
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
+
+    q = _ring_qmask()
+    frames = rng.poisson(0.7, (60,) + q.shape).astype(numpy.uint8)
+    first = pinned_empty(get_device(cpu), (30,) + q.shape, frames.dtype)
+    first[...] = frames[:30]
+    source = IterableFrameSource([first, frames[30:].copy()], n_frames=60)
+    ref = twotime(frames, q, bins=[3], time_bin=2, method="numpy")
+    r = twotime(source, q, bins=[3], time_bin=2, method="opencl", device=cpu, chunk_frames=30)
+    _close(r.C, ref.C)
+    numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+    assert "rectangles" in r.info["frames_moved"]
 
 
 @pytest.mark.parametrize("events", [False, True])

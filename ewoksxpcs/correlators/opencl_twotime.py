@@ -36,6 +36,7 @@ The result itself, n_sel·nT² float32, is on the host: bound it with ``time_bin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Optional
@@ -45,8 +46,8 @@ import numpy
 from ..engine.frames import as_frame_source
 from ..opencl.device import (CTYPES, StagingSlots, build_in_background,
                              default_device_memory, device_buffer, download_pinned, get_device,
-                             get_kernel, upload_chunk)
-from ..opencl.frame_boxes import frame_boxes
+                             get_kernel, is_pinned, upload_chunk)
+from ..opencl.frame_boxes import PixelRuns, frame_boxes, frame_layout
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -322,22 +323,36 @@ class OpenCLTwoTime(DeviceDataPath):
         P = pix_np.size
         dtype = numpy.dtype(source.dtype)
         frame_pixels = int(self.binning.shape[0] * self.binning.shape[1])
-        # Only rectangles that bound the group's pixels cross the bus (a few bins of a large
-        # detector: a fraction of the frame; a ring of one bin: a fifth).
+        # Only part of each frame crosses the bus (a few bins of a large detector: a fraction of
+        # the frame; a ring of one bin: an eighth): rectangles bounding the group's pixels read
+        # from page-locked frames, else the pixels themselves gathered by the host
+        # (opencl.frame_boxes.frame_layout; decided on the first chunk).
         real = pix_np >= 0
         boxes = frame_boxes(pix_np[real], self.binning.shape, max_fraction=BOXES_FRACTION)
-        span = boxes.packed_pixels
-        packed = numpy.full(pix_np.shape, -1, numpy.int64)
-        packed[real] = boxes.positions(pix_np[real])
-        pix_np = packed.astype(numpy.int32)
-        frame_bytes = span * dtype.itemsize
+        frame_bytes = boxes.packed_pixels * dtype.itemsize  # the larger layout: sizes the chunks
         x_bytes = max(8, n_t * P * x_np.itemsize)
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
-        pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pix_np)
         room = self.budget - x_bytes - (self._map_reserve(n_t) or TILE * n_t * 4)
         chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_bytes))
         chunk = int(max(1, min(chunk, room // (2 * frame_bytes), dev.max_mem_alloc // frame_bytes,
                                source.n_frames or chunk)))  # no larger buffers than the stack
+        chunks = iter(source.iter_chunks(chunk))
+        first = next(chunks, None)
+        if first is not None:
+            pinned = is_pinned(first) and first.flags.c_contiguous
+            boxes = frame_layout(pix_np[real], self.binning.shape, pinned, dtype.itemsize,
+                                 BOXES_FRACTION)
+            chunks = itertools.chain([first], chunks)
+        self._moved.append("whole frames" if boxes.whole else
+                           f"{boxes.n_runs} runs of {boxes.packed_pixels} pixels, gathered"
+                           if isinstance(boxes, PixelRuns) else
+                           f"{len(boxes.boxes)} rectangles of {boxes.moved_pixels} pixels")
+        span = boxes.packed_pixels
+        frame_bytes = span * dtype.itemsize
+        packed = numpy.full(pix_np.shape, -1, numpy.int64)
+        packed[real] = boxes.positions(pix_np[real])
+        pix_np = packed.astype(numpy.int32)
+        pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pix_np)
         copy_q = pyopencl.CommandQueue(ctx)
         frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_bytes)) for _ in range(2)]
         staging = StagingSlots(dev, (chunk, span), dtype)
@@ -350,7 +365,7 @@ class OpenCLTwoTime(DeviceDataPath):
         t = 0
         slot = 0
         queue.finish()
-        for c in source.iter_chunks(chunk):
+        for c in chunks:
             for i in range(0, c.shape[0], chunk):
                 piece = c[i: i + chunk]
                 n = piece.shape[0]
@@ -653,6 +668,7 @@ class OpenCLTwoTime(DeviceDataPath):
         timing = {"fill_s": 0.0, "maps_s": 0.0}
         self._timing = timing = dict(timing, gram_s=0.0, mirror_s=0.0)
         self._gram_kernels = set()
+        self._moved = []  # how each pass's frames crossed the bus (_x_from_frames)
         gi = 0
         while gi < len(groups):
             group = groups[gi]
@@ -691,6 +707,8 @@ class OpenCLTwoTime(DeviceDataPath):
         result.info["passes"] = len(groups)
         result.info["data_path"] = "events" if is_events else "dense"
         result.info["x_dtype"] = str(x_np)
+        if self._moved:
+            result.info["frames_moved"] = "; ".join(dict.fromkeys(self._moved))
         result.info["gram_kernel"] = ", ".join(sorted(self._gram_kernels))
         result.info["timings"].update(timing)
         return result

@@ -719,12 +719,6 @@ class StagingSlots:
         return self._slots[s]
 
 
-#: How rectangles of page-locked frames cross the bus (:func:`upload_chunk`): "rect", one
-#: three-dimensional rectangular copy per rectangle; "gather", threads gather them into a
-#: page-locked staging buffer copied at once. ``EWOKSXPCS_BOX_UPLOAD`` overrides it.
-BOX_UPLOAD = "rect"
-
-
 def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: int,
                  wait_for=None, boxes=None):
     """Enqueue the copy of ``piece`` (n, ...) to the device buffer ``dst``, without blocking.
@@ -733,9 +727,13 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
     :func:`pinned_empty` memory) is copied from where it lies; anything else is first copied
     into ``staging[slot]``, whose previous copy the caller must have waited for.
 
-    ``boxes`` (:class:`~ewoksxpcs.opencl.frame_boxes.FrameBoxes`), for a 2-D ``piece``
-    (n, frame pixels): only those rectangles of each frame cross the bus, stored packed as
-    (n, ``boxes.packed_pixels``) (:data:`BOX_UPLOAD`; the staging buffer holds packed frames).
+    ``boxes``, for a 2-D ``piece`` (n, frame pixels): only that part of each frame crosses
+    the bus, packed as (n, ``boxes.packed_pixels``) (the staging buffer holds packed frames;
+    :func:`~ewoksxpcs.opencl.frame_boxes.frame_layout` chooses): the rectangles of a
+    :class:`~ewoksxpcs.opencl.frame_boxes.FrameBoxes`, by rectangular copies from a page-locked
+    ``piece`` (else gathered by threads with their padding), or the pixels of a
+    :class:`~ewoksxpcs.opencl.frame_boxes.PixelRuns`, gathered by threads (each a share of the
+    runs over all the frames: few calls, disjoint columns).
 
     Returns
     -------
@@ -747,13 +745,21 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
     """
     import pyopencl
 
+    from .frame_boxes import PixelRuns
+
     direct = is_pinned(piece) and piece.flags.c_contiguous
     if boxes is not None and not boxes.whole:
         n, isz = piece.shape[0], piece.itemsize
         ny, nx = boxes.shape
         packed = boxes.packed_pixels
-        how = os.environ.get("EWOKSXPCS_BOX_UPLOAD", BOX_UPLOAD)
-        if direct and how == "rect":
+        host = staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
+        if isinstance(boxes, PixelRuns):
+            frames = piece.reshape(n, ny * nx)
+            _over_rows(boxes.n_runs, host.nbytes,
+                       lambda a, b: boxes.gather(frames, host, a, b))
+            return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False,
+                                         wait_for=wait_for), False
+        if direct:
             event, pitch = None, boxes.pitch * isz
             for (y0, y1, x0, x1), row in zip(boxes.boxes, boxes.row_offsets[:-1].tolist()):
                 event = pyopencl.enqueue_copy(
@@ -763,7 +769,6 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
                     host_pitches=(nx * isz, ny * nx * isz), is_blocking=False,
                     wait_for=wait_for if event is None else None)
             return event, True
-        host = staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
         frames = piece.reshape(n, ny, nx)
         _over_rows(n, host.nbytes, lambda a, b: boxes.gather(frames[a:b], host[a:b]))
         return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False, wait_for=wait_for), False

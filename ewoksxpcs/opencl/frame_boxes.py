@@ -18,21 +18,41 @@ pitch. The copies move only each rectangle's own width; the device buffers hold 
 row of a rectangle, about 3.5 ns plus its bytes on an H200 (measured in session 9): the ring
 above crosses in 0.49-0.53 s for 100 000 frames whatever the chunk size (so a tighter packing,
 which would allow larger chunks, was not built), 0.95 s as whole frames.
+
+Frames in pageable memory (NumPy arrays, chunks decoded from a file) are copied by the host
+into a page-locked staging buffer anyway: there the selected pixels themselves are gathered,
+one run of consecutive pixels at a time (:class:`PixelRuns`), so that neither the padding nor
+the rectangles' other pixels are copied or cross the bus. :func:`frame_layout` chooses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional, Tuple
+import os
+from typing import Optional, Tuple, Union
 
 import numpy
 
-__all__ = ["FrameBoxes", "frame_boxes", "BANDS"]
+__all__ = ["FrameBoxes", "frame_boxes", "BANDS", "PixelRuns", "pixel_runs", "frame_layout",
+           "BOX_UPLOAD", "RUN_COST_BYTES"]
 
 #: Bands of rows of :func:`frame_boxes` (each band: one rectangle per run of the columns it
 #: needs).
 BANDS = 16
+
+#: How the selected part of page-locked frames crosses the bus (:func:`frame_layout`):
+#: "rect", one three-dimensional rectangular copy per rectangle of :func:`frame_boxes`, read
+#: where the frames lie; "gather", the pixels gathered by host threads into a page-locked
+#: staging buffer (:class:`PixelRuns`), as for frames in pageable memory.
+#: ``EWOKSXPCS_BOX_UPLOAD`` overrides it.
+BOX_UPLOAD = "rect"
+
+#: What one run of :meth:`PixelRuns.gather` costs beyond its bytes, as bytes of a plain copy:
+#: NumPy copies a run of a frame in ~30 ns where a whole-frame copy moves ~11 GB/s (2-core
+#: Xeon of the development machine, session 10: 24 ms for 1 000 frames x 796 runs, whole
+#: 512x1024 uint8 frames 46 ms).
+RUN_COST_BYTES = 320
 
 
 @dataclass(frozen=True)
@@ -143,3 +163,97 @@ def frame_boxes(flat_pixels, shape, bands: int = BANDS,
     if max_fraction is not None and packed.moved_pixels > max_fraction * ny * nx:
         return whole
     return packed
+
+
+class PixelRuns:
+    """The selected pixels of a frame, packed one after another in ascending flat order.
+
+    A frame (n, Ny·Nx) is gathered as (n, :attr:`packed_pixels`) by one copy per run of
+    consecutive pixels (:meth:`gather`), for all the frames of a chunk at once: no padding, no
+    pixel that is not selected.
+
+    Parameters
+    ----------
+    pixels : array of int
+        Flat indices (Ny·Nx order) of the selected pixels; duplicates are dropped.
+    shape : (int, int)
+        The frame (Ny, Nx).
+    """
+
+    whole = False  # never the whole frame: frame_layout takes whole frames instead
+
+    def __init__(self, pixels, shape):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.pixels = numpy.unique(numpy.asarray(pixels, dtype=numpy.int64))
+        if self.pixels.size and (self.pixels[0] < 0
+                                 or self.pixels[-1] >= self.shape[0] * self.shape[1]):
+            raise ValueError("pixels outside the frame")
+        first = numpy.flatnonzero(numpy.diff(self.pixels) != 1) + 1
+        self.run_packed = numpy.concatenate([[0], first]).astype(numpy.int64)  # (n_runs,)
+        if not self.pixels.size:
+            self.run_packed = self.run_packed[:0]
+        self.run_frame = self.pixels[self.run_packed]
+        self.run_length = numpy.diff(numpy.append(self.run_packed, self.pixels.size))
+
+    @property
+    def n_runs(self) -> int:
+        return int(self.run_packed.size)
+
+    @property
+    def packed_pixels(self) -> int:
+        """Pixels of a packed frame: the selected ones."""
+        return int(self.pixels.size)
+
+    moved_pixels = packed_pixels
+
+    def positions(self, flat_pixels) -> numpy.ndarray:
+        """Packed place (int64) of each flat pixel index; ValueError for a pixel not selected."""
+        flat = numpy.asarray(flat_pixels, dtype=numpy.int64)
+        out = numpy.searchsorted(self.pixels, flat)
+        bad = out >= self.pixels.size
+        bad[~bad] = self.pixels[out[~bad]] != flat[~bad]
+        if bad.any():
+            raise ValueError("pixels outside the frame's selected pixels")
+        return out
+
+    def gather(self, frames: numpy.ndarray, out: numpy.ndarray, first: int = 0,
+               stop: Optional[int] = None) -> None:
+        """Copy runs ``first`` … ``stop``-1 of ``frames`` (n, Ny·Nx) into ``out`` (n,
+        :attr:`packed_pixels`): threads given disjoint runs fill disjoint columns."""
+        stop = self.n_runs if stop is None else stop
+        for a, f, n in zip(self.run_packed[first:stop].tolist(),
+                           self.run_frame[first:stop].tolist(),
+                           self.run_length[first:stop].tolist()):
+            out[:, a: a + n] = frames[:, f: f + n]
+
+
+def pixel_runs(flat_pixels, shape) -> PixelRuns:
+    """The :class:`PixelRuns` of ``flat_pixels`` in a frame of ``shape``."""
+    return PixelRuns(flat_pixels, shape)
+
+
+def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
+                 max_fraction: Optional[float] = None,
+                 how: Optional[str] = None) -> Union[FrameBoxes, PixelRuns]:
+    """How the frames cross the bus when only ``flat_pixels`` of each are read.
+
+    Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` by
+    rectangular copies (``how``, default :data:`BOX_UPLOAD` or ``EWOKSXPCS_BOX_UPLOAD``:
+    "rect"), read where they lie with no host work. Otherwise (frames in pageable memory, or
+    ``how="gather"``) the host copies them into a staging buffer anyway: then the pixels
+    themselves (:class:`PixelRuns`), unless their runs cost more than copying whole frames
+    (:data:`RUN_COST_BYTES` per run; ``itemsize``: bytes per pixel), e.g. most of the frame in
+    many short runs.
+    """
+    how = how or os.environ.get("EWOKSXPCS_BOX_UPLOAD", BOX_UPLOAD)
+    if how not in ("rect", "gather"):
+        raise ValueError(f"EWOKSXPCS_BOX_UPLOAD={how!r}: 'rect' or 'gather'")
+    boxes = frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
+    if pinned and how == "rect":
+        return boxes
+    runs = PixelRuns(flat_pixels, shape)
+    frame_bytes = int(shape[0]) * int(shape[1]) * int(itemsize)
+    if runs.packed_pixels and (runs.n_runs * RUN_COST_BYTES + runs.packed_pixels * itemsize
+                               < frame_bytes):
+        return runs
+    return FrameBoxes(tuple(int(n) for n in shape), ((0, int(shape[0]), 0, int(shape[1])),))

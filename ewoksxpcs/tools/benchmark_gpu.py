@@ -969,9 +969,7 @@ def _run_events(case, events, labels, binning, device, repeat, peers, gen_s, tor
 def _run_twotime(case, pool, labels, binning, device, repeat, peers, gen_s, torch_device,
                  bandwidth):
     from .. import correlate
-    from ..correlators.opencl_twotime import BOXES_FRACTION
     from ..engine.twotime import choose_time_bin, select_bins
-    from ..opencl.frame_boxes import frame_boxes
 
     max_frames = case.max_frames or 10_000
     b = choose_time_bin(case.n_frames, None, max_frames)
@@ -986,12 +984,10 @@ def _run_twotime(case, pool, labels, binning, device, repeat, peers, gen_s, torc
         row["data"] += (f", {rows_sel.size} bin(s) of {pixel_index.size} pixels, time_bin {b}, "
                         f"nT {n_t}, pool of {pool.shape[0]} frames")
         # The floor: the selected pixels themselves must cross (whole frames for every bin);
-        # ours moves rectangles that bound them (opencl.frame_boxes).
-        moved = frame_boxes(pixel_index, case.shape, max_fraction=BOXES_FRACTION)
+        # ours moves rectangles that bound them or the pixels (opencl.frame_boxes.frame_layout).
         _set_floor(row, case.n_frames * float(pixel_index.size * pool.itemsize),
                    (bandwidth or {}).get("h2d_pinned"))
-        _note(row, f"floor: the bins' {pixel_index.size} pixels of each frame; ours moves "
-                   f"{len(moved.boxes)} rectangle(s) holding {moved.moved_pixels} pixels")
+        _note(row, f"floor: the bins' {pixel_index.size} pixels of each frame")
         C_peer = None
         if peers:
             try:
@@ -1032,6 +1028,7 @@ def _run_twotime(case, pool, labels, binning, device, repeat, peers, gen_s, torc
                        ours_mem_mib=mem / _MiB)
             row["ours_budget_mib"] = None if budget is None else budget / _MiB
             row["ours_passes"] = res.info.get("passes")
+            _note(row, f"ours moved {res.info.get('frames_moved')}")
             if budget is not None:
                 _note(row, f"ours: max_device_memory {budget / _MiB:.1f} MiB "
                            f"({TWOTIME_MEMORY_FRACTION:.0%} of the peer's peak), "
