@@ -87,8 +87,9 @@ def test_pixel_runs_gather_each_pixel_at_its_position(rng=numpy.random.default_r
 
 
 def test_frame_layout_by_memory_and_cost(monkeypatch):
-    """Pinned frames: rectangles (read in place). Pageable ones: the pixels, unless their runs
-    cost more than copying whole frames. "gather" treats pinned frames as pageable."""
+    """Pinned frames: rectangles (read in place; not on CPU devices). Pageable ones: the
+    pixels, unless their runs cost more than copying whole frames. "gather" treats pinned
+    frames as pageable."""
     from ewoksxpcs.opencl import frame_boxes
 
     monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
@@ -98,6 +99,8 @@ def test_frame_layout_by_memory_and_cost(monkeypatch):
     runs = frame_layout(ring, shape, pinned=False)
     assert isinstance(runs, PixelRuns) and runs.packed_pixels == ring.size
     assert isinstance(frame_layout(ring, shape, pinned=True, how="gather"), PixelRuns)
+    # a CPU device's copies are the host's loops: pinned frames are gathered there too
+    assert isinstance(frame_layout(ring, shape, pinned=True, cpu_device=True), PixelRuns)
     monkeypatch.setenv("EWOKSXPCS_BOX_UPLOAD", "gather")
     assert isinstance(frame_layout(ring, shape, pinned=True), PixelRuns)
     monkeypatch.setenv("EWOKSXPCS_BOX_UPLOAD", "tiles")

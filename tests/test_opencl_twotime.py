@@ -190,7 +190,7 @@ def test_frames_in_pinned_memory_are_read_in_place(rng, cpu, bins, how, monkeypa
     from ewoksxpcs.opencl import frame_boxes
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
-    monkeypatch.setattr(frame_boxes, "BOX_UPLOAD", how)
+    monkeypatch.setattr(frame_boxes, "CPU_BOX_UPLOAD", how)
     monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
 
     frames = rng.poisson(1.1, (77, 12, 13)).astype(numpy.uint8)
@@ -211,12 +211,12 @@ def _ring_qmask(shape=(64, 96)):
 
 @pytest.mark.parametrize("pinned", [False, True])
 def test_pageable_frames_cross_as_the_bins_pixels(rng, cpu, pinned, monkeypatch):
-    """Frames in pageable memory (and pinned ones with "gather") are gathered pixel run by
-    pixel run into the staging buffer: only the selected bins' pixels cross; the same maps."""
+    """Frames in pageable memory (and pinned ones on a CPU device, by default) are gathered
+    pixel run by pixel run into the staging buffer: only the selected bins' pixels cross; the
+    same maps."""
     from ewoksxpcs.opencl import frame_boxes
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
-    monkeypatch.setattr(frame_boxes, "BOX_UPLOAD", "gather" if pinned else "rect")
     monkeypatch.setattr(frame_boxes, "RUN_COST_BYTES", 1)  # small frames: runs all the same
     monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
     q = _ring_qmask()
@@ -233,11 +233,40 @@ def test_pageable_frames_cross_as_the_bins_pixels(rng, cpu, pinned, monkeypatch)
     assert r.info["frames_moved"].endswith(f"runs of {n_px} pixels, gathered")
 
 
-def test_rectangles_of_a_pageable_chunk_after_a_pinned_one(rng, cpu):
-    """The layout is chosen on the first chunk (pinned: rectangles); a later chunk in
-    pageable memory crosses as the same rectangles, gathered with their padding."""
-    from ewoksxpcs.engine.frames import IterableFrameSource
+@pytest.mark.parametrize("share", [0.4, 1.0])
+def test_pinned_frames_shared_between_rectangles_and_gather(rng, cpu, share, monkeypatch):
+    """gather_share: that share of each chunk of pinned frames is gathered by the host, the
+    rest read in place as rectangles; time bins straddle the two parts: the same maps."""
+    from ewoksxpcs.opencl import frame_boxes
     from ewoksxpcs.opencl.device import get_device, pinned_empty
+
+    monkeypatch.setattr(frame_boxes, "CPU_BOX_UPLOAD", "rect")  # as on GPUs
+    monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
+    q = _ring_qmask()
+    frames = rng.poisson(0.9, (83,) + q.shape).astype(numpy.uint8)
+    pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)
+    pinned[...] = frames
+    ref = twotime(frames, q, bins=[3], time_bin=3, method="numpy")
+    r = twotime(pinned, q, bins=[3], time_bin=3, method="opencl", device=cpu, chunk_frames=20,
+                gather_share=share)
+    _close(r.C, ref.C)
+    numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
+    moved = r.info["frames_moved"]
+    assert "rectangles" in moved and "runs" in moved and f"share {share:g}" in moved
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(ValueError, match="gather_share"):
+            twotime(pinned, q, bins=[3], method="opencl", device=cpu, gather_share=bad)
+
+
+def test_rectangles_of_a_pageable_chunk_after_a_pinned_one(rng, cpu, monkeypatch):
+    """The layout is chosen on the first chunk (pinned: rectangles, as on GPUs); a later chunk
+    in pageable memory crosses as the same rectangles, gathered with their padding."""
+    from ewoksxpcs.engine.frames import IterableFrameSource
+    from ewoksxpcs.opencl import frame_boxes
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
+
+    monkeypatch.setattr(frame_boxes, "CPU_BOX_UPLOAD", "rect")
+    monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
 
     q = _ring_qmask()
     frames = rng.poisson(0.7, (60,) + q.shape).astype(numpy.uint8)

@@ -47,7 +47,7 @@ from ..engine.frames import as_frame_source
 from ..opencl.device import (CTYPES, StagingSlots, build_in_background,
                              default_device_memory, device_buffer, download_pinned, get_device,
                              get_kernel, is_pinned, upload_chunk)
-from ..opencl.frame_boxes import PixelRuns, frame_boxes, frame_layout
+from ..opencl.frame_boxes import FrameBoxes, PixelRuns, frame_boxes, frame_layout
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -95,6 +95,15 @@ class _Overflow(Exception):
     """A time-binned sum did not fit the narrow X type tried first."""
 
 
+def _moved(layout) -> str:
+    """How the frames of ``layout`` cross the bus, in words (the result's frames_moved)."""
+    if layout.whole:
+        return "whole frames"
+    if isinstance(layout, PixelRuns):
+        return f"{layout.n_runs} runs of {layout.packed_pixels} pixels, gathered"
+    return f"{len(layout.boxes)} rectangles of {layout.moved_pixels} pixels"
+
+
 def _raise_if_overflow(queue, ovf, X) -> None:
     """Raise :class:`_Overflow` (X released) when the kernels set the flag ``ovf``."""
     import pyopencl
@@ -130,6 +139,11 @@ class OpenCLTwoTime(DeviceDataPath):
         and the sums fit 32 bits exactly, else the float one; "mma" requires the device to have
         it (the float kernel still runs for a bin whose sums could exceed 32 bits); "float"
         always the float kernel.
+    gather_share : float in [0, 1], optional
+        Page-locked frames whose rectangles are read in place (:func:`~ewoksxpcs.opencl.
+        frame_boxes.frame_layout`): this share of each chunk is gathered pixel by pixel by host
+        threads instead, while the copy engine moves the rectangles of the rest (default 0:
+        not measured on a GPU yet).
     """
 
     name = "opencl"
@@ -138,8 +152,14 @@ class OpenCLTwoTime(DeviceDataPath):
                  max_frames: int = DEFAULT_MAX_FRAMES, n_segments: int = DEFAULT_SEGMENTS,
                  n_groups: int = DEFAULT_GROUPS, bad_pixels=None,
                  chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None,
-                 data_path: Optional[str] = None, gram: Optional[str] = None):
+                 data_path: Optional[str] = None, gram: Optional[str] = None,
+                 gather_share: Optional[float] = None):
         self._set_data_path(data_path)
+        if gather_share is not None and (isinstance(gather_share, bool) or not isinstance(
+                gather_share, (int, float, numpy.integer, numpy.floating))
+                or not 0 <= gather_share <= 1):
+            raise ValueError(f"gather_share must be a number in [0, 1], got {gather_share!r}")
+        self.gather_share = None if gather_share is None else float(gather_share)
         self.binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
         self.rows, self.col_offsets, self.pixel_index = select_bins(self.binning, bins)
         choose_time_bin(None, time_bin, max_frames)
@@ -328,8 +348,11 @@ class OpenCLTwoTime(DeviceDataPath):
         # from page-locked frames, else the pixels themselves gathered by the host
         # (opencl.frame_boxes.frame_layout; decided on the first chunk).
         real = pix_np >= 0
-        boxes = frame_boxes(pix_np[real], self.binning.shape, max_fraction=BOXES_FRACTION)
-        frame_bytes = boxes.packed_pixels * dtype.itemsize  # the larger layout: sizes the chunks
+        shape = self.binning.shape
+        boxes = frame_boxes(pix_np[real], shape, max_fraction=BOXES_FRACTION)
+        share = self.gather_share or 0.0
+        # the larger layout (with the gathered share's buffers) sizes the chunks
+        frame_bytes = (boxes.packed_pixels + (int(real.sum()) if share else 0)) * dtype.itemsize
         x_bytes = max(8, n_t * P * x_np.itemsize)
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
         room = self.budget - x_bytes - (self._map_reserve(n_t) or TILE * n_t * 4)
@@ -338,24 +361,28 @@ class OpenCLTwoTime(DeviceDataPath):
                                source.n_frames or chunk)))  # no larger buffers than the stack
         chunks = iter(source.iter_chunks(chunk))
         first = next(chunks, None)
+        layouts = [boxes]
         if first is not None:
             pinned = is_pinned(first) and first.flags.c_contiguous
-            boxes = frame_layout(pix_np[real], self.binning.shape, pinned, dtype.itemsize,
-                                 BOXES_FRACTION)
+            layouts = [frame_layout(pix_np[real], shape, pinned, dtype.itemsize, BOXES_FRACTION,
+                                    cpu_device=dev.kind == "cpu")]
+            if share and isinstance(layouts[0], FrameBoxes) and not layouts[0].whole:
+                # a share of each chunk gathered by the host while the copy engine moves the
+                # rectangles of the rest
+                layouts.append(PixelRuns(pix_np[real], shape))
             chunks = itertools.chain([first], chunks)
-        self._moved.append("whole frames" if boxes.whole else
-                           f"{boxes.n_runs} runs of {boxes.packed_pixels} pixels, gathered"
-                           if isinstance(boxes, PixelRuns) else
-                           f"{len(boxes.boxes)} rectangles of {boxes.moved_pixels} pixels")
-        span = boxes.packed_pixels
-        frame_bytes = span * dtype.itemsize
-        packed = numpy.full(pix_np.shape, -1, numpy.int64)
-        packed[real] = boxes.positions(pix_np[real])
-        pix_np = packed.astype(numpy.int32)
-        pix = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=pix_np)
+        self._moved.append(" and ".join(_moved(layout) for layout in layouts)
+                           + (f" (gathered share {share:g})" if len(layouts) > 1 else ""))
         copy_q = pyopencl.CommandQueue(ctx)
-        frames_dev = [pyopencl.Buffer(ctx, mf.READ_ONLY, max(8, chunk * frame_bytes)) for _ in range(2)]
-        staging = StagingSlots(dev, (chunk, span), dtype)
+        lanes = []  # per layout: (layout, its packed place of each column, frame buffers, staging)
+        for layout in layouts:
+            packed = numpy.full(pix_np.shape, -1, numpy.int64)
+            packed[real] = layout.positions(pix_np[real])
+            lane_bytes = max(8, chunk * layout.packed_pixels * dtype.itemsize)
+            lanes.append((layout, pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                                  hostbuf=packed.astype(numpy.int32)),
+                          [pyopencl.Buffer(ctx, mf.READ_ONLY, lane_bytes) for _ in range(2)],
+                          StagingSlots(dev, (chunk, layout.packed_pixels), dtype)))
         copy_evt, done_evt = [None, None], [None, None]
         narrow = x_np.kind == "u" and self._x_type(dtype, b)[1].itemsize > x_np.itemsize
         kern = self._kernel("tt_bin", CTYPES[str(dtype)], x_t, dtype.kind == "f",
@@ -373,16 +400,26 @@ class OpenCLTwoTime(DeviceDataPath):
                 slot += 1
                 if copy_evt[s] is not None:
                     copy_evt[s].wait()
-                copy_evt[s], direct = upload_chunk(
-                    copy_q, frames_dev[s], piece.reshape(n, frame_pixels), staging, s,
-                    wait_for=[done_evt[s]] if done_evt[s] is not None else None,
-                    boxes=boxes)
-                copy_q.flush()
-                kern.set_args(frames_dev[s], numpy.int64(span), pix, numpy.int32(P),
-                              numpy.int32(n), numpy.int64(t), numpy.int64(b), numpy.int64(n_t), X, ovf)
-                done_evt[s] = pyopencl.enqueue_nd_range_kernel(
-                    queue, kern, (_round_up(P, LOCAL),), (LOCAL,), wait_for=[copy_evt[s]])
-                queue.flush()
+                flat = piece.reshape(n, frame_pixels)
+                # frames [0, cut) through the first lane, [cut, n) the gathered share (the
+                # rectangles' copies are enqueued first: the engine works while the host gathers)
+                cut = n - (int(round(share * n)) if len(lanes) > 1 else 0)
+                direct, before = False, done_evt[s]  # before: the last reader of slot s
+                for (layout, pix, frames_dev, staging), a, m in zip(
+                        lanes, (0, cut), (cut, n - cut)):
+                    if not m:
+                        continue
+                    copy_evt[s], read_in_place = upload_chunk(
+                        copy_q, frames_dev[s], flat[a: a + m], staging, s,
+                        wait_for=[before] if before is not None else None, boxes=layout)
+                    direct |= read_in_place
+                    copy_q.flush()
+                    kern.set_args(frames_dev[s], numpy.int64(layout.packed_pixels), pix,
+                                  numpy.int32(P), numpy.int32(m), numpy.int64(t + a),
+                                  numpy.int64(b), numpy.int64(n_t), X, ovf)
+                    done_evt[s] = pyopencl.enqueue_nd_range_kernel(
+                        queue, kern, (_round_up(P, LOCAL),), (LOCAL,), wait_for=[copy_evt[s]])
+                    queue.flush()
                 if direct:  # read in place: the source may reuse the piece once we go on
                     copy_evt[s].wait()
                 t += n

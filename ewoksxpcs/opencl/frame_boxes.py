@@ -35,7 +35,7 @@ from typing import Optional, Tuple, Union
 import numpy
 
 __all__ = ["FrameBoxes", "frame_boxes", "BANDS", "PixelRuns", "pixel_runs", "frame_layout",
-           "BOX_UPLOAD", "RUN_COST_BYTES"]
+           "BOX_UPLOAD", "CPU_BOX_UPLOAD", "RUN_COST_BYTES"]
 
 #: Bands of rows of :func:`frame_boxes` (each band: one rectangle per run of the columns it
 #: needs).
@@ -47,6 +47,10 @@ BANDS = 16
 #: staging buffer (:class:`PixelRuns`), as for frames in pageable memory.
 #: ``EWOKSXPCS_BOX_UPLOAD`` overrides it.
 BOX_UPLOAD = "rect"
+#: The same for CPU devices, whose "copies" are loops of the host's own (PoCL on the 2-core
+#: Xeon, session 10, X of one ring from 2 000 page-locked 512x1024 frames: rectangles
+#: 0.49-0.55 s, the pixels gathered 0.24-0.41 s; xeon_twotime1bin_pinned_session10.txt).
+CPU_BOX_UPLOAD = "gather"
 
 #: What one run of :meth:`PixelRuns.gather` costs beyond its bytes, as bytes of a plain copy:
 #: NumPy copies a run of a frame in ~30 ns where a whole-frame copy moves ~11 GB/s (2-core
@@ -233,19 +237,21 @@ def pixel_runs(flat_pixels, shape) -> PixelRuns:
 
 
 def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
-                 max_fraction: Optional[float] = None,
-                 how: Optional[str] = None) -> Union[FrameBoxes, PixelRuns]:
+                 max_fraction: Optional[float] = None, how: Optional[str] = None,
+                 cpu_device: bool = False) -> Union[FrameBoxes, PixelRuns]:
     """How the frames cross the bus when only ``flat_pixels`` of each are read.
 
     Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` by
-    rectangular copies (``how``, default :data:`BOX_UPLOAD` or ``EWOKSXPCS_BOX_UPLOAD``:
-    "rect"), read where they lie with no host work. Otherwise (frames in pageable memory, or
-    ``how="gather"``) the host copies them into a staging buffer anyway: then the pixels
+    rectangular copies (``how``, default ``EWOKSXPCS_BOX_UPLOAD``, else :data:`BOX_UPLOAD`, or
+    :data:`CPU_BOX_UPLOAD` for a ``cpu_device``: "rect"), read where they lie with no host
+    work. Otherwise (frames in pageable memory, or "gather") the host copies them into a
+    staging buffer anyway: then the pixels
     themselves (:class:`PixelRuns`), unless their runs cost more than copying whole frames
     (:data:`RUN_COST_BYTES` per run; ``itemsize``: bytes per pixel), e.g. most of the frame in
     many short runs.
     """
-    how = how or os.environ.get("EWOKSXPCS_BOX_UPLOAD", BOX_UPLOAD)
+    how = how or os.environ.get("EWOKSXPCS_BOX_UPLOAD") or (
+        CPU_BOX_UPLOAD if cpu_device else BOX_UPLOAD)
     if how not in ("rect", "gather"):
         raise ValueError(f"EWOKSXPCS_BOX_UPLOAD={how!r}: 'rect' or 'gather'")
     boxes = frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
