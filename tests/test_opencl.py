@@ -235,10 +235,17 @@ def test_different_programs_compile_at_the_same_time(cpu, monkeypatch):
     compiled = recording_compiles(monkeypatch, cpu)
     real = opencl._compile
     running, overlap = [], []
+    # Each build waits until two are in flight (a lock over the whole build would never let
+    # the second start: the wait times out); no timing, so a busy machine cannot fail it.
+    both = threading.Barrier(2, timeout=60)
 
     def slow(d, key):
         running.append(key)
-        time.sleep(0.3)
+        try:
+            both.wait()
+        except threading.BrokenBarrierError:
+            pass
+        time.sleep(0.05)  # a third asker, if any, arrives while these two are in flight
         overlap.append(len(running))
         try:
             return real(d, key)

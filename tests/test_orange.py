@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display in CI
 
@@ -236,7 +237,10 @@ def test_live_widget_draws_snapshots_then_the_final_result(canvas, tmp_path):
         widget.task_executor.finished.connect(lambda: QtEvent.set(done))
         widget.execute_ewoks_task_without_propagation()
         assert done.wait(timeout=60)
-        QtEvent().wait(timeout=0.3)  # the queued snapshot signals
+        deadline = time.monotonic() + 30  # the queued snapshot signals, on a busy machine too
+        while not (widget.snapshots and widget.snapshots[-1] == 300) \
+                and time.monotonic() < deadline:
+            QtEvent().wait(timeout=0.1)
         assert widget.task_succeeded, widget.task_exception
         assert len(widget.snapshots) >= 3 and widget.snapshots[-1] == 300
         assert widget.snapshots == sorted(widget.snapshots) and widget.snapshots[0] < 300
