@@ -170,7 +170,6 @@ def test_read_ahead_order_errors_and_early_stop():
     """read_ahead: the items in order from a producer thread; its error raised at its place;
     the consumer stopping early stops the producer."""
     import threading
-    import time
 
     from ewoksxpcs.engine.frames import read_ahead
 
