@@ -251,7 +251,8 @@ def test_errors(rng):
 
 
 def test_upload_through_small_staging_pieces(device, rng, monkeypatch):
-    """values/times cross the pinned staging ring in many pieces, copied by several threads."""
+    """values/times cross the pinned staging ring in many pieces, copied by several threads;
+    times converted to uint16 on the way, in pieces of whole elements."""
     import pyopencl
 
     from ewoksxpcs.opencl import device as opencl
@@ -259,18 +260,20 @@ def test_upload_through_small_staging_pieces(device, rng, monkeypatch):
     monkeypatch.setattr(opencl, "STAGING_BYTES", 40)  # odd pieces: not multiples of 4 bytes
     monkeypatch.setattr(opencl, "THREADED_COPY_BYTES", 8)
     dev = opencl.get_device(device)
+    times = rng.integers(0, 2**16, 501).astype(numpy.uint32)
     arrays = [rng.integers(0, 2**31, 1001).astype(numpy.uint32), rng.random(77),
-              numpy.zeros(0, numpy.uint8)]
+              numpy.zeros(0, numpy.uint8), times.astype(numpy.uint16)]
     bufs = [pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, max(a.nbytes, 1))
             for a in arrays]
-    # The first array in two parts at byte offsets, as the event chunks are.
+    # The first array in two parts at byte offsets, as the event chunks are; the times too.
     items = [(bufs[0], arrays[0][:333], 0), (bufs[0], arrays[0][333:], 333 * 4),
-             (bufs[1], arrays[1]), (bufs[2], arrays[2])]
+             (bufs[1], arrays[1]), (bufs[2], arrays[2]),
+             (bufs[3], times[:123], 0, numpy.uint16), (bufs[3], times[123:], 246, "uint16")]
     seen = []
     opencl.upload_pinned(dev, pyopencl.CommandQueue(dev.context), items,
                          on_item=lambda i, e: seen.append((i, e is None)))
-    assert seen == [(0, False), (1, False), (2, False), (3, True)]
-    for buf, a in zip(bufs[:2], arrays[:2]):
+    assert seen == [(0, False), (1, False), (2, False), (3, True), (4, False), (5, False)]
+    for buf, a in zip(bufs[:2] + bufs[3:], arrays[:2] + arrays[3:]):
         back = numpy.empty_like(a)
         pyopencl.enqueue_copy(dev.queue, back, buf)
         assert numpy.array_equal(back, a)
@@ -317,8 +320,9 @@ def test_download_through_small_staging_pieces(device, rng, monkeypatch):
 
 
 def test_pinned_events(device, rng):
-    """pin_events: values and times in page-locked memory (uploaded from where they lie), the
-    same sums as from the plain arrays."""
+    """pin_events: values, times (as uint16: at most 65 536 frames) and offsets in page-locked
+    memory (uploaded from where they lie), the same sums as from the plain arrays, whose
+    times are sent as uint16 too (converted in the staging copies), or as uint32 on request."""
     from ewoksxpcs.correlators.opencl_events import pin_events
     from ewoksxpcs.opencl.device import is_pinned
 
@@ -326,13 +330,49 @@ def test_pinned_events(device, rng):
     q = qmask_of((7, 9))
     events = compact(frames)
     pinned = pin_events(events, device)
-    assert is_pinned(pinned.values) and is_pinned(pinned.times) and is_pinned(pinned.offsets)
+    assert is_pinned(pinned.values) and is_pinned(pinned.offsets)
+    assert is_pinned(pinned.bus_times) and pinned.bus_times.dtype == numpy.uint16
+    assert numpy.array_equal(pinned.bus_times, events.times)
+    assert pinned.times is events.times  # the host's uint32 times, shared
     assert pinned == events and pinned.pixel_index is events.pixel_index
     ref = correlate(frames, q, method="reference")
-    for options in ({}, {"strategy": "rows", "upload_chunks": 3}):
+    for options in ({}, {"strategy": "rows", "upload_chunks": 3}, {"time_bits": 32},
+                    {"strategy": "local", "time_bits": 16}, {"strategy": "global"}):
         c = create_correlator(q, method="opencl-events", device=device, **options)
         check_equal(c.correlate(pinned), ref, "uint8")
+        assert c.last_profile["time_bits"] == options.get("time_bits", 16)
         check_equal(c.correlate(events), ref, "uint8")  # "rows": the binning's rows kept
+        assert c.last_profile["time_bits"] == options.get("time_bits", 16)
+
+
+def test_times_of_long_scans_stay_32_bits(device):
+    """More than 65 536 frames: the times cross as uint32 (pinned as such by pin_events), and
+    time_bits=16 is refused, naming the limit; a bad time_bits is refused at once."""
+    from ewoksxpcs.correlators.opencl_events import TIME16_FRAMES, pin_events
+    from ewoksxpcs.engine.events import EventStack
+    from ewoksxpcs.opencl.device import is_pinned
+
+    n_frames = TIME16_FRAMES + 5
+    times = numpy.array([0, 3, TIME16_FRAMES + 1, 2, 65_535, 65_537, TIME16_FRAMES + 4],
+                        numpy.uint32)
+    values = numpy.array([1, 2, 3, 1, 1, 2, 5], numpy.uint8)
+    events = EventStack(values, times, numpy.array([0, 3, 7]), numpy.array([0, 1]), (1, 2),
+                        n_frames, numpy.uint8)
+    q = numpy.array([[1, 1]])
+    ref = correlate(events, q, method="cpu-events")
+    pinned = pin_events(events, device)
+    assert not hasattr(pinned, "bus_times") and is_pinned(pinned.times)
+    for data in (events, pinned):
+        c = create_correlator(q, method="opencl-events", device=device)
+        r = c.correlate(data)
+        assert c.last_profile["time_bits"] == 32
+        numpy.testing.assert_array_equal(r.n2, ref.n2)
+        with pytest.raises(ValueError, match="time_bits=16 needs at most 65536 frames"):
+            create_correlator(q, method="opencl-events", device=device,
+                              time_bits=16).correlate(data)
+    for bad in (8, True, "16"):
+        with pytest.raises(ValueError, match="time_bits must be 16 or 32"):
+            create_correlator(q, method="opencl-events", device=device, time_bits=bad)
 
 
 def test_numba_normalisation_warmed_for_repeated_large_runs(rng, monkeypatch):
@@ -465,8 +505,9 @@ def test_events_resident_on_the_device(device, rng, dtype):
     assert resident == host  # downloads
 
 
+@pytest.mark.parametrize("time_bits", [16, 32])
 @pytest.mark.parametrize("dtype", ["uint16", "int32", "float32"])
-def test_events_beyond_the_memory_budget(device, rng, dtype):
+def test_events_beyond_the_memory_budget(device, rng, dtype, time_bits):
     """More events than max_device_memory leaves for them: runs of pixels uploaded into two
     slots in turn (upload of one while the other is correlated); same sums as in one piece
     (float32: same to rounding, the additions of a bin are split between runs)."""
@@ -475,14 +516,15 @@ def test_events_beyond_the_memory_budget(device, rng, dtype):
     q = qmask_of((9, 13))
     n_sub = Binning(q).n_sub
     n2_bytes = n_sub * 300 * 8
-    ev_bytes = events.values.itemsize + 4
+    ev_bytes = events.values.itemsize + time_bits // 8
     budget = 4 * n2_bytes + 2**20 + 2 * ev_bytes * (events.n_events // 5)  # ~5 runs
     whole = create_correlator(q, method="opencl-events", device=device)
     b = whole.correlate(events)
     ref = correlate(frames, q, method="reference")
     for strategy in ("local", "fold"):
         bounded = create_correlator(q, method="opencl-events", device=device,
-                                    max_device_memory=budget, task_pairs=50, strategy=strategy)
+                                    max_device_memory=budget, task_pairs=50, strategy=strategy,
+                                    time_bits=time_bits)
         a = bounded.correlate(events)
         assert bounded.last_profile["n_chunks"] >= 5
         if dtype == "float32":
@@ -502,7 +544,7 @@ def test_device_plan_beyond_the_memory_budget_falls_back_to_host_planning(device
     events = compact(frames)
     q = qmask_of((40, 50))
     n2_bytes = Binning(q).n_sub * 60 * 8
-    budget = 4 * n2_bytes + 2**20 + 2 * 6 * (events.n_events // 20)  # ~20 runs
+    budget = 4 * n2_bytes + 2**20 + 2 * 4 * (events.n_events // 20)  # ~20 runs (2 + 2 bytes)
     assert PLAN_BYTES * 20 * 2000 > budget // 8
     c = create_correlator(q, method="opencl-events", device=device, strategy="rows",
                           max_device_memory=budget)

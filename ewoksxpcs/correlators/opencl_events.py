@@ -74,6 +74,8 @@ PLAN_BYTES = 32
 
 #: Reports of the progress of the correlation kernels (after compaction) in a run.
 PROGRESS_STEPS = 20
+#: Scans of at most this many frames send their frame indices as uint16 (option time_bits).
+TIME16_FRAMES = 1 << 16
 #: Work-groups per compute unit that a launch keeps at least, progress reported or not: an
 #: in-order queue runs launches one after the other, and a launch of fewer work-groups than
 #: the device holds at once leaves compute units idle (the linear correlation of an Eiger 4M x
@@ -116,7 +118,9 @@ def pin_events(events, device=None):
     -------
     EventStack
         Same pixel_index, frame sums and labels (shared), values, times and offsets in
-        page-locked memory (plain memory where the driver refuses to pin).
+        page-locked memory (plain memory where the driver refuses to pin); for at most
+        :data:`TIME16_FRAMES` frames, the times the device reads in page-locked memory as
+        uint16 (attribute ``bus_times``), the stack's own times shared with ``events``.
     """
     from ..engine.events import EventStack
     from ..opencl.device import copy_into, pinned_empty
@@ -124,16 +128,23 @@ def pin_events(events, device=None):
     if events.resident is not None:
         return events
     dev = get_device(device)
+    # Scans of at most 65 536 frames: the times are pinned as uint16 (bus_times, what crosses
+    # the bus and the kernels read), and the stack keeps the given uint32 times for the host.
+    short = events.n_frames <= TIME16_FRAMES
     arrays = []
     # The offsets too (int64, as the device plan reads them): 8 bytes a pixel that would
     # otherwise cross as a pageable copy while the events' upload holds the bus.
-    for a in (events.values, events.times, numpy.asarray(events.offsets, dtype=numpy.int64)):
-        pinned = pinned_empty(dev, a.shape, a.dtype)
+    for a, as_type in ((events.values, None), (events.times, numpy.uint16 if short else None),
+                       (numpy.asarray(events.offsets, dtype=numpy.int64), None)):
+        pinned = pinned_empty(dev, a.shape, as_type or a.dtype)
         copy_into(pinned, a)
         arrays.append(pinned)
-    return EventStack(arrays[0], arrays[1], arrays[2], events.pixel_index,
-                      events.frame_shape, events.n_frames, events.dtype,
-                      frame_sums=events.frame_sums, labels=events.labels, trusted=True)
+    stack = EventStack(arrays[0], events.times if short else arrays[1], arrays[2],
+                       events.pixel_index, events.frame_shape, events.n_frames, events.dtype,
+                       frame_sums=events.frame_sums, labels=events.labels, trusted=True)
+    if short:
+        stack.bus_times = arrays[1]
+    return stack
 
 
 def plan_tasks(offsets, pix_sub, task_pairs: int | None, split: bool = True):
@@ -259,6 +270,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         Whether :meth:`correlate` computes the denominator s2 of integer events on the device
         (direct exact int64 sums, after n2) instead of on the host (exact FFTs, while the device
         computes n2). Default: on GPUs.
+    time_bits : {16, 32}
+        Width of the frame indices on the bus and in the kernels: 16 (2 bytes an event less to
+        upload and to read) needs at most 65 536 frames. Default: 16 where the frames allow it
+        and the events come from host memory, unless their times already lie in page-locked
+        memory as uint32 (read in place: converting would cost more than it saves); events
+        compacted on the device keep their 32 bits.
     """
 
     name = "opencl-events"
@@ -268,7 +285,7 @@ class OpenCLEventCorrelator(EventCorrelator):
     @classmethod
     def option_names(cls):
         return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames", "local_atomics",
-                "s2_device", "upload_chunks", "max_device_memory")
+                "s2_device", "upload_chunks", "max_device_memory", "time_bits")
 
     def __init__(self, qmask, device: str | None = None, **kwargs):
         super().__init__(qmask, device=device, **kwargs)
@@ -283,6 +300,10 @@ class OpenCLEventCorrelator(EventCorrelator):
         self.check_positive_int_options(
             ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks",
              "max_device_memory"))
+        if self.options.get("time_bits") not in (None, 16, 32) \
+                or isinstance(self.options.get("time_bits"), bool):
+            raise ValueError(f"option time_bits must be 16 or 32, got "
+                             f"{self.options['time_bits']!r}")
 
     @property
     def device_name(self) -> str:
@@ -400,12 +421,15 @@ class OpenCLEventCorrelator(EventCorrelator):
             return strategy, wg, self._lag_tile(4 if hist32 else 8, n_frames), hist32
         return strategy, wg, self._lag_tile(), False
 
-    def _defines(self, geometry, values_dtype) -> dict:
-        """Compile-time constants of ``events.cl`` for a :meth:`_geometry` and value type."""
+    def _defines(self, geometry, values_dtype, time_dtype=None) -> dict:
+        """Compile-time constants of ``events.cl`` for a :meth:`_geometry`, value type and
+        time type (default uint32)."""
         strategy, wg, lag_tile, hist32 = geometry
         values_dtype = numpy.dtype(values_dtype)
         defines = {"VAL_T": CTYPES[values_dtype.name], "L": lag_tile, "WG": wg,
                    "SL": self._s2_lags()}
+        if time_dtype is not None and numpy.dtype(time_dtype) == numpy.uint16:
+            defines["TIME_T"] = "ushort"
         if values_dtype.kind == "f":
             defines["ACC_FLOAT"] = 1
         if strategy == "global":
@@ -666,7 +690,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         offsets = events.offsets
         ready = queue_module.Queue()  # (item, event) as the uploads are enqueued
         resident = self._resident(events)
-        ev_bytes = events.values_dtype.itemsize + 4
+        times, time_np = self._bus_times(events, resident is not None)
+        t_size = time_np.itemsize
+        ev_bytes = events.values_dtype.itemsize + t_size
         room = self._event_room(out.nbytes)
         bounded = resident is None and events.n_events * ev_bytes > room
         if bounded:
@@ -693,15 +719,19 @@ class OpenCLEventCorrelator(EventCorrelator):
                 ready.put((i, None))
             return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
                                          [(resident.d_values, resident.d_times)],
-                                         numpy.zeros(n_chunks, numpy.int64), out, upload, t)
+                                         numpy.zeros(n_chunks, numpy.int64), out, upload, t,
+                                         time_np=time_np)
+        v_size = ev_bytes - t_size
         if bounded:
-            slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * (ev_bytes - 4), 1)),
-                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * 4, 1))) for _ in range(2)]
+            slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * v_size, 1)),
+                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * t_size, 1)))
+                     for _ in range(2)]
             ev_base = ev_edges[:-1].copy()
         else:
             slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.values.nbytes, 1)),
-                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.times.nbytes, 1)))]
+                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.n_events * t_size, 1)))]
             ev_base = numpy.zeros(n_chunks, numpy.int64)
+        self.last_profile["time_bits"] = 8 * t_size
         launched = [threading.Event() for _ in range(n_chunks)]
         markers = [None] * n_chunks
         failed = threading.Event()
@@ -723,8 +753,8 @@ class OpenCLEventCorrelator(EventCorrelator):
                     e0, e1 = int(ev_edges[c]), int(ev_edges[c + 1])
                     base = e0 - int(ev_base[c])
                     dv, dt = slots[c % len(slots)]
-                    upload_pinned(dev, uq, [(dv, events.values[e0:e1], base * (ev_bytes - 4)),
-                                            (dt, events.times[e0:e1], base * 4)],
+                    upload_pinned(dev, uq, [(dv, events.values[e0:e1], base * v_size),
+                                            (dt, times[e0:e1], base * t_size, time_np)],
                                   on_item=lambda i, e, c=c: ready.put((2 * c + i, e)))
                 # Host-side time of the whole upload (it returns when the copies are complete).
                 self.last_profile["upload_s"] = time.perf_counter() - t_up
@@ -736,10 +766,35 @@ class OpenCLEventCorrelator(EventCorrelator):
         try:
             return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
                                          slots, ev_base, out, upload, t,
-                                         on_launched=on_launched if bounded else None)
+                                         on_launched=on_launched if bounded else None,
+                                         time_np=time_np)
         finally:
             failed.set()
             uploader.join()
+
+    def _bus_times(self, events, resident: bool):
+        """(host times to upload, their dtype on the device) for ``events`` (option time_bits):
+        uint16 for at most :data:`TIME16_FRAMES` frames (``bus_times`` of :func:`pin_events`,
+        or the times converted in the staging copies), unless they lie on the device or in
+        page-locked memory as uint32."""
+        from ..opencl.device import is_pinned
+
+        bits = self.options.get("time_bits")
+        short = events.n_frames <= TIME16_FRAMES
+        if bits == 16 and not short:
+            raise ValueError(f"time_bits=16 needs at most {TIME16_FRAMES} frames, not "
+                             f"{events.n_frames}")
+        if resident:
+            if bits == 16:
+                raise ValueError("time_bits=16: these events lie on the device with uint32 "
+                                 "times")
+            return None, numpy.dtype(numpy.uint32)
+        bus = getattr(events, "bus_times", None)
+        if bus is not None and bits != 32:
+            return bus, bus.dtype
+        if bits == 16 or (bits is None and short and not is_pinned(events.times)):
+            return events.times, numpy.dtype(numpy.uint16)
+        return events.times, numpy.dtype(numpy.uint32)
 
     #: The default budget, queried once per run (:meth:`_run`).
     _run_budget = None
@@ -761,10 +816,11 @@ class OpenCLEventCorrelator(EventCorrelator):
         return max(0, self._budget() - 4 * n2_bytes - 2**20)
 
     def _plan_and_launch(self, events, is_float, n_frames, n_chunks, pix_edges, ready,
-                         slots, ev_base, out, upload, t, on_launched=None):
+                         slots, ev_base, out, upload, t, on_launched=None, time_np=None):
         """The rest of :meth:`_run`, while the events are uploaded: chunk ``c``'s events are in
-        ``slots[c % len(slots)]`` (values, times buffers) from event ``ev_base[c]`` on;
-        ``on_launched(c, marker)`` once its kernels are enqueued (marker: their end)."""
+        ``slots[c % len(slots)]`` (values, times buffers; times of ``time_np``) from event
+        ``ev_base[c]`` on; ``on_launched(c, marker)`` once its kernels are enqueued (marker:
+        their end)."""
         import pyopencl
 
         self._checkpoints = Checkpoints(self.dev.queue, self._report if self.report_progress
@@ -779,7 +835,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             # through a small memory budget are planned on the host instead.
             geometry = self._geometry(is_float, events.values_dtype, n_frames, "local")
         strategy, wg, lag_tile, hist32 = geometry
-        defines = self._defines(geometry, events.values_dtype)
+        defines = self._defines(geometry, events.values_dtype, time_np)
         self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
                                  hist_bits=32 if hist32 else 64, n_chunks=n_chunks, n_tasks=0)
         if strategy in DEVICE_PLANNED:

@@ -810,8 +810,11 @@ def upload_pinned(dev: OpenCLDevice, queue, items, on_item=None) -> None:
     dev : OpenCLDevice
     queue : pyopencl.CommandQueue
         Queue of the copies (use one of its own when called from a thread).
-    items : iterable of (pyopencl.Buffer, ndarray) or (pyopencl.Buffer, ndarray, int)
-        Destination buffer, C-contiguous host array and byte offset in the buffer (default 0).
+    items : iterable of (pyopencl.Buffer, ndarray[, int[, dtype]])
+        Destination buffer, C-contiguous host array, byte offset in the buffer (default 0) and
+        the type the array has on the device (default its own): converted (C cast, values
+        the caller knows to fit) while it is copied into the staging buffers, e.g. frame
+        indices below 65 536 sent as uint16.
     on_item : callable, optional
         ``on_item(i, event)`` once the copies of item ``i`` are all enqueued; ``event`` (None
         for an empty array) completes with them, so that work on another queue can wait for
@@ -827,6 +830,14 @@ def upload_pinned(dev: OpenCLDevice, queue, items, on_item=None) -> None:
         for i, item in enumerate(items):
             dst, src = item[0], item[1]
             offset = int(item[2]) if len(item) > 2 else 0
+            as_type = numpy.dtype(item[3]) if len(item) > 3 and item[3] is not None else None
+            if as_type is not None and as_type != src.dtype:
+                last, slot = _upload_converted(queue, dst,
+                                               numpy.ascontiguousarray(src).reshape(-1),
+                                               offset, as_type, bufs, events, slot, piece)
+                if on_item is not None:
+                    on_item(i, last)
+                continue
             flat = numpy.ascontiguousarray(src).reshape(-1).view(numpy.uint8)
             last = None
             if is_pinned(flat):  # already page-locked: straight to the device
@@ -851,6 +862,31 @@ def upload_pinned(dev: OpenCLDevice, queue, items, on_item=None) -> None:
             if on_item is not None:
                 on_item(i, last)  # in-order queue: the last copy ends after the item's others
         queue.finish()
+
+
+def _upload_converted(queue, dst, src: numpy.ndarray, offset: int, as_type: numpy.dtype, bufs,
+                      events: list, slot: int, piece: int):
+    """:func:`upload_pinned`'s copies of the 1-D ``src`` as ``as_type``: each staging buffer
+    (from ``slot`` on, its previous copy in ``events`` waited for) receives the converted
+    elements of one piece. Returns the last copy's event (None if ``src`` is empty) and the
+    next slot."""
+    import pyopencl
+
+    per_piece = max(1, piece // as_type.itemsize)
+    last = None
+    for a in range(0, src.size, per_piece):
+        b = min(a + per_piece, src.size)
+        s = slot % len(bufs)
+        slot += 1
+        if events[s] is not None:
+            events[s].wait()  # the buffer's previous piece has left
+        host = bufs[s][: (b - a) * as_type.itemsize].view(as_type)
+        copy_into(host, src[a:b])  # the C cast of NumPy's assignment
+        last = events[s] = pyopencl.enqueue_copy(queue, dst, host,
+                                                 dst_offset=offset + a * as_type.itemsize,
+                                                 is_blocking=False)
+        queue.flush()
+    return last, slot
 
 
 #: Device → host reads of at least this many bytes go through the pinned staging ring

@@ -834,10 +834,16 @@ def _events_work(events, binning) -> float:
 
 
 def _event_bytes(events) -> tuple:
-    """(host→device bytes of an EventStack, device bytes of its values and times)."""
+    """(host→device bytes of an EventStack, device bytes of its values and times): the times
+    counted at the width they need on the bus (2 bytes up to 65 536 frames, as ours sends
+    them; 4 on the device, where a compaction leaves uint32)."""
+    from ..correlators.opencl_events import TIME16_FRAMES
+
     n = events.n_events
-    on_device = n * (numpy.dtype(events.dtype).itemsize + 4)
-    return on_device + events.offsets.nbytes + events.pixel_index.nbytes, on_device
+    value = numpy.dtype(events.dtype).itemsize
+    on_device = n * (value + 4)
+    on_bus = n * (value + (2 if events.n_frames <= TIME16_FRAMES else 4))
+    return on_bus + events.offsets.nbytes + events.pixel_index.nbytes, on_device
 
 
 #: Feeds of the event cases: (our EventStack, dynamix's arrays); see the module docstring.
