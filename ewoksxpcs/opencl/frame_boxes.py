@@ -48,13 +48,13 @@ BANDS = 16
 #: ``EWOKSXPCS_BOX_UPLOAD`` overrides it.
 BOX_UPLOAD = "rect"
 #: The same for CPU devices, whose "copies" are loops of the host's own (PoCL on the 2-core
-#: Xeon, session 10, X of one ring from 2 000 page-locked 512x1024 frames: rectangles
-#: 0.49-0.55 s, the pixels gathered 0.24-0.41 s; xeon_twotime1bin_pinned_session10.txt).
+#: AMD EPYC, session 10, X of one ring from 2 000 page-locked 512x1024 frames: rectangles
+#: 0.49-0.55 s, the pixels gathered 0.24-0.41 s; epyc2_twotime1bin_pinned_session10.txt).
 CPU_BOX_UPLOAD = "gather"
 
 #: What one run of :meth:`PixelRuns.gather` costs beyond its bytes, as bytes of a plain copy:
 #: NumPy copies a run of a frame in ~30 ns where a whole-frame copy moves ~11 GB/s (2-core
-#: Xeon of the development machine, session 10: 24 ms for 1 000 frames x 796 runs, whole
+#: AMD EPYC development machine, session 10: 24 ms for 1 000 frames x 796 runs, whole
 #: 512x1024 uint8 frames 46 ms).
 RUN_COST_BYTES = 320
 

@@ -293,9 +293,9 @@ def run(scale: float = 1.0, counts: Sequence[float] = COUNTS, variants=VARIANTS,
         resident = resident_events(events, dev)
         pinned, pin_s = _timed(lambda: pin_events(events, dev))
         times = getattr(pinned, "bus_times", pinned.times)  # uint16 up to 65 536 frames
-        say(f"pinned feed: values and times ({times.dtype}) page-locked: "
+        say(f"pinned feed: values and times page-locked: "
             f"{'yes' if is_pinned(pinned.values) and is_pinned(times) else 'NO'} "
-            f"(pin_events {pin_s:.2f} s, once, not timed below)")
+            f"(times as {times.dtype}; pin_events {pin_s:.2f} s, once, not timed below)")
         first = frame_sums = None
         case_rows = []
         say(f"{'variant':<12} {'feed':<7} {'best_s':>8} " + " ".join(
