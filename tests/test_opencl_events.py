@@ -11,7 +11,7 @@ from conftest import require_opencl
 from ewoksxpcs import Binning, EventStack, compact, correlate, create_correlator
 from ewoksxpcs.engine.autocorr import autocorrelate
 from ewoksxpcs.correlators.opencl_events import STRATEGIES, plan_tasks
-from ewoksxpcs.opencl.device import OpenCLUnavailableError
+from ewoksxpcs.opencl.device import OpenCLUnavailableError, get_device
 
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32")
 
@@ -322,7 +322,8 @@ def test_download_through_small_staging_pieces(device, rng, monkeypatch):
 def test_pinned_events(device, rng):
     """pin_events: values, times (as uint16: at most 65 536 frames) and offsets in page-locked
     memory (uploaded from where they lie), the same sums as from the plain arrays, whose
-    times are sent as uint16 too (converted in the staging copies), or as uint32 on request."""
+    times are sent as uint16 too (converted in the staging copies; by default on GPUs), or as
+    uint32 (on request; by default on CPU devices)."""
     from ewoksxpcs.correlators.opencl_events import pin_events
     from ewoksxpcs.opencl.device import is_pinned
 
@@ -336,13 +337,15 @@ def test_pinned_events(device, rng):
     assert pinned.times is events.times  # the host's uint32 times, shared
     assert pinned == events and pinned.pixel_index is events.pixel_index
     ref = correlate(frames, q, method="reference")
+    default = 32 if get_device(device).kind == "cpu" else 16
     for options in ({}, {"strategy": "rows", "upload_chunks": 3}, {"time_bits": 32},
-                    {"strategy": "local", "time_bits": 16}, {"strategy": "global"}):
+                    {"strategy": "local", "time_bits": 16}, {"strategy": "global"},
+                    {"strategy": "rows", "time_bits": 16}):
         c = create_correlator(q, method="opencl-events", device=device, **options)
         check_equal(c.correlate(pinned), ref, "uint8")
-        assert c.last_profile["time_bits"] == options.get("time_bits", 16)
+        assert c.last_profile["time_bits"] == options.get("time_bits", default)
         check_equal(c.correlate(events), ref, "uint8")  # "rows": the binning's rows kept
-        assert c.last_profile["time_bits"] == options.get("time_bits", 16)
+        assert c.last_profile["time_bits"] == options.get("time_bits", default)
 
 
 def test_times_of_long_scans_stay_32_bits(device):
@@ -547,7 +550,7 @@ def test_device_plan_beyond_the_memory_budget_falls_back_to_host_planning(device
     budget = 4 * n2_bytes + 2**20 + 2 * 4 * (events.n_events // 20)  # ~20 runs (2 + 2 bytes)
     assert PLAN_BYTES * 20 * 2000 > budget // 8
     c = create_correlator(q, method="opencl-events", device=device, strategy="rows",
-                          max_device_memory=budget)
+                          max_device_memory=budget, time_bits=16)
     res = c.correlate(events)
     assert c.last_profile["strategy"] == "local" and c.last_profile["n_chunks"] >= 15
     check_equal(res, correlate(frames, q, method="reference"), "uint16")

@@ -272,10 +272,10 @@ class OpenCLEventCorrelator(EventCorrelator):
         computes n2). Default: on GPUs.
     time_bits : {16, 32}
         Width of the frame indices on the bus and in the kernels: 16 (2 bytes an event less to
-        upload and to read) needs at most 65 536 frames. Default: 16 where the frames allow it
-        and the events come from host memory, unless their times already lie in page-locked
-        memory as uint32 (read in place: converting would cost more than it saves); events
-        compacted on the device keep their 32 bits.
+        upload and to read) needs at most 65 536 frames. Default on GPUs: 16 where the frames
+        allow it and the events come from host memory, unless their times already lie in
+        page-locked memory as uint32 (read in place: converting would cost more than it
+        saves); events compacted on the device keep their 32 bits; CPU devices: 32.
     """
 
     name = "opencl-events"
@@ -789,10 +789,12 @@ class OpenCLEventCorrelator(EventCorrelator):
                 raise ValueError("time_bits=16: these events lie on the device with uint32 "
                                  "times")
             return None, numpy.dtype(numpy.uint32)
+        # A CPU device has no bus to spare: the default there keeps 32 bits (one program).
+        short_wanted = bits == 16 or (bits is None and short and self.dev.kind != "cpu")
         bus = getattr(events, "bus_times", None)
-        if bus is not None and bits != 32:
+        if short_wanted and bus is not None:
             return bus, bus.dtype
-        if bits == 16 or (bits is None and short and not is_pinned(events.times)):
+        if short_wanted and (bits == 16 or not is_pinned(events.times)):
             return events.times, numpy.dtype(numpy.uint16)
         return events.times, numpy.dtype(numpy.uint32)
 
