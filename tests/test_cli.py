@@ -502,6 +502,13 @@ def test_run_imports_nothing_heavy_before_the_first_frame_read(tmp_path, mode):
     assert got["png_helper_at_first_read"] == (len(os.sched_getaffinity(0)) >= 4)
 
 
+def _join_open_ahead():
+    """Wait for the thread that works ahead of ``run``'s workflow, if it is running."""
+    for t in threading.enumerate():
+        if t.name == "ewoksxpcs-open-ahead":
+            t.join()
+
+
 def test_run_opens_its_scan_once_ahead_of_the_workflow(scan, tmp_path, monkeypatch):
     """``run`` opens the scan before ewokscore starts the workflow; the LoadFrames step takes
     that source (the file is opened once) and auto's samples are read once, in the thread
@@ -530,9 +537,7 @@ def test_run_opens_its_scan_once_ahead_of_the_workflow(scan, tmp_path, monkeypat
         # On a busy machine the step may reach auto before the thread working ahead has
         # read the samples (then the step reads them, once); here the step waits for it, so
         # what is tested is that the step takes the samples read ahead.
-        for t in threading.enumerate():
-            if t.name == "ewoksxpcs-open-ahead":
-                t.join()
+        _join_open_ahead()
         return real_describe(*args, **kwargs)
 
     monkeypatch.setattr(load, "load_frames", counting_load)
@@ -583,9 +588,7 @@ def test_run_reads_the_samples_once_when_the_step_comes_first(scan, tmp_path, mo
     out = tmp_path / "r.h5"
     assert main(["run", filename, "--qmask", str(tmp_path / "labels.npy"), "-o", str(out),
                  "--no-plot", "-q"]) == 0
-    for t in threading.enumerate():
-        if t.name == "ewoksxpcs-open-ahead":
-            t.join()
+    _join_open_ahead()
     assert late == [True]  # the thread working ahead came after the step
     n_sampled = len(numpy.unique(numpy.linspace(0, frames.shape[0] - 1, auto.N_SAMPLE)
                                  .astype(int)))

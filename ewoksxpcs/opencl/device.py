@@ -831,45 +831,31 @@ def upload_pinned(dev: OpenCLDevice, queue, items, on_item=None) -> None:
             dst, src = item[0], item[1]
             offset = int(item[2]) if len(item) > 2 else 0
             as_type = numpy.dtype(item[3]) if len(item) > 3 and item[3] is not None else None
-            if as_type is not None and as_type != src.dtype:
-                last, slot = _upload_converted(queue, dst,
-                                               numpy.ascontiguousarray(src).reshape(-1),
-                                               offset, as_type, bufs, events, slot, piece)
-                if on_item is not None:
-                    on_item(i, last)
-                continue
-            flat = numpy.ascontiguousarray(src).reshape(-1).view(numpy.uint8)
+            flat = numpy.ascontiguousarray(src).reshape(-1)
             last = None
-            if is_pinned(flat):  # already page-locked: straight to the device
+            if as_type is not None and as_type != flat.dtype:
+                last, slot = _staged_copies(queue, dst, flat, offset, as_type, bufs, events,
+                                            slot, piece)
+            elif is_pinned(flat):  # already page-locked: straight to the device
                 if flat.size:
                     last = pyopencl.enqueue_copy(queue, dst, flat, dst_offset=offset,
                                                  is_blocking=False)
                     queue.flush()
-                if on_item is not None:
-                    on_item(i, last)
-                continue
-            for a in range(0, flat.size, piece):
-                b = min(a + piece, flat.size)
-                s = slot % len(bufs)
-                slot += 1
-                if events[s] is not None:
-                    events[s].wait()  # the buffer's previous piece has left
-                host = bufs[s][: b - a]
-                copy_into(host, flat[a:b])
-                last = events[s] = pyopencl.enqueue_copy(queue, dst, host,
-                                                         dst_offset=offset + a, is_blocking=False)
-                queue.flush()
+            else:  # byte for byte
+                last, slot = _staged_copies(queue, dst, flat.view(numpy.uint8), offset,
+                                            numpy.dtype(numpy.uint8), bufs, events, slot, piece)
             if on_item is not None:
                 on_item(i, last)  # in-order queue: the last copy ends after the item's others
         queue.finish()
 
 
-def _upload_converted(queue, dst, src: numpy.ndarray, offset: int, as_type: numpy.dtype, bufs,
-                      events: list, slot: int, piece: int):
-    """:func:`upload_pinned`'s copies of the 1-D ``src`` as ``as_type``: each staging buffer
-    (from ``slot`` on, its previous copy in ``events`` waited for) receives the converted
-    elements of one piece. Returns the last copy's event (None if ``src`` is empty) and the
-    next slot."""
+def _staged_copies(queue, dst, src: numpy.ndarray, offset: int, as_type: numpy.dtype, bufs,
+                   events: list, slot: int, piece: int):
+    """:func:`upload_pinned`'s copies of the 1-D ``src`` as ``as_type`` (the same type, bytes,
+    or a narrower one): each staging buffer in turn (from ``slot`` on, its previous copy in
+    ``events`` waited for) receives up to ``piece`` bytes of converted elements, copied by
+    threads, then goes to ``dst`` at byte ``offset`` on. Returns the last copy's event (None
+    if ``src`` is empty) and the next slot."""
     import pyopencl
 
     per_piece = max(1, piece // as_type.itemsize)
