@@ -4,8 +4,7 @@ a bin's pixels, or the pixels themselves), packed per frame."""
 import numpy
 import pytest
 
-from ewoksxpcs.opencl.frame_boxes import (FrameBoxes, PixelRuns, frame_boxes, frame_layout,
-                                          pixel_runs)
+from ewoksxpcs.opencl.frame_boxes import FrameBoxes, PixelRuns, frame_boxes, frame_layout
 
 
 def _ring(shape, r0, r1):
@@ -68,7 +67,7 @@ def test_pixel_runs_gather_each_pixel_at_its_position(rng=numpy.random.default_r
     the runs fills only its own columns."""
     shape = (40, 56)
     pixels = numpy.concatenate([_ring(shape, 8, 14), [55, 56, 57]])  # 55-57 cross a row end
-    runs = pixel_runs(pixels[::-1], shape)
+    runs = PixelRuns(pixels[::-1], shape)
     assert runs.packed_pixels == numpy.unique(pixels).size
     assert (runs.positions(pixels) == numpy.searchsorted(numpy.unique(pixels), pixels)).all()
     frames = rng.integers(0, 60000, (5,) + shape).astype(numpy.uint16)
@@ -83,7 +82,7 @@ def test_pixel_runs_gather_each_pixel_at_its_position(rng=numpy.random.default_r
     with pytest.raises(ValueError, match="outside"):
         runs.positions([0])
     with pytest.raises(ValueError, match="outside"):
-        pixel_runs([shape[0] * shape[1]], shape)
+        PixelRuns([shape[0] * shape[1]], shape)
 
 
 def test_frame_layout_by_memory_and_cost(monkeypatch):

@@ -27,15 +27,15 @@ the rectangles' other pixels are copied or cross the bus. :func:`frame_layout` c
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
-import os
 from typing import Optional, Tuple, Union
 
 import numpy
 
-__all__ = ["FrameBoxes", "frame_boxes", "BANDS", "PixelRuns", "pixel_runs", "frame_layout",
-           "BOX_UPLOAD", "CPU_BOX_UPLOAD", "RUN_COST_BYTES"]
+__all__ = ["FrameBoxes", "frame_boxes", "BANDS", "PixelRuns", "frame_layout", "BOX_UPLOAD",
+           "CPU_BOX_UPLOAD", "RUN_COST_BYTES"]
 
 #: Bands of rows of :func:`frame_boxes` (each band: one rectangle per run of the columns it
 #: needs).
@@ -231,32 +231,26 @@ class PixelRuns:
             out[:, a: a + n] = frames[:, f: f + n]
 
 
-def pixel_runs(flat_pixels, shape) -> PixelRuns:
-    """The :class:`PixelRuns` of ``flat_pixels`` in a frame of ``shape``."""
-    return PixelRuns(flat_pixels, shape)
-
-
 def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
                  max_fraction: Optional[float] = None, how: Optional[str] = None,
                  cpu_device: bool = False) -> Union[FrameBoxes, PixelRuns]:
     """How the frames cross the bus when only ``flat_pixels`` of each are read.
 
-    Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` by
-    rectangular copies (``how``, default ``EWOKSXPCS_BOX_UPLOAD``, else :data:`BOX_UPLOAD`, or
-    :data:`CPU_BOX_UPLOAD` for a ``cpu_device``: "rect"), read where they lie with no host
-    work. Otherwise (frames in pageable memory, or "gather") the host copies them into a
-    staging buffer anyway: then the pixels
-    themselves (:class:`PixelRuns`), unless their runs cost more than copying whole frames
-    (:data:`RUN_COST_BYTES` per run; ``itemsize``: bytes per pixel), e.g. most of the frame in
-    many short runs.
+    Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` (at most
+    ``max_fraction`` of the frame, else whole) by rectangular copies, read where they lie with
+    no host work, when ``how`` is "rect" (default: ``EWOKSXPCS_BOX_UPLOAD``, else
+    :data:`BOX_UPLOAD`, or :data:`CPU_BOX_UPLOAD` for a ``cpu_device``). Otherwise (frames in
+    pageable memory, or "gather") the host copies them into a staging buffer anyway: then the
+    pixels themselves (:class:`PixelRuns`), unless their runs cost more than copying whole
+    frames (:data:`RUN_COST_BYTES` per run; ``itemsize``: bytes per pixel), e.g. most of the
+    frame in many short runs.
     """
     how = how or os.environ.get("EWOKSXPCS_BOX_UPLOAD") or (
         CPU_BOX_UPLOAD if cpu_device else BOX_UPLOAD)
     if how not in ("rect", "gather"):
-        raise ValueError(f"EWOKSXPCS_BOX_UPLOAD={how!r}: 'rect' or 'gather'")
-    boxes = frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
+        raise ValueError(f"frame upload {how!r} (EWOKSXPCS_BOX_UPLOAD): 'rect' or 'gather'")
     if pinned and how == "rect":
-        return boxes
+        return frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
     runs = PixelRuns(flat_pixels, shape)
     frame_bytes = int(shape[0]) * int(shape[1]) * int(itemsize)
     if runs.packed_pixels and (runs.n_runs * RUN_COST_BYTES + runs.packed_pixels * itemsize
