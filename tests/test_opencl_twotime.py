@@ -261,7 +261,6 @@ def test_pinned_frames_shared_between_rectangles_and_gather(rng, cpu, share, mon
 def test_rectangles_of_a_pageable_chunk_after_a_pinned_one(rng, cpu, monkeypatch):
     """The layout is chosen on the first chunk (pinned: rectangles, as on GPUs); a later chunk
     in pageable memory crosses as the same rectangles, gathered with their padding."""
-    from ewoksxpcs.engine.frames import IterableFrameSource
     from ewoksxpcs.opencl import frame_boxes
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
