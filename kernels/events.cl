@@ -31,6 +31,7 @@
 //                low 32 bits. n2 therefore needs no bound on the pairs of a task.
 //   TIME_T       C type of the times (default uint): ushort for scans of at most 65 536 frames
 //                whose events come from host memory, 2 bytes an event less on the bus.
+//   S2_NARROW    s2_autocorr: every frame sum of a bin is below 2^31 (see there).
 
 #ifndef TIME_T
 #define TIME_T uint
@@ -484,7 +485,14 @@ __kernel void s2_series(__global const long *S,          // (n_frames, n_sub) fr
 // Direct autocorrelation of each row, all lags: C[r][τ] = Σ_t X[r][t]·X[r][t+τ], exact int64
 // (the host checks that no sum can overflow). A work-group takes SL consecutive lags of one row;
 // the row passes through local memory in tiles of SL frames, with its shifted copy (2·SL).
+// S2_NARROW: every X below 2^31 (the host's bound: largest value x binned pixels), held in
+// 32 bits in local memory (half the local traffic) and multiplied widening into 64 bits.
 // Launch: global (ceil(n_frames / SL) * SL, n_rows), local (SL, 1).
+#ifdef S2_NARROW
+typedef int s2_t;
+#else
+typedef long s2_t;
+#endif
 __kernel __attribute__((reqd_work_group_size(SL, 1, 1)))
 void s2_autocorr(__global const long *X, const int n_frames, __global long *C)
 {
@@ -492,20 +500,20 @@ void s2_autocorr(__global const long *X, const int n_frames, __global long *C)
     const int lid = get_local_id(0);
     const int tau0 = get_group_id(0) * SL;
     __global const long *x = X + (long)r * n_frames;
-    __local long a[SL];
-    __local long b[2 * SL];
+    __local s2_t a[SL];
+    __local s2_t b[2 * SL];
     long acc = 0;
     for (int t0 = 0; t0 < n_frames - tau0; t0 += SL) {
         // a[s] = x[t0 + s], b[u] = x[t0 + tau0 + u], zero past the end: the work-item of lag
         // tau0 + lid adds a[s]·b[s + lid] = x[t]·x[t + τ] for t = t0 + s.
         int u = t0 + lid;
-        a[lid] = u < n_frames ? x[u] : 0;
+        a[lid] = u < n_frames ? (s2_t)x[u] : 0;
         u = t0 + tau0 + lid;
-        b[lid] = u < n_frames ? x[u] : 0;
+        b[lid] = u < n_frames ? (s2_t)x[u] : 0;
         u += SL;
-        b[lid + SL] = u < n_frames ? x[u] : 0;
+        b[lid + SL] = u < n_frames ? (s2_t)x[u] : 0;
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int s = 0; s < SL; s++) acc += a[s] * b[s + lid];
+        for (int s = 0; s < SL; s++) acc += (long)a[s] * (long)b[s + lid];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (tau0 + lid < n_frames) C[(long)r * n_frames + tau0 + lid] = acc;

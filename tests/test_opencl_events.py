@@ -436,6 +436,24 @@ def test_s2_on_device_many_frames(device, rng):
     assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype, shape", [("uint8", (60, 40, 50)), ("uint16", (40, 200, 200))])
+def test_s2_on_device_narrow_and_wide(device, rng, dtype, shape):
+    """s2 on the device in 32-bit local rows where the largest value times the binned pixels
+    stays below 2^31 (uint8 on 2 000 pixels), in 64-bit ones otherwise (uint16 on 40 000):
+    both equal the host's exact s2."""
+    frames = sparse_frames(rng, dtype, shape, rate=0.05)
+    frames[3, 1, 2] = numpy.iinfo(dtype).max  # a large value in a bin's frame sums
+    q = qmask_of(shape[1:])
+    events = compact(frames)
+    on, off = s2_on_and_off(q, device)
+    geometry = on._geometry(False, events.values_dtype, shape[0])
+    narrow = "S2_NARROW" in on._defines(geometry, events.values_dtype)
+    assert narrow == (dtype == "uint8")
+    r_on, r_off = on.correlate(events), off.correlate(events)
+    assert numpy.array_equal(r_on.g2, r_off.g2, equal_nan=True)
+    assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)
+
+
 def test_g2_and_errors_on_device_same_bits(device, rng):
     """With s2 on the device, correlate() takes g2 and its jackknife error there too
     (:mod:`ewoksxpcs.opencl.normalise`): the same result as with the host's normalisation."""

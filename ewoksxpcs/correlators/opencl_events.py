@@ -430,6 +430,11 @@ class OpenCLEventCorrelator(EventCorrelator):
                    "SL": self._s2_lags()}
         if time_dtype is not None and numpy.dtype(time_dtype) == numpy.uint16:
             defines["TIME_T"] = "ushort"
+        if values_dtype.kind in "iu" and (int(numpy.iinfo(values_dtype).max)
+                                          * self.binning.n_binned_pixels < 2**31):
+            # every frame sum of a bin (events are >= 0) fits 31 bits: s2's products widen
+            # from 32 bits (e.g. uint8 counts on up to 8.4 million pixels)
+            defines["S2_NARROW"] = 1
         if values_dtype.kind == "f":
             defines["ACC_FLOAT"] = 1
         if strategy == "global":
