@@ -29,9 +29,10 @@ pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.uplo
 of their own); each chunk's tasks are planned and launched as soon as its events are there, so
 the upload, the planning and the kernels overlap. The denominator's autocorrelations s2 are then
 summed directly on a GPU (exact int64, milliseconds) or, on CPU devices, by the host's exact FFTs
-while the device computes n2; normalisation gets them ready-made. With s2 on the device, :meth:`correlate` also takes g2 and
-its jackknife error there (:mod:`ewoksxpcs.opencl.normalise`, the host's operations in the
-host's order: the same bits), so the host only applies the few-pairs rule.
+while the device computes n2; normalisation gets them ready-made. With s2 on the device,
+:meth:`correlate` also takes g2 and its jackknife error there (:mod:`ewoksxpcs.opencl.normalise`,
+the host's operations in the host's order: the same bits), so the host only applies the
+few-pairs rule.
 
 Device memory: the events (all at once, or in runs of whole pixels through two slots when they
 need more than ``max_device_memory`` leaves), n2, the frame sums and s2's rows. Events compacted

@@ -365,7 +365,7 @@ class OpenCLTwoTime(DeviceDataPath):
         if first is not None:
             pinned = is_pinned(first) and first.flags.c_contiguous
             layouts = [frame_layout(pix_np[real], shape, pinned, dtype.itemsize, BOXES_FRACTION,
-                                    cpu_device=dev.kind == "cpu")]
+                                    cpu_device=dev.kind == "cpu", boxes=boxes)]
             if share and isinstance(layouts[0], FrameBoxes) and not layouts[0].whole:
                 # a share of each chunk gathered by the host while the copy engine moves the
                 # rectangles of the rest

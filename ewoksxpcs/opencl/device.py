@@ -752,8 +752,12 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
         n, isz = piece.shape[0], piece.itemsize
         ny, nx = boxes.shape
         packed = boxes.packed_pixels
-        host = staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
+
+        def host():  # the staging buffer (page-locked memory allocated on first use)
+            return staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
+
         if isinstance(boxes, PixelRuns):
+            host = host()
             frames = piece.reshape(n, ny * nx)
             _over_rows(boxes.n_runs, host.nbytes,
                        lambda a, b: boxes.gather(frames, host, a, b))
@@ -769,6 +773,7 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
                     host_pitches=(nx * isz, ny * nx * isz), is_blocking=False,
                     wait_for=wait_for if event is None else None)
             return event, True
+        host = host()
         frames = piece.reshape(n, ny, nx)
         _over_rows(n, host.nbytes, lambda a, b: boxes.gather(frames[a:b], host[a:b]))
         return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False, wait_for=wait_for), False

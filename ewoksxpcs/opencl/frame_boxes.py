@@ -233,7 +233,8 @@ class PixelRuns:
 
 def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
                  max_fraction: Optional[float] = None, how: Optional[str] = None,
-                 cpu_device: bool = False) -> Union[FrameBoxes, PixelRuns]:
+                 cpu_device: bool = False,
+                 boxes: Optional[FrameBoxes] = None) -> Union[FrameBoxes, PixelRuns]:
     """How the frames cross the bus when only ``flat_pixels`` of each are read.
 
     Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` (at most
@@ -243,14 +244,14 @@ def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
     pageable memory, or "gather") the host copies them into a staging buffer anyway: then the
     pixels themselves (:class:`PixelRuns`), unless their runs cost more than copying whole
     frames (:data:`RUN_COST_BYTES` per run; ``itemsize``: bytes per pixel), e.g. most of the
-    frame in many short runs.
+    frame in many short runs. ``boxes``: those rectangles when the caller has them already.
     """
     how = how or os.environ.get("EWOKSXPCS_BOX_UPLOAD") or (
         CPU_BOX_UPLOAD if cpu_device else BOX_UPLOAD)
     if how not in ("rect", "gather"):
         raise ValueError(f"frame upload {how!r} (EWOKSXPCS_BOX_UPLOAD): 'rect' or 'gather'")
     if pinned and how == "rect":
-        return frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
+        return boxes or frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
     runs = PixelRuns(flat_pixels, shape)
     frame_bytes = int(shape[0]) * int(shape[1]) * int(itemsize)
     if runs.packed_pixels and (runs.n_runs * RUN_COST_BYTES + runs.packed_pixels * itemsize
