@@ -4,7 +4,8 @@ a bin's pixels, or the pixels themselves), packed per frame."""
 import numpy
 import pytest
 
-from ewoksxpcs.opencl.frame_boxes import FrameBoxes, PixelRuns, frame_boxes, frame_layout
+from ewoksxpcs.opencl.frame_boxes import (FrameBoxes, GatheredBoxes, PixelRuns, frame_boxes,
+                                          frame_layout)
 
 
 def _ring(shape, r0, r1):
@@ -85,23 +86,53 @@ def test_pixel_runs_gather_each_pixel_at_its_position(rng=numpy.random.default_r
         PixelRuns([shape[0] * shape[1]], shape)
 
 
+def test_gathered_boxes_pack_rectangles_without_padding(rng=numpy.random.default_rng(5)):
+    """Each rectangle packed with its own width: the pixels moved are the packed ones, and
+    every selected pixel lands at its position; any block of frames fills only its rows."""
+    shape = (40, 56)
+    pixels = _ring(shape, 8, 14)
+    boxes = frame_boxes(pixels, shape, bands=4)
+    tight = GatheredBoxes(boxes)
+    assert tight.packed_pixels == tight.moved_pixels == boxes.moved_pixels < boxes.packed_pixels
+    assert tight.row_pieces == sum(y1 - y0 for y0, y1, _, _ in boxes.boxes)
+    frames = rng.integers(0, 60000, (6,) + shape).astype(numpy.uint16)
+    out = numpy.zeros((6, tight.packed_pixels), numpy.uint16)
+    tight.gather(frames[:3], out[:3])
+    assert not out[3:].any()
+    tight.gather(frames.reshape(6, -1)[3:], out[3:])  # flat frames too
+    numpy.testing.assert_array_equal(out[:, tight.positions(pixels)],
+                                     frames.reshape(6, -1)[:, pixels])
+    assert numpy.unique(tight.positions(pixels)).size == pixels.size
+    with pytest.raises(ValueError, match="outside"):
+        tight.positions([0])
+
+
 def test_frame_layout_by_memory_and_cost(monkeypatch):
     """Pinned frames: rectangles (read in place; not on CPU devices). Pageable ones: the
-    pixels, unless their runs cost more than copying whole frames. "gather" treats pinned
-    frames as pageable."""
+    cheapest host gather: the rectangles without padding (few calls), the pixels' runs (one
+    call each: cheaper only over long chunks) or whole frames. "gather" treats pinned frames
+    as pageable."""
     from ewoksxpcs.opencl import frame_boxes
 
     monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
     shape = (512, 1024)
     ring = _ring(shape, 229, 286)
     assert isinstance(frame_layout(ring, shape, pinned=True), FrameBoxes)
-    runs = frame_layout(ring, shape, pinned=False)
+    tight = frame_layout(ring, shape, pinned=False)
+    assert isinstance(tight, GatheredBoxes) and tight.packed_pixels < 0.25 * shape[0] * shape[1]
+    # over very long chunks the calls cost nothing: the runs' fewer bytes win
+    runs = frame_layout(ring, shape, pinned=False, chunk_frames=10**9)
     assert isinstance(runs, PixelRuns) and runs.packed_pixels == ring.size
-    assert isinstance(frame_layout(ring, shape, pinned=True, how="gather"), PixelRuns)
+    assert isinstance(frame_layout(ring, shape, pinned=False, gather="runs"), PixelRuns)
+    assert isinstance(frame_layout(ring, shape, pinned=False, chunk_frames=10**9,
+                                   gather="boxes"), GatheredBoxes)
+    with pytest.raises(ValueError, match="'boxes' or 'runs'"):
+        frame_layout(ring, shape, pinned=False, gather="pixels")
+    assert isinstance(frame_layout(ring, shape, pinned=True, how="gather"), GatheredBoxes)
     # a CPU device's copies are the host's loops: pinned frames are gathered there too
-    assert isinstance(frame_layout(ring, shape, pinned=True, cpu_device=True), PixelRuns)
+    assert isinstance(frame_layout(ring, shape, pinned=True, cpu_device=True), GatheredBoxes)
     monkeypatch.setenv("EWOKSXPCS_BOX_UPLOAD", "gather")
-    assert isinstance(frame_layout(ring, shape, pinned=True), PixelRuns)
+    assert isinstance(frame_layout(ring, shape, pinned=True), GatheredBoxes)
     monkeypatch.setenv("EWOKSXPCS_BOX_UPLOAD", "tiles")
     with pytest.raises(ValueError, match="'rect' or 'gather'"):
         frame_layout(ring, shape, pinned=True)
@@ -109,7 +140,9 @@ def test_frame_layout_by_memory_and_cost(monkeypatch):
     # every other pixel: runs of one pixel cost more than whole frames
     sparse = numpy.arange(0, shape[0] * shape[1], 2)
     assert frame_layout(sparse, shape, pinned=False).whole
-    # the cost of a run decides: made free, the same pixels are gathered
+    # the costs of a run decide: made free, the same pixels are gathered
     monkeypatch.setattr(frame_boxes, "RUN_COST_BYTES", 0)
-    assert isinstance(frame_layout(sparse, shape, pinned=False), PixelRuns)
+    monkeypatch.setattr(frame_boxes, "CALL_COST_BYTES", 0)
+    gathered = frame_layout(sparse, shape, pinned=False)
+    assert not gathered.whole and gathered.packed_pixels == sparse.size
     assert frame_layout([], shape, pinned=False).whole

@@ -115,7 +115,7 @@ def test_gpu_equals_numpy(rng):
 @pytest.mark.gpu
 @pytest.mark.parametrize("feed", ["pageable", "pinned", "pinned-gather"])
 def test_gpu_one_ring_from_each_feed(rng, feed, monkeypatch):
-    """One ring of a 512x1024 detector (as the GPU suite's one-bin case): its pixels gathered
+    """One ring of a 512x1024 detector (as the GPU suite's one-bin case): gathered by the host
     from pageable frames, rectangles read in place from pinned ones (or gathered): the same
     maps as NumPy."""
     from ewoksxpcs.opencl import frame_boxes
@@ -136,7 +136,8 @@ def test_gpu_one_ring_from_each_feed(rng, feed, monkeypatch):
                 chunk_frames=96)
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
-    assert ("rectangles" if feed == "pinned" else "runs") in r.info["frames_moved"]
+    moved = r.info["frames_moved"]
+    assert ("gathered" in moved) == (feed != "pinned") and "whole" not in moved
 
 
 def test_zero_kernel_path(rng, cpu, monkeypatch):
@@ -209,15 +210,19 @@ def _ring_qmask(shape=(64, 96)):
     return numpy.digitize(r, [0, 20, 30, 40, 50, 60, 200])
 
 
+@pytest.mark.parametrize("gather", ["boxes", "runs"])
 @pytest.mark.parametrize("pinned", [False, True])
-def test_pageable_frames_cross_as_the_bins_pixels(rng, cpu, pinned, monkeypatch):
+def test_pageable_frames_cross_as_the_bins_pixels(rng, cpu, pinned, gather, monkeypatch):
     """Frames in pageable memory (and pinned ones on a CPU device, by default) are gathered
-    pixel run by pixel run into the staging buffer: only the selected bins' pixels cross; the
-    same maps."""
-    from ewoksxpcs.opencl import frame_boxes
+    into the staging buffer as the rectangles without padding or run by run of pixels: only
+    those cross; the same maps."""
+    import functools
+
+    from ewoksxpcs.correlators import opencl_twotime
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
-    monkeypatch.setattr(frame_boxes, "RUN_COST_BYTES", 1)  # small frames: runs all the same
+    monkeypatch.setattr(opencl_twotime, "frame_layout",
+                        functools.partial(opencl_twotime.frame_layout, gather=gather))
     monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
     q = _ring_qmask()
     frames = rng.poisson(0.7, (90,) + q.shape).astype(numpy.uint16)
@@ -230,7 +235,11 @@ def test_pageable_frames_cross_as_the_bins_pixels(rng, cpu, pinned, monkeypatch)
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
     n_px = int((q == 3).sum())
-    assert r.info["frames_moved"].endswith(f"runs of {n_px} pixels, gathered")
+    moved = r.info["frames_moved"]
+    if gather == "runs":
+        assert moved.endswith(f"runs of {n_px} pixels, gathered")
+    else:
+        assert "rectangles of" in moved and moved.endswith("pixels, gathered")
 
 
 @pytest.mark.parametrize("share", [0.4, 1.0])
@@ -241,6 +250,8 @@ def test_pinned_frames_shared_between_rectangles_and_gather(rng, cpu, share, mon
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
     monkeypatch.setattr(frame_boxes, "CPU_BOX_UPLOAD", "rect")  # as on GPUs
+    monkeypatch.setattr(frame_boxes, "CALL_COST_BYTES", 0)  # small frames and chunks:
+    monkeypatch.setattr(frame_boxes, "RUN_COST_BYTES", 1)  # gathered all the same
     monkeypatch.delenv("EWOKSXPCS_BOX_UPLOAD", raising=False)
     q = _ring_qmask()
     frames = rng.poisson(0.9, (83,) + q.shape).astype(numpy.uint8)
@@ -252,10 +263,17 @@ def test_pinned_frames_shared_between_rectangles_and_gather(rng, cpu, share, mon
     _close(r.C, ref.C)
     numpy.testing.assert_array_equal(r.frame_sums, ref.frame_sums)
     moved = r.info["frames_moved"]
-    assert "rectangles" in moved and "runs" in moved and f"share {share:g}" in moved
+    assert "rectangles" in moved and ", gathered" in moved and f"share {share:g}" in moved
     for bad in (-0.1, 1.5, "half", True):
         with pytest.raises(ValueError, match="gather_share"):
             twotime(pinned, q, bins=[3], method="opencl", device=cpu, gather_share=bad)
+    monkeypatch.setenv("EWOKSXPCS_GATHER_SHARE", str(share))  # the default's override
+    r = twotime(pinned, q, bins=[3], time_bin=3, method="opencl", device=cpu, chunk_frames=20)
+    assert r.info["frames_moved"] == moved
+    for bad in ("half", "2"):
+        monkeypatch.setenv("EWOKSXPCS_GATHER_SHARE", bad)
+        with pytest.raises(ValueError, match="EWOKSXPCS_GATHER_SHARE|gather_share"):
+            twotime(pinned, q, bins=[3], method="opencl", device=cpu)
 
 
 def test_rectangles_of_a_pageable_chunk_after_a_pinned_one(rng, cpu, monkeypatch):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from typing import Optional
 
@@ -47,7 +48,8 @@ from ..engine.frames import as_frame_source
 from ..opencl.device import (CTYPES, StagingSlots, build_in_background,
                              default_device_memory, device_buffer, download_pinned, get_device,
                              get_kernel, is_pinned, upload_chunk)
-from ..opencl.frame_boxes import FrameBoxes, PixelRuns, frame_boxes, frame_layout
+from ..opencl.frame_boxes import (FrameBoxes, GatheredBoxes, PixelRuns, frame_boxes,
+                                   frame_layout)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -77,6 +79,8 @@ MMA_PAD, MMA_WG = 64, 256
 #: Frames are uploaded whole unless rectangles bounding the selected pixels hold less than
 #: this fraction of them (:func:`~ewoksxpcs.opencl.frame_boxes.frame_boxes`).
 BOXES_FRACTION = 0.8
+#: Default ``gather_share`` (``EWOKSXPCS_GATHER_SHARE`` overrides it).
+GATHER_SHARE = 0.0
 INT32_LIMIT = 2**31
 
 
@@ -101,7 +105,8 @@ def _moved(layout) -> str:
         return "whole frames"
     if isinstance(layout, PixelRuns):
         return f"{layout.n_runs} runs of {layout.packed_pixels} pixels, gathered"
-    return f"{len(layout.boxes)} rectangles of {layout.moved_pixels} pixels"
+    return (f"{len(layout.boxes)} rectangles of {layout.moved_pixels} pixels"
+            + (", gathered" if isinstance(layout, GatheredBoxes) else ""))
 
 
 def _raise_if_overflow(queue, ovf, X) -> None:
@@ -141,9 +146,9 @@ class OpenCLTwoTime(DeviceDataPath):
         always the float kernel.
     gather_share : float in [0, 1], optional
         Page-locked frames whose rectangles are read in place (:func:`~ewoksxpcs.opencl.
-        frame_boxes.frame_layout`): this share of each chunk is gathered pixel by pixel by host
-        threads instead, while the copy engine moves the rectangles of the rest (default 0:
-        not measured on a GPU yet).
+        frame_boxes.frame_layout`): this share of each chunk is gathered by host threads
+        instead (the host's cheapest layout), while the copy engine moves the rectangles of
+        the rest (default: ``EWOKSXPCS_GATHER_SHARE``, else :data:`GATHER_SHARE`).
     """
 
     name = "opencl"
@@ -155,11 +160,17 @@ class OpenCLTwoTime(DeviceDataPath):
                  data_path: Optional[str] = None, gram: Optional[str] = None,
                  gather_share: Optional[float] = None):
         self._set_data_path(data_path)
-        if gather_share is not None and (isinstance(gather_share, bool) or not isinstance(
-                gather_share, (int, float, numpy.integer, numpy.floating))
-                or not 0 <= gather_share <= 1):
+        if gather_share is None:
+            env = os.environ.get("EWOKSXPCS_GATHER_SHARE")
+            try:
+                gather_share = float(env) if env else GATHER_SHARE
+            except ValueError:
+                raise ValueError(f"EWOKSXPCS_GATHER_SHARE={env!r}: not a number in [0, 1]") from None
+        if isinstance(gather_share, bool) or not isinstance(
+                gather_share, (int, float, numpy.integer, numpy.floating)) \
+                or not 0 <= gather_share <= 1:
             raise ValueError(f"gather_share must be a number in [0, 1], got {gather_share!r}")
-        self.gather_share = None if gather_share is None else float(gather_share)
+        self.gather_share = float(gather_share)
         self.binning = as_binning(qmask, n_groups=n_groups, bad_pixels=bad_pixels)
         self.rows, self.col_offsets, self.pixel_index = select_bins(self.binning, bins)
         choose_time_bin(None, time_bin, max_frames)
@@ -350,9 +361,10 @@ class OpenCLTwoTime(DeviceDataPath):
         real = pix_np >= 0
         shape = self.binning.shape
         boxes = frame_boxes(pix_np[real], shape, max_fraction=BOXES_FRACTION)
-        share = self.gather_share or 0.0
-        # the larger layout (with the gathered share's buffers) sizes the chunks
-        frame_bytes = (boxes.packed_pixels + (int(real.sum()) if share else 0)) * dtype.itemsize
+        share = self.gather_share
+        # the padded rectangles (with the gathered share's buffers) size the chunks: the
+        # gathered layouts are no larger
+        frame_bytes = (boxes.packed_pixels + (boxes.moved_pixels if share else 0)) * dtype.itemsize
         x_bytes = max(8, n_t * P * x_np.itemsize)
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
         room = self.budget - x_bytes - (self._map_reserve(n_t) or TILE * n_t * 4)
@@ -365,11 +377,15 @@ class OpenCLTwoTime(DeviceDataPath):
         if first is not None:
             pinned = is_pinned(first) and first.flags.c_contiguous
             layouts = [frame_layout(pix_np[real], shape, pinned, dtype.itemsize, BOXES_FRACTION,
-                                    cpu_device=dev.kind == "cpu", boxes=boxes)]
+                                    cpu_device=dev.kind == "cpu", boxes=boxes,
+                                    chunk_frames=chunk)]
             if share and isinstance(layouts[0], FrameBoxes) and not layouts[0].whole:
                 # a share of each chunk gathered by the host while the copy engine moves the
                 # rectangles of the rest
-                layouts.append(PixelRuns(pix_np[real], shape))
+                gathered = frame_layout(pix_np[real], shape, False, dtype.itemsize,
+                                        BOXES_FRACTION, boxes=boxes, chunk_frames=chunk)
+                if not gathered.whole:  # (whole frames would not fit the chunk's buffers)
+                    layouts.append(gathered)
             chunks = itertools.chain([first], chunks)
         self._moved.append(" and ".join(_moved(layout) for layout in layouts)
                            + (f" (gathered share {share:g})" if len(layouts) > 1 else ""))

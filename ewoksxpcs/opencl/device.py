@@ -731,7 +731,9 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
     the bus, packed as (n, ``boxes.packed_pixels``) (the staging buffer holds packed frames;
     :func:`~ewoksxpcs.opencl.frame_boxes.frame_layout` chooses): the rectangles of a
     :class:`~ewoksxpcs.opencl.frame_boxes.FrameBoxes`, by rectangular copies from a page-locked
-    ``piece`` (else gathered by threads with their padding), or the pixels of a
+    ``piece`` (else gathered by threads with their padding); those of a
+    :class:`~ewoksxpcs.opencl.frame_boxes.GatheredBoxes`, gathered without padding by threads
+    (each a share of the frames); or the pixels of a
     :class:`~ewoksxpcs.opencl.frame_boxes.PixelRuns`, gathered by threads (each a share of the
     runs over all the frames: few calls, disjoint columns).
 
@@ -745,7 +747,7 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
     """
     import pyopencl
 
-    from .frame_boxes import PixelRuns
+    from .frame_boxes import GatheredBoxes, PixelRuns
 
     direct = is_pinned(piece) and piece.flags.c_contiguous
     if boxes is not None and not boxes.whole:
@@ -756,11 +758,14 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
         def host():  # the staging buffer (page-locked memory allocated on first use)
             return staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
 
-        if isinstance(boxes, PixelRuns):
+        if isinstance(boxes, (PixelRuns, GatheredBoxes)):
             host = host()
             frames = piece.reshape(n, ny * nx)
-            _over_rows(boxes.n_runs, host.nbytes,
-                       lambda a, b: boxes.gather(frames, host, a, b))
+            if isinstance(boxes, PixelRuns):  # threads share the runs (disjoint columns)
+                _over_rows(boxes.n_runs, host.nbytes,
+                           lambda a, b: boxes.gather(frames, host, a, b))
+            else:  # threads share the frames
+                _over_rows(n, host.nbytes, lambda a, b: boxes.gather(frames[a:b], host[a:b]))
             return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False,
                                          wait_for=wait_for), False
         if direct:

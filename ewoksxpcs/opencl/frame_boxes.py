@@ -20,9 +20,13 @@ above crosses in 0.49-0.53 s for 100 000 frames whatever the chunk size (so a ti
 which would allow larger chunks, was not built), 0.95 s as whole frames.
 
 Frames in pageable memory (NumPy arrays, chunks decoded from a file) are copied by the host
-into a page-locked staging buffer anyway: there the selected pixels themselves are gathered,
-one run of consecutive pixels at a time (:class:`PixelRuns`), so that neither the padding nor
-the rectangles' other pixels are copied or cross the bus. :func:`frame_layout` chooses.
+into a page-locked staging buffer anyway: there the rectangles are gathered without padding,
+each with its own width (:class:`GatheredBoxes`: one NumPy copy per rectangle for all the
+frames a thread holds), or the selected pixels themselves, one run of consecutive pixels at a
+time (:class:`PixelRuns`: no pixel that is not selected, but one NumPy call per run, and the
+calls hold the GIL: on the H200's 16-core host, 1 018 runs of the ring above over chunks of 333
+frames took 3.2-3.5 s per 100 000 frames with 8 threads, session 11). :func:`frame_layout`
+chooses by the bytes, row pieces and NumPy calls of each.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from typing import Optional, Tuple, Union
 
 import numpy
 
-__all__ = ["FrameBoxes", "frame_boxes", "BANDS", "PixelRuns", "frame_layout", "BOX_UPLOAD",
-           "CPU_BOX_UPLOAD", "RUN_COST_BYTES"]
+__all__ = ["FrameBoxes", "frame_boxes", "BANDS", "GatheredBoxes", "PixelRuns", "frame_layout",
+           "BOX_UPLOAD", "CPU_BOX_UPLOAD", "RUN_COST_BYTES", "CALL_COST_BYTES"]
 
 #: Bands of rows of :func:`frame_boxes` (each band: one rectangle per run of the columns it
 #: needs).
@@ -43,20 +47,32 @@ BANDS = 16
 
 #: How the selected part of page-locked frames crosses the bus (:func:`frame_layout`):
 #: "rect", one three-dimensional rectangular copy per rectangle of :func:`frame_boxes`, read
-#: where the frames lie; "gather", the pixels gathered by host threads into a page-locked
-#: staging buffer (:class:`PixelRuns`), as for frames in pageable memory.
-#: ``EWOKSXPCS_BOX_UPLOAD`` overrides it.
+#: where the frames lie; "gather", gathered by host threads into a page-locked staging buffer
+#: (:class:`GatheredBoxes` or :class:`PixelRuns`), as for frames in pageable memory.
+#: ``EWOKSXPCS_BOX_UPLOAD`` overrides it. H200, one ring x 100 000 page-locked frames (session
+#: 11, h200_twotime1bin_gathered_boxes_session11.txt): rectangles 0.65-0.66 s, all gathered
+#: 1.35-1.50 s.
 BOX_UPLOAD = "rect"
 #: The same for CPU devices, whose "copies" are loops of the host's own (PoCL on the 2-core
 #: AMD EPYC, session 10, X of one ring from 2 000 page-locked 512x1024 frames: rectangles
-#: 0.49-0.55 s, the pixels gathered 0.24-0.41 s; epyc2_twotime1bin_pinned_session10.txt).
+#: 0.49-0.55 s, the pixels gathered 0.24-0.41 s; epyc2_twotime1bin_pinned_session10.txt;
+#: session 11, noisy: rectangles 0.46-1.17 s, gathered 0.27-1.12 s,
+#: epyc2_twotime1bin_gather_session11.txt).
 CPU_BOX_UPLOAD = "gather"
 
-#: What one run of :meth:`PixelRuns.gather` costs beyond its bytes, as bytes of a plain copy:
+#: What one row piece of a host gather (a run of :class:`PixelRuns`, a row of a rectangle of
+#: :class:`GatheredBoxes`, in one frame) costs beyond its bytes, as bytes of a plain copy:
 #: NumPy copies a run of a frame in ~30 ns where a whole-frame copy moves ~11 GB/s (2-core
 #: AMD EPYC development machine, session 10: 24 ms for 1 000 frames x 796 runs, whole
 #: 512x1024 uint8 frames 46 ms).
 RUN_COST_BYTES = 320
+#: What one NumPy call of a host gather costs beyond its row pieces, as bytes of a plain copy
+#: (a call per run or rectangle per chunk; the calls hold the GIL, so threads do not share
+#: this part): the ring's 1 018 runs over chunks of 333 frames took 3.2-3.5 s per 100 000
+#: frames on the H200's 16-core host with 8 threads, the same runs over 2 000 frames a call
+#: 1.0 s: ~9 us a call (session 11, h200_twotime1bin_gather_profile_session11.txt,
+#: h200_host_gather_probe_session11.txt).
+CALL_COST_BYTES = 100_000
 
 
 @dataclass(frozen=True)
@@ -108,26 +124,36 @@ class FrameBoxes:
     def positions(self, flat_pixels) -> numpy.ndarray:
         """Packed place (int64) of each flat pixel index (Ny·Nx order); ValueError for a pixel
         in none of the rectangles."""
-        flat = numpy.asarray(flat_pixels, dtype=numpy.int64)
-        y, x = numpy.divmod(flat, self.shape[1])
-        out = numpy.full(flat.shape, -1, numpy.int64)
-        pitch = self.pitch
-        for (y0, y1, x0, x1), off in zip(self.boxes, self.offsets[:-1].tolist()):
-            inside = (y >= y0) & (y < y1) & (x >= x0) & (x < x1) & (out < 0)
-            out[inside] = off + (y[inside] - y0) * pitch + (x[inside] - x0)
-        if (out < 0).any():
-            raise ValueError("pixels outside the frame's rectangles")
-        return out
+        return _box_positions(self.shape, self.boxes, self.offsets, self.pitch, flat_pixels)
 
     def gather(self, frames: numpy.ndarray, out: numpy.ndarray) -> None:
         """Copy the rectangles of ``frames`` (n, Ny, Nx) into ``out`` (n, packed pixels; the
         padding is left as it is)."""
-        pitch = self.pitch
-        for (y0, y1, x0, x1), off in zip(self.boxes, self.offsets[:-1].tolist()):
-            h = y1 - y0
-            rows = out[:, off: off + h * pitch].reshape(-1, h, pitch)
-            rows[:, :, : x1 - x0] = frames[:, y0:y1, x0:x1]
+        _gather_boxes(self.boxes, self.offsets, self.pitch, frames, out)
 
+
+def _box_positions(shape, boxes, offsets, pitch, flat_pixels) -> numpy.ndarray:
+    """Packed place of each flat pixel in rectangles ``boxes`` packed from ``offsets``, their
+    rows ``pitch`` apart (None: each rectangle's own width)."""
+    flat = numpy.asarray(flat_pixels, dtype=numpy.int64)
+    y, x = numpy.divmod(flat, shape[1])
+    out = numpy.full(flat.shape, -1, numpy.int64)
+    for (y0, y1, x0, x1), off in zip(boxes, offsets[:-1].tolist()):
+        inside = (y >= y0) & (y < y1) & (x >= x0) & (x < x1) & (out < 0)
+        out[inside] = off + (y[inside] - y0) * (pitch or x1 - x0) + (x[inside] - x0)
+    if (out < 0).any():
+        raise ValueError("pixels outside the frame's rectangles")
+    return out
+
+
+def _gather_boxes(boxes, offsets, pitch, frames, out) -> None:
+    """Copy rectangles ``boxes`` of ``frames`` (n, Ny, Nx) into ``out`` (n, packed pixels),
+    packed from ``offsets``, their rows ``pitch`` apart (None: each rectangle's own width)."""
+    n = frames.shape[0]
+    for (y0, y1, x0, x1), off in zip(boxes, offsets[:-1].tolist()):
+        h, w = y1 - y0, x1 - x0
+        rows = out[:, off: off + h * (pitch or w)].reshape(n, h, pitch or w)
+        rows[:, :, :w] = frames[:, y0:y1, x0:x1]
 
 def frame_boxes(flat_pixels, shape, bands: int = BANDS,
                 max_fraction: Optional[float] = None) -> FrameBoxes:
@@ -168,6 +194,49 @@ def frame_boxes(flat_pixels, shape, bands: int = BANDS,
         return whole
     return packed
 
+
+class GatheredBoxes:
+    """The rectangles of a :class:`FrameBoxes`, packed one after another without padding
+    (each rectangle's rows its own width apart), for frames the host gathers: one NumPy copy
+    per rectangle (:meth:`gather`) for all the frames a thread holds, instead of one per run
+    of :class:`PixelRuns`.
+
+    Parameters
+    ----------
+    boxes : FrameBoxes
+        The rectangles (their frame shape and bounds; not its padded packing).
+    """
+
+    whole = False  # never the whole frame: frame_layout takes whole frames instead
+
+    def __init__(self, boxes: FrameBoxes):
+        self.shape = boxes.shape
+        self.boxes = boxes.boxes
+        sizes = [(y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in self.boxes]
+        self.offsets = numpy.concatenate([[0], numpy.cumsum(sizes, dtype=numpy.int64)])
+
+    @property
+    def packed_pixels(self) -> int:
+        """Pixels of a packed frame: the rectangles' own."""
+        return int(self.offsets[-1])
+
+    moved_pixels = packed_pixels
+
+    @property
+    def row_pieces(self) -> int:
+        """Rows of all the rectangles: the pieces a frame is copied in."""
+        return sum(y1 - y0 for y0, y1, _, _ in self.boxes)
+
+    def positions(self, flat_pixels) -> numpy.ndarray:
+        """Packed place (int64) of each flat pixel index (Ny·Nx order); ValueError for a pixel
+        in none of the rectangles."""
+        return _box_positions(self.shape, self.boxes, self.offsets, None, flat_pixels)
+
+    def gather(self, frames: numpy.ndarray, out: numpy.ndarray) -> None:
+        """Copy the rectangles of ``frames`` (n, Ny, Nx) or (n, Ny·Nx) into ``out`` (n,
+        :attr:`packed_pixels`)."""
+        _gather_boxes(self.boxes, self.offsets, None,
+                      frames.reshape(frames.shape[0], *self.shape), out)
 
 class PixelRuns:
     """The selected pixels of a frame, packed one after another in ascending flat order.
@@ -233,8 +302,9 @@ class PixelRuns:
 
 def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
                  max_fraction: Optional[float] = None, how: Optional[str] = None,
-                 cpu_device: bool = False,
-                 boxes: Optional[FrameBoxes] = None) -> Union[FrameBoxes, PixelRuns]:
+                 cpu_device: bool = False, boxes: Optional[FrameBoxes] = None,
+                 chunk_frames: int = 1000, gather: Optional[str] = None,
+                 ) -> Union[FrameBoxes, GatheredBoxes, PixelRuns]:
     """How the frames cross the bus when only ``flat_pixels`` of each are read.
 
     Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` (at most
@@ -242,19 +312,37 @@ def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
     no host work, when ``how`` is "rect" (default: ``EWOKSXPCS_BOX_UPLOAD``, else
     :data:`BOX_UPLOAD`, or :data:`CPU_BOX_UPLOAD` for a ``cpu_device``). Otherwise (frames in
     pageable memory, or "gather") the host copies them into a staging buffer anyway: then the
-    pixels themselves (:class:`PixelRuns`), unless their runs cost more than copying whole
-    frames (:data:`RUN_COST_BYTES` per run; ``itemsize``: bytes per pixel), e.g. most of the
-    frame in many short runs. ``boxes``: those rectangles when the caller has them already.
+    cheapest of the rectangles without padding (:class:`GatheredBoxes`), the pixels themselves
+    (:class:`PixelRuns`) and whole frames, each costing its bytes (``itemsize`` per pixel),
+    :data:`RUN_COST_BYTES` per row piece of a frame and :data:`CALL_COST_BYTES` per NumPy call
+    of a chunk of ``chunk_frames`` frames (one per rectangle or per run). ``gather``: "boxes"
+    or "runs" instead of the cheapest (for measurements). ``boxes``: the rectangles of
+    :func:`frame_boxes` when the caller has them already.
     """
     how = how or os.environ.get("EWOKSXPCS_BOX_UPLOAD") or (
         CPU_BOX_UPLOAD if cpu_device else BOX_UPLOAD)
     if how not in ("rect", "gather"):
         raise ValueError(f"frame upload {how!r} (EWOKSXPCS_BOX_UPLOAD): 'rect' or 'gather'")
+    if gather not in (None, "boxes", "runs"):
+        raise ValueError(f"gather {gather!r}: 'boxes' or 'runs'")
+    boxes = boxes or frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
     if pinned and how == "rect":
-        return boxes or frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
+        return boxes
+    whole = FrameBoxes(tuple(int(n) for n in shape), ((0, int(shape[0]), 0, int(shape[1])),))
     runs = PixelRuns(flat_pixels, shape)
-    frame_bytes = int(shape[0]) * int(shape[1]) * int(itemsize)
-    if runs.packed_pixels and (runs.n_runs * RUN_COST_BYTES + runs.packed_pixels * itemsize
-                               < frame_bytes):
-        return runs
-    return FrameBoxes(tuple(int(n) for n in shape), ((0, int(shape[0]), 0, int(shape[1])),))
+    if not runs.packed_pixels:
+        return whole
+    n = max(1, int(chunk_frames))
+
+    def cost(pieces, calls, pixels):  # per frame, in bytes of a plain copy
+        return pieces * RUN_COST_BYTES + pixels * int(itemsize) + calls * CALL_COST_BYTES / n
+
+    options = [(cost(1, 1, whole.packed_pixels), whole)]
+    if not boxes.whole:
+        tight = GatheredBoxes(boxes)
+        options.append((cost(tight.row_pieces, len(tight.boxes), tight.packed_pixels), tight))
+    options.append((cost(runs.n_runs, runs.n_runs, runs.packed_pixels), runs))
+    if gather is not None:
+        kind = GatheredBoxes if gather == "boxes" else PixelRuns
+        return next((layout for _, layout in options if isinstance(layout, kind)), whole)
+    return min(options, key=lambda option: option[0])[1]
