@@ -356,7 +356,7 @@ class OpenCLTwoTime(DeviceDataPath):
         frame_pixels = int(self.binning.shape[0] * self.binning.shape[1])
         # Only part of each frame crosses the bus (a few bins of a large detector: a fraction of
         # the frame; a ring of one bin: an eighth): rectangles bounding the group's pixels read
-        # from page-locked frames, else the pixels themselves gathered by the host
+        # from page-locked frames, else the host's cheapest gather of them
         # (opencl.frame_boxes.frame_layout; decided on the first chunk).
         real = pix_np >= 0
         shape = self.binning.shape

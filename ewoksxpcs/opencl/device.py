@@ -747,28 +747,14 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
     """
     import pyopencl
 
-    from .frame_boxes import GatheredBoxes, PixelRuns
+    from .frame_boxes import FrameBoxes, PixelRuns
 
     direct = is_pinned(piece) and piece.flags.c_contiguous
     if boxes is not None and not boxes.whole:
         n, isz = piece.shape[0], piece.itemsize
         ny, nx = boxes.shape
         packed = boxes.packed_pixels
-
-        def host():  # the staging buffer (page-locked memory allocated on first use)
-            return staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
-
-        if isinstance(boxes, (PixelRuns, GatheredBoxes)):
-            host = host()
-            frames = piece.reshape(n, ny * nx)
-            if isinstance(boxes, PixelRuns):  # threads share the runs (disjoint columns)
-                _over_rows(boxes.n_runs, host.nbytes,
-                           lambda a, b: boxes.gather(frames, host, a, b))
-            else:  # threads share the frames
-                _over_rows(n, host.nbytes, lambda a, b: boxes.gather(frames[a:b], host[a:b]))
-            return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False,
-                                         wait_for=wait_for), False
-        if direct:
+        if isinstance(boxes, FrameBoxes) and direct:  # rectangles read where they lie
             event, pitch = None, boxes.pitch * isz
             for (y0, y1, x0, x1), row in zip(boxes.boxes, boxes.row_offsets[:-1].tolist()):
                 event = pyopencl.enqueue_copy(
@@ -778,9 +764,13 @@ def upload_chunk(queue, dst, piece: numpy.ndarray, staging: StagingSlots, slot: 
                     host_pitches=(nx * isz, ny * nx * isz), is_blocking=False,
                     wait_for=wait_for if event is None else None)
             return event, True
-        host = host()
-        frames = piece.reshape(n, ny, nx)
-        _over_rows(n, host.nbytes, lambda a, b: boxes.gather(frames[a:b], host[a:b]))
+        # gathered into the staging buffer (page-locked memory allocated on first use)
+        host = staging[slot].reshape(-1)[: n * packed].reshape(n, packed)
+        frames = piece.reshape(n, ny * nx)
+        if isinstance(boxes, PixelRuns):  # threads share the runs (disjoint columns)
+            _over_rows(boxes.n_runs, host.nbytes, lambda a, b: boxes.gather(frames, host, a, b))
+        else:  # rectangles, padded or not: threads share the frames
+            _over_rows(n, host.nbytes, lambda a, b: boxes.gather(frames[a:b], host[a:b]))
         return pyopencl.enqueue_copy(queue, dst, host, is_blocking=False, wait_for=wait_for), False
     if direct:
         host = piece

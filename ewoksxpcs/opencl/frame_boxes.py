@@ -127,9 +127,10 @@ class FrameBoxes:
         return _box_positions(self.shape, self.boxes, self.offsets, self.pitch, flat_pixels)
 
     def gather(self, frames: numpy.ndarray, out: numpy.ndarray) -> None:
-        """Copy the rectangles of ``frames`` (n, Ny, Nx) into ``out`` (n, packed pixels; the
-        padding is left as it is)."""
-        _gather_boxes(self.boxes, self.offsets, self.pitch, frames, out)
+        """Copy the rectangles of ``frames`` (n, Ny, Nx) or (n, Ny·Nx) into ``out`` (n, packed
+        pixels; the padding is left as it is)."""
+        _gather_boxes(self.boxes, self.offsets, self.pitch,
+                      frames.reshape(frames.shape[0], *self.shape), out)
 
 
 def _box_positions(shape, boxes, offsets, pitch, flat_pixels) -> numpy.ndarray:
