@@ -4,8 +4,8 @@ a bin's pixels, or the pixels themselves), packed per frame."""
 import numpy
 import pytest
 
-from ewoksxpcs.opencl.frame_boxes import (FrameBoxes, GatheredBoxes, PixelRuns, frame_boxes,
-                                          frame_layout)
+from ewoksxpcs.opencl.frame_boxes import (RECT_COPY_COSTS, BoxCosts, FrameBoxes, GatheredBoxes,
+                                          PixelRuns, frame_boxes, frame_layout, gather_costs)
 
 
 def _ring(shape, r0, r1):
@@ -94,7 +94,6 @@ def test_gathered_boxes_pack_rectangles_without_padding(rng=numpy.random.default
     boxes = frame_boxes(pixels, shape, bands=4)
     tight = GatheredBoxes(boxes)
     assert tight.packed_pixels == tight.moved_pixels == boxes.moved_pixels < boxes.packed_pixels
-    assert tight.row_pieces == sum(y1 - y0 for y0, y1, _, _ in boxes.boxes)
     frames = rng.integers(0, 60000, (6,) + shape).astype(numpy.uint16)
     out = numpy.zeros((6, tight.packed_pixels), numpy.uint16)
     tight.gather(frames[:3], out[:3])
@@ -105,6 +104,60 @@ def test_gathered_boxes_pack_rectangles_without_padding(rng=numpy.random.default
     assert numpy.unique(tight.positions(pixels)).size == pixels.size
     with pytest.raises(ValueError, match="outside"):
         tight.positions([0])
+
+
+def _unmerged_cost(needed, edges, costs, itemsize):
+    """Cost of the rectangles of each band between ``edges``, brute force (no merging)."""
+    total = 0.0
+    for a, b in zip(edges[:-1], edges[1:]):
+        rows = numpy.flatnonzero(needed[a:b].any(axis=1))
+        if not rows.size:
+            continue
+        cols = numpy.concatenate([[False], needed[a:b].any(axis=0), [False]])
+        first = numpy.flatnonzero(~cols[:-1] & cols[1:])
+        stop = numpy.flatnonzero(cols[:-1] & ~cols[1:])
+        total += costs.of(numpy.full(first.size, rows[-1] - rows[0] + 1),
+                          (stop - first) * itemsize)
+    return total
+
+
+@pytest.mark.parametrize("costs,itemsize", [(RECT_COPY_COSTS, 1), (RECT_COPY_COSTS, 2),
+                                            (gather_costs(50), 2), (BoxCosts(box=40.0), 1)])
+def test_cost_chosen_bands_are_the_cheapest(costs, itemsize, monkeypatch):
+    """The bands chosen by cost cost no more than any other cut of the same steps (all 2^7
+    cuts of 8 steps tried), and their rectangles hold every pixel."""
+    import itertools
+
+    from ewoksxpcs.opencl import frame_boxes as module
+
+    monkeypatch.setattr(module, "BAND_STEPS", 8)
+    shape = (48, 300)
+    pixels = numpy.union1d(_ring(shape, 14, 19), numpy.arange(40 * 300 + 3, 40 * 300 + 290))
+    needed = numpy.zeros(shape[0] * shape[1], bool)
+    needed[pixels] = True
+    needed = needed.reshape(shape)
+    steps = numpy.linspace(0, shape[0], 9).astype(int).tolist()
+    chosen = module._cheapest_bands(needed, costs, itemsize).tolist()
+    assert chosen[0] == 0 and chosen[-1] == shape[0] and set(chosen) <= set(steps)
+    best = min(_unmerged_cost(needed, [0, *cut, shape[0]], costs, itemsize)
+               for k in range(8) for cut in itertools.combinations(steps[1:-1], k))
+    assert _unmerged_cost(needed, chosen, costs, itemsize) == pytest.approx(best)
+    boxes = frame_boxes(pixels, shape, costs=costs, itemsize=itemsize)
+    assert numpy.unique(boxes.positions(pixels)).size == pixels.size
+
+
+def test_copy_engine_bands_of_a_ring():
+    """A ring of a 512x1024 frame: bands fitted to the copy engine cost less (by its model)
+    than the 16 equal bands, which cost less than the one band of whole rows; page-locked
+    frames cross as those rectangles."""
+    shape = (512, 1024)
+    ring = _ring(shape, 229, 286)
+    fitted = frame_boxes(ring, shape, costs=RECT_COPY_COSTS)
+    cost = [RECT_COPY_COSTS.of_boxes(b.boxes) for b in
+            (fitted, frame_boxes(ring, shape), frame_boxes(ring, shape, bands=1))]
+    assert cost[0] < cost[1] < cost[2]
+    assert frame_layout(ring, shape, pinned=True) == fitted
+    assert numpy.unique(fitted.positions(ring)).size == ring.size
 
 
 def test_frame_layout_by_memory_and_cost(monkeypatch):

@@ -237,9 +237,10 @@ def test_pageable_frames_cross_as_the_bins_pixels(rng, cpu, pinned, gather, monk
     n_px = int((q == 3).sum())
     moved = r.info["frames_moved"]
     if gather == "runs":
-        assert moved.endswith(f"runs of {n_px} pixels, gathered")
+        assert f"runs of {n_px} pixels, gathered, " in moved
     else:
-        assert "rectangles of" in moved and moved.endswith("pixels, gathered")
+        assert "rectangles of" in moved and "pixels, gathered, " in moved
+    assert moved.endswith(", 25 frames a copy")
 
 
 @pytest.mark.parametrize("share", [0.4, 1.0])

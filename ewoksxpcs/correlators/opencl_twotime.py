@@ -48,8 +48,8 @@ from ..engine.frames import as_frame_source
 from ..opencl.device import (CTYPES, StagingSlots, build_in_background,
                              default_device_memory, device_buffer, download_pinned, get_device,
                              get_kernel, is_pinned, upload_chunk)
-from ..opencl.frame_boxes import (FrameBoxes, GatheredBoxes, PixelRuns, frame_boxes,
-                                   frame_layout)
+from ..opencl.frame_boxes import (RECT_COPY_COSTS, FrameBoxes, GatheredBoxes, PixelRuns,
+                                   frame_boxes, frame_layout)
 from ..engine.qmask import DEFAULT_GROUPS, as_binning
 from ..engine.twotime import (
     DEFAULT_MAX_FRAMES,
@@ -360,17 +360,23 @@ class OpenCLTwoTime(DeviceDataPath):
         # (opencl.frame_boxes.frame_layout; decided on the first chunk).
         real = pix_np >= 0
         shape = self.binning.shape
-        boxes = frame_boxes(pix_np[real], shape, max_fraction=BOXES_FRACTION)
+        boxes = frame_boxes(pix_np[real], shape, max_fraction=BOXES_FRACTION,
+                            costs=RECT_COPY_COSTS, itemsize=dtype.itemsize)
         share = self.gather_share
-        # the padded rectangles (with the gathered share's buffers) size the chunks: the
-        # gathered layouts are no larger
-        frame_bytes = (boxes.packed_pixels + (boxes.moved_pixels if share else 0)) * dtype.itemsize
         x_bytes = max(8, n_t * P * x_np.itemsize)
         X = device_buffer(self.dev, queue, x_bytes, zero=True)
         room = self.budget - x_bytes - (self._map_reserve(n_t) or TILE * n_t * 4)
-        chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_bytes))
-        chunk = int(max(1, min(chunk, room // (2 * frame_bytes), dev.max_mem_alloc // frame_bytes,
-                               source.n_frames or chunk)))  # no larger buffers than the stack
+
+        def fit_chunk(frame_bytes):  # frames per chunk for two buffers of packed frames
+            chunk = self.chunk_frames or max(1, DEFAULT_CHUNK_BYTES // max(1, frame_bytes))
+            return int(max(1, min(chunk, room // (2 * frame_bytes),
+                                  dev.max_mem_alloc // frame_bytes,
+                                  source.n_frames or chunk)))  # no larger than the stack
+
+        # chunks read at the size of the padded rectangles (with the gathered share's); the
+        # pieces then at that of the layouts chosen on the first chunk
+        chunk = fit_chunk((boxes.packed_pixels + (boxes.moved_pixels if share else 0))
+                          * dtype.itemsize)
         chunks = iter(source.iter_chunks(chunk))
         first = next(chunks, None)
         layouts = [boxes]
@@ -383,12 +389,15 @@ class OpenCLTwoTime(DeviceDataPath):
                 # a share of each chunk gathered by the host while the copy engine moves the
                 # rectangles of the rest
                 gathered = frame_layout(pix_np[real], shape, False, dtype.itemsize,
-                                        BOXES_FRACTION, boxes=boxes, chunk_frames=chunk)
-                if not gathered.whole:  # (whole frames would not fit the chunk's buffers)
+                                        BOXES_FRACTION, chunk_frames=chunk)
+                if not gathered.whole:  # (whole frames: no gain)
                     layouts.append(gathered)
             chunks = itertools.chain([first], chunks)
+            chunk = min(chunk, fit_chunk(sum(lay.packed_pixels for lay in layouts)
+                                         * dtype.itemsize))
         self._moved.append(" and ".join(_moved(layout) for layout in layouts)
-                           + (f" (gathered share {share:g})" if len(layouts) > 1 else ""))
+                           + (f" (gathered share {share:g})" if len(layouts) > 1 else "")
+                           + f", {chunk} frames a copy")
         copy_q = pyopencl.CommandQueue(ctx)
         lanes = []  # per layout: (layout, its packed place of each column, frame buffers, staging)
         for layout in layouts:

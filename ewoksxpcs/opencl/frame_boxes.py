@@ -4,20 +4,25 @@ A two-time map of one q bin reads a ring of pixels: on a 512×1024 detector, bin
 holds 13 % of the pixels but touches every row and 60 % of the columns, so whole frames (or
 the rows that hold the bin) put 5-7× more bytes on the bus than needed, and the bus is the
 floor of that case (52 GB of frames at 55 GB/s). :func:`frame_boxes` bounds the pixels with
-one rectangle per run of columns in each of a few bands of rows (16 bands: 18 % of the bytes
-for that ring in 28 rectangles); the frames then cross as those rectangles, packed one after
-another per frame (:class:`FrameBoxes`), either by one three-dimensional rectangular copy per
-rectangle from page-locked memory or gathered by threads into a page-locked staging buffer
-and copied at once (:func:`ewoksxpcs.opencl.device.upload_chunk`). The kernels read the packed
-frames through :meth:`FrameBoxes.positions`, the packed place of each selected pixel.
+one rectangle per run of columns in each of a few bands of rows; the frames then cross as
+those rectangles, packed one after another per frame (:class:`FrameBoxes`), either by one
+three-dimensional rectangular copy per rectangle from page-locked memory or gathered by
+threads into a page-locked staging buffer and copied at once
+(:func:`ewoksxpcs.opencl.device.upload_chunk`). The kernels read the packed frames through
+:meth:`FrameBoxes.positions`, the packed place of each selected pixel.
+
+The copy engine's time is not the bytes (H200, session 12, ``h200_rect_copy_probe_session12``):
+each row of a rectangle costs at least ~2.7 ns (rows of 32 to 128 bytes cost the same), wider
+rows their bytes at ~50 GB/s, and each rectangle of each frame ~100-250 ns more. For the ring
+above, 16 equal bands (28 rectangles, 18 % of the frame's bytes) cost 5.6-6.5 us a frame,
+64 bands (120 rectangles, 14 %) 12-14 us, one band (60 %) 6.3 us, whole frames 9.6 us. So for
+page-locked frames the bands are chosen by that cost (:data:`RECT_COPY_COSTS`, dynamic
+programming over :data:`BAND_STEPS` steps of rows): 8 rectangles, 26 % of the bytes,
+4.6-5.1 us a frame (the one-bin two-time of 100 000 frames: 0.56 s against 0.62 s).
 
 In a packed frame every rectangle's rows have the same pitch, the widest rectangle's width:
 OpenCL's rectangular copies want the slice pitch (a packed frame) to be a multiple of the row
-pitch. The copies move only each rectangle's own width; the device buffers hold the padding
-(for the ring above 76 % of a frame against the 18 % moved). The copy engine pays for each
-row of a rectangle, about 3.5 ns plus its bytes on an H200 (measured in session 9): the ring
-above crosses in 0.49-0.53 s for 100 000 frames whatever the chunk size (so a tighter packing,
-which would allow larger chunks, was not built), 0.95 s as whole frames.
+pitch. The copies move only each rectangle's own width; the device buffers hold the padding.
 
 Frames in pageable memory (NumPy arrays, chunks decoded from a file) are copied by the host
 into a page-locked staging buffer anyway: there the rectangles are gathered without padding,
@@ -38,7 +43,8 @@ from typing import Optional, Tuple, Union
 
 import numpy
 
-__all__ = ["FrameBoxes", "frame_boxes", "BANDS", "GatheredBoxes", "PixelRuns", "frame_layout",
+__all__ = ["FrameBoxes", "frame_boxes", "BANDS", "BAND_STEPS", "BoxCosts", "RECT_COPY_COSTS",
+           "gather_costs", "GatheredBoxes", "PixelRuns", "frame_layout",
            "BOX_UPLOAD", "CPU_BOX_UPLOAD", "RUN_COST_BYTES", "CALL_COST_BYTES"]
 
 #: Bands of rows of :func:`frame_boxes` (each band: one rectangle per run of the columns it
@@ -156,11 +162,61 @@ def _gather_boxes(boxes, offsets, pitch, frames, out) -> None:
         rows = out[:, off: off + h * (pitch or w)].reshape(n, h, pitch or w)
         rows[:, :, :w] = frames[:, y0:y1, x0:x1]
 
+
+@dataclass(frozen=True)
+class BoxCosts:
+    """What moving a frame's rectangles costs, per frame, in bytes of a plain copy: each
+    rectangle ``box``, each of its rows ``row`` plus its bytes, a row at least ``min_row``
+    bytes (:func:`frame_boxes` chooses its bands of rows by this)."""
+
+    box: float
+    row: float = 0.0
+    min_row: float = 0.0
+
+    def of(self, heights, widths_bytes) -> float:
+        """Cost of rectangles of ``heights`` rows, rows of ``widths_bytes`` (arrays)."""
+        h = numpy.asarray(heights, dtype=float)
+        w = numpy.asarray(widths_bytes, dtype=float)
+        return float(h.size * self.box + (h * (self.row + numpy.maximum(self.min_row, w))).sum())
+
+    def of_boxes(self, boxes, itemsize: int = 1) -> float:
+        """Cost of rectangles ``boxes`` ((y0, y1, x0, x1), ...) of ``itemsize``-byte pixels."""
+        b = numpy.asarray(boxes, dtype=numpy.int64).reshape(-1, 4)
+        return self.of(b[:, 1] - b[:, 0], (b[:, 3] - b[:, 2]) * itemsize)
+
+
+#: The copy engine's three-dimensional rectangular copies from page-locked frames (H200,
+#: session 12, one ring x 30 000 frames, h200_rect_copy_probe_session12.txt): a rectangle of a
+#: frame ~100-250 ns; a row at least ~2.7 ns (32- to 128-byte rows cost the same), wider rows
+#: their bytes at ~50 GB/s. In bytes at 50 GB/s. For that ring: 8 rectangles, 4.6-4.8 us a
+#: frame, against 5.6-6.0 us for session 9's 16 equal bands; models of 2 500-20 000 bytes a
+#: rectangle and 32 or 64 steps gave 4 to 8 rectangles, none faster in the correlator
+#: (0.56 s against 0.59-0.61 s per 100 000 frames, h200_twotime1bin_costmodel_session12.txt).
+RECT_COPY_COSTS = BoxCosts(box=5_000, min_row=135)
+
+
+def gather_costs(chunk_frames: int = 1000) -> BoxCosts:
+    """Host gathers (:class:`GatheredBoxes`): :data:`RUN_COST_BYTES` per row piece and
+    :data:`CALL_COST_BYTES` per NumPy call, one per rectangle and chunk of ``chunk_frames``."""
+    return BoxCosts(box=CALL_COST_BYTES / max(1, int(chunk_frames)), row=RUN_COST_BYTES)
+
+
+#: Finest bands of :func:`frame_boxes` when it chooses them by cost: the frame's rows cut into
+#: this many equal steps, bands made of whole steps.
+BAND_STEPS = 32
+
+
 def frame_boxes(flat_pixels, shape, bands: int = BANDS,
-                max_fraction: Optional[float] = None) -> FrameBoxes:
+                max_fraction: Optional[float] = None, costs: Optional[BoxCosts] = None,
+                itemsize: int = 1) -> FrameBoxes:
     """Rectangles that hold the pixels ``flat_pixels`` (flat indices in a frame of ``shape``):
-    the rows are cut into ``bands`` bands of equal height; in each, the rows it needs make one
-    rectangle per run of the columns needed by any of them.
+    the rows are cut into bands; in each, the rows it needs make one rectangle per run of the
+    columns needed by any of them.
+
+    Bands: ``bands`` of equal height; or, with ``costs`` (:class:`BoxCosts`, pixels of
+    ``itemsize`` bytes), those of least cost among the bands made of :data:`BAND_STEPS` equal
+    steps of rows (dynamic programming: a ring's top and bottom want short bands, its sides
+    tall ones).
 
     ``max_fraction``: when the rectangles hold more than this fraction of the frame, the whole
     frame instead (one copy is cheaper than many for little gain).
@@ -173,27 +229,81 @@ def frame_boxes(flat_pixels, shape, bands: int = BANDS,
     needed = numpy.zeros(ny * nx, bool)
     needed[flat] = True
     needed = needed.reshape(ny, nx)
+    if costs is None:
+        edges = numpy.unique(numpy.linspace(0, ny, max(1, int(bands)) + 1).astype(int))
+    else:
+        edges = _cheapest_bands(needed, costs, int(itemsize))
+    packed = FrameBoxes((ny, nx), _boxes_in_bands(needed, edges.tolist()))
+    if max_fraction is not None and packed.moved_pixels > max_fraction * ny * nx:
+        return whole
+    return packed
+
+
+def _column_runs(cols: numpy.ndarray):
+    """(first, stop) columns of each run of True in each row of ``cols`` (m, nx): arrays of
+    the runs' rows, first and stop columns."""
+    m = cols.shape[0]
+    pad = numpy.zeros((m, 1), numpy.int8)
+    step = numpy.diff(numpy.concatenate([pad, cols.view(numpy.int8), pad], axis=1), axis=1)
+    row, first = numpy.nonzero(step == 1)
+    _, stop = numpy.nonzero(step == -1)
+    return row, first, stop
+
+
+def _boxes_in_bands(needed: numpy.ndarray, edges) -> tuple:
+    """The rectangles of the needed pixels (Ny, Nx bool) in the bands of rows between
+    consecutive ``edges``; a rectangle continuing one above with the same columns merges."""
     boxes, last = [], {}  # last: (x0, x1) -> the latest rectangle of those columns
-    edges = numpy.unique(numpy.linspace(0, ny, max(1, int(bands)) + 1).astype(int))
-    for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
+    for a, b in zip(edges[:-1], edges[1:]):
         rows = numpy.flatnonzero(needed[a:b].any(axis=1))
         if not rows.size:
             continue
         y0, y1 = a + int(rows[0]), a + int(rows[-1]) + 1
-        step = numpy.diff(numpy.concatenate([[0], needed[y0:y1].any(axis=0).view(numpy.int8),
-                                             [0]]))
-        for x0, x1 in zip(numpy.flatnonzero(step == 1).tolist(),
-                          numpy.flatnonzero(step == -1).tolist()):
+        _, x0s, x1s = _column_runs(needed[y0:y1].any(axis=0)[None, :])
+        for x0, x1 in zip(x0s.tolist(), x1s.tolist()):
             above = last.get((x0, x1))
             if above is not None and boxes[above][1] == y0:  # the same columns continue
                 boxes[above] = (boxes[above][0], y1, x0, x1)
             else:
                 last[(x0, x1)] = len(boxes)
                 boxes.append((y0, y1, x0, x1))
-    packed = FrameBoxes((ny, nx), tuple(boxes))
-    if max_fraction is not None and packed.moved_pixels > max_fraction * ny * nx:
-        return whole
-    return packed
+    return tuple(boxes)
+
+
+def _cheapest_bands(needed: numpy.ndarray, costs: BoxCosts, itemsize: int) -> numpy.ndarray:
+    """Edges of the bands of least total cost (``costs``) among those made of whole steps of
+    :data:`BAND_STEPS` equal steps of rows (merges across bands, which only help, ignored)."""
+    ny = needed.shape[0]
+    steps = numpy.unique(numpy.linspace(0, ny, BAND_STEPS + 1).astype(int))
+    g = steps.size - 1
+    # needed pixels of each column above each step; the rows that hold needed pixels
+    cols_above = numpy.zeros((g + 1, needed.shape[1]), numpy.int64)
+    numpy.cumsum(numpy.add.reduceat(needed, steps[:-1], axis=0, dtype=numpy.int64), axis=0,
+                 out=cols_above[1:])
+    row_needed = numpy.flatnonzero(needed.any(axis=1))
+    best = numpy.full(g + 1, numpy.inf)
+    best[0] = 0.0
+    choice = numpy.zeros(g + 1, numpy.int64)
+    for j in range(1, g + 1):  # the last band ends at step j; it begins at step i < j
+        cols = (cols_above[j] - cols_above[:j]) > 0  # (j, nx): columns needed by band i..j
+        run_band, first, stop = _column_runs(cols)
+        # the band's needed rows: from its first needed row to its last
+        lo = numpy.searchsorted(row_needed, steps[:j])
+        hi = numpy.searchsorted(row_needed, steps[j]) - 1
+        ok = lo <= hi
+        top = row_needed[numpy.minimum(lo, row_needed.size - 1)]
+        height = numpy.where(ok, row_needed[max(hi, 0)] - top + 1, 0).astype(float)
+        width = (stop - first) * float(itemsize)
+        per_row = numpy.bincount(run_band, numpy.maximum(costs.min_row, width) + costs.row,
+                                 minlength=j)
+        n_runs = numpy.bincount(run_band, minlength=j)
+        total = best[:j] + n_runs * costs.box + height * per_row
+        i = int(numpy.argmin(total))
+        best[j], choice[j] = total[i], i
+    cuts = [g]
+    while cuts[-1] > 0:
+        cuts.append(int(choice[cuts[-1]]))
+    return steps[cuts[::-1]]
 
 
 class GatheredBoxes:
@@ -222,11 +332,6 @@ class GatheredBoxes:
         return int(self.offsets[-1])
 
     moved_pixels = packed_pixels
-
-    @property
-    def row_pieces(self) -> int:
-        """Rows of all the rectangles: the pieces a frame is copied in."""
-        return sum(y1 - y0 for y0, y1, _, _ in self.boxes)
 
     def positions(self, flat_pixels) -> numpy.ndarray:
         """Packed place (int64) of each flat pixel index (Ny·Nx order); ValueError for a pixel
@@ -308,17 +413,19 @@ def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
                  ) -> Union[FrameBoxes, GatheredBoxes, PixelRuns]:
     """How the frames cross the bus when only ``flat_pixels`` of each are read.
 
-    Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` (at most
-    ``max_fraction`` of the frame, else whole) by rectangular copies, read where they lie with
-    no host work, when ``how`` is "rect" (default: ``EWOKSXPCS_BOX_UPLOAD``, else
-    :data:`BOX_UPLOAD`, or :data:`CPU_BOX_UPLOAD` for a ``cpu_device``). Otherwise (frames in
-    pageable memory, or "gather") the host copies them into a staging buffer anyway: then the
-    cheapest of the rectangles without padding (:class:`GatheredBoxes`), the pixels themselves
-    (:class:`PixelRuns`) and whole frames, each costing its bytes (``itemsize`` per pixel),
-    :data:`RUN_COST_BYTES` per row piece of a frame and :data:`CALL_COST_BYTES` per NumPy call
-    of a chunk of ``chunk_frames`` frames (one per rectangle or per run). ``gather``: "boxes"
-    or "runs" instead of the cheapest (for measurements). ``boxes``: the rectangles of
-    :func:`frame_boxes` when the caller has them already.
+    Page-locked frames (``pinned``) go as the rectangles of :func:`frame_boxes` whose bands
+    cost least to the copy engine (:data:`RECT_COPY_COSTS`; at most ``max_fraction`` of the
+    frame, else whole) by rectangular copies, read where they lie with no host work, when
+    ``how`` is "rect" (default: ``EWOKSXPCS_BOX_UPLOAD``, else :data:`BOX_UPLOAD`, or
+    :data:`CPU_BOX_UPLOAD` for a ``cpu_device``). Otherwise (frames in pageable memory, or
+    "gather") the host copies them into a staging buffer anyway: then the cheapest of the
+    rectangles of :data:`BANDS` equal bands without padding (:class:`GatheredBoxes`), the
+    pixels themselves (:class:`PixelRuns`) and whole frames, by :func:`gather_costs`: each
+    costing its bytes (``itemsize`` per pixel), :data:`RUN_COST_BYTES` per row piece of a
+    frame and :data:`CALL_COST_BYTES` per NumPy call of a chunk of ``chunk_frames`` frames
+    (one per rectangle or per run). ``gather``: "boxes" or "runs" instead of the cheapest
+    (for measurements). ``boxes``: the rectangles for page-locked frames when the caller has
+    them already.
     """
     how = how or os.environ.get("EWOKSXPCS_BOX_UPLOAD") or (
         CPU_BOX_UPLOAD if cpu_device else BOX_UPLOAD)
@@ -326,23 +433,21 @@ def frame_layout(flat_pixels, shape, pinned: bool, itemsize: int = 1,
         raise ValueError(f"frame upload {how!r} (EWOKSXPCS_BOX_UPLOAD): 'rect' or 'gather'")
     if gather not in (None, "boxes", "runs"):
         raise ValueError(f"gather {gather!r}: 'boxes' or 'runs'")
-    boxes = boxes or frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
     if pinned and how == "rect":
-        return boxes
+        return boxes or frame_boxes(flat_pixels, shape, max_fraction=max_fraction,
+                                    costs=RECT_COPY_COSTS, itemsize=itemsize)
     whole = FrameBoxes(tuple(int(n) for n in shape), ((0, int(shape[0]), 0, int(shape[1])),))
     runs = PixelRuns(flat_pixels, shape)
     if not runs.packed_pixels:
         return whole
-    n = max(1, int(chunk_frames))
-
-    def cost(pieces, calls, pixels):  # per frame, in bytes of a plain copy
-        return pieces * RUN_COST_BYTES + pixels * int(itemsize) + calls * CALL_COST_BYTES / n
-
-    options = [(cost(1, 1, whole.packed_pixels), whole)]
+    costs = gather_costs(chunk_frames)  # a whole frame: one piece; a run: a box of one row
+    options = [(costs.of([1], [whole.packed_pixels * itemsize]), whole)]
+    # equal bands: bands chosen by these costs (32 smaller rectangles) gathered the one-bin
+    # case's ring in 3.2-3.6 s against 2.4-3.3 s per 100 000 frames (H200, session 12)
+    boxes = frame_boxes(flat_pixels, shape, max_fraction=max_fraction)
     if not boxes.whole:
-        tight = GatheredBoxes(boxes)
-        options.append((cost(tight.row_pieces, len(tight.boxes), tight.packed_pixels), tight))
-    options.append((cost(runs.n_runs, runs.n_runs, runs.packed_pixels), runs))
+        options.append((costs.of_boxes(boxes.boxes, itemsize), GatheredBoxes(boxes)))
+    options.append((costs.of(numpy.ones(runs.n_runs), runs.run_length * itemsize), runs))
     if gather is not None:
         kind = GatheredBoxes if gather == "boxes" else PixelRuns
         return next((layout for _, layout in options if isinstance(layout, kind)), whole)
