@@ -68,7 +68,7 @@ def test_pixel_runs_gather_each_pixel_at_its_position(rng=numpy.random.default_r
     the runs fills only its own columns."""
     shape = (40, 56)
     pixels = numpy.concatenate([_ring(shape, 8, 14), [55, 56, 57]])  # 55-57 cross a row end
-    runs = PixelRuns(pixels[::-1], shape)
+    runs = PixelRuns(numpy.concatenate([pixels[::-1], pixels[:7]]), shape)  # duplicates too
     assert runs.packed_pixels == numpy.unique(pixels).size
     assert (runs.positions(pixels) == numpy.searchsorted(numpy.unique(pixels), pixels)).all()
     frames = rng.integers(0, 60000, (5,) + shape).astype(numpy.uint16)
@@ -82,8 +82,9 @@ def test_pixel_runs_gather_each_pixel_at_its_position(rng=numpy.random.default_r
     assert numpy.diff(runs.run_frame).min() > 1  # runs are maximal
     with pytest.raises(ValueError, match="outside"):
         runs.positions([0])
-    with pytest.raises(ValueError, match="outside"):
-        PixelRuns([shape[0] * shape[1]], shape)
+    for bad in ([shape[0] * shape[1]], [3, -1]):
+        with pytest.raises(ValueError, match="outside"):
+            PixelRuns(bad, shape)
 
 
 def test_gathered_boxes_pack_rectangles_without_padding(rng=numpy.random.default_rng(5)):

@@ -223,7 +223,9 @@ def frame_boxes(flat_pixels, shape, bands: int = BANDS,
     """
     ny, nx = (int(n) for n in shape)
     whole = FrameBoxes((ny, nx), ((0, ny, 0, nx),))
-    flat = numpy.unique(numpy.asarray(flat_pixels, dtype=numpy.int64))
+    # no numpy.unique: duplicates mark the same pixel (and NumPy 2's hashed unique takes
+    # ~20 ms for a ring of 70 000 pixels, 0.35 s for 500 000, on the 2-core EPYC)
+    flat = numpy.asarray(flat_pixels, dtype=numpy.int64).ravel()
     if flat.size == 0:
         return FrameBoxes((ny, nx), ((0, 1, 0, 1),))
     needed = numpy.zeros(ny * nx, bool)
@@ -363,10 +365,13 @@ class PixelRuns:
 
     def __init__(self, pixels, shape):
         self.shape = (int(shape[0]), int(shape[1]))
-        self.pixels = numpy.unique(numpy.asarray(pixels, dtype=numpy.int64))
-        if self.pixels.size and (self.pixels[0] < 0
-                                 or self.pixels[-1] >= self.shape[0] * self.shape[1]):
+        flat = numpy.asarray(pixels, dtype=numpy.int64).ravel()
+        n = self.shape[0] * self.shape[1]
+        if flat.size and (flat.min() < 0 or flat.max() >= n):
             raise ValueError("pixels outside the frame")
+        needed = numpy.zeros(n, bool)  # sorted and without duplicates, in O(frame) (a mask:
+        needed[flat] = True  # numpy.unique hashes, ~20 ms for a ring of 70 000 pixels)
+        self.pixels = numpy.flatnonzero(needed).astype(numpy.int64)
         first = numpy.flatnonzero(numpy.diff(self.pixels) != 1) + 1
         self.run_packed = numpy.concatenate([[0], first]).astype(numpy.int64)  # (n_runs,)
         if not self.pixels.size:
