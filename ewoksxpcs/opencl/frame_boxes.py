@@ -232,13 +232,19 @@ def frame_boxes(flat_pixels, shape, bands: int = BANDS,
     needed[flat] = True
     needed = needed.reshape(ny, nx)
     if costs is None:
-        edges = numpy.unique(numpy.linspace(0, ny, max(1, int(bands)) + 1).astype(int))
+        edges = _equal_edges(ny, bands)
     else:
         edges = _cheapest_bands(needed, costs, int(itemsize))
     packed = FrameBoxes((ny, nx), _boxes_in_bands(needed, edges.tolist()))
     if max_fraction is not None and packed.moved_pixels > max_fraction * ny * nx:
         return whole
     return packed
+
+
+def _equal_edges(ny: int, n: int) -> numpy.ndarray:
+    """Edges of ``n`` bands of rows of (nearly) equal height over ``ny`` rows (fewer when
+    ``n`` > ``ny``)."""
+    return numpy.unique(numpy.linspace(0, ny, max(1, int(n)) + 1).astype(int))
 
 
 def _column_runs(cols: numpy.ndarray):
@@ -276,7 +282,7 @@ def _cheapest_bands(needed: numpy.ndarray, costs: BoxCosts, itemsize: int) -> nu
     """Edges of the bands of least total cost (``costs``) among those made of whole steps of
     :data:`BAND_STEPS` equal steps of rows (merges across bands, which only help, ignored)."""
     ny = needed.shape[0]
-    steps = numpy.unique(numpy.linspace(0, ny, BAND_STEPS + 1).astype(int))
+    steps = _equal_edges(ny, BAND_STEPS)
     g = steps.size - 1
     # needed pixels of each column above each step; the rows that hold needed pixels
     cols_above = numpy.zeros((g + 1, needed.shape[1]), numpy.int64)
