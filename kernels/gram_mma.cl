@@ -31,8 +31,10 @@
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1))
 
 // Band of the maps: rows T1 = r0 + i (i < R), columns T2 = r0 + j (j < W), as tt_gram in
-// twotime.cl (tiles below the diagonal skipped; ``mirror``: also write the transposed value).
-// Launch: global (ceil(W/BM)*256, ceil(R/BM), n_bins), local (256, 1, 1); r0 a multiple of BM.
+// twotime.cl (tiles below the diagonal skipped; ``mirror``: also write the transposed value;
+// the launch starts at column tile ``gx0``).
+// Launch: global ((ceil(W/BM) - gx0)*256 or less, ceil(R/BM), n_bins), local (256, 1, 1); r0 a
+// multiple of BM.
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
 void tt_gram_mma(__global const uchar *X,
                  const long pitch,
@@ -44,9 +46,10 @@ void tt_gram_mma(__global const uchar *X,
                  const int W,
                  __global const float *S,
                  const int mirror,
-                 __global float *band)
+                 __global float *band,
+                 const int gx0)
 {
-    const int gx = get_group_id(0);
+    const int gx = get_group_id(0) + gx0;
     const int gy = get_group_id(1);
     const int z = get_group_id(2);
     if (gx < gy)

@@ -92,13 +92,15 @@ __kernel void tt_events(__global const IN_T *values,
 #endif
 }
 
-// Row sums over columns c0 .. c1-1. Launch: global (WG, nT), local (WG, 1).
+// Row sums over columns c0 .. c1-1: S[T] exact, Sf[T] the same rounded to float (the gram
+// kernels' operand). Launch: global (WG, rows), local (WG, 1), global offset (0, first row).
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void tt_rowsums(__global const X_T *X,
                 const int P,
                 const int c0,
                 const int c1,
-                __global ACC_T *S)
+                __global ACC_T *S,
+                __global float *Sf)
 {
     const int lid = get_local_id(0);
     const long T = get_global_id(1);
@@ -108,8 +110,10 @@ void tt_rowsums(__global const X_T *X,
         sum += (ACC_T)X[T * P + q];
     part[lid] = sum;
     WORK_GROUP_SUM(part, lid);
-    if (lid == 0)
+    if (lid == 0) {
         S[T] = part[0];
+        Sf[T] = (float)part[0];
+    }
 }
 
 #define TILE (TS * WPT)
@@ -120,10 +124,12 @@ void tt_rowsums(__global const X_T *X,
 // z = get_group_id(2) (one launch for all bins of a group keeps the device busy for short
 // series). Tiles entirely below the diagonal are skipped; with ``mirror`` (the whole map in one
 // band) each value is also written at its transposed place, otherwise the host mirrors.
+// ``gx0``: the launch starts at column tile gx0 (the strips of opencl_map_strips: rows
+// 0 … R-1 and columns gx0·TILE … of whole maps, r0 = 0, W = nT).
 // Work-item (tx, ty) owns rows 4·ty + 4·TS·v + u and columns 4·tx + 4·TS·v + u (v < WPT/4,
 // u < 4) of the group's tile: its operands are read from local memory as float4 (a quarter of
 // the local loads of scalar reads; consecutive tx, consecutive 16-byte words: no conflicts).
-// Launch: global (ceil(W/TILE)*TS, ceil(R/TILE)*TS, n_bins), local (TS, TS, 1);
+// Launch: global ((ceil(W/TILE) - gx0)*TS or less, ceil(R/TILE)*TS, n_bins), local (TS, TS, 1);
 // r0 a multiple of TILE. S (n_bins, nT), band (n_bins, R, W).
 __kernel __attribute__((reqd_work_group_size(TS, TS, 1)))
 void tt_gram(__global const X_T *X,
@@ -136,11 +142,12 @@ void tt_gram(__global const X_T *X,
              const int W,
              __global const float *S,
              const int mirror,
-             __global float *band)
+             __global float *band,
+             const int gx0)
 {
     const int tx = get_local_id(0);
     const int ty = get_local_id(1);
-    const int gx = get_group_id(0);
+    const int gx = get_group_id(0) + gx0;
     const int gy = get_group_id(1);
     const int z = get_group_id(2);
     if (gx < gy)

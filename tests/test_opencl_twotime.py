@@ -375,3 +375,120 @@ def test_gpu_tensor_core_gram(rng):
     # gram="float" forces the float kernel
     r = OpenCLTwoTime(q, device="gpu", bins=[1], gram="float").correlate(frames)
     assert r.info["gram_kernel"] == "float"
+
+
+def _centred_ring(shape=(24, 30)):
+    y, x = numpy.indices(shape)
+    r = numpy.hypot(y - 11.5, x - 14.5)
+    return numpy.where((r > 5) & (r < 11), 1, 2)
+
+
+@pytest.mark.parametrize("dtype, b", [(numpy.uint8, 1), (numpy.uint16, 3), (numpy.float32, 2)])
+def test_map_strips_equal_the_map_after_the_fill(rng, cpu, dtype, b):
+    """One bin's map computed in strips while page-locked frames stream (stream_maps) is the
+    map computed after the fill, value for value, and the NumPy one; its g2 and row sums too.
+    Pageable frames: no strips (the host gathering them paces the fill)."""
+    from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
+
+    frames = rng.poisson(0.4, (700, 24, 30)).astype(dtype)
+    pinned = pinned_empty(get_device(cpu), frames.shape, frames.dtype)
+    pinned[...] = frames
+    q = _centred_ring()
+    ref = twotime(frames, q, bins=[1], time_bin=b, method="numpy")
+    got = {}
+    for stream in (False, True):
+        corr = OpenCLTwoTime(q, device=cpu, bins=[1], time_bin=b, chunk_frames=37,
+                             stream_maps=stream)
+        got[stream] = corr.correlate(pinned)
+    assert "map_strips" not in corr.correlate(frames).info
+    a, s = got[False], got[True]
+    assert "map_strips" not in a.info
+    assert s.info["map_strips"] == -(-(700 // b) // 64)  # strips of one 64-row tile (PoCL)
+    numpy.testing.assert_array_equal(s.C, a.C)
+    numpy.testing.assert_array_equal(s.frame_sums, a.frame_sums)
+    numpy.testing.assert_array_equal(s.g2, a.g2)
+    numpy.testing.assert_array_equal(s.partial_g2, a.partial_g2)
+    _close(s.C, ref.C)
+    numpy.testing.assert_array_equal(s.frame_sums, ref.frame_sums)
+
+
+def test_map_strips_end_when_the_frames_fail(rng, cpu, monkeypatch):
+    """A source that fails in the middle of the fill: the strips in flight end, the staging
+    buffers are free again, and the next correlation streams its map."""
+    from ewoksxpcs.correlators import opencl_twotime_strips
+    from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime
+
+    closed = []
+    close = opencl_twotime_strips.MapStrips.close
+    monkeypatch.setattr(opencl_twotime_strips.MapStrips, "close",
+                        lambda self: closed.append(self.count) or close(self))
+    from ewoksxpcs.opencl.device import get_device, pinned_empty, shared_staging
+
+    frames = pinned_empty(get_device(cpu), (400, 24, 30), numpy.uint8)
+    frames[...] = rng.poisson(0.4, frames.shape)
+
+    def failing():
+        yield frames[:300]
+        raise OSError("the detector file went away")
+
+    corr = OpenCLTwoTime(_centred_ring(), device=cpu, bins=[1], chunk_frames=50, stream_maps=True)
+    with pytest.raises(OSError, match="went away"):
+        corr.correlate(IterableFrameSource(failing(), n_frames=400))
+    assert len(closed) == 1 and closed[0] > 0  # strips had started
+    lock = shared_staging(get_device(cpu))[1]
+    assert lock.acquire(blocking=False)
+    lock.release()
+    r = corr.correlate(frames)
+    assert r.info["map_strips"] > 1
+
+
+def test_strip_rows():
+    from ewoksxpcs.correlators.opencl_twotime_strips import strip_rows
+
+    assert strip_rows(10_000, 128, 32 * 2**20) == 256  # ~1/32 of the map, tiles of 128
+    assert strip_rows(1000, 64, 32 * 2**20) == 64  # at least a tile
+    assert strip_rows(10_000, 128, 2**20) == 0  # a tile's rectangles exceed the buffer
+    assert strip_rows(60_000, 128, 32 * 2**20) == 128  # limited by the staging buffer
+
+
+@pytest.mark.gpu
+def test_gpu_map_strips(rng):
+    """On a GPU one bin's map is computed in strips while page-locked frames stream, by
+    default, equal to the map computed after the fill: tensor cores, the float kernel (binned
+    counts above 255), and counts too large for the speculative exact int32 products (the map
+    is then redone with float totals)."""
+    require_opencl("gpu")
+    from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime
+
+    from ewoksxpcs.opencl.device import get_device, pinned_empty
+
+    def pinned(a):
+        p = pinned_empty(get_device("gpu"), a.shape, a.dtype)
+        p[...] = a
+        return p
+
+    ring = _centred_ring((64, 96))
+    frames = pinned(rng.poisson(0.2, (3000, 64, 96)).astype(numpy.uint8))
+    bright = frames[:600].astype(numpy.uint16)
+    bright[10, 20, 10] = 300  # in the ring: binned uint8 overflows, read again in uint16
+    bright = pinned(bright)
+    full = numpy.full((300, 192, 192), 255, numpy.uint8)
+    full[::7] = 3
+    full = pinned(full)
+    cases = [(frames, ring, 1, "tensor cores (u8, exact int32 sums)", True),
+             (bright, ring, 2, "float", True),
+             (full, numpy.ones((192, 192), int), 1,
+              "tensor cores (u8, exact int32 sums of 32768 pixels, float total)", False)]
+    for data, q, b, kernel, streamed in cases:
+        got = {stream: OpenCLTwoTime(q, device="gpu", bins=[1], time_bin=b,
+                                     stream_maps=stream).correlate(data)
+               for stream in (None, False)}
+        s, a = got[None], got[False]
+        assert s.info["gram_kernel"] == a.info["gram_kernel"] == kernel
+        assert ("map_strips" in s.info) == streamed and "map_strips" not in a.info
+        numpy.testing.assert_array_equal(s.C, a.C)
+        numpy.testing.assert_array_equal(s.frame_sums, a.frame_sums)
+        numpy.testing.assert_array_equal(s.partial_g2, a.partial_g2)
+        ref = twotime(data, q, bins=[1], time_bin=b, method="numpy")
+        _close(s.C, ref.C)

@@ -23,8 +23,10 @@ with the safe type). EventStacks are scattered into X by ``tt_events`` instead. 
 Whole maps: device memory for one map (nT² float32) is kept when it fits half the budget; the
 kernel then also writes the lower triangle, ``tt_diag`` sums the diagonals of the map and of its
 age segments (fp64 devices: g2 and partial g2 without a host pass over the maps) and the map is
-read straight into the result, one or more bins per launch. Otherwise C is computed in bands of
-rows that the host mirrors, and the g2 is computed on the host.
+read straight into the result, one or more bins per launch. A pass of one bin over page-locked
+frames (``stream_maps``, default on GPUs) computes that map in strips while the frames still
+stream (:mod:`~ewoksxpcs.correlators.opencl_twotime_strips`). Otherwise C is computed in bands
+of rows that the host mirrors, and the g2 is computed on the host.
 
 Memory: X, the map (or a band), and the two chunk buffers must fit ``max_device_memory``
 (default: :func:`ewoksxpcs.opencl.device.default_device_memory`: 70 % of a GPU's free memory);
@@ -45,7 +47,7 @@ from typing import Optional
 import numpy
 
 from ..engine.frames import as_frame_source
-from ..opencl.device import (CTYPES, StagingSlots, build_in_background,
+from ..opencl.device import (CTYPES, STAGING_BYTES, StagingSlots, build_in_background,
                              default_device_memory, device_buffer, download_pinned, get_device,
                              get_kernel, is_pinned, upload_chunk)
 from ..opencl.frame_boxes import (RECT_COPY_COSTS, FrameBoxes, GatheredBoxes, PixelRuns,
@@ -61,6 +63,7 @@ from ..engine.twotime import (
     segment_edges,
     select_bins,
 )
+from .opencl_twotime_strips import MapStrips, StagingBusy, strip_rows
 from .opencl_multitau import (LOCAL, DEFAULT_CHUNK_BYTES, DeviceDataPath, _round_up,
                               check_memory_option)
 
@@ -149,6 +152,10 @@ class OpenCLTwoTime(DeviceDataPath):
         frame_boxes.frame_layout`): this share of each chunk is gathered by host threads
         instead (the host's cheapest layout), while the copy engine moves the rectangles of
         the rest (default: ``EWOKSXPCS_GATHER_SHARE``, else :data:`GATHER_SHARE`).
+    stream_maps : bool, optional
+        For a pass over page-locked frames with one bin whose whole map fits the device:
+        compute the map in strips while the frames stream and read each strip back at once
+        (default: on GPUs). The result is the same either way.
     """
 
     name = "opencl"
@@ -158,8 +165,10 @@ class OpenCLTwoTime(DeviceDataPath):
                  n_groups: int = DEFAULT_GROUPS, bad_pixels=None,
                  chunk_frames: Optional[int] = None, max_device_memory: Optional[int] = None,
                  data_path: Optional[str] = None, gram: Optional[str] = None,
-                 gather_share: Optional[float] = None):
+                 gather_share: Optional[float] = None, stream_maps: Optional[bool] = None):
         self._set_data_path(data_path)
+        if stream_maps is not None and not isinstance(stream_maps, bool):
+            raise ValueError(f"stream_maps must be True, False or None, got {stream_maps!r}")
         if gather_share is None:
             env = os.environ.get("EWOKSXPCS_GATHER_SHARE")
             try:
@@ -184,6 +193,9 @@ class OpenCLTwoTime(DeviceDataPath):
         self.dev = get_device(device)
         self.budget = self.max_device_memory or default_device_memory(self.dev)
         self.wpt = WPT_GPU if self.dev.kind == "gpu" else WPT_CPU
+        #: One-bin passes: the map computed in strips while the frames stream (on a CPU device
+        #: the strips would take the cores the binning needs).
+        self.stream_maps = self.dev.kind == "gpu" if stream_maps is None else stream_maps
         if gram not in (None, "auto", "mma", "float"):
             raise ValueError(f"gram must be 'auto', 'mma' or 'float', got {gram!r}")
         capable = tensor_core_capable(self.dev)
@@ -343,8 +355,11 @@ class OpenCLTwoTime(DeviceDataPath):
             return None
 
     # ------------------------------------------------------------------ X on the device
-    def _x_from_frames(self, source, group, b, n_t, x_t, x_np, queue):
-        """Stream the frames once; return (X buffer, pixels of the group, frames read)."""
+    def _x_from_frames(self, source, group, b, n_t, x_t, x_np, queue, C=None,
+                       float_data=False):
+        """Stream the frames once; return (X buffer, pixels of the group, frames read). With
+        the maps ``C`` and page-locked frames, the pass's map may be computed in strips
+        meanwhile (``self._strips``, :meth:`_start_strips`)."""
         import pyopencl
 
         dev = self.dev
@@ -380,6 +395,7 @@ class OpenCLTwoTime(DeviceDataPath):
         chunks = iter(source.iter_chunks(chunk))
         first = next(chunks, None)
         layouts = [boxes]
+        pinned = False
         if first is not None:
             pinned = is_pinned(first) and first.flags.c_contiguous
             layouts = [frame_layout(pix_np[real], shape, pinned, dtype.itemsize, BOXES_FRACTION,
@@ -395,6 +411,11 @@ class OpenCLTwoTime(DeviceDataPath):
             chunks = itertools.chain([first], chunks)
             chunk = min(chunk, fit_chunk(sum(lay.packed_pixels for lay in layouts)
                                          * dtype.itemsize))
+        # The map in strips meanwhile when the copy engine paces the fill (page-locked frames);
+        # pageable frames keep the host busy gathering them.
+        if C is not None and pinned:
+            self._strips = self._start_strips(group, n_t, X, P, x_t, float_data, C, queue)
+        strips = self._strips
         self._moved.append(" and ".join(_moved(layout) for layout in layouts)
                            + (f" (gathered share {share:g})" if len(layouts) > 1 else "")
                            + f", {chunk} frames a copy")
@@ -445,6 +466,8 @@ class OpenCLTwoTime(DeviceDataPath):
                     done_evt[s] = pyopencl.enqueue_nd_range_kernel(
                         queue, kern, (_round_up(P, LOCAL),), (LOCAL,), wait_for=[copy_evt[s]])
                     queue.flush()
+                if strips is not None:  # the strips these frames complete
+                    strips.rows_ready(min(n_t, (t + n) // b), done_evt[s])
                 if direct:  # read in place: the source may reuse the piece once we go on
                     copy_evt[s].wait()
                 t += n
@@ -524,12 +547,17 @@ class OpenCLTwoTime(DeviceDataPath):
         k_rows = self._kernel("tt_rowsums", "uchar", x_t, float_data)
         n_b = len(group)
         _, col_off, nq = self._layout(group)
+        strips, self._strips = self._strips, None
+        if strips is not None and self._finish_strips(strips, X, col_off, group[0], S_out, acc_np):
+            return
         gram = self._gram(X, P, col_off, nq, x_t, float_data, queue)
+        self._gram_kernels.add(gram.label)
         S_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, n_t * 8))
+        Sf_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, max(4, n_t * 4))
         S_host = numpy.empty((n_b, n_t), dtype=numpy.float32)
         for z, j in enumerate(group):
             k_rows.set_args(X, numpy.int32(P), numpy.int32(col_off[z]), numpy.int32(col_off[z + 1]),
-                            S_dev)
+                            S_dev, Sf_dev)
             pyopencl.enqueue_nd_range_kernel(queue, k_rows, (WG, n_t), (WG, 1))
             S = numpy.empty(n_t, dtype=acc_np)
             pyopencl.enqueue_copy(queue, S, S_dev)
@@ -571,62 +599,82 @@ class OpenCLTwoTime(DeviceDataPath):
         self._timing["gram_s"] += t_kernel
         self._timing["mirror_s"] += t_host
 
-    def _gram(self, X, P, col_off, nq, x_t, float_data, queue):
+    def _mma_gram(self, x_t, float_data, widths) -> bool:
+        """Whether the products of X run on the tensor cores."""
+        return (self._mma and x_t == "uchar" and not float_data and widths.size > 0
+                and int(widths.max()) > 0)
+
+    def _x_max(self, X, queue) -> int:
+        """Largest value of the uint8 X (tt_xmax)."""
+        import pyopencl
+
+        ctx = self.dev.context
+        k_max = get_kernel(self.dev, "gram_mma.cl", "tt_xmax")
+        out = pyopencl.Buffer(ctx, pyopencl.mem_flags.READ_WRITE
+                              | pyopencl.mem_flags.COPY_HOST_PTR,
+                              hostbuf=numpy.zeros(1, numpy.uint32))
+        k_max.set_args(X, numpy.int64(X.size // 4), out)
+        pyopencl.enqueue_nd_range_kernel(queue, k_max, (MMA_WG * 4 * self.dev.compute_units,),
+                                         (MMA_WG,))
+        x_max = numpy.zeros(1, numpy.uint32)
+        pyopencl.enqueue_copy(queue, x_max, out)
+        return int(x_max[0])
+
+    def _gram(self, X, P, col_off, nq, x_t, float_data, queue, x_max=None):
         """The products' kernel for X: a function ``gram(z0, z1, n_t, r0, R, W, S, mirror,
-        out)`` that enqueues the band (rows r0 … r0+R-1, columns r0 … r0+W-1) of the maps of
-        bins z0 … z1-1 of the group (S their sums, float32 device buffer). The tensor-core kernel
-        when the device has it and X is uint8 (exact int32 sums, or exact int32 sums of blocks
-        of pixels added in float when a bin's sums could exceed 32 bits), else the float one."""
+        out, gx0=0, nx=None)`` that enqueues (and returns the event of) the band (rows r0 …
+        r0+R-1, columns r0 … r0+W-1) of the maps of bins z0 … z1-1 of the group (S their sums,
+        float32 device buffer), from column tile ``gx0`` on, ``nx`` tiles (default: to the
+        band's end). The tensor-core
+        kernel when the device has it and X is uint8 (exact int32 sums, or exact int32 sums of
+        blocks of pixels added in float when a bin's sums could exceed 32 bits: measured by
+        tt_xmax unless ``x_max`` is given), else the float one. The function's ``label`` says
+        which, ``tile`` is its tile."""
         import pyopencl
 
         ctx = self.dev.context
         mf = pyopencl.mem_flags
         widths = numpy.diff(col_off)
-        mma = (self._mma and x_t == "uchar" and not float_data and widths.size > 0
-               and int(widths.max()) > 0)
+        mma = self._mma_gram(x_t, float_data, widths)
         if mma:
-            k_max = get_kernel(self.dev, "gram_mma.cl", "tt_xmax")
-            out = pyopencl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR,
-                                  hostbuf=numpy.zeros(1, numpy.uint32))
-            k_max.set_args(X, numpy.int64(X.size // 4), out)
-            pyopencl.enqueue_nd_range_kernel(queue, k_max, (MMA_WG * 4 * self.dev.compute_units,),
-                                             (MMA_WG,))
-            x_max = numpy.zeros(1, numpy.uint32)
-            pyopencl.enqueue_copy(queue, x_max, out)
-            x_max = int(x_max[0])
+            if x_max is None:
+                x_max = self._x_max(X, queue)
             defines = {}
             if x_max * x_max * int(widths.max()) < INT32_LIMIT:
-                self._gram_kernels.add("tensor cores (u8, exact int32 sums)")
+                label = "tensor cores (u8, exact int32 sums)"
             else:  # exact int32 sums of every KCHUNK pixels, added in float
                 # a power of two (few program variants), >= MMA_PAD as x_max <= 255
                 kchunk = 1 << (((INT32_LIMIT - 1) // (x_max * x_max)).bit_length() - 1)
                 defines["KCHUNK"] = kchunk
-                self._gram_kernels.add(f"tensor cores (u8, exact int32 sums of {kchunk} "
-                                       "pixels, float total)")
+                label = f"tensor cores (u8, exact int32 sums of {kchunk} pixels, float total)"
                 logger.info("two-time: binned counts up to %d: int32 sums of %d pixels at a "
                             "time, added in float", x_max, kchunk)
             kern = get_kernel(self.dev, "gram_mma.cl", "tt_gram_mma", defines)
         else:
-            self._gram_kernels.add("float")
+            label = "float"
             kern = self._kernel("tt_gram", "uchar", x_t, float_data)
         tile = MMA_WG // 2 if mma else TS * self.wpt  # both 128 on GPUs
+        pitch = numpy.int64(P) if mma else numpy.int32(P)
+        bufs = {}  # (z0, z1) -> the bins' column offsets and pixels on the device
 
-        def gram(z0, z1, n_t, r0, R, W, S, mirror, band):
-            col_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
-                                      hostbuf=numpy.ascontiguousarray(col_off[z0: z1 + 1]))
-            nq_buf = pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
-                                     hostbuf=numpy.ascontiguousarray(nq[z0:z1]))
-            pitch = numpy.int64(P) if mma else numpy.int32(P)
-            kern.set_args(X, pitch, col_buf, nq_buf, numpy.int64(n_t), numpy.int64(r0),
-                          numpy.int32(R), numpy.int32(W), S, numpy.int32(mirror), band)
-            nx, ny = -(-W // tile), -(-R // tile)
+        def gram(z0, z1, n_t, r0, R, W, S, mirror, band, gx0=0, nx=None):
+            if (z0, z1) not in bufs:
+                bufs[z0, z1] = [pyopencl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                                hostbuf=numpy.ascontiguousarray(a))
+                                for a in (col_off[z0: z1 + 1], nq[z0:z1])]
+            kern.set_args(X, pitch, *bufs[z0, z1], numpy.int64(n_t), numpy.int64(r0),
+                          numpy.int32(R), numpy.int32(W), S, numpy.int32(mirror), band,
+                          numpy.int32(gx0))
+            if nx is None:
+                nx = -(-W // tile) - gx0
+            ny = -(-R // tile)
             if mma:
-                pyopencl.enqueue_nd_range_kernel(queue, kern, (nx * MMA_WG, ny, z1 - z0),
-                                                 (MMA_WG, 1, 1))
-            else:
-                pyopencl.enqueue_nd_range_kernel(queue, kern, (nx * TS, ny * TS, z1 - z0),
-                                                 (TS, TS, 1))
+                return pyopencl.enqueue_nd_range_kernel(queue, kern, (nx * MMA_WG, ny, z1 - z0),
+                                                        (MMA_WG, 1, 1))
+            return pyopencl.enqueue_nd_range_kernel(queue, kern, (nx * TS, ny * TS, z1 - z0),
+                                                    (TS, TS, 1))
 
+        gram.label, gram.tile = label, tile
         return gram
 
     def _whole_maps(self, gram, group, n_t, S_host, C, n_fit, queue):
@@ -639,10 +687,6 @@ class OpenCLTwoTime(DeviceDataPath):
         n_b = len(group)
         k = int(max(1, min(n_b, n_fit)))
         maps_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, max(4, k * n_t * n_t * 4))
-        if self._diag is not None:
-            n_r = self._bounds_np.size // 2
-            self._diag_dev = [pyopencl.Buffer(ctx, mf.READ_WRITE, max(8, k * n_r * n_t * 8))
-                              for _ in range(3)]
         t0 = time.perf_counter()
         for z0 in range(0, n_b, k):
             z1 = min(n_b, z0 + k)
@@ -651,19 +695,103 @@ class OpenCLTwoTime(DeviceDataPath):
             gram(z0, z1, n_t, 0, n_t, n_t, S_f, 1, maps_dev)
             # groups are consecutive bins: C[group[z0] : group[z1 - 1] + 1] is one block
             j0, j1 = group[z0], group[z0] + (z1 - z0)
-            if self._diag is not None:  # g2 moments while the maps are on the device
-                n_r = self._bounds_np.size // 2
-                self._k_diag.set_args(maps_dev, numpy.int64(n_t), self._bounds, *self._diag_dev)
-                pyopencl.enqueue_nd_range_kernel(queue, self._k_diag,
-                                                 (_round_up(n_t, LOCAL), n_r, z1 - z0),
-                                                 (LOCAL, 1, 1))
-                for host, dev_buf in zip(self._diag, self._diag_dev):
-                    pyopencl.enqueue_copy(queue, host[j0:j1], dev_buf)
+            self._diag_moments(maps_dev, n_t, j0, j1, k, queue)
             # Through the page-locked staging ring: a direct copy into fresh pageable memory
             # runs at a few GB/s (page faults).
             download_pinned(self.dev, queue, C[j0:j1], maps_dev)
         queue.finish()
         self._timing["gram_s"] += time.perf_counter() - t0
+
+    def _diag_moments(self, maps_dev, n_t, j0, j1, k, queue) -> None:
+        """The g2 moments (tt_diag) of the maps of bins j0 … j1-1 while they are on the device
+        (``maps_dev``, room for ``k`` maps); nothing without fp64."""
+        import pyopencl
+
+        if self._diag is None:
+            return
+        n_r = self._bounds_np.size // 2
+        if self._diag_dev is None or self._diag_dev[0].size < k * n_r * n_t * 8:
+            self._diag_dev = [pyopencl.Buffer(self.dev.context, pyopencl.mem_flags.READ_WRITE,
+                                              max(8, k * n_r * n_t * 8)) for _ in range(3)]
+        self._k_diag.set_args(maps_dev, numpy.int64(n_t), self._bounds, *self._diag_dev)
+        pyopencl.enqueue_nd_range_kernel(queue, self._k_diag,
+                                         (_round_up(n_t, LOCAL), n_r, j1 - j0), (LOCAL, 1, 1))
+        for host, dev_buf in zip(self._diag, self._diag_dev):
+            pyopencl.enqueue_copy(queue, host[j0:j1], dev_buf)
+
+    # ------------------------------------------------------------------ strips
+    def _start_strips(self, group, n_t, X, P, x_t, float_data, C, queue):
+        """:class:`MapStrips` for this pass when it streams its map (``stream_maps``, one bin,
+        its whole map within the reserve, a strip's rectangles within a staging buffer), else
+        None."""
+        import pyopencl
+
+        if not (self.stream_maps and len(group) == 1 and n_t > 1 and self._map_reserve(n_t)):
+            return None
+        _, col_off, nq = self._layout(group)
+        widths = numpy.diff(col_off)
+        # The tensor-core kernel is chosen before the largest binned count is known: exact
+        # int32 sums, checked once the frames are binned (_finish_strips). The strips go on
+        # the binning queue: on a queue of their own they were no faster (H200, session 13).
+        gram = self._gram(X, P, col_off, nq, x_t, float_data, queue,
+                          x_max=0 if self._mma_gram(x_t, float_data, widths) else None)
+        rows = strip_rows(n_t, gram.tile, STAGING_BYTES)
+        if rows <= 0 or rows >= n_t:
+            return None
+        ctx = self.dev.context
+        mf = pyopencl.mem_flags
+        acc_size = 4 if (float_data and not self.dev.has_fp64) else 8
+        S_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, n_t * acc_size)
+        Sf_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, n_t * 4)
+        maps_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, n_t * n_t * 4)
+        k_rows = self._kernel("tt_rowsums", "uchar", x_t, float_data)
+
+        def rowsums(r0, r1, wait_for):
+            k_rows.set_args(X, numpy.int32(P), numpy.int32(col_off[0]), numpy.int32(col_off[1]),
+                            S_dev, Sf_dev)
+            pyopencl.enqueue_nd_range_kernel(queue, k_rows, (WG, r1 - r0), (WG, 1),
+                                             global_work_offset=(0, r0), wait_for=wait_for)
+
+        try:
+            strips = MapStrips(self.dev, queue, gram, rowsums, n_t, rows, gram.tile, maps_dev,
+                               Sf_dev, C[group[0]])
+        except StagingBusy:
+            return None
+        strips.S_dev, strips.label = S_dev, gram.label
+        return strips
+
+    def _close_strips(self) -> None:
+        """End the strips in flight (before X or C go, or the pass is redone)."""
+        strips, self._strips = self._strips, None
+        if strips is not None:
+            strips.close()
+
+    def _finish_strips(self, strips, X, col_off, j, S_out, acc_np) -> bool:
+        """After the fill: complete bin j's streamed map (the diagonals' moments, its row sums
+        into ``S_out``, the last read-backs). False, and nothing kept, when the binned counts
+        turned out too large for the speculative exact int32 products."""
+        import pyopencl
+
+        try:
+            queue = strips.queue
+            if strips.label.startswith("tensor cores"):
+                x_max = self._x_max(X, queue)
+                if x_max * x_max * int(numpy.diff(col_off).max()) >= INT32_LIMIT:
+                    logger.info("two-time: binned counts up to %d: the map's strips are redone "
+                                "with float totals", x_max)
+                    return False
+            self._diag_moments(strips.maps_dev, strips.n_t, j, j + 1, 1, queue)
+            S = numpy.empty(strips.n_t, dtype=acc_np)
+            pyopencl.enqueue_copy(queue, S, strips.S_dev)
+            S_out[:, j] = S
+            strips.wait()
+        finally:
+            strips.close()
+        self._gram_kernels.add(strips.label)
+        self._n_strips += strips.count
+        self._timing["strips_enqueue_s"] = (self._timing.get("strips_enqueue_s", 0.0)
+                                            + strips.enqueue_s)
+        return True
 
     # ------------------------------------------------------------------ public
     def correlate(self, data, frame_period: Optional[float] = None, **info) -> TwoTimeResult:
@@ -731,6 +859,8 @@ class OpenCLTwoTime(DeviceDataPath):
         self._timing = timing = dict(timing, gram_s=0.0, mirror_s=0.0)
         self._gram_kernels = set()
         self._moved = []  # how each pass's frames crossed the bus (_x_from_frames)
+        self._diag_dev = self._strips = None
+        self._n_strips = 0
         gi = 0
         while gi < len(groups):
             group = groups[gi]
@@ -742,21 +872,27 @@ class OpenCLTwoTime(DeviceDataPath):
                                                             queue)
                 else:
                     X, P, frames_read = self._x_from_frames(source, group, b, n_t, x_t, x_np,
-                                                            queue)
+                                                            queue, C, float_data)
             except _Overflow:  # start again with the type that holds any sum
-                    logger.info("two-time: time-binned sums exceed uint8, redoing with %s",
-                                safe[1])
-                    x_t, x_np = safe
-                    groups, gi = self._groups(n_t, x_np.itemsize, fixed), 0
-                    timing["fill_s"] += time.perf_counter() - tg
-                    continue
-            if frames_read != n_frames:
-                raise ValueError(f"frames: expected {n_frames} frames, read {frames_read}")
-            tm = time.perf_counter()
-            timing["fill_s"] += tm - tg
-            if n_t:
-                self._maps(X, P, group, n_t, x_t, float_data, C, S_all, queue)
-            timing["maps_s"] += time.perf_counter() - tm
+                self._close_strips()
+                logger.info("two-time: time-binned sums exceed uint8, redoing with %s", safe[1])
+                x_t, x_np = safe
+                groups, gi = self._groups(n_t, x_np.itemsize, fixed), 0
+                timing["fill_s"] += time.perf_counter() - tg
+                continue
+            except BaseException:
+                self._close_strips()
+                raise
+            try:
+                if frames_read != n_frames:
+                    raise ValueError(f"frames: expected {n_frames} frames, read {frames_read}")
+                tm = time.perf_counter()
+                timing["fill_s"] += tm - tg
+                if n_t:
+                    self._maps(X, P, group, n_t, x_t, float_data, C, S_all, queue)
+                timing["maps_s"] += time.perf_counter() - tm
+            finally:
+                self._close_strips()
             X.release()
         t1 = time.perf_counter()
         if frame_period is None:
@@ -772,6 +908,8 @@ class OpenCLTwoTime(DeviceDataPath):
         if self._moved:
             result.info["frames_moved"] = "; ".join(dict.fromkeys(self._moved))
         result.info["gram_kernel"] = ", ".join(sorted(self._gram_kernels))
+        if self._n_strips:
+            result.info["map_strips"] = self._n_strips
         result.info["timings"].update(timing)
         return result
 
