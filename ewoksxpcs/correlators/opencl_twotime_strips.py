@@ -3,15 +3,17 @@
 Once the frames of time bins 0 … r1-1 are binned into X, the map's upper triangle in columns
 r0 … r1-1 (rows 0 … r1-1) and, mirrored, its rows r0 … r1-1 (columns 0 … r1-1) depend on
 nothing else: a *strip*. :class:`MapStrips` enqueues each strip's row sums and products
-right after the binning kernel that completes its rows (on its queue: the binning of the next
-frames waits for the strip, which is shorter than a chunk's copy), and a thread reads the
-strip's two final rectangles back into the host map through the device's page-locked staging
-buffers (copies on a queue of their own). When the last frames are binned only the last strip,
-the diagonals' moments and the last read-back remain: on an H200 the products (25 ms) and the
-read-back (22 ms) of a 10 000² map used to follow the 0.48 s fill of 100 000 frames.
+right after the binning kernel that completes its rows, on the binning queue (on a queue of
+their own they were no faster), and a thread reads the strip's two final rectangles back into
+the host map through the device's page-locked staging buffers (copies on a queue of their own).
+When the last frames are binned only the last strip, the diagonals' moments and the last
+read-back remain. On an H200 (one bin of 70 376 pixels, 100 000 frames, 10 000² map) the
+products (25 ms) and the read-back (22 ms) used to follow the 0.47-0.49 s fill; with 40 strips
+5-7 ms follow it, and the fill takes ~20-30 ms longer (with the products; the row sums alone
+cost nothing measurable; ``doc/benchmarks/h200_twotime1bin_strips_*_session13.txt``).
 
-Used by :class:`~ewoksxpcs.correlators.opencl_twotime.OpenCLTwoTime` for a pass of one bin whose
-whole map fits the device (``stream_maps``; default on GPUs).
+Used by :class:`~ewoksxpcs.correlators.opencl_twotime.OpenCLTwoTime` for a pass of one bin over
+page-locked frames whose whole map fits the device (``stream_maps``; default on GPUs).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class MapStrips:
         self._reads = []  # the read-backs (futures), one thread: each starts after the last
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ewoksxpcs-strips")
         self._closed = False
-        #: Seconds the filling thread spent enqueuing strips (waits for staging included).
+        #: Seconds the filling thread spent enqueuing strips.
         self.enqueue_s = 0.0
 
     def rows_ready(self, ready: int, event) -> None:
