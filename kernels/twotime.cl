@@ -124,7 +124,7 @@ void tt_rowsums(__global const X_T *X,
 // z = get_group_id(2) (one launch for all bins of a group keeps the device busy for short
 // series). Tiles entirely below the diagonal are skipped; with ``mirror`` (the whole map in one
 // band) each value is also written at its transposed place, otherwise the host mirrors.
-// ``gx0``: the launch starts at column tile gx0 (the strips of opencl_map_strips: rows
+// ``gx0``: the launch starts at column tile gx0 (the strips of opencl_twotime_strips: rows
 // 0 … R-1 and columns gx0·TILE … of whole maps, r0 = 0, W = nT).
 // Work-item (tx, ty) owns rows 4·ty + 4·TS·v + u and columns 4·tx + 4·TS·v + u (v < WPT/4,
 // u < 4) of the group's tile: its operands are read from local memory as float4 (a quarter of

@@ -418,12 +418,12 @@ def test_map_strips_end_when_the_frames_fail(rng, cpu, monkeypatch):
     buffers are free again, and the next correlation streams its map."""
     from ewoksxpcs.correlators import opencl_twotime_strips
     from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime
+    from ewoksxpcs.opencl.device import get_device, pinned_empty, shared_staging
 
     closed = []
     close = opencl_twotime_strips.MapStrips.close
     monkeypatch.setattr(opencl_twotime_strips.MapStrips, "close",
                         lambda self: closed.append(self.count) or close(self))
-    from ewoksxpcs.opencl.device import get_device, pinned_empty, shared_staging
 
     frames = pinned_empty(get_device(cpu), (400, 24, 30), numpy.uint8)
     frames[...] = rng.poisson(0.4, frames.shape)
@@ -460,7 +460,6 @@ def test_gpu_map_strips(rng):
     is then redone with float totals)."""
     require_opencl("gpu")
     from ewoksxpcs.correlators.opencl_twotime import OpenCLTwoTime
-
     from ewoksxpcs.opencl.device import get_device, pinned_empty
 
     def pinned(a):
