@@ -102,6 +102,11 @@ class _Overflow(Exception):
     """A time-binned sum did not fit the narrow X type tried first."""
 
 
+def _int32_exact(x_max: int, widths) -> bool:
+    """Whether every pixel sum of X·Xᵀ fits int32: (max X)² × (the widest bin's columns)."""
+    return x_max * x_max * int(numpy.max(widths)) < INT32_LIMIT
+
+
 def _moved(layout) -> str:
     """How the frames of ``layout`` cross the bus, in words (the result's frames_moved)."""
     if layout.whole:
@@ -291,6 +296,12 @@ class OpenCLTwoTime(DeviceDataPath):
         read straight into the result) when it fits half the budget, else one band of rows."""
         whole = n_t * n_t * 4 + 3 * n_t * 8 * (1 + self.n_segments)  # map, diagonal moments
         return whole if whole <= self.budget // 2 else 0
+
+    def _acc_dtype(self, float_data) -> numpy.dtype:
+        """dtype of tt_rowsums' exact sums (its ACC_T)."""
+        if not float_data:
+            return numpy.dtype(numpy.int64)
+        return numpy.dtype(numpy.float64 if self.dev.has_fp64 else numpy.float32)
 
     def _kernel(self, name, in_t, x_t, float_data, x_max=None):
         return get_kernel(self.dev, "twotime.cl", name,
@@ -541,9 +552,7 @@ class OpenCLTwoTime(DeviceDataPath):
 
         ctx = self.dev.context
         mf = pyopencl.mem_flags
-        acc_np = numpy.float64 if float_data else numpy.int64
-        if float_data and not self.dev.has_fp64:
-            acc_np = numpy.float32
+        acc_np = self._acc_dtype(float_data)
         k_rows = self._kernel("tt_rowsums", "uchar", x_t, float_data)
         n_b = len(group)
         _, col_off, nq = self._layout(group)
@@ -629,7 +638,7 @@ class OpenCLTwoTime(DeviceDataPath):
         kernel when the device has it and X is uint8 (exact int32 sums, or exact int32 sums of
         blocks of pixels added in float when a bin's sums could exceed 32 bits: measured by
         tt_xmax unless ``x_max`` is given), else the float one. The function's ``label`` says
-        which, ``tile`` is its tile."""
+        which, ``mma`` whether the tensor cores, ``tile`` is its tile."""
         import pyopencl
 
         ctx = self.dev.context
@@ -640,7 +649,7 @@ class OpenCLTwoTime(DeviceDataPath):
             if x_max is None:
                 x_max = self._x_max(X, queue)
             defines = {}
-            if x_max * x_max * int(widths.max()) < INT32_LIMIT:
+            if _int32_exact(x_max, widths):
                 label = "tensor cores (u8, exact int32 sums)"
             else:  # exact int32 sums of every KCHUNK pixels, added in float
                 # a power of two (few program variants), >= MMA_PAD as x_max <= 255
@@ -674,7 +683,7 @@ class OpenCLTwoTime(DeviceDataPath):
             return pyopencl.enqueue_nd_range_kernel(queue, kern, (nx * TS, ny * TS, z1 - z0),
                                                     (TS, TS, 1))
 
-        gram.label, gram.tile = label, tile
+        gram.label, gram.tile, gram.mma = label, tile, mma
         return gram
 
     def _whole_maps(self, gram, group, n_t, S_host, C, n_fit, queue):
@@ -740,8 +749,7 @@ class OpenCLTwoTime(DeviceDataPath):
             return None
         ctx = self.dev.context
         mf = pyopencl.mem_flags
-        acc_size = 4 if (float_data and not self.dev.has_fp64) else 8
-        S_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, n_t * acc_size)
+        S_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, n_t * self._acc_dtype(float_data).itemsize)
         Sf_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, n_t * 4)
         maps_dev = pyopencl.Buffer(ctx, mf.READ_WRITE, n_t * n_t * 4)
         k_rows = self._kernel("tt_rowsums", "uchar", x_t, float_data)
@@ -753,12 +761,10 @@ class OpenCLTwoTime(DeviceDataPath):
                                              global_work_offset=(0, r0), wait_for=wait_for)
 
         try:
-            strips = MapStrips(self.dev, queue, gram, rowsums, n_t, rows, gram.tile, maps_dev,
-                               Sf_dev, C[group[0]])
+            return MapStrips(self.dev, queue, gram, rowsums, n_t, rows, maps_dev, S_dev, Sf_dev,
+                             C[group[0]])
         except StagingBusy:
             return None
-        strips.S_dev, strips.label = S_dev, gram.label
-        return strips
 
     def _close_strips(self) -> None:
         """End the strips in flight (before X or C go, or the pass is redone)."""
@@ -774,9 +780,9 @@ class OpenCLTwoTime(DeviceDataPath):
 
         try:
             queue = strips.queue
-            if strips.label.startswith("tensor cores"):
+            if strips.gram.mma:
                 x_max = self._x_max(X, queue)
-                if x_max * x_max * int(numpy.diff(col_off).max()) >= INT32_LIMIT:
+                if not _int32_exact(x_max, numpy.diff(col_off)):
                     logger.info("two-time: binned counts up to %d: the map's strips are redone "
                                 "with float totals", x_max)
                     return False
@@ -787,7 +793,7 @@ class OpenCLTwoTime(DeviceDataPath):
             strips.wait()
         finally:
             strips.close()
-        self._gram_kernels.add(strips.label)
+        self._gram_kernels.add(strips.gram.label)
         self._n_strips += strips.count
         self._timing["strips_enqueue_s"] = (self._timing.get("strips_enqueue_s", 0.0)
                                             + strips.enqueue_s)

@@ -53,31 +53,31 @@ class MapStrips:
         The in-order queue ``gram`` and ``rowsums`` enqueue on.
     gram : callable
         ``gram(z0, z1, n_t, r0, R, W, S, mirror, band, gx0, nx)`` of
-        :meth:`OpenCLTwoTime._gram` for X, bin z = 0, returning its event.
+        :meth:`OpenCLTwoTime._gram` for X, bin z = 0, returning its event (attributes
+        ``tile``, the columns of its work-groups, ``label`` and ``mma``).
     rowsums : callable
         ``rowsums(r0, r1, wait_for)`` enqueues the exact and float32 row sums of X's rows
         r0 … r1-1 into ``S_dev`` and ``Sf_dev`` on ``queue``.
     n_t : int
         Time bins (rows of X, size of the map).
     rows : int
-        Time bins per strip (:func:`strip_rows`), a multiple of the gram kernel's tile.
-    tile : int
-        The gram kernel's tile (columns per work-group).
+        Time bins per strip (:func:`strip_rows`), a multiple of ``gram.tile``.
     maps_dev : pyopencl.Buffer
         The whole map, n_t² float32.
-    Sf_dev : pyopencl.Buffer
-        Row sums of X in float32, n_t.
+    S_dev, Sf_dev : pyopencl.Buffer
+        Row sums of X, n_t: exact (read by the owner once the fill is over), float32 (the
+        products' operand).
     C_map : ndarray (n_t, n_t) float32
         The host map, C-contiguous, written in place.
     """
 
-    def __init__(self, dev, queue, gram, rowsums, n_t, rows, tile, maps_dev, Sf_dev, C_map):
+    def __init__(self, dev, queue, gram, rowsums, n_t, rows, maps_dev, S_dev, Sf_dev, C_map):
         import pyopencl
 
         self.queue, self.gram, self.rowsums = queue, gram, rowsums
         self.copy_queue = pyopencl.CommandQueue(dev.context)
-        self.n_t, self.rows, self.tile = int(n_t), int(rows), int(tile)
-        self.maps_dev, self.Sf_dev, self.C_map = maps_dev, Sf_dev, C_map
+        self.n_t, self.rows = int(n_t), int(rows)
+        self.maps_dev, self.S_dev, self.Sf_dev, self.C_map = maps_dev, S_dev, Sf_dev, C_map
         self.done = 0  # rows of the map's strips enqueued
         self.count = 0  # strips enqueued
         self._bufs, self._lock = shared_staging(dev)
@@ -108,7 +108,7 @@ class MapStrips:
     def _strip(self, r0, r1, event) -> None:
         self.rowsums(r0, r1, [event] if event is not None else None)
         done = self.gram(0, 1, self.n_t, 0, r1, self.n_t, self.Sf_dev, 1, self.maps_dev,
-                         r0 // self.tile, -(-(r1 - r0) // self.tile))
+                         r0 // self.gram.tile, -(-(r1 - r0) // self.gram.tile))
         self.queue.flush()
         self.count += 1
         self._reads.append(self._pool.submit(self._read_back, r0, r1, done))
