@@ -458,15 +458,17 @@ __kernel void fold_sub_slots(__global const long *cum,
 // ---------------------------------------------------------------------------------------------
 // The denominator's autocorrelations on the device (integer events; host side: _s2_device in
 // opencl_events.py). Row r of the series is a bin's frame sum minus, for the jackknife, one of
-// its groups: X[r][t] = Σ_{k0_r <= k < k1_r} S[t][k] − (ex_r >= 0 ? S[t][ex_r] : 0).
-// Launch: global (n_frames, n_rows), any local size.
+// its groups: X[r][t] = Σ_{k0_r <= k < k1_r} S[t][k] − (ex_r >= 0 ? S[t][ex_r] : 0); *xmax
+// becomes (at least) the largest X, saturated at 2^32 − 1 (X >= 0: events are >= 0), which
+// s2_autocorr and the host's int64 range check read. Launch: global (n_frames, n_rows).
 __kernel void s2_series(__global const long *S,          // (n_frames, n_sub) frame sums
                         const int n_frames,
                         const int n_sub,
                         __global const int *row_k0,      // (n_rows,) first sub-bin of the bin
                         __global const int *row_k1,      // (n_rows,) end sub-bin of the bin
                         __global const int *row_ex,      // (n_rows,) group left out, or -1
-                        __global long *X)                // (n_rows, n_frames)
+                        __global long *X,                // (n_rows, n_frames)
+                        __global uint *xmax)             // zeroed by the host
 {
     const int t = get_global_id(0);
     const int r = get_global_id(1);
@@ -476,45 +478,93 @@ __kernel void s2_series(__global const long *S,          // (n_frames, n_sub) fr
     for (int k = row_k0[r]; k < row_k1[r]; k++) v += st[k];
     if (row_ex[r] >= 0) v -= st[row_ex[r]];
     X[(long)r * n_frames + t] = v;
+    const uint m = (uint)min(v, (long)0xFFFFFFFF);
+    // The plain read skips most atomics: the maximum rarely grows.
+    if (m > *xmax) atomic_max((volatile __global uint *)xmax, m);
 }
 
 #ifndef SL
 #define SL 128
 #endif
+#ifndef S2R
+#define S2R 8  // the host's S2_LAGS_PER_ITEM
+#endif
+#define S2_PAD(u) ((u) + ((u) >> 5))
 
 // Direct autocorrelation of each row, all lags: C[r][τ] = Σ_t X[r][t]·X[r][t+τ], exact int64
-// (the host checks that no sum can overflow). A work-group takes SL consecutive lags of one row;
-// the row passes through local memory in tiles of SL frames, with its shifted copy (2·SL).
+// (the host checks with *xmax that no sum can overflow). A work-group takes SL·S2R consecutive
+// lags of one row, a work-item S2R consecutive lags; the row passes through local memory in
+// tiles of SL frames, with its shifted copy (SL·(S2R + 1) frames, one padding word per 32 so
+// that the work-items' reads S2R words apart fall in different banks). Per frame, two local
+// reads (x[t], broadcast, and the next value of the work-item's window, the others kept in
+// registers) feed S2R multiply-adds.
 // S2_NARROW: every X below 2^31 (the host's bound: largest value x binned pixels), held in
-// 32 bits in local memory (half the local traffic) and multiplied widening into 64 bits.
-// Launch: global (ceil(n_frames / SL) * SL, n_rows), local (SL, 1).
+// 32 bits in local memory. Then, where max X < 16 384, runs of `run` frames (the largest power
+// of two up to SL with run·(max X)² < 2^31) are summed in 32 bits and added to the 64-bit sums:
+// one 32-bit multiply-add per product, exact. Otherwise products widen into 64 bits.
+// Launch: global (ceil(n_frames / (SL·S2R)) · SL, n_rows), local (SL, 1).
 #ifdef S2_NARROW
 typedef int s2_t;
 #else
 typedef long s2_t;
 #endif
 __kernel __attribute__((reqd_work_group_size(SL, 1, 1)))
-void s2_autocorr(__global const long *X, const int n_frames, __global long *C)
+void s2_autocorr(__global const long *X, const int n_frames, __global const uint *xmax,
+                 __global long *C)
 {
     const int r = get_group_id(1);
     const int lid = get_local_id(0);
-    const int tau0 = get_group_id(0) * SL;
+    const int tau0 = get_group_id(0) * SL * S2R;
+    const int lag0 = tau0 + lid * S2R;  // this work-item's first lag
     __global const long *x = X + (long)r * n_frames;
     __local s2_t a[SL];
-    __local s2_t b[2 * SL];
-    long acc = 0;
+    __local s2_t b[S2_PAD(SL * (S2R + 1))];
+    int run = 0;
+#ifdef S2_NARROW
+    const ulong m = *xmax;
+    if (m < 16384) {
+        run = SL;
+        while ((ulong)run * m * m >= (1UL << 31)) run >>= 1;
+    }
+#endif
+    long acc[S2R];
+    for (int k = 0; k < S2R; k++) acc[k] = 0;
     for (int t0 = 0; t0 < n_frames - tau0; t0 += SL) {
-        // a[s] = x[t0 + s], b[u] = x[t0 + tau0 + u], zero past the end: the work-item of lag
-        // tau0 + lid adds a[s]·b[s + lid] = x[t]·x[t + τ] for t = t0 + s.
+        // a[s] = x[t0 + s]; b[v] = x[t0 + tau0 + v]; zero past the end.
         int u = t0 + lid;
         a[lid] = u < n_frames ? (s2_t)x[u] : 0;
-        u = t0 + tau0 + lid;
-        b[lid] = u < n_frames ? (s2_t)x[u] : 0;
-        u += SL;
-        b[lid + SL] = u < n_frames ? (s2_t)x[u] : 0;
+        for (int v = lid; v < SL * (S2R + 1); v += SL) {
+            u = t0 + tau0 + v;
+            b[S2_PAD(v)] = u < n_frames ? (s2_t)x[u] : 0;
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int s = 0; s < SL; s++) acc += (long)a[s] * (long)b[s + lid];
+        // Lag lag0 + k adds a[s]·b[s + lid·S2R + k] over s: w holds b[s + lid·S2R …].
+        s2_t w[S2R];
+        for (int k = 0; k < S2R; k++) w[k] = b[S2_PAD(lid * S2R + k)];
+        if (run) {
+            for (int s0 = 0; s0 < SL; s0 += run) {
+                int part[S2R];
+                for (int k = 0; k < S2R; k++) part[k] = 0;
+#pragma unroll 8
+                for (int s = s0; s < s0 + run; s++) {
+                    const int as = (int)a[s];
+                    for (int k = 0; k < S2R; k++) part[k] += as * (int)w[k];
+                    for (int k = 0; k < S2R - 1; k++) w[k] = w[k + 1];
+                    w[S2R - 1] = b[S2_PAD(s + lid * S2R + S2R)];
+                }
+                for (int k = 0; k < S2R; k++) acc[k] += (long)part[k];
+            }
+        } else {
+#pragma unroll 8
+            for (int s = 0; s < SL; s++) {
+                const long as = (long)a[s];
+                for (int k = 0; k < S2R; k++) acc[k] += as * (long)w[k];
+                for (int k = 0; k < S2R - 1; k++) w[k] = w[k + 1];
+                w[S2R - 1] = b[S2_PAD(s + lid * S2R + S2R)];
+            }
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (tau0 + lid < n_frames) C[(long)r * n_frames + tau0 + lid] = acc;
+    for (int k = 0; k < S2R; k++)
+        if (lag0 + k < n_frames) C[(long)r * n_frames + lag0 + k] = acc[k];
 }

@@ -20,7 +20,8 @@ __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums
                            __global const double *factor,// (n_sub,) N_q − N_g of each group
                            const int n_lags,
                            __global double *g2,          // (n_bins, n_lags)
-                           __global double *err)         // (n_bins, n_lags)
+                           __global double *err,         // (n_bins, n_lags)
+                           __global long *n2_bin)        // (n_bins, n_lags) n2 of each bin
 {
     const int t = get_global_id(0);
     const int i = get_global_id(1);
@@ -30,11 +31,13 @@ __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums
     if (n_groups == 0) {  // an empty bin
         g2[at] = NAN;
         err[at] = NAN;
+        n2_bin[at] = 0;
         return;
     }
     __global const long *ci = c + (long)row0[i] * n_lags + t;
     long whole = 0;
     for (int g = 0; g < n_groups; g++) whole += n2[(long)(s0 + g) * n_lags + t];
+    n2_bin[at] = whole;
     const double nb = (double)whole;
     g2[at] = (npix[i] * nb) / (double)ci[0];
     if (n_groups < 2) {  // no error from one group

@@ -454,6 +454,27 @@ def test_s2_on_device_narrow_and_wide(device, rng, dtype, shape):
     assert numpy.array_equal(r_on.g2_err, r_off.g2_err, equal_nan=True)
 
 
+@pytest.mark.parametrize("peak", [100, 10_000, 60_000])
+def test_s2_on_device_32bit_runs(device, rng, peak):
+    """The device s2 of 32-bit local rows sums runs of frames in 32 bits where the largest
+    frame sum X allows (runs of 128 frames for X = 100, of 16 for 10 000) and widens every
+    product to 64 bits where it does not (60 000): each equal to the host's exact s2."""
+    frames = sparse_frames(rng, "uint16", (300, 4, 5), rate=0.3)
+    frames[::7, 0, 0] = peak  # a bin's frame sums reach about the peak
+    q = numpy.ones((4, 5), int)
+    q[2:, :] = 2
+    events = compact(frames)
+    on, off = s2_on_and_off(q, device)
+    geometry = on._geometry(False, events.values_dtype, 300)
+    assert "S2_NARROW" in on._defines(geometry, events.values_dtype)
+    r_on, r_off = on.correlate(events), off.correlate(events)
+    assert r_on.info["timings"]["s2_s"] is not None
+    assert r_on.s2.max() >= peak * peak * 40
+    assert on.last_profile.get("g2_on_device") is (True if on.dev.has_fp64 else None)
+    for name in ("s2", "g2", "g2_err"):
+        assert numpy.array_equal(getattr(r_on, name), getattr(r_off, name), equal_nan=True), name
+
+
 def test_g2_and_errors_on_device_same_bits(device, rng):
     """With s2 on the device, correlate() takes g2 and its jackknife error there too
     (:mod:`ewoksxpcs.opencl.normalise`): the same result as with the host's normalisation."""
@@ -465,8 +486,9 @@ def test_g2_and_errors_on_device_same_bits(device, rng):
     r_on, r_off = on.correlate(events), off.correlate(events)
     assert on.last_profile.get("g2_on_device") is (True if on.dev.has_fp64 else None)
     assert "g2_on_device" not in off.last_profile
-    for name in ("g2", "g2_err", "n2", "s2", "expected_pairs"):
+    for name in ("g2", "g2_err", "n2", "s2", "expected_pairs", "frame_sums"):
         assert numpy.array_equal(getattr(r_on, name), getattr(r_off, name), equal_nan=True), name
+        assert getattr(r_on, name).dtype == getattr(r_off, name).dtype, name
     check_equal(r_on, correlate(frames, q, method="reference"), "uint16")
 
 
@@ -506,12 +528,18 @@ def test_events_resident_on_the_device(device, rng, dtype):
     and pickles carry host arrays."""
     import pickle
 
+    import pyopencl
+
     from ewoksxpcs.opencl.compact import compact_opencl
 
     frames = sparse_frames(rng, dtype, (90, 7, 13))
     host = compact(frames)
     resident = compact_opencl(frames, device=device, chunk_frames=25)
     assert resident.resident is not None and resident._values is None
+    # The offsets stay on the device too (the device plan reads them there).
+    d_offsets = numpy.empty_like(resident.offsets)
+    pyopencl.enqueue_copy(resident.resident.dev.queue, d_offsets, resident.resident.d_offsets)
+    assert numpy.array_equal(d_offsets, host.offsets)
     q = qmask_of((7, 13))
     for options in SPLITS:
         c = create_correlator(q, method="opencl-events", device=device, **options)

@@ -7,7 +7,7 @@ import pytest
 from conftest import require_opencl
 
 from ewoksxpcs import Binning
-from ewoksxpcs.engine.normalise import normalise
+from ewoksxpcs.engine.normalise import bin_sums, normalise
 from ewoksxpcs.engine.result import CorrelationSums
 
 
@@ -48,10 +48,13 @@ def test_g2_on_device_equals_host_normalise(dev):
     mf = pyopencl.mem_flags
     d_n2, d_c = (pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
                  for a in (n2, numpy.concatenate(rows)))
-    g2, err = g2_on_device(dev, dev.queue, d_n2, d_c, b, spans, n_lags)()
+    g2, err, n2_bins = g2_on_device(dev, dev.queue, d_n2, d_c, b, spans, n_lags)()
     assert numpy.isnan(err[0]).all() and numpy.isfinite(err[1]).any() and numpy.isinf(g2).any()
     host = normalise(sums, b, s2=rows)
-    device = normalise(sums, b, s2=rows, g2_rows=(g2, err))
-    for name in ("g2", "g2_err"):
+    host_n2, host_fs = bin_sums(sums, b)
+    assert n2_bins.dtype == numpy.int64 and numpy.array_equal(n2_bins, host_n2)
+    assert not n2_bins[b.n_groups_per_bin == 0].any() and n2_bins.any()
+    device = normalise(sums, b, s2=rows, g2_rows=(g2, err), bin_totals=(n2_bins, host_fs))
+    for name in ("g2", "g2_err", "n2", "frame_sums"):
         assert numpy.array_equal(getattr(device, name), getattr(host, name), equal_nan=True), name
     assert numpy.isfinite(host.g2_err).sum() > 800  # the comparison compared numbers

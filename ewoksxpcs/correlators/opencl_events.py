@@ -28,11 +28,13 @@ Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to 
 pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
 of their own); each chunk's tasks are planned and launched as soon as its events are there, so
 the upload, the planning and the kernels overlap. The denominator's autocorrelations s2 are then
-summed directly on a GPU (exact int64, milliseconds) or, on CPU devices, by the host's exact FFTs
+summed directly on a GPU (exact int64, about a millisecond; queued right after n2, their range
+checked with the largest frame sum the device found) or, on CPU devices, by the host's exact FFTs
 while the device computes n2; normalisation gets them ready-made. With s2 on the device,
-:meth:`correlate` also takes g2 and its jackknife error there (:mod:`ewoksxpcs.opencl.normalise`,
-the host's operations in the host's order: the same bits), so the host only applies the
-few-pairs rule.
+:meth:`correlate` also takes g2, its jackknife error and the bins' n2 and frame sums there
+(:mod:`ewoksxpcs.opencl.normalise`, the host's operations in the host's order: the same bits;
+only each bin's own s2 row comes back), while n2 itself is read back on a queue of its own; the
+host only applies the few-pairs rule.
 
 Device memory: the events (all at once, or in runs of whole pixels through two slots when they
 need more than ``max_device_memory`` leaves), n2, the frame sums and s2's rows. Events compacted
@@ -53,8 +55,8 @@ import numpy
 
 from ..opencl.compact import compact_opencl
 from ..opencl.normalise import g2_on_device
-from ..engine.intrange import INT64_LIMIT, check_int64_bound
-from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, _s2_safe, normalise, s2_rows, warm_numba
+from ..engine.intrange import INT64_LIMIT, S2_LIMIT, check_int64_bound
+from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, build_in_background, default_device_memory, \
     device_buffer, download_pinned, get_device, get_kernel, upload_pinned
 from ..engine.result import CorrelationSums
@@ -77,6 +79,9 @@ PLAN_BYTES = 32
 PROGRESS_STEPS = 20
 #: Scans of at most this many frames send their frame indices as uint16 (option time_bits).
 TIME16_FRAMES = 1 << 16
+#: Lags per work-item of the device s2 kernel (``S2R`` of ``s2_autocorr``): per frame, two local
+#: reads feed this many multiply-adds.
+S2_LAGS_PER_ITEM = 8
 #: Work-groups per compute unit that a launch keeps at least, progress reported or not: an
 #: in-order queue runs launches one after the other, and a launch of fewer work-groups than
 #: the device holds at once leaves compute units idle (the linear correlation of an Eiger 4M x
@@ -269,8 +274,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         use one).
     s2_device : bool
         Whether :meth:`correlate` computes the denominator s2 of integer events on the device
-        (direct exact int64 sums, after n2) instead of on the host (exact FFTs, while the device
-        computes n2). Default: on GPUs.
+        (direct exact int64 sums, after n2; ``s2_autocorr``) instead of on the host (exact
+        FFTs, while the device computes n2). Default: on GPUs.
     time_bits : {16, 32}
         Width of the frame indices on the bus and in the kernels: 16 (2 bytes an event less to
         upload and to read) needs at most 65 536 frames. Default on GPUs: 16 where the frames
@@ -428,7 +433,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         strategy, wg, lag_tile, hist32 = geometry
         values_dtype = numpy.dtype(values_dtype)
         defines = {"VAL_T": CTYPES[values_dtype.name], "L": lag_tile, "WG": wg,
-                   "SL": self._s2_lags()}
+                   "SL": self._s2_lags(),
+                   "S2R": S2_LAGS_PER_ITEM}
         if time_dtype is not None and numpy.dtype(time_dtype) == numpy.uint16:
             defines["TIME_T"] = "ushort"
         if values_dtype.kind in "iu" and (int(numpy.iinfo(values_dtype).max)
@@ -501,6 +507,9 @@ class OpenCLEventCorrelator(EventCorrelator):
     #: sums, s2 on the device, double precision): _finish sets _g2_rows.
     _g2_wanted = False
     _g2_rows = None
+    #: Set by _finish with _g2_rows: the bins' n2 and frame sums, from the device (normalise's
+    #: bin_totals).
+    _bin_totals = None
 
     def correlate(self, data, **info):
         """As :meth:`Correlator.correlate`; s2 is computed while the device works on n2."""
@@ -518,16 +527,18 @@ class OpenCLEventCorrelator(EventCorrelator):
                 and (self._runs > 1 or "numba" in sys.modules)):
             warm_numba()
         self._s2_wanted, self._s2 = True, None
-        self._g2_wanted, self._g2_rows = True, None
+        self._g2_wanted, self._g2_rows, self._bin_totals = True, None, None
         try:
             sums = self.compute_sums(data)
         finally:
             self._s2_wanted = self._g2_wanted = False
         s2, self._s2 = self._s2, None
         g2_rows, self._g2_rows = self._g2_rows, None
+        bin_totals, self._bin_totals = self._bin_totals, None
         t1 = time.perf_counter()
         result = normalise(sums, self.binning, method=self.name, device=self.device_name,
-                           s2_method=self.s2_method, info=info, s2=s2, g2_rows=g2_rows)
+                           s2_method=self.s2_method, info=info, s2=s2, g2_rows=g2_rows,
+                           bin_totals=bin_totals)
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
         if s2 is not None:
@@ -568,54 +579,51 @@ class OpenCLEventCorrelator(EventCorrelator):
         choice = self.options.get("s2_device")
         return self.dev.kind == "gpu" if choice is None else bool(choice)
 
-    def _s2_device(self, frame_sums, d_sums, n_frames, defines):
-        """s2 rows as :func:`ewoksxpcs.engine.normalise.s2_rows` gives them, by direct exact int64
-        sums on the device (O(rows·Nt²): ~1e10 multiply-adds take milliseconds on a GPU, less
-        than the host's FFTs): the kernels are queued, and the returned ``fetch()`` waits for
-        them and gives the rows (the host works meanwhile), returned with the rows' device
-        buffer and each bin's (first row, rows) in it; None when a sum could leave the int64
-        range (the host's :func:`~ewoksxpcs.engine.normalise.s2_rows` then refuses it)."""
+    def _s2_device(self, d_sums, n_frames, defines):
+        """Queue the s2 rows that :func:`ewoksxpcs.engine.normalise.s2_rows` gives, by direct
+        exact int64 sums on the device (O(rows·Nt²): ~1.7e10 multiply-adds take about a
+        millisecond on an H200, less than the host's FFTs), after n2 on the in-order queue;
+        returns a :class:`_DeviceS2` or None for a binning without groups."""
         import pyopencl
 
         b, dev, queue = self.binning, self.dev, self.dev.queue
-        k0, k1, ex, spans = [], [], [], []
-        for i in range(b.n_bins):
-            s0, s1 = int(b.bin_sub_offsets[i]), int(b.bin_sub_offsets[i + 1])
-            if s1 == s0:
-                spans.append(None)
-                continue
-            groups = [-1] + (list(range(s0, s1)) if s1 - s0 > 1 else [])
-            spans.append((len(k0), len(groups)))
-            k0 += [s0] * len(groups)
-            k1 += [s1] * len(groups)
-            ex += groups
-        if not k0:
+        plan = getattr(self, "_s2_plan", None)
+        if plan is None or plan[0] is not dev:
+            k0, k1, ex, spans = [], [], [], []
+            for i in range(b.n_bins):
+                s0, s1 = int(b.bin_sub_offsets[i]), int(b.bin_sub_offsets[i + 1])
+                if s1 == s0:
+                    spans.append(None)
+                    continue
+                groups = [-1] + (list(range(s0, s1)) if s1 - s0 > 1 else [])
+                spans.append((len(k0), len(groups)))
+                k0 += [s0] * len(groups)
+                k1 += [s1] * len(groups)
+                ex += groups
+            mf = pyopencl.mem_flags
+            rows = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                                    hostbuf=numpy.asarray(a, dtype=numpy.int32))
+                    for a in (k0, k1, ex)] if k0 else None
+            # The binning is the correlator's own: its rows serve every run.
+            self._s2_plan = plan = (dev, len(k0), rows, spans)
+        _, n_rows, rows, spans = plan
+        if not n_rows:
             return None
-        n_rows = len(k0)
-        mf = pyopencl.mem_flags
-        rows = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR,
-                                hostbuf=numpy.asarray(a, dtype=numpy.int32)) for a in (k0, k1, ex)]
         d_x = device_buffer(dev, queue, n_rows * n_frames * 8)
         d_c = device_buffer(dev, queue, n_rows * n_frames * 8)
+        d_xmax = device_buffer(dev, queue, 8, zero=True)
         sl = defines["SL"]
         series = get_kernel(dev, "events.cl", "s2_series", defines)
         auto = get_kernel(dev, "events.cl", "s2_autocorr", defines)
         series(queue, (n_frames, n_rows), None, d_sums, numpy.int32(n_frames),
-               numpy.int32(b.n_sub), *rows, d_x)
-        auto(queue, (-(-n_frames // sl) * sl, n_rows), (sl, 1), d_x, numpy.int32(n_frames), d_c)
+               numpy.int32(b.n_sub), *rows, d_x, d_xmax)
+        xmax = numpy.zeros(1, dtype=numpy.uint32)
+        xmax_read = pyopencl.enqueue_copy(queue, xmax, d_xmax, is_blocking=False)
+        per_group = sl * S2_LAGS_PER_ITEM
+        auto(queue, (-(-n_frames // per_group) * sl, n_rows), (sl, 1), d_x,
+             numpy.int32(n_frames), d_xmax, d_c)
         queue.flush()
-        # Checked while the device sums (its sums are dropped when they could have wrapped).
-        full = b.n_groups_per_bin > 0
-        bin_sums = numpy.add.reduceat(frame_sums, b.bin_sub_offsets[:-1][full], axis=1)
-        if not _s2_safe(bin_sums.T):  # the bin sums bound every row (events are >= 0)
-            return None
-
-        def fetch():
-            c = numpy.empty((n_rows, n_frames), dtype=numpy.int64)
-            download_pinned(dev, queue, c, d_c)
-            return [None if sp is None else c[sp[0]: sp[0] + sp[1]] for sp in spans]
-
-        return fetch, d_c, spans
+        return _DeviceS2(dev, queue, d_x, d_c, spans, n_frames, xmax, xmax_read)
 
     def _n2(self, events) -> numpy.ndarray:
         return self._run(events)[0]
@@ -720,13 +728,23 @@ class OpenCLEventCorrelator(EventCorrelator):
             pix_edges = self._chunk_edges(events, is_float, resident is not None)
         n_chunks = int(pix_edges.size - 1)
         ev_edges = offsets[pix_edges]
+        d_offsets = None
+        if not is_float and self._geometry(False, events.values_dtype, n_frames)[0] in \
+                DEVICE_PLANNED:
+            # The device plan reads the offsets: they cross first (queued behind the events,
+            # they held the plan, and so every kernel, until the upload's end: 4-5 ms of a
+            # 0.01-count 1024x1024x10 000 stack on the H200); compacted events have them there.
+            d_offsets = getattr(resident, "d_offsets", None)
+            if d_offsets is None:
+                d_offsets = upload(numpy.asarray(offsets, dtype=numpy.int64))
+                queue.flush()
         if resident is not None:  # compacted on this device: the events are already there
             for i in range(2 * n_chunks):
                 ready.put((i, None))
             return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
                                          [(resident.d_values, resident.d_times)],
                                          numpy.zeros(n_chunks, numpy.int64), out, upload, t,
-                                         time_np=time_np)
+                                         time_np=time_np, d_offsets=d_offsets)
         v_size = ev_bytes - t_size
         if bounded:
             slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * v_size, 1)),
@@ -773,7 +791,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
                                          slots, ev_base, out, upload, t,
                                          on_launched=on_launched if bounded else None,
-                                         time_np=time_np)
+                                         time_np=time_np, d_offsets=d_offsets)
         finally:
             failed.set()
             uploader.join()
@@ -824,11 +842,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         return max(0, self._budget() - 4 * n2_bytes - 2**20)
 
     def _plan_and_launch(self, events, is_float, n_frames, n_chunks, pix_edges, ready,
-                         slots, ev_base, out, upload, t, on_launched=None, time_np=None):
+                         slots, ev_base, out, upload, t, on_launched=None, time_np=None,
+                         d_offsets=None):
         """The rest of :meth:`_run`, while the events are uploaded: chunk ``c``'s events are in
         ``slots[c % len(slots)]`` (values, times buffers; times of ``time_np``) from event
         ``ev_base[c]`` on; ``on_launched(c, marker)`` once its kernels are enqueued (marker:
-        their end)."""
+        their end); ``d_offsets``: the stack's offsets on the device, if there already."""
         import pyopencl
 
         self._checkpoints = Checkpoints(self.dev.queue, self._report if self.report_progress
@@ -849,7 +868,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         if strategy in DEVICE_PLANNED:
             return self._fold_and_launch(strategy, events, n_frames, n_chunks, pix_edges, ready,
                                          slots, ev_base, out, t, on_launched, defines, lag_tile,
-                                         upload)
+                                         upload, d_offsets)
         pix_sub = events.pixel_sub_bins(self.binning)
         frame_sums = (events.frame_sums_for(self.binning) if is_float  # host: fixed order
                       else numpy.zeros((n_frames, n_sub), dtype=numpy.int64))
@@ -930,7 +949,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         return rank
 
     def _fold_and_launch(self, strategy, events, n_frames, n_chunks, pix_edges, ready, slots,
-                         ev_base, out, t, on_launched, defines, lag_tile, upload):
+                         ev_base, out, t, on_launched, defines, lag_tile, upload, d_offsets=None):
         """The device-planned strategies' part of :meth:`_plan_and_launch` (integer events):
         tasks planned on the device (``fold_slots``, prefix sums, ``fold_sub_slots``; one small
         read), then ``event_corr_planned`` per chunk as its events arrive."""
@@ -943,8 +962,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_binned = int(rows.size)
 
         # Small arrays (the offsets and rows: 8 bytes a pixel), int64 as the kernels read them.
-        d_offsets, d_pix_edges = (upload(numpy.asarray(a, dtype=numpy.int64))
-                                  for a in (events.offsets, pix_edges))
+        if d_offsets is None:
+            d_offsets = upload(numpy.asarray(events.offsets, dtype=numpy.int64))
+        d_pix_edges = upload(numpy.asarray(pix_edges, dtype=numpy.int64))
         cached = getattr(self, "_d_binning", None)
         if rows is b.pixel_index and cached is not None and cached[0] is dev:
             d_rows, d_sub_first = cached[1:]  # the binning's rows: uploaded by an earlier run
@@ -1026,39 +1046,56 @@ class OpenCLEventCorrelator(EventCorrelator):
         kernels are queued; returns (n2, frame sums)."""
         import time
 
+        import pyopencl
+
         queue = self.dev.queue
-        fetch_s2 = fetch_g2 = None
+        n2_done = pyopencl.enqueue_marker(queue)  # the correlation kernels' end
+        s2_dev = fetch_g2 = None
         if self._s2_wanted:
-            if sums_copied is not None:
-                sums_copied.wait()
             ts = time.perf_counter()
             if d_sums is not None and self._s2_on_device():
-                on_device = self._s2_device(frame_sums, d_sums, n_frames, defines)  # after n2
-                if on_device is not None:
-                    fetch_s2, d_c, spans = on_device
-                    if self._g2_wanted and self.dev.has_fp64:  # g2 and σ from n2 and s2 there
-                        fetch_g2 = g2_on_device(self.dev, queue, d_n2, d_c, self.binning, spans,
-                                                n_frames)
-                        self.last_profile["g2_on_device"] = True
+                s2_dev = self._s2_device(d_sums, n_frames, defines)  # queued after n2
+                if s2_dev is not None and self._g2_wanted and self.dev.has_fp64:
+                    # g2, σ and the bins' n2 from n2 and s2 where they are
+                    fetch_g2 = g2_on_device(self.dev, queue, d_n2, s2_dev.d_c, self.binning,
+                                            s2_dev.spans, n_frames)
+                    self.last_profile["g2_on_device"] = True
             self.last_profile["s2_s"] = time.perf_counter() - ts
         self._range_check_early(out, frame_sums, sums_copied)  # while the device works
-        if self._s2_wanted:
-            ts = time.perf_counter()
-            s2 = fetch_s2() if fetch_s2 is not None else None
-            if s2 is None:  # on the host, while the device works on n2
-                s2 = s2_rows(frame_sums, self.binning, numpy.arange(n_frames), self.s2_method)
-            self._s2 = s2
-            self.last_profile["s2_s"] += time.perf_counter() - ts
         t = self._step("s2_wait_s", t)
         self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
-        download_pinned(self.dev, queue, out, d_n2)
+        # n2 leaves on a queue of its own once its kernels are done, while s2 and g2 are summed.
+        download_pinned(self.dev, self._read_queue(), out, d_n2, wait_for=[n2_done])
         if sums_copied is not None:
             sums_copied.wait()
-        if fetch_g2 is not None:
-            self._g2_rows = fetch_g2()
+        if self._s2_wanted:
+            ts = time.perf_counter()
+            s2 = None
+            if s2_dev is not None and s2_dev.safe():
+                # With g2 on the device the host needs each bin's own row only.
+                s2 = s2_dev.rows(first_only=fetch_g2 is not None)
+            else:
+                fetch_g2 = None
+                # On the host (raises where a sum could leave int64).
+                s2 = s2_rows(frame_sums, self.binning, numpy.arange(n_frames), self.s2_method)
+            self._s2 = s2
+            if fetch_g2 is not None:
+                g2, err, n2_bins = fetch_g2()
+                self._g2_rows = (g2, err)
+                self._bin_totals = (n2_bins, s2_dev.bin_frame_sums())
+            self.last_profile["s2_s"] += time.perf_counter() - ts
         self._step("download_s", t)
         self._report(1.0)
         return out, frame_sums
+
+    def _read_queue(self):
+        """A queue of this correlator's own for reads that overlap the kernels' queue."""
+        import pyopencl
+
+        q = getattr(self, "_reads", None)
+        if q is None or q[0] is not self.dev:
+            self._reads = q = (self.dev, pyopencl.CommandQueue(self.dev.context))
+        return q[1]
 
     #: Events whose int64 range compute_sums checks; _finish checks them early and clears this.
     _range_events = None
@@ -1087,3 +1124,53 @@ class OpenCLEventCorrelator(EventCorrelator):
             n = max(n, n_c // max(fill, -(-n_c * n_groups // PROGRESS_STEPS)))
         size = -(-n_c // max(1, n))  # equal launches
         return [(k, min(size, n_c - k)) for k in range(0, n_c, size)]
+
+
+
+class _DeviceS2:
+    """The s2 rows that :meth:`OpenCLEventCorrelator._s2_device` queued: the series X (bin frame
+    sums less one group each) and their autocorrelations C in device buffers, ``spans`` (per bin,
+    its first row and row count, or None for an empty bin) and the largest X, being read."""
+
+    def __init__(self, dev, queue, d_x, d_c, spans, n_frames: int, xmax, xmax_read):
+        self.dev, self.queue = dev, queue
+        self.d_x, self.d_c, self.spans, self.n_frames = d_x, d_c, spans, n_frames
+        self._xmax, self._xmax_read = xmax, xmax_read
+
+    def safe(self) -> bool:
+        """Whether no sum can have left int64: (max X)²·Nt < S2_LIMIT, the host's rule
+        (:func:`ewoksxpcs.engine.intrange.s2_bound` of the bin sums, which bound every row)."""
+        self._xmax_read.wait()
+        peak = float(self._xmax[0])  # saturated at 2^32 - 1: then unsafe
+        return peak * peak * self.n_frames < S2_LIMIT
+
+    def rows(self, first_only: bool = False) -> list:
+        """s2 rows per bin as :func:`~ewoksxpcs.engine.normalise.s2_rows` gives them (int64),
+        or with ``first_only`` each bin's own row only, (1, n_frames)."""
+        if first_only:
+            c = self._read_rows(self.d_c, [None if sp is None else sp[0] for sp in self.spans])
+            return [None if sp is None else c[i: i + 1] for i, sp in enumerate(self.spans)]
+        n_rows = sum(sp[1] for sp in self.spans if sp is not None)
+        c = numpy.empty((n_rows, self.n_frames), dtype=numpy.int64)
+        download_pinned(self.dev, self.queue, c, self.d_c)
+        return [None if sp is None else c[sp[0]: sp[0] + sp[1]] for sp in self.spans]
+
+    def bin_frame_sums(self) -> numpy.ndarray:
+        """(n_frames, n_bins) int64 frame sums of each bin (zero for empty bins), as
+        :func:`~ewoksxpcs.engine.normalise.bin_sums` gives them: the bins' own series."""
+        x = self._read_rows(self.d_x, [None if sp is None else sp[0] for sp in self.spans])
+        return numpy.ascontiguousarray(x.T)
+
+    def _read_rows(self, buf, rows) -> numpy.ndarray:
+        """(len(rows), n_frames) int64: row ``rows[i]`` of ``buf``, zeros where it is None."""
+        import pyopencl
+
+        out = numpy.zeros((len(rows), self.n_frames), dtype=numpy.int64)
+        last = None
+        for i, row in enumerate(rows):
+            if row is not None:
+                last = pyopencl.enqueue_copy(self.queue, out[i], buf, is_blocking=False,
+                                             src_offset=row * self.n_frames * 8)
+        if last is not None:
+            last.wait()  # in-order queue: the others are done
+        return out

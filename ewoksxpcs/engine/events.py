@@ -505,11 +505,15 @@ class DeviceEvents:
         (n_events,) values of ``dtype`` and uint32 times, from byte 0.
     n_events : int
     dtype : numpy.dtype
+    d_offsets : pyopencl.Buffer, optional
+        (n_pixels + 1,) int64 offsets of the stack's pixels, where the device has them (the
+        compaction's own): a correlator then reads them there instead of uploading the host's.
     """
 
-    def __init__(self, dev, d_values, d_times, n_events: int, dtype):
+    def __init__(self, dev, d_values, d_times, n_events: int, dtype, d_offsets=None):
         self.dev, self.d_values, self.d_times = dev, d_values, d_times
         self.n_events, self.dtype = int(n_events), numpy.dtype(dtype)
+        self.d_offsets = d_offsets
 
     def download(self):
         """(values, times) as host arrays."""

@@ -298,6 +298,7 @@ def normalise(
     info: Optional[dict] = None,
     s2: Optional[list] = None,
     g2_rows: Optional[tuple] = None,
+    bin_totals: Optional[tuple] = None,
 ) -> CorrelationResult:
     """Compute g2, its jackknife error, n2 and s2 per bin from per-sub-bin sums.
 
@@ -319,10 +320,13 @@ def normalise(
         (n_bins, n_lags) float64 each: g2 and its jackknife error computed by a device from the
         same sums and s2 with this function's operations in its order (the same bits:
         :mod:`ewoksxpcs.opencl.normalise`), before the few-pairs rule, which is applied here.
+    bin_totals : (n2, frame_sums), optional
+        ``bin_sums(sums, binning)``, when already computed (by a device that holds the sums;
+        integer sums, exact in any order).
     """
     lags = numpy.asarray(sums.lags, dtype=numpy.int64)
     nb, nl = binning.n_bins, lags.size
-    n2, frame_sums = bin_sums(sums, binning)
+    n2, frame_sums = bin_sums(sums, binning) if bin_totals is None else bin_totals
     if s2 is None and sums.s2 is not None and same_binning(sums.s2_binning, binning):
         s2 = sums.s2  # computed by the backend with the sums
     rows = s2_rows(sums.frame_sums, binning, lags, s2_method) if s2 is None else s2

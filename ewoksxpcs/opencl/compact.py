@@ -609,7 +609,8 @@ class _DeviceCompactor:
             offsets = numpy.empty(n_kept + 1, dtype=numpy.int64)
             pyopencl.enqueue_copy(queue, offsets, d_final)
             d_values, d_times = self._merge_device(d_final, n_events, prof)
-            resident = DeviceEvents(dev, d_values, d_times, n_events, self.dtype)
+            resident = DeviceEvents(dev, d_values, d_times, n_events, self.dtype,
+                                    d_offsets=d_final)
         frame_sums = None
         queue.finish()  # the frame sums' reads
         if self.binning is not None:

@@ -5,8 +5,9 @@
 host without numba), while the device that computed n2 and s2 holds both: ``kernels/
 normalise.cl`` computes g2 and σ per (bin, lag) in microseconds with the host's operations in
 the host's order (no contraction into fused multiply-adds), so the bits are the same, and only
-g2 and σ come back. The host then applies the few-pairs rule and assembles the result as usual
-(``normalise(..., g2_rows=...)``).
+g2, σ and the bins' n2 (the sum of their groups', exact) come back. The host then applies the
+few-pairs rule and assembles the result as usual (``normalise(..., g2_rows=..., bin_totals=
+...)``).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int):
     Returns
     -------
     callable
-        ``fetch()`` → (g2, g2_err), (n_bins, n_lags) float64 each, NaN for empty bins and for σ
-        of one-group bins, before the few-pairs rule.
+        ``fetch()`` → (g2, g2_err, n2_bins): (n_bins, n_lags) float64 g2 and σ, NaN for empty
+        bins and for σ of one-group bins, before the few-pairs rule; (n_bins, n_lags) int64 n2
+        of each bin (zero for empty bins), as :func:`~ewoksxpcs.engine.normalise.bin_sums`
+        gives it.
     """
     import pyopencl
 
@@ -55,16 +58,18 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int):
              for a in (sub0, row0, npix, numpy.ascontiguousarray(factor))]
     g2 = numpy.empty((nb, n_lags))
     err = numpy.empty((nb, n_lags))
-    d_g2, d_err = (pyopencl.Buffer(dev.context, mf.WRITE_ONLY, a.nbytes) for a in (g2, err))
+    n2_bins = numpy.empty((nb, n_lags), dtype=numpy.int64)
+    d_g2, d_err, d_bins = (pyopencl.Buffer(dev.context, mf.WRITE_ONLY, max(a.nbytes, 8))
+                           for a in (g2, err, n2_bins))
     wg = 128
     get_kernel(dev, "normalise.cl", "g2_jackknife")(
         queue, (-(-n_lags // wg) * wg, nb), (wg, 1), d_n2, d_c, *small, numpy.int32(n_lags),
-        d_g2, d_err)
+        d_g2, d_err, d_bins)
     queue.flush()
 
     def fetch():
-        download_pinned(dev, queue, g2, d_g2)
-        download_pinned(dev, queue, err, d_err)
-        return g2, err
+        for host, buf in ((g2, d_g2), (err, d_err), (n2_bins, d_bins)):
+            download_pinned(dev, queue, host, buf)
+        return g2, err, n2_bins
 
     return fetch

@@ -376,8 +376,8 @@ def measure_bandwidth(dev, nbytes: int = 1 << 30, repeat: int = 3) -> dict:
 
 
 def resident_events(events, dev):
-    """A copy of a host EventStack whose values and times live in OpenCL buffers on ``dev``
-    (as after a compaction on the device), for the device-resident rows."""
+    """A copy of a host EventStack whose values, times and offsets live in OpenCL buffers on
+    ``dev`` (as after a compaction on the device), for the device-resident rows."""
     import pyopencl
 
     from ..engine.events import DeviceEvents, EventStack
@@ -386,11 +386,15 @@ def resident_events(events, dev):
     n = max(1, events.n_events)
     d_values = pyopencl.Buffer(dev.context, mf.READ_WRITE, n * events.values.itemsize)
     d_times = pyopencl.Buffer(dev.context, mf.READ_WRITE, n * 4)
+    offsets = numpy.asarray(events.offsets, dtype=numpy.int64)
+    d_offsets = pyopencl.Buffer(dev.context, mf.READ_WRITE, offsets.nbytes)
     if events.n_events:
         pyopencl.enqueue_copy(dev.queue, d_values, events.values)
         pyopencl.enqueue_copy(dev.queue, d_times, events.times)
+    pyopencl.enqueue_copy(dev.queue, d_offsets, offsets)
     dev.queue.finish()
-    resident = DeviceEvents(dev, d_values, d_times, events.n_events, events.dtype)
+    resident = DeviceEvents(dev, d_values, d_times, events.n_events, events.dtype,
+                            d_offsets=d_offsets)
     return EventStack(None, None, events.offsets, events.pixel_index, events.frame_shape,
                       events.n_frames, events.dtype, frame_sums=events.frame_sums,
                       labels=events.labels, resident=resident)
