@@ -416,6 +416,17 @@ def test_s2_beyond_int64_refused(device, s2_device):
         c.correlate(compact(frames))
 
 
+@pytest.mark.parametrize("s2_device", [True, False])
+def test_n2_beyond_int64_refused(device, s2_device):
+    """Values whose n2 bound max v·Σ v reaches 2⁶³: refused naming n2 (checked before s2,
+    which is then out of range as well), whether s2 was summed on the device or the host."""
+    frames = numpy.full((8, 4, 4), 2**31, numpy.uint32)
+    c = create_correlator(numpy.ones((4, 4), int), method="opencl-events", device=device,
+                          s2_device=s2_device)
+    with pytest.raises(ValueError, match=r"^n2 of q bin 1 can reach .*int64 range"):
+        c.correlate(compact(frames))
+
+
 def s2_on_and_off(q, device):
     """Two opencl-events correlators of ``q``: s2 on the device, s2 on the host."""
     return tuple(create_correlator(q, method="opencl-events", device=device, s2_device=on)

@@ -1061,7 +1061,8 @@ class OpenCLEventCorrelator(EventCorrelator):
                                             s2_dev.spans, n_frames)
                     self.last_profile["g2_on_device"] = True
             self.last_profile["s2_s"] = time.perf_counter() - ts
-        self._range_check_early(out, frame_sums, sums_copied)  # while the device works
+        if s2_dev is None:  # on the host while the device works (else implied by s2's check)
+            self._range_check_early(out, frame_sums, sums_copied)
         t = self._step("s2_wait_s", t)
         self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
         # n2 leaves on a queue of its own once its kernels are done, while s2 and g2 are summed.
@@ -1072,10 +1073,15 @@ class OpenCLEventCorrelator(EventCorrelator):
             ts = time.perf_counter()
             s2 = None
             if s2_dev is not None and s2_dev.safe():
+                # Events are >= 0: n2 of a sub-bin, and of a bin, is at most max v·Σ v <= (max
+                # X)²·Nt < S2_LIMIT < 2^63 (X: the bins' frame sums), so n2 is in range too.
+                self._range_events = None
                 # With g2 on the device the host needs each bin's own row only.
                 s2 = s2_dev.rows(first_only=fetch_g2 is not None)
             else:
                 fetch_g2 = None
+                if s2_dev is not None:  # n2's range first, as with s2 on the host
+                    self._range_check_early(out, frame_sums, sums_copied)
                 # On the host (raises where a sum could leave int64).
                 s2 = s2_rows(frame_sums, self.binning, numpy.arange(n_frames), self.s2_method)
             self._s2 = s2
@@ -1097,7 +1103,8 @@ class OpenCLEventCorrelator(EventCorrelator):
             self._reads = q = (self.dev, pyopencl.CommandQueue(self.dev.context))
         return q[1]
 
-    #: Events whose int64 range compute_sums checks; _finish checks them early and clears this.
+    #: Events whose int64 range compute_sums checks; _finish checks them early (or finds it
+    #: implied by the device s2's range) and clears this.
     _range_events = None
 
     def _range_check_early(self, out, frame_sums, sums_copied) -> None:
