@@ -459,8 +459,8 @@ __kernel void fold_sub_slots(__global const long *cum,
 // The denominator's autocorrelations on the device (integer events; host side: _s2_device in
 // opencl_events.py). Row r of the series is a bin's frame sum minus, for the jackknife, one of
 // its groups: X[r][t] = Σ_{k0_r <= k < k1_r} S[t][k] − (ex_r >= 0 ? S[t][ex_r] : 0); *xmax
-// becomes (at least) the largest X, saturated at 2^32 − 1 (X >= 0: events are >= 0), which
-// s2_autocorr and the host's int64 range check read. Launch: global (n_frames, n_rows).
+// becomes the largest X, saturated at 2^32 − 1 (X >= 0: events are >= 0), which s2_autocorr
+// and the host's int64 range check read. Launch: global (n_frames, n_rows).
 __kernel void s2_series(__global const long *S,          // (n_frames, n_sub) frame sums
                         const int n_frames,
                         const int n_sub,

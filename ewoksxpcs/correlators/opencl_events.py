@@ -588,7 +588,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         b, dev, queue = self.binning, self.dev, self.dev.queue
         plan = getattr(self, "_s2_plan", None)
-        if plan is None or plan[0] is not dev:
+        if plan is None or plan[0] is not dev or plan[1] is not b:
             k0, k1, ex, spans = [], [], [], []
             for i in range(b.n_bins):
                 s0, s1 = int(b.bin_sub_offsets[i]), int(b.bin_sub_offsets[i + 1])
@@ -604,9 +604,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             rows = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR,
                                     hostbuf=numpy.asarray(a, dtype=numpy.int32))
                     for a in (k0, k1, ex)] if k0 else None
-            # The binning is the correlator's own: its rows serve every run.
-            self._s2_plan = plan = (dev, len(k0), rows, spans)
-        _, n_rows, rows, spans = plan
+            # The rows serve every run with this binning and device.
+            self._s2_plan = plan = (dev, b, len(k0), rows, spans)
+        _, _, n_rows, rows, spans = plan
         if not n_rows:
             return None
         d_x = device_buffer(dev, queue, n_rows * n_frames * 8)
@@ -729,8 +729,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_chunks = int(pix_edges.size - 1)
         ev_edges = offsets[pix_edges]
         d_offsets = None
-        if not is_float and self._geometry(False, events.values_dtype, n_frames)[0] in \
-                DEVICE_PLANNED:
+        if self._run_geometry(events, is_float, n_frames, n_chunks)[0] in DEVICE_PLANNED:
             # The device plan reads the offsets: they cross first (queued behind the events,
             # they held the plan, and so every kernel, until the upload's end: 4-5 ms of a
             # 0.01-count 1024x1024x10 000 stack on the H200); compacted events have them there.
@@ -842,6 +841,16 @@ class OpenCLEventCorrelator(EventCorrelator):
         rows (each at most the size of n2) and 1 MiB of small buffers taken out."""
         return max(0, self._budget() - 4 * n2_bytes - 2**20)
 
+    def _run_geometry(self, events, is_float, n_frames, n_chunks):
+        """:meth:`_geometry` of a run of ``n_chunks`` pixel chunks: the device plan holds
+        :data:`PLAN_BYTES` per binned pixel and chunk, so many runs of pixels through a small
+        memory budget are planned on the host instead ("local")."""
+        geometry = self._geometry(is_float, events.values_dtype, n_frames)
+        if geometry[0] in DEVICE_PLANNED and (
+                PLAN_BYTES * n_chunks * self.binning.pixel_index.size > self._budget() // 8):
+            geometry = self._geometry(is_float, events.values_dtype, n_frames, "local")
+        return geometry
+
     def _plan_and_launch(self, events, is_float, n_frames, n_chunks, pix_edges, ready,
                          slots, ev_base, out, upload, t, on_launched=None, time_np=None,
                          d_offsets=None, start_upload=None):
@@ -858,12 +867,7 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         dev, queue = self.dev, self.dev.queue
         n_sub = self.binning.n_sub
-        geometry = self._geometry(is_float, events.values_dtype, n_frames)
-        if geometry[0] in DEVICE_PLANNED and (
-                PLAN_BYTES * n_chunks * self.binning.pixel_index.size > self._budget() // 8):
-            # The device plan holds 32 bytes per binned pixel and chunk: many runs of pixels
-            # through a small memory budget are planned on the host instead.
-            geometry = self._geometry(is_float, events.values_dtype, n_frames, "local")
+        geometry = self._run_geometry(events, is_float, n_frames, n_chunks)
         strategy, wg, lag_tile, hist32 = geometry
         defines = self._defines(geometry, events.values_dtype, time_np)
         self.last_profile.update(strategy=strategy, work_group=wg, lag_tile=lag_tile,
