@@ -857,7 +857,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         """The rest of :meth:`_run`, while the events are uploaded: chunk ``c``'s events are in
         ``slots[c % len(slots)]`` (values, times buffers; times of ``time_np``) from event
         ``ev_base[c]`` on; ``on_launched(c, marker)`` once its kernels are enqueued (marker:
-        their end); ``d_offsets``: the stack's offsets on the device, if there already;
+        their end); ``d_offsets``: the stack's offsets on the device (device-planned runs);
         ``start_upload()`` starts the events' upload (host events), once the small copies of
         the plan that must not queue behind it are enqueued."""
         import pyopencl
@@ -958,7 +958,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         return rank
 
     def _fold_and_launch(self, strategy, events, n_frames, n_chunks, pix_edges, ready, slots,
-                         ev_base, out, t, on_launched, defines, lag_tile, upload, d_offsets=None,
+                         ev_base, out, t, on_launched, defines, lag_tile, upload, d_offsets,
                          start_upload=None):
         """The device-planned strategies' part of :meth:`_plan_and_launch` (integer events):
         tasks planned on the device (``fold_slots``, prefix sums, ``fold_sub_slots``; one small
@@ -974,9 +974,8 @@ class OpenCLEventCorrelator(EventCorrelator):
         rows = self._binned_rows(events)
         n_binned = int(rows.size)
 
-        # Small arrays (the offsets and rows: 8 bytes a pixel), int64 as the kernels read them.
-        if d_offsets is None:
-            d_offsets = upload(numpy.asarray(events.offsets, dtype=numpy.int64))
+        # Small arrays (the rows: 8 bytes a pixel; the offsets came first, from _run), int64 as
+        # the kernels read them.
         d_pix_edges = upload(numpy.asarray(pix_edges, dtype=numpy.int64))
         cached = getattr(self, "_d_binning", None)
         if rows is b.pixel_index and cached is not None and cached[0] is dev:
@@ -1172,7 +1171,7 @@ class _DeviceS2:
         """s2 rows per bin as :func:`~ewoksxpcs.engine.normalise.s2_rows` gives them (int64),
         or with ``first_only`` each bin's own row only, (1, n_frames)."""
         if first_only:
-            c = self._read_rows(self.d_c, [None if sp is None else sp[0] for sp in self.spans])
+            c = self._read_rows(self.d_c)
             return [None if sp is None else c[i: i + 1] for i, sp in enumerate(self.spans)]
         n_rows = sum(sp[1] for sp in self.spans if sp is not None)
         c = numpy.empty((n_rows, self.n_frames), dtype=numpy.int64)
@@ -1182,19 +1181,19 @@ class _DeviceS2:
     def bin_frame_sums(self) -> numpy.ndarray:
         """(n_frames, n_bins) int64 frame sums of each bin (zero for empty bins), as
         :func:`~ewoksxpcs.engine.normalise.bin_sums` gives them: the bins' own series."""
-        x = self._read_rows(self.d_x, [None if sp is None else sp[0] for sp in self.spans])
-        return numpy.ascontiguousarray(x.T)
+        return numpy.ascontiguousarray(self._read_rows(self.d_x).T)
 
-    def _read_rows(self, buf, rows) -> numpy.ndarray:
-        """(len(rows), n_frames) int64: row ``rows[i]`` of ``buf``, zeros where it is None."""
+    def _read_rows(self, buf) -> numpy.ndarray:
+        """(n_bins, n_frames) int64: each bin's own row of ``buf`` (the first of its span),
+        zeros for empty bins."""
         import pyopencl
 
-        out = numpy.zeros((len(rows), self.n_frames), dtype=numpy.int64)
+        out = numpy.zeros((len(self.spans), self.n_frames), dtype=numpy.int64)
         last = None
-        for i, row in enumerate(rows):
-            if row is not None:
+        for i, span in enumerate(self.spans):
+            if span is not None:
                 last = pyopencl.enqueue_copy(self.queue, out[i], buf, is_blocking=False,
-                                             src_offset=row * self.n_frames * 8)
+                                             src_offset=span[0] * self.n_frames * 8)
         if last is not None:
             last.wait()  # in-order queue: the others are done
         return out
