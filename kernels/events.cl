@@ -33,6 +33,10 @@
 //                whose events come from host memory, 2 bytes an event less on the bus.
 //   S2_NARROW    s2_autocorr: every frame sum of a bin is below 2^31 (see there).
 
+#ifndef RB
+#define RB 1  // "rows": rows (first events) per work-item
+#endif
+
 #ifndef TIME_T
 #define TIME_T uint
 #endif
@@ -68,6 +72,13 @@ inline void hist32_add(__local uint *h, const uint v, __global ulong *carry)
     if (old + v < old) atomic_add_u64_global((volatile __global ulong *)carry, 1UL << 32);
 }
 #define LAG_ADD(x, v) hist32_add(&hist[x], v, out + (x))
+// Where no bin of a task's histogram can pass 2^32 (event_corr_planned's carry_free): the add
+// without its old value.
+#if WG > 1
+#define HIST32_ADD_NO_CARRY(x, v) atomic_add((volatile __local uint *)&hist[x], v)
+#else
+#define HIST32_ADD_NO_CARRY(x, v) (hist[x] += (v))
+#endif
 #else
 typedef acc_t hist_t;
 #define PROD(a, b) (CONV(a) * CONV(b))
@@ -281,9 +292,26 @@ inline long row_at(__global const long *cum, __global const long *rcum,
     const int s = segment_of(cum, s_lo, s_hi, q);
     const long p = rows[s];
     const long n = offsets[p + 1] - offsets[p];
-    const long w = n / 2 + 1;
-    return rcum[s] + min((q - cum[s] + w - 1) / w, n);
+    const long w = (n / 2 + 1) * RB;  // slots of a block of RB rows
+    return rcum[s] + min((q - cum[s] + w - 1) / w, (n + RB - 1) / RB);
 }
+
+// "rows" with blocks of RB rows: the partners u = 0 … u_end − 1 of the block i0 … i0 + nr − 1
+// (distance d = u − r from row i0 + r, cnt[r] distances), each partner's time and value read
+// once for the RB rows; ADD(x, product) adds to the histogram.
+#define RB_PARTNERS(ADD)                                                                    \
+    for (uint u = 0; u < u_end; u++) {                                                      \
+        uint j = i0 + u;                                                                    \
+        const bool wrapped = j >= n;                                                        \
+        if (wrapped) j -= n;                                                                \
+        const uint tb = times[e0 + j];                                                      \
+        const VAL_T vb = values[e0 + j];                                                    \
+        for (int r = 0; r < RB; r++) {                                                      \
+            const uint d = u - (uint)r;  /* wraps past cnt when u < r */                    \
+            const uint x = (wrapped ? tr[r] - tb : tb - tr[r]) - tau0;                      \
+            if (d < cnt[r] && x < tau1 - tau0) ADD(x, PROD(vr[r], vb));                     \
+        }                                                                                   \
+    }
 
 // "rows": the folded pairs again, a work-item per *row*: event i of a pixel of n events pairs
 // with events (i + d) mod n for d = 0 … ⌊n/2⌋ (without d = n/2 wrapped when n is even), the same
@@ -306,7 +334,8 @@ void event_corr_planned(__global const VAL_T *values,
                         __global const long *row_cum,   // running event counts, as slot_cum (rows)
                         const long slot_base,
                         __global const long *sub_first,
-                        __global const long *task_cum,
+                        __global const long *task_cum,  // (n_chunks, n_sub + 1)
+                        const long task_base,           // this chunk's row of task_cum
                         const long task_slots,
                         const int task0,
                         const int tile0,
@@ -320,7 +349,8 @@ void event_corr_planned(__global const VAL_T *values,
     __global const long *rcum = row_cum + slot_base;
     int s_lo, s_hi;
     long q_lo, q_hi;
-    const int k = plan_task(task_cum, sub_first, cum, task0 + get_group_id(0), task_slots, n_sub,
+    const int k = plan_task(task_cum + task_base, sub_first, cum, task0 + get_group_id(0),
+                            task_slots, n_sub,
                             &s_lo, &s_hi, &q_lo, &q_hi);
     const uint tile = (uint)(tile0 + get_group_id(1));
     const uint tau0 = tile * (uint)L;
@@ -373,13 +403,67 @@ void event_corr_planned(__global const VAL_T *values,
 #else
     const long f_lo = row_at(cum, rcum, offsets, rows, s_lo, s_hi, q_lo);
     const long f_hi = row_at(cum, rcum, offsets, rows, s_lo, s_hi, q_hi);
+#if RB > 1 && defined(HIST32)
+    // The task's pairs are at most its blocks · RB · (⌊n_max/2⌋ + 1), n_max the most events of
+    // its pixels, each product at most v_max²: where that bound stays below 2^31 no bin of the
+    // histogram can pass 2^32, and the adds skip the carry check (an atomic add without its
+    // old value: 17 % of the kernel on the H200 at 0.01 counts). One pass over the task's
+    // pixels' values finds v_max and n_max.
+    __local uint task_vmax, task_nmax;
+    if (lid == 0) task_vmax = task_nmax = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (f_hi > f_lo) {
+        const int sa = segment_of(rcum, s_lo, s_hi, f_lo);
+        const int sb = segment_of(rcum, sa, s_hi, f_hi - 1);
+        uint vm = 0, nm = 0;
+        for (int sp = sa + lid; sp <= sb; sp += WG) {
+            const long p = rows[sp];
+            const long a = offsets[p] - ev_base, b = offsets[p + 1] - ev_base;
+            nm = max(nm, (uint)min(b - a, (long)UINT_MAX));
+            for (long e = a; e < b; e++) vm = max(vm, (uint)values[e]);  // events are >= 0
+        }
+        atomic_max(&task_vmax, vm);
+        atomic_max(&task_nmax, nm);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const bool carry_free = (float)(f_hi - f_lo) * (float)RB * (float)(task_nmax / 2 + 1)
+                            * (float)task_vmax * (float)task_vmax < 2147483648.0f;
+#endif
     int s = s_lo;
     long r0 = 0, r1 = f_lo, e0 = 0;
     uint n = 1;
     for (long f = f_lo + lid; f < f_hi; f += WG) {
-        if (f >= r1) {  // the pixel holding row f
+        if (f >= r1) {  // the pixel holding row (block) f
             s = next_pixel(rcum, rows, offsets, ev_base, s, s_hi, f, &r0, &r1, &e0, &n);
         }
+#if RB > 1
+        // A block of RB consecutive rows i0 … i0 + nr − 1: each partner's time and value, read
+        // once, serve the RB rows (distance d = u − r from row i0 + r).
+        const uint i0 = (uint)(f - r0) * RB;
+        const uint nr = min((uint)RB, n - i0);
+        const uint h = n / 2;
+        uint tr[RB], cnt[RB];
+        VAL_T vr[RB];
+        for (int r = 0; r < RB; r++) {
+            const uint i = min(i0 + r, n - 1);
+            tr[r] = times[e0 + i];
+            vr[r] = values[e0 + i];
+            // Distances 0 … h; n even: distance h wraps for i ≥ h (taken by row i − h).
+            cnt[r] = (uint)r >= nr ? 0 : (((n & 1) == 0 && i0 + r >= h) ? h : h + 1);
+            if (tile == 0 && (uint)r < nr)
+                atomic_add_u64_global((volatile __global ulong *)(sums + (long)tr[r] * n_sub + k),
+                                      (ulong)(long)vr[r]);
+        }
+        const uint u_end = nr - 1 + h + 1;
+#ifdef HIST32
+        if (carry_free) {
+            RB_PARTNERS(HIST32_ADD_NO_CARRY)
+        } else
+#endif
+        {
+            RB_PARTNERS(LAG_ADD)
+        }
+#else
         const uint i = (uint)(f - r0);
         const uint ta = times[e0 + i];
         const VAL_T va = values[e0 + i];
@@ -417,6 +501,7 @@ void event_corr_planned(__global const VAL_T *values,
             if (x < tau1 - tau0) LAG_ADD(x, PROD(va, values[e0 + j]));
         }
 #endif
+#endif  // RB
     }
 #endif
     flush_hist(hist, out, tau1 - tau0, lid);
@@ -437,7 +522,7 @@ __kernel void fold_slots(__global const long *offsets,
     const long p = rows[s];
     const long n = (p >= pix_edges[c] && p < pix_edges[c + 1]) ? offsets[p + 1] - offsets[p] : 0;
     slots[c * n_binned + s] = n * (n / 2 + 1);
-    counts[c * n_binned + s] = n;
+    counts[c * n_binned + s] = (n + RB - 1) / RB;  // blocks of RB rows ("rows")
 }
 
 // The running slot counts at the sub-bins' first pixels: out[c][k] = cum[c · n_binned +
@@ -452,6 +537,25 @@ __kernel void fold_sub_slots(__global const long *cum,
     const int c = get_global_id(1);
     if (k > n_sub) return;
     out[c * (n_sub + 1) + k] = cum[c * n_binned + sub_first[k]];
+}
+
+// Running task counts of each chunk: task_cum[c][k] = Σ_{k' < k} ⌈slots of sub-bin k' / task
+// slots⌉ (the host's rule, from the same sub_slots), written on the device so that no copy
+// follows the events' upload. Launch: global (n_chunks,).
+__kernel void fold_task_cum(__global const long *sub_slots,  // (n_chunks, n_sub + 1)
+                            const int n_sub,
+                            const long task_slots,
+                            __global long *task_cum)         // (n_chunks, n_sub + 1)
+{
+    const long c = get_global_id(0);
+    __global const long *in = sub_slots + c * (n_sub + 1);
+    __global long *out = task_cum + c * (n_sub + 1);
+    long acc = 0;
+    out[0] = 0;
+    for (int k = 0; k < n_sub; k++) {
+        acc += (in[k + 1] - in[k] + task_slots - 1) / task_slots;
+        out[k + 1] = acc;
+    }
 }
 #endif  // !ACC_FLOAT && !DIRECT
 

@@ -12,36 +12,41 @@
 #pragma OPENCL FP_CONTRACT OFF
 
 #ifdef HAS_FP64
+// The results of bin i at lag t, one buffer read back at once: res[q][i][t] for q = 0 g2,
+// 1 σ (doubles), 2 the bin's n2, 3 its own s2 row, 4 its own series X (int64 bits, as_double).
+#define RES(q) res[((long)(q) * n_bins + i) * n_lags + t]
 __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums per sub-bin
                            __global const long *c,       // (n_rows, n_lags) s2 rows
+                           __global const long *x,       // (n_rows, n_lags) their series X
                            __global const int *sub0,     // (n_bins + 1,) first sub-bin of each bin
                            __global const int *row0,     // (n_bins,) the bin's s2 row, then its groups'
                            __global const double *npix,  // (n_bins,) N_q
                            __global const double *factor,// (n_sub,) N_q − N_g of each group
                            const int n_lags,
-                           __global double *g2,          // (n_bins, n_lags)
-                           __global double *err,         // (n_bins, n_lags)
-                           __global long *n2_bin)        // (n_bins, n_lags) n2 of each bin
+                           const int n_bins,
+                           __global double *res)         // (5, n_bins, n_lags), above
 {
     const int t = get_global_id(0);
     const int i = get_global_id(1);
     if (t >= n_lags) return;
     const int s0 = sub0[i], n_groups = sub0[i + 1] - s0;
-    const long at = (long)i * n_lags + t;
     if (n_groups == 0) {  // an empty bin
-        g2[at] = NAN;
-        err[at] = NAN;
-        n2_bin[at] = 0;
+        RES(0) = NAN;
+        RES(1) = NAN;
+        RES(2) = RES(3) = RES(4) = as_double(0L);
         return;
     }
-    __global const long *ci = c + (long)row0[i] * n_lags + t;
+    const long own = (long)row0[i] * n_lags + t;
+    __global const long *ci = c + own;
+    RES(3) = as_double(ci[0]);
+    RES(4) = as_double(x[own]);
     long whole = 0;
     for (int g = 0; g < n_groups; g++) whole += n2[(long)(s0 + g) * n_lags + t];
-    n2_bin[at] = whole;
+    RES(2) = as_double(whole);
     const double nb = (double)whole;
-    g2[at] = (npix[i] * nb) / (double)ci[0];
+    RES(0) = (npix[i] * nb) / (double)ci[0];
     if (n_groups < 2) {  // no error from one group
-        err[at] = NAN;
+        RES(1) = NAN;
         return;
     }
     double mean = 0.0;
@@ -59,6 +64,6 @@ __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums
         const double dd = d * d;
         ss = g == 0 ? dd : ss + dd;
     }
-    err[at] = sqrt(((double)(n_groups - 1) / (double)n_groups) * ss);
+    RES(1) = sqrt(((double)(n_groups - 1) / (double)n_groups) * ss);
 }
 #endif

@@ -52,3 +52,30 @@ __kernel void scan_apply(__global const COUNT_T *x, const long n, __global const
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
+
+// The group prefixes on the device (no host step): prefix[g] = partial[0] + … + partial[g − 1]
+// for the n_groups groups, and out[n] = the total. One work-group; launch: global (WG,),
+// local (WG,).
+__kernel void scan_groups(__global const long *partial, const int n_groups,
+                          __global long *prefix, __global long *out, const long n)
+{
+    __local long buf[WG];
+    const int lid = get_local_id(0);
+    long carry = 0;
+    for (int g0 = 0; g0 < n_groups; g0 += WG) {
+        const int g = g0 + lid;
+        const long v = (g < n_groups) ? partial[g] : 0;
+        buf[lid] = v;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int d = 1; d < WG; d <<= 1) {  // Hillis-Steele inclusive scan
+            const long a = (lid >= d) ? buf[lid - d] : 0;
+            barrier(CLK_LOCAL_MEM_FENCE);
+            buf[lid] += a;
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (g < n_groups) prefix[g] = carry + buf[lid] - v;
+        carry += buf[WG - 1];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) out[n] = carry;
+}

@@ -31,11 +31,15 @@ SPLITS = [
     {"strategy": "fold", "upload_chunks": 3, "task_pairs": 5, "work_group": 4},
     {"strategy": "local32", "lag_tile": 16, "task_pairs": 20, "work_group": 8},
     {"strategy": "rows", "lag_tile": 16, "task_pairs": 3, "work_group": 8, "upload_chunks": 2},
+    # "rows" with blocks of 3 rows per work-item (pixels of fewer events, blocks cut short).
+    {"strategy": "rows", "row_block": 3, "lag_tile": 16, "task_pairs": 3, "work_group": 8},
 ]
 
 #: Every kernel variant, with work-groups of the device's default size (1 on CPUs, 256 on GPUs)
 #: and of 8 work-items sharing the histograms.
-VARIANTS = [dict(strategy=s, **w) for s in STRATEGIES for w in ({}, {"work_group": 8})]
+VARIANTS = [dict(strategy=s, **w) for s in STRATEGIES for w in ({}, {"work_group": 8})] + [
+    {"strategy": "rows", "row_block": 1}, {"strategy": "rows", "row_block": 4, "work_group": 8},
+    {"strategy": "rows", "row_block": 7}]
 
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
@@ -80,10 +84,11 @@ def test_heavy_pixel(device, rng, strategy):
     frames = (rng.random((nt, 4, 5)) < 0.02).astype(numpy.uint16)
     frames[:, 1, 2] = rng.integers(1, 50, nt)
     q = numpy.ones((4, 5), dtype=numpy.int32)
-    res = correlate(frames, q, method="opencl-events", device=device, task_pairs=10_000,
-                    lag_tile=512, n_groups=1, strategy=strategy)
     expected = autocorrelate(frames.reshape(nt, -1).T.astype(numpy.int64), method="fft").sum(0)
-    assert numpy.array_equal(res.n2[0], expected)
+    for extra in ({}, {"row_block": 5}) if strategy == "rows" else ({},):
+        res = correlate(frames, q, method="opencl-events", device=device, task_pairs=10_000,
+                        lag_tile=512, n_groups=1, strategy=strategy, **extra)
+        assert numpy.array_equal(res.n2[0], expected)
 
 
 def test_large_counts_exact(device, rng):
@@ -125,7 +130,8 @@ def test_variants_32bit_histograms_wrap_exactly(device, dtype):
 
 
 @pytest.mark.parametrize("options", VARIANTS,
-                         ids=lambda o: f"{o['strategy']}-wg{o.get('work_group', 'default')}")
+                         ids=lambda o: f"{o['strategy']}-wg{o.get('work_group', 'default')}"
+                                       f"-rb{o.get('row_block', 'default')}")
 def test_variants_equal_reference(device, rng, options):
     """Each variant equals the reference exactly on sparse frames of several bins, lag tiles
     of 16 (several tiles) and the defaults, events from the host and resident on the device."""
@@ -248,6 +254,10 @@ def test_errors(rng):
         create_correlator(q, method="opencl-events", device="cpu", lag_tile=0)
     with pytest.raises(ValueError, match="strategy must be one of fold, rows, local32, local"):
         create_correlator(q, method="opencl-events", device="cpu", strategy="fast")
+    with pytest.raises(ValueError, match="row_block must be 1 to 16, got 17"):
+        create_correlator(q, method="opencl-events", device="cpu", row_block=17)
+    with pytest.raises(ValueError, match="row_block must be an integer >= 1"):
+        create_correlator(q, method="opencl-events", device="cpu", row_block=0)
 
 
 def test_upload_through_small_staging_pieces(device, rng, monkeypatch):
@@ -343,9 +353,12 @@ def test_pinned_events(device, rng):
                     {"strategy": "rows", "time_bits": 16}):
         c = create_correlator(q, method="opencl-events", device=device, **options)
         check_equal(c.correlate(pinned), ref, "uint8")
-        assert c.last_profile["time_bits"] == options.get("time_bits", default)
+        bits = options.get("time_bits", default)
+        assert c.last_profile["time_bits"] == bits
+        # Page-locked as the device reads them (16-bit times): enqueued at once, no staging.
+        assert c.last_profile["upload"] == ("direct" if bits == 16 else "staged")
         check_equal(c.correlate(events), ref, "uint8")  # "rows": the binning's rows kept
-        assert c.last_profile["time_bits"] == options.get("time_bits", default)
+        assert c.last_profile["time_bits"] == bits and c.last_profile["upload"] == "staged"
 
 
 def test_times_of_long_scans_stay_32_bits(device):
@@ -403,6 +416,11 @@ def test_numba_normalisation_warmed_for_repeated_large_runs(rng, monkeypatch):
     monkeypatch.setattr(module, "sys", types.SimpleNamespace(modules={"numba": None}))
     create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu").correlate(events)
     assert calls == [1, 1]  # numba imported already: from the first run
+    # g2 summed on the device (s2 there, double precision, integer events): never.
+    c = create_correlator(qmask_of((4, 5)), method="opencl-events", device="cpu", s2_device=True)
+    c.correlate(events)
+    c.correlate(events)
+    assert calls == [1, 1] and c.last_profile["g2_on_device"]
 
 
 @pytest.mark.parametrize("s2_device", [True, False])
@@ -651,3 +669,28 @@ def test_launches_cover_the_tasks_and_fill_the_device(progress, n_c, most, group
         assert max(sizes) * tiles >= oe.LAUNCH_FILL * 132
     if not progress:
         assert len(sizes) == -(-n_c // most)
+
+
+def test_binning_tables_serve_every_correlator_of_the_binning(device, rng):
+    """The device plan's rows and the s2/g2 tables are uploaded once per binning and device:
+    a new correlator of the same Binning (as correlate() makes per call) finds them, another
+    binning gets its own; the sums stay exact."""
+    from ewoksxpcs import Binning
+    from ewoksxpcs.correlators.opencl_events import binning_tables
+
+    frames = sparse_frames(rng, "uint8", (90, 8, 10), rate=0.3)
+    b = Binning(qmask_of((8, 10)))
+    ref = correlate(frames, b, method="reference")
+    events = compact(frames)
+    dev = get_device(device)
+    options = dict(strategy="rows", s2_device=True)
+    check_equal(create_correlator(b, method="opencl-events", device=device, **options)
+                .correlate(events), ref, "uint8")
+    tables = binning_tables(b, dev)
+    first = dict(tables)
+    assert {"rows", "s2"} <= set(first)
+    check_equal(create_correlator(b, method="opencl-events", device=device, **options)
+                .correlate(events), ref, "uint8")
+    assert all(tables[k] is first[k] for k in first)  # reused, not uploaded again
+    other = Binning(qmask_of((8, 10)))
+    assert binning_tables(other, dev) is not tables and not binning_tables(other, dev)

@@ -46,9 +46,18 @@ def test_g2_on_device_equals_host_normalise(dev):
     sums = CorrelationSums(n2=n2, frame_sums=numpy.ones((n_lags, b.n_sub), numpy.int64),
                            lags=numpy.arange(n_lags))
     mf = pyopencl.mem_flags
-    d_n2, d_c = (pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
-                 for a in (n2, numpy.concatenate(rows)))
-    g2, err, n2_bins = g2_on_device(dev, dev.queue, d_n2, d_c, b, spans, n_lags)()
+    x = rng.integers(0, 10**6, (sum(r.shape[0] for r in rows), n_lags)).astype(numpy.int64)
+    d_n2, d_c, d_x = (pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
+                      for a in (n2, numpy.concatenate(rows), x))
+    g2, err, n2_bins, s2_own, x_own = g2_on_device(dev, dev.queue, d_n2, d_c, b, spans, n_lags,
+                                                   d_x=d_x)()
+    # Each bin's own s2 row and series (the first of its span), zeros for empty bins.
+    empty = b.n_groups_per_bin == 0
+    assert not s2_own[empty].any() and not x_own[empty].any()
+    for i, (at, _) in enumerate(spans):
+        if not empty[i]:
+            assert numpy.array_equal(s2_own[i], rows[i][0]) and numpy.array_equal(x_own[i], x[at])
+    assert g2_on_device(dev, dev.queue, d_n2, d_c, b, spans, n_lags)()[4] is None
     assert numpy.isnan(err[0]).all() and numpy.isfinite(err[1]).any() and numpy.isinf(g2).any()
     host = normalise(sums, b, s2=rows)
     host_n2, host_fs = bin_sums(sums, b)

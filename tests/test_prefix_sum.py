@@ -16,9 +16,12 @@ def device(request):
     return get_device(request.param)
 
 
+@pytest.mark.parametrize("on_device", [False, True])
 @pytest.mark.parametrize("count_type", ["int", "long"])
-@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 255, 4097, 70001])
-def test_scan_equals_cumsum(device, rng, n, count_type):
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 255, 4097, 70001, 1_100_000])
+def test_scan_equals_cumsum(device, rng, n, count_type, on_device):
+    """Both the host-stepped scan and the device-only one (group prefixes in one work-group:
+    1.1 million counts are more groups than one pass of it)."""
     import pyopencl
 
     if count_type == "int":
@@ -31,11 +34,15 @@ def test_scan_equals_cumsum(device, rng, n, count_type):
     if n:
         pyopencl.enqueue_copy(q, d_counts, counts)
     d_off = device_buffer(device, q, 8 * (n + 1))
-    total = scan(q, d_counts, n, d_off)
+    if on_device:
+        scan.on_device(q, d_counts, n, d_off)
+    else:
+        total = scan(q, d_counts, n, d_off)
     off = numpy.empty(n + 1, numpy.int64)
     pyopencl.enqueue_copy(q, off, d_off)
     expected = numpy.concatenate([[0], numpy.cumsum(counts, dtype=numpy.int64)])
-    assert total == int(expected[-1])
+    if not on_device:
+        assert total == int(expected[-1])
     numpy.testing.assert_array_equal(off, expected)
 
 

@@ -21,8 +21,11 @@ exact), one tile of up to ~12 000 lags in 48 KB, so no binary searches; "fold" s
 in the binning's order, their pair counts summed on the device by a prefix sum, and a task is a
 run of pairs of one sub-bin — no host pass over pixels or events, and a pixel of many events is
 shared by all the work-items of a group; "rows" (the GPU default) has the same plan and pairs, a
-work-item per event over its ⌊n/2⌋ + 1 partners of the fold (every event of a pixel loops the
-same count); all three in ``event_corr_planned``; "global" adds every product to n2 with a 64-bit global atomic.
+work-item per block of ``row_block`` consecutive events of a pixel, each over its ⌊n/2⌋ + 1
+partners of the fold (every event of a pixel loops the same count; each partner read serves the
+block's events); all three in ``event_corr_planned``; "global" adds every product to n2 with a
+64-bit global atomic. The device plan (prefix sums, task counts) copies nothing to the device
+once the events' upload has started: such a copy would wait for the whole upload.
 
 Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to the device in
 pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
@@ -33,8 +36,8 @@ checked with the largest frame sum the device found) or, on CPU devices, by the 
 while the device computes n2; normalisation gets them ready-made. With s2 on the device,
 :meth:`correlate` also takes g2, its jackknife error and the bins' n2 and frame sums there
 (:mod:`ewoksxpcs.opencl.normalise`, the host's operations in the host's order: the same bits;
-only each bin's own s2 row comes back), while n2 itself is read back on a queue of its own; the
-host only applies the few-pairs rule.
+they and each bin's own s2 row and frame sums come back in one read), while n2 and the frame
+sums are read back on queues of their own; the host only applies the few-pairs rule.
 
 Device memory: the events (all at once, or in runs of whole pixels through two slots when they
 need more than ``max_device_memory`` leaves), n2, the frame sums and s2's rows. Events compacted
@@ -50,15 +53,17 @@ import logging
 import queue as queue_module
 import sys
 import threading
+import weakref
 
 import numpy
 
 from ..opencl.compact import compact_opencl
-from ..opencl.normalise import g2_on_device
+from ..opencl.normalise import g2_on_device, g2_tables
+from ..opencl.prefix_sum import DeviceScan
 from ..engine.intrange import INT64_LIMIT, S2_LIMIT, check_int64_bound
 from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, build_in_background, default_device_memory, \
-    device_buffer, download_pinned, get_device, get_kernel, upload_pinned
+    device_buffer, download_pinned, get_device, get_kernel, is_pinned, upload_pinned, upload_small
 from ..engine.result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
@@ -74,6 +79,25 @@ DEVICE_PLANNED = ("fold", "rows", "local32")
 #: Device bytes of that plan per binned pixel and upload chunk (pair and event counts, their
 #: running sums); above 1/8 of the memory budget "local" (planned on the host) is used instead.
 PLAN_BYTES = 32
+
+#: Rows (first events) per work-item of the "rows" kernel (``RB``): each partner event read
+#: serves that many pairs.
+ROW_BLOCK = 4
+
+#: Device copies of each binning's tables ("rows": the binned pixels and sub-bin starts of the
+#: device plan; "s2": the s2 rows' plan and g2's tables), per device, kept while the binning
+#: lives: every correlator of that binning finds them uploaded (correlate() makes a new
+#: correlator per call, and so do a workflow's steps).
+_BINNING_TABLES = weakref.WeakKeyDictionary()
+
+
+def binning_tables(binning, dev) -> dict:
+    """The dict of :data:`_BINNING_TABLES` for ``binning`` on ``dev``."""
+    with _TABLES_LOCK:
+        return _BINNING_TABLES.setdefault(binning, {}).setdefault(dev, {})
+
+
+_TABLES_LOCK = threading.Lock()
 
 #: Reports of the progress of the correlation kernels (after compaction) in a run.
 PROGRESS_STEPS = 20
@@ -251,6 +275,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         first-event walk planned on the host, 64-bit local histograms of ``lag_tile`` lags;
         "global": every product added to n2 with a global 64-bit atomic, one lag tile (2×
         slower on an H200). float32 events always use "local" with one work-item per group.
+    row_block : int
+        "rows": consecutive events of a pixel per work-item, 1 to 16 (default
+        :data:`ROW_BLOCK`): each partner's time and value, read once, serve that many pairs.
     lag_tile : int
         Lags per local-memory histogram (default: "local" 4096 on GPUs, 16384 on CPUs; the
         others as many as the local memory holds, at most the frame count rounded up to 1024;
@@ -259,7 +286,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         Work-items per work-group (default 256 on GPUs, 1 on CPUs; float32 events use 1).
     task_pairs : int
         Event pairs per task (default: from the total, for about 8 tasks per compute unit on
-        CPUs, 32 on GPUs).
+        CPUs, 64 on GPUs).
     chunk_frames : int
         Frames per batch when frames are compacted first.
     max_device_memory : int
@@ -291,7 +318,7 @@ class OpenCLEventCorrelator(EventCorrelator):
     @classmethod
     def option_names(cls):
         return ("strategy", "lag_tile", "work_group", "task_pairs", "chunk_frames", "local_atomics",
-                "s2_device", "upload_chunks", "max_device_memory", "time_bits")
+                "s2_device", "upload_chunks", "max_device_memory", "time_bits", "row_block")
 
     def __init__(self, qmask, device: str | None = None, **kwargs):
         super().__init__(qmask, device=device, **kwargs)
@@ -305,7 +332,9 @@ class OpenCLEventCorrelator(EventCorrelator):
                              f"got {strategy!r}")
         self.check_positive_int_options(
             ("lag_tile", "work_group", "task_pairs", "chunk_frames", "upload_chunks",
-             "max_device_memory"))
+             "max_device_memory", "row_block"))
+        if self.options.get("row_block") is not None:
+            self._row_block()  # 1 to 16
         if self.options.get("time_bits") not in (None, 16, 32) \
                 or isinstance(self.options.get("time_bits"), bool):
             raise ValueError(f"option time_bits must be 16 or 32, got "
@@ -452,7 +481,17 @@ class OpenCLEventCorrelator(EventCorrelator):
             defines["LOCAL_ATOMICS_32"] = 1
         if strategy in ("local32", "fold"):
             defines["WALK" if strategy == "local32" else "FOLD"] = 1
+        if strategy == "rows":
+            defines["RB"] = self._row_block()
         return defines
+
+    def _row_block(self) -> int:
+        """Rows (first events) per work-item of "rows" (option row_block; default
+        :data:`ROW_BLOCK`)."""
+        rb = self.options.get("row_block") or ROW_BLOCK
+        if not 1 <= int(rb) <= 16:
+            raise ValueError(f"option row_block must be 1 to 16, got {rb!r}")
+        return int(rb)
 
     def prepare_programs(self, dtype, n_frames) -> None:
         """Start building, in the background, the programs that correlating the events of
@@ -469,8 +508,6 @@ class OpenCLEventCorrelator(EventCorrelator):
         if self._s2_on_device() and self.dev.has_fp64 and dtype.kind != "f":
             programs.append(("normalise.cl", None))  # g2 and its error where n2 and s2 are
         if geometry[0] in DEVICE_PLANNED:
-            from ..opencl.prefix_sum import DeviceScan
-
             programs += DeviceScan.programs(self.dev, "long")  # the task plan's prefix sums
         build_in_background(self.dev, programs)
 
@@ -523,7 +560,10 @@ class OpenCLEventCorrelator(EventCorrelator):
         # milliseconds it saves.
         self._runs += 1
         n_frames = getattr(data, "n_frames", None) or getattr(data, "shape", (0,))[0]
-        if (self.binning.n_sub * int(n_frames) >= NUMBA_JACKKNIFE_SIZE
+        dtype = getattr(data, "dtype", None)
+        g2_here = (self._s2_on_device() and self.dev.has_fp64 and dtype is not None
+                   and numpy.dtype(dtype).kind in "iu")  # g2 summed on the device: no numba
+        if (not g2_here and self.binning.n_sub * int(n_frames) >= NUMBA_JACKKNIFE_SIZE
                 and (self._runs > 1 or "numba" in sys.modules)):
             warm_numba()
         self._s2_wanted, self._s2 = True, None
@@ -587,8 +627,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         import pyopencl
 
         b, dev, queue = self.binning, self.dev, self.dev.queue
-        plan = getattr(self, "_s2_plan", None)
-        if plan is None or plan[0] is not dev or plan[1] is not b:
+        tables = binning_tables(b, dev)
+        plan = tables.get("s2")
+        if plan is None:
             k0, k1, ex, spans = [], [], [], []
             for i in range(b.n_bins):
                 s0, s1 = int(b.bin_sub_offsets[i]), int(b.bin_sub_offsets[i + 1])
@@ -600,13 +641,14 @@ class OpenCLEventCorrelator(EventCorrelator):
                 k0 += [s0] * len(groups)
                 k1 += [s1] * len(groups)
                 ex += groups
-            mf = pyopencl.mem_flags
-            rows = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR,
-                                    hostbuf=numpy.asarray(a, dtype=numpy.int32))
+            # Enqueued copies (a COPY_HOST_PTR buffer waits on NVIDIA's driver for the device's
+            # work in flight); the rows and g2's tables serve every run with this binning and
+            # device.
+            rows = [upload_small(dev, queue, numpy.asarray(a, dtype=numpy.int32))
                     for a in (k0, k1, ex)] if k0 else None
-            # The rows serve every run with this binning and device.
-            self._s2_plan = plan = (dev, b, len(k0), rows, spans)
-        _, _, n_rows, rows, spans = plan
+            tables["s2"] = plan = (len(k0), rows, spans, g2_tables(dev, queue, b, spans)
+                                   if dev.has_fp64 else None)
+        n_rows, rows, spans, _ = plan
         if not n_rows:
             return None
         d_x = device_buffer(dev, queue, n_rows * n_frames * 8)
@@ -616,14 +658,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         series = get_kernel(dev, "events.cl", "s2_series", defines)
         auto = get_kernel(dev, "events.cl", "s2_autocorr", defines)
         series(queue, (n_frames, n_rows), None, d_sums, numpy.int32(n_frames),
-               numpy.int32(b.n_sub), *rows, d_x, d_xmax)
-        xmax = numpy.zeros(1, dtype=numpy.uint32)
-        xmax_read = pyopencl.enqueue_copy(queue, xmax, d_xmax, is_blocking=False)
+               numpy.int32(b.n_sub), *(buf for buf, _ in rows), d_x, d_xmax)
         per_group = sl * S2_LAGS_PER_ITEM
         auto(queue, (-(-n_frames // per_group) * sl, n_rows), (sl, 1), d_x,
              numpy.int32(n_frames), d_xmax, d_c)
         queue.flush()
-        return _DeviceS2(dev, queue, d_x, d_c, spans, n_frames, xmax, xmax_read)
+        return _DeviceS2(dev, queue, d_x, d_c, spans, n_frames, d_xmax)
 
     def _n2(self, events) -> numpy.ndarray:
         return self._run(events)[0]
@@ -641,11 +681,13 @@ class OpenCLEventCorrelator(EventCorrelator):
 
     def _task_pairs(self, total: int, strategy: str, lag_tile: int, n_tiles: int) -> int:
         """Pairs (or fold slots) per task for ``total`` of them: option task_pairs, or about 8
-        tasks per compute unit (32 on GPUs), each at least 16 histograms long."""
+        tasks per compute unit (64 on GPUs: each upload chunk's launch then fills the H200
+        about twice over, 20 % less kernel time at 0.01 counts than 32), each at least 16
+        histograms long."""
         task_pairs = self.options.get("task_pairs")
         if task_pairs is None:
             dev = self.dev
-            target = 8 * dev.compute_units * (1 if dev.kind == "cpu" else 4)
+            target = 8 * dev.compute_units * (1 if dev.kind == "cpu" else 8)
             task_pairs = max(int(total) // max(1, target), 1)
             if strategy != "global":  # amortise zeroing and flushing the histograms
                 task_pairs = max(task_pairs, 16 * lag_tile * n_tiles)
@@ -690,12 +732,14 @@ class OpenCLEventCorrelator(EventCorrelator):
         mf = pyopencl.mem_flags
         out = numpy.empty((n_sub, n_frames), dtype=acc)  # the whole n2 is downloaded into it
 
+        copies = []  # PyOpenCL waits for a copy from host memory when its event is dropped
+
         def upload(a):
             # Small arrays: non-blocking pageable copies on the kernels' queue.
             a = numpy.ascontiguousarray(a)
             buf = pyopencl.Buffer(ctx, mf.READ_ONLY, max(a.nbytes, 1))
             if a.nbytes:
-                pyopencl.enqueue_copy(queue, buf, a, is_blocking=False)
+                copies.append(pyopencl.enqueue_copy(queue, buf, a, is_blocking=False))
             return buf
 
         # values and times (5 B per event for uint8: GBs) go through pinned staging buffers in a
@@ -784,6 +828,29 @@ class OpenCLEventCorrelator(EventCorrelator):
             except BaseException as e:  # re-raised in the caller's thread
                 ready.put((None, e))
 
+        if not bounded and is_pinned(events.values) and is_pinned(times) \
+                and times.dtype == time_np:
+            # Page-locked events as the device reads them: every chunk's two copies are enqueued
+            # at once by this thread (no staging; an uploading thread would wait for the GIL
+            # while this one plans: 1.5-2 ms a copy at the start, seen on the H200).
+            def upload_direct():
+                uq = self._copy_queue()
+                for c in range(n_chunks):
+                    e0, e1 = int(ev_edges[c]), int(ev_edges[c + 1])
+                    for i, src in enumerate((events.values[e0:e1], times[e0:e1])):
+                        e = None
+                        if e1 > e0:
+                            e = pyopencl.enqueue_copy(uq, slots[0][i], src, is_blocking=False,
+                                                     dst_offset=e0 * src.itemsize)
+                            copies.append(e)
+                        ready.put((2 * c + i, e))
+                uq.flush()
+
+            self.last_profile["upload"] = "direct"
+            return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
+                                         slots, ev_base, out, upload, t, time_np=time_np,
+                                         d_offsets=d_offsets, start_upload=upload_direct)
+        self.last_profile["upload"] = "staged"
         uploader = threading.Thread(target=upload_big, name="ewoksxpcs-events-upload")
         try:
             return self._plan_and_launch(events, is_float, n_frames, n_chunks, pix_edges, ready,
@@ -801,8 +868,6 @@ class OpenCLEventCorrelator(EventCorrelator):
         uint16 for at most :data:`TIME16_FRAMES` frames (``bus_times`` of :func:`pin_events`,
         or the times converted in the staging copies), unless they lie on the device or in
         page-locked memory as uint32."""
-        from ..opencl.device import is_pinned
-
         bits = self.options.get("time_bits")
         short = events.n_frames <= TIME16_FRAMES
         if bits == 16 and not short:
@@ -963,9 +1028,11 @@ class OpenCLEventCorrelator(EventCorrelator):
         """The device-planned strategies' part of :meth:`_plan_and_launch` (integer events):
         tasks planned on the device (``fold_slots``, prefix sums, ``fold_sub_slots``; one small
         read), then ``event_corr_planned`` per chunk as its events arrive. The events' upload
-        starts once the plan's small copies are enqueued: behind it, each waited for the whole
-        upload (host copies into device buffers leave in the order they were enqueued), and so
-        did every kernel (seen on the H200: 7 ms a call in those copies)."""
+        starts once the plan's small copies to the device are enqueued, before the plan's
+        kernels: a copy queued behind the upload waits for all of it (host copies into device
+        buffers leave in the order they were enqueued), and so would every kernel (seen on the
+        H200: 7 ms a call). So the plan's prefix sums and task counts stay on the device; its one
+        read (the slots of each sub-bin) does not wait for the upload."""
         import pyopencl
 
         dev, queue = self.dev, self.dev.queue
@@ -975,16 +1042,19 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_binned = int(rows.size)
 
         # Small arrays (the rows: 8 bytes a pixel; the offsets came first, from _run), int64 as
-        # the kernels read them.
+        # the kernels read them: the last copies to the device of the run.
         d_pix_edges = upload(numpy.asarray(pix_edges, dtype=numpy.int64))
-        cached = getattr(self, "_d_binning", None)
-        if rows is b.pixel_index and cached is not None and cached[0] is dev:
-            d_rows, d_sub_first = cached[1:]  # the binning's rows: uploaded by an earlier run
+        tables = binning_tables(b, dev)
+        if rows is b.pixel_index and "rows" in tables:
+            d_rows, d_sub_first = tables["rows"]  # the binning's rows: uploaded by an earlier run
         else:
             d_rows, d_sub_first = (upload(numpy.asarray(a, dtype=numpy.int64))
                                    for a in (rows, b.sub_offsets))
             if rows is b.pixel_index:  # every pixel held: the same rows at every run
-                self._d_binning = (dev, d_rows, d_sub_first)
+                tables["rows"] = (d_rows, d_sub_first)
+        if start_upload is not None:  # the plan below copies nothing to the device
+            queue.flush()
+            start_upload()
         n_all = n_chunks * n_binned
         d_slots, d_counts = (device_buffer(dev, queue, 8 * n_all) for _ in range(2))
         d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
@@ -993,16 +1063,16 @@ class OpenCLEventCorrelator(EventCorrelator):
                 queue, (n_binned, n_chunks), None, d_offsets, d_rows, numpy.int64(n_binned),
                 d_pix_edges, d_slots, d_counts)
         if getattr(self, "_scan", None) is None or self._scan.dev is not dev:
-            from ..opencl.prefix_sum import DeviceScan
-
-            self._scan = DeviceScan(dev, "long")
-        self._scan(queue, d_slots, n_all, d_cum)
-        d_slots.release()
+            self._scan = DeviceScan(dev, "long")  # its scratch buffers: this correlator's
+        scan = self._scan
+        scan.on_device(queue, d_slots, n_all, d_cum)
         d_rcum = d_cum  # "fold": not read
         if strategy != "fold":  # rows of the tasks: running event counts as well
             d_rcum = device_buffer(dev, queue, 8 * (n_all + 1))
-            self._scan(queue, d_counts, n_all, d_rcum)
-        d_counts.release()
+            scan.on_device(queue, d_counts, n_all, d_rcum)
+        # d_slots and d_counts are freed with this call's other buffers, after its work:
+        # freeing a buffer now would wait for the device, the events' upload included (5 ms
+        # on the H200).
         d_sub_slots = device_buffer(dev, queue, 8 * n_chunks * (n_sub + 1))
         get_kernel(dev, "events.cl", "fold_sub_slots", defines)(
             queue, (n_sub + 1, n_chunks), None, d_cum, numpy.int64(n_binned), d_sub_first,
@@ -1016,14 +1086,14 @@ class OpenCLEventCorrelator(EventCorrelator):
         numpy.cumsum(-(-per_sub // task_slots), axis=1, out=task_cum[:, 1:])
         self.last_profile.update(n_tiles=n_tiles, task_pairs=task_slots,
                                  n_tasks=int(task_cum[:, -1].sum()))
-        d_task_cums = [upload(task_cum[c]) if task_cum[c, -1] else None for c in range(n_chunks)]
-        if start_upload is not None:
-            queue.flush()
-            start_upload()
+        d_task_cum = device_buffer(dev, queue, task_cum.nbytes)  # the same, on the device
+        get_kernel(dev, "events.cl", "fold_task_cum", defines)(
+            queue, (n_chunks,), None, d_sub_slots, numpy.int32(n_sub), numpy.int64(task_slots),
+            d_task_cum)
         t = self._step("plan_s", t)
 
         d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
-        frame_sums = numpy.zeros((n_frames, n_sub), dtype=numpy.int64)
+        frame_sums = numpy.empty((n_frames, n_sub), dtype=numpy.int64)  # read back whole
         d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
         corr = get_kernel(dev, "events.cl", "event_corr_planned", defines)
         wg = int(defines["WG"])
@@ -1038,14 +1108,14 @@ class OpenCLEventCorrelator(EventCorrelator):
                     waits.append(e)
             n_c = int(task_cum[c, -1])
             if n_c:
-                d_task_cum = d_task_cums[c]
                 per_launch = max(1, (1 << 16) // n_tiles)
                 for task0, n_l in self._task_ranges(n_c, per_launch, n_chunks):
                     for t0 in range(n_tiles):
                         corr(queue, (n_l * wg, 1), (wg, 1), d_values, d_times, d_offsets,
                              numpy.int64(ev_base[c]), d_rows, d_cum, d_rcum,
                              numpy.int64(c * n_binned),
-                             d_sub_first, d_task_cum, numpy.int64(task_slots),
+                             d_sub_first, d_task_cum, numpy.int64(c * (n_sub + 1)),
+                             numpy.int64(task_slots),
                              numpy.int32(task0), numpy.int32(t0), numpy.int32(n_frames),
                              numpy.int32(n_sub), d_n2, d_sums, wait_for=waits or None)
                         waits = None  # in-order queue: later launches follow this one
@@ -1053,9 +1123,9 @@ class OpenCLEventCorrelator(EventCorrelator):
             if on_launched is not None:
                 on_launched(c, pyopencl.enqueue_marker(queue, wait_for=waits or None))
             queue.flush()
-        sums_copied = pyopencl.enqueue_copy(queue, frame_sums, d_sums, is_blocking=False)
         t = self._step("plan_kernels_s", t)
-        return self._finish(frame_sums, d_sums, sums_copied, d_n2, out, n_frames, defines, t)
+        # The frame sums are read in _finish, beside n2, while s2 is summed.
+        return self._finish(frame_sums, d_sums, None, d_n2, out, n_frames, defines, t)
 
     def _finish(self, frame_sums, d_sums, sums_copied, d_n2, out, n_frames, defines, t):
         """The range check, s2 (when correlate() wants it) and the download of n2 once the
@@ -1066,6 +1136,16 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         queue = self.dev.queue
         n2_done = pyopencl.enqueue_marker(queue)  # the correlation kernels' end
+        # n2 and the frame sums (device-planned runs) leave on a queue of their own once the
+        # kernels are done, while s2 and g2 are summed: plain reads into pageable memory, which
+        # the driver stages without the host's thread (~12 GB/s on the H200, one after the
+        # other whatever the queues; through the pinned staging ring the host's copies took
+        # 2 ms of this thread).
+        reads = [pyopencl.enqueue_copy(self._read_queue(), out, d_n2, wait_for=[n2_done],
+                                       is_blocking=False)]
+        if sums_copied is None and d_sums is not None:
+            sums_copied = pyopencl.enqueue_copy(self._read_queue(), frame_sums, d_sums,
+                                                wait_for=[n2_done], is_blocking=False)
         s2_dev = fetch_g2 = None
         if self._s2_wanted:
             ts = time.perf_counter()
@@ -1074,17 +1154,20 @@ class OpenCLEventCorrelator(EventCorrelator):
                 if s2_dev is not None and self._g2_wanted and self.dev.has_fp64:
                     # g2, σ and the bins' n2 from n2 and s2 where they are
                     fetch_g2 = g2_on_device(self.dev, queue, d_n2, s2_dev.d_c, self.binning,
-                                            s2_dev.spans, n_frames)
+                                            s2_dev.spans, n_frames, d_x=s2_dev.d_x,
+                                            tables=binning_tables(self.binning,
+                                                                  self.dev)["s2"][3])
                     self.last_profile["g2_on_device"] = True
+                if s2_dev is not None:
+                    s2_dev.read_peak()
             self.last_profile["s2_s"] = time.perf_counter() - ts
         if s2_dev is None:  # on the host while the device works (else implied by s2's check)
             self._range_check_early(out, frame_sums, sums_copied)
         t = self._step("s2_wait_s", t)
         self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
-        # n2 leaves on a queue of its own once its kernels are done, while s2 and g2 are summed.
-        download_pinned(self.dev, self._read_queue(), out, d_n2, wait_for=[n2_done])
         if sums_copied is not None:
-            sums_copied.wait()
+            reads.append(sums_copied)
+        pyopencl.wait_for_events(reads)
         if self._s2_wanted:
             ts = time.perf_counter()
             s2 = None
@@ -1092,8 +1175,16 @@ class OpenCLEventCorrelator(EventCorrelator):
                 # Events are >= 0: n2 of a sub-bin, and of a bin, is at most max v·Σ v <= (max
                 # X)²·Nt < S2_LIMIT < 2^63 (X: the bins' frame sums), so n2 is in range too.
                 self._range_events = None
-                # With g2 on the device the host needs each bin's own row only.
-                s2 = s2_dev.rows(first_only=fetch_g2 is not None)
+                if fetch_g2 is not None:
+                    # With g2 on the device the host needs each bin's own s2 row and frame
+                    # sums only: they come back with g2 in one read.
+                    g2, err, n2_bins, s2_own, x_own = fetch_g2()
+                    s2 = [None if sp is None else s2_own[i: i + 1]
+                          for i, sp in enumerate(s2_dev.spans)]
+                    self._g2_rows = (g2, err)
+                    self._bin_totals = (n2_bins, numpy.ascontiguousarray(x_own.T))
+                else:
+                    s2 = s2_dev.rows()
             else:
                 fetch_g2 = None
                 if s2_dev is not None:  # n2's range first, as with s2 on the host
@@ -1101,23 +1192,18 @@ class OpenCLEventCorrelator(EventCorrelator):
                 # On the host (raises where a sum could leave int64).
                 s2 = s2_rows(frame_sums, self.binning, numpy.arange(n_frames), self.s2_method)
             self._s2 = s2
-            if fetch_g2 is not None:
-                g2, err, n2_bins = fetch_g2()
-                self._g2_rows = (g2, err)
-                self._bin_totals = (n2_bins, s2_dev.bin_frame_sums())
             self.last_profile["s2_s"] += time.perf_counter() - ts
         self._step("download_s", t)
         self._report(1.0)
         return out, frame_sums
 
-    def _read_queue(self):
-        """A queue of this correlator's own for reads that overlap the kernels' queue."""
-        import pyopencl
+    def _copy_queue(self):
+        """The device's queue for the copies of page-locked events."""
+        return self.dev.side_queue("events-copies")
 
-        q = getattr(self, "_reads", None)
-        if q is None or q[0] is not self.dev:
-            self._reads = q = (self.dev, pyopencl.CommandQueue(self.dev.context))
-        return q[1]
+    def _read_queue(self):
+        """The device's queue for reads that overlap the kernels' queue."""
+        return self.dev.side_queue("events-reads")
 
     #: Events whose int64 range compute_sums checks; _finish checks them early (or finds it
     #: implied by the device s2's range) and clears this.
@@ -1153,47 +1239,36 @@ class OpenCLEventCorrelator(EventCorrelator):
 class _DeviceS2:
     """The s2 rows that :meth:`OpenCLEventCorrelator._s2_device` queued: the series X (bin frame
     sums less one group each) and their autocorrelations C in device buffers, ``spans`` (per bin,
-    its first row and row count, or None for an empty bin) and the largest X, being read."""
+    its first row and row count, or None for an empty bin) and the largest X (device word)."""
 
-    def __init__(self, dev, queue, d_x, d_c, spans, n_frames: int, xmax, xmax_read):
+    def __init__(self, dev, queue, d_x, d_c, spans, n_frames: int, d_xmax):
         self.dev, self.queue = dev, queue
         self.d_x, self.d_c, self.spans, self.n_frames = d_x, d_c, spans, n_frames
-        self._xmax, self._xmax_read = xmax, xmax_read
+        self._d_xmax = d_xmax
+        self._xmax = numpy.zeros(1, dtype=numpy.uint32)
+        self._xmax_read = None
+
+    def read_peak(self) -> None:
+        """Enqueue the read of the largest X. Once the kernels that follow s2 on the queue are
+        enqueued: this read waits behind the reads of n2 and the frame sums (copies to the
+        host leave in turn), and so would any kernel enqueued after it."""
+        import pyopencl
+
+        if self._xmax_read is None:
+            self._xmax_read = pyopencl.enqueue_copy(self.queue, self._xmax, self._d_xmax,
+                                                    is_blocking=False)
 
     def safe(self) -> bool:
         """Whether no sum can have left int64: (max X)²·Nt < S2_LIMIT, the host's rule
         (:func:`ewoksxpcs.engine.intrange.s2_bound` of the bin sums, which bound every row)."""
+        self.read_peak()
         self._xmax_read.wait()
         peak = float(self._xmax[0])  # saturated at 2^32 - 1: then unsafe
         return peak * peak * self.n_frames < S2_LIMIT
 
-    def rows(self, first_only: bool = False) -> list:
-        """s2 rows per bin as :func:`~ewoksxpcs.engine.normalise.s2_rows` gives them (int64),
-        or with ``first_only`` each bin's own row only, (1, n_frames)."""
-        if first_only:
-            c = self._read_rows(self.d_c)
-            return [None if sp is None else c[i: i + 1] for i, sp in enumerate(self.spans)]
+    def rows(self) -> list:
+        """s2 rows per bin as :func:`~ewoksxpcs.engine.normalise.s2_rows` gives them (int64)."""
         n_rows = sum(sp[1] for sp in self.spans if sp is not None)
         c = numpy.empty((n_rows, self.n_frames), dtype=numpy.int64)
         download_pinned(self.dev, self.queue, c, self.d_c)
         return [None if sp is None else c[sp[0]: sp[0] + sp[1]] for sp in self.spans]
-
-    def bin_frame_sums(self) -> numpy.ndarray:
-        """(n_frames, n_bins) int64 frame sums of each bin (zero for empty bins), as
-        :func:`~ewoksxpcs.engine.normalise.bin_sums` gives them: the bins' own series."""
-        return numpy.ascontiguousarray(self._read_rows(self.d_x).T)
-
-    def _read_rows(self, buf) -> numpy.ndarray:
-        """(n_bins, n_frames) int64: each bin's own row of ``buf`` (the first of its span),
-        zeros for empty bins."""
-        import pyopencl
-
-        out = numpy.zeros((len(self.spans), self.n_frames), dtype=numpy.int64)
-        last = None
-        for i, span in enumerate(self.spans):
-            if span is not None:
-                last = pyopencl.enqueue_copy(self.queue, out[i], buf, is_blocking=False,
-                                             src_offset=span[0] * self.n_frames * 8)
-        if last is not None:
-            last.wait()  # in-order queue: the others are done
-        return out

@@ -27,6 +27,7 @@ POSITIVE_INT_OPTIONS = {
     "work_group": "work-items",
     "task_pairs": "event pairs",
     "upload_chunks": "chunks",
+    "row_block": "events per work-item",
 }
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "list_devices",
     "pinned_empty",
     "upload_pinned",
+    "upload_small",
     "zero_buffer",
 ]
 
@@ -189,6 +190,18 @@ class OpenCLDevice:
         # cached under the id of the one dropped): the builds in flight, by key.
         self._building: dict[tuple, Future] = {}
         self._build_lock = threading.RLock()
+
+    def side_queue(self, name: str):
+        """An in-order queue of this device's context besides :attr:`queue`, one per ``name``,
+        made once (each correlator run that reads or uploads beside its kernels uses the same
+        ones instead of making its own)."""
+        import pyopencl
+
+        with self._build_lock:
+            queues = self.__dict__.setdefault("_side_queues", {})
+            if name not in queues:
+                queues[name] = pyopencl.CommandQueue(self.context)
+            return queues[name]
 
     @property
     def spec(self) -> str:
@@ -609,6 +622,22 @@ def device_buffer(dev: OpenCLDevice, queue, nbytes: int, zero: bool = False):
     if zero:
         zero_buffer(dev, queue, buf)
     return buf
+
+
+def upload_small(dev: OpenCLDevice, queue, a: numpy.ndarray) -> tuple:
+    """A READ_ONLY device buffer holding a copy of the small host array ``a``, the copy enqueued
+    on ``queue`` without waiting: (buffer, copy's event or None for an empty array).
+
+    Keep the pair as long as the buffer: PyOpenCL waits for a copy from host memory when its
+    event is dropped. Neither a blocking copy nor ``COPY_HOST_PTR`` (which on NVIDIA's driver
+    waits for the device's work in flight) stalls the host.
+    """
+    import pyopencl
+
+    a = numpy.ascontiguousarray(a)
+    buf = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_ONLY, max(a.nbytes, 8))
+    event = pyopencl.enqueue_copy(queue, buf, a, is_blocking=False) if a.nbytes else None
+    return buf, event
 
 
 def zero_buffer(dev: OpenCLDevice, queue, buf, offset: int = 0, nbytes: int | None = None,

@@ -14,13 +14,26 @@ from __future__ import annotations
 
 import numpy
 
-from .device import download_pinned, get_kernel
+from .device import download_pinned, get_kernel, upload_small
 
-__all__ = ["g2_on_device"]
+__all__ = ["g2_on_device", "g2_tables"]
 
 
-def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int):
-    """Enqueue the g2 and jackknife kernel; return a ``fetch()`` giving (g2, g2_err).
+def g2_tables(dev, queue, binning, spans) -> tuple:
+    """The binning's small tables of ``g2_jackknife`` on the device, for :func:`g2_on_device`
+    (``tables``): a caller keeps them for every run with the same binning and s2 rows. The
+    copies are enqueued on ``queue`` (:func:`~.device.upload_small`)."""
+    sub0 = numpy.asarray(binning.bin_sub_offsets, dtype=numpy.int32)
+    row0 = numpy.asarray([-1 if s is None else s[0] for s in spans], dtype=numpy.int32)
+    npix = numpy.asarray(binning.n_pixels, dtype=numpy.float64)
+    # N_q − N_g as the host computes it: float64(N_q) − float64(N_g).
+    factor = npix[binning.sub_bin] - binning.sub_n_pixels.astype(numpy.float64)
+    return tuple(upload_small(dev, queue, a)
+                 for a in (sub0, row0, npix, numpy.ascontiguousarray(factor)))
+
+
+def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int, d_x=None, tables=None):
+    """Enqueue the g2 and jackknife kernel; return a ``fetch()`` of its results.
 
     Parameters
     ----------
@@ -36,40 +49,37 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int):
     spans : list
         Per bin, (first row in ``d_c``, rows) or None for an empty bin.
     n_lags : int
+    d_x : pyopencl.Buffer, optional
+        (n_rows, n_lags) int64 series whose autocorrelations ``d_c`` holds (row i of a bin:
+        its frame sums).
+    tables : tuple, optional
+        :func:`g2_tables` of this binning and ``spans`` (default: made and uploaded now).
 
     Returns
     -------
     callable
-        ``fetch()`` → (g2, g2_err, n2_bins): (n_bins, n_lags) float64 g2 and σ, NaN for empty
-        bins and for σ of one-group bins, before the few-pairs rule; (n_bins, n_lags) int64 n2
-        of each bin (zero for empty bins), as :func:`~ewoksxpcs.engine.normalise.bin_sums`
-        gives it.
+        ``fetch()`` → (g2, g2_err, n2_bins, s2_own, x_own), each (n_bins, n_lags): float64 g2
+        and σ, NaN for empty bins and for σ of one-group bins, before the few-pairs rule;
+        int64 n2 of each bin (zero for empty bins), as :func:`~ewoksxpcs.engine.normalise.
+        bin_sums` gives it; int64 each bin's own row of ``d_c`` and of ``d_x`` (zeros for
+        empty bins; ``x_own`` None without ``d_x``). One read brings them all.
     """
     import pyopencl
 
     nb = binning.n_bins
-    sub0 = numpy.asarray(binning.bin_sub_offsets, dtype=numpy.int32)
-    row0 = numpy.asarray([-1 if s is None else s[0] for s in spans], dtype=numpy.int32)
-    npix = numpy.asarray(binning.n_pixels, dtype=numpy.float64)
-    # N_q − N_g as the host computes it: float64(N_q) − float64(N_g).
-    factor = npix[binning.sub_bin] - binning.sub_n_pixels.astype(numpy.float64)
-    mf = pyopencl.mem_flags
-    small = [pyopencl.Buffer(dev.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
-             for a in (sub0, row0, npix, numpy.ascontiguousarray(factor))]
-    g2 = numpy.empty((nb, n_lags))
-    err = numpy.empty((nb, n_lags))
-    n2_bins = numpy.empty((nb, n_lags), dtype=numpy.int64)
-    d_g2, d_err, d_bins = (pyopencl.Buffer(dev.context, mf.WRITE_ONLY, max(a.nbytes, 8))
-                           for a in (g2, err, n2_bins))
+    if tables is None:
+        tables = g2_tables(dev, queue, binning, spans)
+    res = numpy.empty((5, nb, n_lags))
+    d_res = pyopencl.Buffer(dev.context, pyopencl.mem_flags.WRITE_ONLY, max(res.nbytes, 8))
     wg = 128
     get_kernel(dev, "normalise.cl", "g2_jackknife")(
-        queue, (-(-n_lags // wg) * wg, nb), (wg, 1), d_n2, d_c, *small, numpy.int32(n_lags),
-        d_g2, d_err, d_bins)
+        queue, (-(-n_lags // wg) * wg, nb), (wg, 1), d_n2, d_c, d_c if d_x is None else d_x,
+        *(buf for buf, _ in tables), numpy.int32(n_lags), numpy.int32(nb), d_res)
     queue.flush()
 
     def fetch():
-        for host, buf in ((g2, d_g2), (err, d_err), (n2_bins, d_bins)):
-            download_pinned(dev, queue, host, buf)
-        return g2, err, n2_bins
+        download_pinned(dev, queue, res, d_res)
+        ints = res[2:].view(numpy.int64)
+        return res[0], res[1], ints[0], ints[1], None if d_x is None else ints[2]
 
     return fetch

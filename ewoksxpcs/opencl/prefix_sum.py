@@ -2,7 +2,9 @@
 
 Used where per-item counts computed on the device become offsets on the device (compaction of
 frames into events): two launches and one small host step on the group totals, whose sum the
-caller gets back (it needs the total to size the next buffers anyway).
+caller gets back (it needs the total to size the next buffers anyway); or, with
+:meth:`DeviceScan.on_device`, three launches and no host step (the event correlator's task plan,
+whose host copies would queue behind the events' upload).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class DeviceScan:
         self.wg, self.items = defines["WG"], defines["ITEMS"]
         self._partials = get_kernel(dev, "scan.cl", "scan_partials", defines)
         self._apply = get_kernel(dev, "scan.cl", "scan_apply", defines)
+        self._groups = get_kernel(dev, "scan.cl", "scan_groups", defines)
         self._cap = 0
         self._d_partial = self._d_prefix = None
 
@@ -42,6 +45,39 @@ class DeviceScan:
         if count_type == "long":
             defines["COUNT_T"] = "long"
         return [("scan.cl", defines)]
+
+    def _buffers(self, n_groups: int) -> None:
+        import pyopencl
+
+        if n_groups > self._cap:
+            mf = pyopencl.mem_flags
+            self._cap = n_groups
+            self._d_partial = pyopencl.Buffer(self.dev.context, mf.READ_WRITE, 8 * n_groups)
+            self._d_prefix = pyopencl.Buffer(self.dev.context, mf.READ_WRITE, 8 * n_groups)
+
+    def on_device(self, queue, d_counts, n: int, d_offsets) -> None:
+        """As calling the scan, without a host step: nothing is read or written by the host, so
+        no copy waits behind other copies in flight (the total stays in offsets[n]).
+
+        Parameters
+        ----------
+        queue : pyopencl.CommandQueue
+            In-order queue; the scan's buffers are reused by the next call on this queue.
+        d_counts : pyopencl.Buffer
+            (n,) int32 (int64 for ``count_type="long"``), non-negative.
+        n : int
+        d_offsets : pyopencl.Buffer
+            (n + 1,) int64, written.
+        """
+        span = self.wg * self.items
+        n_groups = max(1, -(-int(n) // span))
+        self._buffers(n_groups)
+        g = (n_groups * self.wg,), (self.wg,)
+        self._partials(queue, *g, d_counts, numpy.int64(n), self._d_partial)
+        self._groups(queue, (self.wg,), (self.wg,), self._d_partial, numpy.int32(n_groups),
+                     self._d_prefix, d_offsets, numpy.int64(n))
+        if n:
+            self._apply(queue, *g, d_counts, numpy.int64(n), self._d_prefix, d_offsets)
 
     def __call__(self, queue, d_counts, n: int, d_offsets) -> int:
         """Write offsets[0 … n] (offsets[n] = total) of counts[0 … n-1]; return the total.
@@ -65,11 +101,7 @@ class DeviceScan:
 
         span = self.wg * self.items
         n_groups = max(1, -(-int(n) // span))
-        if n_groups > self._cap:
-            mf = pyopencl.mem_flags
-            self._cap = n_groups
-            self._d_partial = pyopencl.Buffer(self.dev.context, mf.READ_WRITE, 8 * n_groups)
-            self._d_prefix = pyopencl.Buffer(self.dev.context, mf.READ_WRITE, 8 * n_groups)
+        self._buffers(n_groups)
         partial = numpy.empty(n_groups, dtype=numpy.int64)
         if n:
             self._partials(queue, (n_groups * self.wg,), (self.wg,), d_counts, numpy.int64(n),
