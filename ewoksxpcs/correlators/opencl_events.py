@@ -43,8 +43,10 @@ Device memory: the events (all at once, or in runs of whole pixels through two s
 need more than ``max_device_memory`` leaves), n2, the frame sums and s2's rows. Events compacted
 on the same device (``EventStack.resident``) are read where they are.
 
-Nothing is kept between calls but the device's pinned staging buffers: each call allocates and
-zeroes its own output.
+Kept between calls: the device's pinned staging buffers and side queues, and per binning and
+device its small tables (the binned pixels of the device plan, s2's rows, g2's tables; while the
+Binning lives). Each call allocates and zeroes its own output, and frees its buffers at its end
+(freeing one while the device works waits for the device on NVIDIA's driver).
 """
 
 from __future__ import annotations
