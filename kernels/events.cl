@@ -32,9 +32,10 @@
 //   TIME_T       C type of the times (default uint): ushort for scans of at most 65 536 frames
 //                whose events come from host memory, 2 bytes an event less on the bus.
 //   S2_NARROW    s2_autocorr: every frame sum of a bin is below 2^31 (see there).
+//   RB           "rows": consecutive first events of a pixel per work-item (default 1).
 
 #ifndef RB
-#define RB 1  // "rows": rows (first events) per work-item
+#define RB 1
 #endif
 
 #ifndef TIME_T

@@ -11,6 +11,24 @@
 #define COUNT_T int
 #endif
 
+// Inclusive scan (Hillis-Steele) of each work-item's v over the work-group, in buf: returns
+// the item's sum up to and with its own v, *total the group's; buf is free again on return.
+inline long group_inclusive_scan(__local long *buf, const int lid, const long v, long *total)
+{
+    buf[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int d = 1; d < WG; d <<= 1) {
+        const long a = (lid >= d) ? buf[lid - d] : 0;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        buf[lid] += a;
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const long upto = buf[lid];
+    *total = buf[WG - 1];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return upto;
+}
+
 // Launch: global (n_groups * WG,), local (WG,).
 __kernel void scan_partials(__global const COUNT_T *x, const long n, __global long *partial)
 {
@@ -39,17 +57,10 @@ __kernel void scan_apply(__global const COUNT_T *x, const long n, __global const
     for (int i = 0; i < ITEMS; i++) {
         const long k = g0 + (long)i * WG + lid;
         const long v = (k < n) ? x[k] : 0;
-        buf[lid] = v;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int d = 1; d < WG; d <<= 1) {  // Hillis-Steele inclusive scan
-            const long a = (lid >= d) ? buf[lid - d] : 0;
-            barrier(CLK_LOCAL_MEM_FENCE);
-            buf[lid] += a;
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
-        if (k < n) out[k] = carry + buf[lid] - v;
-        carry += buf[WG - 1];
-        barrier(CLK_LOCAL_MEM_FENCE);
+        long total;
+        const long upto = group_inclusive_scan(buf, lid, v, &total);
+        if (k < n) out[k] = carry + upto - v;
+        carry += total;
     }
 }
 
@@ -65,17 +76,10 @@ __kernel void scan_groups(__global const long *partial, const int n_groups,
     for (int g0 = 0; g0 < n_groups; g0 += WG) {
         const int g = g0 + lid;
         const long v = (g < n_groups) ? partial[g] : 0;
-        buf[lid] = v;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int d = 1; d < WG; d <<= 1) {  // Hillis-Steele inclusive scan
-            const long a = (lid >= d) ? buf[lid - d] : 0;
-            barrier(CLK_LOCAL_MEM_FENCE);
-            buf[lid] += a;
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
-        if (g < n_groups) prefix[g] = carry + buf[lid] - v;
-        carry += buf[WG - 1];
-        barrier(CLK_LOCAL_MEM_FENCE);
+        long total;
+        const long upto = group_inclusive_scan(buf, lid, v, &total);
+        if (g < n_groups) prefix[g] = carry + upto - v;
+        carry += total;
     }
     if (lid == 0) out[n] = carry;
 }

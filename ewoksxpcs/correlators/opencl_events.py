@@ -29,15 +29,16 @@ once the events' upload has started: such a copy would wait for the whole upload
 
 Whole-call pipeline (:meth:`OpenCLEventCorrelator.correlate`): the events go to the device in
 pixel chunks through pinned staging buffers (:func:`ewoksxpcs.opencl.device.upload_pinned`, in a thread
-of their own); each chunk's tasks are planned and launched as soon as its events are there, so
-the upload, the planning and the kernels overlap. The denominator's autocorrelations s2 are then
+of their own; page-locked events as the device reads them are enqueued at once by the caller);
+each chunk's tasks are planned and launched as soon as its events are there, so the upload, the
+planning and the kernels overlap. The denominator's autocorrelations s2 are then
 summed directly on a GPU (exact int64, about a millisecond; queued right after n2, their range
 checked with the largest frame sum the device found) or, on CPU devices, by the host's exact FFTs
 while the device computes n2; normalisation gets them ready-made. With s2 on the device,
 :meth:`correlate` also takes g2, its jackknife error and the bins' n2 and frame sums there
 (:mod:`ewoksxpcs.opencl.normalise`, the host's operations in the host's order: the same bits;
 they and each bin's own s2 row and frame sums come back in one read), while n2 and the frame
-sums are read back on queues of their own; the host only applies the few-pairs rule.
+sums are read back on a queue of their own; the host only applies the few-pairs rule.
 
 Device memory: the events (all at once, or in runs of whole pixels through two slots when they
 need more than ``max_device_memory`` leaves), n2, the frame sums and s2's rows. Events compacted
@@ -91,15 +92,13 @@ ROW_BLOCK = 4
 #: lives: every correlator of that binning finds them uploaded (correlate() makes a new
 #: correlator per call, and so do a workflow's steps).
 _BINNING_TABLES = weakref.WeakKeyDictionary()
+_TABLES_LOCK = threading.Lock()
 
 
 def binning_tables(binning, dev) -> dict:
     """The dict of :data:`_BINNING_TABLES` for ``binning`` on ``dev``."""
     with _TABLES_LOCK:
         return _BINNING_TABLES.setdefault(binning, {}).setdefault(dev, {})
-
-
-_TABLES_LOCK = threading.Lock()
 
 #: Reports of the progress of the correlation kernels (after compaction) in a run.
 PROGRESS_STEPS = 20

@@ -5,7 +5,8 @@
 host without numba), while the device that computed n2 and s2 holds both: ``kernels/
 normalise.cl`` computes g2 and σ per (bin, lag) in microseconds with the host's operations in
 the host's order (no contraction into fused multiply-adds), so the bits are the same, and only
-g2, σ and the bins' n2 (the sum of their groups', exact) come back. The host then applies the
+g2, σ and the bins' n2 (the sum of their groups', exact) come back, with each bin's own s2 row
+and frame sums, in one read. The host then applies the
 few-pairs rule and assembles the result as usual (``normalise(..., g2_rows=..., bin_totals=
 ...)``).
 """
