@@ -506,7 +506,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         except ValueError:  # refused: the correlation says why
             return
         programs = [("events.cl", self._defines(geometry, dtype))]
-        if self._s2_on_device() and self.dev.has_fp64 and dtype.kind != "f":
+        if self._g2_on_device(dtype):
             programs.append(("normalise.cl", None))  # g2 and its error where n2 and s2 are
         if geometry[0] in DEVICE_PLANNED:
             programs += DeviceScan.programs(self.dev, "long")  # the task plan's prefix sums
@@ -562,8 +562,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         self._runs += 1
         n_frames = getattr(data, "n_frames", None) or getattr(data, "shape", (0,))[0]
         dtype = getattr(data, "dtype", None)
-        g2_here = (self._s2_on_device() and self.dev.has_fp64 and dtype is not None
-                   and numpy.dtype(dtype).kind in "iu")  # g2 summed on the device: no numba
+        g2_here = dtype is not None and self._g2_on_device(dtype)  # then no numba needed
         if (not g2_here and self.binning.n_sub * int(n_frames) >= NUMBA_JACKKNIFE_SIZE
                 and (self._runs > 1 or "numba" in sys.modules)):
             warm_numba()
@@ -620,6 +619,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         choice = self.options.get("s2_device")
         return self.dev.kind == "gpu" if choice is None else bool(choice)
 
+    def _g2_on_device(self, dtype) -> bool:
+        """Whether correlate() sums g2 and its error on the device for events of ``dtype``:
+        integer events (exact sums) with s2 on the device, in double precision."""
+        return (self._s2_on_device() and self.dev.has_fp64
+                and numpy.dtype(dtype).kind in "iu")
+
     def _s2_device(self, d_sums, n_frames, defines):
         """Queue the s2 rows that :func:`ewoksxpcs.engine.normalise.s2_rows` gives, by direct
         exact int64 sums on the device (O(rows·Nt²): ~1.7e10 multiply-adds take about a
@@ -649,7 +654,7 @@ class OpenCLEventCorrelator(EventCorrelator):
                     for a in (k0, k1, ex)] if k0 else None
             tables["s2"] = plan = (len(k0), rows, spans, g2_tables(dev, queue, b, spans)
                                    if dev.has_fp64 else None)
-        n_rows, rows, spans, _ = plan
+        n_rows, rows, spans, g2_tabs = plan
         if not n_rows:
             return None
         d_x = device_buffer(dev, queue, n_rows * n_frames * 8)
@@ -664,7 +669,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         auto(queue, (-(-n_frames // per_group) * sl, n_rows), (sl, 1), d_x,
              numpy.int32(n_frames), d_xmax, d_c)
         queue.flush()
-        return _DeviceS2(dev, queue, d_x, d_c, spans, n_frames, d_xmax)
+        return _DeviceS2(dev, queue, d_x, d_c, spans, n_frames, d_xmax, g2_tabs)
 
     def _n2(self, events) -> numpy.ndarray:
         return self._run(events)[0]
@@ -737,10 +742,8 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         def upload(a):
             # Small arrays: non-blocking pageable copies on the kernels' queue.
-            a = numpy.ascontiguousarray(a)
-            buf = pyopencl.Buffer(ctx, mf.READ_ONLY, max(a.nbytes, 1))
-            if a.nbytes:
-                copies.append(pyopencl.enqueue_copy(queue, buf, a, is_blocking=False))
+            buf, copied = upload_small(dev, queue, a)
+            copies.append(copied)
             return buf
 
         # values and times (5 B per event for uint8: GBs) go through pinned staging buffers in a
@@ -811,7 +814,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         def upload_big():
             try:
                 t_up = time.perf_counter()
-                uq = pyopencl.CommandQueue(ctx)
+                uq = self._copy_queue()  # upload_pinned's staging lock: one upload at a time
                 for c in range(n_chunks):
                     if bounded and c >= len(slots):  # the slot's last chunk must be done
                         while not launched[c - len(slots)].wait(0.1):
@@ -1156,8 +1159,7 @@ class OpenCLEventCorrelator(EventCorrelator):
                     # g2, σ and the bins' n2 from n2 and s2 where they are
                     fetch_g2 = g2_on_device(self.dev, queue, d_n2, s2_dev.d_c, self.binning,
                                             s2_dev.spans, n_frames, d_x=s2_dev.d_x,
-                                            tables=binning_tables(self.binning,
-                                                                  self.dev)["s2"][3])
+                                            tables=s2_dev.g2_tables)
                     self.last_profile["g2_on_device"] = True
                 if s2_dev is not None:
                     s2_dev.read_peak()
@@ -1199,7 +1201,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         return out, frame_sums
 
     def _copy_queue(self):
-        """The device's queue for the copies of page-locked events."""
+        """The device's queue for the copies of the events to the device."""
         return self.dev.side_queue("events-copies")
 
     def _read_queue(self):
@@ -1240,11 +1242,14 @@ class OpenCLEventCorrelator(EventCorrelator):
 class _DeviceS2:
     """The s2 rows that :meth:`OpenCLEventCorrelator._s2_device` queued: the series X (bin frame
     sums less one group each) and their autocorrelations C in device buffers, ``spans`` (per bin,
-    its first row and row count, or None for an empty bin) and the largest X (device word)."""
+    its first row and row count, or None for an empty bin), the largest X (device word) and g2's
+    tables for these rows."""
 
-    def __init__(self, dev, queue, d_x, d_c, spans, n_frames: int, d_xmax):
+    def __init__(self, dev, queue, d_x, d_c, spans, n_frames: int, d_xmax, g2_tables=None):
         self.dev, self.queue = dev, queue
         self.d_x, self.d_c, self.spans, self.n_frames = d_x, d_c, spans, n_frames
+        #: :func:`~ewoksxpcs.opencl.normalise.g2_tables` of these rows (None without fp64).
+        self.g2_tables = g2_tables
         self._d_xmax = d_xmax
         self._xmax = numpy.zeros(1, dtype=numpy.uint32)
         self._xmax_read = None
