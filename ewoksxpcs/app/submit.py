@@ -125,15 +125,12 @@ def submit_graph(graph: Union[dict, str], inputs: Optional[List[dict]] = None, c
     if engine:
         kwargs["engine"] = engine
     options = {"queue": queue} if queue else {}
-    # One message at a time per app, each on a connection of its own: kombu's virtual
-    # transports (the SQLAlchemy broker of the tests and small sites) share one channel between
-    # the users of a pooled connection, and 20 threads submitting at once got "'NoneType'
-    # object has no attribute 'client'" while it was being opened (the lock alone: again once,
-    # in a full test run of session 15). A submission is a small message: nothing worth running
-    # in parallel, and a connection to open costs milliseconds.
-    with _SEND_LOCKS[id(app)], app.connection_for_write() as connection:
-        return app.send_task(EXECUTE_GRAPH, args=(graph,), kwargs=kwargs,
-                             connection=connection, **options)
+    # One message at a time per app: kombu's virtual transports (the SQLAlchemy broker of the
+    # tests and small sites) share one channel between threads, and 20 threads submitting at
+    # once got "'NoneType' object has no attribute 'client'" while it was being opened. A
+    # submission is a small message: nothing worth running in parallel.
+    with _SEND_LOCKS[id(app)]:
+        return app.send_task(EXECUTE_GRAPH, args=(graph,), kwargs=kwargs, **options)
 
 
 def submit_scan(input: str, output: str, parameters: Optional[Dict[str, Any]] = None,
