@@ -7,13 +7,21 @@
 // σ = sqrt((G − 1)/G · (((d_0·d_0) + d_1·d_1) + …)), d_g = g2_g − mean. Contraction into fused
 // multiply-adds is off: it would round differently from the host.
 //
+// Then the few-pairs rule (undefined_lags, integer counts): E = s2_0 / N_q photon pairs of
+// uncorrelated light; where n2_bin = 0 or E < MIN_PAIRS (-D, MIN_EXPECTED_PAIRS) g2 and σ are
+// NaN; elsewhere σ is at least the counting floor sqrt(max(n2_bin, E)) / E.
+//
 // Launch: global (n_lags rounded up, n_bins).
 
 #pragma OPENCL FP_CONTRACT OFF
 
+// NumPy's NaN (the bits the host writes): results compare equal byte for byte.
+#define HOST_NAN as_double(0x7FF8000000000000L)
+
 #ifdef HAS_FP64
 // The results of bin i at lag t, one buffer read back at once: res[q][i][t] for q = 0 g2,
-// 1 σ (doubles), 2 the bin's n2, 3 its own s2 row, 4 its own series X (int64 bits, as_double).
+// 1 σ (doubles, the few-pairs rule applied), 2 the bin's n2, 3 its own s2 row, 4 its own
+// series X (int64 bits, as_double), 5 the expected pairs E (double).
 #define RES(q) res[((long)(q) * n_bins + i) * n_lags + t]
 __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums per sub-bin
                            __global const long *c,       // (n_rows, n_lags) s2 rows
@@ -24,16 +32,17 @@ __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums
                            __global const double *factor,// (n_sub,) N_q − N_g of each group
                            const int n_lags,
                            const int n_bins,
-                           __global double *res)         // (5, n_bins, n_lags), above
+                           __global double *res)         // (6, n_bins, n_lags), above
 {
     const int t = get_global_id(0);
     const int i = get_global_id(1);
     if (t >= n_lags) return;
     const int s0 = sub0[i], n_groups = sub0[i + 1] - s0;
     if (n_groups == 0) {  // an empty bin
-        RES(0) = NAN;
-        RES(1) = NAN;
+        RES(0) = HOST_NAN;
+        RES(1) = HOST_NAN;
         RES(2) = RES(3) = RES(4) = as_double(0L);
+        RES(5) = HOST_NAN;  // no pixel: E undefined
         return;
     }
     const long own = (long)row0[i] * n_lags + t;
@@ -44,9 +53,14 @@ __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums
     for (int g = 0; g < n_groups; g++) whole += n2[(long)(s0 + g) * n_lags + t];
     RES(2) = as_double(whole);
     const double nb = (double)whole;
-    RES(0) = (npix[i] * nb) / (double)ci[0];
-    if (n_groups < 2) {  // no error from one group
-        RES(1) = NAN;
+    const double g2 = (npix[i] * nb) / (double)ci[0];
+    const double pairs = (double)ci[0] / npix[i];
+    RES(5) = pairs;
+    // The few-pairs rule: NaN where no pair was counted or too few were expected.
+    const int undefined = whole == 0 || !(pairs >= MIN_PAIRS);
+    RES(0) = undefined ? HOST_NAN : g2;
+    if (n_groups < 2 || undefined) {  // no error from one group
+        RES(1) = HOST_NAN;
         return;
     }
     double mean = 0.0;
@@ -64,6 +78,9 @@ __kernel void g2_jackknife(__global const long *n2,      // (n_sub, n_lags) sums
         const double dd = d * d;
         ss = g == 0 ? dd : ss + dd;
     }
-    RES(1) = sqrt(((double)(n_groups - 1) / (double)n_groups) * ss);
+    const double err = sqrt(((double)(n_groups - 1) / (double)n_groups) * ss);
+    // σ below the counting floor is raised to it (NaN stays NaN, as the host's fmax keeps it).
+    const double floor_ = sqrt(nb > pairs ? nb : pairs) / pairs;
+    RES(1) = isnan(err) ? err : fmax(err, floor_);
 }
 #endif

@@ -198,6 +198,73 @@ def test_upload_pinned_from_pinned_and_pageable_arrays(cpu, rng):
     numpy.testing.assert_array_equal(out[: 4 * 2900].view(numpy.uint32), pinned[100:])
     numpy.testing.assert_array_equal(out[4 * 3000:], pageable)
 
+def test_scalar_arguments_typed_from_the_program(cpu):
+    """Kernels' scalar argument types come from the program's argument info (PyOpenCL then
+    packs them itself): NumPy and Python scalars land as the kernel declares them; a scalar of a
+    typedef'd type leaves the kernel untyped, still launchable."""
+    import pyopencl
+
+    src = """
+    typedef long my_t;
+    __kernel void typed(__global long *out, const int a, const ulong b, const double c,
+                        __local int *scratch) { scratch[0] = a; out[0] = scratch[0] + (long)b
+                        + (long)c; }
+    __kernel void untyped(__global long *out, const my_t a) { out[0] = a; }
+    """
+    program = pyopencl.Program(cpu.context, src).build(options=["-cl-kernel-arg-info"])
+    typed, untyped = pyopencl.Kernel(program, "typed"), pyopencl.Kernel(program, "untyped")
+    assert opencl._type_scalar_args(typed) and not opencl._type_scalar_args(untyped)
+    out = numpy.zeros(1, numpy.int64)
+    buf = pyopencl.Buffer(cpu.context, pyopencl.mem_flags.READ_WRITE, 8)
+    typed(cpu.queue, (1,), (1,), buf, numpy.int64(-5), 7, numpy.float32(2.0),
+          pyopencl.LocalMemory(4))
+    pyopencl.enqueue_copy(cpu.queue, out, buf)
+    assert out[0] == 4
+    untyped(cpu.queue, (1,), (1,), buf, numpy.int64(2**40))
+    pyopencl.enqueue_copy(cpu.queue, out, buf)
+    assert out[0] == 2**40
+    # get_kernel's kernels are typed: plain Python ints are packed as the kernel's ulong
+    kernel = opencl.get_kernel(cpu, "fill.cl", "zero_words")
+    words = numpy.full(4, 7, numpy.uint64)
+    wbuf = pyopencl.Buffer(cpu.context, pyopencl.mem_flags.COPY_HOST_PTR, hostbuf=words)
+    kernel(cpu.queue, (2,), None, wbuf, 1, 2)
+    pyopencl.enqueue_copy(cpu.queue, words, wbuf)
+    assert words.tolist() == [7, 0, 0, 7]
+
+
+def test_staged_reads(cpu, rng, monkeypatch):
+    """Reads through the staging ring (several at once, copied out by threads), beyond the ring
+    or larger than a staging buffer straight into the destination: the same bytes; the ring
+    is held until the reads are closed."""
+    import pyopencl
+
+    monkeypatch.setattr(opencl, "STAGING_BYTES", 4096)
+    monkeypatch.setattr(opencl, "STAGING_COUNT", 2)
+    monkeypatch.setattr(opencl, "DOWNLOAD_PINNED_BYTES", 0)
+    monkeypatch.setattr(opencl, "THREADED_READ_BYTES", 64)
+    monkeypatch.setattr(cpu, "_staging", None, raising=False)
+    mf = pyopencl.mem_flags
+    arrays = [rng.integers(-2**62, 2**62, n) for n in (300, 511, 100, 1000)]  # 1000: > a buffer
+    bufs = [pyopencl.Buffer(cpu.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a)
+            for a in arrays]
+    backs = [numpy.full_like(a, -1) for a in arrays]  # prefault must not touch a taken one
+    with opencl.StagedReads(cpu, cpu.queue, staged=True) as reads:
+        takes = [reads.read(b, d) for b, d in zip(backs, bufs)]
+        assert reads._used == 2  # the third goes straight, the ring being full
+        assert not opencl.shared_staging(cpu)[1].acquire(blocking=False)
+        takes[1]()
+        reads.prefault()  # the pages of the first (untaken) one; not the taken second's
+        for take in (takes[3], takes[2], takes[0]):
+            take()
+    assert opencl.shared_staging(cpu)[1].acquire(blocking=False)
+    opencl.shared_staging(cpu)[1].release()
+    for a, b in zip(arrays, backs):
+        numpy.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        with opencl.StagedReads(cpu, cpu.queue, staged=True) as reads:
+            reads.read(numpy.zeros((4, 4))[:, :2], bufs[0])
+
+
 @pytest.mark.gpu
 def test_gpu_device():
     require_opencl("gpu")

@@ -36,10 +36,12 @@ def queue(tmp_path_factory):
     log = open(directory / "worker.log", "w")
     worker = subprocess.Popen(
         [sys.executable, "-m", "ewoksjob", "worker", "--pool", "prefork", "--concurrency", "2",
-         "-n", "xpcs-test@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+         "-n", "xpcs-test@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "--loglevel", "INFO"],  # INFO: the "ready." line _wait_ready waits for
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(directory),
     )
     try:
+        _wait_ready(worker, directory / "worker.log")
         yield str(config), worker
     finally:
         worker.send_signal(signal.SIGQUIT)  # cold shutdown: the pool processes exit with it
@@ -49,6 +51,28 @@ def queue(tmp_path_factory):
             worker.kill()
             worker.wait()
         log.close()
+
+
+def _wait_ready(worker, log_path, timeout=WAIT_S):
+    """Wait until the worker has declared its queue and consumes (it logs "<name> ready.").
+
+    The broker database starts empty, and kombu's SQLAlchemy transport creates its tables and
+    the queue's row on first use, by a select then an insert guarded by a lock of its own
+    process only: a first submission at the moment the worker declares its queue fails with
+    an IntegrityError (UNIQUE constraint failed: kombu_queue.name) or "'NoneType' object has
+    no attribute 'client'", or the worker stops with "Unrecoverable error: IntegrityError"
+    and every later job stays PENDING. A warm test session submits about one second after
+    the worker is started: just when it declares its queue.
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited ({worker.returncode}); see {log_path}")
+        with open(log_path) as f:
+            if " ready." in f.read():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"the Celery worker not ready after {timeout} s; see {log_path}")
 
 
 def _wait_state(job_id, config, states, timeout=WAIT_S):

@@ -126,9 +126,11 @@ def submit_graph(graph: Union[dict, str], inputs: Optional[List[dict]] = None, c
         kwargs["engine"] = engine
     options = {"queue": queue} if queue else {}
     # One message at a time per app: kombu's virtual transports (the SQLAlchemy broker of the
-    # tests and small sites) share one channel between threads, and 20 threads submitting at
-    # once got "'NoneType' object has no attribute 'client'" while it was being opened. A
-    # submission is a small message: nothing worth running in parallel.
+    # tests and small sites) share one channel between threads; a submission is a small
+    # message, nothing worth running in parallel. (The failures once seen with 20 threads at
+    # once were another race: kombu's SQLAlchemy transport creating the queue's row of a new
+    # broker database while a worker starting declares it: kombu's, across processes; see
+    # _wait_ready in tests/test_submit.py.)
     with _SEND_LOCKS[id(app)]:
         return app.send_task(EXECUTE_GRAPH, args=(graph,), kwargs=kwargs, **options)
 

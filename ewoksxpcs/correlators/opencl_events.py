@@ -61,12 +61,13 @@ import weakref
 import numpy
 
 from ..opencl.compact import compact_opencl
-from ..opencl.normalise import g2_on_device, g2_tables
+from ..opencl.normalise import G2_PROGRAM, g2_on_device, g2_tables
 from ..opencl.prefix_sum import DeviceScan
 from ..engine.intrange import INT64_LIMIT, S2_LIMIT, check_int64_bound
 from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, build_in_background, default_device_memory, \
-    device_buffer, download_pinned, get_device, get_kernel, is_pinned, upload_pinned, upload_small
+    device_buffer, download_pinned, get_device, get_kernel, is_pinned, StagedReads, \
+    upload_pinned, upload_small
 from ..engine.result import CorrelationSums
 from .base import EventCorrelator
 from .registry import register
@@ -507,7 +508,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             return
         programs = [("events.cl", self._defines(geometry, dtype))]
         if self._g2_on_device(dtype):
-            programs.append(("normalise.cl", None))  # g2 and its error where n2 and s2 are
+            programs.append(G2_PROGRAM)  # g2 and its error where n2 and s2 are
         if geometry[0] in DEVICE_PLANNED:
             programs += DeviceScan.programs(self.dev, "long")  # the task plan's prefix sums
         build_in_background(self.dev, programs)
@@ -542,7 +543,8 @@ class OpenCLEventCorrelator(EventCorrelator):
     _s2_wanted = False
     _s2 = None
     #: Set by correlate(): g2 and its error computed on the device where n2 and s2 are (integer
-    #: sums, s2 on the device, double precision): _finish sets _g2_rows.
+    #: sums, s2 on the device, double precision): _finish sets _g2_rows, (g2, σ, expected
+    #: pairs) with the few-pairs rule applied.
     _g2_wanted = False
     _g2_rows = None
     #: Set by _finish with _g2_rows: the bins' n2 and frame sums, from the device (normalise's
@@ -576,9 +578,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         g2_rows, self._g2_rows = self._g2_rows, None
         bin_totals, self._bin_totals = self._bin_totals, None
         t1 = time.perf_counter()
+        pairs = None
+        if g2_rows is not None:  # g2, σ and the expected pairs, the few-pairs rule applied
+            g2_rows, pairs = g2_rows[:2], g2_rows[2]
         result = normalise(sums, self.binning, method=self.name, device=self.device_name,
                            s2_method=self.s2_method, info=info, s2=s2, g2_rows=g2_rows,
-                           bin_totals=bin_totals)
+                           bin_totals=bin_totals, pairs=pairs)
         result.info.setdefault("timings", {}).update(
             correlate_s=t1 - t0, normalise_s=time.perf_counter() - t1)
         if s2 is not None:
@@ -1063,9 +1068,12 @@ class OpenCLEventCorrelator(EventCorrelator):
         d_slots, d_counts = (device_buffer(dev, queue, 8 * n_all) for _ in range(2))
         d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
         if n_all:
+            # Groups of 256 along the pixels (the driver's own choice for this 2-D range took
+            # 0.64 ms for 8 chunks x 1M pixels on the H200).
+            fw = min(256, dev.max_work_group_size)
             get_kernel(dev, "events.cl", "fold_slots", defines)(
-                queue, (n_binned, n_chunks), None, d_offsets, d_rows, numpy.int64(n_binned),
-                d_pix_edges, d_slots, d_counts)
+                queue, (-(-n_binned // fw) * fw, n_chunks), (fw, 1), d_offsets, d_rows,
+                numpy.int64(n_binned), d_pix_edges, d_slots, d_counts)
         if getattr(self, "_scan", None) is None or self._scan.dev is not dev:
             self._scan = DeviceScan(dev, "long")  # its scratch buffers: this correlator's
         scan = self._scan
@@ -1140,37 +1148,38 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         queue = self.dev.queue
         n2_done = pyopencl.enqueue_marker(queue)  # the correlation kernels' end
-        # n2 and the frame sums (device-planned runs) leave on a queue of their own once the
-        # kernels are done, while s2 and g2 are summed: plain reads into pageable memory, which
-        # the driver stages without the host's thread (~12 GB/s on the H200, one after the
-        # other whatever the queues; through the pinned staging ring the host's copies took
-        # 2 ms of this thread).
-        reads = [pyopencl.enqueue_copy(self._read_queue(), out, d_n2, wait_for=[n2_done],
-                                       is_blocking=False)]
-        if sums_copied is None and d_sums is not None:
-            sums_copied = pyopencl.enqueue_copy(self._read_queue(), frame_sums, d_sums,
-                                                wait_for=[n2_done], is_blocking=False)
-        s2_dev = fetch_g2 = None
-        if self._s2_wanted:
-            ts = time.perf_counter()
-            if d_sums is not None and self._s2_on_device():
-                s2_dev = self._s2_device(d_sums, n_frames, defines)  # queued after n2
-                if s2_dev is not None and self._g2_wanted and self.dev.has_fp64:
-                    # g2, σ and the bins' n2 from n2 and s2 where they are
-                    fetch_g2 = g2_on_device(self.dev, queue, d_n2, s2_dev.d_c, self.binning,
-                                            s2_dev.spans, n_frames, d_x=s2_dev.d_x,
-                                            tables=s2_dev.g2_tables)
-                    self.last_profile["g2_on_device"] = True
-                if s2_dev is not None:
-                    s2_dev.read_peak()
-            self.last_profile["s2_s"] = time.perf_counter() - ts
-        if s2_dev is None:  # on the host while the device works (else implied by s2's check)
-            self._range_check_early(out, frame_sums, sums_copied)
-        t = self._step("s2_wait_s", t)
-        self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
-        if sums_copied is not None:
-            reads.append(sums_copied)
-        pyopencl.wait_for_events(reads)
+        # n2, the frame sums (device-planned runs) and g2's results leave on a queue of their
+        # own once the kernels are done, while s2 and g2 are summed, through the pinned staging
+        # ring at bus speed, copied out by a few threads (reads into pageable memory, which the
+        # driver stages: ~12 GB/s on the H200, 8 into a result's fresh pages, one after the
+        # other whatever the queues).
+        with StagedReads(self.dev, self._read_queue()) as staged:
+            take_n2 = staged.read(out, d_n2, wait_for=[n2_done])
+            if sums_copied is None and d_sums is not None:
+                sums_copied = _Taken(staged.read(frame_sums, d_sums, wait_for=[n2_done]))
+            s2_dev = fetch_g2 = None
+            if self._s2_wanted:
+                ts = time.perf_counter()
+                if d_sums is not None and self._s2_on_device():
+                    s2_dev = self._s2_device(d_sums, n_frames, defines)  # queued after n2
+                    if s2_dev is not None and self._g2_wanted and self.dev.has_fp64:
+                        # g2, σ and the bins' n2 from n2 and s2 where they are
+                        fetch_g2 = g2_on_device(self.dev, queue, d_n2, s2_dev.d_c, self.binning,
+                                                s2_dev.spans, n_frames, d_x=s2_dev.d_x,
+                                                tables=s2_dev.g2_tables, read=staged.read)
+                        self.last_profile["g2_on_device"] = True
+                    if s2_dev is not None:
+                        s2_dev.read_peak()
+                self.last_profile["s2_s"] = time.perf_counter() - ts
+            if s2_dev is None:  # on the host while the device works (else implied by s2's check)
+                self._range_check_early(out, frame_sums, sums_copied)
+            t = self._step("s2_wait_s", t)
+            staged.prefault()  # while the device works
+            self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
+            take_n2()
+            if sums_copied is not None:
+                sums_copied.wait()
+            g2_fetched = None if fetch_g2 is None else fetch_g2()
         if self._s2_wanted:
             ts = time.perf_counter()
             s2 = None
@@ -1178,18 +1187,17 @@ class OpenCLEventCorrelator(EventCorrelator):
                 # Events are >= 0: n2 of a sub-bin, and of a bin, is at most max v·Σ v <= (max
                 # X)²·Nt < S2_LIMIT < 2^63 (X: the bins' frame sums), so n2 is in range too.
                 self._range_events = None
-                if fetch_g2 is not None:
+                if g2_fetched is not None:
                     # With g2 on the device the host needs each bin's own s2 row and frame
                     # sums only: they come back with g2 in one read.
-                    g2, err, n2_bins, s2_own, x_own = fetch_g2()
+                    g2, err, n2_bins, s2_own, x_own, pairs = g2_fetched
                     s2 = [None if sp is None else s2_own[i: i + 1]
                           for i, sp in enumerate(s2_dev.spans)]
-                    self._g2_rows = (g2, err)
+                    self._g2_rows = (g2, err, pairs)  # the few-pairs rule applied
                     self._bin_totals = (n2_bins, numpy.ascontiguousarray(x_own.T))
                 else:
                     s2 = s2_dev.rows()
             else:
-                fetch_g2 = None
                 if s2_dev is not None:  # n2's range first, as with s2 on the host
                     self._range_check_early(out, frame_sums, sums_copied)
                 # On the host (raises where a sum could leave int64).
@@ -1237,6 +1245,18 @@ class OpenCLEventCorrelator(EventCorrelator):
         size = -(-n_c // max(1, n))  # equal launches
         return [(k, min(size, n_c - k)) for k in range(0, n_c, size)]
 
+
+
+class _Taken:
+    """A staged read's ``take()`` behind an event's ``wait()`` (called once or more)."""
+
+    def __init__(self, take):
+        self._take = take
+
+    def wait(self) -> None:
+        if self._take is not None:
+            take, self._take = self._take, None
+            take()
 
 
 class _DeviceS2:

@@ -299,6 +299,7 @@ def normalise(
     s2: Optional[list] = None,
     g2_rows: Optional[tuple] = None,
     bin_totals: Optional[tuple] = None,
+    pairs: Optional[numpy.ndarray] = None,
 ) -> CorrelationResult:
     """Compute g2, its jackknife error, n2 and s2 per bin from per-sub-bin sums.
 
@@ -319,10 +320,14 @@ def normalise(
     g2_rows : (g2, g2_err), optional
         (n_bins, n_lags) float64 each: g2 and its jackknife error computed by a device from the
         same sums and s2 with this function's operations in its order (the same bits:
-        :mod:`ewoksxpcs.opencl.normalise`), before the few-pairs rule, which is applied here.
+        :mod:`ewoksxpcs.opencl.normalise`), before the few-pairs rule, which is applied here
+        (unless ``pairs`` is given).
     bin_totals : (n2, frame_sums), optional
         ``bin_sums(sums, binning)``, when already computed (by a device that holds the sums;
         integer sums, exact in any order).
+    pairs : ndarray, (n_bins, n_lags) float64, optional
+        ``expected_pairs(s2, binning.n_pixels)``, given with ``g2_rows`` to which the device
+        applied the few-pairs rule (:func:`undefined_lags`) already, with the same bits.
     """
     lags = numpy.asarray(sums.lags, dtype=numpy.int64)
     nb, nl = binning.n_bins, lags.size
@@ -333,8 +338,12 @@ def normalise(
     if len(rows) != nb:
         raise ValueError(f"s2 has {len(rows)} entries, the binning has {nb} bins")
     s2_list = []
-    g2 = numpy.full((nb, nl), numpy.nan)
-    g2_err = numpy.full((nb, nl), numpy.nan)
+    final = g2_rows is not None and pairs is not None  # the device's rows, rule applied
+    if final:
+        g2, g2_err = g2_rows[0], g2_rows[1]
+    else:
+        g2 = numpy.full((nb, nl), numpy.nan)
+        g2_err = numpy.full((nb, nl), numpy.nan)
     fused = None
     if (sums.n2.size >= NUMBA_JACKKNIFE_SIZE and sums.n2.dtype in (numpy.int64, numpy.float64)
             and _warm_types(sums.n2, contiguous=True)):
@@ -348,6 +357,8 @@ def normalise(
             continue
         c = rows[i]
         s2_list.append(c[0])
+        if final:
+            continue
         if g2_rows is not None:
             g2[i] = g2_rows[0][i]
             if n_groups > 1:
@@ -371,8 +382,9 @@ def normalise(
         s2 = numpy.stack(s2_list).astype(numpy.int64)
     else:
         s2 = numpy.stack([numpy.asarray(c, dtype=numpy.float64) for c in s2_list])
-    pairs = expected_pairs(s2, binning.n_pixels)
-    undefined_lags(g2, g2_err, n2, pairs, counts=sums.n2.dtype.kind in "iu")
+    if not final:
+        pairs = expected_pairs(s2, binning.n_pixels)
+        undefined_lags(g2, g2_err, n2, pairs, counts=sums.n2.dtype.kind in "iu")
     return CorrelationResult(
         g2=g2,
         g2_err=g2_err,

@@ -4,20 +4,25 @@
 10 bins × 16 groups × 10 000 lags: ~9 ms of NumPy on one host core, 19-23 ms on the H200's
 host without numba), while the device that computed n2 and s2 holds both: ``kernels/
 normalise.cl`` computes g2 and σ per (bin, lag) in microseconds with the host's operations in
-the host's order (no contraction into fused multiply-adds), so the bits are the same, and only
-g2, σ and the bins' n2 (the sum of their groups', exact) come back, with each bin's own s2 row
-and frame sums, in one read. The host then applies the
-few-pairs rule and assembles the result as usual (``normalise(..., g2_rows=..., bin_totals=
-...)``).
+the host's order (no contraction into fused multiply-adds), so the bits are the same, and the
+few-pairs rule after them (~1 ms of NumPy on the host): only g2, σ, the expected pairs and the
+bins' n2 (the sum of their groups', exact) come back, with each bin's own s2 row and frame sums,
+in one read. The host assembles the result (``normalise(..., g2_rows=..., bin_totals=...,
+pairs=...)``).
 """
 
 from __future__ import annotations
 
 import numpy
 
+from ..engine.normalise import MIN_EXPECTED_PAIRS
 from .device import download_pinned, get_kernel, upload_small
 
-__all__ = ["g2_on_device", "g2_tables"]
+__all__ = ["g2_on_device", "g2_tables", "G2_PROGRAM"]
+
+#: (file, defines) of g2's program: the few-pairs rule's threshold as a constant (for
+#: :func:`~.device.build_in_background` ahead of a run).
+G2_PROGRAM = ("normalise.cl", {"MIN_PAIRS": repr(float(MIN_EXPECTED_PAIRS))})
 
 
 def g2_tables(dev, queue, binning, spans) -> tuple:
@@ -33,7 +38,8 @@ def g2_tables(dev, queue, binning, spans) -> tuple:
                  for a in (sub0, row0, npix, numpy.ascontiguousarray(factor)))
 
 
-def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int, d_x=None, tables=None):
+def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int, d_x=None, tables=None,
+                 read=None):
     """Enqueue the g2 and jackknife kernel; return a ``fetch()`` of its results.
 
     Parameters
@@ -55,32 +61,41 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int, d_x=None, t
         its frame sums).
     tables : tuple, optional
         :func:`g2_tables` of this binning and ``spans`` (default: made and uploaded now).
+    read : callable, optional
+        ``read(dst, src, wait_for)`` enqueues the read of the results at once and returns its
+        ``take()`` (:meth:`~.device.StagedReads.read`); default: read by ``fetch()``.
 
     Returns
     -------
     callable
-        ``fetch()`` → (g2, g2_err, n2_bins, s2_own, x_own), each (n_bins, n_lags): float64 g2
-        and σ, NaN for empty bins and for σ of one-group bins, before the few-pairs rule;
-        int64 n2 of each bin (zero for empty bins), as :func:`~ewoksxpcs.engine.normalise.
-        bin_sums` gives it; int64 each bin's own row of ``d_c`` and of ``d_x`` (zeros for
-        empty bins; ``x_own`` None without ``d_x``). One read brings them all.
+        ``fetch()`` → (g2, g2_err, n2_bins, s2_own, x_own, pairs), each (n_bins, n_lags):
+        float64 g2 and σ with the few-pairs rule applied (:func:`~ewoksxpcs.engine.normalise.
+        undefined_lags`; NaN for empty bins and for σ of one-group bins); int64 n2 of each bin
+        (zero for empty bins), as :func:`~ewoksxpcs.engine.normalise.bin_sums` gives it;
+        int64 each bin's own row of ``d_c`` and of ``d_x`` (zeros for empty bins; ``x_own``
+        None without ``d_x``); float64 expected pairs (:func:`~ewoksxpcs.engine.normalise.
+        expected_pairs` of the own s2 rows). One read brings them all.
     """
     import pyopencl
 
     nb = binning.n_bins
     if tables is None:
         tables = g2_tables(dev, queue, binning, spans)
-    res = numpy.empty((5, nb, n_lags))
+    res = numpy.empty((6, nb, n_lags))
     d_res = pyopencl.Buffer(dev.context, pyopencl.mem_flags.WRITE_ONLY, max(res.nbytes, 8))
     wg = 128
-    get_kernel(dev, "normalise.cl", "g2_jackknife")(
+    done = get_kernel(dev, G2_PROGRAM[0], "g2_jackknife", G2_PROGRAM[1])(
         queue, (-(-n_lags // wg) * wg, nb), (wg, 1), d_n2, d_c, d_c if d_x is None else d_x,
         *(buf for buf, _ in tables), numpy.int32(n_lags), numpy.int32(nb), d_res)
     queue.flush()
+    take = None if read is None else read(res, d_res, wait_for=[done])
 
     def fetch():
-        download_pinned(dev, queue, res, d_res)
-        ints = res[2:].view(numpy.int64)
-        return res[0], res[1], ints[0], ints[1], None if d_x is None else ints[2]
+        if take is None:
+            download_pinned(dev, queue, res, d_res)
+        else:
+            take()
+        ints = res[2:5].view(numpy.int64)
+        return res[0], res[1], ints[0], ints[1], None if d_x is None else ints[2], res[5]
 
     return fetch
