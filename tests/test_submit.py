@@ -171,3 +171,20 @@ def test_reprocess_on_ewoksjob_workers(queue, tmp_path):
         check_result(job.output, job.input, labels, "fft")
     report = reprocess(jobs, executor="ewoksjob", config=config, timeout=WAIT_S)
     assert [o.status for o in report.outcomes] == ["skipped", "skipped"]
+
+
+def test_configuration_files_of_the_same_name(tmp_path):
+    """Two ``celeryconfig.py`` of different directories in one process: each its own queue
+    (ewoksjob imports a file as a module by its name: the second got the first's settings)."""
+    urls = []
+    for i in range(2):
+        d = tmp_path / f"site{i}"
+        d.mkdir()
+        (d / "celeryconfig.py").write_text(
+            "import os\n"
+            f"BROKER_URL = 'sqla+sqlite:///{d}/broker.db'\n"
+            f"celery = {{'result_backend': 'db+sqlite:///{d}/results.db'}}\n")
+        app = celery_app(str(d / "celeryconfig.py"))
+        assert app.conf.result_backend == f"db+sqlite:///{d}/results.db"
+        urls.append(app.conf.broker_url)
+    assert urls == [f"sqla+sqlite:///{tmp_path}/site{i}/broker.db" for i in range(2)]

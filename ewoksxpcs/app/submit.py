@@ -67,9 +67,25 @@ def _read_config(config: Union[str, dict, None]) -> dict:
                 "no ewoksjob configuration: give config=... (--config), or set EWOKS_CONFIG_URI"
             ) from None
         uri = "celeryconfig"
-    if os.sep in uri and not os.path.exists(uri.replace("file://", "")):
+    path = uri.replace("file://", "")
+    if os.sep in uri and not os.path.exists(path):
         raise ValueError(f"ewoksjob configuration file {uri!r} does not exist")
+    if path.endswith(".py") and os.path.isfile(path):
+        return _read_py_file(path)
     return read_configuration(uri)
+
+
+def _read_py_file(path: str) -> dict:
+    """The settings of a Python configuration file, as ewoksjob's ``read_configuration`` gives
+    them, read anew each time: ewoksjob imports the file as a module by its name, so a second
+    ``celeryconfig.py`` of another directory in the same process got the first one's settings
+    (jobs sent to the other queue), and it changes ``sys.path`` meanwhile (not thread-safe)."""
+    import runpy
+    import types
+
+    settings = {k.lower(): v for k, v in runpy.run_path(path).items()
+                if not k.startswith("_") and not isinstance(v, types.ModuleType)}
+    return {**settings, **settings.pop("celery", {})}  # Celery's settings at the top level
 
 
 def celery_app(config: Union[str, dict, None] = None):

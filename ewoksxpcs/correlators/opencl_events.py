@@ -36,9 +36,10 @@ summed directly on a GPU (exact int64, about a millisecond; queued right after n
 checked with the largest frame sum the device found) or, on CPU devices, by the host's exact FFTs
 while the device computes n2; normalisation gets them ready-made. With s2 on the device,
 :meth:`correlate` also takes g2, its jackknife error and the bins' n2 and frame sums there
-(:mod:`ewoksxpcs.opencl.normalise`, the host's operations in the host's order: the same bits;
-they and each bin's own s2 row and frame sums come back in one read), while n2 and the frame
-sums are read back on a queue of their own; the host only applies the few-pairs rule.
+(:mod:`ewoksxpcs.opencl.normalise`, the host's operations in the host's order: the same bits,
+the few-pairs rule included; they and each bin's own s2 row and frame sums come back in one
+read), while n2 and the frame sums are read back on a queue of their own, through the pinned
+staging ring (:class:`~ewoksxpcs.opencl.device.StagedReads`); the host assembles the result.
 
 Device memory: the events (all at once, or in runs of whole pixels through two slots when they
 need more than ``max_device_memory`` leaves), n2, the frame sums and s2's rows. Events compacted
