@@ -252,10 +252,10 @@ def test_staged_reads(cpu, rng, monkeypatch):
         takes = [reads.read(b, d) for b, d in zip(backs, bufs)]
         assert reads._used == 2  # the third goes straight, the ring being full
         assert not opencl.shared_staging(cpu)[1].acquire(blocking=False)
-        takes[1]()
+        takes[1].wait()
         reads.prefault()  # the pages of the first (untaken) one; not the taken second's
         for take in (takes[3], takes[2], takes[0]):
-            take()
+            take.wait()
     assert opencl.shared_staging(cpu)[1].acquire(blocking=False)
     opencl.shared_staging(cpu)[1].release()
     for a, b in zip(arrays, backs):

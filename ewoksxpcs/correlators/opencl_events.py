@@ -1155,9 +1155,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         # driver stages: ~12 GB/s on the H200, 8 into a result's fresh pages, one after the
         # other whatever the queues).
         with StagedReads(self.dev, self._read_queue()) as staged:
-            take_n2 = staged.read(out, d_n2, wait_for=[n2_done])
+            n2_read = staged.read(out, d_n2, wait_for=[n2_done])
             if sums_copied is None and d_sums is not None:
-                sums_copied = _Taken(staged.read(frame_sums, d_sums, wait_for=[n2_done]))
+                sums_copied = staged.read(frame_sums, d_sums, wait_for=[n2_done])
             s2_dev = fetch_g2 = None
             if self._s2_wanted:
                 ts = time.perf_counter()
@@ -1177,7 +1177,7 @@ class OpenCLEventCorrelator(EventCorrelator):
             t = self._step("s2_wait_s", t)
             staged.prefault()  # while the device works
             self._checkpoints.wait(0.0, 0.95)  # the correlation kernels, as they complete
-            take_n2()
+            n2_read.wait()
             if sums_copied is not None:
                 sums_copied.wait()
             g2_fetched = None if fetch_g2 is None else fetch_g2()
@@ -1246,18 +1246,6 @@ class OpenCLEventCorrelator(EventCorrelator):
         size = -(-n_c // max(1, n))  # equal launches
         return [(k, min(size, n_c - k)) for k in range(0, n_c, size)]
 
-
-
-class _Taken:
-    """A staged read's ``take()`` behind an event's ``wait()`` (called once or more)."""
-
-    def __init__(self, take):
-        self._take = take
-
-    def wait(self) -> None:
-        if self._take is not None:
-            take, self._take = self._take, None
-            take()
 
 
 class _DeviceS2:

@@ -958,18 +958,30 @@ DOWNLOAD_PIECE_BYTES = 4 * 1024**2
 LARGE_DOWNLOAD_BYTES = 128 * 1024**2
 
 
-#: Whether :class:`StagedReads` from GPUs go through the staging ring (else straight into
-#: their destinations, whose pages are mapped first).
-READS_STAGED = True
 #: Bytes of a memory page of the host (:meth:`StagedReads.prefault`).
 PAGE_BYTES = mmap.PAGESIZE
 #: Reads of :class:`StagedReads` copy out of the staging buffers with threads from this size on.
 THREADED_READ_BYTES = 1024**2
 
 
+class PendingRead:
+    """A read of :class:`StagedReads`: ``wait()`` (once or more) waits for it and fills its
+    destination (``then()``: the copy out of the ring), as an event's ``wait()``."""
+
+    def __init__(self, event, then=None):
+        self._event, self._then = event, then
+
+    def wait(self) -> None:
+        if self._event is not None:
+            self._event.wait()
+            self._event = None
+            if self._then is not None:
+                self._then()
+
+
 class StagedReads:
     """Reads of whole device buffers into the pinned staging ring at bus speed, enqueued at
-    once and copied out by a few threads when the caller takes them.
+    once and copied out by a few threads when the caller waits for them.
 
     NVIDIA's driver stages reads into pageable memory itself, ~12 GB/s on the H200 (one after
     the other, and 8 GB/s into fresh pages, which a result's arrays are); here the bus runs at
@@ -990,19 +1002,16 @@ class StagedReads:
     def __init__(self, dev: OpenCLDevice, queue, staged: bool | None = None):
         self.dev, self.queue = dev, queue
         if staged is None:
-            staged = dev.kind != "cpu" and READS_STAGED
-        # Direct reads from a GPU into fresh pages: the pages are mapped first (:meth:`read`).
-        self._touch = not staged and dev.kind != "cpu"
+            staged = dev.kind != "cpu"
         self._bufs, self._lock = shared_staging(dev) if staged else ([], None)
         if self._lock is not None:
             self._lock.acquire()
         self._used = 0
-        self._untaken = {}  # destinations of staged reads not yet taken, by read
+        self._untaken = {}  # destinations of staged reads not yet waited for, by read
 
-    def read(self, dst: numpy.ndarray, src, wait_for=None):
+    def read(self, dst: numpy.ndarray, src, wait_for=None) -> "PendingRead":
         """Enqueue dst[...] = the first ``dst.nbytes`` bytes of ``src`` (C-contiguous ``dst``,
-        not touched until taken); returns ``take()``, which waits for the read and fills
-        ``dst``."""
+        not touched until then); the returned read's ``wait()`` fills ``dst``."""
         import pyopencl
 
         if not dst.flags.c_contiguous:
@@ -1010,11 +1019,8 @@ class StagedReads:
         flat = dst.reshape(-1).view(numpy.uint8)
         if (self._used >= len(self._bufs) or flat.size > self._bufs[0].size
                 or flat.size < DOWNLOAD_PINNED_BYTES):
-            if self._touch:  # before the driver writes into them
-                flat[::PAGE_BYTES] = 0
-            event = pyopencl.enqueue_copy(self.queue, dst, src, is_blocking=False,
-                                          wait_for=wait_for) if flat.size else None
-            return lambda: event is None or event.wait()
+            return PendingRead(pyopencl.enqueue_copy(self.queue, dst, src, is_blocking=False,
+                                                     wait_for=wait_for) if flat.size else None)
         host = self._bufs[self._used][: flat.size]
         key = self._used
         self._used += 1
@@ -1023,18 +1029,17 @@ class StagedReads:
                                       wait_for=wait_for)
         self.queue.flush()
 
-        def take():
-            event.wait()
+        def copy_out():
             self._untaken.pop(key, None)
             copy_into(flat, host, threaded_from=THREADED_READ_BYTES)
 
-        return take
+        return PendingRead(event, copy_out)
 
     def prefault(self) -> None:
         """Have the kernel map the staged reads' destinations now (one write per page), e.g.
         while the host waits for the device: a result's arrays are fresh pages, which the
         copies out of the ring would otherwise fault in one by one (~8 GB/s on the H200's
-        host, with or without threads). Reads already taken are left as they are."""
+        host, with or without threads). Reads already waited for are left as they are."""
         for flat in self._untaken.values():
             flat[::PAGE_BYTES] = 0
 

@@ -62,8 +62,9 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int, d_x=None, t
     tables : tuple, optional
         :func:`g2_tables` of this binning and ``spans`` (default: made and uploaded now).
     read : callable, optional
-        ``read(dst, src, wait_for)`` enqueues the read of the results at once and returns its
-        ``take()`` (:meth:`~.device.StagedReads.read`); default: read by ``fetch()``.
+        ``read(dst, src, wait_for)`` enqueues the read of the results at once and returns it
+        (:meth:`~.device.StagedReads.read`: ``fetch()`` waits for it); default: read by
+        ``fetch()``.
 
     Returns
     -------
@@ -88,13 +89,13 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int, d_x=None, t
         queue, (-(-n_lags // wg) * wg, nb), (wg, 1), d_n2, d_c, d_c if d_x is None else d_x,
         *(buf for buf, _ in tables), numpy.int32(n_lags), numpy.int32(nb), d_res)
     queue.flush()
-    take = None if read is None else read(res, d_res, wait_for=[done])
+    pending = None if read is None else read(res, d_res, wait_for=[done])
 
     def fetch():
-        if take is None:
+        if pending is None:
             download_pinned(dev, queue, res, d_res)
         else:
-            take()
+            pending.wait()
         ints = res[2:5].view(numpy.int64)
         return res[0], res[1], ints[0], ints[1], None if d_x is None else ints[2], res[5]
 
