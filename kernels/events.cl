@@ -589,10 +589,10 @@ __kernel void s2_series(__global const long *S,          // (n_frames, n_sub) fr
 }
 
 #ifndef SL
-#define SL 128
+#define SL 64
 #endif
 #ifndef S2R
-#define S2R 8  // the host's S2_LAGS_PER_ITEM
+#define S2R 16  // the host's S2_LAGS_PER_ITEM
 #endif
 #define S2_PAD(u) ((u) + ((u) >> 5))
 

@@ -282,6 +282,35 @@ def test_opencl_memory_tracker():
     del a, c, pinned
 
 
+def test_opencl_memory_tracker_counts_pooled_buffers():
+    """Buffers of a device's pool count as the bytes it hands out beyond what it handed out
+    when the block began, reused or made; host memory registrations not at all."""
+    from conftest import require_opencl
+
+    require_opencl("cpu")
+    import numpy
+    import pyopencl
+
+    from ewoksxpcs.opencl import pools
+    from ewoksxpcs.opencl.device import get_device
+
+    dev = get_device("cpu")
+    kept = pools.pooled_buffer(dev, dev.queue, 8192)  # handed out before: not counted
+    reused = pools.pooled_buffer(dev, dev.queue, 1 << 20)
+    del reused  # held by the pool: handed out again inside the block
+    host = numpy.zeros(1 << 16, numpy.uint8)
+    with benchmark_gpu.opencl_memory() as mem:
+        a = pools.pooled_buffer(dev, dev.queue, 1 << 20)
+        b = pools.pooled_buffer(dev, dev.queue, 1 << 16)
+        plain = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, 1000)
+        registered = pyopencl.Buffer(
+            dev.context, pyopencl.mem_flags.READ_WRITE | pyopencl.mem_flags.USE_HOST_PTR,
+            hostbuf=host)
+    assert (1 << 20) + (1 << 16) + 1000 <= mem.peak < (1 << 20) + (1 << 16) + 1000 + (1 << 17)
+    assert not pools.ALLOCATION_HOOKS  # the hook removed
+    del a, b, plain, registered, kept
+
+
 def test_boost_bin_g2_is_symmetric_normalisation():
     # Two bins (columns 0-1 and 2-4), one lag: g2 = N·ΣG2 / (ΣIP·ΣIF).
     G2 = numpy.zeros((1, 3, 5), numpy.float32)

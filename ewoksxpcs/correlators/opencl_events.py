@@ -63,11 +63,12 @@ import numpy
 
 from ..opencl.compact import compact_opencl
 from ..opencl.normalise import G2_PROGRAM, g2_on_device, g2_tables
+from ..opencl.pools import host_result, pooled_buffer, trim_buffer_pool
 from ..opencl.prefix_sum import DeviceScan
 from ..engine.intrange import INT64_LIMIT, S2_LIMIT, check_int64_bound
 from ..engine.normalise import NUMBA_JACKKNIFE_SIZE, normalise, s2_rows, warm_numba
 from ..opencl.device import CTYPES, Checkpoints, build_in_background, default_device_memory, \
-    device_buffer, download_pinned, get_device, get_kernel, is_pinned, StagedReads, \
+    download_pinned, get_device, get_kernel, is_pinned, StagedReads, \
     upload_pinned, upload_small
 from ..engine.result import CorrelationSums
 from .base import EventCorrelator
@@ -107,8 +108,12 @@ PROGRESS_STEPS = 20
 #: Scans of at most this many frames send their frame indices as uint16 (option time_bits).
 TIME16_FRAMES = 1 << 16
 #: Lags per work-item of the device s2 kernel (``S2R`` of ``s2_autocorr``): per frame, two local
-#: reads feed this many multiply-adds.
-S2_LAGS_PER_ITEM = 8
+#: reads feed this many multiply-adds. With :data:`S2_LAGS_PER_GROUP` work-items a group (``SL``):
+#: 16 × 64 took 0.3 ms less than 8 × 128 (1.0 ms) of a 0.01-count 1024×1024×10 000 run on the
+#: H200 (170 rows of 10 000 frames; session 17).
+S2_LAGS_PER_ITEM = 16
+#: Work-items per group of the device s2 kernel (at most the device's largest group).
+S2_LAGS_PER_GROUP = 64
 #: Work-groups per compute unit that a launch keeps at least, progress reported or not: an
 #: in-order queue runs launches one after the other, and a launch of fewer work-groups than
 #: the device holds at once leaves compute units idle (the linear correlation of an Eiger 4M x
@@ -365,6 +370,12 @@ class OpenCLEventCorrelator(EventCorrelator):
             self._s2_wanted, self._s2 = True, None
         try:
             n2, frame_sums = self._run(data)
+        except BaseException:
+            # Nothing of the run may still be in flight on its pooled buffers once they go
+            # back to the pool.
+            for q in (self.dev.queue, self._copy_queue(), self._read_queue()):
+                q.finish()
+            raise
         finally:
             pending, self._range_events = self._range_events, None
             if own_s2:
@@ -617,8 +628,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         return pix_edges
 
     def _s2_lags(self) -> int:
-        """Lags per work-group of the device s2 kernel."""
-        return int(min(128, self.dev.max_work_group_size))
+        """Work-items per group of the device s2 kernel (``SL``; each sums
+        :data:`S2_LAGS_PER_ITEM` lags)."""
+        return int(min(S2_LAGS_PER_GROUP, self.dev.max_work_group_size))
 
     def _s2_on_device(self) -> bool:
         """Whether correlate() takes s2 on the device (option s2_device; default: on GPUs)."""
@@ -636,8 +648,6 @@ class OpenCLEventCorrelator(EventCorrelator):
         exact int64 sums on the device (O(rows·Nt²): ~1.7e10 multiply-adds take about a
         millisecond on an H200, less than the host's FFTs), after n2 on the in-order queue;
         returns a :class:`_DeviceS2` or None for a binning without groups."""
-        import pyopencl
-
         b, dev, queue = self.binning, self.dev, self.dev.queue
         tables = binning_tables(b, dev)
         plan = tables.get("s2")
@@ -663,9 +673,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_rows, rows, spans, g2_tabs = plan
         if not n_rows:
             return None
-        d_x = device_buffer(dev, queue, n_rows * n_frames * 8)
-        d_c = device_buffer(dev, queue, n_rows * n_frames * 8)
-        d_xmax = device_buffer(dev, queue, 8, zero=True)
+        d_x = pooled_buffer(dev, queue, n_rows * n_frames * 8)
+        d_c = pooled_buffer(dev, queue, n_rows * n_frames * 8)
+        d_xmax = pooled_buffer(dev, queue, 8, zero=True)
         sl = defines["SL"]
         series = get_kernel(dev, "events.cl", "s2_series", defines)
         auto = get_kernel(dev, "events.cl", "s2_autocorr", defines)
@@ -725,6 +735,7 @@ class OpenCLEventCorrelator(EventCorrelator):
         dev = self.dev
         self.last_profile = {}
         self._run_budget = None  # the free memory is read anew at each run
+        trim_buffer_pool(dev)
         t = time.perf_counter()
         n_sub = self.binning.n_sub
         n_frames = events.n_frames
@@ -740,16 +751,18 @@ class OpenCLEventCorrelator(EventCorrelator):
         if n_frames >= 2**31 or events.n_pixels >= 2**31:
             raise ValueError(f"too many frames or pixels for the OpenCL event kernel: "
                              f"{n_frames} frames, {events.n_pixels} pixels")
-        ctx, queue = dev.context, dev.queue
-        mf = pyopencl.mem_flags
-        out = numpy.empty((n_sub, n_frames), dtype=acc)  # the whole n2 is downloaded into it
+        queue = dev.queue
+        # The shape of n2; _finish reads it into page-locked memory where it can (host_result).
+        out = numpy.empty((n_sub, n_frames), dtype=acc)
 
         copies = []  # PyOpenCL waits for a copy from host memory when its event is dropped
 
         def upload(a):
             # Small arrays: non-blocking pageable copies on the kernels' queue.
-            buf, copied = upload_small(dev, queue, a)
-            copies.append(copied)
+            a = numpy.ascontiguousarray(a)
+            buf = pooled_buffer(dev, queue, a.nbytes)
+            if a.nbytes:
+                copies.append(pyopencl.enqueue_copy(queue, buf, a, is_blocking=False))
             return buf
 
         # values and times (5 B per event for uint8: GBs) go through pinned staging buffers in a
@@ -800,13 +813,12 @@ class OpenCLEventCorrelator(EventCorrelator):
                                          time_np=time_np, d_offsets=d_offsets)
         v_size = ev_bytes - t_size
         if bounded:
-            slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * v_size, 1)),
-                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(slot * t_size, 1)))
-                     for _ in range(2)]
+            slots = [(pooled_buffer(dev, queue, slot * v_size),
+                      pooled_buffer(dev, queue, slot * t_size)) for _ in range(2)]
             ev_base = ev_edges[:-1].copy()
         else:
-            slots = [(pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.values.nbytes, 1)),
-                      pyopencl.Buffer(ctx, mf.READ_ONLY, max(events.n_events * t_size, 1)))]
+            slots = [(pooled_buffer(dev, queue, events.values.nbytes),
+                      pooled_buffer(dev, queue, events.n_events * t_size))]
             ev_base = numpy.zeros(n_chunks, numpy.int64)
         self.last_profile["time_bits"] = 8 * t_size
         launched = [threading.Event() for _ in range(n_chunks)]
@@ -959,9 +971,9 @@ class OpenCLEventCorrelator(EventCorrelator):
         n_tiles, task_pairs = self._plan(events, pix_sub, is_float, n_frames, geometry)
         self.last_profile["n_tiles"] = n_tiles
         t = self._step("plan_s", t)
-        d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
+        d_n2 = pooled_buffer(dev, queue, out.nbytes, zero=True)
         if not is_float:
-            d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
+            d_sums = pooled_buffer(dev, queue, frame_sums.nbytes, zero=True)
         corr = get_kernel(dev, "events.cl", "event_corr", defines)
         sums = None if is_float else get_kernel(dev, "events.cl", "frame_sums", defines)
         sums_copied = None
@@ -1066,8 +1078,8 @@ class OpenCLEventCorrelator(EventCorrelator):
             queue.flush()
             start_upload()
         n_all = n_chunks * n_binned
-        d_slots, d_counts = (device_buffer(dev, queue, 8 * n_all) for _ in range(2))
-        d_cum = device_buffer(dev, queue, 8 * (n_all + 1))
+        d_slots, d_counts = (pooled_buffer(dev, queue, 8 * n_all) for _ in range(2))
+        d_cum = pooled_buffer(dev, queue, 8 * (n_all + 1))
         if n_all:
             # Groups of 256 along the pixels (the driver's own choice for this 2-D range took
             # 0.64 ms for 8 chunks x 1M pixels on the H200).
@@ -1081,12 +1093,13 @@ class OpenCLEventCorrelator(EventCorrelator):
         scan.on_device(queue, d_slots, n_all, d_cum)
         d_rcum = d_cum  # "fold": not read
         if strategy != "fold":  # rows of the tasks: running event counts as well
-            d_rcum = device_buffer(dev, queue, 8 * (n_all + 1))
+            d_rcum = pooled_buffer(dev, queue, 8 * (n_all + 1))
             scan.on_device(queue, d_counts, n_all, d_rcum)
-        # d_slots and d_counts are freed with this call's other buffers, after its work:
-        # freeing a buffer now would wait for the device, the events' upload included (5 ms
-        # on the H200).
-        d_sub_slots = device_buffer(dev, queue, 8 * n_chunks * (n_sub + 1))
+        # d_slots and d_counts live to the end of the call, with its other buffers: a pooled
+        # buffer given back now could go to a later buffer of the call that another queue
+        # writes while the scans still read it (plain buffers, freed now, waited for the
+        # device, the events' upload included: 5 ms on the H200).
+        d_sub_slots = pooled_buffer(dev, queue, 8 * n_chunks * (n_sub + 1))
         get_kernel(dev, "events.cl", "fold_sub_slots", defines)(
             queue, (n_sub + 1, n_chunks), None, d_cum, numpy.int64(n_binned), d_sub_first,
             numpy.int32(n_sub), d_sub_slots)
@@ -1099,15 +1112,15 @@ class OpenCLEventCorrelator(EventCorrelator):
         numpy.cumsum(-(-per_sub // task_slots), axis=1, out=task_cum[:, 1:])
         self.last_profile.update(n_tiles=n_tiles, task_pairs=task_slots,
                                  n_tasks=int(task_cum[:, -1].sum()))
-        d_task_cum = device_buffer(dev, queue, task_cum.nbytes)  # the same, on the device
+        d_task_cum = pooled_buffer(dev, queue, task_cum.nbytes)  # the same, on the device
         get_kernel(dev, "events.cl", "fold_task_cum", defines)(
             queue, (n_chunks,), None, d_sub_slots, numpy.int32(n_sub), numpy.int64(task_slots),
             d_task_cum)
         t = self._step("plan_s", t)
 
-        d_n2 = device_buffer(dev, queue, out.nbytes, zero=True)
+        d_n2 = pooled_buffer(dev, queue, out.nbytes, zero=True)
         frame_sums = numpy.empty((n_frames, n_sub), dtype=numpy.int64)  # read back whole
-        d_sums = device_buffer(dev, queue, frame_sums.nbytes, zero=True)
+        d_sums = pooled_buffer(dev, queue, frame_sums.nbytes, zero=True)
         corr = get_kernel(dev, "events.cl", "event_corr_planned", defines)
         wg = int(defines["WG"])
         for c in range(n_chunks):
@@ -1150,13 +1163,16 @@ class OpenCLEventCorrelator(EventCorrelator):
         queue = self.dev.queue
         n2_done = pyopencl.enqueue_marker(queue)  # the correlation kernels' end
         # n2, the frame sums (device-planned runs) and g2's results leave on a queue of their
-        # own once the kernels are done, while s2 and g2 are summed, through the pinned staging
-        # ring at bus speed, copied out by a few threads (reads into pageable memory, which the
-        # driver stages: ~12 GB/s on the H200, 8 into a result's fresh pages, one after the
-        # other whatever the queues).
+        # own once the kernels are done, while s2 and g2 are summed, at bus speed: into
+        # page-locked host memory kept from run to run (host_result; read straight), or through
+        # the pinned staging ring, copied out by a few threads, where that pool is full (reads
+        # into pageable memory, which the driver stages: ~12 GB/s on the H200, 8 into a
+        # result's fresh pages, one after the other whatever the queues).
+        out = host_result(self.dev, out.shape, out.dtype)
         with StagedReads(self.dev, self._read_queue()) as staged:
             n2_read = staged.read(out, d_n2, wait_for=[n2_done])
             if sums_copied is None and d_sums is not None:
+                frame_sums = host_result(self.dev, frame_sums.shape, frame_sums.dtype)
                 sums_copied = staged.read(frame_sums, d_sums, wait_for=[n2_done])
             s2_dev = fetch_g2 = None
             if self._s2_wanted:

@@ -616,13 +616,14 @@ def pinned_empty(dev: OpenCLDevice, shape, dtype) -> numpy.ndarray:
 
 
 def is_pinned(array) -> bool:
-    """Whether ``array`` is a view of page-locked memory from :func:`pinned_empty` (copies to
-    and from the device then need no staging)."""
+    """Whether ``array`` is a view of page-locked memory from :func:`pinned_empty` or
+    :func:`~ewoksxpcs.opencl.pools.host_result` (copies to and from the device then need no
+    staging)."""
     import pyopencl
 
     base = array
     while base is not None:
-        if isinstance(base, pyopencl.MemoryMap):
+        if isinstance(base, pyopencl.MemoryMap) or getattr(base, "page_locked", False):
             return True
         base = getattr(base, "base", None)
     return False
@@ -986,8 +987,9 @@ class StagedReads:
     NVIDIA's driver stages reads into pageable memory itself, ~12 GB/s on the H200 (one after
     the other, and 8 GB/s into fresh pages, which a result's arrays are); here the bus runs at
     ~50 GB/s and the host's copies into the destination (page faults included) go in parallel.
-    One staging buffer per read: a read larger than one, beyond the ring, or from a CPU device
-    (no bus) goes straight into its destination. Holds the ring (its lock) until
+    One staging buffer per read: a read larger than one, beyond the ring, into page-locked
+    memory (:func:`is_pinned`: at bus speed) or from a CPU device (no bus) goes straight into
+    its destination. Holds the ring (its lock) until
     :meth:`close`: use as a context manager, and make no other staged copy meanwhile.
 
     Parameters
@@ -1018,7 +1020,7 @@ class StagedReads:
             raise ValueError("StagedReads: the destination must be C-contiguous")
         flat = dst.reshape(-1).view(numpy.uint8)
         if (self._used >= len(self._bufs) or flat.size > self._bufs[0].size
-                or flat.size < DOWNLOAD_PINNED_BYTES):
+                or flat.size < DOWNLOAD_PINNED_BYTES or is_pinned(dst)):
             return PendingRead(pyopencl.enqueue_copy(self.queue, dst, src, is_blocking=False,
                                                      wait_for=wait_for) if flat.size else None)
         host = self._bufs[self._used][: flat.size]

@@ -17,6 +17,7 @@ import numpy
 
 from ..engine.normalise import MIN_EXPECTED_PAIRS
 from .device import download_pinned, get_kernel, upload_small
+from .pools import host_result, pooled_buffer
 
 __all__ = ["g2_on_device", "g2_tables", "G2_PROGRAM"]
 
@@ -75,15 +76,14 @@ def g2_on_device(dev, queue, d_n2, d_c, binning, spans, n_lags: int, d_x=None, t
         (zero for empty bins), as :func:`~ewoksxpcs.engine.normalise.bin_sums` gives it;
         int64 each bin's own row of ``d_c`` and of ``d_x`` (zeros for empty bins; ``x_own``
         None without ``d_x``); float64 expected pairs (:func:`~ewoksxpcs.engine.normalise.
-        expected_pairs` of the own s2 rows). One read brings them all.
+        expected_pairs` of the own s2 rows). One read brings them all, into page-locked memory
+        reused from run to run on a GPU (:func:`~.pools.host_result`).
     """
-    import pyopencl
-
     nb = binning.n_bins
     if tables is None:
         tables = g2_tables(dev, queue, binning, spans)
-    res = numpy.empty((6, nb, n_lags))
-    d_res = pyopencl.Buffer(dev.context, pyopencl.mem_flags.WRITE_ONLY, max(res.nbytes, 8))
+    res = host_result(dev, (6, nb, n_lags), numpy.float64)
+    d_res = pooled_buffer(dev, queue, res.nbytes)
     wg = 128
     done = get_kernel(dev, G2_PROGRAM[0], "g2_jackknife", G2_PROGRAM[1])(
         queue, (-(-n_lags // wg) * wg, nb), (wg, 1), d_n2, d_c, d_c if d_x is None else d_x,

@@ -413,24 +413,44 @@ def opencl_memory():
 
     ``pyopencl.Buffer`` is replaced by a counting subclass for the duration (every caller looks
     it up at call time); buffers count until released or garbage collected. Page-locked host
-    buffers (``ALLOC_HOST_PTR``) are not device memory and are not counted.
+    buffers (``ALLOC_HOST_PTR``) and registrations of host memory (``USE_HOST_PTR``) are not
+    device memory and are not counted. Buffers of the devices' pools
+    (:func:`~ewoksxpcs.opencl.pools.pooled_buffer`) count as what each pool hands out beyond
+    what it handed out when the block began (sampled at every allocation: whether a buffer
+    was reused or made, it is device memory in use), with a pool's rounding of sizes.
     """
     import pyopencl
+
+    from ..opencl import device as opencl_device
+    from ..opencl import pools
 
     original = pyopencl.Buffer
     tracker = _MemoryTracker()
     lock = threading.Lock()
+    # Each pool's bytes handed out at the start (a pool made inside the block: none).
+    base = {id(p): int(p.active_bytes) for p in (
+        d.__dict__.get("buffer_pool") for d in list(opencl_device._DEVICES.values()))
+        if p is not None}
+    pooled = {}
 
     def add(n):
         with lock:
             tracker.live += n
-            tracker.peak = max(tracker.peak, tracker.live)
+            tracker.peak = max(tracker.peak, tracker.live + sum(pooled.values()))
+
+    def on_pooled(dev, buf):
+        pool = dev.buffer_pool
+        with lock:
+            pooled[id(pool)] = max(0, int(pool.active_bytes) - base.get(id(pool), 0))
+        add(0)
+
+    host_memory = pyopencl.mem_flags.ALLOC_HOST_PTR | pyopencl.mem_flags.USE_HOST_PTR
 
     class CountedBuffer(original):
         def __init__(self, context, flags, size=0, hostbuf=None):
             super().__init__(context, flags, size, hostbuf)
             self._counted = 0
-            if not flags & pyopencl.mem_flags.ALLOC_HOST_PTR:
+            if not flags & host_memory:
                 self._counted = int(self.size)
                 add(self._counted)
                 self._finalizer = weakref.finalize(self, add, -self._counted)
@@ -442,10 +462,12 @@ def opencl_memory():
             super().release()
 
     pyopencl.Buffer = CountedBuffer
+    pools.ALLOCATION_HOOKS.append(on_pooled)
     try:
         yield tracker
     finally:
         pyopencl.Buffer = original
+        pools.ALLOCATION_HOOKS.remove(on_pooled)
 
 
 # ---------------------------------------------------------------------- peers
