@@ -694,3 +694,32 @@ def test_binning_tables_serve_every_correlator_of_the_binning(device, rng):
     assert all(tables[k] is first[k] for k in first)  # reused, not uploaded again
     other = Binning(qmask_of((8, 10)))
     assert binning_tables(other, dev) is not tables and not binning_tables(other, dev)
+
+
+def test_failed_run_finishes_its_queues(device, rng, monkeypatch):
+    """A run that fails after its kernels are enqueued finishes the device's queues before its
+    pooled buffers go back to the pool (else a later run could be handed a buffer that work of
+    the failed one still writes); the next run then equals the reference."""
+    from ewoksxpcs.correlators.opencl_events import OpenCLEventCorrelator
+
+    frames = sparse_frames(rng, "uint8", (60, 7, 13))
+    q = qmask_of((7, 13))
+    ref = correlate(frames, q, method="reference")
+    events = compact(frames)
+    c = create_correlator(q, method="opencl-events", device=device)
+    finished = []
+
+    class Recording:  # the read queue: unused by the failing run
+        def finish(self):
+            finished.append("reads")
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("failed after the kernels were enqueued")
+
+    with monkeypatch.context() as m:
+        m.setattr(OpenCLEventCorrelator, "_finish", fail)
+        m.setattr(OpenCLEventCorrelator, "_read_queue", lambda self: Recording())
+        with pytest.raises(RuntimeError, match="failed after the kernels"):
+            c.correlate(events)
+    assert finished == ["reads"]
+    check_equal(c.correlate(events), ref, "uint8")

@@ -164,7 +164,9 @@ class _HostPool:
         self.dev = dev
         self._free: list[_HostBlock] = []
         self._total = 0  # bytes of every block, handed out or free
-        self._lock = threading.Lock()
+        # Reentrant: a lease collected by the garbage collector while this thread holds the
+        # lock gives its block back.
+        self._lock = threading.RLock()
 
     def empty(self, shape, dtype) -> numpy.ndarray | None:
         """An uninitialised array on a block, or None when the pool is full (or the driver
@@ -179,7 +181,9 @@ class _HostPool:
                 self._free.remove(block)
             else:
                 while self._free and self._total + size > HOST_POOL_BYTES:
-                    old = self._free.pop(0)  # the oldest free block makes room
+                    # The oldest free block makes room (unregistering waits for the device:
+                    # only a full pool does it).
+                    old = self._free.pop(0)
                     self._total -= old.nbytes
                     old.close()
                 if self._total + size > HOST_POOL_BYTES:
