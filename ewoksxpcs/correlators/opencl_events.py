@@ -759,10 +759,8 @@ class OpenCLEventCorrelator(EventCorrelator):
 
         def upload(a):
             # Small arrays: non-blocking pageable copies on the kernels' queue.
-            a = numpy.ascontiguousarray(a)
-            buf = pooled_buffer(dev, queue, a.nbytes)
-            if a.nbytes:
-                copies.append(pyopencl.enqueue_copy(queue, buf, a, is_blocking=False))
+            buf, copied = upload_small(dev, queue, a, pooled_buffer(dev, queue, a.nbytes))
+            copies.append(copied)
             return buf
 
         # values and times (5 B per event for uint8: GBs) go through pinned staging buffers in a

@@ -638,7 +638,7 @@ _ZERO_GLOBAL = 1 << 20
 _ZERO_LOCAL = 256
 
 
-def device_buffer(dev: OpenCLDevice, queue, nbytes: int, zero: bool = False):
+def device_buffer(dev: OpenCLDevice, queue, nbytes: int, zero: bool = False, pool=None):
     """A READ_WRITE device buffer of at least ``nbytes`` bytes (rounded up to a multiple of 8).
 
     Parameters
@@ -649,11 +649,14 @@ def device_buffer(dev: OpenCLDevice, queue, nbytes: int, zero: bool = False):
     nbytes : int
         Bytes needed (>= 0; an empty request gives an 8-byte buffer).
     zero : bool
-        Zero the whole buffer (with :func:`zero_buffer`).
+        Zero the whole buffer (with :func:`zero_buffer`; a pool's buffer may be larger than
+        asked: its size classes).
+    pool : pyopencl.tools.MemoryPool, optional
+        Allocate from it (:func:`~ewoksxpcs.opencl.pools.pooled_buffer`).
 
     Returns
     -------
-    pyopencl.Buffer
+    pyopencl.Buffer or pyopencl.PooledBuffer
     """
     import pyopencl
 
@@ -661,15 +664,17 @@ def device_buffer(dev: OpenCLDevice, queue, nbytes: int, zero: bool = False):
     if nbytes < 0:
         raise ValueError(f"device_buffer: nbytes must be >= 0, got {nbytes}")
     size = max(8, -(-nbytes // 8) * 8)
-    buf = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, size)
+    buf = (pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_WRITE, size) if pool is None
+           else pool.allocate(size))
     if zero:
         zero_buffer(dev, queue, buf)
     return buf
 
 
-def upload_small(dev: OpenCLDevice, queue, a: numpy.ndarray) -> tuple:
+def upload_small(dev: OpenCLDevice, queue, a: numpy.ndarray, buffer=None) -> tuple:
     """A READ_ONLY device buffer holding a copy of the small host array ``a``, the copy enqueued
-    on ``queue`` without waiting: (buffer, copy's event or None for an empty array).
+    on ``queue`` without waiting: (buffer, copy's event or None for an empty array). ``buffer``:
+    the destination (at least ``a.nbytes``), e.g. a pool's, instead of a new buffer.
 
     Keep the pair as long as the buffer: PyOpenCL waits for a copy from host memory when its
     event is dropped. Neither a blocking copy nor ``COPY_HOST_PTR`` (which on NVIDIA's driver
@@ -678,7 +683,8 @@ def upload_small(dev: OpenCLDevice, queue, a: numpy.ndarray) -> tuple:
     import pyopencl
 
     a = numpy.ascontiguousarray(a)
-    buf = pyopencl.Buffer(dev.context, pyopencl.mem_flags.READ_ONLY, max(a.nbytes, 8))
+    buf = buffer if buffer is not None else pyopencl.Buffer(
+        dev.context, pyopencl.mem_flags.READ_ONLY, max(a.nbytes, 8))
     event = pyopencl.enqueue_copy(queue, buf, a, is_blocking=False) if a.nbytes else None
     return buf, event
 

@@ -26,7 +26,7 @@ import warnings
 
 import numpy
 
-from .device import DOWNLOAD_PINNED_BYTES, PAGE_BYTES, OpenCLDevice, zero_buffer
+from .device import DOWNLOAD_PINNED_BYTES, PAGE_BYTES, OpenCLDevice, device_buffer
 
 __all__ = ["pooled_buffer", "trim_buffer_pool", "host_result", "HOST_POOL_BYTES",
            "BUFFER_POOL_HOLD_BYTES"]
@@ -89,14 +89,9 @@ def pooled_buffer(dev: OpenCLDevice, queue, nbytes: int, zero: bool = False):
     zero : bool
         Zero the whole buffer (its size may exceed ``nbytes``: the pool's size classes).
     """
-    nbytes = int(nbytes)
-    if nbytes < 0:
-        raise ValueError(f"pooled_buffer: nbytes must be >= 0, got {nbytes}")
-    buf = _buffer_pool(dev).allocate(max(8, -(-nbytes // 8) * 8))
+    buf = device_buffer(dev, queue, nbytes, zero, pool=_buffer_pool(dev))
     for hook in ALLOCATION_HOOKS:
         hook(dev, buf)
-    if zero:
-        zero_buffer(dev, queue, buf)
     return buf
 
 
